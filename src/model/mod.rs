@@ -1,0 +1,107 @@
+//! The data model: the three document kinds of MISSION.md (`EdgeLocation`,
+//! `ControlSystem`, `Module`), their validation, and the whole-catalog rules
+//! that need more than one document (references, module ownership).
+//!
+//! Documents are plain serde structs. The store knows nothing about them: it
+//! keeps a kind, an id, a JSON body, an optional owner and a list of
+//! referenced ids, which [`Doc::index`] derives here.
+
+mod catalog;
+mod edge;
+mod module;
+mod system;
+mod validate;
+
+pub use catalog::Catalog;
+pub use edge::{EdgeLocation, RestoreWindow};
+pub use module::{Endpoint, Module};
+pub use system::ControlSystem;
+pub use validate::{FieldError, Invalid};
+
+use serde::{Serialize, de::DeserializeOwned};
+use uuid::Uuid;
+
+/// The kind under which each document type is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Edge,
+    System,
+    Module,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Edge, Kind::System, Kind::Module];
+
+    /// The name used in the store and in import files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Edge => "edge",
+            Kind::System => "system",
+            Kind::Module => "module",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the store indexes for a document: its owner (an edge location id for
+/// systems, so "systems of an edge" is one indexed query) and the ids it
+/// refers to (a system's modules, so "systems that list a module" is too).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexKeys {
+    pub owner: Option<Uuid>,
+    pub refs: Vec<Uuid>,
+}
+
+/// Common behaviour of the three document types.
+pub trait Doc: Serialize + DeserializeOwned + Clone {
+    const KIND: Kind;
+    fn id(&self) -> Uuid;
+    /// Field-level validation (no other documents needed).
+    fn validate(&self, ctx: &ValidationContext) -> Result<(), Invalid>;
+    /// Keys the store indexes for this document.
+    fn index(&self) -> IndexKeys {
+        IndexKeys::default()
+    }
+}
+
+/// Facts from outside the document that validation needs.
+#[derive(Debug, Clone, Default)]
+pub struct ValidationContext {
+    /// Driver files that exist (names relative to `modules/`, e.g. `pjlink.lua`).
+    /// `None` skips the driver check (an edge validating replicated data, or a
+    /// tool without the modules directory).
+    pub drivers: Option<std::collections::BTreeSet<String>>,
+}
+
+impl ValidationContext {
+    /// Reads the driver names from a modules directory (files ending in `.lua`).
+    pub fn with_modules_dir(dir: &std::path::Path) -> std::io::Result<Self> {
+        let mut drivers = std::collections::BTreeSet::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".lua") {
+                    drivers.insert(name);
+                }
+            }
+        }
+        Ok(Self {
+            drivers: Some(drivers),
+        })
+    }
+}
+
+/// A fresh document id: uuid v7, so ids sort by creation time and index well.
+pub fn new_id() -> Uuid {
+    Uuid::now_v7()
+}

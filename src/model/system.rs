@@ -1,0 +1,59 @@
+//! `ControlSystem`: a room or area, an ordered list of modules, and the edge
+//! location that owns it (none: the master).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::validate::{Checker, Invalid};
+use super::{Doc, IndexKeys, Kind, ValidationContext};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSystem {
+    pub id: Uuid,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Set: the system belongs to that edge location. Absent: to the master.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge_id: Option<Uuid>,
+    /// Ordered; a module may appear in several systems of the same owner.
+    #[serde(default)]
+    pub module_ids: Vec<Uuid>,
+    #[serde(default)]
+    pub settings: Map<String, Value>,
+}
+
+impl Doc for ControlSystem {
+    const KIND: Kind = Kind::System;
+
+    fn id(&self) -> Uuid {
+        self.id
+    }
+
+    fn validate(&self, _ctx: &ValidationContext) -> Result<(), Invalid> {
+        let mut c = Checker::new(Kind::System, self.id);
+        c.name("name", &self.name);
+        let mut seen = std::collections::HashSet::with_capacity(self.module_ids.len());
+        for (i, m) in self.module_ids.iter().enumerate() {
+            if !seen.insert(*m) {
+                c.fail(
+                    &format!("module_ids[{i}]"),
+                    format!("module {m} is listed twice"),
+                );
+            }
+        }
+        c.finish()
+    }
+
+    fn index(&self) -> IndexKeys {
+        let mut refs = self.module_ids.clone();
+        refs.sort_unstable();
+        refs.dedup();
+        IndexKeys {
+            owner: self.edge_id,
+            refs,
+        }
+    }
+}
