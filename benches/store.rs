@@ -238,7 +238,8 @@ async fn bench(backend: &str, store: Store, plain: Plain) {
     let total = docs + single;
     let (ours, n) = timed(async {
         let all = store.list_all(outpost::model::Kind::Module).await.unwrap();
-        all.iter().map(|d| d.parse::<Module>().unwrap()).count()
+        let parsed: Vec<Module> = all.iter().map(|d| d.parse().unwrap()).collect();
+        parsed.len()
     })
     .await;
     assert_eq!(n, total);
