@@ -63,6 +63,11 @@ pub enum AdminCommand {
         /// JSON file in the format of config/example-site.json.
         file: PathBuf,
     },
+    /// Give an edge location a new secret, printed once.
+    RotateSecret {
+        /// The edge location's id.
+        edge_id: uuid::Uuid,
+    },
     /// Export every document as stable JSON.
     Export {
         /// Write here instead of standard output.
@@ -194,6 +199,7 @@ fn run_admin(file: Option<PathBuf>, command: AdminCommand) -> ExitCode {
         let out = match command {
             AdminCommand::Import { file } => import(&store, &config, &file).await,
             AdminCommand::Export { output } => export(&store, output).await,
+            AdminCommand::RotateSecret { edge_id } => rotate_secret(&store, edge_id).await,
         };
         store.close().await;
         out
@@ -252,4 +258,15 @@ async fn export(store: &crate::store::Store, output: Option<PathBuf>) -> Result<
             Ok(())
         }
     }
+}
+
+async fn rotate_secret(store: &crate::store::Store, edge_id: uuid::Uuid) -> Result<(), String> {
+    let secret = crate::admin::rotate_secret(store, edge_id)
+        .await
+        .map_err(|e| report(&e))?;
+    println!(
+        "edge location {edge_id}: new secret {} (shown once; set OUTPOST_EDGE_SECRET on that edge)",
+        secret.expose()
+    );
+    Ok(())
 }

@@ -191,6 +191,94 @@ fn admin_import_then_export_round_trips() {
     );
     let out = run(dir.path(), &["admin", "export"], &[]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), exported);
+
+    // Rotation prints a new secret once; unknown ids are refused.
+    let sydney = "0191e9a0-0000-7000-8000-0000000000e1";
+    let out = run(dir.path(), &["admin", "rotate-secret", sydney], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("new secret"), "{stdout}");
+    let secret = stdout
+        .split("new secret ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    assert_eq!(secret.len(), 64);
+    assert!(!exported.contains(secret));
+    let out = run(
+        dir.path(),
+        &[
+            "admin",
+            "rotate-secret",
+            "0191e9a0-0000-7000-8000-000000000101",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no edge location"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn edge_with_an_empty_replica_waits_for_the_first_sync() {
+    let dir = checkout();
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    std::fs::write(
+        dir.path().join("certs/ca.pem"),
+        "not checked until the link connects",
+    )
+    .unwrap();
+    let secret = "e".repeat(64);
+    let mut child = outpost(
+        dir.path(),
+        &[],
+        &[
+            ("OUTPOST_EDGE_ID", "0191e9a0-0000-7000-8000-0000000000e1"),
+            ("OUTPOST_EDGE_SECRET", &secret),
+        ],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let log = read_until(&mut child, "edge ready");
+    assert!(log.contains("waiting for the first sync"), "{log}");
+    assert!(!log.contains(&secret), "the secret is never logged");
+    assert!(dir.path().join("data/edge.db").exists());
+    stop(child);
+}
+
+/// Reads the child's stderr until a line contains `needle`; returns the log.
+fn read_until(child: &mut std::process::Child, needle: &str) -> String {
+    let stderr = child.stderr.as_mut().unwrap();
+    let mut log = String::new();
+    let mut byte = [0u8; 1];
+    while !log.lines().any(|l| l.contains(needle)) {
+        let n = std::io::Read::read(stderr, &mut byte).unwrap();
+        assert!(n > 0, "process exited before '{needle}':\n{log}");
+        log.push(byte[0] as char);
+    }
+    log
+}
+
+/// SIGTERM, then the exit status must be success; returns the rest of stderr.
+fn stop(mut child: std::process::Child) -> String {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "graceful stop exits 0: {status:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut rest).unwrap();
+    rest
 }
 
 #[test]
@@ -204,17 +292,7 @@ fn master_starts_on_embedded_defaults_and_stops_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut log = String::new();
-    loop {
-        let mut line = String::new();
-        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
-        assert!(n > 0, "master exited early:\n{log}");
-        log.push_str(&line);
-        if line.contains("master ready") {
-            break;
-        }
-    }
+    let log = read_until(&mut child, "master ready");
     assert!(log.contains("development only"), "{log}");
     assert!(dir.path().join("data/master.db").exists());
     #[cfg(unix)]
@@ -226,15 +304,7 @@ fn master_starts_on_embedded_defaults_and_stops_on_sigterm() {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let status = child.wait().unwrap();
-    assert!(status.success(), "graceful stop exits 0: {status:?}");
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let rest = stop(child);
     assert!(rest.contains("SIGTERM"), "{rest}");
 }
 
