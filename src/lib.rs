@@ -7,6 +7,8 @@
 //!
 //! - [`config`]: layered configuration (defaults < TOML < `OUTPOST_*`).
 //! - [`model`]: the documents (edge locations, systems, modules) and their validation.
+//! - [`control`]: who controls a site's devices; the negotiation rules as a
+//!   pure function; control reasons.
 //! - [`store`]: the document store on SQLite or PostgreSQL with its change
 //!   feed; the only module that writes SQL.
 //! - [`secret`]: edge secrets and the link keys derived from them.
@@ -27,6 +29,7 @@ pub mod boot;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod edge;
 pub mod master;
 pub mod model;

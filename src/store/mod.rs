@@ -22,7 +22,10 @@
 //! connection so that concurrent writers queue instead of failing with
 //! "database is locked".
 
+mod control;
 mod sql;
+
+pub use control::{ControlRecord, ControlState};
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -172,8 +175,18 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database migration failed")]
     Migrate(#[from] MigrateError),
+    #[error("control of edge location {edge_id} changed concurrently: expected epoch {}, found {}", describe_epoch(*.expected), describe_epoch(*.actual))]
+    EpochConflict {
+        edge_id: Uuid,
+        expected: Option<i64>,
+        actual: Option<i64>,
+    },
     #[error("stored document {id} is corrupt: {reason}")]
     Corrupt { id: Uuid, reason: String },
+}
+
+fn describe_epoch(epoch: Option<i64>) -> String {
+    epoch.map_or_else(|| "none".into(), |e| e.to_string())
 }
 
 fn describe_actual(actual: Option<i64>) -> String {
@@ -214,11 +227,11 @@ impl std::fmt::Debug for Store {
 macro_rules! on_reader {
     ($self:expr, $pool:ident => $body:expr) => {
         match &*$self.backend {
-            Backend::Sqlite { reader, .. } => {
+            $crate::store::Backend::Sqlite { reader, .. } => {
                 let $pool = reader;
                 $body
             }
-            Backend::Postgres(pg) => {
+            $crate::store::Backend::Postgres(pg) => {
                 let $pool = pg;
                 $body
             }
@@ -230,17 +243,20 @@ macro_rules! on_reader {
 macro_rules! on_writer {
     ($self:expr, $pool:ident => $body:expr) => {
         match &*$self.backend {
-            Backend::Sqlite { writer, .. } => {
+            $crate::store::Backend::Sqlite { writer, .. } => {
                 let $pool = writer;
                 $body
             }
-            Backend::Postgres(pg) => {
+            $crate::store::Backend::Postgres(pg) => {
                 let $pool = pg;
                 $body
             }
         }
     };
 }
+
+// Path-based exports so `store`'s submodules can use the macros.
+pub(crate) use {on_reader, on_writer};
 
 /// A row of `documents` as selected by [`sql::DOC_COLUMNS`].
 type DocRow = (String, String, i64, i64, bool, Option<String>, String);
@@ -609,6 +625,29 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Each backend's migrations, in order; a migration is never edited once
+/// released, only followed by another.
+const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "documents",
+        include_str!("migrations/sqlite/0001_documents.sql"),
+    ),
+    (
+        "control",
+        include_str!("migrations/sqlite/0002_control.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "documents",
+        include_str!("migrations/postgres/0001_documents.sql"),
+    ),
+    (
+        "control",
+        include_str!("migrations/postgres/0002_control.sql"),
+    ),
+];
+
 fn migrator(files: &[(&'static str, &'static str)]) -> Migrator {
     let migrations = files
         .iter()
@@ -650,12 +689,7 @@ async fn open_sqlite(options: &StoreOptions, display_url: &str) -> Result<Backen
         .max_connections(1)
         .connect_with(connect.clone())
         .await?;
-    migrator(&[(
-        "documents",
-        include_str!("migrations/sqlite/0001_documents.sql"),
-    )])
-    .run(&writer)
-    .await?;
+    migrator(SQLITE_MIGRATIONS).run(&writer).await?;
     let reader = SqlitePoolOptions::new()
         .max_connections(options.max_connections.max(1))
         .connect_with(connect.read_only(true))
@@ -696,12 +730,7 @@ async fn open_postgres(options: &StoreOptions, display_url: &str) -> Result<Back
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(connect)
         .await?;
-    migrator(&[(
-        "documents",
-        include_str!("migrations/postgres/0001_documents.sql"),
-    )])
-    .run(&pool)
-    .await?;
+    migrator(POSTGRES_MIGRATIONS).run(&pool).await?;
     Ok(Backend::Postgres(pool))
 }
 
