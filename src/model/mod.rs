@@ -105,3 +105,22 @@ impl ValidationContext {
 pub fn new_id() -> Uuid {
     Uuid::now_v7()
 }
+
+/// The index keys of a stored document's body (a replica derives them as the
+/// master did). Tombstones (`null`) have none.
+pub fn index_document(kind: &str, body: &str) -> Result<IndexKeys, String> {
+    fn keys<D: Doc>(body: &str) -> Result<IndexKeys, String> {
+        serde_json::from_str::<D>(body)
+            .map(|d| d.index())
+            .map_err(|e| e.to_string())
+    }
+    if body == "null" {
+        return Ok(IndexKeys::default());
+    }
+    match Kind::parse(kind) {
+        Some(Kind::Edge) => keys::<EdgeLocation>(body),
+        Some(Kind::System) => keys::<ControlSystem>(body),
+        Some(Kind::Module) => keys::<Module>(body),
+        None => Err(format!("unknown document kind '{kind}'")),
+    }
+}

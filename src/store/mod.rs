@@ -23,9 +23,13 @@
 //! "database is locked".
 
 mod control;
+mod events;
+mod replica;
 mod sql;
 
 pub use control::{ControlRecord, ControlState};
+pub use events::{Event, EventKind, LoggedEvent};
+pub use replica::Replicated;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -212,6 +216,8 @@ pub struct Store {
     backend: std::sync::Arc<Backend>,
     /// The URL with any password removed, for logs.
     display_url: String,
+    /// This store's own id, made once when it is created.
+    store_id: Uuid,
 }
 
 impl std::fmt::Debug for Store {
@@ -299,10 +305,31 @@ impl Store {
                 reason: "expected sqlite://… or postgres://…".into(),
             });
         };
-        Ok(Store {
+        let mut store = Store {
             backend: std::sync::Arc::new(backend),
             display_url,
+            store_id: Uuid::nil(),
+        };
+        store.store_id = store.init_store_id().await?;
+        Ok(store)
+    }
+
+    /// Reads this store's id, creating it on first open.
+    async fn init_store_id(&self) -> Result<Uuid, StoreError> {
+        let value: String = on_writer!(self, pool => {
+            sqlx::query(sql::INIT_STORE_ID).bind(Uuid::now_v7().to_string()).execute(pool).await?;
+            sqlx::query_scalar(sql::GET_STORE_ID).fetch_one(pool).await?
+        });
+        Uuid::parse_str(&value).map_err(|_| StoreError::Corrupt {
+            id: Uuid::nil(),
+            reason: format!("bad store id '{value}'"),
         })
+    }
+
+    /// This store's own id: a replica records the id of the store it copies,
+    /// and resyncs from scratch when it changes.
+    pub fn store_id(&self) -> Uuid {
+        self.store_id
     }
 
     /// The URL without credentials.
@@ -636,6 +663,10 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
         "control",
         include_str!("migrations/sqlite/0002_control.sql"),
     ),
+    (
+        "replication",
+        include_str!("migrations/sqlite/0003_replication.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
@@ -645,6 +676,10 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
         "control",
         include_str!("migrations/postgres/0002_control.sql"),
+    ),
+    (
+        "replication",
+        include_str!("migrations/postgres/0003_replication.sql"),
     ),
 ];
 

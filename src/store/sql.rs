@@ -60,6 +60,10 @@ pub const REFERENCING: &str = "SELECT d.id, d.kind, d.rev, d.seq, d.deleted, d.o
 pub const CHANGES_SINCE: &str = "SELECT id, kind, rev, seq, deleted, owner, body FROM documents \
      WHERE seq > $1 ORDER BY seq LIMIT $2";
 
+pub const INIT_STORE_ID: &str =
+    "INSERT INTO store_info (key, value) VALUES ('store_id', $1) ON CONFLICT (key) DO NOTHING";
+pub const GET_STORE_ID: &str = "SELECT value FROM store_info WHERE key = 'store_id'";
+
 pub const LAST_SEQ: &str = "SELECT value FROM outpost_meta WHERE key = 'seq'";
 
 pub const COUNT_KIND: &str = "SELECT COUNT(*) FROM documents WHERE kind = $1 AND NOT deleted";
