@@ -126,17 +126,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("cannot start the tokio runtime")
 }
 
-/// One line: the error and its causes.
-fn report(e: &dyn std::error::Error) -> String {
-    let mut line = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        line.push_str(": ");
-        line.push_str(&s.to_string());
-        source = s.source();
-    }
-    line
-}
+use crate::boot::describe as report;
 
 fn run_role(file: Option<PathBuf>, role: Role) -> ExitCode {
     let config = match load_config(file, role) {

@@ -15,16 +15,18 @@
 //! - [`certs`]: development CA and certificates, PEM loading.
 //! - [`boot`]: what a master or an edge loads at start (the boot plans).
 //! - [`admin`]: import and export of documents.
+//! - [`api`]: the web API (axum, OpenAPI, keys and roles, metrics).
 //! - [`master`], [`edge`]: `run(config, shutdown)` for each role.
 //! - [`cli`]: the `outpost` command line; `main.rs` only calls it.
 //!
 //! Data flows one way at boot: `config` → `store` → `model` → `boot` plan →
-//! the role's runtime.
+//! the role's runtime; requests flow `api` → `model` checks → `store`.
 
 #![forbid(unsafe_code)]
 #![warn(clippy::await_holding_lock)]
 
 pub mod admin;
+pub mod api;
 pub mod boot;
 pub mod certs;
 pub mod cli;

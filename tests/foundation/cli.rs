@@ -284,25 +284,43 @@ fn stop(mut child: std::process::Child) -> String {
 #[test]
 fn master_starts_on_embedded_defaults_and_stops_on_sigterm() {
     let dir = checkout();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut child = outpost(dir.path(), &["master"], &[("OUTPOST_LINK_ADDR", &addr)])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let link = format!("127.0.0.1:{}", free_port());
+    let api = format!("127.0.0.1:{}", free_port());
+    let mut child = outpost(
+        dir.path(),
+        &["master"],
+        &[("OUTPOST_LINK_ADDR", &link), ("OUTPOST_API_ADDR", &api)],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let log = read_until(&mut child, "master ready");
     assert!(log.contains("development only"), "{log}");
+    assert!(log.contains("generated the first admin API key"), "{log}");
+    let key_file = dir.path().join("data/admin-key");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    assert!(!log.contains(key.trim()), "the key itself is never logged");
+    let health = http_get(&api, "/api/v1/health", None);
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.contains("\"master\""),
+        "{health}"
+    );
+    let edges = http_get(&api, "/api/v1/edges", Some(key.trim()));
+    assert!(edges.starts_with("HTTP/1.1 200"), "{edges}");
+    assert!(http_get(&api, "/api/v1/edges", None).starts_with("HTTP/1.1 401"));
     assert!(dir.path().join("data/master.db").exists());
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(dir.path().join("certs/master-key.pem"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
+        for private in ["certs/master-key.pem", "data/admin-key"] {
+            let mode = std::fs::metadata(dir.path().join(private))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{private}");
+        }
     }
     let rest = stop(child);
     assert!(rest.contains("SIGTERM"), "{rest}");
@@ -314,4 +332,21 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A blocking GET with `Connection: close`; returns the whole answer.
+fn http_get(addr: &str, path: &str, key: Option<&str>) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }

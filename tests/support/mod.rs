@@ -1,7 +1,11 @@
-//! Test support shared by the test binaries: stores on a real SQLite file and a real PostgreSQL server.
+//! Test support shared by the test binaries: stores on a real SQLite file
+//! and a real PostgreSQL server.
 //!
 //! PostgreSQL tests read `TEST_PG_URL`. Without it they say so loudly and
 //! pass, except under CI (`CI` set), where a skip is a failure.
+
+// Each test binary uses a different part of this module.
+#![allow(dead_code)]
 
 use outpost::store::{Store, StoreOptions};
 
@@ -93,7 +97,6 @@ macro_rules! both_backends {
     };
 }
 
-#[allow(dead_code)]
 /// Driver names the example site uses, for validation without a modules dir.
 pub fn example_drivers() -> outpost::model::ValidationContext {
     outpost::model::ValidationContext {
@@ -106,7 +109,6 @@ pub fn example_drivers() -> outpost::model::ValidationContext {
     }
 }
 
-#[allow(dead_code)] // not every test binary imports sites
 pub fn example_site() -> outpost::admin::SiteFile {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
