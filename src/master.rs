@@ -13,7 +13,6 @@ use crate::api;
 use crate::boot::{self, RunError};
 use crate::certs;
 use crate::config::{Config, ConfigError, Role, check_readable};
-use crate::model::ValidationContext;
 
 /// Runs a master until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
@@ -31,7 +30,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         "boot plan loaded ({})",
         plan.timings
     );
-    let api = start_api(&config, &store, Role::Master).await?;
+    let api = api::start(&config, &store, Role::Master).await?;
     tracing::info!(api = %api.addr, "master ready");
     shutdown.await;
     tracing::info!("master stopping");
@@ -39,73 +38,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .await;
     store.close().await;
     Ok(())
-}
-
-/// A running web API.
-pub struct RunningApi {
-    pub addr: std::net::SocketAddr,
-    stop: tokio_util::sync::CancellationToken,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl RunningApi {
-    /// Stops accepting, lets in-flight requests finish within `grace`.
-    pub async fn stop(self, grace: Duration) {
-        self.stop.cancel();
-        match tokio::time::timeout(grace, self.task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "the API server failed"),
-            Ok(Err(e)) => tracing::error!(error = %e, "the API server task panicked"),
-            Err(_) => tracing::warn!(
-                grace_ms = grace.as_millis() as u64,
-                "API requests still running after the grace period were dropped"
-            ),
-        }
-    }
-}
-
-/// Makes sure an admin key exists, then serves the API on `api_addr`.
-pub async fn start_api(
-    config: &Config,
-    store: &crate::store::Store,
-    role: Role,
-) -> Result<RunningApi, RunError> {
-    let configured = config.admin_key.as_ref().map(|k| k.expose());
-    match api::bootstrap_admin(store, configured, &config.data_dir).await {
-        Ok(Some(path)) => tracing::warn!(
-            path = %path.display(),
-            "generated the first admin API key and wrote it once to this file (mode 0600); keep it safe"
-        ),
-        Ok(None) => {}
-        Err(api::BootstrapError::Short) => {
-            return Err(
-                ConfigError::new("admin_key", api::BootstrapError::Short.to_string()).into(),
-            );
-        }
-        Err(e) => return Err(ConfigError::new("data_dir", crate::boot::describe(&e)).into()),
-    }
-    let validation = match ValidationContext::with_modules_dir(&config.modules_dir) {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::warn!(dir = %config.modules_dir.display(), error = %e, "cannot read the modules directory: module drivers are not checked");
-            ValidationContext::default()
-        }
-    };
-    let listener = tokio::net::TcpListener::bind(config.api_addr)
-        .await
-        .map_err(|e| {
-            ConfigError::new(
-                "api_addr",
-                format!("cannot listen on {}: {e}", config.api_addr),
-            )
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| ConfigError::new("api_addr", e.to_string()))?;
-    let state = api::ApiState::new(store.clone(), role, validation);
-    let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(api::serve(listener, state, stop.clone().cancelled_owned()));
-    Ok(RunningApi { addr, stop, task })
 }
 
 /// The master's TLS files must be readable. On a fresh checkout (none of the

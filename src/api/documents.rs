@@ -264,6 +264,7 @@ async fn fetch<D: ApiDoc>(state: &ApiState, id: Uuid) -> Result<(i64, D), ApiErr
 /// Validates and writes a document under the API's write lock, so checks
 /// that read other documents cannot race another API write.
 async fn put<D: ApiDoc>(state: &ApiState, doc: D, expect: Expect) -> Result<Response, ApiError> {
+    state.require_writable()?;
     doc.validate(&state.validation)?;
     let _guard = state.write_lock.lock().await;
     D::check_put(state, &doc).await?;
@@ -407,6 +408,7 @@ pub async fn delete<D: ApiDoc>(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
+    state.require_writable()?;
     let rev = expected_rev(headers, None)?;
     fetch::<D>(state, id).await?;
     let _guard = state.write_lock.lock().await;

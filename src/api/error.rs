@@ -23,6 +23,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("this request needs an If-Match header with the document's current revision")]
     PreconditionRequired,
+    #[error(
+        "documents are read-only on an edge (a replica of the master's); write them on the master"
+    )]
+    ReadOnly,
     #[error("validation failed")]
     Invalid(Vec<FieldError>),
     #[error("internal error")]
@@ -70,6 +74,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
+            ApiError::ReadOnly => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "internal error answering an API request");

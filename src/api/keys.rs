@@ -73,6 +73,7 @@ async fn create_key(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<KeyOut>), ApiError> {
     caller.require_admin()?;
+    s.require_writable()?;
     let new: NewKey =
         serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
             .map_err(|e| {
@@ -99,6 +100,7 @@ async fn delete_key(
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
+    s.require_writable()?;
     if id == caller.key_id {
         return Err(ApiError::Conflict("a key cannot delete itself".into()));
     }

@@ -31,7 +31,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::config::Role;
+use std::time::Duration;
+
+use crate::config::{Config, ConfigError, Role};
 use crate::model::ValidationContext;
 use crate::store::Store;
 
@@ -57,6 +59,15 @@ impl ApiState {
             throttle: auth::Throttle::default(),
             write_lock: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Documents and keys are written on the master only; an edge holds a
+    /// replica.
+    pub fn require_writable(&self) -> Result<(), ApiError> {
+        match self.role {
+            Role::Master => Ok(()),
+            Role::Edge => Err(ApiError::ReadOnly),
+        }
     }
 }
 
@@ -189,4 +200,75 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+/// A running web API.
+pub struct RunningApi {
+    pub addr: std::net::SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningApi {
+    /// Stops accepting, lets in-flight requests finish within `grace`.
+    pub async fn stop(self, grace: Duration) {
+        self.stop.cancel();
+        match tokio::time::timeout(grace, self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "the API server failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "the API server task panicked"),
+            Err(_) => tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "API requests still running after the grace period were dropped"
+            ),
+        }
+    }
+}
+
+/// Serves the API on `api_addr`. On a master, first makes sure an admin
+/// key exists; an edge only knows the keys replicated from its master.
+pub async fn start(
+    config: &Config,
+    store: &crate::store::Store,
+    role: Role,
+) -> Result<RunningApi, crate::boot::RunError> {
+    let configured = config.admin_key.as_ref().map(|k| k.expose());
+    // An edge only knows the keys replicated from its master.
+    let bootstrap = match role {
+        Role::Master => bootstrap_admin(store, configured, &config.data_dir).await,
+        Role::Edge => Ok(None),
+    };
+    match bootstrap {
+        Ok(Some(path)) => tracing::warn!(
+            path = %path.display(),
+            "generated the first admin API key and wrote it once to this file (mode 0600); keep it safe"
+        ),
+        Ok(None) => {}
+        Err(BootstrapError::Short) => {
+            return Err(ConfigError::new("admin_key", BootstrapError::Short.to_string()).into());
+        }
+        Err(e) => return Err(ConfigError::new("data_dir", crate::boot::describe(&e)).into()),
+    }
+    let validation = match ValidationContext::with_modules_dir(&config.modules_dir) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(dir = %config.modules_dir.display(), error = %e, "cannot read the modules directory: module drivers are not checked");
+            ValidationContext::default()
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(config.api_addr)
+        .await
+        .map_err(|e| {
+            ConfigError::new(
+                "api_addr",
+                format!("cannot listen on {}: {e}", config.api_addr),
+            )
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ConfigError::new("api_addr", e.to_string()))?;
+    let state = ApiState::new(store.clone(), role, validation);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(serve(listener, state, stop.clone().cancelled_owned()));
+    Ok(RunningApi { addr, stop, task })
 }

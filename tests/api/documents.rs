@@ -379,3 +379,31 @@ async fn lists_paginate_and_unknown_things_are_404() {
     );
     assert_eq!(api.admin("GET", "/api/v1/nothing", None).await.status, 404);
 }
+
+#[tokio::test]
+async fn an_edge_serves_documents_read_only() {
+    let api = crate::server::start_api_as(outpost::config::Role::Edge).await;
+    let r = api.admin("GET", "/api/v1/edges", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = api
+        .admin(
+            "POST",
+            "/api/v1/edges",
+            Some(&json!({"name": "Site"}).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 405, "{}", r.body);
+    assert!(r.json()["error"].as_str().unwrap().contains("master"));
+    let r = api
+        .admin(
+            "POST",
+            "/api/v1/keys",
+            Some(&json!({"name": "k", "user": "u", "role": "viewer"}).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(
+        api.call(None, "GET", "/api/v1/health", None).await.json()["role"],
+        "edge"
+    );
+}

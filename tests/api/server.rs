@@ -18,6 +18,11 @@ pub struct TestApi {
 }
 
 pub async fn start_api() -> TestApi {
+    start_api_as(Role::Master).await
+}
+
+/// The API as a master or an edge serves it, on the same kind of store.
+pub async fn start_api_as(role: Role) -> TestApi {
     let store = TestStore::sqlite().await;
     let data = tempfile::tempdir().unwrap();
     let path = bootstrap_admin(&store.store, None, data.path())
@@ -42,7 +47,7 @@ pub async fn start_api() -> TestApi {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let state = ApiState::new(store.store.clone(), Role::Master, example_drivers());
+    let state = ApiState::new(store.store.clone(), role, example_drivers());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(outpost::api::serve(listener, state, async {
         let _ = rx.await;

@@ -234,12 +234,14 @@ fn edge_with_an_empty_replica_waits_for_the_first_sync() {
     )
     .unwrap();
     let secret = "e".repeat(64);
+    let api = format!("127.0.0.1:{}", free_port());
     let mut child = outpost(
         dir.path(),
         &[],
         &[
             ("OUTPOST_EDGE_ID", "0191e9a0-0000-7000-8000-0000000000e1"),
             ("OUTPOST_EDGE_SECRET", &secret),
+            ("OUTPOST_API_ADDR", &api),
         ],
     )
     .stdin(Stdio::null())
@@ -251,6 +253,15 @@ fn edge_with_an_empty_replica_waits_for_the_first_sync() {
     assert!(log.contains("waiting for the first sync"), "{log}");
     assert!(!log.contains(&secret), "the secret is never logged");
     assert!(dir.path().join("data/edge.db").exists());
+    let health = http_get(&api, "/api/v1/health", None);
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.contains("\"edge\""),
+        "{health}"
+    );
+    assert!(
+        !dir.path().join("data/admin-key").exists(),
+        "edges get keys from the master"
+    );
     stop(child);
 }
 
