@@ -12,6 +12,9 @@
 //! - [`secret`]: edge secrets and the link keys derived from them.
 //! - [`certs`]: development CA and certificates, PEM loading.
 //! - [`boot`]: what a master or an edge loads at start (the boot plans).
+//! - [`runtime`]: the module runtime: one sandboxed Lua driver per module, the
+//!   device transports it never touches itself, exec, status and debug streams.
+//! - [`sim`]: device simulators (PJLink projector, line device) on real TCP.
 //! - [`admin`]: import and export of documents.
 //! - [`master`], [`edge`]: `run(config, shutdown)` for each role.
 //! - [`cli`]: the `outpost` command line; `main.rs` only calls it.
@@ -30,6 +33,8 @@ pub mod config;
 pub mod edge;
 pub mod master;
 pub mod model;
+pub mod runtime;
 pub mod secret;
 pub mod shutdown;
+pub mod sim;
 pub mod store;
