@@ -72,7 +72,7 @@ function M.set(key, value)
 end
 
 function M.ping()
-  return request("PING" .. delimiter()) == "PONG"
+  return request("PING" .. delimiter(), { expect = "PONG" }) == "PONG"
 end
 
 return M

@@ -30,6 +30,10 @@ pub struct TransportConfig {
     /// the device: a flooding device must not starve the other modules.
     pub flood_bytes: usize,
     pub flood_window: Duration,
+    /// More than this many frames within `flood_window` also counts as a
+    /// flood: small frames cost a driver call each, so a device can
+    /// overwhelm its module long before the byte limit.
+    pub flood_frames: usize,
     /// Bytes accepted for writing but not yet taken by the socket; past it,
     /// commands stay in the queue instead of growing the buffer.
     pub max_outbound: usize,
@@ -45,6 +49,7 @@ impl Default for TransportConfig {
             max_frame: 64 * 1024,
             flood_bytes: 1024 * 1024,
             flood_window: Duration::from_secs(1),
+            flood_frames: 5000,
             max_outbound: 64 * 1024,
         }
     }
@@ -85,6 +90,7 @@ struct Conn {
     since: Instant,
     window_start: Instant,
     window_bytes: usize,
+    window_frames: usize,
 }
 
 pub struct Link {
@@ -237,6 +243,7 @@ impl Link {
                                 since: now,
                                 window_start: now,
                                 window_bytes: 0,
+                                window_frames: 0,
                             }));
                             self.framer.reset();
                             return LinkEvent::Connected;
@@ -275,6 +282,7 @@ impl Link {
                 if now.duration_since(c.window_start) > self.cfg.flood_window {
                     c.window_start = now;
                     c.window_bytes = 0;
+                    c.window_frames = 0;
                 }
                 c.window_bytes += n;
                 if c.window_bytes > self.cfg.flood_bytes {
@@ -287,6 +295,14 @@ impl Link {
                 let mut frames = Vec::new();
                 if let Err(e) = self.framer.extract(&mut frames) {
                     return Some(self.disconnected(e.to_string(), true));
+                }
+                c.window_frames += frames.len();
+                if c.window_frames > self.cfg.flood_frames {
+                    let reason = format!(
+                        "device flooded: more than {} frames within {:?}",
+                        self.cfg.flood_frames, self.cfg.flood_window
+                    );
+                    return Some(self.disconnected(reason, true));
                 }
                 (!frames.is_empty()).then_some(LinkEvent::Frames(frames))
             }
