@@ -9,7 +9,8 @@ local M = {}
 local function projectors()
   local list = {}
   for _, m in ipairs(system_modules()) do
-    if m.driver == "pjlink.lua" then
+    -- Stopped or disabled projectors are not part of the room right now.
+    if m.driver == "pjlink.lua" and m.running then
       list[#list + 1] = m
     end
   end
@@ -26,7 +27,7 @@ local function all(action, method, ...)
       ok_count = ok_count + 1
       results[#results + 1] = { module = m.name, ok = true, result = res }
     else
-      results[#results + 1] = { module = m.name, ok = false, error = tostring(res) }
+      results[#results + 1] = { module = m.name, ok = false, error = tostring(res):match("^[^\n]*") }
     end
   end
   status.set("projectors", #list)

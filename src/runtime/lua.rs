@@ -547,6 +547,7 @@ fn install_api(lua: &Lua, h: &Host) -> mlua::Result<()> {
                 t.set("name", info.name)?;
                 t.set("driver", info.driver)?;
                 t.set("connected", info.connected)?;
+                t.set("running", info.running)?;
                 list.set(i + 1, t)?;
             }
             Ok(list)

@@ -350,6 +350,7 @@ pub(crate) struct Peer {
     pub name: String,
     pub driver: String,
     pub connected: bool,
+    pub running: bool,
 }
 
 impl Runtime {
@@ -881,6 +882,7 @@ impl Runtime {
                 name: e.module.name.clone(),
                 driver: e.module.driver.clone(),
                 connected: e.shared.connected.load(Ordering::Acquire),
+                running: e.shared.state() == ModuleState::Running,
             })
             .collect()
     }
