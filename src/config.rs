@@ -1,1 +1,511 @@
-//! TODO
+//! Configuration: built-in defaults < a TOML file (`config/master.toml`,
+//! `config/edge.toml`, or `--config PATH`) < `OUTPOST_*` environment
+//! variables, merged by figment. Every key is flat, so `OUTPOST_LINK_ADDR`
+//! sets `link_addr`. Unknown keys are errors: a typo must not be ignored.
+//!
+//! [`Config::load`] returns a [`ConfigError`] that names the key and the
+//! problem in one line; the binary prints it and exits non-zero.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize};
+use uuid::Uuid;
+
+/// A secret from configuration. `Debug` and `Serialize` never show it.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for SecretString {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Environment values that look like numbers arrive as numbers; a
+        // secret is text whatever it looks like.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Lossy {
+            S(String),
+            U(u64),
+            I(i64),
+        }
+        Ok(SecretString(match Lossy::deserialize(d)? {
+            Lossy::S(s) => s,
+            Lossy::U(u) => u.to_string(),
+            Lossy::I(i) => i.to_string(),
+        }))
+    }
+}
+
+/// Which role the process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Master,
+    Edge,
+}
+
+/// Every setting of a master or an edge. See `config/master.toml` and
+/// `config/edge.toml` for each key's unit and what changing it does.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Set: this process is the edge controller of that location.
+    pub edge_id: Option<Uuid>,
+    /// The edge's shared secret (required on an edge).
+    pub edge_secret: Option<SecretString>,
+    /// Master link listeners (`host:port`), tried in order by an edge.
+    #[serde(deserialize_with = "de_list")]
+    pub masters: Vec<String>,
+    /// `sqlite://…` or `postgres://…`; default: SQLite under `data_dir`.
+    pub database_url: Option<String>,
+    /// Where SQLite files and generated keys live.
+    pub data_dir: PathBuf,
+    /// The web API listener.
+    pub api_addr: SocketAddr,
+    /// The master's link listener (edges connect here).
+    pub link_addr: SocketAddr,
+    /// CA that signed the master certificate (edges verify the master with it).
+    pub ca_cert: PathBuf,
+    /// The master's TLS certificate chain (PEM).
+    pub tls_cert: PathBuf,
+    /// The master's TLS private key (PEM).
+    pub tls_key: PathBuf,
+    /// The first admin API key; generated at first start when unset.
+    pub admin_key: Option<SecretString>,
+    /// Directory of Lua drivers.
+    pub modules_dir: PathBuf,
+    /// How long a booting master waits for edges before failover decisions.
+    pub boot_wait_ms: u64,
+    /// Link heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// A link peer silent for this long is dead.
+    pub dead_after_ms: u64,
+    /// Edge reconnect interval (±20 % jitter).
+    pub reconnect_ms: u64,
+    /// How long a graceful stop may take before remaining work is dropped.
+    pub shutdown_grace_ms: u64,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `outpost=debug`.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            edge_id: None,
+            edge_secret: None,
+            masters: vec!["127.0.0.1:17400".into()],
+            database_url: None,
+            data_dir: PathBuf::from("data"),
+            api_addr: ([127, 0, 0, 1], 8080).into(),
+            link_addr: ([127, 0, 0, 1], 17400).into(),
+            ca_cert: PathBuf::from("certs/ca.pem"),
+            tls_cert: PathBuf::from("certs/master.pem"),
+            tls_key: PathBuf::from("certs/master-key.pem"),
+            admin_key: None,
+            modules_dir: PathBuf::from("modules"),
+            boot_wait_ms: 6_000,
+            heartbeat_ms: 1_000,
+            dead_after_ms: 3_000,
+            reconnect_ms: 3_000,
+            shutdown_grace_ms: 10_000,
+            log: "info".into(),
+        }
+    }
+}
+
+fn de_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match List::deserialize(d)? {
+        List::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        List::Many(v) => v,
+    })
+}
+
+/// A configuration problem: the key and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration key `{key}`{}: {problem}", origin_suffix(.origin))]
+pub struct ConfigError {
+    pub key: String,
+    /// Where the bad value came from (a file or an environment variable).
+    pub origin: Option<String>,
+    pub problem: String,
+}
+
+fn origin_suffix(origin: &Option<String>) -> String {
+    origin
+        .as_ref()
+        .map(|s| format!(" (from {s})"))
+        .unwrap_or_default()
+}
+
+impl ConfigError {
+    pub fn new(key: &str, problem: impl Into<String>) -> Self {
+        Self {
+            key: key.to_owned(),
+            origin: None,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Where configuration comes from.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// An explicit file (`--config`): must exist.
+    pub file: Option<PathBuf>,
+    /// Role the command line asks for (`outpost master` / `outpost edge`);
+    /// `None` lets `edge_id` decide.
+    pub role: Option<Role>,
+}
+
+impl Config {
+    /// Loads defaults, the role's TOML file and the environment, then checks
+    /// the result.
+    pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+        Self::load_from(sources, Env::prefixed("OUTPOST_"))
+    }
+
+    fn load_from(sources: &Sources, env: Env) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        let file = match &sources.file {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(ConfigError::new(
+                        "--config",
+                        format!("{} does not exist or is not a file", path.display()),
+                    ));
+                }
+                Some(path.clone())
+            }
+            None => {
+                // The role decides which default file applies; the role may
+                // itself come from the environment (OUTPOST_EDGE_ID).
+                let edge = match sources.role {
+                    Some(role) => role == Role::Edge,
+                    None => std::env::var_os("OUTPOST_EDGE_ID").is_some(),
+                };
+                let path = PathBuf::from(if edge {
+                    "config/edge.toml"
+                } else {
+                    "config/master.toml"
+                });
+                path.is_file().then_some(path)
+            }
+        };
+        if let Some(file) = &file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(env);
+        let config: Config = figment.extract().map_err(from_figment)?;
+        config.check(sources.role)?;
+        Ok(config)
+    }
+
+    /// The role: an explicit command wins; otherwise `edge_id` decides.
+    pub fn role(&self) -> Role {
+        if self.edge_id.is_some() {
+            Role::Edge
+        } else {
+            Role::Master
+        }
+    }
+
+    /// The database URL, defaulting to a SQLite file in `data_dir`.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => {
+                let file = match self.role() {
+                    Role::Master => "master.db",
+                    Role::Edge => "edge.db",
+                };
+                format!("sqlite://{}", self.data_dir.join(file).display())
+            }
+        }
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn check(&self, role: Option<Role>) -> Result<(), ConfigError> {
+        let role = role.unwrap_or(self.role());
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("sqlite:")
+                || url.starts_with("postgres:")
+                || url.starts_with("postgresql:"))
+        {
+            return Err(ConfigError::new(
+                "database_url",
+                "must start with sqlite:// or postgres://",
+            ));
+        }
+        for (key, value) in [
+            ("heartbeat_ms", self.heartbeat_ms),
+            ("dead_after_ms", self.dead_after_ms),
+            ("reconnect_ms", self.reconnect_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(key, "must be greater than 0"));
+            }
+        }
+        if self.dead_after_ms <= self.heartbeat_ms {
+            return Err(ConfigError::new(
+                "dead_after_ms",
+                format!("must be greater than heartbeat_ms ({})", self.heartbeat_ms),
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
+            return Err(ConfigError::new("log", e.to_string()));
+        }
+        if role == Role::Edge {
+            if self.edge_id.is_none() {
+                return Err(ConfigError::new(
+                    "edge_id",
+                    "required to run an edge (set OUTPOST_EDGE_ID)",
+                ));
+            }
+            match &self.edge_secret {
+                None => {
+                    return Err(ConfigError::new(
+                        "edge_secret",
+                        "required when edge_id is set (set OUTPOST_EDGE_SECRET to the secret shown when the edge location was created)",
+                    ));
+                }
+                Some(s) => {
+                    if let Err(e) = crate::secret::EdgeSecret::from_string(s.expose().to_owned()) {
+                        return Err(ConfigError::new("edge_secret", e));
+                    }
+                }
+            }
+            if self.masters.is_empty() {
+                return Err(ConfigError::new("masters", "needs at least one host:port"));
+            }
+            for m in &self.masters {
+                check_host_port(m).map_err(|p| ConfigError::new("masters", p))?;
+            }
+            check_readable(&self.ca_cert).map_err(|p| ConfigError::new("ca_cert", p))?;
+        }
+        Ok(())
+    }
+}
+
+fn check_host_port(s: &str) -> Result<(), String> {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("'{s}' is not host:port"));
+    };
+    if host.trim_matches(['[', ']']).is_empty() {
+        return Err(format!("'{s}' has no host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(()),
+        _ => Err(format!("'{s}' has an invalid port")),
+    }
+}
+
+/// A file the process needs to read must exist and be readable now, not at
+/// the first connection attempt.
+pub fn check_readable(path: &Path) -> Result<(), String> {
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn from_figment(e: figment::Error) -> ConfigError {
+    let key = if e.path.is_empty() {
+        match &e.kind {
+            figment::error::Kind::UnknownField(field, _) => field.clone(),
+            figment::error::Kind::MissingField(field) => field.to_string(),
+            _ => "(configuration)".to_owned(),
+        }
+    } else {
+        e.path.join(".")
+    };
+    let origin = e.metadata.as_ref().map(|m| match &m.source {
+        Some(figment::Source::File(path)) => path.display().to_string(),
+        _ if m.name.contains("environment") => {
+            format!(
+                "environment variable OUTPOST_{}",
+                e.path.join("_").to_uppercase()
+            )
+        }
+        _ => m.name.to_string(),
+    });
+    let problem = match &e.kind {
+        figment::error::Kind::UnknownField(field, _) => format!("unknown key `{field}`"),
+        kind => kind.to_string(),
+    };
+    ConfigError {
+        key,
+        origin,
+        problem,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // figment's Jail API returns figment's own (large) error type.
+    #[allow(clippy::result_large_err)]
+    fn load(
+        toml: Option<&str>,
+        env: &[(&str, &str)],
+        role: Option<Role>,
+    ) -> Result<Config, ConfigError> {
+        let mut out = None;
+        figment::Jail::expect_with(|jail| {
+            let file = toml.map(|t| {
+                jail.create_file("test.toml", t).unwrap();
+                PathBuf::from("test.toml")
+            });
+            for (k, v) in env {
+                jail.set_env(k, v);
+            }
+            jail.create_file("ca.pem", "x").unwrap();
+            let sources = Sources { file, role };
+            out = Some(Config::load_from(&sources, Env::prefixed("OUTPOST_")));
+            Ok(())
+        });
+        out.unwrap()
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let c = load(None, &[], Some(Role::Master)).unwrap();
+        assert_eq!(c.api_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url(), "sqlite://data/master.db");
+        let c = load(
+            Some("api_addr = \"127.0.0.1:9000\"\nboot_wait_ms = 10"),
+            &[],
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.api_addr.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.boot_wait_ms, 10);
+        let c = load(
+            Some("api_addr = \"127.0.0.1:9000\""),
+            &[
+                ("OUTPOST_API_ADDR", "127.0.0.1:9100"),
+                ("OUTPOST_MASTERS", "a:1, b:2"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.api_addr.to_string(), "127.0.0.1:9100");
+        assert_eq!(c.masters, vec!["a:1", "b:2"]);
+    }
+
+    #[test]
+    fn edge_needs_secret_and_numeric_secrets_stay_text() {
+        let id = "0191e9a0-0000-7000-8000-000000000001";
+        let err = load(
+            None,
+            &[("OUTPOST_EDGE_ID", id), ("OUTPOST_CA_CERT", "ca.pem")],
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "edge_secret");
+        let digits = "1".repeat(40);
+        let c = load(
+            None,
+            &[
+                ("OUTPOST_EDGE_ID", id),
+                ("OUTPOST_EDGE_SECRET", &digits[..18]),
+                ("OUTPOST_CA_CERT", "ca.pem"),
+            ],
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(c.key, "edge_secret");
+        let c = load(
+            None,
+            &[
+                ("OUTPOST_EDGE_ID", id),
+                ("OUTPOST_EDGE_SECRET", &"a1".repeat(20)),
+                ("OUTPOST_CA_CERT", "ca.pem"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.role(), Role::Edge);
+        assert_eq!(c.database_url(), "sqlite://data/edge.db");
+        assert!(!format!("{c:?}").contains(&"a1".repeat(20)));
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (toml, env, key, needle) in [
+            (Some("api_adr = \"x\""), vec![], "api_adr", "unknown key"),
+            (
+                None,
+                vec![("OUTPOST_LINK_ADDR", "nonsense")],
+                "link_addr",
+                "OUTPOST_LINK_ADDR",
+            ),
+            (
+                None,
+                vec![("OUTPOST_BOOT_WAIT_MS", "soon")],
+                "boot_wait_ms",
+                "OUTPOST_BOOT_WAIT_MS",
+            ),
+            (
+                Some("dead_after_ms = 500"),
+                vec![],
+                "dead_after_ms",
+                "heartbeat_ms",
+            ),
+            (
+                Some("database_url = \"mysql://x\""),
+                vec![],
+                "database_url",
+                "sqlite",
+            ),
+            (Some("log = \"=[\""), vec![], "log", ""),
+        ] {
+            let err = load(toml, &env, Some(Role::Master)).unwrap_err();
+            assert_eq!(err.key, key, "{err}");
+            assert!(err.to_string().contains(needle), "{err}");
+            assert!(!err.to_string().contains('\n'), "one line: {err}");
+        }
+        let err = load(
+            None,
+            &[
+                ("OUTPOST_EDGE_ID", "0191e9a0-0000-7000-8000-000000000001"),
+                ("OUTPOST_EDGE_SECRET", &"z".repeat(40)),
+                ("OUTPOST_CA_CERT", "missing.pem"),
+            ],
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "ca_cert");
+    }
+}

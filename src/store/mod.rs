@@ -323,9 +323,45 @@ impl Store {
             } else {
                 0
             };
-            let mut out = Vec::with_capacity(feed_ops as usize);
-            for write in writes {
-                match write {
+            // Each put or delete, with the refs a put declares (None: delete).
+            let mut done: Vec<(Committed, Option<&[Uuid]>)> = Vec::with_capacity(feed_ops as usize);
+            let mut i = 0;
+            while i < writes.len() {
+                // Runs of new documents go in multi-row statements: one round
+                // trip instead of one per document.
+                let run = creation_run(&writes[i..]);
+                if run > 1 {
+                    let chunk = &writes[i..i + run];
+                    let query = sql::insert_docs(run);
+                    let mut q = sqlx::query_as::<_, (String, i64)>(AssertSqlSafe(query));
+                    for (k, w) in chunk.iter().enumerate() {
+                        let Write::Put { kind, id, body, owner, .. } = w else { unreachable!() };
+                        q = q
+                            .bind(id.to_string())
+                            .bind(kind.as_str())
+                            .bind(seq + 1 + k as i64)
+                            .bind(owner.map(|o| o.to_string()))
+                            .bind(body.as_str());
+                    }
+                    let returned: std::collections::HashMap<String, i64> =
+                        q.fetch_all(&mut *tx).await?.into_iter().collect();
+                    for w in chunk {
+                        let Write::Put { id, refs, .. } = w else { unreachable!() };
+                        seq += 1;
+                        let id_text = id.to_string();
+                        let Some(&rev) = returned.get(&id_text) else {
+                            let actual: Option<(i64, bool)> = sqlx::query_as(sql::CURRENT_REV)
+                                .bind(&id_text)
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                            return Err(conflict(*id, Expect::Absent, actual));
+                        };
+                        done.push((Committed { id: *id, rev, seq }, Some(refs.as_slice())));
+                    }
+                    i += run;
+                    continue;
+                }
+                match &writes[i] {
                     Write::Put { kind, id, expect, body, owner, refs } => {
                         seq += 1;
                         let id_text = id.to_string();
@@ -354,54 +390,30 @@ impl Store {
                                 .bind(&id_text)
                                 .fetch_optional(&mut *tx)
                                 .await?;
-                            return Err(StoreError::Conflict {
-                                id: *id,
-                                expected: *expect,
-                                actual: actual.filter(|(_, deleted)| !deleted).map(|(r, _)| r),
-                            });
+                            return Err(conflict(*id, *expect, actual));
                         };
-                        // A brand-new document has no refs to replace.
-                        if rev > 1 {
-                            sqlx::query(sql::DELETE_REFS).bind(&id_text).execute(&mut *tx).await?;
-                        }
-                        for to in refs {
-                            sqlx::query(sql::INSERT_REF)
-                                .bind(&id_text)
-                                .bind(to.to_string())
-                                .execute(&mut *tx)
-                                .await?;
-                        }
-                        out.push(Committed { id: *id, rev, seq });
+                        done.push((Committed { id: *id, rev, seq }, Some(refs.as_slice())));
                     }
                     Write::Delete { id, expect } => {
                         seq += 1;
                         let id_text = id.to_string();
-                        let expected = match expect {
-                            Expect::Rev(r) => Some(*r),
-                            Expect::Absent => None,
-                        };
-                        let rev: Option<i64> = match expected {
-                            Some(expected) => sqlx::query_scalar(sql::DELETE_DOC)
+                        let rev: Option<i64> = match expect {
+                            Expect::Rev(expected) => sqlx::query_scalar(sql::DELETE_DOC)
                                 .bind(&id_text)
                                 .bind(seq)
-                                .bind(expected)
+                                .bind(*expected)
                                 .fetch_optional(&mut *tx)
                                 .await?,
-                            None => None,
+                            Expect::Absent => None,
                         };
                         let Some(rev) = rev else {
                             let actual: Option<(i64, bool)> = sqlx::query_as(sql::CURRENT_REV)
                                 .bind(&id_text)
                                 .fetch_optional(&mut *tx)
                                 .await?;
-                            return Err(StoreError::Conflict {
-                                id: *id,
-                                expected: *expect,
-                                actual: actual.filter(|(_, deleted)| !deleted).map(|(r, _)| r),
-                            });
+                            return Err(conflict(*id, *expect, actual));
                         };
-                        sqlx::query(sql::DELETE_REFS).bind(&id_text).execute(&mut *tx).await?;
-                        out.push(Committed { id: *id, rev, seq });
+                        done.push((Committed { id: *id, rev, seq }, None));
                     }
                     Write::SetCredential { id, link_key } => {
                         sqlx::query(sql::UPSERT_CREDENTIAL)
@@ -412,9 +424,25 @@ impl Store {
                             .await?;
                     }
                 }
+                i += 1;
+            }
+            // The reference index follows the documents: a brand-new document
+            // has nothing to replace; an update or delete drops what it had.
+            for (c, refs) in &done {
+                let id_text = c.id.to_string();
+                if c.rev > 1 {
+                    sqlx::query(sql::DELETE_REFS).bind(&id_text).execute(&mut *tx).await?;
+                }
+                for targets in refs.unwrap_or_default().chunks(400) {
+                    let mut q = sqlx::query(AssertSqlSafe(sql::insert_refs(targets.len()))).bind(&id_text);
+                    for to in targets {
+                        q = q.bind(to.to_string());
+                    }
+                    q.execute(&mut *tx).await?;
+                }
             }
             tx.commit().await?;
-            Ok(out)
+            Ok(done.into_iter().map(|(c, _)| c).collect())
         })
     }
 
@@ -491,6 +519,14 @@ impl Store {
         to_documents(rows)
     }
 
+    /// Live documents of a kind with no owner (the master's systems).
+    pub async fn without_owner(&self, kind: Kind) -> Result<Vec<Document>, StoreError> {
+        let rows: Vec<DocRow> = on_reader!(self, pool => {
+            sqlx::query_as(sql::WITHOUT_OWNER).bind(kind.as_str()).fetch_all(pool).await?
+        });
+        to_documents(rows)
+    }
+
     /// Live documents of a kind that refer to `target` (systems listing a module).
     pub async fn referencing(&self, kind: Kind, target: Uuid) -> Result<Vec<Document>, StoreError> {
         let rows: Vec<DocRow> = on_reader!(self, pool => {
@@ -541,6 +577,31 @@ impl Store {
     }
 }
 
+/// Rows per multi-row insert: 5 parameters each stays far below both
+/// backends' parameter limits.
+const INSERT_RUN: usize = 200;
+
+/// How many writes at the front of `writes` are creations that can share one
+/// multi-row insert (no repeated id, which PostgreSQL's upsert refuses).
+fn creation_run(writes: &[Write]) -> usize {
+    let mut ids = std::collections::HashSet::new();
+    writes
+        .iter()
+        .take(INSERT_RUN)
+        .take_while(
+            |w| matches!(w, Write::Put { expect: Expect::Absent, id, .. } if ids.insert(*id)),
+        )
+        .count()
+}
+
+fn conflict(id: Uuid, expected: Expect, actual: Option<(i64, bool)>) -> StoreError {
+    StoreError::Conflict {
+        id,
+        expected,
+        actual: actual.filter(|(_, deleted)| !deleted).map(|(r, _)| r),
+    }
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -577,13 +638,13 @@ async fn open_sqlite(options: &StoreOptions, display_url: &str) -> Result<Backen
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(false);
-    if let Some(dir) = connect.get_filename().parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
-                path: dir.display().to_string(),
-                source,
-            })?;
-        }
+    if let Some(dir) = connect.get_filename().parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
     }
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
