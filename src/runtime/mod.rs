@@ -183,6 +183,8 @@ pub struct ModuleInfo {
     pub has_device: bool,
     pub connected: bool,
     pub failure: Option<String>,
+    /// Bytes of Lua heap, as of the module's last driver call.
+    pub lua_memory: usize,
 }
 
 /// Outcome of a system start or stop.
@@ -224,6 +226,7 @@ pub(crate) struct Shared {
     connected: AtomicBool,
     state: AtomicU8,
     failure: Mutex<Option<String>>,
+    lua_memory: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -296,6 +299,10 @@ impl Shared {
     pub(crate) fn set_connected(&self, c: bool) {
         self.connected.store(c, Ordering::Release);
         self.set_status("connected".into(), Value::Bool(c));
+    }
+
+    pub(crate) fn set_lua_memory(&self, bytes: usize) {
+        self.lua_memory.store(bytes, Ordering::Relaxed);
     }
 
     pub(crate) fn set_failure(&self, msg: Option<String>) {
@@ -424,6 +431,7 @@ impl Runtime {
             connected: AtomicBool::new(false),
             state: AtomicU8::new(ModuleState::Loaded as u8),
             failure: Mutex::new(None),
+            lua_memory: Default::default(),
         });
         let (tx, rx) = mpsc::channel(self.inner.cfg.mailbox);
         let module = Arc::new(module.clone());
@@ -921,6 +929,7 @@ fn info(e: &Entry) -> ModuleInfo {
         has_device: e.shared.has_device,
         connected: e.shared.connected.load(Ordering::Acquire),
         failure: e.shared.failure(),
+        lua_memory: e.shared.lua_memory.load(Ordering::Relaxed),
     }
 }
 

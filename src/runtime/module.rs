@@ -268,6 +268,7 @@ pub(crate) async fn run(s: Spawn) {
         }
     }
     task.shared.set_state(ModuleState::Loaded);
+    task.shared.set_lua_memory(task.lua.used_memory());
     if task.link.is_some() {
         task.shared.set_connected(false);
     }
@@ -487,6 +488,7 @@ impl Task {
     }
 
     fn on_done(&mut self, done: CallDone) {
+        self.shared.set_lua_memory(self.lua.used_memory());
         let reply = match &done.kind {
             CallKind::Exec(id) => self.waiting.remove(id),
             _ => None,
@@ -734,11 +736,11 @@ impl Task {
         source: Option<Arc<str>>,
     ) -> Result<(), String> {
         let old = std::mem::replace(&mut self.module, module.clone());
-        if let Some(src) = source {
-            if let Err(e) = self.reload(&src) {
-                self.module = old;
-                return Err(e);
-            }
+        if let Some(src) = source
+            && let Err(e) = self.reload(&src)
+        {
+            self.module = old;
+            return Err(e);
         }
         let old_endpoint = self.link.as_ref().map(|l| {
             let (h, p) = l.endpoint();
