@@ -279,7 +279,9 @@ async fn bench() {
         let ids = ids.clone();
         let i = c2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         async move {
-            r.exec(ids[i % ids.len()], "echo", json!([1])).await.unwrap();
+            r.exec(ids[i % ids.len()], "echo", json!([1]))
+                .await
+                .unwrap();
         }
     })
     .await;
@@ -297,7 +299,9 @@ async fn bench() {
         debug_assert_eq!(v, json!("x"));
     }
     let exec_tcp = t.elapsed();
-    let mut raw = tokio::net::TcpStream::connect(sims[0].addr()).await.unwrap();
+    let mut raw = tokio::net::TcpStream::connect(sims[0].addr())
+        .await
+        .unwrap();
     raw.set_nodelay(true).unwrap();
     let (r, mut w) = raw.split();
     let mut r = BufReader::new(r);
@@ -322,7 +326,10 @@ async fn bench() {
 
     let t = Instant::now();
     rt.shutdown().await;
-    println!("## shutdown of {n_modules} modules: {:.2} s", t.elapsed().as_secs_f64());
+    println!(
+        "## shutdown of {n_modules} modules: {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
 }
 
 fn main() {

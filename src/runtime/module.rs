@@ -129,6 +129,13 @@ struct Task {
     waiting: HashMap<u64, ExecReply>,
     next_call: u64,
     wake: Arc<tokio::sync::Notify>,
+    /// One reusable timer for the nearest deadline (queue or driver timer),
+    /// created on first use and re-armed only when the deadline moves.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    timer_at: Option<Instant>,
+    /// Unsolicited frames seen in the current flood window.
+    flood_start: Instant,
+    flood_frames: usize,
 }
 
 /// Compiles driver text without running it, to reject a broken reload
@@ -248,6 +255,10 @@ pub(crate) async fn run(s: Spawn) {
         waiting: HashMap::new(),
         next_call: 0,
         wake,
+        timer: None,
+        timer_at: None,
+        flood_start: Instant::now(),
+        flood_frames: 0,
     };
     // `on_load` completes before the load is reported, so a driver that
     // cannot initialise is refused rather than half-loaded.
@@ -283,10 +294,10 @@ async fn link_next(link: &mut Option<Link>) -> LinkEvent {
     }
 }
 
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+async fn fire(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>, armed: bool) {
+    match timer {
+        Some(t) if armed => t.as_mut().await,
+        _ => std::future::pending().await,
     }
 }
 
@@ -295,6 +306,15 @@ impl Task {
         loop {
             self.pump();
             let deadline = self.next_deadline();
+            if deadline != self.timer_at {
+                self.timer_at = deadline;
+                if let Some(at) = deadline {
+                    match &mut self.timer {
+                        Some(t) => t.as_mut().reset(at),
+                        None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+                    }
+                }
+            }
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => {
@@ -309,7 +329,10 @@ impl Task {
                 },
                 Some(done) = self.calls.next(), if !self.calls.is_empty() => self.on_done(done),
                 ev = link_next(&mut self.link) => self.on_link(ev),
-                () = sleep_until(deadline) => self.on_deadline(),
+                () = fire(&mut self.timer, self.timer_at.is_some()) => {
+                    self.timer_at = None;
+                    self.on_deadline();
+                }
                 () = self.wake.notified() => {}
             }
         }
@@ -452,6 +475,18 @@ impl Task {
                         });
                     }
                     let to = self.host().queue.on_frame(&frame);
+                    if to == FrameFor::Unsolicited && self.flooded() {
+                        let t = &self.cfg.transport;
+                        let reason = format!(
+                            "device flooded: more than {} unsolicited frames within {:?}",
+                            t.flood_frames, t.flood_window
+                        );
+                        if let Some(link) = &mut self.link {
+                            let ev = link.cut(reason);
+                            self.on_link(ev);
+                        }
+                        return;
+                    }
                     if to != FrameFor::Request {
                         match self.lua.create_string(&frame) {
                             Ok(s) => self
@@ -472,6 +507,17 @@ impl Task {
                     .log(level, format!("device disconnected: {reason}"));
             }
         }
+    }
+
+    /// Counts one unsolicited frame; true when the window's limit is passed.
+    fn flooded(&mut self) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.flood_start) > self.cfg.transport.flood_window {
+            self.flood_start = now;
+            self.flood_frames = 0;
+        }
+        self.flood_frames += 1;
+        self.flood_frames > self.cfg.transport.flood_frames
     }
 
     /// The device connection is gone (or was closed by us).
