@@ -291,29 +291,38 @@ async fn bench() {
     );
 
     // --- 4: exec into a TCP device module vs raw TCP request/response ---
+    // Both loops run in a spawned task, as a client request would.
     let dev = line_ids[0];
     let n_tcp = n_execs / 20;
-    let t = Instant::now();
-    for _ in 0..n_tcp {
-        let v = rt.exec(dev, "request", json!(["ECHO x"])).await.unwrap();
-        debug_assert_eq!(v, json!("x"));
-    }
-    let exec_tcp = t.elapsed();
-    let mut raw = tokio::net::TcpStream::connect(sims[0].addr())
-        .await
-        .unwrap();
-    raw.set_nodelay(true).unwrap();
-    let (r, mut w) = raw.split();
-    let mut r = BufReader::new(r);
-    let mut line = String::new();
-    let t = Instant::now();
-    for _ in 0..n_tcp {
-        w.write_all(b"ECHO x\n").await.unwrap();
-        line.clear();
-        r.read_line(&mut line).await.unwrap();
-        debug_assert_eq!(line, "x\n");
-    }
-    let raw_tcp = t.elapsed();
+    let r = rt.clone();
+    let exec_tcp = tokio::spawn(async move {
+        let t = Instant::now();
+        for _ in 0..n_tcp {
+            let v = r.exec(dev, "request", json!(["ECHO x"])).await.unwrap();
+            debug_assert_eq!(v, json!("x"));
+        }
+        t.elapsed()
+    })
+    .await
+    .unwrap();
+    let addr = sims[0].addr();
+    let raw_tcp = tokio::spawn(async move {
+        let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+        raw.set_nodelay(true).unwrap();
+        let (r, mut w) = raw.split();
+        let mut r = BufReader::new(r);
+        let mut line = String::new();
+        let t = Instant::now();
+        for _ in 0..n_tcp {
+            w.write_all(b"ECHO x\n").await.unwrap();
+            line.clear();
+            r.read_line(&mut line).await.unwrap();
+            debug_assert_eq!(line, "x\n");
+        }
+        t.elapsed()
+    })
+    .await
+    .unwrap();
     println!("## exec into a TCP device module, sequential, {n_tcp} requests");
     println!(
         "exec request: {:.0}/s ({:.1} us each)   raw TCP request/response: {:.0}/s ({:.1} us each)   ratio exec/raw: {:.2}",

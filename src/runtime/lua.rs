@@ -406,8 +406,7 @@ fn install_api(lua: &Lua, h: &Host) -> mlua::Result<()> {
             let value = json_of(lua, value)
                 .map_err(|e| mlua::Error::runtime(format!("status '{key}' is not JSON: {e}")))?;
             let shared = host(lua)?.shared.clone();
-            shared.set_status(key, value);
-            Ok(())
+            shared.set_status(key, value).map_err(mlua::Error::runtime)
         })?,
     )?;
     status.set(

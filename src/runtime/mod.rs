@@ -229,12 +229,33 @@ pub(crate) struct Shared {
     lua_memory: std::sync::atomic::AtomicUsize,
 }
 
+/// Most status variables one module may have.
+pub(crate) const MAX_STATUS_KEYS: usize = 1024;
+/// Largest status value, in bytes of JSON text: status is copied to every
+/// subscriber and across the link, and lives outside the Lua memory limit.
+pub(crate) const MAX_STATUS_VALUE: usize = 256 * 1024;
+
 impl Shared {
-    pub(crate) fn set_status(&self, key: String, value: Value) {
+    /// Sets a status variable; refuses values and key counts past the
+    /// limits with a message for the driver.
+    pub(crate) fn set_status(&self, key: String, value: Value) -> Result<(), String> {
+        if key.len() > 256 {
+            return Err("status key longer than 256 bytes".into());
+        }
+        if json_size(&value, MAX_STATUS_VALUE) > MAX_STATUS_VALUE {
+            return Err(format!(
+                "status '{key}' is larger than {MAX_STATUS_VALUE} bytes"
+            ));
+        }
         {
             let mut m = self.status.write().expect("status lock");
             if m.get(&key) == Some(&value) {
-                return;
+                return Ok(());
+            }
+            if m.len() >= MAX_STATUS_KEYS && !m.contains_key(&key) {
+                return Err(format!(
+                    "too many status variables (limit {MAX_STATUS_KEYS})"
+                ));
             }
             m.insert(key.clone(), value.clone());
         }
@@ -251,6 +272,7 @@ impl Shared {
         if self.events.receiver_count() > 0 {
             let _ = self.events.send(change);
         }
+        Ok(())
     }
 
     pub(crate) fn status_key(&self, key: &str) -> Option<Value> {
@@ -271,7 +293,15 @@ impl Shared {
         }
     }
 
-    pub(crate) fn log(&self, level: LogLevel, message: String) {
+    pub(crate) fn log(&self, level: LogLevel, mut message: String) {
+        if message.len() > 4096 {
+            let mut cut = 4096;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("...");
+        }
         let (id, name) = (self.id, self.name.as_str());
         match level {
             LogLevel::Debug => tracing::debug!(module = %id, name, "{message}"),
@@ -298,7 +328,7 @@ impl Shared {
 
     pub(crate) fn set_connected(&self, c: bool) {
         self.connected.store(c, Ordering::Release);
-        self.set_status("connected".into(), Value::Bool(c));
+        let _ = self.set_status("connected".into(), Value::Bool(c));
     }
 
     pub(crate) fn set_lua_memory(&self, bytes: usize) {

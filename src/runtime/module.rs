@@ -171,7 +171,10 @@ fn build(
     let host = Host {
         id: module.id,
         name: module.name.clone(),
-        queue: Queue::new(cfg.command_queue),
+        queue: Queue::new(
+            cfg.command_queue,
+            cfg.transport.max_outbound.max(64 * 1024) * 4,
+        ),
         connected: false,
         has_transport,
         defaults: Default::default(),

@@ -22,6 +22,8 @@ pub enum RequestError {
     NotConnected,
     #[error("command queue is full ({0} commands)")]
     QueueFull(usize),
+    #[error("command queue is full ({0} bytes waiting)")]
+    QueueBytesFull(usize),
     #[error("module has no device transport")]
     NoTransport,
 }
@@ -91,15 +93,21 @@ pub enum FrameFor {
 pub struct Queue {
     heap: BinaryHeap<Queued>,
     capacity: usize,
+    /// Bytes of the queued commands, bounded by `max_bytes`: a driver may
+    /// not park its whole Lua heap's worth of data per command.
+    bytes: usize,
+    max_bytes: usize,
     seq: u64,
     in_flight: Option<InFlight>,
 }
 
 impl Queue {
-    pub fn new(capacity: usize) -> Queue {
+    pub fn new(capacity: usize, max_bytes: usize) -> Queue {
         Queue {
             heap: BinaryHeap::new(),
             capacity,
+            bytes: 0,
+            max_bytes,
             seq: 0,
             in_flight: None,
         }
@@ -114,14 +122,21 @@ impl Queue {
     }
 
     pub fn push(&mut self, cmd: Command) -> Result<(), RequestError> {
-        if self.heap.len() >= self.capacity {
-            let err = RequestError::QueueFull(self.capacity);
+        let full = if self.heap.len() >= self.capacity {
+            Some(RequestError::QueueFull(self.capacity))
+        } else if self.bytes + cmd.data.len() > self.max_bytes {
+            Some(RequestError::QueueBytesFull(self.bytes))
+        } else {
+            None
+        };
+        if let Some(err) = full {
             if let Some(r) = cmd.reply {
                 let _ = r.send(Err(err.clone()));
             }
             return Err(err);
         }
         self.seq += 1;
+        self.bytes += cmd.data.len();
         self.heap.push(Queued { cmd, seq: self.seq });
         Ok(())
     }
@@ -134,6 +149,7 @@ impl Queue {
             return None;
         }
         let Queued { mut cmd, .. } = self.heap.pop()?;
+        self.bytes -= cmd.data.len();
         let data = std::mem::take(&mut cmd.data);
         if cmd.wait || cmd.reply.is_some() {
             // Keep a copy for retries.
@@ -200,6 +216,7 @@ impl Queue {
             }
         }
         self.heap = BinaryHeap::new();
+        self.bytes = 0;
     }
 }
 
@@ -222,7 +239,7 @@ mod tests {
     #[test]
     fn priority_then_fifo_and_wait_holds_queue() {
         let now = Instant::now();
-        let mut q = Queue::new(10);
+        let mut q = Queue::new(10, 1024);
         q.push(cmd("a", 0, false)).unwrap();
         q.push(cmd("b", 5, true)).unwrap();
         q.push(cmd("c", 0, false)).unwrap();
@@ -236,7 +253,7 @@ mod tests {
     #[test]
     fn retry_then_timeout_and_bounded() {
         let now = Instant::now();
-        let mut q = Queue::new(1);
+        let mut q = Queue::new(1, 1024);
         let (tx, mut rx) = oneshot::channel();
         let mut c = cmd("x", 0, true);
         c.reply = Some(tx);
@@ -246,6 +263,13 @@ mod tests {
             Err(RequestError::QueueFull(1))
         ));
         assert_eq!(q.next_to_send(now).unwrap(), b"x");
+        assert!(matches!(
+            q.push(Command {
+                data: vec![0; 2000],
+                ..cmd("z", 0, false)
+            }),
+            Err(RequestError::QueueBytesFull(0))
+        ));
         let later = now + Duration::from_secs(2);
         assert_eq!(q.on_timeout(later).unwrap(), b"x", "one retry");
         assert_eq!(q.on_timeout(later + Duration::from_secs(2)), None);

@@ -304,3 +304,42 @@ async fn many_requests_in_a_row_get_their_own_answers() {
     }
     rt.shutdown().await;
 }
+
+const QUEUE: &str = r#"
+local M = {}
+M.framing = { delimiter = "\n" }
+function M.silent(retries) return request("SILENT\n", { timeout = 50, retries = retries }) end
+function M.burst()
+  -- Queued in one go: the high-priority command overtakes both others, the
+  -- waiting one holds the low one back until its answer.
+  send("SET first 1\n", { wait = true, timeout = 1000 })
+  send("SET order low\n", { priority = 0 })
+  send("SET order high\n", { priority = 10 })
+  return true
+end
+function M.order() return request("GET order\n") end
+return M
+"#;
+
+#[tokio::test]
+async fn queue_retries_timeouts_and_priority_over_tcp() {
+    let sim = line_sim().await;
+    let rt = runtime();
+    driver(&rt, "queue.lua", QUEUE).await;
+    let m = module("q", "queue.lua", tcp(sim.addr()), json!({}));
+    start(&rt, &m).await;
+    wait_connected(&rt, m.id).await;
+    assert_eq!(
+        rt.exec(m.id, "silent", json!([2])).await,
+        Err(ExecError::Timeout)
+    );
+    assert_eq!(sim.commands(), 3, "sent once and retried twice");
+
+    exec_ok(&rt, m.id, "burst", no_args()).await;
+    // "high" was sent before "low", so the device ends with "low".
+    assert_eq!(
+        exec_ok(&rt, m.id, "order", no_args()).await,
+        json!("order=low")
+    );
+    rt.shutdown().await;
+}

@@ -19,6 +19,7 @@ function M.boom() error("boom: something broke") end
 function M.nap(ms) sleep(ms) return "rested" end
 function M.bad_result() return function() end end
 function M._private() return 1 end
+function M.big_status() status.set("big", string.rep("x", 300000)) end
 function M.on_load() status.set("loaded", true) end
 return M
 "#;
@@ -79,6 +80,12 @@ async fn exec_returns_json_and_typed_errors() {
         rt.exec(m.id, "bad_result", json!(null)).await,
         Err(ExecError::Driver { .. })
     ));
+    // Status lives outside the Lua memory limit, so its size is bounded.
+    match rt.exec(m.id, "big_status", json!(null)).await {
+        Err(ExecError::Driver { message }) => assert!(message.contains("larger than"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rt.status_key(m.id, "big").unwrap(), None);
     // None of that hurt the module.
     assert_eq!(exec_ok(&rt, m.id, "add", json!([1, 1])).await, json!(2));
 
