@@ -599,14 +599,20 @@ impl Runtime {
         Ok(())
     }
 
-    /// Registers a system (its membership is what module-to-module calls
-    /// and `system_modules()` see) and starts its enabled modules in order.
-    pub async fn start_system(&self, system: &ControlSystem) -> Result<SystemReport, RuntimeError> {
+    /// Registers (or updates) a system's membership without starting
+    /// anything: module-to-module calls, `system_modules()` and
+    /// [`Runtime::location_devices`] see registered systems.
+    pub fn register_system(&self, system: &ControlSystem) {
         self.inner
             .systems
             .write()
             .expect("systems lock")
             .insert(system.id, Arc::new(system.clone()));
+    }
+
+    /// Registers a system and starts its enabled modules in order.
+    pub async fn start_system(&self, system: &ControlSystem) -> Result<SystemReport, RuntimeError> {
+        self.register_system(system);
         let mut report = SystemReport {
             system: system.id,
             ..SystemReport::default()
@@ -766,6 +772,13 @@ impl Runtime {
             .debug_tx
             .get_or_init(|| broadcast::channel(1024).0)
             .subscribe())
+    }
+
+    /// How many clients watch a module's debug stream (`None`: not loaded).
+    /// The link uses it to know when the last remote watcher left.
+    pub fn debug_watchers(&self, id: Uuid) -> Option<usize> {
+        self.entry(id)
+            .map(|e| e.shared.debug_tx.get().map_or(0, |t| t.receiver_count()))
     }
 
     pub fn module_info(&self, id: Uuid) -> Option<ModuleInfo> {

@@ -59,7 +59,13 @@ async fn line_device_request_response_status_and_debug_stream() {
             .any(|e| matches!(e, DebugEvent::Rx { data, .. } if data == "PONG")),
         "{seen:?}"
     );
+    assert_eq!(rt.debug_watchers(m.id), Some(1));
     drop(dbg);
+    assert_eq!(
+        rt.debug_watchers(m.id),
+        Some(0),
+        "dropping the receiver leaves"
+    );
 
     assert_eq!(
         exec_ok(&rt, m.id, "set", json!(["volume", 7])).await,

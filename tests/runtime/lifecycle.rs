@@ -286,3 +286,38 @@ async fn simulators_count_concurrent_connections() {
     assert_eq!(sim.total_connections(), 3);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn simulate_command_runs_until_shutdown() {
+    use outpost::sim::cli::{SimulateCommand, run};
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run(
+        SimulateCommand::Pjlink {
+            listen,
+            password: None,
+            warmup_ms: 100,
+            cooldown_ms: 100,
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let mut c = loop {
+        match tokio::net::TcpStream::connect(listen).await {
+            Ok(c) => break c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    let mut buf = [0u8; 16];
+    let n = tokio::io::AsyncReadExt::read(&mut c, &mut buf)
+        .await
+        .unwrap();
+    assert_eq!(&buf[..n], b"PJLINK 0\r");
+    stop.send(()).unwrap();
+    within(5, task).await.unwrap().unwrap();
+}

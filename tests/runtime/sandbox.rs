@@ -156,3 +156,45 @@ async fn driver_that_fails_to_load_is_refused_with_its_error() {
     let m = module("missing", "missing.lua", None, json!({}));
     assert!(rt.load(&m).await.is_err());
 }
+
+const HOOKS: &str = r#"
+local M = {}
+M.framing = { delimiter = "\n" }
+function M.arm() after(10, function() while true do end end) return true end
+function M.on_received(line) if line == "loop" then while true do end end end
+return M
+"#;
+
+#[tokio::test]
+async fn runaway_timer_or_hook_fails_the_module_and_releases_its_device() {
+    let sim = outpost::sim::LineSim::start("127.0.0.1:0".parse().unwrap(), Default::default())
+        .await
+        .unwrap();
+    let rt = runtime();
+    driver(&rt, "hooks.lua", HOOKS).await;
+    let timer = module("timer", "hooks.lua", None, json!({}));
+    start(&rt, &timer).await;
+    exec_ok(&rt, timer.id, "arm", no_args()).await;
+    wait_until("timer module failed", || {
+        rt.module_info(timer.id).unwrap().state == ModuleState::Failed
+    })
+    .await;
+
+    let dev = module("dev", "hooks.lua", tcp(sim.addr()), json!({}));
+    start(&rt, &dev).await;
+    wait_connected(&rt, dev.id).await;
+    sim.push_line("loop");
+    wait_until("hook module failed", || {
+        rt.module_info(dev.id).unwrap().state == ModuleState::Failed
+    })
+    .await;
+    let info = rt.module_info(dev.id).unwrap();
+    assert!(info.failure.unwrap().contains("instruction budget"));
+    assert!(!info.connected);
+    wait_until("device released", || sim.connections() == 0).await;
+    // A failed module cannot be started again until it is reloaded.
+    assert!(matches!(
+        rt.start(dev.id).await,
+        Err(outpost::runtime::RuntimeError::Failed { .. })
+    ));
+}
