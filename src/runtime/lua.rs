@@ -203,6 +203,10 @@ pub(crate) fn new_state(host: Host, limits: &Limits) -> mlua::Result<Lua> {
     // A small coroutine pool: most calls finish at once, so two recycled
     // threads serve them without allocating one per call.
     let lua = Lua::new_with(libs, LuaOptions::new().thread_pool_size(2))?;
+    // Nothing built here is garbage yet; collecting while building only
+    // costs time. The module task restarts the collector once the driver
+    // is loaded.
+    lua.gc_stop();
     lua.set_app_data(Budget {
         left: limits.instructions as i64,
         tripped: None,
@@ -226,7 +230,10 @@ pub(crate) fn new_state(host: Host, limits: &Limits) -> mlua::Result<Lua> {
     )?;
     install_api(&lua, &host)?;
     lua.set_app_data(host);
-    lua.load(SANDBOX).set_name("=sandbox").exec()?;
+    lua.load(sandbox_code())
+        .set_name("=sandbox")
+        .set_mode(mlua::ChunkMode::Binary)
+        .exec()?;
     lua.set_memory_limit(limits.memory)?;
     Ok(lua)
 }
@@ -254,6 +261,19 @@ collectgarbage = function(opt, ...)
 end
 dofile, loadfile, string.dump = nil, nil, nil
 "#;
+
+/// The sandbox prelude, compiled once per process.
+fn sandbox_code() -> &'static [u8] {
+    static CODE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    CODE.get_or_init(|| {
+        let lua = Lua::new_with(StdLib::NONE, LuaOptions::new()).expect("bare Lua state");
+        lua.load(SANDBOX)
+            .set_name("=sandbox")
+            .into_function()
+            .expect("the sandbox prelude compiles")
+            .dump(false)
+    })
+}
 
 fn json_of(lua: &Lua, v: LuaValue) -> mlua::Result<Value> {
     lua.from_value(v)

@@ -46,13 +46,13 @@ pub(crate) enum Cmd {
     },
     /// New driver text; answers whether the device connection was restarted.
     Reload {
-        source: Arc<str>,
+        source: Code,
         reply: oneshot::Sender<Result<bool, String>>,
     },
     Update {
         module: Arc<Module>,
         endpoint: Endpoint,
-        source: Option<Arc<str>>,
+        source: Option<Code>,
         reply: oneshot::Sender<Result<(), String>>,
     },
     Unload(oneshot::Sender<()>),
@@ -61,7 +61,7 @@ pub(crate) enum Cmd {
 pub(crate) struct Spawn {
     pub module: Arc<Module>,
     pub endpoint: Endpoint,
-    pub source: Arc<str>,
+    pub source: Code,
     pub shared: Arc<Shared>,
     pub rt: Weak<Inner>,
     pub cfg: Arc<RuntimeConfig>,
@@ -138,16 +138,22 @@ struct Task {
     flood_frames: usize,
 }
 
-/// Compiles driver text without running it, to reject a broken reload
-/// before any module is touched.
-pub(crate) fn check_compiles(name: &str, source: &str) -> Result<(), String> {
+/// A compiled driver (Lua bytecode with debug information, so errors
+/// still name file and line).
+pub(crate) type Code = Arc<[u8]>;
+
+/// Compiles driver text once, without running it: a broken reload is
+/// rejected before any module is touched, and every module loads the same
+/// bytecode instead of parsing the text again. Only the engine loads
+/// bytecode; drivers cannot (`load` is text-only).
+pub(crate) fn compile(name: &str, source: &str) -> Result<Code, String> {
     let lua =
         Lua::new_with(mlua::StdLib::NONE, mlua::LuaOptions::new()).map_err(|e| e.to_string())?;
     lua.load(source)
         .set_name(format!("@{name}"))
         .set_mode(ChunkMode::Text)
         .into_function()
-        .map(|_| ())
+        .map(|f| Arc::from(f.dump(false)))
         .map_err(|e| lua::strip_traceback(&e.to_string()))
 }
 
@@ -163,7 +169,7 @@ fn build(
     module: &Module,
     wake: &Arc<tokio::sync::Notify>,
     has_transport: bool,
-    source: &str,
+    source: &[u8],
     shared: &Arc<Shared>,
     rt: &Weak<Inner>,
     cfg: &RuntimeConfig,
@@ -194,7 +200,7 @@ fn build(
     let value: LuaValue = lua
         .load(source)
         .set_name(format!("@{}", module.driver))
-        .set_mode(ChunkMode::Text)
+        .set_mode(ChunkMode::Binary)
         .call(())
         .map_err(|e| describe(e, tripped()))?;
     let LuaValue::Table(table) = value else {
@@ -209,6 +215,7 @@ fn build(
     if let Some(mut h) = lua.app_data_mut::<Host>() {
         h.defaults = spec.defaults.clone();
     }
+    lua.gc_restart();
     Ok((lua, table, spec))
 }
 
@@ -721,7 +728,7 @@ impl Task {
         }
     }
 
-    fn reload(&mut self, source: &str) -> Result<bool, String> {
+    fn reload(&mut self, source: &[u8]) -> Result<bool, String> {
         let (lua, table, spec) = build(
             &self.module,
             &self.wake,
@@ -782,7 +789,7 @@ impl Task {
         &mut self,
         module: Arc<Module>,
         endpoint: Endpoint,
-        source: Option<Arc<str>>,
+        source: Option<Code>,
     ) -> Result<(), String> {
         let old = std::mem::replace(&mut self.module, module.clone());
         if let Some(src) = source
