@@ -36,6 +36,10 @@ const MAX_TIMERS: usize = 1024;
 /// before every resume of a driver coroutine).
 pub(crate) struct Budget {
     pub left: i64,
+    /// When the current resume started: a driver may not hold the thread
+    /// longer than the time limit without yielding, even if each
+    /// instruction is cheap (a loop around an expensive library call).
+    pub resumed_at: std::time::Instant,
     /// Set once a call broke a limit; from then on every error is rethrown
     /// past `pcall`, and the module task marks the module failed.
     pub tripped: Option<String>,
@@ -47,6 +51,8 @@ pub(crate) struct Budget {
 pub(crate) enum Raised {
     #[error("instruction budget exceeded: a call ran more than {0} Lua instructions")]
     Budget(u64),
+    #[error("time limit exceeded: a call ran for more than {0:?} without yielding")]
+    Time(Duration),
     #[error("{0}")]
     BadArgs(String),
     #[error(transparent)]
@@ -195,6 +201,7 @@ fn host(lua: &Lua) -> mlua::Result<AppDataRefMut<'_, Host>> {
 pub(crate) struct Limits {
     pub memory: usize,
     pub instructions: u64,
+    pub time: Duration,
 }
 
 /// Creates a sandboxed state with the driver API and `host` installed.
@@ -209,9 +216,11 @@ pub(crate) fn new_state(host: Host, limits: &Limits) -> mlua::Result<Lua> {
     lua.gc_stop();
     lua.set_app_data(Budget {
         left: limits.instructions as i64,
+        resumed_at: std::time::Instant::now(),
         tripped: None,
     });
     let budget = limits.instructions;
+    let time = limits.time;
     lua.set_global_hook(
         HookTriggers::new().every_nth_instruction(HOOK_EVERY),
         move |lua, _| {
@@ -219,11 +228,19 @@ pub(crate) fn new_state(host: Host, limits: &Limits) -> mlua::Result<Lua> {
                 return Ok(VmState::Continue);
             };
             b.left -= i64::from(HOOK_EVERY);
-            if b.left < 0 || b.tripped.is_some() {
-                if b.tripped.is_none() {
-                    b.tripped = Some(Raised::Budget(budget).to_string());
-                }
-                return Err(mlua::Error::external(Raised::Budget(budget)));
+            let broken = if b.left < 0 {
+                Some(Raised::Budget(budget))
+            } else if b.resumed_at.elapsed() > time {
+                Some(Raised::Time(time))
+            } else {
+                None
+            };
+            if let Some(t) = &b.tripped {
+                return Err(mlua::Error::runtime(t.clone()));
+            }
+            if let Some(r) = broken {
+                b.tripped = Some(r.to_string());
+                return Err(mlua::Error::external(r));
             }
             Ok(VmState::Continue)
         },
@@ -686,7 +703,7 @@ pub(crate) fn classify(err: &mlua::Error, tripped: Option<&str>) -> Classified {
             mlua::Error::ExternalError(ext) => {
                 if let Some(r) = ext.downcast_ref::<Raised>() {
                     return match r {
-                        Raised::Budget(_) => Classified::Contained(r.to_string()),
+                        Raised::Budget(_) | Raised::Time(_) => Classified::Contained(r.to_string()),
                         Raised::BadArgs(m) => Classified::BadArgs(m.clone()),
                         Raised::Request(RequestError::Timeout) => Classified::Timeout,
                         Raised::Call {

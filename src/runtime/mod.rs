@@ -73,6 +73,11 @@ pub struct RuntimeConfig {
     /// Lua instructions one call (exec, hook or timer) may run, counted in
     /// steps of 1000. Past it the call fails and the module is marked failed.
     pub instruction_budget: u64,
+    /// Longest a driver call may run without yielding (one resume), checked
+    /// with the instruction hook. Catches loops whose few instructions each
+    /// call an expensive library function. Past it the call fails and the
+    /// module is marked failed.
+    pub time_limit: Duration,
     /// Longest an `exec` waits for its answer (mailbox wait included).
     pub exec_timeout: Duration,
     /// Largest exec argument accepted, in bytes of its JSON text.
@@ -91,6 +96,7 @@ impl RuntimeConfig {
             modules_dir: modules_dir.into(),
             memory_limit: 4 * 1024 * 1024,
             instruction_budget: 10_000_000,
+            time_limit: Duration::from_secs(1),
             exec_timeout: Duration::from_secs(30),
             max_exec_args: 1024 * 1024,
             command_queue: 256,

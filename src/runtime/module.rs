@@ -85,6 +85,7 @@ impl<F: Future> Future for Budgeted<F> {
         let this = &mut *self;
         if let Some(mut b) = this.lua.app_data_mut::<Budget>() {
             b.left = this.left;
+            b.resumed_at = std::time::Instant::now();
         }
         let r = this.inner.as_mut().poll(cx);
         if let Some(b) = this.lua.app_data_ref::<Budget>() {
@@ -161,6 +162,7 @@ fn limits(cfg: &RuntimeConfig) -> Limits {
     Limits {
         memory: cfg.memory_limit,
         instructions: cfg.instruction_budget,
+        time: cfg.time_limit,
     }
 }
 

@@ -198,3 +198,29 @@ async fn runaway_timer_or_hook_fails_the_module_and_releases_its_device() {
         Err(outpost::runtime::RuntimeError::Failed { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_call_that_holds_the_thread_too_long_is_stopped() {
+    let mut cfg = config();
+    // Instructions alone would let this loop run for minutes.
+    cfg.instruction_budget = u64::MAX / 2;
+    cfg.time_limit = std::time::Duration::from_millis(200);
+    let rt = outpost::runtime::Runtime::new(cfg);
+    driver(
+        &rt,
+        "slow.lua",
+        "return { slow = function() while true do local s = string.rep('x', 200000) end end,
+                  nap = function() sleep(400) return 'awake' end }",
+    )
+    .await;
+    let m = module("slow", "slow.lua", None, json!({}));
+    start(&rt, &m).await;
+    // Waiting is not running: a call may be suspended longer than the limit.
+    assert_eq!(exec_ok(&rt, m.id, "nap", no_args()).await, json!("awake"));
+    let t = std::time::Instant::now();
+    match within(20, rt.exec(m.id, "slow", no_args())).await {
+        Err(ExecError::Failed { message }) => assert!(message.contains("time limit"), "{message}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+}
