@@ -29,6 +29,14 @@ use super::{
 use crate::model::{Endpoint, Module};
 
 type ExecReply = oneshot::Sender<Result<Value, ExecError>>;
+/// The reply of a running exec, shared between the task (to answer it on
+/// reload or failure) and the call's future (to notice the caller left).
+type SharedReply = Arc<std::sync::Mutex<Option<ExecReply>>>;
+
+/// Driver calls one module may have running (suspended in `request`,
+/// `sleep`, `call`) at once; further execs are refused rather than letting
+/// suspended coroutines pile up to the memory limit.
+const MAX_CALLS: usize = 256;
 
 /// What a module task is asked to do.
 pub(crate) enum Cmd {
@@ -97,6 +105,8 @@ impl<F: Future> Future for Budgeted<F> {
 
 enum CallKind {
     Exec(u64),
+    /// The exec's caller went away; its call was dropped.
+    Cancelled(u64),
     Hook(&'static str),
     Timer,
 }
@@ -127,7 +137,7 @@ struct Task {
     calls: FuturesUnordered<CallFuture>,
     /// Exec callers waiting for a driver call, by call id: kept outside the
     /// call futures so a reload or a failure can still answer them.
-    waiting: HashMap<u64, ExecReply>,
+    waiting: HashMap<u64, SharedReply>,
     next_call: u64,
     wake: Arc<tokio::sync::Notify>,
     /// One reusable timer for the nearest deadline (queue or driver timer),
@@ -548,7 +558,18 @@ impl Task {
     fn on_done(&mut self, done: CallDone) {
         self.shared.set_lua_memory(self.lua.used_memory());
         let reply = match &done.kind {
-            CallKind::Exec(id) => self.waiting.remove(id),
+            CallKind::Exec(id) => self
+                .waiting
+                .remove(id)
+                .and_then(|r| r.lock().expect("reply lock").take()),
+            CallKind::Cancelled(id) => {
+                self.waiting.remove(id);
+                self.shared.log(
+                    LogLevel::Debug,
+                    "exec caller gave up; its call was cancelled".into(),
+                );
+                return;
+            }
             _ => None,
         };
         match done.result {
@@ -612,9 +633,11 @@ impl Task {
         self.calls = FuturesUnordered::new();
         self.host().timers.clear();
         for (_, reply) in self.waiting.drain() {
-            let _ = reply.send(Err(ExecError::Failed {
-                message: msg.clone(),
-            }));
+            if let Some(r) = reply.lock().expect("reply lock").take() {
+                let _ = r.send(Err(ExecError::Failed {
+                    message: msg.clone(),
+                }));
+            }
         }
         // Give back what a runaway allocation took.
         let _ = self.lua.gc_collect();
@@ -705,6 +728,12 @@ impl Task {
             let _ = reply.send(Err(ExecError::NoSuchMethod { method }));
             return;
         };
+        if self.calls.len() >= MAX_CALLS {
+            let _ = reply.send(Err(ExecError::Driver {
+                message: format!("too many calls in progress on this module ({MAX_CALLS})"),
+            }));
+            return;
+        }
         let args = match lua::exec_args(&self.lua, &args) {
             Ok(a) => a,
             Err(e) => {
@@ -716,17 +745,33 @@ impl Task {
         };
         self.next_call += 1;
         let id = self.next_call;
-        self.waiting.insert(id, reply);
-        self.spawn_call(f, args, CallKind::Exec(id));
+        let reply: SharedReply = Arc::new(std::sync::Mutex::new(Some(reply)));
+        self.waiting.insert(id, reply.clone());
+        let fut = self.budgeted(f, args);
+        self.calls.push(Box::pin(async move {
+            // Dropping the exec's future on the caller side cancels the
+            // driver call here (a request whose caller gave up stops).
+            let gone =
+                std::future::poll_fn(|cx| match reply.lock().expect("reply lock").as_mut() {
+                    Some(s) => s.poll_closed(cx),
+                    None => Poll::Pending,
+                });
+            tokio::select! {
+                result = fut => CallDone { kind: CallKind::Exec(id), result },
+                () = gone => CallDone { kind: CallKind::Cancelled(id), result: Ok(LuaValue::Nil) },
+            }
+        }));
     }
 
     /// Drops every running call of the current state, answering its caller.
     fn drop_calls(&mut self, why: &str) {
         self.calls = FuturesUnordered::new();
         for (_, reply) in self.waiting.drain() {
-            let _ = reply.send(Err(ExecError::Driver {
-                message: why.to_owned(),
-            }));
+            if let Some(r) = reply.lock().expect("reply lock").take() {
+                let _ = r.send(Err(ExecError::Driver {
+                    message: why.to_owned(),
+                }));
+            }
         }
     }
 
@@ -873,7 +918,9 @@ impl Task {
         self.shared.set_state(ModuleState::Stopped);
         self.calls = FuturesUnordered::new();
         for (_, reply) in self.waiting.drain() {
-            let _ = reply.send(Err(ExecError::Stopped));
+            if let Some(r) = reply.lock().expect("reply lock").take() {
+                let _ = r.send(Err(ExecError::Stopped));
+            }
         }
     }
 }

@@ -151,3 +151,62 @@ async fn timers_fire_once_and_repeating_on_the_paused_clock() {
         .unwrap();
     assert!(after - ticks <= 1, "timers ran while stopped");
 }
+
+const HANG: &str = r#"
+local M = {}
+function M.hang(ms)
+  status.set("started", (status.get("started") or 0) + 1)
+  sleep(ms)
+  status.set("finished", true)
+  return true
+end
+function M.quick() return "quick" end
+return M
+"#;
+
+#[tokio::test]
+async fn a_caller_that_gives_up_cancels_the_call_and_calls_are_bounded() {
+    let rt = runtime();
+    driver(&rt, "hang.lua", HANG).await;
+    let m = module("hang", "hang.lua", None, json!({}));
+    start(&rt, &m).await;
+
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(50),
+        rt.exec(m.id, "hang", json!([300])),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the caller gave up");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rt.status_key(m.id, "started").unwrap(), Some(json!(1)));
+    assert_eq!(
+        rt.status_key(m.id, "finished").unwrap(),
+        None,
+        "the call was cancelled"
+    );
+
+    // Suspended calls are bounded per module; lifecycle still works.
+    let mut hanging = tokio::task::JoinSet::new();
+    for _ in 0..256 {
+        let rt = rt.clone();
+        hanging.spawn(async move { rt.exec(m.id, "hang", json!([10_000])).await });
+    }
+    wait_until("256 calls running", || {
+        rt.status_key(m.id, "started").unwrap() == Some(json!(257))
+    })
+    .await;
+    match rt.exec(m.id, "quick", no_args()).await {
+        Err(ExecError::Driver { message }) => {
+            assert!(message.contains("too many calls"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    rt.stop(m.id).await.unwrap();
+    rt.start(m.id).await.unwrap();
+    hanging.abort_all();
+    while hanging.join_next().await.is_some() {}
+    // The module notices its callers left and frees their calls.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(exec_ok(&rt, m.id, "quick", no_args()).await, json!("quick"));
+    rt.unload(m.id).await.unwrap();
+}
