@@ -156,4 +156,32 @@ mod tests {
         check(Framing::None, 10, &[b"abc", b"d"], &[b"abc", b"d"], false);
         check(cr(), 100, &[b"\r\r"], &[b"", b""], false);
     }
+
+    /// However a stream is cut into reads, the frames are the same.
+    #[test]
+    fn random_chunking_gives_the_same_frames() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for delim in [&b"\n"[..], b"\r\n", b"END"] {
+            let mut stream = Vec::new();
+            let mut expect = Vec::new();
+            for _ in 0..200 {
+                let len = rng.usize(0..40);
+                let frame: Vec<u8> = (0..len).map(|_| rng.u8(b'a'..=b'z')).collect();
+                stream.extend_from_slice(&frame);
+                stream.extend_from_slice(delim);
+                expect.push(frame);
+            }
+            for _ in 0..20 {
+                let mut f = Framer::new(Framing::Delimiter(delim.to_vec()), 64);
+                let mut out = Vec::new();
+                let mut rest = &stream[..];
+                while !rest.is_empty() {
+                    let n = rng.usize(1..=rest.len().min(17));
+                    f.push(&rest[..n], &mut out).unwrap();
+                    rest = &rest[n..];
+                }
+                assert_eq!(out, expect);
+            }
+        }
+    }
 }
