@@ -210,3 +210,28 @@ async fn a_caller_that_gives_up_cancels_the_call_and_calls_are_bounded() {
     assert_eq!(exec_ok(&rt, m.id, "quick", no_args()).await, json!("quick"));
     rt.unload(m.id).await.unwrap();
 }
+
+/// The driver examples in docs/drivers.md compile and load.
+#[tokio::test]
+async fn driver_examples_in_the_docs_load() {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/drivers.md"),
+    )
+    .unwrap();
+    let rt = runtime();
+    let mut n = 0;
+    for block in doc.split("```lua\n").skip(1) {
+        let code = block.split("```").next().unwrap();
+        if !code.contains("return M") {
+            continue;
+        }
+        n += 1;
+        let name = format!("doc{n}.lua");
+        driver(&rt, &name, code).await;
+        let m = module(&name, &name, None, json!({}));
+        rt.load(&m)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{code}"));
+    }
+    assert!(n >= 3, "found {n} examples");
+}
