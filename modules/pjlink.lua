@@ -197,6 +197,19 @@ function M.lamp()
   return { hours = hours, on = on == "1" }
 end
 
+--- info(): projector name, manufacturer, product, other information, class.
+function M.info()
+  local out = {
+    name = command("NAME", "?"),
+    manufacturer = command("INF1", "?"),
+    product = command("INF2", "?"),
+    other = command("INFO", "?"),
+    class = command("CLSS", "?"),
+  }
+  status.set("info", out)
+  return out
+end
+
 --- poll(): refreshes power, and input and mute when on, errors and lamp.
 function M.poll()
   local p = M.power_query()

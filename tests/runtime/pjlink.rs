@@ -181,6 +181,11 @@ async fn pjlink_error_replies() {
     start(&rt, &m).await;
     wait_connected(&rt, m.id).await;
 
+    assert_eq!(
+        exec_ok(&rt, m.id, "info", no_args()).await,
+        json!({"name": "Outpost PJLink simulator", "manufacturer": "Outpost",
+               "product": "SIM-1", "other": "simulated projector", "class": "1"})
+    );
     sim.set_failure(true);
     match rt.exec(m.id, "power", json!([true])).await {
         Err(ExecError::Driver { message }) => {
