@@ -14,6 +14,9 @@
 //! - [`secret`]: edge secrets and the link keys derived from them.
 //! - [`certs`]: development CA and certificates, PEM loading.
 //! - [`boot`]: what a master or an edge loads at start (the boot plans).
+//! - [`runtime`]: the module runtime: one sandboxed Lua driver per module, the
+//!   device transports it never touches itself, exec, status and debug streams.
+//! - [`sim`]: device simulators (PJLink projector, line device) on real TCP.
 //! - [`admin`]: import and export of documents.
 //! - [`api`]: the web API (axum, OpenAPI, keys and roles, metrics).
 //! - [`master`], [`edge`]: `run(config, shutdown)` for each role.
@@ -35,6 +38,8 @@ pub mod control;
 pub mod edge;
 pub mod master;
 pub mod model;
+pub mod runtime;
 pub mod secret;
 pub mod shutdown;
+pub mod sim;
 pub mod store;
