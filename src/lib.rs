@@ -11,6 +11,11 @@
 //!   feed; the only module that writes SQL.
 //! - [`secret`]: edge secrets and the link keys derived from them.
 //! - [`certs`]: development CA and certificates, PEM loading.
+//! - [`proto`]: the link's wire types (preface, handshake, envelope,
+//!   request/response/event bodies, `WireError`); no sockets.
+//! - [`link`]: the master–edge link: TLS, mutual HMAC handshake, the
+//!   multiplexed peer, heartbeats, the master's registry, the edge's
+//!   connect loop, and the driver repository transfer.
 //! - [`boot`]: what a master or an edge loads at start (the boot plans).
 //! - [`admin`]: import and export of documents.
 //! - [`master`], [`edge`]: `run(config, shutdown)` for each role.
@@ -28,8 +33,10 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod edge;
+pub mod link;
 pub mod master;
 pub mod model;
+pub mod proto;
 pub mod secret;
 pub mod shutdown;
 pub mod store;
