@@ -75,12 +75,10 @@ pub fn install_crypto_provider() {
 /// file unless `force`.
 pub fn init_dev(dir: &Path, hosts: &[String], force: bool) -> Result<DevCerts, CertError> {
     let paths = DevCerts::in_dir(dir);
-    if !force {
-        if let Some(existing) = paths.all().into_iter().find(|p| p.exists()) {
-            return Err(CertError::Exists {
-                path: existing.clone(),
-            });
-        }
+    if !force && let Some(existing) = paths.all().into_iter().find(|p| p.exists()) {
+        return Err(CertError::Exists {
+            path: existing.clone(),
+        });
     }
     std::fs::create_dir_all(dir).map_err(|source| CertError::Write {
         path: dir.to_owned(),

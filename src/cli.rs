@@ -1,1 +1,255 @@
-//! TODO
+//! The `outpost` command line. `main.rs` only calls [`main`]; each command
+//! parses its configuration and calls the matching `run`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use crate::config::{Config, Role, Sources};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "outpost",
+    version,
+    about = "Device control across many sites: master and edge controllers"
+)]
+pub struct Cli {
+    /// Configuration file (default: config/master.toml or config/edge.toml).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a master.
+    Master,
+    /// Run an edge controller (also the default when OUTPOST_EDGE_ID is set).
+    Edge,
+    /// Certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Administration of the documents in the master's store.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Write a development CA and a master certificate signed by it.
+    Init(CertsInit),
+}
+
+#[derive(Debug, Args)]
+pub struct CertsInit {
+    /// Directory for ca.pem, ca-key.pem, master.pem and master-key.pem.
+    #[arg(long, default_value = "certs")]
+    pub dir: PathBuf,
+    /// Host names and IP addresses the master certificate is valid for.
+    #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1")]
+    pub hosts: Vec<String>,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Import a site file (validated; all or nothing). New edge locations'
+    /// secrets are printed once.
+    Import {
+        /// JSON file in the format of config/example-site.json.
+        file: PathBuf,
+    },
+    /// Export every document as stable JSON.
+    Export {
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// Exit codes: 0 success, 1 failure while running, 2 usage or configuration.
+const EXIT_FAILURE: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = match cli.command {
+        Some(c) => c,
+        None if std::env::var_os("OUTPOST_EDGE_ID").is_some() => Command::Edge,
+        None => {
+            let _ = Cli::command().print_help();
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match command {
+        Command::Certs(CertsCommand::Init(args)) => certs_init(&args),
+        Command::Master => run_role(cli.config, Role::Master),
+        Command::Edge => run_role(cli.config, Role::Edge),
+        Command::Admin(admin) => run_admin(cli.config, admin),
+    }
+}
+
+fn load_config(file: Option<PathBuf>, role: Role) -> Result<Config, ExitCode> {
+    Config::load(&Sources {
+        file,
+        role: Some(role),
+    })
+    .map_err(|e| {
+        eprintln!("outpost: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("cannot start the tokio runtime")
+}
+
+/// One line: the error and its causes.
+fn report(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        line.push_str(": ");
+        line.push_str(&s.to_string());
+        source = s.source();
+    }
+    line
+}
+
+fn run_role(file: Option<PathBuf>, role: Role) -> ExitCode {
+    let config = match load_config(file, role) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(&config);
+    let result = runtime().block_on(async move {
+        match role {
+            Role::Master => crate::master::run(config, crate::shutdown::signal()).await,
+            Role::Edge => crate::edge::run(config, crate::shutdown::signal()).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(crate::boot::RunError::Config(e)) => {
+            eprintln!("outpost: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(e) => {
+            eprintln!("outpost: {}", report(&e));
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn certs_init(args: &CertsInit) -> ExitCode {
+    crate::certs::install_crypto_provider();
+    match crate::certs::init_dev(&args.dir, &args.hosts, args.force) {
+        Ok(paths) => {
+            println!(
+                "wrote {}, {}, {} and {} (development only)",
+                paths.ca_cert.display(),
+                paths.ca_key.display(),
+                paths.cert.display(),
+                paths.key.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("outpost: {}", report(&e));
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn run_admin(file: Option<PathBuf>, command: AdminCommand) -> ExitCode {
+    let config = match load_config(file, Role::Master) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(&Config {
+        log: "warn".into(),
+        ..config.clone()
+    });
+    let result: Result<(), String> = runtime().block_on(async move {
+        let store = crate::boot::open_store(&config)
+            .await
+            .map_err(|e| report(&e))?;
+        let out = match command {
+            AdminCommand::Import { file } => import(&store, &config, &file).await,
+            AdminCommand::Export { output } => export(&store, output).await,
+        };
+        store.close().await;
+        out
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("outpost: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+async fn import(
+    store: &crate::store::Store,
+    config: &Config,
+    file: &std::path::Path,
+) -> Result<(), String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let site = crate::admin::parse_site(&text)
+        .map_err(|e| format!("{}: {}", file.display(), report(&e)))?;
+    let ctx =
+        crate::model::ValidationContext::with_modules_dir(&config.modules_dir).map_err(|e| {
+            format!(
+                "cannot read the modules directory {}: {e}",
+                config.modules_dir.display()
+            )
+        })?;
+    let done = crate::admin::import(store, &site, &ctx)
+        .await
+        .map_err(|e| format!("{}: {}", file.display(), report(&e)))?;
+    println!(
+        "imported {}: {} created, {} replaced",
+        file.display(),
+        done.created,
+        done.replaced
+    );
+    for (id, name, secret) in &done.secrets {
+        println!(
+            "edge location '{name}' ({id}): secret {} (shown once; set OUTPOST_EDGE_SECRET on that edge)",
+            secret.expose()
+        );
+    }
+    Ok(())
+}
+
+async fn export(store: &crate::store::Store, output: Option<PathBuf>) -> Result<(), String> {
+    let text = crate::admin::export(store).await.map_err(|e| report(&e))?;
+    match output {
+        Some(path) => {
+            std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        }
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}

@@ -258,16 +258,15 @@ impl Config {
     /// Checks what the types alone cannot.
     pub fn check(&self, role: Option<Role>) -> Result<(), ConfigError> {
         let role = role.unwrap_or(self.role());
-        if let Some(url) = &self.database_url {
-            if !(url.starts_with("sqlite:")
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("sqlite:")
                 || url.starts_with("postgres:")
                 || url.starts_with("postgresql:"))
-            {
-                return Err(ConfigError::new(
-                    "database_url",
-                    "must start with sqlite:// or postgres://",
-                ));
-            }
+        {
+            return Err(ConfigError::new(
+                "database_url",
+                "must start with sqlite:// or postgres://",
+            ));
         }
         for (key, value) in [
             ("heartbeat_ms", self.heartbeat_ms),
@@ -375,6 +374,8 @@ fn from_figment(e: figment::Error) -> ConfigError {
 mod tests {
     use super::*;
 
+    // figment's Jail API returns figment's own (large) error type.
+    #[allow(clippy::result_large_err)]
     fn load(
         toml: Option<&str>,
         env: &[(&str, &str)],

@@ -57,14 +57,14 @@ impl Catalog {
                     message,
                 });
             };
-            if let Some(edge) = system.edge_id {
-                if !self.edges.contains_key(&edge) {
-                    fail(
-                        &mut errors,
-                        "edge_id".into(),
-                        format!("edge location {edge} does not exist"),
-                    );
-                }
+            if let Some(edge) = system.edge_id
+                && !self.edges.contains_key(&edge)
+            {
+                fail(
+                    &mut errors,
+                    "edge_id".into(),
+                    format!("edge location {edge} does not exist"),
+                );
             }
             for (i, module) in system.module_ids.iter().enumerate() {
                 if !self.modules.contains_key(module) {

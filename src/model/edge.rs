@@ -180,10 +180,10 @@ impl Doc for EdgeLocation {
                 c.fail(&format!("admins[{i}]"), "must not be empty");
             }
         }
-        if let Some(commit) = &self.commit {
-            if commit.is_empty() || commit.len() > 64 || commit.chars().any(char::is_whitespace) {
-                c.fail("commit", "must be a commit id (1-64 characters, no spaces)");
-            }
+        if let Some(commit) = &self.commit
+            && (commit.is_empty() || commit.len() > 64 || commit.chars().any(char::is_whitespace))
+        {
+            c.fail("commit", "must be a commit id (1-64 characters, no spaces)");
         }
         c.finish()
     }

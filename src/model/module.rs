@@ -102,13 +102,13 @@ impl Doc for Module {
             );
         } else if !self.driver.ends_with(".lua") {
             c.fail("driver", format!("'{}' must name a .lua file", self.driver));
-        } else if let Some(drivers) = &ctx.drivers {
-            if !drivers.contains(&self.driver) {
-                c.fail(
-                    "driver",
-                    format!("'{}' does not exist in modules/", self.driver),
-                );
-            }
+        } else if let Some(drivers) = &ctx.drivers
+            && !drivers.contains(&self.driver)
+        {
+            c.fail(
+                "driver",
+                format!("'{}' does not exist in modules/", self.driver),
+            );
         }
         if let Err(e) = self.endpoint() {
             c.fail("uri", e);

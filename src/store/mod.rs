@@ -491,6 +491,14 @@ impl Store {
         to_documents(rows)
     }
 
+    /// Live documents of a kind with no owner (the master's systems).
+    pub async fn without_owner(&self, kind: Kind) -> Result<Vec<Document>, StoreError> {
+        let rows: Vec<DocRow> = on_reader!(self, pool => {
+            sqlx::query_as(sql::WITHOUT_OWNER).bind(kind.as_str()).fetch_all(pool).await?
+        });
+        to_documents(rows)
+    }
+
     /// Live documents of a kind that refer to `target` (systems listing a module).
     pub async fn referencing(&self, kind: Kind, target: Uuid) -> Result<Vec<Document>, StoreError> {
         let rows: Vec<DocRow> = on_reader!(self, pool => {
@@ -577,13 +585,13 @@ async fn open_sqlite(options: &StoreOptions, display_url: &str) -> Result<Backen
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(false);
-    if let Some(dir) = connect.get_filename().parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
-                path: dir.display().to_string(),
-                source,
-            })?;
-        }
+    if let Some(dir) = connect.get_filename().parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
     }
     let writer = SqlitePoolOptions::new()
         .max_connections(1)

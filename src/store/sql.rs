@@ -51,6 +51,9 @@ pub const BY_OWNER: &str = "SELECT id, kind, rev, seq, deleted, owner, body FROM
 pub const WITH_ANY_OWNER: &str = "SELECT id, kind, rev, seq, deleted, owner, body FROM documents \
      WHERE kind = $1 AND owner IS NOT NULL AND NOT deleted ORDER BY id";
 
+pub const WITHOUT_OWNER: &str = "SELECT id, kind, rev, seq, deleted, owner, body FROM documents \
+     WHERE kind = $1 AND owner IS NULL AND NOT deleted ORDER BY id";
+
 pub const REFERENCING: &str = "SELECT d.id, d.kind, d.rev, d.seq, d.deleted, d.owner, d.body \
      FROM doc_refs r JOIN documents d ON d.id = r.from_id \
      WHERE r.to_id = $1 AND d.kind = $2 AND NOT d.deleted ORDER BY d.id";

@@ -1,0 +1,247 @@
+//! The real `outpost` binary: configuration errors, certificates,
+//! import/export, and a master started on embedded defaults and stopped with
+//! SIGTERM.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn outpost(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_outpost"));
+    cmd.args(args).current_dir(dir).env_clear();
+    for key in ["PATH", "HOME"] {
+        if let Some(v) = std::env::var_os(key) {
+            cmd.env(key, v);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd
+}
+
+fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    outpost(dir, args, env)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Sets up a directory like a checkout: config/, modules/ with the drivers
+/// the example site names.
+fn checkout() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("config")).unwrap();
+    std::fs::create_dir(dir.path().join("modules")).unwrap();
+    for d in ["pjlink.lua", "line.lua", "room.lua"] {
+        std::fs::write(dir.path().join("modules").join(d), "-- driver\n").unwrap();
+    }
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config/example-site.json"),
+        dir.path().join("config/example-site.json"),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn configuration_errors_name_the_key_in_one_line() {
+    let dir = checkout();
+    std::fs::write(
+        dir.path().join("config/master.toml"),
+        "api_adr = \"127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let edge_id = "0191e9a0-0000-7000-8000-0000000000e1";
+    let secret = "s".repeat(40);
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (vec!["master"], vec![], "`api_adr`"),
+        (vec!["master", "--config", "nope.toml"], vec![], "nope.toml"),
+        (
+            vec!["edge"],
+            vec![("OUTPOST_EDGE_ID", edge_id)],
+            "`edge_secret`",
+        ),
+        (vec![], vec![("OUTPOST_EDGE_ID", "not-a-uuid")], "`edge_id`"),
+        (
+            vec!["edge"],
+            vec![
+                ("OUTPOST_EDGE_ID", edge_id),
+                ("OUTPOST_EDGE_SECRET", &secret),
+            ],
+            "`ca_cert`",
+        ),
+        (
+            vec!["edge"],
+            vec![
+                ("OUTPOST_EDGE_ID", edge_id),
+                ("OUTPOST_EDGE_SECRET", &secret),
+                ("OUTPOST_MASTERS", "localhost"),
+            ],
+            "`masters`",
+        ),
+    ];
+    for (args, env, needle) in cases {
+        let out = run(dir.path(), &args, &env);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: expected {needle} in {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    }
+    std::fs::remove_file(dir.path().join("config/master.toml")).unwrap();
+    let out = run(dir.path(), &["master"], &[("OUTPOST_API_ADDR", "nonsense")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("`api_addr`") && stderr(&out).contains("OUTPOST_API_ADDR"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A certificate that exists but is not a certificate.
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    for f in ["ca.pem", "master.pem", "master-key.pem"] {
+        std::fs::write(dir.path().join("certs").join(f), "garbage").unwrap();
+    }
+    let out = run(dir.path(), &["master"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("`ca_cert`"), "{}", stderr(&out));
+}
+
+#[test]
+fn help_and_version() {
+    let dir = checkout();
+    let out = run(dir.path(), &[], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
+    let out = run(dir.path(), &["--version"], &[]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn certs_init_refuses_to_overwrite_without_force() {
+    let dir = checkout();
+    let out = run(
+        dir.path(),
+        &[
+            "certs",
+            "init",
+            "--hosts",
+            "localhost,127.0.0.1,edge.example",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key = dir.path().join("certs/master-key.pem");
+    let before = std::fs::read(&key).unwrap();
+    let out = run(dir.path(), &["certs", "init"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&key).unwrap(), before, "nothing overwritten");
+    let out = run(dir.path(), &["certs", "init", "--force"], &[]);
+    assert!(out.status.success());
+    assert_ne!(std::fs::read(&key).unwrap(), before);
+    let out = run(
+        dir.path(),
+        &["certs", "init", "--dir", "other", "--hosts", "bad host"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("bad host"));
+}
+
+#[test]
+fn admin_import_then_export_round_trips() {
+    let dir = checkout();
+    let out = run(
+        dir.path(),
+        &["admin", "import", "config/example-site.json"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("14 created"), "{stdout}");
+    assert_eq!(stdout.matches("secret ").count(), 2, "{stdout}");
+    let out = run(dir.path(), &["admin", "export", "-o", "export.json"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let exported = std::fs::read_to_string(dir.path().join("export.json")).unwrap();
+    let original: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("config/example-site.json")).unwrap(),
+    )
+    .unwrap();
+    let back: serde_json::Value = serde_json::from_str(&exported).unwrap();
+    assert_eq!(
+        back["modules"].as_array().unwrap().len(),
+        original["modules"].as_array().unwrap().len()
+    );
+    // A broken file: clear error with its position, nothing written.
+    std::fs::write(
+        dir.path().join("bad.json"),
+        "{\"modules\": [ {\"id\": 1} ]}",
+    )
+    .unwrap();
+    let out = run(dir.path(), &["admin", "import", "bad.json"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("bad.json") && stderr(&out).contains("line 1"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(dir.path(), &["admin", "export"], &[]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), exported);
+}
+
+#[test]
+fn master_starts_on_embedded_defaults_and_stops_on_sigterm() {
+    let dir = checkout();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = outpost(dir.path(), &["master"], &[("OUTPOST_LINK_ADDR", &addr)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(n > 0, "master exited early:\n{log}");
+        log.push_str(&line);
+        if line.contains("master ready") {
+            break;
+        }
+    }
+    assert!(log.contains("development only"), "{log}");
+    assert!(dir.path().join("data/master.db").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.path().join("certs/master-key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "graceful stop exits 0: {status:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(rest.contains("SIGTERM"), "{rest}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -1,0 +1,9 @@
+//! Foundation tests: the document store on SQLite and PostgreSQL, the model's
+//! validation, boot plans, and the `outpost` binary's configuration,
+//! certificates and import/export.
+
+mod boot;
+mod cli;
+mod model;
+mod store;
+mod support;
