@@ -125,7 +125,7 @@ fn every_frame_kind_round_trips_and_every_request_kind_is_listed() {
 
 #[test]
 fn random_and_mutated_input_never_panics() {
-    let mut rng = fastrand::Rng::with_seed(0x0u64 ^ 0xfeed);
+    let mut rng = fastrand::Rng::with_seed(0xfeed);
     let seeds: Vec<Vec<u8>> = samples()
         .iter()
         .map(|m| encode(m, 1 << 20).unwrap().to_vec())

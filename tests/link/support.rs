@@ -104,10 +104,10 @@ impl Drop for DropSignal {
 
 impl Handler for TestHandler {
     async fn handle(&self, ctx: RequestCtx, body: RequestBody) -> Result<ResponseBody, WireError> {
-        if let Some(repo) = &self.master_repo {
-            if let Some(r) = repo.handle(&body).await {
-                return r;
-            }
+        if let Some(repo) = &self.master_repo
+            && let Some(r) = repo.handle(&body).await
+        {
+            return r;
         }
         match body {
             RequestBody::Exec {
