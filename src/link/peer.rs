@@ -434,10 +434,22 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         let Some(first) = first else { break };
         let res = tokio::time::timeout(stall, async {
             sink.feed(first).await?;
-            for _ in 0..BATCH {
-                match rx.try_recv() {
-                    Ok(m) => sink.feed(m).await?,
-                    Err(_) => break,
+            // Batch: take what is queued, then yield once so that handlers
+            // and callers already woken can add theirs, and write them all
+            // in one TLS record and one system call.
+            let mut queued = 1;
+            for round in 0..2 {
+                while queued < BATCH {
+                    match rx.try_recv() {
+                        Ok(m) => {
+                            sink.feed(m).await?;
+                            queued += 1;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if round == 0 && queued < BATCH {
+                    tokio::task::yield_now().await;
                 }
             }
             SinkExt::<Bytes>::flush(&mut sink).await?;
@@ -472,15 +484,21 @@ where
     H: Handler,
 {
     let timing = &cfg.timing;
+    // Liveness is judged at each tick: `seen` says a frame arrived since the
+    // previous one, so the hot path never reads the clock.
     let mut last_rx = Instant::now();
+    let mut seen = false;
     let mut tick = tokio::time::interval_at(Instant::now() + timing.heartbeat, timing.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let next = tokio::select! {
             biased;
             _ = peer.0.cancel.cancelled() => return peer.close_reason().unwrap_or(CloseReason::Local),
-            _ = tick.tick() => {
-                if last_rx.elapsed() >= timing.dead_after {
+            now = tick.tick() => {
+                if std::mem::take(&mut seen) {
+                    last_rx = now;
+                }
+                if now.duration_since(last_rx) >= timing.dead_after {
                     return CloseReason::Dead(timing.dead_after);
                 }
                 if cfg.role == PeerRole::Edge {
@@ -496,7 +514,7 @@ where
             Some(Err(e)) => return read_error(e),
             Some(Ok(p)) => p,
         };
-        last_rx = Instant::now();
+        seen = true;
         if let Err(reason) = dispatch(&payload, peer, handler, running, cfg) {
             tracing::warn!(edge = %peer.meta().edge_id, addr = %peer.meta().addr, %reason, "closing link");
             return reason;

@@ -57,16 +57,17 @@ pub fn encode<Q: Serialize, R: Serialize, E: Serialize>(
     frame: &Frame<Q, R, E>,
     max: usize,
 ) -> Result<Bytes, FrameError> {
-    let mut buf = BytesMut::with_capacity(128).writer();
+    // A Vec, not a BytesMut writer: serde_json writes token by token and
+    // `Vec::extend_from_slice` is the cheapest sink for that.
+    let mut buf = Vec::with_capacity(256);
     serde_json::to_writer(&mut buf, frame).map_err(FrameError::Encode)?;
-    let buf = buf.into_inner();
     if buf.len() > max {
         return Err(FrameError::TooLarge {
             len: buf.len(),
             max,
         });
     }
-    Ok(buf.freeze())
+    Ok(Bytes::from(buf))
 }
 
 /// Parses a payload into an envelope with raw bodies.
