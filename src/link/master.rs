@@ -169,8 +169,10 @@ pub async fn serve<K: KeyLookup, H: Handler>(
         cfg: cfg.clone(),
         registry,
         shutdown: shutdown.clone(),
+        sweeper: peer::Sweeper::new(cfg.peer.timing.clone()),
     });
     let tracker = TaskTracker::new();
+    tracker.spawn(ctx.sweeper.clone().run(shutdown.clone()));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -202,6 +204,7 @@ struct Accept {
     cfg: MasterLinkConfig,
     registry: Registry,
     shutdown: CancellationToken,
+    sweeper: Arc<peer::Sweeper>,
 }
 
 impl Accept {
@@ -284,6 +287,7 @@ impl Accept {
         let (session_no, edge_id) = (meta.session, meta.edge_id);
         let (peer, session) =
             peer::session(tls, meta, &self.cfg.peer, acc.max_in_flight, &self.shutdown);
+        let session = session.swept_by(&self.sweeper);
         tracing::info!(%edge_id, %addr, session = session_no, "edge link up");
         self.registry.insert(info, peer);
         let mut reason = session.run(handler).await;

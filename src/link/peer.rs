@@ -22,8 +22,8 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -172,6 +172,10 @@ struct Shared {
     cancel: CancellationToken,
     reason: OnceLock<CloseReason>,
     max_frame: usize,
+    /// A frame arrived since the sweeper last looked.
+    seen: AtomicBool,
+    /// A batch was written since the sweeper last looked.
+    wrote: AtomicBool,
 }
 
 /// Handle to one live link. Cheap to clone.
@@ -345,6 +349,7 @@ pub struct Session<IO> {
     peer: Peer,
     out_rx: mpsc::Receiver<Bytes>,
     cfg: PeerConfig,
+    sweeper: Option<Arc<Sweeper>>,
 }
 
 /// Builds a peer handle and its driver over an authenticated stream.
@@ -366,12 +371,15 @@ pub fn session<IO>(
         cancel: parent.child_token(),
         reason: OnceLock::new(),
         max_frame: cfg.max_frame,
+        seen: AtomicBool::new(false),
+        wrote: AtomicBool::new(false),
     }));
     let session = Session {
         io,
         peer: peer.clone(),
         out_rx,
         cfg: cfg.clone(),
+        sweeper: None,
     };
     (peer, session)
 }
@@ -380,6 +388,14 @@ impl<IO> Session<IO>
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
+    /// Hands liveness of this link to a shared [`Sweeper`] instead of a
+    /// timer of its own (the master does this for every edge).
+    pub fn swept_by(mut self, sweeper: &Arc<Sweeper>) -> Self {
+        sweeper.add(&self.peer);
+        self.sweeper = Some(sweeper.clone());
+        self
+    }
+
     /// Runs the link until it closes; returns why.
     pub async fn run<H: Handler>(self, handler: Arc<H>) -> CloseReason {
         let Session {
@@ -387,6 +403,7 @@ where
             peer,
             out_rx,
             cfg,
+            sweeper,
         } = self;
         let (r, w) = tokio::io::split(io);
         let writer = tokio::spawn(write_loop(
@@ -402,6 +419,7 @@ where
             &handler,
             &running,
             &cfg,
+            sweeper.is_some(),
         )
         .await;
         peer.close(reason);
@@ -448,7 +466,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                         Err(_) => break,
                     }
                 }
-                if round == 0 && queued < BATCH {
+                // Only under load: a lone frame (one request in flight)
+                // goes out at once.
+                if round == 0 && queued > 1 && queued < BATCH {
                     tokio::task::yield_now().await;
                 }
             }
@@ -457,7 +477,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         })
         .await;
         match res {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => peer.0.wrote.store(true, Ordering::Relaxed),
             Ok(Err(e)) => {
                 peer.close(CloseReason::Io(e.to_string()));
                 return;
@@ -478,6 +498,7 @@ async fn read_loop<R, H>(
     handler: &Arc<H>,
     running: &Running,
     cfg: &PeerConfig,
+    swept: bool,
 ) -> CloseReason
 where
     R: AsyncRead + Unpin,
@@ -494,7 +515,7 @@ where
         let next = tokio::select! {
             biased;
             _ = peer.0.cancel.cancelled() => return peer.close_reason().unwrap_or(CloseReason::Local),
-            now = tick.tick() => {
+            now = tick.tick(), if !swept => {
                 if std::mem::take(&mut seen) {
                     last_rx = now;
                 }
@@ -514,8 +535,12 @@ where
             Some(Err(e)) => return read_error(e),
             Some(Ok(p)) => p,
         };
-        seen = true;
-        if let Err(reason) = dispatch(&payload, peer, handler, running, cfg) {
+        if swept {
+            peer.0.seen.store(true, Ordering::Relaxed);
+        } else {
+            seen = true;
+        }
+        if let Err(reason) = dispatch(&payload, peer, handler, running, cfg, swept) {
             tracing::warn!(edge = %peer.meta().edge_id, addr = %peer.meta().addr, %reason, "closing link");
             return reason;
         }
@@ -541,6 +566,7 @@ fn dispatch<H: Handler>(
     handler: &Arc<H>,
     running: &Running,
     cfg: &PeerConfig,
+    swept: bool,
 ) -> Result<(), CloseReason> {
     let frame = frame::decode(payload).map_err(|e| CloseReason::Protocol(e.to_string()))?;
     match frame {
@@ -596,7 +622,11 @@ fn dispatch<H: Handler>(
             }
         },
         Frame::Ping => {
-            let _ = peer.send_now(Bytes::from_static(PONG));
+            // A swept link's answer is the sweeper's keepalive, which is
+            // skipped while other frames flow: one frame saved per ping.
+            if !swept {
+                let _ = peer.send_now(Bytes::from_static(PONG));
+            }
         }
         Frame::Pong => {}
     }
@@ -644,6 +674,101 @@ fn encode_response(id: u64, result: &Result<ResponseBody, WireError>, max: usize
             }));
             frame::encode(&Frame::<(), _, ()>::Response { id, result: &err }, max)
                 .expect("a short error response always encodes")
+        }
+    }
+}
+
+/// Liveness for many links at once: one timer instead of one per link.
+///
+/// Every `heartbeat` it looks at each link: a link with no frame for
+/// `dead_after` is closed as dead; a link that wrote nothing for the last
+/// `dead_after - heartbeat` gets a keepalive `Pong`, so its peer hears from
+/// it well within `dead_after` while an idle link costs one small frame
+/// every two heartbeats (defaults) instead of one answer per ping.
+pub struct Sweeper {
+    timing: LinkTiming,
+    links: Mutex<HashMap<u64, Swept>>,
+}
+
+struct Swept {
+    link: Weak<Shared>,
+    last_rx: Instant,
+    quiet: u32,
+}
+
+impl Sweeper {
+    pub fn new(timing: LinkTiming) -> Arc<Self> {
+        Arc::new(Self {
+            timing,
+            links: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn add(&self, peer: &Peer) {
+        self.links.lock().unwrap().insert(
+            peer.0.meta.session,
+            Swept {
+                link: Arc::downgrade(&peer.0),
+                last_rx: Instant::now(),
+                quiet: 0,
+            },
+        );
+    }
+
+    /// Links being watched.
+    pub fn len(&self) -> usize {
+        self.links.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sweeps every `heartbeat` until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.timing.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                now = tick.tick() => self.sweep(now),
+            }
+        }
+    }
+
+    fn sweep(&self, now: Instant) {
+        let dead_after = self.timing.dead_after;
+        let hb = self.timing.heartbeat.max(Duration::from_millis(1));
+        let quiet_limit =
+            ((dead_after.saturating_sub(hb)).as_millis() / hb.as_millis()).max(1) as u32;
+        let mut dead = Vec::new();
+        self.links.lock().unwrap().retain(|_, e| {
+            let Some(link) = e.link.upgrade() else {
+                return false;
+            };
+            if link.cancel.is_cancelled() {
+                return false;
+            }
+            if link.seen.swap(false, Ordering::Relaxed) {
+                e.last_rx = now;
+            }
+            if now.duration_since(e.last_rx) >= dead_after {
+                dead.push(Peer(link));
+                return false;
+            }
+            if link.wrote.swap(false, Ordering::Relaxed) {
+                e.quiet = 0;
+            } else {
+                e.quiet += 1;
+                if e.quiet >= quiet_limit {
+                    let _ = link.out.try_send(Bytes::from_static(PONG));
+                    e.quiet = 0;
+                }
+            }
+            true
+        });
+        for p in dead {
+            p.close(CloseReason::Dead(dead_after));
         }
     }
 }

@@ -335,7 +335,10 @@ async fn version_mismatch_is_a_clear_error_on_both_sides() {
 async fn unknown_kinds_get_typed_errors_and_malformed_frames_close_the_link() {
     let certs = dev_certs();
     let id = EdgeIdentity::new();
-    let mut m = start_master(&certs, MasterOpts::new(keys(&[&id]))).await;
+    let mut opts = MasterOpts::new(keys(&[&id]));
+    // Quick keepalives (the master answers pings with them), no death.
+    opts.timing.heartbeat = Duration::from_millis(50);
+    let mut m = start_master(&certs, opts).await;
     let mut s = raw_edge(&certs, m.addr, &id).await;
     let (_, session, _) = m.next_up().await;
 
