@@ -13,6 +13,11 @@
 //!   feed; the only module that writes SQL.
 //! - [`secret`]: edge secrets and the link keys derived from them.
 //! - [`certs`]: development CA and certificates, PEM loading.
+//! - [`proto`]: the link's wire types (preface, handshake, envelope,
+//!   request/response/event bodies, `WireError`); no sockets.
+//! - [`link`]: the master–edge link: TLS, mutual HMAC handshake, the
+//!   multiplexed peer, heartbeats, the master's registry, the edge's
+//!   connect loop, and the driver repository transfer.
 //! - [`boot`]: what a master or an edge loads at start (the boot plans).
 //! - [`runtime`]: the module runtime: one sandboxed Lua driver per module, the
 //!   device transports it never touches itself, exec, status and debug streams.
@@ -36,8 +41,10 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod edge;
+pub mod link;
 pub mod master;
 pub mod model;
+pub mod proto;
 pub mod runtime;
 pub mod secret;
 pub mod shutdown;

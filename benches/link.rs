@@ -1,0 +1,716 @@
+//! Edge link benchmarks (issue 4); figures go to BENCHMARKS.md.
+//!
+//! `cargo bench --bench link` runs both parts:
+//! - `rpc`: exec round trips on one TLS link (1 and 256 in flight, and a
+//!   fixed 20,000 requests/s), against a raw TLS ping-pong of the same
+//!   payload (the floor) and tarpc over the same kind of TLS stream.
+//! - `edges`: N simulated edges (default 10,000; `OUTPOST_BENCH_EDGES`) in a
+//!   child process (this binary re-invoked as `edge-sim`), from several
+//!   127.0.0.x source addresses, held by one master: connect storm time,
+//!   master memory per edge, idle CPU, then a reconnect storm.
+//!
+//! `cargo bench --bench link -- rpc` or `-- edges` runs one part.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
+use outpost::certs;
+use outpost::link::edge::{self, CommitCell, EdgeEvent, EdgeLinkConfig};
+use outpost::link::master::{self, MasterEvent, MasterLinkConfig};
+use outpost::link::peer::{Handler, Peer, PeerConfig, PeerRole, RequestCtx};
+use outpost::link::{LinkTiming, Registry, tls};
+use outpost::proto::{RequestBody, ResponseBody, WireError};
+use outpost::secret::{EdgeSecret, LinkKey};
+use rustls_pki_types::ServerName;
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Stands in for a logic module: echoes the exec arguments.
+struct Echo;
+
+impl Handler for Echo {
+    async fn handle(&self, _ctx: RequestCtx, body: RequestBody) -> Result<ResponseBody, WireError> {
+        match body {
+            RequestBody::Exec { args, .. } => Ok(ResponseBody::Value { value: args }),
+            _ => Ok(ResponseBody::Done),
+        }
+    }
+}
+
+fn args() -> Value {
+    json!({"cmd": "power", "value": true, "input": "hdmi1", "seq": 123456, "pad": "0123456789abcdef"})
+}
+
+fn exec() -> RequestBody {
+    RequestBody::Exec {
+        module: "logic_1".into(),
+        method: "set".into(),
+        args: args(),
+        epoch: Some(1),
+    }
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    match argv.first().map(String::as_str) {
+        Some("edge-sim") => edge_sim(&argv[1..]),
+        Some("rpc") => rpc(),
+        Some("profile") => profile(),
+        Some("edges") => edges(),
+        _ => {
+            rpc();
+            edges();
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(
+            std::env::var("OUTPOST_BENCH_WORKERS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(2),
+        )
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn dev_certs(dir: &std::path::Path) -> certs::DevCerts {
+    certs::install_crypto_provider();
+    certs::init_dev(dir, &["localhost".into(), "127.0.0.1".into()], true).unwrap()
+}
+
+// ---------------------------------------------------------------- stats
+
+struct Stats {
+    count: usize,
+    elapsed: Duration,
+    lat: Vec<Duration>,
+}
+
+impl Stats {
+    fn rps(&self) -> f64 {
+        self.count as f64 / self.elapsed.as_secs_f64()
+    }
+    fn pct(&mut self, p: f64) -> Duration {
+        self.lat.sort_unstable();
+        if self.lat.is_empty() {
+            return Duration::ZERO;
+        }
+        self.lat[((self.lat.len() - 1) as f64 * p) as usize]
+    }
+    fn line(&mut self, name: &str) {
+        let (p50, p99) = (self.pct(0.5), self.pct(0.99));
+        println!(
+            "  {name:<34} {:>10.0} req/s   p50 {:>8.1} µs   p99 {:>8.1} µs   ({} requests)",
+            self.rps(),
+            p50.as_secs_f64() * 1e6,
+            p99.as_secs_f64() * 1e6,
+            self.count
+        );
+    }
+}
+
+/// Runs `workers` closed loops of `call` for `dur`.
+async fn closed_loop<F, Fut>(workers: usize, dur: Duration, call: F) -> Stats
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let start = Instant::now();
+    let end = start + dur;
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let call = call.clone();
+        set.spawn(async move {
+            let mut lat = Vec::with_capacity(1 << 16);
+            while Instant::now() < end {
+                let t = Instant::now();
+                call().await;
+                lat.push(t.elapsed());
+            }
+            lat
+        });
+    }
+    let mut lat = Vec::new();
+    while let Some(l) = set.join_next().await {
+        lat.extend(l.unwrap());
+    }
+    Stats {
+        count: lat.len(),
+        elapsed: start.elapsed(),
+        lat,
+    }
+}
+
+// ---------------------------------------------------------------- rpc
+
+fn rpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dev_certs(dir.path());
+    let dur = Duration::from_secs(
+        std::env::var("OUTPOST_BENCH_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(4),
+    );
+    runtime().block_on(async move {
+        let payload_len = outpost::proto::frame::encode(
+            &outpost::proto::Frame::<_, (), ()>::Request { id: 1_000_000, deadline_ms: 10_000, body: &exec() },
+            1 << 20,
+        )
+        .unwrap()
+        .len();
+        println!("## rpc: exec round trips on one TLS 1.3 link (loopback, 2 tokio workers, {dur:?} per row)");
+        println!("  request frame payload: {payload_len} bytes; handler: in-process JSON echo (stands in for a logic module)");
+
+        // Our link: master -> edge exec, as the API would proxy it.
+        let link = LinkBench::start(&certs).await;
+        let peer = link.to_edge.clone();
+        let call = move || {
+            let p = peer.clone();
+            async move {
+                p.request(exec(), Duration::from_secs(10)).await.unwrap();
+            }
+        };
+        // Raw TLS floor and tarpc, same payload, same kind of socket.
+        let raw_addr = raw_server(&certs).await;
+        let tarpc_client = tarpc_pair(&certs).await;
+        let tcall = move || {
+            let c = tarpc_client.clone();
+            async move {
+                c.exec(tarpc::context::current(), "logic_1".into(), "set".into(), args())
+                    .await
+                    .unwrap();
+            }
+        };
+
+        // Rounds interleave the three contenders, so background load on
+        // the machine hits them alike; rates are medians over rounds,
+        // percentiles over all requests.
+        let rounds: usize = std::env::var("OUTPOST_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+        for inflight in [1usize, 256] {
+            println!("### {inflight} in flight ({rounds} interleaved rounds of {dur:?})");
+            closed_loop(inflight, Duration::from_millis(300), call.clone()).await;
+            closed_loop(inflight, Duration::from_millis(300), tcall.clone()).await;
+            let mut all: [Vec<Stats>; 3] = Default::default();
+            for _ in 0..rounds {
+                all[0].push(closed_loop(inflight, dur, call.clone()).await);
+                all[1].push(raw_floor(&certs, raw_addr, payload_len, inflight, dur).await);
+                all[2].push(closed_loop(inflight, dur, tcall.clone()).await);
+            }
+            let mut res = Vec::new();
+            for (name, runs) in ["outpost link", "raw TLS ping-pong (floor)", "tarpc over TLS (json)"].iter().zip(all) {
+                let mut rates: Vec<f64> = runs.iter().map(Stats::rps).collect();
+                rates.sort_by(f64::total_cmp);
+                let median = rates[rates.len() / 2];
+                let mut pooled = Stats { count: 0, elapsed: Duration::ZERO, lat: Vec::new() };
+                for r in runs {
+                    pooled.count += r.count;
+                    pooled.lat.extend(r.lat);
+                }
+                let (p50, p99) = (pooled.pct(0.5), pooled.pct(0.99));
+                println!(
+                    "  {name:<28} {median:>10.0} req/s (rounds: {})   p50 {:>8.1} µs   p99 {:>8.1} µs",
+                    rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "),
+                    p50.as_secs_f64() * 1e6,
+                    p99.as_secs_f64() * 1e6
+                );
+                res.push((median, p50, p99));
+            }
+            let (l, r, t) = (res[0], res[1], res[2]);
+            println!(
+                "  ratios: link/floor throughput {:.2}, p50 {:.2}x, p99 {:.2}x; link/tarpc throughput {:.2}, p50 {:.2}x, p99 {:.2}x",
+                l.0 / r.0,
+                l.1.as_secs_f64() / r.1.as_secs_f64(),
+                l.2.as_secs_f64() / r.2.as_secs_f64(),
+                l.0 / t.0,
+                l.1.as_secs_f64() / t.1.as_secs_f64(),
+                l.2.as_secs_f64() / t.2.as_secs_f64(),
+            );
+        }
+
+        // Open loop at a fixed rate: latency measured from the scheduled send
+        // time (no coordinated omission).
+        let rate = 20_000u64;
+        let mut stats = fixed_rate(&link.to_edge, rate, dur).await;
+        println!("### fixed rate {rate} requests/s");
+        stats.line("outpost link");
+        link.stop().await;
+    });
+}
+
+/// Sends `rate` requests per second for `dur`, one task each.
+/// Only the link at 256 in flight, for `perf record`.
+fn profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dev_certs(dir.path());
+    runtime().block_on(async move {
+        let link = LinkBench::start(&certs).await;
+        let peer = link.to_edge.clone();
+        let call = move || {
+            let p = peer.clone();
+            async move {
+                p.request(exec(), Duration::from_secs(10)).await.unwrap();
+            }
+        };
+        closed_loop(256, Duration::from_secs(5), call)
+            .await
+            .line("outpost link");
+        link.stop().await;
+    });
+}
+
+async fn fixed_rate(peer: &Peer, rate: u64, dur: Duration) -> Stats {
+    let per_ms = rate / 1000;
+    let lat = Arc::new(std::sync::Mutex::new(Vec::with_capacity(
+        (rate * dur.as_secs()) as usize,
+    )));
+    let start = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let tracker = tokio_util::task::TaskTracker::new();
+    let total = rate * dur.as_secs();
+    let mut n = 0u64;
+    while n < total {
+        tick.tick().await;
+        for _ in 0..per_ms {
+            // The timer wheel ticks in milliseconds, so requests leave in
+            // bursts of rate/1000 (burstier than uniform, so conservative);
+            // latency counts from the moment each is issued.
+            let issued = Instant::now();
+            let (p, lat) = (peer.clone(), lat.clone());
+            tracker.spawn(async move {
+                p.request(exec(), Duration::from_secs(10)).await.unwrap();
+                lat.lock().unwrap().push(issued.elapsed());
+            });
+            n += 1;
+        }
+    }
+    tracker.close();
+    tracker.wait().await;
+    let lat = std::mem::take(&mut *lat.lock().unwrap());
+    Stats {
+        count: lat.len(),
+        elapsed: start.elapsed(),
+        lat,
+    }
+}
+
+struct LinkBench {
+    to_edge: Peer,
+    master_stop: CancellationToken,
+    edge_stop: CancellationToken,
+}
+
+impl LinkBench {
+    async fn start(certs: &certs::DevCerts) -> Self {
+        let id = Uuid::now_v7();
+        let secret = EdgeSecret::generate();
+        let keys: HashMap<Uuid, LinkKey> = [(id, secret.link_key(id))].into();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cfg = MasterLinkConfig {
+            tls: tls::server_config(&certs.cert, &certs.key, None).unwrap(),
+            peer: PeerConfig::new(PeerRole::Master, LinkTiming::default()),
+            boot_id: Uuid::now_v7(),
+            max_handshakes: 64,
+            shutdown_grace: Duration::from_secs(1),
+        };
+        let (tx, mut events) = mpsc::unbounded_channel();
+        let registry = Registry::new(tx);
+        let master_stop = CancellationToken::new();
+        tokio::spawn(master::serve(
+            listener,
+            cfg,
+            Arc::new(keys),
+            Arc::new(Echo),
+            registry,
+            master_stop.clone(),
+        ));
+        let ecfg = EdgeLinkConfig {
+            edge_id: id,
+            key: secret.link_key(id),
+            masters: vec![addr.to_string()],
+            tls: tls::client_config(&certs.ca_cert, None).unwrap(),
+            peer: PeerConfig::new(PeerRole::Edge, LinkTiming::default()),
+            reconnect: Duration::from_secs(3),
+            boot_id: Uuid::now_v7(),
+            commit: CommitCell::default(),
+            bind: None,
+        };
+        let (etx, _erx) = mpsc::unbounded_channel();
+        let edge_stop = CancellationToken::new();
+        tokio::spawn(edge::run(ecfg, Arc::new(Echo), etx, edge_stop.clone()));
+        let to_edge = loop {
+            if let Some(MasterEvent::LinkUp { peer, .. }) = events.recv().await {
+                break peer;
+            }
+        };
+        Self {
+            to_edge,
+            master_stop,
+            edge_stop,
+        }
+    }
+
+    async fn stop(self) {
+        self.edge_stop.cancel();
+        self.master_stop.cancel();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The floor: a TLS echo server with length-delimited frames and batched
+/// writes, no envelope, no dispatch.
+async fn raw_server(certs: &certs::DevCerts) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(tls::server_config(&certs.cert, &certs.key, None).unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            s.set_nodelay(true).unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let tls = acceptor.accept(s).await.unwrap();
+                let mut framed = Framed::new(tls, LengthDelimitedCodec::new());
+                while let Some(Ok(f)) = framed.next().await {
+                    if framed.feed(f.freeze()).await.is_err() {
+                        return;
+                    }
+                    // Echo everything already buffered before one flush.
+                    while let Some(Some(Ok(f))) = framed.next().now_or_never() {
+                        if framed.feed(f.freeze()).await.is_err() {
+                            return;
+                        }
+                    }
+                    if futures_util::SinkExt::<Bytes>::flush(&mut framed)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// One task pipelining `inflight` frames (echo is FIFO, so a queue of send
+/// times gives each latency).
+async fn raw_floor(
+    certs: &certs::DevCerts,
+    addr: SocketAddr,
+    len: usize,
+    inflight: usize,
+    dur: Duration,
+) -> Stats {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let connector =
+        tokio_rustls::TlsConnector::from(tls::client_config(&certs.ca_cert, None).unwrap());
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let mut framed = Framed::new(tls, LengthDelimitedCodec::new());
+    let payload = Bytes::from(vec![b'x'; len]);
+    let mut sent: VecDeque<Instant> = VecDeque::with_capacity(inflight);
+    let mut lat = Vec::with_capacity(1 << 20);
+    let start = Instant::now();
+    let end = start + dur;
+    loop {
+        let now = Instant::now();
+        if now < end {
+            while sent.len() < inflight {
+                framed.feed(payload.clone()).await.unwrap();
+                sent.push_back(Instant::now());
+            }
+            futures_util::SinkExt::<Bytes>::flush(&mut framed)
+                .await
+                .unwrap();
+        } else if sent.is_empty() {
+            break;
+        }
+        let f = framed.next().await.unwrap().unwrap();
+        assert_eq!(f.len(), len);
+        lat.push(sent.pop_front().unwrap().elapsed());
+        while let Some(Some(Ok(_))) = framed.next().now_or_never() {
+            lat.push(sent.pop_front().unwrap().elapsed());
+        }
+    }
+    Stats {
+        count: lat.len(),
+        elapsed: start.elapsed(),
+        lat,
+    }
+}
+
+#[tarpc::service]
+trait Logic {
+    async fn exec(module: String, method: String, args: Value) -> Value;
+}
+
+#[derive(Clone)]
+struct LogicServer;
+
+impl Logic for LogicServer {
+    async fn exec(
+        self,
+        _: tarpc::context::Context,
+        _module: String,
+        _method: String,
+        args: Value,
+    ) -> Value {
+        args
+    }
+}
+
+async fn tarpc_pair(certs: &certs::DevCerts) -> LogicClient {
+    use tarpc::server::{BaseChannel, Channel as _};
+    use tarpc::tokio_serde::formats::Json;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(tls::server_config(&certs.cert, &certs.key, None).unwrap());
+    tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        s.set_nodelay(true).unwrap();
+        let tls = acceptor.accept(s).await.unwrap();
+        let transport = tarpc::serde_transport::new(
+            Framed::new(tls, LengthDelimitedCodec::new()),
+            Json::default(),
+        );
+        BaseChannel::with_defaults(transport)
+            .execute(LogicServer.serve())
+            .for_each(|f| async move {
+                tokio::spawn(f);
+            })
+            .await;
+    });
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let connector =
+        tokio_rustls::TlsConnector::from(tls::client_config(&certs.ca_cert, None).unwrap());
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let transport = tarpc::serde_transport::new(
+        Framed::new(tls, LengthDelimitedCodec::new()),
+        Json::default(),
+    );
+    let mut config = tarpc::client::Config::default();
+    config.max_in_flight_requests = 1024;
+    config.pending_request_buffer = 1024;
+    LogicClient::new(config, transport).spawn()
+}
+
+// ---------------------------------------------------------------- edges
+
+const ID_BASE: u128 = 0x0b0b_0000_0000_7000_8000_0000_0000_0000;
+
+fn edge_identity(i: usize) -> (Uuid, LinkKey) {
+    let id = Uuid::from_u128(ID_BASE + i as u128);
+    let secret = EdgeSecret::from_string(format!("outpost-bench-edge-secret-{i:016}")).unwrap();
+    (id, secret.link_key(id))
+}
+
+/// Source addresses the simulated edges connect from.
+const SOURCES: u8 = 8;
+
+fn edge_count() -> usize {
+    std::env::var("OUTPOST_BENCH_EDGES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000)
+}
+
+fn rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+/// CPU time (user + system) of this process, in seconds.
+fn cpu_seconds() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = &s[s.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+fn edges() {
+    let n = edge_count();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dev_certs(dir.path());
+    let keys: HashMap<Uuid, LinkKey> = (0..n).map(edge_identity).collect();
+    runtime().block_on(async move {
+        println!("## edges: {n} simulated edges in a child process, {SOURCES} source addresses, 1 s heartbeats");
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(4096).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut cfg = MasterLinkConfig {
+            tls: tls::server_config(&certs.cert, &certs.key, None).unwrap(),
+            peer: PeerConfig::new(PeerRole::Master, LinkTiming::default()),
+            boot_id: Uuid::now_v7(),
+            max_handshakes: 256,
+            shutdown_grace: Duration::from_secs(2),
+        };
+        cfg.peer.timing.handshake_timeout = Duration::from_secs(30);
+        let (tx, mut events) = mpsc::unbounded_channel();
+        let registry = Registry::new(tx);
+        let ups = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(AtomicUsize::new(0));
+        tokio::spawn({
+            let (ups, failures) = (ups.clone(), failures.clone());
+            async move {
+                while let Some(ev) = events.recv().await {
+                    match ev {
+                        MasterEvent::LinkUp { .. } => {
+                            ups.fetch_add(1, Ordering::Relaxed);
+                        }
+                        MasterEvent::AuthFailed { .. } => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                        MasterEvent::LinkLost { .. } => {}
+                    }
+                }
+            }
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(master::serve(listener, cfg, Arc::new(keys), Arc::new(Echo), registry.clone(), stop.clone()));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss0 = rss_bytes();
+
+        let t0 = Instant::now();
+        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+            .arg("edge-sim")
+            .arg(addr.to_string())
+            .arg(n.to_string())
+            .arg(&certs.ca_cert)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let connected = wait_until(|| registry.len() >= n, Duration::from_secs(120)).await;
+        let storm1 = t0.elapsed();
+        println!(
+            "  initial connect storm: {} of {n} edges authenticated in {:.2} s (incl. child start; {} handshake failures)",
+            registry.len(),
+            storm1.as_secs_f64(),
+            failures.load(Ordering::Relaxed)
+        );
+        if !connected {
+            println!("  not all edges connected; stopping");
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let rss1 = rss_bytes();
+        let idle = Duration::from_secs(10);
+        let c0 = cpu_seconds();
+        tokio::time::sleep(idle).await;
+        let cpu = (cpu_seconds() - c0) / idle.as_secs_f64();
+        let held = registry.len();
+        println!(
+            "  master memory: {:.1} MiB before, {:.1} MiB with {held} edges: {:.1} KiB per edge",
+            rss0 as f64 / 1048576.0,
+            rss1 as f64 / 1048576.0,
+            (rss1.saturating_sub(rss0)) as f64 / 1024.0 / held.max(1) as f64
+        );
+        println!("  master idle CPU with {held} edges: {:.1} % of one core (over {idle:?})", cpu * 100.0);
+
+        // Reconnect storm: the master drops every link at once (as after a
+        // network blip); every edge reconnects immediately.
+        let before = ups.load(Ordering::Relaxed);
+        let t0 = Instant::now();
+        for info in registry.list() {
+            if let Some(p) = registry.peer(info.edge_id) {
+                p.close(outpost::link::CloseReason::Local);
+            }
+        }
+        let ok = wait_until(|| ups.load(Ordering::Relaxed) >= before + n && registry.len() >= n, Duration::from_secs(120)).await;
+        println!(
+            "  reconnect storm: {} of {n} edges re-authenticated in {:.2} s{}",
+            ups.load(Ordering::Relaxed) - before,
+            t0.elapsed().as_secs_f64(),
+            if ok { "" } else { " (incomplete)" }
+        );
+        let _ = child.kill().await;
+        stop.cancel();
+    });
+}
+
+async fn wait_until(mut f: impl FnMut() -> bool, max: Duration) -> bool {
+    let end = Instant::now() + max;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}
+
+/// The child process: `edge-sim ADDR N CA`.
+fn edge_sim(args: &[String]) {
+    let master = args[0].clone();
+    let n: usize = args[1].parse().unwrap();
+    let ca = std::path::PathBuf::from(&args[2]);
+    certs::install_crypto_provider();
+    runtime().block_on(async move {
+        let tls = tls::client_config(&ca, None).unwrap();
+        let handler = Arc::new(Echo);
+        let stop = CancellationToken::new();
+        let (tx, mut rx) = mpsc::unbounded_channel::<EdgeEvent>();
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        for i in 0..n {
+            let (edge_id, key) = edge_identity(i);
+            let cfg = EdgeLinkConfig {
+                edge_id,
+                key,
+                masters: vec![master.clone()],
+                tls: tls.clone(),
+                peer: {
+                    let mut p = PeerConfig::new(PeerRole::Edge, LinkTiming::default());
+                    p.timing.handshake_timeout = Duration::from_secs(30);
+                    p
+                },
+                reconnect: Duration::from_secs(3),
+                boot_id: Uuid::now_v7(),
+                commit: CommitCell::default(),
+                bind: Some(std::net::IpAddr::from([
+                    127,
+                    0,
+                    0,
+                    10 + (i % SOURCES as usize) as u8,
+                ])),
+            };
+            tokio::spawn(edge::run(cfg, handler.clone(), tx.clone(), stop.clone()));
+        }
+        std::future::pending::<()>().await;
+    });
+}

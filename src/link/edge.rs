@@ -1,0 +1,269 @@
+//! The edge's side of the link: the connect loop.
+//!
+//! The edge tries each master in `masters` in order. After a failed round
+//! it waits `reconnect` ± 20 % (jitter, so a thousand edges do not retry in
+//! lock step) — never a tight loop. It raises [`EdgeEvent::Disconnected`]
+//! once when `dead_after` has passed without traffic *and* the following
+//! reconnect failed; the control logic acts on that.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rustls_pki_types::ServerName;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::handshake::{self, HandshakeError, Hello};
+use super::peer::{self, CloseReason, Handler, Peer, PeerConfig, PeerMeta, PeerRole, Session};
+use super::{LinkError, LinkTiming, tls};
+use crate::secret::{EdgeSecret, LinkKey};
+
+/// The commit the edge's modules directory is at, reported at each connect.
+pub type CommitCell = Arc<RwLock<Option<String>>>;
+
+/// What the edge's link reports to the control loop.
+#[derive(Debug, Clone)]
+pub enum EdgeEvent {
+    Connected {
+        peer: Peer,
+        master: String,
+        at: SystemTime,
+    },
+    ConnectionLost {
+        reason: CloseReason,
+        at: SystemTime,
+    },
+    ConnectFailed {
+        master: String,
+        error: String,
+        at: SystemTime,
+    },
+    /// No traffic for `dead_after` and the following reconnect failed.
+    Disconnected {
+        at: SystemTime,
+    },
+}
+
+/// The edge's link settings.
+#[derive(Clone)]
+pub struct EdgeLinkConfig {
+    pub edge_id: Uuid,
+    pub key: LinkKey,
+    /// `host:port` of master link listeners, tried in order.
+    pub masters: Vec<String>,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub peer: PeerConfig,
+    /// Wait between reconnect rounds (±20 % jitter).
+    pub reconnect: Duration,
+    pub boot_id: Uuid,
+    pub commit: CommitCell,
+    /// Local address to connect from (benchmarks spread edges over
+    /// several 127.0.0.x); `None` lets the system choose.
+    pub bind: Option<IpAddr>,
+}
+
+impl EdgeLinkConfig {
+    /// From the process configuration (`edge_id`, `edge_secret`, `masters`,
+    /// `ca_cert`, timings).
+    pub fn from_config(c: &crate::config::Config) -> Result<Self, LinkError> {
+        let edge_id = c
+            .edge_id
+            .ok_or_else(|| LinkError::Tls("edge_id is not set".into()))?;
+        let secret = c
+            .edge_secret
+            .as_ref()
+            .ok_or_else(|| LinkError::Tls("edge_secret is not set".into()))?;
+        let secret = EdgeSecret::from_string(secret.expose().to_owned())
+            .map_err(|e| LinkError::Tls(format!("edge_secret {e}")))?;
+        let timing = LinkTiming {
+            heartbeat: Duration::from_millis(c.heartbeat_ms),
+            dead_after: Duration::from_millis(c.dead_after_ms),
+            ..LinkTiming::default()
+        };
+        Ok(Self {
+            edge_id,
+            key: secret.link_key(edge_id),
+            masters: c.masters.clone(),
+            tls: tls::client_config(&c.ca_cert, None)?,
+            peer: PeerConfig::new(PeerRole::Edge, timing),
+            reconnect: Duration::from_millis(c.reconnect_ms),
+            boot_id: Uuid::now_v7(),
+            commit: CommitCell::default(),
+            bind: None,
+        })
+    }
+}
+
+/// A reconnect wait: `base` ± 20 %.
+pub fn jittered(base: Duration) -> Duration {
+    base.mul_f64(0.8 + 0.4 * fastrand::f64())
+}
+
+/// Keeps the edge connected to a master until `shutdown`.
+pub async fn run<H: Handler>(
+    cfg: EdgeLinkConfig,
+    handler: Arc<H>,
+    events: mpsc::UnboundedSender<EdgeEvent>,
+    shutdown: CancellationToken,
+) {
+    let dead_after = cfg.peer.timing.dead_after;
+    let mut last_traffic = Instant::now();
+    let mut raised = false;
+    let mut immediate = true;
+    loop {
+        if !immediate {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(jittered(cfg.reconnect)) => {}
+            }
+        }
+        let connected = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = connect_any(&cfg, &events, &shutdown) => c,
+        };
+        let Some((peer, session, master)) = connected else {
+            immediate = false;
+            if !raised && last_traffic.elapsed() >= dead_after {
+                raised = true;
+                tracing::warn!(edge_id = %cfg.edge_id, "disconnected from every master");
+                let _ = events.send(EdgeEvent::Disconnected {
+                    at: SystemTime::now(),
+                });
+            }
+            continue;
+        };
+        raised = false;
+        tracing::info!(edge_id = %cfg.edge_id, %master, "link up");
+        let _ = events.send(EdgeEvent::Connected {
+            peer,
+            master,
+            at: SystemTime::now(),
+        });
+        let started = Instant::now();
+        let mut reason = session.run(handler.clone()).await;
+        if shutdown.is_cancelled() {
+            reason = CloseReason::Shutdown;
+        }
+        last_traffic = match reason {
+            CloseReason::Dead(d) => Instant::now() - d,
+            _ => Instant::now(),
+        };
+        tracing::info!(edge_id = %cfg.edge_id, %reason, "link lost");
+        let _ = events.send(EdgeEvent::ConnectionLost {
+            reason,
+            at: SystemTime::now(),
+        });
+        if shutdown.is_cancelled() {
+            return;
+        }
+        // One immediate retry after a session that lasted; a session that
+        // ends at once (say, replaced) waits like any failure.
+        immediate = started.elapsed() >= cfg.reconnect;
+    }
+}
+
+type Connected = (Peer, Session<TlsStream<TcpStream>>, String);
+
+async fn connect_any(
+    cfg: &EdgeLinkConfig,
+    events: &mpsc::UnboundedSender<EdgeEvent>,
+    shutdown: &CancellationToken,
+) -> Option<Connected> {
+    for master in &cfg.masters {
+        match tokio::time::timeout(
+            cfg.peer.timing.handshake_timeout,
+            connect(cfg, master, shutdown),
+        )
+        .await
+        .unwrap_or(Err(ConnectError::Handshake(HandshakeError::Timeout)))
+        {
+            Ok((peer, session)) => return Some((peer, session, master.clone())),
+            Err(e) => {
+                tracing::debug!(edge_id = %cfg.edge_id, %master, error = %e, "connect failed");
+                let _ = events.send(EdgeEvent::ConnectFailed {
+                    master: master.clone(),
+                    error: e.to_string(),
+                    at: SystemTime::now(),
+                });
+            }
+        }
+    }
+    None
+}
+
+/// Why one connection attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot resolve '{0}'")]
+    Resolve(String),
+    #[error("TCP connect: {0}")]
+    Tcp(#[source] std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+}
+
+/// One connection attempt to one master: TCP, TLS, preface, handshake.
+pub async fn connect(
+    cfg: &EdgeLinkConfig,
+    master: &str,
+    shutdown: &CancellationToken,
+) -> Result<(Peer, Session<TlsStream<TcpStream>>), ConnectError> {
+    let host = master
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+        .ok_or_else(|| ConnectError::Resolve(master.to_owned()))?;
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|_| ConnectError::Resolve(master.to_owned()))?;
+    let addr: SocketAddr = tokio::net::lookup_host(master)
+        .await
+        .map_err(|_| ConnectError::Resolve(master.to_owned()))?
+        .next()
+        .ok_or_else(|| ConnectError::Resolve(master.to_owned()))?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(ConnectError::Tcp)?;
+    if let Some(ip) = cfg.bind {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .map_err(ConnectError::Tcp)?;
+    }
+    let stream = socket.connect(addr).await.map_err(ConnectError::Tcp)?;
+    super::tune_socket(&stream, &cfg.peer.timing);
+    let mut tls = TlsConnector::from(cfg.tls.clone())
+        .connect(name, stream)
+        .await
+        .map_err(|e| ConnectError::Tls(e.to_string()))?;
+    let exporter = tls::exporter(tls.get_ref().1).map_err(|e| ConnectError::Tls(e.to_string()))?;
+    let hello = Hello {
+        edge_id: cfg.edge_id,
+        boot_id: cfg.boot_id,
+        commit: cfg.commit.read().unwrap().clone(),
+        max_in_flight: cfg.peer.max_in_flight,
+    };
+    let welcomed = handshake::connect(&mut tls, exporter, &cfg.key, &hello).await?;
+    let meta = PeerMeta {
+        edge_id: cfg.edge_id,
+        session: peer::next_session(),
+        addr,
+        version: welcomed.version,
+        remote_boot_id: welcomed.boot_id,
+    };
+    Ok(peer::session(
+        tls,
+        meta,
+        &cfg.peer,
+        welcomed.max_in_flight,
+        shutdown,
+    ))
+}

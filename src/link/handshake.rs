@@ -1,0 +1,278 @@
+//! Preface exchange and mutual authentication, run once per connection
+//! right after TLS (see [`crate::proto::handshake`] for the messages).
+//!
+//! The edge proves it holds the link key, then the master proves it too;
+//! the edge accepts no request before the master's proof checks out. Both
+//! MACs are HMAC-SHA256 over a per-direction context string, the protocol
+//! version, the edge id, both nonces and the TLS exporter value; they are
+//! compared in constant time (`ring::hmac::verify`). The key never crosses
+//! the wire. The caller bounds the whole exchange with a deadline.
+
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use uuid::Uuid;
+
+use crate::proto::handshake::Bytes32;
+use crate::proto::{
+    Handshake, MAX_HANDSHAKE_FRAME, PREFACE_LEN, PROTOCOL_VERSION, Preface, PrefaceError,
+};
+use crate::secret::LinkKey;
+
+const EDGE_CONTEXT: &[u8] = b"outpost link edge proof v1\0";
+const MASTER_CONTEXT: &[u8] = b"outpost link master proof v1\0";
+
+/// Why a handshake failed. The master records it; the edge only ever
+/// receives `Denied`.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("I/O during handshake: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Preface(#[from] PrefaceError),
+    #[error("malformed handshake message: {0}")]
+    Malformed(String),
+    #[error("handshake message of {0} bytes is too large")]
+    TooLarge(usize),
+    #[error("expected {expected}, got another handshake message")]
+    Unexpected { expected: &'static str },
+    #[error("unknown edge id")]
+    UnknownEdge,
+    #[error("wrong edge proof (wrong secret, or a replayed message)")]
+    BadProof,
+    #[error("denied by the master")]
+    Denied,
+    #[error("the master failed to prove it knows the edge's key")]
+    MasterProof,
+    #[error("handshake timed out")]
+    Timeout,
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// What the master learns from a successful handshake.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub edge_id: Uuid,
+    pub boot_id: Uuid,
+    pub commit: Option<String>,
+    pub version: u16,
+    pub max_in_flight: u32,
+}
+
+/// What the edge learns from a successful handshake.
+#[derive(Debug, Clone)]
+pub struct Welcomed {
+    pub boot_id: Uuid,
+    pub version: u16,
+    pub max_in_flight: u32,
+}
+
+/// What the edge announces.
+#[derive(Debug, Clone)]
+pub struct Hello {
+    pub edge_id: Uuid,
+    pub boot_id: Uuid,
+    pub commit: Option<String>,
+    pub max_in_flight: u32,
+}
+
+fn nonce() -> [u8; 32] {
+    let mut n = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut n)
+        .expect("the system random number generator failed");
+    n
+}
+
+fn mac_input(
+    context: &[u8],
+    edge_id: Uuid,
+    nonce_e: &[u8; 32],
+    nonce_m: &[u8; 32],
+    exporter: &[u8; 32],
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(context.len() + 2 + 16 + 96);
+    m.extend_from_slice(context);
+    m.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+    m.extend_from_slice(edge_id.as_bytes());
+    m.extend_from_slice(nonce_e);
+    m.extend_from_slice(nonce_m);
+    m.extend_from_slice(exporter);
+    m
+}
+
+fn sign(key: &hmac::Key, input: &[u8]) -> Bytes32 {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(hmac::sign(key, input).as_ref());
+    Bytes32(out)
+}
+
+/// Writes one handshake message (4-byte length, JSON).
+pub async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &Handshake) -> std::io::Result<()> {
+    let payload = serde_json::to_vec(msg).expect("handshake messages serialise");
+    w.write_all(&crate::proto::frame::with_length_prefix(&payload))
+        .await?;
+    w.flush().await
+}
+
+/// Reads one handshake message. Reads exactly its bytes, so nothing that
+/// follows is swallowed.
+pub async fn read_msg<R: AsyncRead + Unpin>(r: &mut R) -> Result<Handshake, HandshakeError> {
+    let len = r.read_u32().await? as usize;
+    if len > MAX_HANDSHAKE_FRAME {
+        return Err(HandshakeError::TooLarge(len));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).await?;
+    parse_msg(&buf)
+}
+
+/// Parses a handshake message payload (the fuzz target's entry point).
+pub fn parse_msg(buf: &[u8]) -> Result<Handshake, HandshakeError> {
+    serde_json::from_slice(buf).map_err(|e| HandshakeError::Malformed(e.to_string()))
+}
+
+async fn exchange_preface<IO: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut IO,
+) -> Result<u16, HandshakeError> {
+    // Both sides write first, so each learns the other's version even when
+    // they differ and can report the mismatch clearly.
+    io.write_all(&Preface::ours().encode()).await?;
+    io.flush().await?;
+    let mut theirs = [0u8; PREFACE_LEN];
+    io.read_exact(&mut theirs).await?;
+    Ok(Preface::check(&theirs)?.version)
+}
+
+/// Master side. `lookup` maps an edge id to its link key.
+pub async fn accept<IO, F, Fut>(
+    io: &mut IO,
+    exporter: [u8; 32],
+    lookup: F,
+    max_in_flight: u32,
+    boot_id: Uuid,
+) -> Result<Accepted, HandshakeError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(Uuid) -> Fut,
+    Fut: std::future::Future<Output = Option<LinkKey>>,
+{
+    let version = exchange_preface(io).await?;
+    let Handshake::Hello {
+        edge_id,
+        nonce: nonce_e,
+        boot_id: edge_boot,
+        commit,
+        max_in_flight: edge_max,
+    } = read_msg(io).await?
+    else {
+        return Err(HandshakeError::Unexpected { expected: "hello" });
+    };
+    let nonce_m = nonce();
+    write_msg(
+        io,
+        &Handshake::Challenge {
+            nonce: Bytes32(nonce_m),
+        },
+    )
+    .await?;
+    let key = lookup(edge_id).await;
+    let Handshake::Proof { mac } = read_msg(io).await? else {
+        return Err(HandshakeError::Unexpected { expected: "proof" });
+    };
+    // An unknown edge is checked against a random key, so that the work
+    // done and the answer sent do not depend on whether the id exists.
+    let known = key.is_some();
+    let hkey = key.unwrap_or_else(|| LinkKey(nonce())).hmac_key();
+    let input = mac_input(EDGE_CONTEXT, edge_id, &nonce_e.0, &nonce_m, &exporter);
+    let valid = hmac::verify(&hkey, &input, &mac.0).is_ok();
+    if !(known && valid) {
+        // Best effort: the peer learns only "denied".
+        let _ = write_msg(io, &Handshake::Denied).await;
+        return Err(if known {
+            HandshakeError::BadProof
+        } else {
+            HandshakeError::UnknownEdge
+        });
+    }
+    let input = mac_input(MASTER_CONTEXT, edge_id, &nonce_e.0, &nonce_m, &exporter);
+    write_msg(
+        io,
+        &Handshake::Welcome {
+            mac: sign(&hkey, &input),
+            boot_id,
+            max_in_flight,
+        },
+    )
+    .await?;
+    Ok(Accepted {
+        edge_id,
+        boot_id: edge_boot,
+        commit,
+        version,
+        max_in_flight: edge_max,
+    })
+}
+
+/// Edge side.
+pub async fn connect<IO>(
+    io: &mut IO,
+    exporter: [u8; 32],
+    key: &LinkKey,
+    hello: &Hello,
+) -> Result<Welcomed, HandshakeError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let version = exchange_preface(io).await?;
+    let nonce_e = nonce();
+    write_msg(
+        io,
+        &Handshake::Hello {
+            edge_id: hello.edge_id,
+            nonce: Bytes32(nonce_e),
+            boot_id: hello.boot_id,
+            commit: hello.commit.clone(),
+            max_in_flight: hello.max_in_flight,
+        },
+    )
+    .await?;
+    let nonce_m = match read_msg(io).await? {
+        Handshake::Challenge { nonce } => nonce.0,
+        Handshake::Denied => return Err(HandshakeError::Denied),
+        _ => {
+            return Err(HandshakeError::Unexpected {
+                expected: "challenge",
+            });
+        }
+    };
+    let hkey = key.hmac_key();
+    let input = mac_input(EDGE_CONTEXT, hello.edge_id, &nonce_e, &nonce_m, &exporter);
+    write_msg(
+        io,
+        &Handshake::Proof {
+            mac: sign(&hkey, &input),
+        },
+    )
+    .await?;
+    match read_msg(io).await? {
+        Handshake::Welcome {
+            mac,
+            boot_id,
+            max_in_flight,
+        } => {
+            let input = mac_input(MASTER_CONTEXT, hello.edge_id, &nonce_e, &nonce_m, &exporter);
+            hmac::verify(&hkey, &input, &mac.0).map_err(|_| HandshakeError::MasterProof)?;
+            Ok(Welcomed {
+                boot_id,
+                version,
+                max_in_flight,
+            })
+        }
+        Handshake::Denied => Err(HandshakeError::Denied),
+        _ => Err(HandshakeError::Unexpected {
+            expected: "welcome",
+        }),
+    }
+}

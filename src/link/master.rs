@@ -1,0 +1,300 @@
+//! The master's side of the link: the accept loop.
+//!
+//! Each connection gets its own task: TLS, preface, authentication (all
+//! under one deadline, and after a delay when its address failed
+//! recently), then a [`Session`](super::peer::Session) registered in the
+//! [`Registry`]. Failures are recorded with edge id, address and reason
+//! (log and [`MasterEvent::AuthFailed`]); the peer only ever learns
+//! "denied".
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::handshake::{self, HandshakeError};
+use super::peer::{self, CloseReason, Handler, Peer, PeerConfig, PeerMeta, PeerRole};
+use super::registry::{EdgeInfo, Registry};
+use super::{LinkError, LinkTiming, tls};
+use crate::secret::LinkKey;
+
+/// Where the master finds an edge's link key.
+pub trait KeyLookup: Send + Sync + 'static {
+    fn link_key(&self, edge_id: Uuid) -> impl Future<Output = Option<LinkKey>> + Send;
+}
+
+impl KeyLookup for crate::store::Store {
+    async fn link_key(&self, edge_id: Uuid) -> Option<LinkKey> {
+        match crate::store::Store::link_key(self, edge_id).await {
+            Ok(Some(k)) => LinkKey::from_slice(&k),
+            Ok(None) => None,
+            Err(e) => {
+                // Denying is the safe answer; the edge will retry.
+                tracing::error!(%edge_id, error = %e, "cannot read the link key");
+                None
+            }
+        }
+    }
+}
+
+/// A fixed table (tests, benchmarks).
+impl KeyLookup for HashMap<Uuid, LinkKey> {
+    async fn link_key(&self, edge_id: Uuid) -> Option<LinkKey> {
+        self.get(&edge_id).cloned()
+    }
+}
+
+/// What the master's link reports to the control loop.
+#[derive(Debug, Clone)]
+pub enum MasterEvent {
+    LinkUp {
+        info: EdgeInfo,
+        peer: Peer,
+        at: SystemTime,
+    },
+    LinkLost {
+        edge_id: Uuid,
+        session: u64,
+        reason: CloseReason,
+        at: SystemTime,
+    },
+    /// A connection failed before it was authenticated.
+    AuthFailed {
+        edge_id: Option<Uuid>,
+        addr: SocketAddr,
+        reason: String,
+        at: SystemTime,
+    },
+}
+
+/// The master's link settings.
+#[derive(Clone)]
+pub struct MasterLinkConfig {
+    pub tls: Arc<rustls::ServerConfig>,
+    pub peer: PeerConfig,
+    /// This master process's boot id, announced to edges.
+    pub boot_id: Uuid,
+    /// Handshakes in progress at once; more connections wait their turn
+    /// (a reconnect storm costs queueing, not memory).
+    pub max_handshakes: usize,
+    /// How long `serve` waits for links to finish after shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl MasterLinkConfig {
+    /// From the process configuration (`tls_cert`, `tls_key`, timings).
+    pub fn from_config(c: &crate::config::Config) -> Result<Self, LinkError> {
+        let timing = LinkTiming {
+            heartbeat: Duration::from_millis(c.heartbeat_ms),
+            dead_after: Duration::from_millis(c.dead_after_ms),
+            ..LinkTiming::default()
+        };
+        Ok(Self {
+            tls: tls::server_config(&c.tls_cert, &c.tls_key, None)?,
+            peer: PeerConfig::new(PeerRole::Master, timing),
+            boot_id: Uuid::now_v7(),
+            max_handshakes: 256,
+            shutdown_grace: Duration::from_millis(c.shutdown_grace_ms),
+        })
+    }
+}
+
+/// Slows down addresses that keep failing the handshake: after a few
+/// failures within [`FailureLimiter::WINDOW`], each new connection from that
+/// address waits before its handshake starts, doubling up to a cap.
+#[derive(Default)]
+pub struct FailureLimiter {
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl FailureLimiter {
+    pub const WINDOW: Duration = Duration::from_secs(60);
+    pub const FREE: u32 = 3;
+    pub const BASE: Duration = Duration::from_millis(250);
+    pub const CAP: Duration = Duration::from_secs(8);
+    const MAX_TRACKED: usize = 65_536;
+
+    /// The wait imposed on a new connection from `ip` at `now`.
+    pub fn penalty(&self, ip: IpAddr, now: Instant) -> Duration {
+        match self.failures.lock().unwrap().get(&ip) {
+            Some(&(n, last)) if now.duration_since(last) < Self::WINDOW && n >= Self::FREE => {
+                let doublings = (n - Self::FREE).min(16);
+                (Self::BASE * 2u32.pow(doublings)).min(Self::CAP)
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
+    pub fn failure(&self, ip: IpAddr, now: Instant) {
+        let mut map = self.failures.lock().unwrap();
+        if map.len() >= Self::MAX_TRACKED {
+            map.retain(|_, (_, last)| now.duration_since(*last) < Self::WINDOW);
+        }
+        let e = map.entry(ip).or_insert((0, now));
+        if now.duration_since(e.1) >= Self::WINDOW {
+            e.0 = 0;
+        }
+        e.0 = e.0.saturating_add(1);
+        e.1 = now;
+    }
+
+    pub fn success(&self, ip: IpAddr) {
+        self.failures.lock().unwrap().remove(&ip);
+    }
+}
+
+/// Accepts edge links on `listener` until `shutdown`; then closes every link
+/// and waits at most `shutdown_grace` for their tasks.
+pub async fn serve<K: KeyLookup, H: Handler>(
+    listener: TcpListener,
+    cfg: MasterLinkConfig,
+    keys: Arc<K>,
+    handler: Arc<H>,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> Result<(), LinkError> {
+    let ctx = Arc::new(Accept {
+        acceptor: TlsAcceptor::from(cfg.tls.clone()),
+        handshakes: Semaphore::new(cfg.max_handshakes.max(1)),
+        limiter: FailureLimiter::default(),
+        cfg: cfg.clone(),
+        registry,
+        shutdown: shutdown.clone(),
+        sweeper: peer::Sweeper::new(cfg.peer.timing.clone()),
+    });
+    let tracker = TaskTracker::new();
+    tracker.spawn(ctx.sweeper.clone().run(shutdown.clone()));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                tracker.spawn(
+                    ctx.clone()
+                        .connection(stream, addr, keys.clone(), handler.clone()),
+                );
+            }
+            Err(e) => {
+                // Usually out of file descriptors: back off instead of spinning.
+                tracing::warn!(error = %e, "link accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    tracker.close();
+    let _ = tokio::time::timeout(cfg.shutdown_grace, tracker.wait()).await;
+    Ok(())
+}
+
+struct Accept {
+    acceptor: TlsAcceptor,
+    handshakes: Semaphore,
+    limiter: FailureLimiter,
+    cfg: MasterLinkConfig,
+    registry: Registry,
+    shutdown: CancellationToken,
+    sweeper: Arc<peer::Sweeper>,
+}
+
+impl Accept {
+    async fn connection<K: KeyLookup, H: Handler>(
+        self: Arc<Self>,
+        stream: TcpStream,
+        addr: SocketAddr,
+        keys: Arc<K>,
+        handler: Arc<H>,
+    ) {
+        let penalty = self.limiter.penalty(addr.ip(), Instant::now());
+        if !penalty.is_zero() {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(penalty) => {}
+            }
+        }
+        let permit = tokio::select! {
+            _ = self.shutdown.cancelled() => return,
+            p = self.handshakes.acquire() => match p { Ok(p) => p, Err(_) => return },
+        };
+        super::tune_socket(&stream, &self.cfg.peer.timing);
+        let mut claimed: Option<Uuid> = None;
+        let outcome = tokio::time::timeout(self.cfg.peer.timing.handshake_timeout, async {
+            let mut tls = self
+                .acceptor
+                .accept(stream)
+                .await
+                .map_err(|e| HandshakeError::Tls(e.to_string()))?;
+            let exporter =
+                tls::exporter(tls.get_ref().1).map_err(|e| HandshakeError::Tls(e.to_string()))?;
+            let accepted = handshake::accept(
+                &mut tls,
+                exporter,
+                |id| {
+                    claimed = Some(id);
+                    let keys = keys.clone();
+                    async move { keys.link_key(id).await }
+                },
+                self.cfg.peer.max_in_flight,
+                self.cfg.boot_id,
+            )
+            .await?;
+            Ok::<_, HandshakeError>((tls, accepted))
+        })
+        .await
+        .unwrap_or(Err(HandshakeError::Timeout));
+        drop(permit);
+        let (tls, acc) = match outcome {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.limiter.failure(addr.ip(), Instant::now());
+                tracing::warn!(edge_id = ?claimed, %addr, reason = %e, "link handshake failed");
+                self.registry.emit(MasterEvent::AuthFailed {
+                    edge_id: claimed,
+                    addr,
+                    reason: e.to_string(),
+                    at: SystemTime::now(),
+                });
+                return;
+            }
+        };
+        self.limiter.success(addr.ip());
+        let meta = PeerMeta {
+            edge_id: acc.edge_id,
+            session: peer::next_session(),
+            addr,
+            version: acc.version,
+            remote_boot_id: acc.boot_id,
+        };
+        let info = EdgeInfo {
+            edge_id: acc.edge_id,
+            session: meta.session,
+            since: SystemTime::now(),
+            addr,
+            version: acc.version,
+            boot_id: acc.boot_id,
+            commit: acc.commit.clone(),
+        };
+        let (session_no, edge_id) = (meta.session, meta.edge_id);
+        let (peer, session) =
+            peer::session(tls, meta, &self.cfg.peer, acc.max_in_flight, &self.shutdown);
+        let session = session.swept_by(&self.sweeper);
+        tracing::info!(%edge_id, %addr, session = session_no, "edge link up");
+        self.registry.insert(info, peer);
+        let mut reason = session.run(handler).await;
+        if self.shutdown.is_cancelled() && reason == CloseReason::Local {
+            reason = CloseReason::Shutdown;
+        }
+        tracing::info!(%edge_id, %addr, session = session_no, %reason, "edge link lost");
+        self.registry.remove(edge_id, session_no, reason);
+    }
+}

@@ -1,0 +1,89 @@
+//! The master–edge link: one TLS 1.3 connection per edge carrying many
+//! concurrent requests in both directions.
+//!
+//! Layers, bottom up:
+//! - [`tls`]: rustls (ring) server and client configurations.
+//! - [`handshake`]: preface (magic + version), then mutual HMAC
+//!   challenge-response bound to the TLS session.
+//! - [`peer`]: the multiplexer. [`Peer`] is the cheap, cloneable handle
+//!   (`request`, `event`, `close`); a session driver runs one reader loop
+//!   (dispatch, heartbeats, dead-peer detection) and one writer task
+//!   (bounded queue, batched writes, stall cut-off). Incoming requests run
+//!   concurrently, each in its own task, through the role's [`Handler`].
+//! - [`registry`]: the master's table of connected edges; replace-on-duplicate
+//!   and link-up / link-lost events.
+//! - [`master`]: `serve(listener, ...)`, the accept loop.
+//! - [`edge`]: `run(config, ...)`, the connect loop with jittered retries and
+//!   the "disconnected" signal.
+//! - [`repository`]: the driver repository over git (master) and its
+//!   transfer to an edge's modules directory (edge).
+//!
+//! Shutdown: every loop selects on a `CancellationToken`; closing a peer
+//! cancels its reader, writer and running handlers.
+
+pub mod edge;
+pub mod handshake;
+pub mod master;
+pub mod peer;
+pub mod registry;
+pub mod repository;
+pub mod tls;
+
+use std::time::Duration;
+
+pub use edge::{EdgeEvent, EdgeLinkConfig};
+pub use master::{KeyLookup, MasterEvent, MasterLinkConfig};
+pub use peer::{CallError, CloseReason, Handler, Peer, PeerConfig, PeerRole, RequestCtx};
+pub use registry::{EdgeInfo, Registry};
+
+/// Timing of a link, shared by both roles. Defaults follow the mission:
+/// ping every second, dead after three silent seconds.
+#[derive(Debug, Clone)]
+pub struct LinkTiming {
+    /// How often the edge pings. Lower detects a dead peer sooner and costs
+    /// two small frames per interval per link.
+    pub heartbeat: Duration,
+    /// A peer with no frame for this long is dead and its link closed; also
+    /// the cut-off for a peer that stops reading our writes.
+    pub dead_after: Duration,
+    /// The whole handshake (TLS, preface, authentication) must finish
+    /// within this; a connection that stalls is closed.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for LinkTiming {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(1),
+            dead_after: Duration::from_secs(3),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Errors of setting a link up (configuration, TLS material, sockets).
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Certs(#[from] crate::certs::CertError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Sets TCP options every link socket gets: no Nagle delay (requests are
+/// small and latency matters) and TCP keepalive as a backstop for the
+/// heartbeats on half-open connections.
+pub(crate) fn tune_socket(stream: &tokio::net::TcpStream, timing: &LinkTiming) {
+    let _ = stream.set_nodelay(true);
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(timing.dead_after)
+        .with_interval(timing.heartbeat.max(Duration::from_secs(1)));
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&ka);
+}
+
+/// Milliseconds since the Unix epoch, for event timestamps.
+pub fn now() -> std::time::SystemTime {
+    std::time::SystemTime::now()
+}

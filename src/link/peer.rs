@@ -1,0 +1,774 @@
+//! The multiplexer: many concurrent requests in both directions over one
+//! byte stream (generic over `AsyncRead + AsyncWrite`, so tests can use
+//! `tokio::io::duplex` as well as TLS).
+//!
+//! A [`Peer`] is the handle: [`Peer::request`] sends a `Request`, parks a
+//! `oneshot` in the in-flight map and waits for the matching `Response`
+//! within the deadline; dropping that future (or timing out) sends `Cancel`
+//! (tarpc's `ResponseGuard`). The [`Session`] driver runs
+//! - one reader loop: decodes frames, answers pings, checks liveness
+//!   (no frame for `dead_after` ⇒ dead), routes responses to callers and
+//!   spawns one task per incoming request, so a slow handler never delays
+//!   another; a `Cancel` aborts that task;
+//! - one writer task: drains the bounded outbound queue, batching frames
+//!   into one TLS write; a write that makes no progress for `dead_after`
+//!   means the peer stopped reading, and the link is cut.
+//!
+//! Backpressure: a caller waits for one of the peer's advertised in-flight
+//! slots before sending; a peer that ignores the bound gets `Overloaded`
+//! answers without its handlers running. Memory per link is bounded by the
+//! in-flight bounds and the outbound queue capacity.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt as _};
+use serde_json::value::RawValue;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::LinkTiming;
+use crate::proto::frame::{self, FrameError};
+use crate::proto::{EventBody, Frame, RequestBody, ResponseBody, WireError};
+
+/// What a role does with the requests and events its peer sends.
+///
+/// `handle` runs in its own task per request; it is aborted (dropped) when
+/// the caller cancels, the deadline passes or the link closes.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        ctx: RequestCtx,
+        body: RequestBody,
+    ) -> impl Future<Output = Result<ResponseBody, WireError>> + Send;
+
+    /// A one-way event from the peer. Called on the link's reader: must not
+    /// block (forward it to a channel).
+    fn event(&self, peer: &Peer, body: EventBody) {
+        let _ = (peer, body);
+    }
+}
+
+/// Context of one incoming request.
+#[derive(Clone)]
+pub struct RequestCtx {
+    /// The link the request came on: handlers may send requests or events
+    /// back (the debug proxy streams events; an edge fetches files).
+    pub peer: Peer,
+    pub id: u64,
+    /// Time the caller allowed, as received.
+    pub deadline: Duration,
+}
+
+/// Which side of the link this process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRole {
+    Master,
+    Edge,
+}
+
+/// Per-link limits and timing.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// Largest frame accepted or sent; a larger incoming frame closes the link.
+    pub max_frame: usize,
+    /// Requests from the peer we run at once (advertised in the handshake).
+    pub max_in_flight: u32,
+    /// Frames waiting to be written. When full, callers wait; a peer that
+    /// stops reading is cut off by the write stall timer.
+    pub outbound_queue: usize,
+    pub timing: LinkTiming,
+    /// The edge sends pings; the master answers them. Both sides declare the
+    /// peer dead after `timing.dead_after` without any frame.
+    pub role: PeerRole,
+}
+
+impl PeerConfig {
+    pub fn new(role: PeerRole, timing: LinkTiming) -> Self {
+        Self {
+            max_frame: crate::proto::DEFAULT_MAX_FRAME,
+            max_in_flight: 1024,
+            outbound_queue: 1024,
+            timing,
+            role,
+        }
+    }
+}
+
+/// Who is at the other end.
+#[derive(Debug, Clone)]
+pub struct PeerMeta {
+    /// The edge this link belongs to (on both sides).
+    pub edge_id: Uuid,
+    /// Unique per connection in this process.
+    pub session: u64,
+    pub addr: SocketAddr,
+    pub version: u16,
+    pub remote_boot_id: Uuid,
+}
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh session number.
+pub fn next_session() -> u64 {
+    NEXT_SESSION.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Why a link closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CloseReason {
+    #[error("closed locally")]
+    Local,
+    #[error("shutting down")]
+    Shutdown,
+    #[error("replaced by a newer connection of the same edge")]
+    Replaced,
+    #[error("the peer closed the connection")]
+    PeerClosed,
+    #[error("no frame from the peer for {0:?}")]
+    Dead(Duration),
+    #[error("the peer stopped reading")]
+    Stalled,
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+/// Why a request failed, seen by the caller.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    #[error("remote error: {0}")]
+    Remote(#[from] WireError),
+    #[error("deadline exceeded")]
+    DeadlineExceeded,
+    #[error("link closed")]
+    Closed,
+    #[error("request too large: {0}")]
+    TooLarge(String),
+    #[error("undecodable response: {0}")]
+    BadResponse(String),
+}
+
+type Pending = Mutex<HashMap<u64, oneshot::Sender<Box<RawValue>>>>;
+type Running = Arc<Mutex<HashMap<u64, AbortHandle>>>;
+
+struct Shared {
+    meta: PeerMeta,
+    out: mpsc::Sender<Bytes>,
+    pending: Pending,
+    next_id: AtomicU64,
+    calls: Semaphore,
+    cancel: CancellationToken,
+    reason: OnceLock<CloseReason>,
+    max_frame: usize,
+    /// A frame arrived since the sweeper last looked.
+    seen: AtomicBool,
+    /// A batch was written since the sweeper last looked.
+    wrote: AtomicBool,
+}
+
+/// Handle to one live link. Cheap to clone.
+#[derive(Clone)]
+pub struct Peer(Arc<Shared>);
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("meta", &self.0.meta)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+const PING: &[u8] = b"\"Ping\"";
+const PONG: &[u8] = b"\"Pong\"";
+
+impl Peer {
+    pub fn meta(&self) -> &PeerMeta {
+        &self.0.meta
+    }
+
+    /// Sends a request and waits for its response, at most `deadline`
+    /// (including any wait for an in-flight slot). Dropping the returned
+    /// future cancels the request at the peer.
+    pub async fn request(
+        &self,
+        body: RequestBody,
+        deadline: Duration,
+    ) -> Result<ResponseBody, CallError> {
+        let start = Instant::now();
+        match tokio::time::timeout(deadline, self.call(body, start, deadline)).await {
+            Ok(r) => r,
+            Err(_) => Err(CallError::DeadlineExceeded),
+        }
+    }
+
+    async fn call(
+        &self,
+        body: RequestBody,
+        start: Instant,
+        deadline: Duration,
+    ) -> Result<ResponseBody, CallError> {
+        let s = &*self.0;
+        let _permit = tokio::select! {
+            biased;
+            _ = s.cancel.cancelled() => return Err(CallError::Closed),
+            p = s.calls.acquire() => p.map_err(|_| CallError::Closed)?,
+        };
+        let id = s.next_id.fetch_add(1, Ordering::Relaxed);
+        let remaining = deadline.saturating_sub(start.elapsed());
+        let bytes = frame::encode(
+            &Frame::<_, (), ()>::Request {
+                id,
+                deadline_ms: (remaining.as_millis() as u64).max(1),
+                body: &body,
+            },
+            s.max_frame,
+        )
+        .map_err(|e| CallError::TooLarge(e.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        s.pending.lock().unwrap().insert(id, tx);
+        let mut guard = ResponseGuard {
+            peer: self,
+            id,
+            sent: false,
+            done: false,
+        };
+        tokio::select! {
+            biased;
+            _ = s.cancel.cancelled() => return Err(CallError::Closed),
+            r = s.out.send(bytes) => r.map_err(|_| CallError::Closed)?,
+        }
+        guard.sent = true;
+        let raw = rx.await.map_err(|_| CallError::Closed)?;
+        guard.done = true;
+        match frame::parse_result(&raw) {
+            Ok(Ok(body)) => Ok(body),
+            // The peer enforces the same deadline; whichever side notices
+            // first, the caller sees one error.
+            Ok(Err(WireError::DeadlineExceeded)) => Err(CallError::DeadlineExceeded),
+            Ok(Err(e)) => Err(CallError::Remote(e)),
+            Err(e) => Err(CallError::BadResponse(e.to_string())),
+        }
+    }
+
+    /// Sends a one-way event, waiting while the outbound queue is full.
+    pub async fn event(&self, body: EventBody) -> Result<(), CallError> {
+        let bytes = frame::encode(&Frame::<(), (), _>::Event { body: &body }, self.0.max_frame)
+            .map_err(|e| CallError::TooLarge(e.to_string()))?;
+        tokio::select! {
+            biased;
+            _ = self.0.cancel.cancelled() => Err(CallError::Closed),
+            r = self.0.out.send(bytes) => r.map_err(|_| CallError::Closed),
+        }
+    }
+
+    /// Closes the link (idempotent; the first reason wins).
+    pub fn close(&self, reason: CloseReason) {
+        let _ = self.0.reason.set(reason);
+        self.0.cancel.cancel();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.0.cancel.is_cancelled()
+    }
+
+    /// Resolves when the link is closed.
+    pub async fn closed(&self) {
+        self.0.cancel.cancelled().await
+    }
+
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.0.reason.get().cloned()
+    }
+
+    /// Requests of ours waiting for a response.
+    pub fn pending_requests(&self) -> usize {
+        self.0.pending.lock().unwrap().len()
+    }
+
+    fn send_now(&self, bytes: Bytes) -> Result<(), mpsc::error::TrySendError<Bytes>> {
+        self.0.out.try_send(bytes)
+    }
+}
+
+/// Removes an abandoned request from the in-flight map and tells the peer
+/// to abort it.
+struct ResponseGuard<'a> {
+    peer: &'a Peer,
+    id: u64,
+    sent: bool,
+    done: bool,
+}
+
+impl Drop for ResponseGuard<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let s = &*self.peer.0;
+        s.pending.lock().unwrap().remove(&self.id);
+        if !self.sent || s.cancel.is_cancelled() {
+            return;
+        }
+        let Ok(bytes) = frame::encode(&Frame::<(), (), ()>::Cancel { id: self.id }, s.max_frame)
+        else {
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(bytes)) = self.peer.send_now(bytes) {
+            // The queue is full: deliver the cancel once there is room,
+            // unless the link closes first.
+            let peer = self.peer.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    tokio::select! {
+                        _ = peer.0.cancel.cancelled() => {}
+                        _ = peer.0.out.send(bytes) => {}
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Drives one link: see the module docs. Create with [`session`], then
+/// `run` it (usually in its own task) while the [`Peer`] handle is used.
+pub struct Session<IO> {
+    io: IO,
+    peer: Peer,
+    out_rx: mpsc::Receiver<Bytes>,
+    cfg: PeerConfig,
+    sweeper: Option<Arc<Sweeper>>,
+}
+
+/// Builds a peer handle and its driver over an authenticated stream.
+/// `peer_max_in_flight` is the bound the peer advertised.
+pub fn session<IO>(
+    io: IO,
+    meta: PeerMeta,
+    cfg: &PeerConfig,
+    peer_max_in_flight: u32,
+    parent: &CancellationToken,
+) -> (Peer, Session<IO>) {
+    let (out, out_rx) = mpsc::channel(cfg.outbound_queue.max(1));
+    let peer = Peer(Arc::new(Shared {
+        meta,
+        out,
+        pending: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(1),
+        calls: Semaphore::new(peer_max_in_flight.clamp(1, 1 << 20) as usize),
+        cancel: parent.child_token(),
+        reason: OnceLock::new(),
+        max_frame: cfg.max_frame,
+        seen: AtomicBool::new(false),
+        wrote: AtomicBool::new(false),
+    }));
+    let session = Session {
+        io,
+        peer: peer.clone(),
+        out_rx,
+        cfg: cfg.clone(),
+        sweeper: None,
+    };
+    (peer, session)
+}
+
+impl<IO> Session<IO>
+where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    /// Hands liveness of this link to a shared [`Sweeper`] instead of a
+    /// timer of its own (the master does this for every edge).
+    pub fn swept_by(mut self, sweeper: &Arc<Sweeper>) -> Self {
+        sweeper.add(&self.peer);
+        self.sweeper = Some(sweeper.clone());
+        self
+    }
+
+    /// Runs the link until it closes; returns why.
+    pub async fn run<H: Handler>(self, handler: Arc<H>) -> CloseReason {
+        let Session {
+            io,
+            peer,
+            out_rx,
+            cfg,
+            sweeper,
+        } = self;
+        let (r, w) = tokio::io::split(io);
+        let writer = tokio::spawn(write_loop(
+            FramedWrite::new(w, frame::codec(cfg.max_frame)),
+            out_rx,
+            peer.clone(),
+            cfg.timing.dead_after,
+        ));
+        let running: Running = Arc::new(Mutex::new(HashMap::new()));
+        let reason = read_loop(
+            FramedRead::with_capacity(r, frame::codec(cfg.max_frame), 1024),
+            &peer,
+            &handler,
+            &running,
+            &cfg,
+            sweeper.is_some(),
+        )
+        .await;
+        peer.close(reason);
+        // Handlers of a closed link have nobody to answer to.
+        for (_, h) in running.lock().unwrap().drain() {
+            h.abort();
+        }
+        // Dropping the senders wakes every waiting caller with `Closed`.
+        peer.0.pending.lock().unwrap().clear();
+        let _ = writer.await;
+        let reason = peer.close_reason().unwrap_or(CloseReason::Local);
+        tracing::debug!(edge = %peer.meta().edge_id, session = peer.meta().session, %reason, "link closed");
+        reason
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut sink: FramedWrite<W, tokio_util::codec::LengthDelimitedCodec>,
+    mut rx: mpsc::Receiver<Bytes>,
+    peer: Peer,
+    stall: Duration,
+) {
+    const BATCH: usize = 256;
+    loop {
+        let first = tokio::select! {
+            biased;
+            m = rx.recv() => m,
+            _ = peer.0.cancel.cancelled() => None,
+        };
+        let Some(first) = first else { break };
+        let res = tokio::time::timeout(stall, async {
+            sink.feed(first).await?;
+            // Batch: take what is queued, then yield once so that handlers
+            // and callers already woken can add theirs, and write them all
+            // in one TLS record and one system call.
+            let mut queued = 1;
+            for round in 0..2 {
+                while queued < BATCH {
+                    match rx.try_recv() {
+                        Ok(m) => {
+                            sink.feed(m).await?;
+                            queued += 1;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                // Only under load: a lone frame (one request in flight)
+                // goes out at once.
+                if round == 0 && queued > 1 && queued < BATCH {
+                    tokio::task::yield_now().await;
+                }
+            }
+            SinkExt::<Bytes>::flush(&mut sink).await?;
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => peer.0.wrote.store(true, Ordering::Relaxed),
+            Ok(Err(e)) => {
+                peer.close(CloseReason::Io(e.to_string()));
+                return;
+            }
+            Err(_) => {
+                peer.close(CloseReason::Stalled);
+                return;
+            }
+        }
+    }
+    // Orderly end: send TLS close_notify, but never wait long for it.
+    let _ = tokio::time::timeout(Duration::from_millis(200), sink.get_mut().shutdown()).await;
+}
+
+async fn read_loop<R, H>(
+    mut frames: FramedRead<R, tokio_util::codec::LengthDelimitedCodec>,
+    peer: &Peer,
+    handler: &Arc<H>,
+    running: &Running,
+    cfg: &PeerConfig,
+    swept: bool,
+) -> CloseReason
+where
+    R: AsyncRead + Unpin,
+    H: Handler,
+{
+    let timing = &cfg.timing;
+    // Liveness is judged at each tick: `seen` says a frame arrived since the
+    // previous one, so the hot path never reads the clock.
+    let mut last_rx = Instant::now();
+    let mut seen = false;
+    let mut tick = tokio::time::interval_at(Instant::now() + timing.heartbeat, timing.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = peer.0.cancel.cancelled() => return peer.close_reason().unwrap_or(CloseReason::Local),
+            now = tick.tick(), if !swept => {
+                if std::mem::take(&mut seen) {
+                    last_rx = now;
+                }
+                if now.duration_since(last_rx) >= timing.dead_after {
+                    return CloseReason::Dead(timing.dead_after);
+                }
+                if cfg.role == PeerRole::Edge {
+                    // A full queue already carries traffic: skipping is fine.
+                    let _ = peer.send_now(Bytes::from_static(PING));
+                }
+                continue;
+            }
+            f = frames.next() => f,
+        };
+        let payload = match next {
+            None => return CloseReason::PeerClosed,
+            Some(Err(e)) => return read_error(e),
+            Some(Ok(p)) => p,
+        };
+        if swept {
+            peer.0.seen.store(true, Ordering::Relaxed);
+        } else {
+            seen = true;
+        }
+        if let Err(reason) = dispatch(&payload, peer, handler, running, cfg, swept) {
+            tracing::warn!(edge = %peer.meta().edge_id, addr = %peer.meta().addr, %reason, "closing link");
+            return reason;
+        }
+    }
+}
+
+fn read_error(e: std::io::Error) -> CloseReason {
+    let too_large = e
+        .get_ref()
+        .is_some_and(|inner| inner.is::<tokio_util::codec::LengthDelimitedCodecError>());
+    if too_large {
+        CloseReason::Protocol("frame exceeds the maximum size".into())
+    } else if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        CloseReason::PeerClosed
+    } else {
+        CloseReason::Io(e.to_string())
+    }
+}
+
+fn dispatch<H: Handler>(
+    payload: &[u8],
+    peer: &Peer,
+    handler: &Arc<H>,
+    running: &Running,
+    cfg: &PeerConfig,
+    swept: bool,
+) -> Result<(), CloseReason> {
+    let frame = frame::decode(payload).map_err(|e| CloseReason::Protocol(e.to_string()))?;
+    match frame {
+        Frame::Request {
+            id,
+            deadline_ms,
+            body,
+        } => {
+            let mut map = running.lock().unwrap();
+            let refusal = if map.len() >= cfg.max_in_flight as usize {
+                Some(WireError::Overloaded)
+            } else if map.contains_key(&id) {
+                Some(WireError::bad_request("duplicate request id"))
+            } else {
+                None
+            };
+            if let Some(err) = refusal {
+                drop(map);
+                let bytes = encode_response(id, &Err(err), cfg.max_frame);
+                // A peer that floods and does not read is cut off here.
+                return peer
+                    .send_now(bytes)
+                    .map_err(|_| CloseReason::Protocol("request flood while not reading".into()));
+            }
+            let deadline = Duration::from_millis(deadline_ms);
+            let task = tokio::spawn(run_handler(
+                handler.clone(),
+                peer.clone(),
+                running.clone(),
+                id,
+                deadline,
+                body,
+                cfg.max_frame,
+            ));
+            map.insert(id, task.abort_handle());
+        }
+        Frame::Response { id, result } => {
+            let tx = peer.0.pending.lock().unwrap().remove(&id);
+            // No entry: the caller gave up; the late answer is dropped.
+            if let Some(tx) = tx {
+                let _ = tx.send(result);
+            }
+        }
+        Frame::Cancel { id } => {
+            if let Some(h) = running.lock().unwrap().remove(&id) {
+                h.abort();
+            }
+        }
+        Frame::Event { body } => match serde_json::from_str::<EventBody>(body.get()) {
+            Ok(body) => handler.event(peer, body),
+            Err(e) => {
+                tracing::debug!(edge = %peer.meta().edge_id, error = %e, "ignoring unknown event")
+            }
+        },
+        Frame::Ping => {
+            // A swept link's answer is the sweeper's keepalive, which is
+            // skipped while other frames flow: one frame saved per ping.
+            if !swept {
+                let _ = peer.send_now(Bytes::from_static(PONG));
+            }
+        }
+        Frame::Pong => {}
+    }
+    Ok(())
+}
+
+async fn run_handler<H: Handler>(
+    handler: Arc<H>,
+    peer: Peer,
+    running: Running,
+    id: u64,
+    deadline: Duration,
+    body: Box<RawValue>,
+    max_frame: usize,
+) {
+    let result = match frame::parse_request(&body) {
+        Ok(body) => {
+            let ctx = RequestCtx {
+                peer: peer.clone(),
+                id,
+                deadline,
+            };
+            tokio::time::timeout(deadline, handler.handle(ctx, body))
+                .await
+                .unwrap_or(Err(WireError::DeadlineExceeded))
+        }
+        Err(e) => Err(e),
+    };
+    running.lock().unwrap().remove(&id);
+    let bytes = encode_response(id, &result, max_frame);
+    tokio::select! {
+        biased;
+        _ = peer.0.cancel.cancelled() => {}
+        _ = peer.0.out.send(bytes) => {}
+    }
+}
+
+fn encode_response(id: u64, result: &Result<ResponseBody, WireError>, max: usize) -> Bytes {
+    match frame::encode(&Frame::<(), _, ()>::Response { id, result }, max) {
+        Ok(b) => b,
+        Err(e) => {
+            let err: Result<ResponseBody, WireError> = Err(WireError::failed(match e {
+                FrameError::TooLarge { .. } => "response too large for one frame".to_string(),
+                e => e.to_string(),
+            }));
+            frame::encode(&Frame::<(), _, ()>::Response { id, result: &err }, max)
+                .expect("a short error response always encodes")
+        }
+    }
+}
+
+/// Liveness for many links at once: one timer instead of one per link.
+///
+/// Every `heartbeat` it looks at each link: a link with no frame for
+/// `dead_after` is closed as dead; a link that wrote nothing for the last
+/// `dead_after - heartbeat` gets a keepalive `Pong`, so its peer hears from
+/// it well within `dead_after` while an idle link costs one small frame
+/// every two heartbeats (defaults) instead of one answer per ping.
+pub struct Sweeper {
+    timing: LinkTiming,
+    links: Mutex<HashMap<u64, Swept>>,
+}
+
+struct Swept {
+    link: Weak<Shared>,
+    last_rx: Instant,
+    quiet: u32,
+}
+
+impl Sweeper {
+    pub fn new(timing: LinkTiming) -> Arc<Self> {
+        Arc::new(Self {
+            timing,
+            links: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn add(&self, peer: &Peer) {
+        self.links.lock().unwrap().insert(
+            peer.0.meta.session,
+            Swept {
+                link: Arc::downgrade(&peer.0),
+                last_rx: Instant::now(),
+                quiet: 0,
+            },
+        );
+    }
+
+    /// Links being watched.
+    pub fn len(&self) -> usize {
+        self.links.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sweeps every `heartbeat` until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.timing.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                now = tick.tick() => self.sweep(now),
+            }
+        }
+    }
+
+    fn sweep(&self, now: Instant) {
+        let dead_after = self.timing.dead_after;
+        let hb = self.timing.heartbeat.max(Duration::from_millis(1));
+        let quiet_limit =
+            ((dead_after.saturating_sub(hb)).as_millis() / hb.as_millis()).max(1) as u32;
+        let mut dead = Vec::new();
+        self.links.lock().unwrap().retain(|_, e| {
+            let Some(link) = e.link.upgrade() else {
+                return false;
+            };
+            if link.cancel.is_cancelled() {
+                return false;
+            }
+            if link.seen.swap(false, Ordering::Relaxed) {
+                e.last_rx = now;
+            }
+            if now.duration_since(e.last_rx) >= dead_after {
+                dead.push(Peer(link));
+                return false;
+            }
+            if link.wrote.swap(false, Ordering::Relaxed) {
+                e.quiet = 0;
+            } else {
+                e.quiet += 1;
+                if e.quiet >= quiet_limit {
+                    let _ = link.out.try_send(Bytes::from_static(PONG));
+                    e.quiet = 0;
+                }
+            }
+            true
+        });
+        for p in dead {
+            p.close(CloseReason::Dead(dead_after));
+        }
+    }
+}

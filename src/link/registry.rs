@@ -1,0 +1,191 @@
+//! The master's table of connected edges.
+//!
+//! One entry per edge id, tagged with its session number. A second
+//! connection for the same edge replaces the first: the old peer is closed
+//! and `LinkLost { reason: Replaced }` is raised *before* the new
+//! `LinkUp`, and the old session's teardown removes the entry only if it
+//! still holds its own session number, so it can never clobber the new one.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{Notify, mpsc};
+use uuid::Uuid;
+
+use super::master::MasterEvent;
+use super::peer::{CloseReason, Peer};
+
+/// What the master knows about a connected edge.
+#[derive(Debug, Clone)]
+pub struct EdgeInfo {
+    pub edge_id: Uuid,
+    pub session: u64,
+    pub since: SystemTime,
+    pub addr: SocketAddr,
+    pub version: u16,
+    pub boot_id: Uuid,
+    /// The driver repository commit the edge reported (at connect, then
+    /// after each repository sync).
+    pub commit: Option<String>,
+}
+
+struct Entry {
+    info: EdgeInfo,
+    peer: Peer,
+}
+
+struct Inner {
+    edges: Mutex<HashMap<Uuid, Entry>>,
+    changed: Notify,
+    events: mpsc::UnboundedSender<MasterEvent>,
+}
+
+/// Shared handle to the registry.
+#[derive(Clone)]
+pub struct Registry(Arc<Inner>);
+
+impl Registry {
+    /// Link-up / link-lost / auth-failure events go to `events`.
+    pub fn new(events: mpsc::UnboundedSender<MasterEvent>) -> Self {
+        Self(Arc::new(Inner {
+            edges: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+            events,
+        }))
+    }
+
+    pub(crate) fn emit(&self, ev: MasterEvent) {
+        let _ = self.0.events.send(ev);
+    }
+
+    /// Registers an authenticated link, replacing (and closing) any older
+    /// link of the same edge.
+    pub(crate) fn insert(&self, info: EdgeInfo, peer: Peer) {
+        let old = {
+            let mut edges = self.0.edges.lock().unwrap();
+            // Event order matters to consumers: emit under the lock so a
+            // concurrent replacement cannot interleave its events with ours.
+            let old = edges.insert(
+                info.edge_id,
+                Entry {
+                    info: info.clone(),
+                    peer: peer.clone(),
+                },
+            );
+            if let Some(old) = &old {
+                self.emit(MasterEvent::LinkLost {
+                    edge_id: old.info.edge_id,
+                    session: old.info.session,
+                    reason: CloseReason::Replaced,
+                    at: SystemTime::now(),
+                });
+            }
+            self.emit(MasterEvent::LinkUp {
+                info,
+                peer,
+                at: SystemTime::now(),
+            });
+            old
+        };
+        if let Some(old) = old {
+            old.peer.close(CloseReason::Replaced);
+        }
+        self.0.changed.notify_waiters();
+    }
+
+    /// Removes a link at its teardown, only if the entry is still its own.
+    pub(crate) fn remove(&self, edge_id: Uuid, session: u64, reason: CloseReason) {
+        let mut edges = self.0.edges.lock().unwrap();
+        if edges
+            .get(&edge_id)
+            .is_some_and(|e| e.info.session == session)
+        {
+            edges.remove(&edge_id);
+            self.emit(MasterEvent::LinkLost {
+                edge_id,
+                session,
+                reason,
+                at: SystemTime::now(),
+            });
+            drop(edges);
+            self.0.changed.notify_waiters();
+        }
+    }
+
+    /// The live link of an edge.
+    pub fn peer(&self, edge_id: Uuid) -> Option<Peer> {
+        self.0
+            .edges
+            .lock()
+            .unwrap()
+            .get(&edge_id)
+            .map(|e| e.peer.clone())
+    }
+
+    pub fn info(&self, edge_id: Uuid) -> Option<EdgeInfo> {
+        self.0
+            .edges
+            .lock()
+            .unwrap()
+            .get(&edge_id)
+            .map(|e| e.info.clone())
+    }
+
+    /// Every connected edge.
+    pub fn list(&self) -> Vec<EdgeInfo> {
+        let mut v: Vec<_> = self
+            .0
+            .edges
+            .lock()
+            .unwrap()
+            .values()
+            .map(|e| e.info.clone())
+            .collect();
+        v.sort_by_key(|i| i.edge_id);
+        v
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.edges.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Records the commit an edge reported after a repository sync.
+    pub fn set_commit(&self, edge_id: Uuid, commit: String) {
+        if let Some(e) = self.0.edges.lock().unwrap().get_mut(&edge_id) {
+            e.info.commit = Some(commit);
+        }
+    }
+
+    /// The master's boot wait: returns once every edge in `expected` is
+    /// connected, or after `wait`, with the ids still missing (those the
+    /// failover logic may act on).
+    pub async fn wait_for(&self, expected: &[Uuid], wait: Duration) -> Vec<Uuid> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Register interest before checking, so no change is missed.
+            let notified = self.0.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let missing: Vec<Uuid> = {
+                let edges = self.0.edges.lock().unwrap();
+                expected
+                    .iter()
+                    .filter(|id| !edges.contains_key(id))
+                    .copied()
+                    .collect()
+            };
+            if missing.is_empty() {
+                return missing;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return missing;
+            }
+        }
+    }
+}

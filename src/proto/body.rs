@@ -1,0 +1,163 @@
+//! Request, response and event bodies: closed enums, one variant per kind.
+//! Adding a request kind is one variant here and one arm in each role's
+//! handler; an older peer answers it with `WireError::UnknownKind`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// What one side asks the other to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RequestBody {
+    /// Execute a public function of a module. `epoch` is the control epoch
+    /// the caller believes in (the receiver may refuse a stale one).
+    Exec {
+        module: String,
+        method: String,
+        #[serde(default)]
+        args: Value,
+        #[serde(default)]
+        epoch: Option<u64>,
+    },
+    /// A module's status: every variable, or one `key`.
+    Status {
+        module: String,
+        #[serde(default)]
+        key: Option<String>,
+    },
+    StartSystem {
+        system: Uuid,
+    },
+    StopSystem {
+        system: Uuid,
+    },
+    /// Live reload of a driver, optionally with its new file text.
+    ReloadDriver {
+        name: String,
+        #[serde(default)]
+        source: Option<String>,
+    },
+    ExpireSystemCache {
+        system: Uuid,
+    },
+    /// Start streaming a module's debug output back as `Event`s.
+    DebugSubscribe {
+        module: String,
+    },
+    DebugUnsubscribe {
+        module: String,
+    },
+    /// Driver repository operations (see [`RepoOp`]).
+    Repository {
+        op: RepoOp,
+    },
+    /// Edge → master: the file list of a commit.
+    RepoTree {
+        commit: String,
+    },
+    /// Edge → master: one blob's bytes, by object id.
+    RepoBlob {
+        oid: String,
+    },
+}
+
+impl RequestBody {
+    /// Every `kind` tag this build knows; a request whose tag is not here
+    /// gets `UnknownKind`, one whose tag is here but fails to parse gets
+    /// `BadRequest`.
+    pub const KINDS: &'static [&'static str] = &[
+        "exec",
+        "status",
+        "start_system",
+        "stop_system",
+        "reload_driver",
+        "expire_system_cache",
+        "debug_subscribe",
+        "debug_unsubscribe",
+        "repository",
+        "repo_tree",
+        "repo_blob",
+    ];
+
+    /// The `kind` tag, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Exec { .. } => "exec",
+            Self::Status { .. } => "status",
+            Self::StartSystem { .. } => "start_system",
+            Self::StopSystem { .. } => "stop_system",
+            Self::ReloadDriver { .. } => "reload_driver",
+            Self::ExpireSystemCache { .. } => "expire_system_cache",
+            Self::DebugSubscribe { .. } => "debug_subscribe",
+            Self::DebugUnsubscribe { .. } => "debug_unsubscribe",
+            Self::Repository { .. } => "repository",
+            Self::RepoTree { .. } => "repo_tree",
+            Self::RepoBlob { .. } => "repo_blob",
+        }
+    }
+}
+
+/// Driver repository operations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum RepoOp {
+    /// Master: `git fetch` and move to the upstream commit.
+    Pull,
+    /// Master: move to a named commit.
+    Reset { commit: String },
+    /// Edge: fetch this commit's files over the link, write them, reload.
+    Sync { commit: String },
+}
+
+/// One file of a commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeEntry {
+    /// Relative path, `/`-separated.
+    pub path: String,
+    /// Git object id of the blob (hex).
+    pub oid: String,
+    pub size: u64,
+    pub executable: bool,
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ResponseBody {
+    /// Done, nothing to return.
+    Done,
+    /// A JSON value (an exec result, one status variable).
+    Value { value: Value },
+    /// Status variables of a module.
+    Status {
+        values: serde_json::Map<String, Value>,
+    },
+    /// The drivers that were reloaded.
+    Reloaded { drivers: Vec<String> },
+    /// The repository is at `commit`; `changed` lists the driver files that
+    /// changed (edge sync) and were reloaded.
+    Commit {
+        commit: String,
+        #[serde(default)]
+        changed: Vec<String>,
+    },
+    Tree {
+        commit: String,
+        entries: Vec<TreeEntry>,
+    },
+    /// Blob bytes, base64 (standard alphabet, padded).
+    Blob { data: String },
+}
+
+/// A one-way message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventBody {
+    /// A line of a module's debug stream (sent while subscribed).
+    Debug {
+        module: String,
+        level: String,
+        message: String,
+    },
+}

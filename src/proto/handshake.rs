@@ -1,0 +1,144 @@
+//! The preface and the handshake messages.
+//!
+//! After TLS, each side writes a 10-byte preface: [`MAGIC`](super::MAGIC)
+//! then the protocol version (u16, big-endian). Then the edge and the
+//! master exchange length-delimited JSON [`Handshake`] messages:
+//!
+//! ```text
+//! edge   -> master  Hello     { edge_id, nonce_e, boot_id, commit, max_in_flight }
+//! master -> edge    Challenge { nonce_m }
+//! edge   -> master  Proof     { mac = HMAC(K, "outpost link edge proof v1" | ...) }
+//! master -> edge    Welcome   { mac = HMAC(K, "outpost link master proof v1" | ...), boot_id, max_in_flight }
+//!                 | Denied
+//! ```
+//!
+//! Both MACs cover the version, the edge id, both nonces and a TLS exporter
+//! value, so a recorded message is worthless on another connection.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{MAGIC, PROTOCOL_VERSION};
+
+pub const PREFACE_LEN: usize = 10;
+
+/// Magic and version, the first bytes each side writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preface {
+    pub version: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefaceError {
+    #[error("not an Outpost link peer (bad magic bytes)")]
+    BadMagic,
+    #[error("protocol version mismatch: we speak {ours}, the peer speaks {theirs}")]
+    Version { ours: u16, theirs: u16 },
+}
+
+impl Preface {
+    pub fn ours() -> Self {
+        Self {
+            version: PROTOCOL_VERSION,
+        }
+    }
+
+    pub fn encode(&self) -> [u8; PREFACE_LEN] {
+        let mut b = [0u8; PREFACE_LEN];
+        b[..8].copy_from_slice(&MAGIC);
+        b[8..].copy_from_slice(&self.version.to_be_bytes());
+        b
+    }
+
+    /// Parses a preface; the magic must match, the version is returned.
+    pub fn decode(b: &[u8; PREFACE_LEN]) -> Result<Self, PrefaceError> {
+        if b[..8] != MAGIC {
+            return Err(PrefaceError::BadMagic);
+        }
+        Ok(Self {
+            version: u16::from_be_bytes([b[8], b[9]]),
+        })
+    }
+
+    /// Checks a peer's preface against ours.
+    pub fn check(b: &[u8; PREFACE_LEN]) -> Result<Self, PrefaceError> {
+        let p = Self::decode(b)?;
+        if p.version != PROTOCOL_VERSION {
+            return Err(PrefaceError::Version {
+                ours: PROTOCOL_VERSION,
+                theirs: p.version,
+            });
+        }
+        Ok(p)
+    }
+}
+
+/// 32 random or MAC bytes, hex on the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Bytes32(pub [u8; 32]);
+
+impl std::fmt::Debug for Bytes32 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bytes32(..)")
+    }
+}
+
+impl Serialize for Bytes32 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        const D: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = D[(b >> 4) as usize];
+            out[2 * i + 1] = D[(b & 15) as usize];
+        }
+        s.serialize_str(std::str::from_utf8(&out).expect("hex is ascii"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes32 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let s = s.as_bytes();
+        if s.len() != 64 {
+            return Err(serde::de::Error::custom("expected 64 hex digits"));
+        }
+        let digit = |c: u8| -> Result<u8, D::Error> {
+            match c {
+                b'0'..=b'9' => Ok(c - b'0'),
+                b'a'..=b'f' => Ok(c - b'a' + 10),
+                _ => Err(serde::de::Error::custom("expected lowercase hex")),
+            }
+        };
+        let mut out = [0u8; 32];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = digit(s[2 * i])? << 4 | digit(s[2 * i + 1])?;
+        }
+        Ok(Self(out))
+    }
+}
+
+/// Handshake messages, in the order they are sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "msg", rename_all = "snake_case")]
+pub enum Handshake {
+    Hello {
+        edge_id: Uuid,
+        nonce: Bytes32,
+        boot_id: Uuid,
+        commit: Option<String>,
+        max_in_flight: u32,
+    },
+    Challenge {
+        nonce: Bytes32,
+    },
+    Proof {
+        mac: Bytes32,
+    },
+    Welcome {
+        mac: Bytes32,
+        boot_id: Uuid,
+        max_in_flight: u32,
+    },
+    /// Authentication failed; the reason is only in the master's log.
+    Denied,
+}

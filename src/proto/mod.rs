@@ -1,0 +1,31 @@
+//! Wire types of the master–edge link: the preface, the handshake messages,
+//! the envelope and its codec, request/response/event bodies and the
+//! serialisable [`WireError`]. No sockets here: `link` moves these bytes.
+//!
+//! **Only `proto` defines wire types**; internal error types never cross the
+//! link (they are mapped to [`WireError`] first).
+
+pub mod body;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+
+pub use body::{EventBody, RepoOp, RequestBody, ResponseBody, TreeEntry};
+pub use error::WireError;
+pub use frame::{Frame, FrameError, Message, RawFrame};
+pub use handshake::{Handshake, PREFACE_LEN, Preface, PrefaceError};
+
+/// The protocol version this build speaks. Bump it on any incompatible
+/// change of the handshake or envelope (new request kinds do not need it:
+/// an unknown kind gets a typed error, not a disconnect).
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Magic bytes that open every link connection (inside TLS).
+pub const MAGIC: [u8; 8] = *b"OUTPOST\x4c";
+
+/// Default upper bound of one frame on an established link. A larger frame
+/// is a protocol error and closes the link.
+pub const DEFAULT_MAX_FRAME: usize = 8 * 1024 * 1024;
+
+/// Upper bound of one handshake message: nothing legitimate comes close.
+pub const MAX_HANDSHAKE_FRAME: usize = 4096;

@@ -1,0 +1,538 @@
+//! Peers that lie, stall or flood: each is cut off (or denied) and the
+//! master keeps serving honest edges.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use outpost::link::handshake::{self, HandshakeError, Hello};
+use outpost::link::master::FailureLimiter;
+use outpost::link::{CloseReason, tls};
+use outpost::proto::frame::with_length_prefix;
+use outpost::proto::{Handshake, PROTOCOL_VERSION, Preface};
+use rustls_pki_types::ServerName;
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use uuid::Uuid;
+
+use crate::support::*;
+
+async fn tls_connect(certs: &Certs, addr: std::net::SocketAddr) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let cfg = tls::client_config(&certs.paths.ca_cert, None).unwrap();
+    TlsConnector::from(cfg)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+fn exporter(s: &TlsStream<TcpStream>) -> [u8; 32] {
+    tls::exporter(s.get_ref().1).unwrap()
+}
+
+/// A raw, authenticated connection: what a malicious but keyed edge holds.
+async fn raw_edge(
+    certs: &Certs,
+    addr: std::net::SocketAddr,
+    id: &EdgeIdentity,
+) -> TlsStream<TcpStream> {
+    let mut s = tls_connect(certs, addr).await;
+    let ex = exporter(&s);
+    let hello = Hello {
+        edge_id: id.id,
+        boot_id: Uuid::now_v7(),
+        commit: None,
+        max_in_flight: 8,
+    };
+    handshake::connect(&mut s, ex, &id.key(), &hello)
+        .await
+        .unwrap();
+    s
+}
+
+async fn send_raw(s: &mut TlsStream<TcpStream>, payload: &[u8]) {
+    s.write_all(&with_length_prefix(payload)).await.unwrap();
+    s.flush().await.unwrap();
+}
+
+async fn read_frame(s: &mut TlsStream<TcpStream>) -> serde_json::Value {
+    let len = within("a frame", s.read_u32()).await.unwrap() as usize;
+    let mut b = vec![0u8; len];
+    s.read_exact(&mut b).await.unwrap();
+    serde_json::from_slice(&b).unwrap()
+}
+
+/// Reads until the peer closes (or errors); true if it did.
+async fn closed_by_peer(s: &mut TlsStream<TcpStream>) -> bool {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match within("the peer to close", s.read(&mut buf)).await {
+            Ok(0) | Err(_) => return true,
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn honest_edge_still_served(certs: &Certs, m: &mut Master, id: &EdgeIdentity) {
+    let mut e = start_edge(
+        edge_config(certs, id, vec![m.addr.to_string()]),
+        TestHandler::default(),
+    );
+    let p = e.connected().await;
+    let r = p
+        .request(
+            outpost::proto::RequestBody::Exec {
+                module: "echo".into(),
+                method: "x".into(),
+                args: json!(5),
+                epoch: None,
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, outpost::proto::ResponseBody::Value { value: json!(5) });
+    e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_secret_and_unknown_edge_are_denied_and_recorded() {
+    let certs = dev_certs();
+    let good = EdgeIdentity::new();
+    let mut m = start_master(&certs, MasterOpts::new(keys(&[&good]))).await;
+
+    // Wrong secret for a known id.
+    let liar = EdgeIdentity {
+        id: good.id,
+        secret: outpost::secret::EdgeSecret::generate(),
+    };
+    let mut s = tls_connect(&certs, m.addr).await;
+    let ex = exporter(&s);
+    let hello = Hello {
+        edge_id: liar.id,
+        boot_id: Uuid::now_v7(),
+        commit: None,
+        max_in_flight: 8,
+    };
+    let err = handshake::connect(&mut s, ex, &liar.key(), &hello)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HandshakeError::Denied), "{err}");
+    let (edge, reason) = m.next_auth_failure().await;
+    assert_eq!(edge, Some(good.id));
+    assert!(reason.contains("wrong edge proof"), "{reason}");
+
+    // Unknown edge id: the same answer on the wire, a different record.
+    let stranger = EdgeIdentity::new();
+    let mut e = start_edge(
+        edge_config(&certs, &stranger, vec![m.addr.to_string()]),
+        TestHandler::default(),
+    );
+    loop {
+        if let outpost::link::EdgeEvent::ConnectFailed { error, .. } = e.next_event().await {
+            assert!(error.contains("denied"), "{error}");
+            assert!(
+                !error.contains("unknown"),
+                "the edge must only learn 'denied': {error}"
+            );
+            break;
+        }
+    }
+    e.stop().await;
+    let (edge, reason) = m.next_auth_failure().await;
+    assert_eq!(edge, Some(stranger.id));
+    assert!(reason.contains("unknown edge"), "{reason}");
+    assert!(m.registry.is_empty());
+    honest_edge_still_served(&certs, &mut m, &good).await;
+    m.stop().await;
+}
+
+/// Records everything written through it.
+struct Recorder<S> {
+    inner: S,
+    written: Arc<Mutex<Vec<u8>>>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Recorder<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Recorder<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.written.lock().unwrap().extend_from_slice(&buf[..*n]);
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_handshake_messages_are_denied() {
+    let certs = dev_certs();
+    let id = EdgeIdentity::new();
+    let mut m = start_master(&certs, MasterOpts::new(keys(&[&id]))).await;
+
+    // Record a genuine edge's handshake bytes (plaintext, inside TLS).
+    let written = Arc::new(Mutex::new(Vec::new()));
+    let s = tls_connect(&certs, m.addr).await;
+    let ex = exporter(&s);
+    let mut rec = Recorder {
+        inner: s,
+        written: written.clone(),
+    };
+    let hello = Hello {
+        edge_id: id.id,
+        boot_id: Uuid::now_v7(),
+        commit: None,
+        max_in_flight: 8,
+    };
+    handshake::connect(&mut rec, ex, &id.key(), &hello)
+        .await
+        .unwrap();
+    m.next_up().await;
+    let recorded = written.lock().unwrap().clone();
+
+    // Replay them, byte for byte, on a new connection.
+    let mut s = tls_connect(&certs, m.addr).await;
+    s.write_all(&recorded).await.unwrap();
+    s.flush().await.unwrap();
+    let mut preface = [0u8; 10];
+    s.read_exact(&mut preface).await.unwrap();
+    assert!(matches!(
+        handshake::read_msg(&mut s).await.unwrap(),
+        Handshake::Challenge { .. }
+    ));
+    assert_eq!(
+        handshake::read_msg(&mut s).await.unwrap(),
+        Handshake::Denied
+    );
+    let (edge, reason) = m.next_auth_failure().await;
+    assert_eq!(edge, Some(id.id));
+    assert!(reason.contains("wrong edge proof"), "{reason}");
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_instead_of_tls_and_stalled_handshakes_are_closed() {
+    let certs = dev_certs();
+    let id = EdgeIdentity::new();
+    let mut opts = MasterOpts::new(keys(&[&id]));
+    opts.timing = fast_timing();
+    opts.timing.handshake_timeout = Duration::from_millis(300);
+    let mut m = start_master(&certs, opts).await;
+
+    let mut tcp = TcpStream::connect(m.addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = within("close after garbage", tcp.read_to_end(&mut buf)).await;
+    let (_, reason) = m.next_auth_failure().await;
+    assert!(reason.starts_with("TLS"), "{reason}");
+
+    // TCP connected, nothing sent.
+    let mut tcp = TcpStream::connect(m.addr).await.unwrap();
+    let _ = within("close of a silent connection", tcp.read_to_end(&mut buf)).await;
+    let (_, reason) = m.next_auth_failure().await;
+    assert!(reason.contains("timed out"), "{reason}");
+
+    // TLS done, then silence before the handshake.
+    let mut s = tls_connect(&certs, m.addr).await;
+    assert!(closed_by_peer(&mut s).await);
+    let (_, reason) = m.next_auth_failure().await;
+    assert!(reason.contains("timed out"), "{reason}");
+
+    honest_edge_still_served(&certs, &mut m, &id).await;
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_mismatch_is_a_clear_error_on_both_sides() {
+    let certs = dev_certs();
+    let id = EdgeIdentity::new();
+    let mut m = start_master(&certs, MasterOpts::new(keys(&[&id]))).await;
+    let mut s = tls_connect(&certs, m.addr).await;
+    s.write_all(
+        &Preface {
+            version: PROTOCOL_VERSION + 1,
+        }
+        .encode(),
+    )
+    .await
+    .unwrap();
+    s.flush().await.unwrap();
+    let mut theirs = [0u8; 10];
+    s.read_exact(&mut theirs).await.unwrap();
+    let err = Preface::check(&{
+        // What a newer edge sees: our preface against its own version.
+        let mut p = theirs;
+        p[8..].copy_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+        p
+    });
+    assert!(err.is_ok());
+    assert_eq!(Preface::decode(&theirs).unwrap().version, PROTOCOL_VERSION);
+    assert!(closed_by_peer(&mut s).await);
+    let (_, reason) = m.next_auth_failure().await;
+    assert!(reason.contains("version mismatch"), "{reason}");
+    assert!(
+        reason.contains(&format!("we speak {PROTOCOL_VERSION}")),
+        "{reason}"
+    );
+
+    // The edge side, against a peer speaking another version.
+    let (mut a, mut b) = tokio::io::duplex(1024);
+    let peer = tokio::spawn(async move {
+        b.write_all(&Preface { version: 9 }.encode()).await.unwrap();
+        let mut x = [0u8; 10];
+        let _ = b.read_exact(&mut x).await;
+    });
+    let hello = Hello {
+        edge_id: id.id,
+        boot_id: Uuid::now_v7(),
+        commit: None,
+        max_in_flight: 1,
+    };
+    let err = handshake::connect(&mut a, [0; 32], &id.key(), &hello)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("protocol version mismatch: we speak {PROTOCOL_VERSION}, the peer speaks 9")
+    );
+    peer.await.unwrap();
+
+    // Bad magic.
+    let mut s = tls_connect(&certs, m.addr).await;
+    s.write_all(b"HELLO?????").await.unwrap();
+    assert!(closed_by_peer(&mut s).await);
+    let (_, reason) = m.next_auth_failure().await;
+    assert!(reason.contains("bad magic"), "{reason}");
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_kinds_get_typed_errors_and_malformed_frames_close_the_link() {
+    let certs = dev_certs();
+    let id = EdgeIdentity::new();
+    let mut opts = MasterOpts::new(keys(&[&id]));
+    // Quick keepalives (the master answers pings with them), no death.
+    opts.timing.heartbeat = Duration::from_millis(50);
+    let mut m = start_master(&certs, opts).await;
+    let mut s = raw_edge(&certs, m.addr, &id).await;
+    let (_, session, _) = m.next_up().await;
+
+    send_raw(
+        &mut s,
+        br#"{"Request":{"id":1,"deadline_ms":5000,"body":{"kind":"teleport","to":"mars"}}}"#,
+    )
+    .await;
+    let f = read_frame(&mut s).await;
+    assert_eq!(
+        f,
+        json!({"Response": {"id": 1, "result": {"Err": {"code": "unknown_kind", "kind": "teleport"}}}})
+    );
+    send_raw(
+        &mut s,
+        br#"{"Request":{"id":2,"deadline_ms":5000,"body":{"kind":"exec","module":5}}}"#,
+    )
+    .await;
+    let f = read_frame(&mut s).await;
+    assert_eq!(f["Response"]["result"]["Err"]["code"], json!("bad_request"));
+    send_raw(&mut s, br#"{"Event":{"body":{"kind":"from_the_future"}}}"#).await;
+    send_raw(&mut s, br#""Ping""#).await;
+    assert_eq!(read_frame(&mut s).await, json!("Pong"));
+    assert_eq!(m.registry.len(), 1, "the link survives unknown kinds");
+
+    send_raw(&mut s, b"{not json").await;
+    assert!(closed_by_peer(&mut s).await);
+    let (_, lost, reason) = m.next_lost().await;
+    assert_eq!(lost, session);
+    assert!(
+        matches!(reason, CloseReason::Protocol(ref r) if r.contains("malformed")),
+        "{reason}"
+    );
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_frames_close_the_link() {
+    let certs = dev_certs();
+    let id = EdgeIdentity::new();
+    let mut opts = MasterOpts::new(keys(&[&id]));
+    opts.max_frame = 4096;
+    let mut m = start_master(&certs, opts).await;
+    let mut s = raw_edge(&certs, m.addr, &id).await;
+    m.next_up().await;
+    // Only the length prefix: the master must not wait for the bytes.
+    s.write_all(&(1u32 << 30).to_be_bytes()).await.unwrap();
+    s.flush().await.unwrap();
+    assert!(closed_by_peer(&mut s).await);
+    let (_, _, reason) = m.next_lost().await;
+    assert_eq!(
+        reason,
+        CloseReason::Protocol("frame exceeds the maximum size".into())
+    );
+
+    // An oversized handshake message, too.
+    let mut s = tls_connect(&certs, m.addr).await;
+    s.write_all(&Preface::ours().encode()).await.unwrap();
+    s.write_all(&(1u32 << 20).to_be_bytes()).await.unwrap();
+    s.flush().await.unwrap();
+    assert!(closed_by_peer(&mut s).await);
+    let (_, reason) = m.next_auth_failure().await;
+    assert!(reason.contains("too large"), "{reason}");
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_flood_from_a_peer_that_does_not_read_is_cut_off() {
+    let certs = dev_certs();
+    let flooder = EdgeIdentity::new();
+    let honest = EdgeIdentity::new();
+    let mut opts = MasterOpts::new(keys(&[&flooder, &honest]));
+    opts.max_in_flight = 16;
+    opts.outbound_queue = 64;
+    opts.timing = fast_timing();
+    let mut m = start_master(&certs, opts).await;
+    let mut s = raw_edge(&certs, m.addr, &flooder).await;
+    m.next_up().await;
+    // Tens of thousands of requests, never reading a byte of the answers.
+    let writer = tokio::spawn(async move {
+        let mut batch = Vec::new();
+        for id in 0..200_000u64 {
+            let f = format!(
+                r#"{{"Request":{{"id":{id},"deadline_ms":60000,"body":{{"kind":"exec","module":"sleep","method":"x","args":{{"ms":1000}}}}}}}}"#
+            );
+            batch.extend_from_slice(&with_length_prefix(f.as_bytes()));
+            if batch.len() > 64 * 1024 {
+                if s.write_all(&batch).await.is_err() {
+                    return;
+                }
+                batch.clear();
+            }
+        }
+        // Keep the socket open without reading.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    let (_, _, reason) = m.next_lost().await;
+    assert!(
+        matches!(reason, CloseReason::Protocol(_) | CloseReason::Stalled),
+        "{reason}"
+    );
+    writer.abort();
+    honest_edge_still_served(&certs, &mut m, &honest).await;
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_is_cut_off() {
+    let certs = dev_certs();
+    let id = EdgeIdentity::new();
+    let mut opts = MasterOpts::new(keys(&[&id]));
+    opts.timing = fast_timing();
+    opts.outbound_queue = 16;
+    let mut m = start_master(&certs, opts).await;
+    let mut s = raw_edge(&certs, m.addr, &id).await;
+    let (_, _, to_edge) = m.next_up().await;
+    // Keep the link alive with pings but never read: the master's events
+    // pile up, the socket buffers fill, the writer stalls.
+    let pinger = tokio::spawn(async move {
+        loop {
+            if s.write_all(&with_length_prefix(b"\"Ping\"")).await.is_err() {
+                return;
+            }
+            let _ = s.flush().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let big = "z".repeat(60_000);
+    let flood = tokio::spawn(async move {
+        loop {
+            let ev = outpost::proto::EventBody::Debug {
+                module: "m".into(),
+                level: "x".into(),
+                message: big.clone(),
+            };
+            if to_edge.event(ev).await.is_err() {
+                return;
+            }
+        }
+    });
+    let (_, _, reason) = m.next_lost().await;
+    assert_eq!(reason, CloseReason::Stalled);
+    within("the flood to stop", flood).await.unwrap();
+    pinger.abort();
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_connections_are_detected_as_dead() {
+    let certs = dev_certs();
+    let id = EdgeIdentity::new();
+    let mut opts = MasterOpts::new(keys(&[&id]));
+    opts.timing = fast_timing();
+    let mut m = start_master(&certs, opts).await;
+    let _s = raw_edge(&certs, m.addr, &id).await; // authenticated, then silent
+    m.next_up().await;
+    let (edge, _, reason) = m.next_lost().await;
+    assert_eq!(edge, id.id);
+    assert!(matches!(reason, CloseReason::Dead(_)), "{reason}");
+    assert!(m.registry.is_empty());
+    m.stop().await;
+}
+
+#[test]
+fn repeated_failures_from_one_address_are_slowed_down() {
+    let l = FailureLimiter::default();
+    let ip: std::net::IpAddr = "127.0.0.9".parse().unwrap();
+    let other: std::net::IpAddr = "127.0.0.10".parse().unwrap();
+    let t0 = tokio::time::Instant::now();
+    let mut last = Duration::ZERO;
+    for i in 0..10 {
+        let p = l.penalty(ip, t0);
+        if i < FailureLimiter::FREE {
+            assert_eq!(p, Duration::ZERO, "failure {i}");
+        } else {
+            assert!(
+                p > Duration::ZERO && p >= last && p <= FailureLimiter::CAP,
+                "failure {i}: {p:?}"
+            );
+        }
+        last = p;
+        l.failure(ip, t0);
+    }
+    assert_eq!(l.penalty(ip, t0), FailureLimiter::CAP);
+    assert_eq!(
+        l.penalty(other, t0),
+        Duration::ZERO,
+        "other addresses are not affected"
+    );
+    assert_eq!(
+        l.penalty(ip, t0 + FailureLimiter::WINDOW),
+        Duration::ZERO,
+        "failures expire"
+    );
+    l.success(ip);
+    assert_eq!(l.penalty(ip, t0), Duration::ZERO);
+}

@@ -1,0 +1,305 @@
+//! Liveness: heartbeats, dead peers, reconnects, the "disconnected" signal,
+//! replace-on-duplicate, the master's boot wait.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use outpost::link::edge::{self, EdgeEvent};
+use outpost::link::master::MasterEvent;
+use outpost::link::peer::{self, PeerConfig, PeerMeta, PeerRole};
+use outpost::link::{CloseReason, LinkTiming};
+use outpost::proto::{RequestBody, ResponseBody};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::support::*;
+
+fn meta() -> PeerMeta {
+    PeerMeta {
+        edge_id: Uuid::nil(),
+        session: peer::next_session(),
+        addr: ([127, 0, 0, 1], 1).into(),
+        version: 1,
+        remote_boot_id: Uuid::nil(),
+    }
+}
+
+/// With paused time: an edge and a master peer over an in-memory pipe
+/// stay up across many heartbeat intervals; when the edge side goes
+/// silent (its driver stops but the pipe stays open), the master declares
+/// it dead.
+#[tokio::test(start_paused = true)]
+async fn heartbeats_keep_a_quiet_link_up_and_silence_kills_it() {
+    let timing = LinkTiming::default();
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let root = CancellationToken::new();
+    let (edge_peer, edge_session) = peer::session(
+        a,
+        meta(),
+        &PeerConfig::new(PeerRole::Edge, timing.clone()),
+        64,
+        &root,
+    );
+    let (master_peer, master_session) = peer::session(
+        b,
+        meta(),
+        &PeerConfig::new(PeerRole::Master, timing.clone()),
+        64,
+        &root,
+    );
+    let edge_task = tokio::spawn(edge_session.run(Arc::new(TestHandler::default())));
+    let master_task = tokio::spawn(master_session.run(Arc::new(TestHandler::default())));
+    // Thirty seconds of idle link: pings keep both sides alive.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(!edge_peer.is_closed() && !master_peer.is_closed());
+    let r = master_peer
+        .request(
+            RequestBody::Exec {
+                module: "echo".into(),
+                method: "m".into(),
+                args: json!(1),
+                epoch: None,
+            },
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, ResponseBody::Value { value: json!(1) });
+    // The edge goes away: the master's session ends.
+    edge_task.abort();
+    let reason = master_task.await.unwrap();
+    assert!(
+        matches!(reason, CloseReason::PeerClosed | CloseReason::Dead(_)),
+        "{reason}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_peer_on_an_open_pipe_is_dead_after_the_timeout() {
+    let timing = LinkTiming::default();
+    let (_keep_open, b) = tokio::io::duplex(64 * 1024);
+    let root = CancellationToken::new();
+    let (master_peer, master_session) = peer::session(
+        b,
+        meta(),
+        &PeerConfig::new(PeerRole::Master, timing.clone()),
+        64,
+        &root,
+    );
+    let reason = master_session.run(Arc::new(TestHandler::default())).await;
+    assert_eq!(reason, CloseReason::Dead(timing.dead_after));
+    assert!(master_peer.is_closed());
+    let r = master_peer
+        .request(
+            RequestBody::Exec {
+                module: "echo".into(),
+                method: "m".into(),
+                args: json!(1),
+                epoch: None,
+            },
+            Duration::from_secs(1),
+        )
+        .await;
+    assert_eq!(r, Err(outpost::link::CallError::Closed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_connections_replace_the_old_one_and_never_clobber_the_new() {
+    let certs = dev_certs();
+    let id = EdgeIdentity::new();
+    let mut m = start_master(&certs, MasterOpts::new(keys(&[&id]))).await;
+    let cfg = edge_config(&certs, &id, vec![m.addr.to_string()]);
+    let handler = Arc::new(TestHandler::default());
+    let root = CancellationToken::new();
+
+    // Eight connections of the same edge race each other.
+    let mut connects = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (cfg, handler, root) = (cfg.clone(), handler.clone(), root.clone());
+        let master = m.addr.to_string();
+        connects.spawn(async move {
+            let (peer, session) = edge::connect(&cfg, &master, &root).await.unwrap();
+            let p = peer.clone();
+            let task = tokio::spawn(session.run(handler));
+            (p, task)
+        });
+    }
+    let mut sessions = Vec::new();
+    while let Some(r) = within("connects", connects.join_next()).await {
+        sessions.push(r.unwrap());
+    }
+    // Collect the master's view: 8 ups, 7 replacements.
+    let mut ups = Vec::new();
+    let mut replaced = Vec::new();
+    while ups.len() < 8 || replaced.len() < 7 {
+        match m.next_event().await {
+            MasterEvent::LinkUp { info, .. } => ups.push(info.session),
+            MasterEvent::LinkLost {
+                session, reason, ..
+            } => {
+                assert_eq!(reason, CloseReason::Replaced);
+                replaced.push(session);
+            }
+            MasterEvent::AuthFailed { reason, .. } => panic!("{reason}"),
+        }
+    }
+    let winner = *ups.last().unwrap();
+    assert!(!replaced.contains(&winner));
+    // Every replaced edge-side session ends; exactly one survives.
+    within("replaced sessions to end", async {
+        while sessions.iter().filter(|(p, _)| p.is_closed()).count() < 7 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let (alive, ended): (Vec<_>, Vec<_>) = sessions.into_iter().partition(|(p, _)| !p.is_closed());
+    assert_eq!(alive.len(), 1);
+    for (p, task) in ended {
+        assert_eq!(
+            within("replaced session end", task).await.unwrap(),
+            CloseReason::PeerClosed,
+            "{:?}",
+            p.close_reason()
+        );
+    }
+    // The old sessions' teardowns have run: the entry is still the newest.
+    let info = m
+        .registry
+        .info(id.id)
+        .expect("the newest link stays registered");
+    assert_eq!(info.session, winner);
+    assert_eq!(m.registry.len(), 1);
+    let to_edge = m.registry.peer(id.id).unwrap();
+    assert!(!to_edge.is_closed());
+    let r = to_edge
+        .request(
+            RequestBody::Exec {
+                module: "echo".into(),
+                method: "m".into(),
+                args: json!("still here"),
+                epoch: None,
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        ResponseBody::Value {
+            value: json!("still here")
+        }
+    );
+    root.cancel();
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_restart_edge_reconnects_and_disconnected_is_raised_once() {
+    let certs = dev_certs();
+    let id = EdgeIdentity::new();
+    let mut opts = MasterOpts::new(keys(&[&id]));
+    opts.timing = fast_timing();
+    let mut m = start_master(&certs, opts).await;
+    let addr = m.addr;
+    let mut cfg = edge_config(&certs, &id, vec!["127.0.0.1:1".into(), addr.to_string()]);
+    cfg.peer.timing = fast_timing();
+    cfg.reconnect = Duration::from_millis(150);
+    let mut e = start_edge(cfg, TestHandler::default());
+    e.connected().await;
+    m.next_up().await;
+
+    m.stop().await;
+    // Lost, then failed reconnects; "disconnected" once the dead time has
+    // passed and a reconnect failed.
+    let mut lost = false;
+    let mut failures_after_lost = 0;
+    loop {
+        match e.next_event().await {
+            EdgeEvent::ConnectionLost { .. } => lost = true,
+            EdgeEvent::ConnectFailed { .. } if lost => failures_after_lost += 1,
+            EdgeEvent::Disconnected { .. } => break,
+            EdgeEvent::Connected { .. } => panic!("connected to a stopped master"),
+            _ => {}
+        }
+    }
+    assert!(lost && failures_after_lost >= 1);
+
+    // The master comes back on the same address.
+    let mut opts = MasterOpts::new(keys(&[&id]));
+    opts.timing = fast_timing();
+    opts.addr = Some(addr);
+    let mut m = start_master(&certs, opts).await;
+    let peer = loop {
+        match e.next_event().await {
+            EdgeEvent::Connected { peer, master, .. } => {
+                assert_eq!(master, addr.to_string());
+                break peer;
+            }
+            EdgeEvent::Disconnected { .. } => panic!("disconnected raised twice"),
+            _ => {}
+        }
+    };
+    let (edge, _, _) = m.next_up().await;
+    assert_eq!(edge, id.id);
+    let r = peer
+        .request(
+            RequestBody::Exec {
+                module: "echo".into(),
+                method: "m".into(),
+                args: json!(2),
+                epoch: None,
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, ResponseBody::Value { value: json!(2) });
+    e.stop().await;
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_reports_edges_and_the_boot_wait_names_the_missing() {
+    let certs = dev_certs();
+    let a = EdgeIdentity::new();
+    let b = EdgeIdentity::new();
+    let mut m = start_master(&certs, MasterOpts::new(keys(&[&a, &b]))).await;
+    let cfg = edge_config(&certs, &a, vec![m.addr.to_string()]);
+    *cfg.commit.write().unwrap() = Some("abc123".into());
+    let boot_id = cfg.boot_id;
+    let registry = m.registry.clone();
+    let wait =
+        tokio::spawn(async move { registry.wait_for(&[a.id], Duration::from_secs(15)).await });
+    let mut e = start_edge(cfg, TestHandler::default());
+    e.connected().await;
+    m.next_up().await;
+    assert_eq!(within("boot wait", wait).await.unwrap(), Vec::<Uuid>::new());
+    let info = m.registry.info(a.id).unwrap();
+    assert_eq!(info.boot_id, boot_id);
+    assert_eq!(info.commit.as_deref(), Some("abc123"));
+    assert_eq!(info.version, outpost::proto::PROTOCOL_VERSION);
+    assert!(info.addr.ip().is_loopback());
+    let missing = m
+        .registry
+        .wait_for(&[a.id, b.id], Duration::from_millis(100))
+        .await;
+    assert_eq!(missing, vec![b.id]);
+    e.stop().await;
+    let (edge, _, reason) = m.next_lost().await;
+    assert_eq!(edge, a.id);
+    assert_eq!(reason, CloseReason::PeerClosed);
+    m.stop().await;
+}
+
+#[test]
+fn reconnect_jitter_stays_within_twenty_percent() {
+    let base = Duration::from_secs(3);
+    let waits: Vec<_> = (0..1000).map(|_| edge::jittered(base)).collect();
+    assert!(
+        waits
+            .iter()
+            .all(|w| *w >= base.mul_f64(0.8) && *w <= base.mul_f64(1.2))
+    );
+    assert!(waits.iter().any(|w| *w != waits[0]), "no jitter");
+}
