@@ -321,3 +321,27 @@ async fn simulate_command_runs_until_shutdown() {
     stop.send(()).unwrap();
     within(5, task).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn load_many_reports_failures_without_stopping() {
+    let rt = runtime();
+    driver(&rt, "ok.lua", "return { hi = function() return 1 end }").await;
+    let mut modules: Vec<_> = (0..100)
+        .map(|i| module(&format!("m{i}"), "ok.lua", None, json!({})))
+        .collect();
+    let bad = module("bad", "nonexistent.lua", None, json!({}));
+    modules.push(bad.clone());
+    rt.load(&modules[0]).await.unwrap();
+    let report = rt.load_many(&modules).await;
+    assert_eq!(report.loaded, 100);
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].0, bad.id);
+    assert!(report.failed[0].1.contains("nonexistent.lua"), "{report:?}");
+    assert_eq!(rt.modules().len(), 100);
+    rt.shutdown().await;
+    assert!(rt.modules().is_empty());
+    assert!(matches!(
+        rt.load(&bad).await,
+        Err(RuntimeError::ShuttingDown)
+    ));
+}
