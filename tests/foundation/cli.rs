@@ -361,3 +361,32 @@ fn http_get(addr: &str, path: &str, key: Option<&str>) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+#[test]
+fn simulate_pjlink_speaks_the_protocol_until_sigterm() {
+    use std::io::{BufRead as _, Write as _};
+    let dir = checkout();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = outpost(dir.path(), &["simulate", "pjlink", "--listen", &addr], &[])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stream = loop {
+        match std::net::TcpStream::connect(&addr) {
+            Ok(s) => break s,
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    };
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut line = Vec::new();
+    reader.read_until(b'\r', &mut line).unwrap();
+    assert_eq!(line, b"PJLINK 0\r");
+    (&stream).write_all(b"%1POWR ?\r").unwrap();
+    line.clear();
+    reader.read_until(b'\r', &mut line).unwrap();
+    assert_eq!(line, b"%1POWR=0\r");
+    drop(stream);
+    stop(child);
+}
