@@ -367,7 +367,7 @@ fn simulate_pjlink_speaks_the_protocol_until_sigterm() {
     use std::io::{BufRead as _, Write as _};
     let dir = checkout();
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut child = outpost(dir.path(), &["simulate", "pjlink", "--listen", &addr], &[])
+    let child = outpost(dir.path(), &["simulate", "pjlink", "--listen", &addr], &[])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
