@@ -100,7 +100,8 @@ fn configuration_errors_name_the_key_in_one_line() {
     );
 
     // A certificate that exists but is not a certificate.
-    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    // The edge verifies the master with this CA when it connects.
+    assert!(run(dir.path(), &["certs", "init"], &[]).status.success());
     for f in ["ca.pem", "master.pem", "master-key.pem"] {
         std::fs::write(dir.path().join("certs").join(f), "garbage").unwrap();
     }
@@ -227,12 +228,8 @@ fn admin_import_then_export_round_trips() {
 #[test]
 fn edge_with_an_empty_replica_waits_for_the_first_sync() {
     let dir = checkout();
-    std::fs::create_dir(dir.path().join("certs")).unwrap();
-    std::fs::write(
-        dir.path().join("certs/ca.pem"),
-        "not checked until the link connects",
-    )
-    .unwrap();
+    // The edge verifies the master with this CA when it connects.
+    assert!(run(dir.path(), &["certs", "init"], &[]).status.success());
     let secret = "e".repeat(64);
     let api = format!("127.0.0.1:{}", free_port());
     let mut child = outpost(
