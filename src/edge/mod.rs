@@ -103,7 +103,11 @@ pub async fn start(config: Config) -> Result<Edge, RunError> {
     // link loop) is dropped, which may be after the stop has finished.
     tokio::spawn(log_link_events(events_rx));
 
-    let api = crate::api::start(&config, &store, Role::Edge).await?;
+    let ops = crate::api::Ops {
+        runtime: runtime.clone(),
+        registry: None,
+    };
+    let api = crate::api::start(&config, &store, Role::Edge, ops).await?;
     tracing::info!(%edge_id, api = %api.addr, "edge ready");
     Ok(Edge {
         edge_id,

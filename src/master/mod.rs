@@ -125,7 +125,11 @@ pub async fn start(config: Config) -> Result<Master, RunError> {
         tracing::warn!(missing = ?missing_at_boot, "edge locations not connected after the boot wait");
     }
 
-    let api = api::start(&config, &store, Role::Master).await?;
+    let ops = api::Ops {
+        runtime: runtime.clone(),
+        registry: Some(registry.clone()),
+    };
+    let api = api::start(&config, &store, Role::Master, ops).await?;
     tracing::info!(api = %api.addr, link = %link_addr, "master ready");
     Ok(Master {
         api_addr: api.addr,

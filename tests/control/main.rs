@@ -3,8 +3,11 @@
 //! negotiation table lives with the pure function in `src/control`.)
 
 mod epochs;
+#[path = "../support/http.rs"]
+mod http;
 #[path = "../support/roles.rs"]
 mod roles;
+mod roles_api;
 mod roles_link;
 #[path = "../support/mod.rs"]
 mod support;
