@@ -21,19 +21,28 @@ pub struct EdgeHandler {
     pub store: Store,
     pub repo: EdgeRepo,
     modules: ModuleRequests,
+    /// Wakes the replicator when the master says the data model changed.
+    data_changed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// How long one file request of a repository sync may take.
 const REPO_REQUEST: Duration = Duration::from_secs(30);
 
 impl EdgeHandler {
-    pub fn new(edge_id: Uuid, runtime: Runtime, store: Store, modules_dir: PathBuf) -> Self {
+    pub fn new(
+        edge_id: Uuid,
+        runtime: Runtime,
+        store: Store,
+        modules_dir: PathBuf,
+        data_changed: std::sync::Arc<tokio::sync::Notify>,
+    ) -> Self {
         Self {
             edge_id,
             store,
             repo: EdgeRepo::new(modules_dir),
             modules: ModuleRequests::new(runtime.clone()),
             runtime,
+            data_changed,
         }
     }
 
@@ -79,6 +88,13 @@ impl EdgeHandler {
 }
 
 impl Handler for EdgeHandler {
+    fn event(&self, _peer: &crate::link::Peer, body: crate::proto::EventBody) {
+        match body {
+            crate::proto::EventBody::DataModelUpdated { .. } => self.data_changed.notify_one(),
+            other => tracing::debug!(event = ?other, "unexpected event from the master"),
+        }
+    }
+
     async fn handle(&self, ctx: RequestCtx, body: RequestBody) -> Result<ResponseBody, WireError> {
         let body = match self.modules.handle(&ctx, body).await {
             Ok(answer) => return answer,

@@ -8,10 +8,14 @@
 //! the master's requests on its module runtime ([`handler`]), and serves
 //! the web API for its own site.
 //!
+//! Its replica follows the master's change feed over the link ([`sync`]);
+//! a fresh edge's first pull is its snapshot, after which it runs its site.
+//!
 //! Until control negotiation lands (issue 5) the edge runs its site's
 //! modules from boot, which is what negotiation decides in a normal start.
 
 mod handler;
+mod sync;
 
 pub use handler::EdgeHandler;
 
@@ -84,24 +88,33 @@ pub async fn start(config: Config) -> Result<Edge, RunError> {
 
     let link = EdgeLinkConfig::from_config(&config)
         .map_err(|e| ConfigError::new("ca_cert", e.to_string()))?;
+    let wake = Arc::new(tokio::sync::Notify::new());
     let handler = Arc::new(EdgeHandler::new(
         edge_id,
         runtime.clone(),
         store.clone(),
         config.modules_dir.clone(),
+        wake.clone(),
     ));
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (peer_tx, peer_rx) = tokio::sync::watch::channel(None);
     tasks.spawn(crate::link::edge::run(
         link,
         handler,
         events_tx,
         stop.clone(),
     ));
-    // Not tracked: it ends when the last sender (held by the registry or the
-    // link loop) is dropped, which may be after the stop has finished.
-    tokio::spawn(log_link_events(events_rx));
+    // Not tracked: it ends when the link loop drops its sender.
+    tokio::spawn(follow_link_events(events_rx, peer_tx));
+    let replicator = sync::Replicator {
+        edge_id,
+        store: store.clone(),
+        runtime: runtime.clone(),
+        wake,
+    };
+    tasks.spawn(replicator.run(peer_rx, stop.clone()));
 
     let ops = crate::api::Ops {
         runtime: runtime.clone(),
@@ -148,16 +161,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
-/// The control logic consumes these once it lands (issue 5); for now they
-/// are logged.
-async fn log_link_events(mut events: mpsc::UnboundedReceiver<EdgeEvent>) {
+/// Publishes the current link for the replicator and logs link events (the
+/// control logic consumes them once it lands, issue 5).
+async fn follow_link_events(
+    mut events: mpsc::UnboundedReceiver<EdgeEvent>,
+    peer: tokio::sync::watch::Sender<Option<crate::link::Peer>>,
+) {
     while let Some(ev) = events.recv().await {
         match ev {
-            EdgeEvent::Connected { master, .. } => {
-                tracing::info!(%master, "connected to the master")
+            EdgeEvent::Connected {
+                master, peer: p, ..
+            } => {
+                tracing::info!(%master, "connected to the master");
+                peer.send_replace(Some(p));
             }
             EdgeEvent::ConnectionLost { reason, .. } => {
-                tracing::warn!(?reason, "link to the master lost")
+                tracing::warn!(?reason, "link to the master lost");
+                peer.send_replace(None);
             }
             EdgeEvent::ConnectFailed { master, error, .. } => {
                 tracing::debug!(%master, %error, "cannot reach the master")

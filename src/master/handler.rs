@@ -8,8 +8,9 @@ use uuid::Uuid;
 use crate::answer::ModuleRequests;
 use crate::link::repository::MasterRepo;
 use crate::link::{Handler, Peer, RequestCtx};
-use crate::proto::{EventBody, RequestBody, ResponseBody, WireError};
+use crate::proto::{DocChange, EventBody, RequestBody, ResponseBody, WireError};
 use crate::runtime::Runtime;
+use crate::store::Store;
 
 /// Events from edges (debug streams), with the edge they came from.
 pub type EdgeEvents = broadcast::Sender<(Uuid, EventBody)>;
@@ -18,15 +19,55 @@ pub struct MasterHandler {
     repo: MasterRepo,
     modules: ModuleRequests,
     events: EdgeEvents,
+    store: Store,
 }
 
+/// Most documents one `changes` answer carries.
+const MAX_PAGE: u32 = 2000;
+
 impl MasterHandler {
-    pub fn new(runtime: Runtime, modules_dir: std::path::PathBuf, events: EdgeEvents) -> Self {
+    pub fn new(
+        runtime: Runtime,
+        modules_dir: std::path::PathBuf,
+        events: EdgeEvents,
+        store: Store,
+    ) -> Self {
         Self {
             repo: MasterRepo::new(modules_dir),
             modules: ModuleRequests::new(runtime),
             events,
+            store,
         }
+    }
+
+    /// A page of the change feed for an edge's replica.
+    async fn changes(&self, after: i64, limit: u32) -> Result<ResponseBody, WireError> {
+        let last_seq = self
+            .store
+            .last_seq()
+            .await
+            .map_err(crate::answer::internal)?;
+        let docs = self
+            .store
+            .changes_since(after, limit.clamp(1, MAX_PAGE))
+            .await
+            .map_err(crate::answer::internal)?;
+        Ok(ResponseBody::Changes {
+            store_id: self.store.store_id(),
+            docs: docs
+                .into_iter()
+                .map(|d| DocChange {
+                    kind: d.kind,
+                    id: d.id,
+                    rev: d.rev,
+                    seq: d.seq,
+                    deleted: d.deleted,
+                    owner: d.owner,
+                    body: d.body,
+                })
+                .collect(),
+            last_seq,
+        })
     }
 }
 
@@ -48,6 +89,7 @@ impl Handler for MasterHandler {
                     .await
                     .unwrap_or_else(|| Err(WireError::failed("unreachable")));
             }
+            RequestBody::Changes { after, limit } => return self.changes(*after, *limit).await,
             RequestBody::Repository { .. } => {
                 return Err(WireError::Unavailable {
                     message: "an edge cannot move the master's driver repository".into(),

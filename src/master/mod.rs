@@ -96,6 +96,7 @@ pub async fn start(config: Config) -> Result<Master, RunError> {
         runtime.clone(),
         config.modules_dir.clone(),
         edge_events.clone(),
+        store.clone(),
     ));
     let serve = crate::link::master::serve(
         listener,
@@ -113,6 +114,11 @@ pub async fn start(config: Config) -> Result<Master, RunError> {
     // Not tracked: it ends when the last sender (held by the registry or the
     // link loop) is dropped, which may be after the stop has finished.
     tokio::spawn(log_link_events(events_rx));
+    tasks.spawn(notify_data_changes(
+        store.subscribe_commits(),
+        registry.clone(),
+        stop.clone(),
+    ));
     tracing::info!(link = %link_addr, "listening for edges");
 
     // Edges retry every few seconds: give each a chance before deciding
@@ -240,4 +246,30 @@ pub fn ensure_certificates(config: &Config) -> Result<(), ConfigError> {
     certs::load_certs(&config.tls_cert).map_err(|e| ConfigError::new("tls_cert", e.to_string()))?;
     certs::load_key(&config.tls_key).map_err(|e| ConfigError::new("tls_key", e.to_string()))?;
     Ok(())
+}
+
+/// Tells every connected edge when the data model changed, so replicas pull
+/// at once. Bursts coalesce: a notice carries the latest sequence number.
+async fn notify_data_changes(
+    mut commits: tokio::sync::watch::Receiver<i64>,
+    registry: Registry,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            r = commits.changed() => if r.is_err() { return },
+        }
+        let seq = *commits.borrow_and_update();
+        for info in registry.list() {
+            if let Some(peer) = registry.peer(info.edge_id) {
+                tokio::spawn(async move {
+                    // A closed link learns on reconnect; nothing to retry.
+                    let _ = peer
+                        .event(crate::proto::EventBody::DataModelUpdated { seq })
+                        .await;
+                });
+            }
+        }
+    }
 }

@@ -60,6 +60,12 @@ pub enum RequestBody {
     RepoBlob {
         oid: String,
     },
+    /// Edge → master: replicated documents with a sequence number above
+    /// `after` (the edge's checkpoint), at most `limit`, in order.
+    Changes {
+        after: i64,
+        limit: u32,
+    },
 }
 
 impl RequestBody {
@@ -78,6 +84,7 @@ impl RequestBody {
         "repository",
         "repo_tree",
         "repo_blob",
+        "changes",
     ];
 
     /// The `kind` tag, for logs and metrics.
@@ -94,6 +101,7 @@ impl RequestBody {
             Self::Repository { .. } => "repository",
             Self::RepoTree { .. } => "repo_tree",
             Self::RepoBlob { .. } => "repo_blob",
+            Self::Changes { .. } => "changes",
         }
     }
 }
@@ -148,6 +156,28 @@ pub enum ResponseBody {
     },
     /// Blob bytes, base64 (standard alphabet, padded).
     Blob { data: String },
+    /// A page of the master's change feed. `store_id` names the master's
+    /// database: a replica that copied another one starts again from zero.
+    Changes {
+        store_id: Uuid,
+        docs: Vec<DocChange>,
+        /// The master's last committed sequence number when it answered.
+        last_seq: i64,
+    },
+}
+
+/// One document (or tombstone) of the change feed, as the master stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocChange {
+    pub kind: String,
+    pub id: Uuid,
+    pub rev: i64,
+    pub seq: i64,
+    pub deleted: bool,
+    #[serde(default)]
+    pub owner: Option<Uuid>,
+    /// The document's JSON text (`null` for a tombstone).
+    pub body: String,
 }
 
 /// A one-way message.
@@ -160,4 +190,7 @@ pub enum EventBody {
         level: String,
         message: String,
     },
+    /// Master → edges: the data model changed up to `seq`; pull the changes
+    /// after your checkpoint.
+    DataModelUpdated { seq: i64 },
 }
