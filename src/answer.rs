@@ -16,8 +16,9 @@ use crate::runtime::{DebugEvent, ExecError, Runtime, RuntimeError};
 /// Exec, status and debug requests on one runtime.
 pub struct ModuleRequests {
     runtime: Runtime,
-    /// Debug streams being forwarded to the peer, by module.
-    debug: Mutex<HashMap<Uuid, CancellationToken>>,
+    /// Debug streams being forwarded, by link session and module: a new
+    /// link (a reconnect) subscribes afresh without touching the old one's.
+    debug: Mutex<HashMap<(u64, Uuid), CancellationToken>>,
 }
 
 impl ModuleRequests {
@@ -55,19 +56,18 @@ impl ModuleRequests {
             }
             RequestBody::Status { module, key } => self.status(&module, key),
             RequestBody::DebugSubscribe { module } => self.subscribe(&ctx.peer, module),
-            RequestBody::DebugUnsubscribe { module } => {
-                module_id(&module).and_then(|id| {
-                    match self.debug.lock().expect("debug lock").remove(&id) {
-                        Some(token) => {
-                            token.cancel();
-                            Ok(ResponseBody::Done)
-                        }
-                        None => Err(WireError::not_found(format!(
-                            "debug subscription for module {id}"
-                        ))),
+            RequestBody::DebugUnsubscribe { module } => module_id(&module).and_then(|id| {
+                let key = (ctx.peer.meta().session, id);
+                match self.debug.lock().expect("debug lock").remove(&key) {
+                    Some(token) => {
+                        token.cancel();
+                        Ok(ResponseBody::Done)
                     }
-                })
-            }
+                    None => Err(WireError::not_found(format!(
+                        "debug subscription for module {id}"
+                    ))),
+                }
+            }),
             other => return Err(other),
         })
     }
@@ -94,19 +94,21 @@ impl ModuleRequests {
         let id = module_id(&module)?;
         let mut rx = self.runtime.debug_stream(id).map_err(exec_err)?;
         let token = CancellationToken::new();
-        if let Some(old) = self
-            .debug
-            .lock()
-            .expect("debug lock")
-            .insert(id, token.clone())
+        let key = (peer.meta().session, id);
         {
-            old.cancel();
+            let mut debug = self.debug.lock().expect("debug lock");
+            // Forget forwarders that ended with their link.
+            debug.retain(|_, t| !t.is_cancelled());
+            if let Some(old) = debug.insert(key, token.clone()) {
+                old.cancel();
+            }
         }
         let peer = peer.clone();
         tokio::spawn(async move {
             loop {
                 let ev = tokio::select! {
                     () = token.cancelled() => break,
+                    () = peer.closed() => break,
                     ev = rx.recv() => ev,
                 };
                 let body = match ev {
@@ -124,6 +126,7 @@ impl ModuleRequests {
                     break;
                 }
             }
+            token.cancel();
         });
         Ok(ResponseBody::Done)
     }
