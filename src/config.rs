@@ -105,6 +105,9 @@ pub struct Config {
     pub reconnect_ms: u64,
     /// How long a graceful stop may take before remaining work is dropped.
     pub shutdown_grace_ms: u64,
+    /// Edge: events kept in the local log at most (synced ones are dropped
+    /// first, then the oldest status changes; control changes never).
+    pub event_log_max: u64,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `outpost=debug`.
     pub log: String,
 }
@@ -129,6 +132,7 @@ impl Default for Config {
             dead_after_ms: 3_000,
             reconnect_ms: 3_000,
             shutdown_grace_ms: 10_000,
+            event_log_max: 100_000,
             log: "info".into(),
         }
     }
@@ -269,6 +273,7 @@ impl Config {
             ));
         }
         for (key, value) in [
+            ("event_log_max", self.event_log_max),
             ("heartbeat_ms", self.heartbeat_ms),
             ("dead_after_ms", self.dead_after_ms),
             ("reconnect_ms", self.reconnect_ms),

@@ -14,6 +14,7 @@
 //! Until control negotiation lands (issue 5) the edge runs its site's
 //! modules from boot, which is what negotiation decides in a normal start.
 
+mod events;
 mod handler;
 mod sync;
 
@@ -114,6 +115,14 @@ pub async fn start(config: Config) -> Result<Edge, RunError> {
         runtime: runtime.clone(),
         wake,
     };
+    let event_sync = Arc::new(events::EventSync {
+        edge_id,
+        store: store.clone(),
+        max_events: config.event_log_max,
+        wake: tokio::sync::Notify::new(),
+    });
+    tasks.spawn(event_sync.clone().record(runtime.clone(), stop.clone()));
+    tasks.spawn(event_sync.push(peer_rx.clone(), stop.clone()));
     tasks.spawn(replicator.run(peer_rx, stop.clone()));
 
     let ops = crate::api::Ops {

@@ -10,7 +10,7 @@ use crate::link::repository::MasterRepo;
 use crate::link::{Handler, Peer, RequestCtx};
 use crate::proto::{DocChange, EventBody, RequestBody, ResponseBody, WireError};
 use crate::runtime::Runtime;
-use crate::store::Store;
+use crate::store::{Event, EventKind, Store};
 
 /// Events from edges (debug streams), with the edge they came from.
 pub type EdgeEvents = broadcast::Sender<(Uuid, EventBody)>;
@@ -38,6 +38,38 @@ impl MasterHandler {
             events,
             store,
         }
+    }
+
+    /// Stores events pushed by an edge, each once. They are attributed to
+    /// the edge the link authenticated, never to what the payload claims.
+    async fn events(
+        &self,
+        edge_id: uuid::Uuid,
+        events: &[crate::proto::WireEvent],
+    ) -> Result<ResponseBody, WireError> {
+        let mut batch = Vec::with_capacity(events.len());
+        for e in events {
+            let kind = EventKind::parse(&e.kind).ok_or_else(|| {
+                WireError::bad_request(format!("unknown event kind '{}'", e.kind))
+            })?;
+            batch.push(Event {
+                id: e.id,
+                edge_id,
+                at_ms: e.at_ms,
+                module_id: e.module_id,
+                kind,
+                key: e.key.clone(),
+                epoch: e.epoch,
+                body: e.body.clone(),
+            });
+        }
+        let new = self
+            .store
+            .collect_events(edge_id, &batch, None)
+            .await
+            .map_err(crate::answer::internal)?;
+        metrics::counter!("outpost_events_collected_total").increment(new as u64);
+        Ok(ResponseBody::Done)
     }
 
     /// A page of the change feed for an edge's replica.
@@ -90,6 +122,9 @@ impl Handler for MasterHandler {
                     .unwrap_or_else(|| Err(WireError::failed("unreachable")));
             }
             RequestBody::Changes { after, limit } => return self.changes(*after, *limit).await,
+            RequestBody::Events { events } => {
+                return self.events(ctx.peer.meta().edge_id, events).await;
+            }
             RequestBody::Repository { .. } => {
                 return Err(WireError::Unavailable {
                     message: "an edge cannot move the master's driver repository".into(),

@@ -66,6 +66,12 @@ pub enum RequestBody {
         after: i64,
         limit: u32,
     },
+    /// Edge → master: events recorded at the edge (active sync). The master
+    /// stores each at most once and attributes them to the link's edge,
+    /// whatever the payload says.
+    Events {
+        events: Vec<WireEvent>,
+    },
 }
 
 impl RequestBody {
@@ -85,6 +91,7 @@ impl RequestBody {
         "repo_tree",
         "repo_blob",
         "changes",
+        "events",
     ];
 
     /// The `kind` tag, for logs and metrics.
@@ -102,6 +109,7 @@ impl RequestBody {
             Self::RepoTree { .. } => "repo_tree",
             Self::RepoBlob { .. } => "repo_blob",
             Self::Changes { .. } => "changes",
+            Self::Events { .. } => "events",
         }
     }
 }
@@ -164,6 +172,23 @@ pub enum ResponseBody {
         /// The master's last committed sequence number when it answered.
         last_seq: i64,
     },
+}
+
+/// One event recorded at an edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireEvent {
+    pub id: Uuid,
+    pub at_ms: i64,
+    #[serde(default)]
+    pub module_id: Option<Uuid>,
+    /// `status`, `exec`, `control` or `driver_error`.
+    pub kind: String,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub epoch: Option<i64>,
+    /// JSON text.
+    pub body: String,
 }
 
 /// One document (or tombstone) of the change feed, as the master stores it.

@@ -154,3 +154,112 @@ async fn a_fresh_edge_gets_its_data_and_follows_the_master() {
 fn master_link() -> std::net::SocketAddr {
     "127.0.0.1:1".parse().unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_events_reach_the_master_once_even_across_an_outage() {
+    let site = Site::new();
+    let line_sim = LineSim::start("127.0.0.1:0".parse().unwrap(), LineOptions::default())
+        .await
+        .unwrap();
+    let edge_id = outpost::model::new_id();
+    let display = Module {
+        id: outpost::model::new_id(),
+        name: "Display".into(),
+        driver: "line.lua".into(),
+        uri: Some(format!("tcp://{}", line_sim.addr())),
+        settings: Default::default(),
+        enabled: true,
+    };
+    let room = ControlSystem {
+        id: outpost::model::new_id(),
+        name: "Room".into(),
+        description: String::new(),
+        edge_id: Some(edge_id),
+        module_ids: vec![display.id],
+        settings: Default::default(),
+    };
+    let site_file = outpost::admin::SiteFile {
+        edges: vec![
+            serde_json::from_value::<EdgeLocation>(json!({"id": edge_id, "name": "Site"})).unwrap(),
+        ],
+        systems: vec![room],
+        modules: vec![display.clone()],
+    };
+    let store = site.master_store().await;
+    let secret = outpost::admin::import(&store, &site_file, &Default::default())
+        .await
+        .unwrap()
+        .secrets[0]
+        .2
+        .expose()
+        .to_owned();
+    store.close().await;
+
+    let master = outpost::master::start(site.master_config()).await.unwrap();
+    let link = master.link_addr;
+    let edge = outpost::edge::start(site.edge_config(edge_id, &secret, link))
+        .await
+        .unwrap();
+    eventually(10, "the display to connect", async || {
+        line_sim.connections() == 1
+    })
+    .await;
+
+    // A device change becomes a status change at the edge, then an event
+    // at the master, at once.
+    let events_with = async |store: &Store, key: &str| {
+        store
+            .events_of(edge_id, 0, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.event.key.as_deref() == Some(key))
+            .count()
+    };
+    line_sim.set_value("volume", "10");
+    eventually(10, "a status event at the master", async || {
+        !master
+            .store
+            .events_of(edge_id, 0, 1000)
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    eventually(10, "the edge's log to be synced", async || {
+        edge.store.event_counts().await.unwrap().0 == 0
+    })
+    .await;
+
+    // The master goes away; the edge keeps recording, unsynced.
+    master.stop().await;
+    let before = edge.store.event_counts().await.unwrap().0;
+    for v in ["20", "30", "40"] {
+        line_sim.set_value("volume", v);
+    }
+    line_sim.set_value("input", "hdmi2");
+    eventually(10, "unsynced events at the edge", async || {
+        edge.store.event_counts().await.unwrap().0 > before
+    })
+    .await;
+
+    // Back on the same address: the backlog arrives, each event once.
+    let mut config = site.master_config();
+    config.link_addr = link;
+    let master = outpost::master::start(config).await.unwrap();
+    eventually(15, "the backlog to be synced", async || {
+        edge.store.event_counts().await.unwrap().0 == 0
+    })
+    .await;
+    let stored = master.store.events_of(edge_id, 0, 10_000).await.unwrap();
+    let mut ids: Vec<_> = stored.iter().map(|e| e.event.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), stored.len(), "no event stored twice");
+    assert!(events_with(&master.store, "volume").await >= 1);
+    assert!(stored.iter().all(|e| e.event.edge_id == edge_id));
+
+    edge.stop().await;
+    master.stop().await;
+    line_sim.shutdown().await;
+}
