@@ -108,18 +108,7 @@ impl EventSync {
                 return Ok(());
             }
             let ids: Vec<Uuid> = batch.iter().map(|e| e.event.id).collect();
-            let events = batch
-                .into_iter()
-                .map(|e| WireEvent {
-                    id: e.event.id,
-                    at_ms: e.event.at_ms,
-                    module_id: e.event.module_id,
-                    kind: e.event.kind.as_str().to_owned(),
-                    key: e.event.key,
-                    epoch: e.event.epoch,
-                    body: e.event.body,
-                })
-                .collect();
+            let events = batch.into_iter().map(to_wire).collect();
             peer.request(RequestBody::Events { events }, CALL)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -128,5 +117,19 @@ impl EventSync {
                 .await
                 .map_err(|e| e.to_string())?;
         }
+    }
+}
+
+/// An event of the log as it crosses the link.
+pub fn to_wire(e: crate::store::LoggedEvent) -> WireEvent {
+    WireEvent {
+        id: e.event.id,
+        at_ms: e.event.at_ms,
+        module_id: e.event.module_id,
+        kind: e.event.kind.as_str().to_owned(),
+        key: e.event.key,
+        epoch: e.event.epoch,
+        body: e.event.body,
+        seq: Some(e.seq),
     }
 }

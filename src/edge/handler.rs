@@ -173,6 +173,20 @@ impl Handler for EdgeHandler {
             | RequestBody::RepoBlob { .. } => Err(WireError::Unavailable {
                 message: "the driver repository is served by the master".into(),
             }),
+            RequestBody::UnsyncedEvents { after, limit } => {
+                let page = self
+                    .store
+                    .unsynced_events(after, limit.clamp(1, 10_000))
+                    .await
+                    .map_err(internal)?;
+                Ok(ResponseBody::Events {
+                    events: page.into_iter().map(super::events::to_wire).collect(),
+                })
+            }
+            RequestBody::EventsSynced { ids } => {
+                self.store.mark_synced(&ids).await.map_err(internal)?;
+                Ok(ResponseBody::Done)
+            }
             other => Err(WireError::Unavailable {
                 message: format!("{} is not served by an edge", other.kind()),
             }),

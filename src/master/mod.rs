@@ -114,6 +114,16 @@ pub async fn start(config: Config) -> Result<Master, RunError> {
     // Not tracked: it ends when the last sender (held by the registry or the
     // link loop) is dropped, which may be after the stop has finished.
     tokio::spawn(log_link_events(events_rx));
+    tasks.spawn(passive_sync(
+        store.clone(),
+        registry.clone(),
+        PassiveSync {
+            interval: Duration::from_millis(config.sync_interval_ms),
+            batch: config.sync_batch_size,
+            step_sleep: Duration::from_millis(config.sync_step_sleep_ms),
+        },
+        stop.clone(),
+    ));
     tasks.spawn(notify_data_changes(
         store.subscribe_commits(),
         registry.clone(),
@@ -270,6 +280,108 @@ async fn notify_data_changes(
                         .await;
                 });
             }
+        }
+    }
+}
+
+/// Settings of the passive event sync.
+#[derive(Debug, Clone, Copy)]
+struct PassiveSync {
+    interval: Duration,
+    batch: u32,
+    step_sleep: Duration,
+}
+
+/// Every `interval`, pulls unsynced events from each connected edge in
+/// batches, stores them with the edge's cursor in one transaction, then
+/// tells the edge they are synced. A kill at any point repeats at most a
+/// batch, which the store ignores (events are idempotent by id).
+async fn passive_sync(store: Store, registry: Registry, cfg: PassiveSync, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for info in registry.list() {
+            let Some(peer) = registry.peer(info.edge_id) else {
+                continue;
+            };
+            if let Err(e) = sync_edge(&store, &peer, info.edge_id, cfg, &stop).await {
+                tracing::debug!(edge = %info.edge_id, error = %e, "passive sync stopped for now");
+            }
+        }
+    }
+}
+
+async fn sync_edge(
+    store: &Store,
+    peer: &crate::link::Peer,
+    edge_id: Uuid,
+    cfg: PassiveSync,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    use crate::proto::{RequestBody, ResponseBody};
+    let call = Duration::from_secs(30);
+    let mut after = store
+        .sync_cursor(edge_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut restarted = false;
+    loop {
+        let answer = peer
+            .request(
+                RequestBody::UnsyncedEvents {
+                    after,
+                    limit: cfg.batch,
+                },
+                call,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let ResponseBody::Events { events } = answer else {
+            return Err(format!("unexpected answer: {answer:?}"));
+        };
+        if events.is_empty() {
+            // An edge whose log restarted (a new data directory) numbers
+            // from 1 again: look once from the start.
+            if after > 0 && !restarted {
+                restarted = true;
+                after = 0;
+                continue;
+            }
+            return Ok(());
+        }
+        let last = events.iter().filter_map(|e| e.seq).max().unwrap_or(after);
+        let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+        let batch: Vec<crate::store::Event> = events
+            .into_iter()
+            .filter_map(|e| {
+                Some(crate::store::Event {
+                    id: e.id,
+                    edge_id,
+                    at_ms: e.at_ms,
+                    module_id: e.module_id,
+                    kind: crate::store::EventKind::parse(&e.kind)?,
+                    key: e.key,
+                    epoch: e.epoch,
+                    body: e.body,
+                })
+            })
+            .collect();
+        let new = store
+            .collect_events(edge_id, &batch, Some(last))
+            .await
+            .map_err(|e| e.to_string())?;
+        metrics::counter!("outpost_events_collected_total").increment(new as u64);
+        peer.request(RequestBody::EventsSynced { ids }, call)
+            .await
+            .map_err(|e| e.to_string())?;
+        after = last;
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = tokio::time::sleep(cfg.step_sleep) => {}
         }
     }
 }

@@ -72,6 +72,17 @@ pub enum RequestBody {
     Events {
         events: Vec<WireEvent>,
     },
+    /// Master → edge (passive sync): unsynced events of the edge's log
+    /// after position `after`, at most `limit`, oldest first.
+    UnsyncedEvents {
+        after: i64,
+        limit: u32,
+    },
+    /// Master → edge: these events are stored at the master; mark them
+    /// synced.
+    EventsSynced {
+        ids: Vec<Uuid>,
+    },
 }
 
 impl RequestBody {
@@ -92,6 +103,8 @@ impl RequestBody {
         "repo_blob",
         "changes",
         "events",
+        "unsynced_events",
+        "events_synced",
     ];
 
     /// The `kind` tag, for logs and metrics.
@@ -110,6 +123,8 @@ impl RequestBody {
             Self::RepoBlob { .. } => "repo_blob",
             Self::Changes { .. } => "changes",
             Self::Events { .. } => "events",
+            Self::UnsyncedEvents { .. } => "unsynced_events",
+            Self::EventsSynced { .. } => "events_synced",
         }
     }
 }
@@ -172,6 +187,8 @@ pub enum ResponseBody {
         /// The master's last committed sequence number when it answered.
         last_seq: i64,
     },
+    /// A page of an edge's event log (passive sync).
+    Events { events: Vec<WireEvent> },
 }
 
 /// One event recorded at an edge.
@@ -189,6 +206,9 @@ pub struct WireEvent {
     pub epoch: Option<i64>,
     /// JSON text.
     pub body: String,
+    /// Its position in the edge's log (in passive-sync pages).
+    #[serde(default)]
+    pub seq: Option<i64>,
 }
 
 /// One document (or tombstone) of the change feed, as the master stores it.

@@ -263,3 +263,84 @@ async fn status_events_reach_the_master_once_even_across_an_outage() {
     master.stop().await;
     line_sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passive_sync_collects_what_the_edge_did_not_push() {
+    let site = Site::new();
+    let edge_id = outpost::model::new_id();
+    let site_file = outpost::admin::SiteFile {
+        edges: vec![
+            serde_json::from_value::<EdgeLocation>(json!({"id": edge_id, "name": "Site"})).unwrap(),
+        ],
+        ..Default::default()
+    };
+    let store = site.master_store().await;
+    let secret = outpost::admin::import(&store, &site_file, &Default::default())
+        .await
+        .unwrap()
+        .secrets[0]
+        .2
+        .expose()
+        .to_owned();
+    store.close().await;
+    let mut config = site.master_config();
+    config.sync_interval_ms = 50;
+    config.sync_batch_size = 7;
+    config.sync_step_sleep_ms = 1;
+    let master = outpost::master::start(config).await.unwrap();
+    let edge = outpost::edge::start(site.edge_config(edge_id, &secret, master.link_addr))
+        .await
+        .unwrap();
+    eventually(10, "the edge to connect", async || {
+        master.registry.peer(edge_id).is_some()
+    })
+    .await;
+
+    // Events that reach the log without waking the edge's pusher (whose
+    // retry is seconds away): only the master's passive job can take them.
+    let module = outpost::model::new_id();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let e = outpost::store::Event {
+            id: outpost::model::new_id(),
+            edge_id,
+            at_ms: i,
+            module_id: Some(module),
+            kind: outpost::store::EventKind::Exec,
+            key: None,
+            epoch: None,
+            body: i.to_string(),
+        };
+        ids.push(e.id);
+        edge.store.log_event(&e, 1000).await.unwrap();
+    }
+    eventually(10, "the passive job to collect every event", async || {
+        master
+            .store
+            .events_of(edge_id, 0, 1000)
+            .await
+            .unwrap()
+            .len()
+            == ids.len()
+    })
+    .await;
+    assert!(
+        master.store.sync_cursor(edge_id).await.unwrap() >= 20,
+        "the job remembers where it got to"
+    );
+    eventually(10, "the edge to mark them synced", async || {
+        edge.store.event_counts().await.unwrap().0 == 0
+    })
+    .await;
+    let stored: Vec<_> = master
+        .store
+        .events_of(edge_id, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event.id)
+        .collect();
+    assert_eq!(stored, ids, "in order, each once");
+    edge.stop().await;
+    master.stop().await;
+}
