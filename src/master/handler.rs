@@ -63,6 +63,9 @@ impl MasterHandler {
                 body: e.body.clone(),
             });
         }
+        let batch = accept_from_controller(&self.store, edge_id, batch)
+            .await
+            .map_err(crate::answer::internal)?;
         let new = self
             .store
             .collect_events(edge_id, &batch, None)
@@ -139,4 +142,37 @@ impl Handler for MasterHandler {
             }),
         }
     }
+}
+
+/// Keeps the events the edge was entitled to record: only the side that
+/// controlled the location at an event's time writes its history (the AURA
+/// rule: only the active engine's records are valid). The others are
+/// refused, counted and logged; the edge still marks them synced, so they
+/// are not offered again.
+pub async fn accept_from_controller(
+    store: &Store,
+    edge_id: uuid::Uuid,
+    events: Vec<Event>,
+) -> Result<Vec<Event>, crate::store::StoreError> {
+    let log = store.control_log(edge_id, None, 10_000).await?;
+    if log.is_empty() {
+        // No change of controller was ever recorded: the edge runs its site.
+        return Ok(events);
+    }
+    let (accepted, refused): (Vec<Event>, Vec<Event>) = events.into_iter().partition(|e| {
+        // The newest change at or before the event decides; before the
+        // first recorded change, the edge ran its site.
+        log.iter()
+            .find(|r| r.at_ms <= e.at_ms)
+            .is_none_or(|r| r.to == crate::control::Side::Edge)
+    });
+    if !refused.is_empty() {
+        metrics::counter!("outpost_events_refused_total").increment(refused.len() as u64);
+        tracing::warn!(
+            edge = %edge_id,
+            refused = refused.len(),
+            "events recorded by the edge while the master controlled the location were refused"
+        );
+    }
+    Ok(accepted)
 }

@@ -8,7 +8,7 @@
 
 mod handler;
 
-pub use handler::MasterHandler;
+pub use handler::{MasterHandler, accept_from_controller};
 
 use std::future::Future;
 use std::path::Path;
