@@ -15,12 +15,37 @@ pub struct Replicated {
     pub refs: Vec<Uuid>,
 }
 
-const UPSERT_REPLICATED: &str = "INSERT INTO documents (id, kind, rev, seq, deleted, owner, body) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) \
-     ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, rev = excluded.rev, seq = excluded.seq, \
-     deleted = excluded.deleted, owner = excluded.owner, body = excluded.body \
-     WHERE excluded.rev > documents.rev \
-     RETURNING rev";
+/// Rows per multi-row upsert (7 parameters each).
+const UPSERT_RUN: usize = 200;
+
+/// Upserts `n` replicated documents, keeping a newer revision already here;
+/// returns the ids it wrote.
+fn upsert_replicated(n: usize) -> String {
+    let mut s =
+        String::from("INSERT INTO documents (id, kind, rev, seq, deleted, owner, body) VALUES ");
+    for i in 0..n {
+        let p = i * 7;
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5,
+            p + 6,
+            p + 7
+        ));
+    }
+    s.push_str(
+        " ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, rev = excluded.rev, seq = excluded.seq, \
+         deleted = excluded.deleted, owner = excluded.owner, body = excluded.body \
+         WHERE excluded.rev > documents.rev RETURNING id",
+    );
+    s
+}
 const MOVE_CHECKPOINT: &str = "UPDATE outpost_meta SET value = $1 WHERE key = 'seq' AND value < $1";
 const GET_INFO: &str = "SELECT value FROM store_info WHERE key = $1";
 const SET_INFO: &str = "INSERT INTO store_info (key, value) VALUES ($1, $2) \
@@ -71,24 +96,35 @@ impl Store {
     ) -> Result<(), StoreError> {
         on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
-            for r in docs {
-                let d = &r.doc;
-                let id_text = d.id.to_string();
-                let applied: Option<i64> = sqlx::query_scalar(UPSERT_REPLICATED)
-                    .bind(&id_text)
-                    .bind(&d.kind)
-                    .bind(d.rev)
-                    .bind(d.seq)
-                    .bind(d.deleted)
-                    .bind(d.owner.map(|o| o.to_string()))
-                    .bind(&d.body)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if applied.is_none() {
-                    continue;
+            for chunk in docs.chunks(UPSERT_RUN) {
+                // One multi-row upsert per chunk; it returns the documents it
+                // actually wrote (a newer revision already here is kept).
+                let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(upsert_replicated(chunk.len())));
+                for r in chunk {
+                    let d = &r.doc;
+                    q = q
+                        .bind(d.id.to_string())
+                        .bind(&d.kind)
+                        .bind(d.rev)
+                        .bind(d.seq)
+                        .bind(d.deleted)
+                        .bind(d.owner.map(|o| o.to_string()))
+                        .bind(&d.body);
                 }
-                sqlx::query(sql::DELETE_REFS).bind(&id_text).execute(&mut *tx).await?;
-                if !d.deleted {
+                let applied: std::collections::HashSet<String> = q.fetch_all(&mut *tx).await?.into_iter().collect();
+                for r in chunk {
+                    let d = &r.doc;
+                    let id_text = d.id.to_string();
+                    if !applied.contains(&id_text) {
+                        continue;
+                    }
+                    // A first revision cannot have left references here.
+                    if d.rev > 1 || d.deleted {
+                        sqlx::query(sql::DELETE_REFS).bind(&id_text).execute(&mut *tx).await?;
+                    }
+                    if d.deleted {
+                        continue;
+                    }
                     for targets in r.refs.chunks(400) {
                         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql::insert_refs(targets.len()))).bind(&id_text);
                         for to in targets {
