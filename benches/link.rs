@@ -682,7 +682,11 @@ fn edge_sim(args: &[String]) {
     let ca = std::path::PathBuf::from(&args[2]);
     certs::install_crypto_provider();
     runtime().block_on(async move {
-        let tls = tls::client_config(&ca, None).unwrap();
+        // One configuration for all simulated edges: its resumption cache
+        // must hold every edge's session, as each real edge's does its own.
+        let mut tls = (*tls::client_config(&ca, None).unwrap()).clone();
+        tls.resumption = rustls::client::Resumption::in_memory_sessions(2 * n);
+        let tls = Arc::new(tls);
         let handler = Arc::new(Echo);
         let stop = CancellationToken::new();
         let (tx, mut rx) = mpsc::unbounded_channel::<EdgeEvent>();
