@@ -33,6 +33,8 @@ pub struct SiteFile {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
+    #[error("no edge location with id {0}")]
+    NoSuchEdge(Uuid),
     #[error("the import file is not valid: {0}")]
     Parse(#[source] serde_json::Error),
     #[error("the import file lists {kind} {id} twice")]
@@ -183,4 +185,21 @@ pub async fn export(store: &Store) -> Result<String, AdminError> {
     let mut text = serde_json::to_string_pretty(&site).expect("documents always serialise");
     text.push('\n');
     Ok(text)
+}
+
+/// Gives an edge location a new secret and returns it (shown once). The old
+/// secret stops working for new link handshakes at once.
+pub async fn rotate_secret(store: &Store, edge_id: Uuid) -> Result<EdgeSecret, AdminError> {
+    match store.get(edge_id).await? {
+        Some(doc) if doc.kind == Kind::Edge.as_str() => {}
+        _ => return Err(AdminError::NoSuchEdge(edge_id)),
+    }
+    let secret = EdgeSecret::generate();
+    store
+        .apply(&[Write::SetCredential {
+            id: edge_id,
+            link_key: secret.link_key(edge_id).as_bytes().to_vec(),
+        }])
+        .await?;
+    Ok(secret)
 }

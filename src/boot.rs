@@ -207,3 +207,15 @@ pub async fn open_store(config: &crate::config::Config) -> Result<Store, RunErro
     tracing::info!(database = store.display_url(), "store open");
     Ok(store)
 }
+
+/// One line: an error and its causes.
+pub fn describe(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        line.push_str(": ");
+        line.push_str(&s.to_string());
+        source = s.source();
+    }
+    line
+}

@@ -63,6 +63,11 @@ pub enum AdminCommand {
         /// JSON file in the format of config/example-site.json.
         file: PathBuf,
     },
+    /// Give an edge location a new secret, printed once.
+    RotateSecret {
+        /// The edge location's id.
+        edge_id: uuid::Uuid,
+    },
     /// Export every document as stable JSON.
     Export {
         /// Write here instead of standard output.
@@ -121,17 +126,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("cannot start the tokio runtime")
 }
 
-/// One line: the error and its causes.
-fn report(e: &dyn std::error::Error) -> String {
-    let mut line = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        line.push_str(": ");
-        line.push_str(&s.to_string());
-        source = s.source();
-    }
-    line
-}
+use crate::boot::describe as report;
 
 fn run_role(file: Option<PathBuf>, role: Role) -> ExitCode {
     let config = match load_config(file, role) {
@@ -194,6 +189,7 @@ fn run_admin(file: Option<PathBuf>, command: AdminCommand) -> ExitCode {
         let out = match command {
             AdminCommand::Import { file } => import(&store, &config, &file).await,
             AdminCommand::Export { output } => export(&store, output).await,
+            AdminCommand::RotateSecret { edge_id } => rotate_secret(&store, edge_id).await,
         };
         store.close().await;
         out
@@ -252,4 +248,15 @@ async fn export(store: &crate::store::Store, output: Option<PathBuf>) -> Result<
             Ok(())
         }
     }
+}
+
+async fn rotate_secret(store: &crate::store::Store, edge_id: uuid::Uuid) -> Result<(), String> {
+    let secret = crate::admin::rotate_secret(store, edge_id)
+        .await
+        .map_err(|e| report(&e))?;
+    println!(
+        "edge location {edge_id}: new secret {} (shown once; set OUTPOST_EDGE_SECRET on that edge)",
+        secret.expose()
+    );
+    Ok(())
 }

@@ -38,9 +38,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             );
         }
     }
-    tracing::info!(%edge_id, "edge ready");
+    let api = crate::api::start(&config, &store, Role::Edge).await?;
+    tracing::info!(%edge_id, api = %api.addr, "edge ready");
     shutdown.await;
     tracing::info!("edge stopping");
+    api.stop(std::time::Duration::from_millis(config.shutdown_grace_ms))
+        .await;
     store.close().await;
     Ok(())
 }

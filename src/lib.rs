@@ -7,6 +7,8 @@
 //!
 //! - [`config`]: layered configuration (defaults < TOML < `OUTPOST_*`).
 //! - [`model`]: the documents (edge locations, systems, modules) and their validation.
+//! - [`control`]: who controls a site's devices; the negotiation rules as a
+//!   pure function; control reasons.
 //! - [`store`]: the document store on SQLite or PostgreSQL with its change
 //!   feed; the only module that writes SQL.
 //! - [`secret`]: edge secrets and the link keys derived from them.
@@ -17,26 +19,34 @@
 //!   multiplexed peer, heartbeats, the master's registry, the edge's
 //!   connect loop, and the driver repository transfer.
 //! - [`boot`]: what a master or an edge loads at start (the boot plans).
+//! - [`runtime`]: the module runtime: one sandboxed Lua driver per module, the
+//!   device transports it never touches itself, exec, status and debug streams.
+//! - [`sim`]: device simulators (PJLink projector, line device) on real TCP.
 //! - [`admin`]: import and export of documents.
+//! - [`api`]: the web API (axum, OpenAPI, keys and roles, metrics).
 //! - [`master`], [`edge`]: `run(config, shutdown)` for each role.
 //! - [`cli`]: the `outpost` command line; `main.rs` only calls it.
 //!
 //! Data flows one way at boot: `config` → `store` → `model` → `boot` plan →
-//! the role's runtime.
+//! the role's runtime; requests flow `api` → `model` checks → `store`.
 
 #![forbid(unsafe_code)]
 #![warn(clippy::await_holding_lock)]
 
 pub mod admin;
+pub mod api;
 pub mod boot;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod edge;
 pub mod link;
 pub mod master;
 pub mod model;
 pub mod proto;
+pub mod runtime;
 pub mod secret;
 pub mod shutdown;
+pub mod sim;
 pub mod store;

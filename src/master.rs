@@ -7,9 +7,12 @@
 use std::future::Future;
 use std::path::Path;
 
+use std::time::Duration;
+
+use crate::api;
 use crate::boot::{self, RunError};
 use crate::certs;
-use crate::config::{Config, ConfigError, check_readable};
+use crate::config::{Config, ConfigError, Role, check_readable};
 
 /// Runs a master until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
@@ -27,9 +30,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         "boot plan loaded ({})",
         plan.timings
     );
-    tracing::info!("master ready");
+    let api = api::start(&config, &store, Role::Master).await?;
+    tracing::info!(api = %api.addr, "master ready");
     shutdown.await;
     tracing::info!("master stopping");
+    api.stop(Duration::from_millis(config.shutdown_grace_ms))
+        .await;
     store.close().await;
     Ok(())
 }

@@ -19,7 +19,7 @@ pub const MAX_FAILOVER_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Longest restore window accepted: a week.
 pub const MAX_WINDOW_LENGTH_MS: u64 = 7 * 24 * 3600 * 1000;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeLocation {
     pub id: Uuid,

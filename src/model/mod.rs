@@ -1,17 +1,19 @@
 //! The data model: the three document kinds of MISSION.md (`EdgeLocation`,
-//! `ControlSystem`, `Module`), their validation, and the whole-catalog rules
+//! `ControlSystem`, `Module`) plus `ApiKey`, their validation, and the whole-catalog rules
 //! that need more than one document (references, module ownership).
 //!
 //! Documents are plain serde structs. The store knows nothing about them: it
 //! keeps a kind, an id, a JSON body, an optional owner and a list of
 //! referenced ids, which [`Doc::index`] derives here.
 
+mod apikey;
 mod catalog;
 mod edge;
 mod module;
 mod system;
 mod validate;
 
+pub use apikey::{ApiKey, KeyRole, MIN_KEY_LEN};
 pub use catalog::Catalog;
 pub use edge::{EdgeLocation, RestoreWindow};
 pub use module::{Endpoint, Module};
@@ -27,10 +29,11 @@ pub enum Kind {
     Edge,
     System,
     Module,
+    ApiKey,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Edge, Kind::System, Kind::Module];
+    pub const ALL: [Kind; 4] = [Kind::Edge, Kind::System, Kind::Module, Kind::ApiKey];
 
     /// The name used in the store and in import files.
     pub fn as_str(self) -> &'static str {
@@ -38,6 +41,7 @@ impl Kind {
             Kind::Edge => "edge",
             Kind::System => "system",
             Kind::Module => "module",
+            Kind::ApiKey => "api_key",
         }
     }
 
@@ -104,4 +108,24 @@ impl ValidationContext {
 /// A fresh document id: uuid v7, so ids sort by creation time and index well.
 pub fn new_id() -> Uuid {
     Uuid::now_v7()
+}
+
+/// The index keys of a stored document's body (a replica derives them as the
+/// master did). Tombstones (`null`) have none.
+pub fn index_document(kind: &str, body: &str) -> Result<IndexKeys, String> {
+    fn keys<D: Doc>(body: &str) -> Result<IndexKeys, String> {
+        serde_json::from_str::<D>(body)
+            .map(|d| d.index())
+            .map_err(|e| e.to_string())
+    }
+    if body == "null" {
+        return Ok(IndexKeys::default());
+    }
+    match Kind::parse(kind) {
+        Some(Kind::Edge) => keys::<EdgeLocation>(body),
+        Some(Kind::System) => keys::<ControlSystem>(body),
+        Some(Kind::Module) => keys::<Module>(body),
+        Some(Kind::ApiKey) => keys::<ApiKey>(body),
+        None => Err(format!("unknown document kind '{kind}'")),
+    }
 }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::validate::{Checker, Invalid};
 use super::{Doc, Kind, ValidationContext};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Module {
     pub id: Uuid,
@@ -19,6 +19,7 @@ pub struct Module {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub settings: Map<String, Value>,
     #[serde(default = "default_true")]
     pub enabled: bool,

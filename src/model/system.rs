@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::validate::{Checker, Invalid};
 use super::{Doc, IndexKeys, Kind, ValidationContext};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ControlSystem {
     pub id: Uuid,
@@ -22,6 +22,7 @@ pub struct ControlSystem {
     #[serde(default)]
     pub module_ids: Vec<Uuid>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub settings: Map<String, Value>,
 }
 

@@ -22,7 +22,14 @@
 //! connection so that concurrent writers queue instead of failing with
 //! "database is locked".
 
+mod control;
+mod events;
+mod replica;
 mod sql;
+
+pub use control::{ControlRecord, ControlState};
+pub use events::{Event, EventKind, LoggedEvent};
+pub use replica::Replicated;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -172,8 +179,18 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database migration failed")]
     Migrate(#[from] MigrateError),
+    #[error("control of edge location {edge_id} changed concurrently: expected epoch {}, found {}", describe_epoch(*.expected), describe_epoch(*.actual))]
+    EpochConflict {
+        edge_id: Uuid,
+        expected: Option<i64>,
+        actual: Option<i64>,
+    },
     #[error("stored document {id} is corrupt: {reason}")]
     Corrupt { id: Uuid, reason: String },
+}
+
+fn describe_epoch(epoch: Option<i64>) -> String {
+    epoch.map_or_else(|| "none".into(), |e| e.to_string())
 }
 
 fn describe_actual(actual: Option<i64>) -> String {
@@ -199,6 +216,8 @@ pub struct Store {
     backend: std::sync::Arc<Backend>,
     /// The URL with any password removed, for logs.
     display_url: String,
+    /// This store's own id, made once when it is created.
+    store_id: Uuid,
 }
 
 impl std::fmt::Debug for Store {
@@ -214,11 +233,11 @@ impl std::fmt::Debug for Store {
 macro_rules! on_reader {
     ($self:expr, $pool:ident => $body:expr) => {
         match &*$self.backend {
-            Backend::Sqlite { reader, .. } => {
+            $crate::store::Backend::Sqlite { reader, .. } => {
                 let $pool = reader;
                 $body
             }
-            Backend::Postgres(pg) => {
+            $crate::store::Backend::Postgres(pg) => {
                 let $pool = pg;
                 $body
             }
@@ -230,17 +249,20 @@ macro_rules! on_reader {
 macro_rules! on_writer {
     ($self:expr, $pool:ident => $body:expr) => {
         match &*$self.backend {
-            Backend::Sqlite { writer, .. } => {
+            $crate::store::Backend::Sqlite { writer, .. } => {
                 let $pool = writer;
                 $body
             }
-            Backend::Postgres(pg) => {
+            $crate::store::Backend::Postgres(pg) => {
                 let $pool = pg;
                 $body
             }
         }
     };
 }
+
+// Path-based exports so `store`'s submodules can use the macros.
+pub(crate) use {on_reader, on_writer};
 
 /// A row of `documents` as selected by [`sql::DOC_COLUMNS`].
 type DocRow = (String, String, i64, i64, bool, Option<String>, String);
@@ -283,10 +305,31 @@ impl Store {
                 reason: "expected sqlite://… or postgres://…".into(),
             });
         };
-        Ok(Store {
+        let mut store = Store {
             backend: std::sync::Arc::new(backend),
             display_url,
+            store_id: Uuid::nil(),
+        };
+        store.store_id = store.init_store_id().await?;
+        Ok(store)
+    }
+
+    /// Reads this store's id, creating it on first open.
+    async fn init_store_id(&self) -> Result<Uuid, StoreError> {
+        let value: String = on_writer!(self, pool => {
+            sqlx::query(sql::INIT_STORE_ID).bind(Uuid::now_v7().to_string()).execute(pool).await?;
+            sqlx::query_scalar(sql::GET_STORE_ID).fetch_one(pool).await?
+        });
+        Uuid::parse_str(&value).map_err(|_| StoreError::Corrupt {
+            id: Uuid::nil(),
+            reason: format!("bad store id '{value}'"),
         })
+    }
+
+    /// This store's own id: a replica records the id of the store it copies,
+    /// and resyncs from scratch when it changes.
+    pub fn store_id(&self) -> Uuid {
+        self.store_id
     }
 
     /// The URL without credentials.
@@ -323,9 +366,45 @@ impl Store {
             } else {
                 0
             };
-            let mut out = Vec::with_capacity(feed_ops as usize);
-            for write in writes {
-                match write {
+            // Each put or delete, with the refs a put declares (None: delete).
+            let mut done: Vec<(Committed, Option<&[Uuid]>)> = Vec::with_capacity(feed_ops as usize);
+            let mut i = 0;
+            while i < writes.len() {
+                // Runs of new documents go in multi-row statements: one round
+                // trip instead of one per document.
+                let run = creation_run(&writes[i..]);
+                if run > 1 {
+                    let chunk = &writes[i..i + run];
+                    let query = sql::insert_docs(run);
+                    let mut q = sqlx::query_as::<_, (String, i64)>(AssertSqlSafe(query));
+                    for (k, w) in chunk.iter().enumerate() {
+                        let Write::Put { kind, id, body, owner, .. } = w else { unreachable!() };
+                        q = q
+                            .bind(id.to_string())
+                            .bind(kind.as_str())
+                            .bind(seq + 1 + k as i64)
+                            .bind(owner.map(|o| o.to_string()))
+                            .bind(body.as_str());
+                    }
+                    let returned: std::collections::HashMap<String, i64> =
+                        q.fetch_all(&mut *tx).await?.into_iter().collect();
+                    for w in chunk {
+                        let Write::Put { id, refs, .. } = w else { unreachable!() };
+                        seq += 1;
+                        let id_text = id.to_string();
+                        let Some(&rev) = returned.get(&id_text) else {
+                            let actual: Option<(i64, bool)> = sqlx::query_as(sql::CURRENT_REV)
+                                .bind(&id_text)
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                            return Err(conflict(*id, Expect::Absent, actual));
+                        };
+                        done.push((Committed { id: *id, rev, seq }, Some(refs.as_slice())));
+                    }
+                    i += run;
+                    continue;
+                }
+                match &writes[i] {
                     Write::Put { kind, id, expect, body, owner, refs } => {
                         seq += 1;
                         let id_text = id.to_string();
@@ -354,54 +433,30 @@ impl Store {
                                 .bind(&id_text)
                                 .fetch_optional(&mut *tx)
                                 .await?;
-                            return Err(StoreError::Conflict {
-                                id: *id,
-                                expected: *expect,
-                                actual: actual.filter(|(_, deleted)| !deleted).map(|(r, _)| r),
-                            });
+                            return Err(conflict(*id, *expect, actual));
                         };
-                        // A brand-new document has no refs to replace.
-                        if rev > 1 {
-                            sqlx::query(sql::DELETE_REFS).bind(&id_text).execute(&mut *tx).await?;
-                        }
-                        for to in refs {
-                            sqlx::query(sql::INSERT_REF)
-                                .bind(&id_text)
-                                .bind(to.to_string())
-                                .execute(&mut *tx)
-                                .await?;
-                        }
-                        out.push(Committed { id: *id, rev, seq });
+                        done.push((Committed { id: *id, rev, seq }, Some(refs.as_slice())));
                     }
                     Write::Delete { id, expect } => {
                         seq += 1;
                         let id_text = id.to_string();
-                        let expected = match expect {
-                            Expect::Rev(r) => Some(*r),
-                            Expect::Absent => None,
-                        };
-                        let rev: Option<i64> = match expected {
-                            Some(expected) => sqlx::query_scalar(sql::DELETE_DOC)
+                        let rev: Option<i64> = match expect {
+                            Expect::Rev(expected) => sqlx::query_scalar(sql::DELETE_DOC)
                                 .bind(&id_text)
                                 .bind(seq)
-                                .bind(expected)
+                                .bind(*expected)
                                 .fetch_optional(&mut *tx)
                                 .await?,
-                            None => None,
+                            Expect::Absent => None,
                         };
                         let Some(rev) = rev else {
                             let actual: Option<(i64, bool)> = sqlx::query_as(sql::CURRENT_REV)
                                 .bind(&id_text)
                                 .fetch_optional(&mut *tx)
                                 .await?;
-                            return Err(StoreError::Conflict {
-                                id: *id,
-                                expected: *expect,
-                                actual: actual.filter(|(_, deleted)| !deleted).map(|(r, _)| r),
-                            });
+                            return Err(conflict(*id, *expect, actual));
                         };
-                        sqlx::query(sql::DELETE_REFS).bind(&id_text).execute(&mut *tx).await?;
-                        out.push(Committed { id: *id, rev, seq });
+                        done.push((Committed { id: *id, rev, seq }, None));
                     }
                     Write::SetCredential { id, link_key } => {
                         sqlx::query(sql::UPSERT_CREDENTIAL)
@@ -412,9 +467,25 @@ impl Store {
                             .await?;
                     }
                 }
+                i += 1;
+            }
+            // The reference index follows the documents: a brand-new document
+            // has nothing to replace; an update or delete drops what it had.
+            for (c, refs) in &done {
+                let id_text = c.id.to_string();
+                if c.rev > 1 {
+                    sqlx::query(sql::DELETE_REFS).bind(&id_text).execute(&mut *tx).await?;
+                }
+                for targets in refs.unwrap_or_default().chunks(400) {
+                    let mut q = sqlx::query(AssertSqlSafe(sql::insert_refs(targets.len()))).bind(&id_text);
+                    for to in targets {
+                        q = q.bind(to.to_string());
+                    }
+                    q.execute(&mut *tx).await?;
+                }
             }
             tx.commit().await?;
-            Ok(out)
+            Ok(done.into_iter().map(|(c, _)| c).collect())
         })
     }
 
@@ -549,12 +620,68 @@ impl Store {
     }
 }
 
+/// Rows per multi-row insert: 5 parameters each stays far below both
+/// backends' parameter limits.
+const INSERT_RUN: usize = 200;
+
+/// How many writes at the front of `writes` are creations that can share one
+/// multi-row insert (no repeated id, which PostgreSQL's upsert refuses).
+fn creation_run(writes: &[Write]) -> usize {
+    let mut ids = std::collections::HashSet::new();
+    writes
+        .iter()
+        .take(INSERT_RUN)
+        .take_while(
+            |w| matches!(w, Write::Put { expect: Expect::Absent, id, .. } if ids.insert(*id)),
+        )
+        .count()
+}
+
+fn conflict(id: Uuid, expected: Expect, actual: Option<(i64, bool)>) -> StoreError {
+    StoreError::Conflict {
+        id,
+        expected,
+        actual: actual.filter(|(_, deleted)| !deleted).map(|(r, _)| r),
+    }
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// Each backend's migrations, in order; a migration is never edited once
+/// released, only followed by another.
+const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "documents",
+        include_str!("migrations/sqlite/0001_documents.sql"),
+    ),
+    (
+        "control",
+        include_str!("migrations/sqlite/0002_control.sql"),
+    ),
+    (
+        "replication",
+        include_str!("migrations/sqlite/0003_replication.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "documents",
+        include_str!("migrations/postgres/0001_documents.sql"),
+    ),
+    (
+        "control",
+        include_str!("migrations/postgres/0002_control.sql"),
+    ),
+    (
+        "replication",
+        include_str!("migrations/postgres/0003_replication.sql"),
+    ),
+];
 
 fn migrator(files: &[(&'static str, &'static str)]) -> Migrator {
     let migrations = files
@@ -597,12 +724,7 @@ async fn open_sqlite(options: &StoreOptions, display_url: &str) -> Result<Backen
         .max_connections(1)
         .connect_with(connect.clone())
         .await?;
-    migrator(&[(
-        "documents",
-        include_str!("migrations/sqlite/0001_documents.sql"),
-    )])
-    .run(&writer)
-    .await?;
+    migrator(SQLITE_MIGRATIONS).run(&writer).await?;
     let reader = SqlitePoolOptions::new()
         .max_connections(options.max_connections.max(1))
         .connect_with(connect.read_only(true))
@@ -643,12 +765,7 @@ async fn open_postgres(options: &StoreOptions, display_url: &str) -> Result<Back
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(connect)
         .await?;
-    migrator(&[(
-        "documents",
-        include_str!("migrations/postgres/0001_documents.sql"),
-    )])
-    .run(&pool)
-    .await?;
+    migrator(POSTGRES_MIGRATIONS).run(&pool).await?;
     Ok(Backend::Postgres(pool))
 }
 

@@ -29,7 +29,6 @@ pub const DELETE_DOC: &str = "UPDATE documents SET rev = rev + 1, seq = $2, dele
 pub const CURRENT_REV: &str = "SELECT rev, deleted FROM documents WHERE id = $1";
 
 pub const DELETE_REFS: &str = "DELETE FROM doc_refs WHERE from_id = $1";
-pub const INSERT_REF: &str = "INSERT INTO doc_refs (from_id, to_id) VALUES ($1, $2)";
 
 pub const UPSERT_CREDENTIAL: &str = "INSERT INTO credentials (id, link_key, updated_ms) \
      VALUES ($1, $2, $3) \
@@ -61,9 +60,52 @@ pub const REFERENCING: &str = "SELECT d.id, d.kind, d.rev, d.seq, d.deleted, d.o
 pub const CHANGES_SINCE: &str = "SELECT id, kind, rev, seq, deleted, owner, body FROM documents \
      WHERE seq > $1 ORDER BY seq LIMIT $2";
 
+pub const INIT_STORE_ID: &str =
+    "INSERT INTO store_info (key, value) VALUES ('store_id', $1) ON CONFLICT (key) DO NOTHING";
+pub const GET_STORE_ID: &str = "SELECT value FROM store_info WHERE key = 'store_id'";
+
 pub const LAST_SEQ: &str = "SELECT value FROM outpost_meta WHERE key = 'seq'";
 
 pub const COUNT_KIND: &str = "SELECT COUNT(*) FROM documents WHERE kind = $1 AND NOT deleted";
+
+/// `INSERT … VALUES (…), (…) … RETURNING id, rev` for `n` new documents:
+/// [`INSERT_DOC`] for many rows at once (5 parameters per row).
+pub fn insert_docs(n: usize) -> String {
+    let mut s =
+        String::from("INSERT INTO documents (id, kind, rev, seq, deleted, owner, body) VALUES ");
+    for i in 0..n {
+        let p = i * 5;
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push_str(&format!(
+            "(${}, ${}, 1, ${}, FALSE, ${}, ${})",
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5
+        ));
+    }
+    s.push_str(
+        " ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, rev = documents.rev + 1, \
+         seq = excluded.seq, deleted = FALSE, owner = excluded.owner, body = excluded.body \
+         WHERE documents.deleted RETURNING id, rev",
+    );
+    s
+}
+
+/// `INSERT INTO doc_refs … VALUES ($1, $2), ($1, $3), …` for `n` targets.
+pub fn insert_refs(n: usize) -> String {
+    let mut s = String::from("INSERT INTO doc_refs (from_id, to_id) VALUES ");
+    for i in 0..n {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push_str(&format!("($1, ${})", i + 2));
+    }
+    s
+}
 
 /// `SELECT … WHERE id IN ($1, …, $n)` for `n` ids.
 pub fn get_many(n: usize) -> String {

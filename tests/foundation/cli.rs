@@ -191,41 +191,95 @@ fn admin_import_then_export_round_trips() {
     );
     let out = run(dir.path(), &["admin", "export"], &[]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), exported);
+
+    // Rotation prints a new secret once; unknown ids are refused.
+    let sydney = "0191e9a0-0000-7000-8000-0000000000e1";
+    let out = run(dir.path(), &["admin", "rotate-secret", sydney], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("new secret"), "{stdout}");
+    let secret = stdout
+        .split("new secret ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    assert_eq!(secret.len(), 64);
+    assert!(!exported.contains(secret));
+    let out = run(
+        dir.path(),
+        &[
+            "admin",
+            "rotate-secret",
+            "0191e9a0-0000-7000-8000-000000000101",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no edge location"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
-fn master_starts_on_embedded_defaults_and_stops_on_sigterm() {
+fn edge_with_an_empty_replica_waits_for_the_first_sync() {
     let dir = checkout();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut child = outpost(dir.path(), &["master"], &[("OUTPOST_LINK_ADDR", &addr)])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    std::fs::write(
+        dir.path().join("certs/ca.pem"),
+        "not checked until the link connects",
+    )
+    .unwrap();
+    let secret = "e".repeat(64);
+    let api = format!("127.0.0.1:{}", free_port());
+    let mut child = outpost(
+        dir.path(),
+        &[],
+        &[
+            ("OUTPOST_EDGE_ID", "0191e9a0-0000-7000-8000-0000000000e1"),
+            ("OUTPOST_EDGE_SECRET", &secret),
+            ("OUTPOST_API_ADDR", &api),
+        ],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let log = read_until(&mut child, "edge ready");
+    assert!(log.contains("waiting for the first sync"), "{log}");
+    assert!(!log.contains(&secret), "the secret is never logged");
+    assert!(dir.path().join("data/edge.db").exists());
+    let health = http_get(&api, "/api/v1/health", None);
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.contains("\"edge\""),
+        "{health}"
+    );
+    assert!(
+        !dir.path().join("data/admin-key").exists(),
+        "edges get keys from the master"
+    );
+    stop(child);
+}
+
+/// Reads the child's stderr until a line contains `needle`; returns the log.
+fn read_until(child: &mut std::process::Child, needle: &str) -> String {
+    let stderr = child.stderr.as_mut().unwrap();
     let mut log = String::new();
-    loop {
-        let mut line = String::new();
-        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
-        assert!(n > 0, "master exited early:\n{log}");
-        log.push_str(&line);
-        if line.contains("master ready") {
-            break;
-        }
+    let mut byte = [0u8; 1];
+    while !log.lines().any(|l| l.contains(needle)) {
+        let n = std::io::Read::read(stderr, &mut byte).unwrap();
+        assert!(n > 0, "process exited before '{needle}':\n{log}");
+        log.push(byte[0] as char);
     }
-    assert!(log.contains("development only"), "{log}");
-    assert!(dir.path().join("data/master.db").exists());
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(dir.path().join("certs/master-key.pem"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-    }
+    log
+}
+
+/// SIGTERM, then the exit status must be success; returns the rest of stderr.
+fn stop(mut child: std::process::Child) -> String {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -234,7 +288,52 @@ fn master_starts_on_embedded_defaults_and_stops_on_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success(), "graceful stop exits 0: {status:?}");
     let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut rest).unwrap();
+    rest
+}
+
+#[test]
+fn master_starts_on_embedded_defaults_and_stops_on_sigterm() {
+    let dir = checkout();
+    let link = format!("127.0.0.1:{}", free_port());
+    let api = format!("127.0.0.1:{}", free_port());
+    let mut child = outpost(
+        dir.path(),
+        &["master"],
+        &[("OUTPOST_LINK_ADDR", &link), ("OUTPOST_API_ADDR", &api)],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let log = read_until(&mut child, "master ready");
+    assert!(log.contains("development only"), "{log}");
+    assert!(log.contains("generated the first admin API key"), "{log}");
+    let key_file = dir.path().join("data/admin-key");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    assert!(!log.contains(key.trim()), "the key itself is never logged");
+    let health = http_get(&api, "/api/v1/health", None);
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.contains("\"master\""),
+        "{health}"
+    );
+    let edges = http_get(&api, "/api/v1/edges", Some(key.trim()));
+    assert!(edges.starts_with("HTTP/1.1 200"), "{edges}");
+    assert!(http_get(&api, "/api/v1/edges", None).starts_with("HTTP/1.1 401"));
+    assert!(dir.path().join("data/master.db").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        for private in ["certs/master-key.pem", "data/admin-key"] {
+            let mode = std::fs::metadata(dir.path().join(private))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{private}");
+        }
+    }
+    let rest = stop(child);
     assert!(rest.contains("SIGTERM"), "{rest}");
 }
 
@@ -244,4 +343,21 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A blocking GET with `Connection: close`; returns the whole answer.
+fn http_get(addr: &str, path: &str, key: Option<&str>) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }

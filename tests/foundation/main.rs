@@ -6,4 +6,5 @@ mod boot;
 mod cli;
 mod model;
 mod store;
+#[path = "../support/mod.rs"]
 mod support;

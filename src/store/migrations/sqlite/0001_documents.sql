@@ -1,15 +1,15 @@
 -- Documents: every kind in one table. `seq` is assigned at commit from the
--- single counter row in outpost_meta, so feed order is commit order.
+-- single counter row in outpost_meta, so feed order is commit order. `seq`
+-- is the rowid: a change-feed scan is a range scan of the table itself.
 CREATE TABLE documents (
-    id       TEXT    PRIMARY KEY NOT NULL,
+    seq      INTEGER PRIMARY KEY NOT NULL,
+    id       TEXT    NOT NULL UNIQUE,
     kind     TEXT    NOT NULL,
     rev      INTEGER NOT NULL,
-    seq      INTEGER NOT NULL,
     deleted  INTEGER NOT NULL DEFAULT 0,
     owner    TEXT,
     body     TEXT    NOT NULL
-) WITHOUT ROWID;
-CREATE UNIQUE INDEX documents_seq ON documents (seq);
+);
 CREATE INDEX documents_kind_id ON documents (kind, id);
 CREATE INDEX documents_kind_owner ON documents (kind, owner) WHERE owner IS NOT NULL;
 

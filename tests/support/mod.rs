@@ -1,7 +1,11 @@
-//! Test support: stores on a real SQLite file and a real PostgreSQL server.
+//! Test support shared by the test binaries: stores on a real SQLite file
+//! and a real PostgreSQL server.
 //!
 //! PostgreSQL tests read `TEST_PG_URL`. Without it they say so loudly and
 //! pass, except under CI (`CI` set), where a skip is a failure.
+
+// Each test binary uses a different part of this module.
+#![allow(dead_code)]
 
 use outpost::store::{Store, StoreOptions};
 

@@ -1,0 +1,220 @@
+//! Authentication (`Authorization: Bearer <key>`) and roles.
+//!
+//! Keys are `ApiKey` documents (hashed). A failed attempt answers 401 with
+//! no detail; repeated failures from one address are answered more and more
+//! slowly (from the 6th within 10 minutes: 250 ms, doubling, at most 5 s).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use uuid::Uuid;
+
+use super::ApiState;
+use super::error::ApiError;
+use crate::model::{ApiKey, EdgeLocation, KeyRole, MIN_KEY_LEN};
+use crate::store::{Expect, Store, StoreError, Write};
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub key_id: Uuid,
+    pub user: String,
+    pub role: KeyRole,
+}
+
+impl Caller {
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.role == KeyRole::Admin {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+
+    /// Operators act on the master's systems (`location` None) and on the
+    /// locations that list their user among `admins`; admins on everything.
+    pub fn require_operator(&self, location: Option<&EdgeLocation>) -> Result<(), ApiError> {
+        match self.role {
+            KeyRole::Admin => Ok(()),
+            KeyRole::Operator => match location {
+                None => Ok(()),
+                Some(l) if l.admins.iter().any(|a| a == &self.user) => Ok(()),
+                Some(_) => Err(ApiError::Forbidden),
+            },
+            KeyRole::Viewer => Err(ApiError::Forbidden),
+        }
+    }
+}
+
+/// Slows down addresses that keep failing.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+const FREE_FAILURES: u32 = 5;
+const FAILURE_WINDOW: Duration = Duration::from_secs(600);
+const MAX_TRACKED: usize = 10_000;
+
+impl Throttle {
+    /// Records a failure and returns how long to wait before answering.
+    fn failed(&self, ip: IpAddr) -> Duration {
+        let now = Instant::now();
+        let mut map = self.failures.lock().expect("throttle lock");
+        if map.len() >= MAX_TRACKED {
+            map.retain(|_, (_, at)| now.duration_since(*at) < FAILURE_WINDOW);
+        }
+        let entry = map.entry(ip).or_insert((0, now));
+        if now.duration_since(entry.1) > FAILURE_WINDOW {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+        entry.1 = now;
+        match entry.0.checked_sub(FREE_FAILURES + 1) {
+            None => Duration::ZERO,
+            Some(n) => Duration::from_millis(250u64.saturating_mul(1 << n.min(5)))
+                .min(Duration::from_secs(5)),
+        }
+    }
+
+    fn succeeded(&self, ip: IpAddr) {
+        self.failures.lock().expect("throttle lock").remove(&ip);
+    }
+}
+
+impl FromRequestParts<Arc<ApiState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let key = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let found = match key {
+            Some(key) if !key.is_empty() => lookup(&state.store, key).await?,
+            _ => None,
+        };
+        match found {
+            Some(k) => {
+                state.throttle.succeeded(ip);
+                Ok(Caller {
+                    key_id: k.id,
+                    user: k.user,
+                    role: k.role,
+                })
+            }
+            None => {
+                let wait = state.throttle.failed(ip);
+                if !wait.is_zero() {
+                    tracing::warn!(%ip, wait_ms = wait.as_millis() as u64, "repeated API authentication failures");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(ApiError::Unauthorized)
+            }
+        }
+    }
+}
+
+async fn lookup(store: &Store, key: &str) -> Result<Option<ApiKey>, ApiError> {
+    let Some(doc) = store.get(ApiKey::id_for(key)).await? else {
+        return Ok(None);
+    };
+    if doc.kind != crate::model::Kind::ApiKey.as_str() {
+        return Ok(None);
+    }
+    let k: ApiKey = doc.parse()?;
+    Ok(k.matches(key).then_some(k))
+}
+
+/// Makes sure an admin key exists. A configured `admin_key` is stored if it
+/// is not already; with none configured and no key at all, one is generated
+/// and written once to `<data_dir>/admin-key` (mode 0600), whose path is
+/// returned so the caller can log it.
+pub async fn bootstrap_admin(
+    store: &Store,
+    configured: Option<&str>,
+    data_dir: &std::path::Path,
+) -> Result<Option<PathBuf>, BootstrapError> {
+    if let Some(key) = configured {
+        if key.len() < MIN_KEY_LEN {
+            return Err(BootstrapError::Short);
+        }
+        if store.get(ApiKey::id_for(key)).await?.is_none() {
+            let doc = ApiKey::new("admin (configured)", "admin", KeyRole::Admin, key);
+            store.apply(&[Write::put(&doc, Expect::Absent)]).await?;
+        }
+        return Ok(None);
+    }
+    if store.count(crate::model::Kind::ApiKey).await? > 0 {
+        return Ok(None);
+    }
+    let key = ApiKey::generate();
+    let path = data_dir.join("admin-key");
+    std::fs::create_dir_all(data_dir).map_err(|e| BootstrapError::Write(path.clone(), e))?;
+    write_private(&path, &key).map_err(|e| BootstrapError::Write(path.clone(), e))?;
+    let doc = ApiKey::new("admin (generated)", "admin", KeyRole::Admin, &key);
+    store.apply(&[Write::put(&doc, Expect::Absent)]).await?;
+    Ok(Some(path))
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("admin_key must be at least {MIN_KEY_LEN} characters")]
+    Short,
+    #[error("cannot write the generated admin key to {0}")]
+    Write(PathBuf, #[source] std::io::Error),
+    #[error("cannot store the admin key")]
+    Store(#[from] StoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_failures_wait_longer_and_success_resets() {
+        let t = Throttle::default();
+        let a = IpAddr::from([10, 0, 0, 1]);
+        let b = IpAddr::from([10, 0, 0, 2]);
+        let waits: Vec<u64> = (0..10).map(|_| t.failed(a).as_millis() as u64).collect();
+        assert_eq!(waits, vec![0, 0, 0, 0, 0, 250, 500, 1000, 2000, 4000]);
+        assert_eq!(t.failed(a), Duration::from_secs(5), "capped");
+        assert_eq!(
+            t.failed(b),
+            Duration::ZERO,
+            "other addresses are not affected"
+        );
+        t.succeeded(a);
+        assert_eq!(t.failed(a), Duration::ZERO);
+    }
+}

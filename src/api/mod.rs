@@ -1,0 +1,274 @@
+//! The web API (axum): JSON under `/api/v1/`, authenticated by
+//! `Authorization: Bearer <key>`; `/metrics` (Prometheus text) and
+//! `/api/v1/health` need no key; `/api/v1/openapi.json` describes every
+//! route, generated from the handlers themselves (utoipa), so a route cannot
+//! exist without being described.
+//!
+//! Served by the master and, for its own site, by an edge.
+
+mod auth;
+mod documents;
+mod error;
+mod keys;
+
+pub use auth::{BootstrapError, Caller, bootstrap_admin};
+pub use error::ApiError;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+use utoipa::OpenApi as _;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use std::time::Duration;
+
+use crate::config::{Config, ConfigError, Role};
+use crate::model::ValidationContext;
+use crate::store::Store;
+
+/// What every handler can reach.
+pub struct ApiState {
+    pub store: Store,
+    pub role: Role,
+    /// Driver names that exist, for validating modules.
+    pub validation: ValidationContext,
+    throttle: auth::Throttle,
+    /// Held while a document write checks other documents and writes, so
+    /// two API writes cannot both pass a check that only one may pass (a
+    /// module claimed by systems of two owners).
+    write_lock: tokio::sync::Mutex<()>,
+}
+
+impl ApiState {
+    pub fn new(store: Store, role: Role, validation: ValidationContext) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            role,
+            validation,
+            throttle: auth::Throttle::default(),
+            write_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Documents and keys are written on the master only; an edge holds a
+    /// replica.
+    pub fn require_writable(&self) -> Result<(), ApiError> {
+        match self.role {
+            Role::Master => Ok(()),
+            Role::Edge => Err(ApiError::ReadOnly),
+        }
+    }
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Outpost API", description = "Device control across many sites: master and edge controllers."),
+    tags(
+        (name = "edges", description = "Edge locations"),
+        (name = "systems", description = "Control systems"),
+        (name = "modules", description = "Modules (driver instances)"),
+        (name = "keys", description = "API keys"),
+        (name = "health", description = "Liveness and metrics"),
+    )
+)]
+struct ApiDoc;
+
+/// The process-wide Prometheus recorder (installed once, shared by every
+/// server in the process: tests run several).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+                .expect("static buckets are valid")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics shows only this recorder's data");
+            }
+            handle
+        })
+        .clone()
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`, or `degraded` when the store does not answer.
+    pub status: &'static str,
+    /// `master` or `edge`.
+    pub role: &'static str,
+    pub version: &'static str,
+}
+
+/// Liveness: answers without a key.
+#[utoipa::path(get, path = "/api/v1/health", tag = "health",
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+async fn health(State(s): State<Arc<ApiState>>) -> Response {
+    let store_ok = s.store.last_seq().await.is_ok();
+    let body = Health {
+        status: if store_ok { "ok" } else { "degraded" },
+        role: match s.role {
+            Role::Master => "master",
+            Role::Edge => "edge",
+        },
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    let status = if store_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics_text() -> String {
+    metrics_handle().render()
+}
+
+/// Counts requests and their latency by route and status.
+async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let start = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("route", route), ("method", method), ("status", status)];
+    metrics::counter!("outpost_http_requests_total", &labels).increment(1);
+    metrics::histogram!("outpost_http_request_seconds", &labels)
+        .record(start.elapsed().as_secs_f64());
+    response
+}
+
+/// The API's routes and their OpenAPI description.
+pub fn router(state: Arc<ApiState>) -> (axum::Router, utoipa::openapi::OpenApi) {
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .merge(documents::routes())
+        .merge(keys::routes())
+        .split_for_parts();
+    openapi
+        .components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    let spec = Arc::new(openapi.clone());
+    let router = router
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let spec = spec.clone();
+                async move { Json(spec.as_ref().clone()) }
+            }),
+        )
+        .route("/metrics", axum::routing::get(metrics_text))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(axum::middleware::from_fn(track))
+        .with_state(state);
+    (router, openapi)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then finishes
+/// in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ApiState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    metrics_handle();
+    let (router, _) = router(state);
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// A running web API.
+pub struct RunningApi {
+    pub addr: std::net::SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningApi {
+    /// Stops accepting, lets in-flight requests finish within `grace`.
+    pub async fn stop(self, grace: Duration) {
+        self.stop.cancel();
+        match tokio::time::timeout(grace, self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "the API server failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "the API server task panicked"),
+            Err(_) => tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "API requests still running after the grace period were dropped"
+            ),
+        }
+    }
+}
+
+/// Serves the API on `api_addr`. On a master, first makes sure an admin
+/// key exists; an edge only knows the keys replicated from its master.
+pub async fn start(
+    config: &Config,
+    store: &crate::store::Store,
+    role: Role,
+) -> Result<RunningApi, crate::boot::RunError> {
+    let configured = config.admin_key.as_ref().map(|k| k.expose());
+    // An edge only knows the keys replicated from its master.
+    let bootstrap = match role {
+        Role::Master => bootstrap_admin(store, configured, &config.data_dir).await,
+        Role::Edge => Ok(None),
+    };
+    match bootstrap {
+        Ok(Some(path)) => tracing::warn!(
+            path = %path.display(),
+            "generated the first admin API key and wrote it once to this file (mode 0600); keep it safe"
+        ),
+        Ok(None) => {}
+        Err(BootstrapError::Short) => {
+            return Err(ConfigError::new("admin_key", BootstrapError::Short.to_string()).into());
+        }
+        Err(e) => return Err(ConfigError::new("data_dir", crate::boot::describe(&e)).into()),
+    }
+    let validation = match ValidationContext::with_modules_dir(&config.modules_dir) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(dir = %config.modules_dir.display(), error = %e, "cannot read the modules directory: module drivers are not checked");
+            ValidationContext::default()
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(config.api_addr)
+        .await
+        .map_err(|e| {
+            ConfigError::new(
+                "api_addr",
+                format!("cannot listen on {}: {e}", config.api_addr),
+            )
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ConfigError::new("api_addr", e.to_string()))?;
+    let state = ApiState::new(store.clone(), role, validation);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(serve(listener, state, stop.clone().cancelled_owned()));
+    Ok(RunningApi { addr, stop, task })
+}

@@ -1,0 +1,90 @@
+//! Control of an edge location's devices: who holds them (the edge or the
+//! master), the rules that decide it on connection, and the reasons and
+//! epochs recorded at every change.
+//!
+//! [`negotiate`] is a pure function of a few facts; everything that acts on
+//! its decision (stopping the loser's modules before the winner connects)
+//! lives with the roles. Epochs and the audit log are persisted by the store
+//! ([`crate::store::Store::change_controller`]).
+
+mod negotiate;
+
+pub use negotiate::{Decision, Facts, Rule, negotiate};
+
+use serde::{Deserialize, Serialize};
+
+/// Which side holds a location's devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Edge,
+    Master,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Edge => "edge",
+            Side::Master => "master",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Side> {
+        match s {
+            "edge" => Some(Side::Edge),
+            "master" => Some(Side::Master),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why control changed hands (or was confirmed), as recorded in the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// A negotiation on connection, decided by this rule.
+    Negotiation(Rule),
+    /// The master took over after the edge was lost for `failover_timeout_ms`.
+    FailoverTimeout,
+    /// At master boot the edge did not come within the boot wait.
+    Boot,
+    /// A restore window opened and the master handed control back.
+    RestoreWindow,
+    /// An operator restored the site.
+    ManualRestore,
+}
+
+impl Reason {
+    /// The stable text stored in the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Negotiation(rule) => rule.as_str(),
+            Reason::FailoverTimeout => "failover_timeout",
+            Reason::Boot => "boot",
+            Reason::RestoreWindow => "restore_window",
+            Reason::ManualRestore => "manual_restore",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Reason> {
+        Some(match s {
+            "failover_timeout" => Reason::FailoverTimeout,
+            "boot" => Reason::Boot,
+            "restore_window" => Reason::RestoreWindow,
+            "manual_restore" => Reason::ManualRestore,
+            other => Reason::Negotiation(Rule::parse(other)?),
+        })
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,343 @@
+//! The TCP client a device module uses: connect with a timeout, reconnect
+//! with exponential backoff and jitter, TCP keepalive, framing, a bounded
+//! outbound buffer and a flood limit. Drivers never see a socket; the module
+//! task owns one [`Link`] and polls [`Link::next`] in its select loop.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::{Instant, Sleep};
+
+use super::framing::{Framer, Framing};
+
+/// Transport tuning shared by every module of a runtime.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// A connect attempt (DNS included) that takes longer fails and backs off.
+    pub connect_timeout: Duration,
+    /// First reconnect delay; doubles per failed attempt up to `backoff_max`.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// TCP keepalive idle time; `None` leaves the OS default (off).
+    pub keepalive: Option<Duration>,
+    /// Longest frame (or partial frame) kept in memory.
+    pub max_frame: usize,
+    /// More than this many bytes received within `flood_window` disconnects
+    /// the device: a flooding device must not starve the other modules.
+    pub flood_bytes: usize,
+    pub flood_window: Duration,
+    /// More than this many unsolicited frames (frames no request waited
+    /// for) within `flood_window` also counts as a flood: each costs a
+    /// driver call, so a device can overwhelm its module long before the
+    /// byte limit. Answers to our own requests are not counted.
+    pub flood_frames: usize,
+    /// Bytes accepted for writing but not yet taken by the socket; past it,
+    /// commands stay in the queue instead of growing the buffer.
+    pub max_outbound: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            connect_timeout: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            keepalive: Some(Duration::from_secs(30)),
+            max_frame: 64 * 1024,
+            flood_bytes: 1024 * 1024,
+            flood_window: Duration::from_secs(1),
+            flood_frames: 5000,
+            max_outbound: 64 * 1024,
+        }
+    }
+}
+
+/// What happened on the link.
+#[derive(Debug)]
+pub enum LinkEvent {
+    Connected,
+    ConnectFailed(String),
+    Frames(Vec<Vec<u8>>),
+    /// `error` is true when we cut the device off (flood, overlong frame, I/O
+    /// error) rather than the device closing cleanly.
+    Disconnected {
+        reason: String,
+        error: bool,
+    },
+}
+
+enum Io {
+    Read(std::io::Result<usize>),
+    Wrote(std::io::Result<usize>),
+}
+
+type ConnectFuture = Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send>>;
+
+enum State {
+    Idle,
+    Connecting(ConnectFuture),
+    Connected(Box<Conn>),
+    Backoff(Pin<Box<Sleep>>),
+}
+
+struct Conn {
+    read: OwnedReadHalf,
+    write: OwnedWriteHalf,
+    out: Vec<u8>,
+    since: Instant,
+    window_start: Instant,
+    window_bytes: usize,
+}
+
+pub struct Link {
+    host: String,
+    port: u16,
+    cfg: TransportConfig,
+    state: State,
+    framer: Framer,
+    attempt: u32,
+}
+
+impl Link {
+    pub fn new(host: String, port: u16, framing: Framing, cfg: TransportConfig) -> Link {
+        let framer = Framer::new(framing, cfg.max_frame);
+        Link {
+            host,
+            port,
+            cfg,
+            state: State::Idle,
+            framer,
+            attempt: 0,
+        }
+    }
+
+    pub fn endpoint(&self) -> (&str, u16) {
+        (&self.host, self.port)
+    }
+
+    pub fn framing(&self) -> &Framing {
+        self.framer.framing()
+    }
+
+    /// Replaces the framing; a partial frame under the old rules is dropped.
+    pub fn set_framing(&mut self, framing: Framing) {
+        self.framer = Framer::new(framing, self.cfg.max_frame);
+    }
+
+    pub fn is_connected(&self) -> bool {
+        matches!(self.state, State::Connected(_))
+    }
+
+    pub fn is_active(&self) -> bool {
+        !matches!(self.state, State::Idle)
+    }
+
+    /// Starts connecting now (no-op if already connecting or connected).
+    pub fn start(&mut self) {
+        if matches!(self.state, State::Idle | State::Backoff(_)) {
+            self.state = State::Connecting(self.connect());
+        }
+    }
+
+    /// Closes the connection and stops reconnecting.
+    pub fn stop(&mut self) {
+        self.state = State::Idle;
+        self.framer.reset();
+        self.attempt = 0;
+    }
+
+    /// Bytes of outbound buffer still free (0 when not connected).
+    pub fn write_room(&self) -> usize {
+        match &self.state {
+            State::Connected(c) => self.cfg.max_outbound.saturating_sub(c.out.len()),
+            _ => 0,
+        }
+    }
+
+    /// Queues bytes for the socket. The caller checks [`Link::write_room`]
+    /// first; one command may overshoot the bound, never more.
+    pub fn write(&mut self, data: &[u8]) -> bool {
+        match &mut self.state {
+            State::Connected(c) => {
+                let mut rest = data;
+                // Write at once when nothing is pending: saves a turn of the
+                // module's select loop per command. What the socket does not
+                // take now (or an error) is left to `next`.
+                if c.out.is_empty()
+                    && let Ok(n) = c.write.try_write(data)
+                {
+                    rest = &data[n..];
+                }
+                c.out.extend_from_slice(rest);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn connect(&self) -> ConnectFuture {
+        let host = self.host.clone();
+        let port = self.port;
+        let timeout = self.cfg.connect_timeout;
+        let keepalive = self.cfg.keepalive;
+        Box::pin(async move {
+            let stream = tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port)))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("connect timed out after {timeout:?}"),
+                    )
+                })??;
+            stream.set_nodelay(true)?;
+            if let Some(idle) = keepalive {
+                let ka = socket2::TcpKeepalive::new()
+                    .with_time(idle)
+                    .with_interval((idle / 3).max(Duration::from_secs(1)));
+                socket2::SockRef::from(&stream).set_tcp_keepalive(&ka)?;
+            }
+            Ok(stream)
+        })
+    }
+
+    fn backoff(&mut self) {
+        let exp = self
+            .cfg
+            .backoff_min
+            .saturating_mul(1 << self.attempt.min(16));
+        let base = exp.min(self.cfg.backoff_max);
+        // Jitter of ±25% so many modules that lost the same network do not
+        // reconnect in lock step.
+        let delay = base.mul_f64(0.75 + fastrand::f64() * 0.5);
+        self.attempt = self.attempt.saturating_add(1);
+        self.state = State::Backoff(Box::pin(tokio::time::sleep(delay)));
+    }
+
+    fn disconnected(&mut self, reason: String, error: bool) -> LinkEvent {
+        if let State::Connected(c) = &self.state
+            && c.since.elapsed() >= self.cfg.backoff_max
+        {
+            // A connection that lived long was healthy: start over quickly.
+            self.attempt = 0;
+        }
+        self.framer.reset();
+        self.backoff();
+        LinkEvent::Disconnected { reason, error }
+    }
+
+    /// Waits for the next event. Cancel-safe: every await point either
+    /// completes or leaves the state untouched. Pending forever when idle.
+    pub async fn next(&mut self) -> LinkEvent {
+        loop {
+            match &mut self.state {
+                State::Idle => std::future::pending::<()>().await,
+                State::Backoff(sleep) => {
+                    sleep.as_mut().await;
+                    self.state = State::Connecting(self.connect());
+                }
+                State::Connecting(fut) => {
+                    let res = fut.as_mut().await;
+                    match res {
+                        Ok(stream) => {
+                            let (read, write) = stream.into_split();
+                            let now = Instant::now();
+                            self.state = State::Connected(Box::new(Conn {
+                                read,
+                                write,
+                                out: Vec::new(),
+                                since: now,
+                                window_start: now,
+                                window_bytes: 0,
+                            }));
+                            self.framer.reset();
+                            return LinkEvent::Connected;
+                        }
+                        Err(e) => {
+                            self.backoff();
+                            return LinkEvent::ConnectFailed(e.to_string());
+                        }
+                    }
+                }
+                State::Connected(c) => {
+                    let buf = &mut self.framer.buf;
+                    buf.reserve(2048);
+                    let io = tokio::select! {
+                        r = c.read.read_buf(buf) => Io::Read(r),
+                        r = c.write.write(&c.out), if !c.out.is_empty() => Io::Wrote(r),
+                    };
+                    if let Some(ev) = self.on_io(io) {
+                        return ev;
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_io(&mut self, io: Io) -> Option<LinkEvent> {
+        let State::Connected(c) = &mut self.state else {
+            return None;
+        };
+        match io {
+            Io::Read(Ok(0)) => {
+                Some(self.disconnected("device closed the connection".into(), false))
+            }
+            Io::Read(Ok(n)) => {
+                let now = Instant::now();
+                if now.duration_since(c.window_start) > self.cfg.flood_window {
+                    c.window_start = now;
+                    c.window_bytes = 0;
+                }
+                c.window_bytes += n;
+                if c.window_bytes > self.cfg.flood_bytes {
+                    let reason = format!(
+                        "device flooded: more than {} bytes within {:?}",
+                        self.cfg.flood_bytes, self.cfg.flood_window
+                    );
+                    return Some(self.disconnected(reason, true));
+                }
+                let mut frames = Vec::new();
+                if let Err(e) = self.framer.extract(&mut frames) {
+                    return Some(self.disconnected(e.to_string(), true));
+                }
+                (!frames.is_empty()).then_some(LinkEvent::Frames(frames))
+            }
+            Io::Read(Err(e)) => Some(self.disconnected(format!("read failed: {e}"), true)),
+            Io::Wrote(Ok(n)) => {
+                c.out.drain(..n);
+                if c.out.is_empty() && c.out.capacity() > 4096 {
+                    c.out = Vec::new();
+                }
+                None
+            }
+            Io::Wrote(Err(e)) => Some(self.disconnected(format!("write failed: {e}"), true)),
+        }
+    }
+
+    /// Cuts the connection because of something the device did; reconnects
+    /// after the backoff like any other loss.
+    pub fn cut(&mut self, reason: String) -> LinkEvent {
+        if self.is_connected() {
+            self.disconnected(reason, true)
+        } else {
+            LinkEvent::Disconnected {
+                reason,
+                error: true,
+            }
+        }
+    }
+
+    /// Flushes what is buffered (best effort, bounded by `limit`), used
+    /// before a graceful close so a final command still reaches the device.
+    pub async fn flush(&mut self, limit: Duration) {
+        if let State::Connected(c) = &mut self.state
+            && !c.out.is_empty()
+        {
+            let _ = tokio::time::timeout(limit, c.write.write_all(&c.out)).await;
+            c.out.clear();
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Device simulators: real TCP servers speaking real protocols, used by the
+//! tests, the benchmark and `outpost simulate`. Each counts its concurrent
+//! client connections, because the failover tests assert that only one
+//! controller is connected to a device.
+
+pub mod cli;
+pub mod line;
+pub mod pjlink;
+
+pub use line::{LineOptions, LineSim};
+pub use pjlink::{PjlinkOptions, PjlinkSim, Power};
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+/// Concurrent connection bookkeeping of one simulator.
+#[derive(Debug, Default)]
+pub(crate) struct Counter {
+    current: AtomicUsize,
+    max: AtomicUsize,
+    total: AtomicU64,
+}
+
+impl Counter {
+    pub(crate) fn enter(self: &Arc<Self>) -> ConnGuard {
+        let now = self.current.fetch_add(1, Ordering::AcqRel) + 1;
+        self.max.fetch_max(now, Ordering::AcqRel);
+        self.total.fetch_add(1, Ordering::AcqRel);
+        ConnGuard(self.clone())
+    }
+
+    pub(crate) fn current(&self) -> usize {
+        self.current.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn max(&self) -> usize {
+        self.max.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn total(&self) -> u64 {
+        self.total.load(Ordering::Acquire)
+    }
+}
+
+/// Decrements the count when a connection handler ends, however it ends.
+pub(crate) struct ConnGuard(Arc<Counter>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.current.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Cancels the connections open now without stopping the listener (to
+/// simulate a device that drops its clients).
+#[derive(Debug, Default)]
+pub(crate) struct Kick(std::sync::Mutex<CancellationToken>);
+
+impl Kick {
+    pub(crate) fn token(&self) -> CancellationToken {
+        self.0.lock().expect("kick lock").clone()
+    }
+
+    pub(crate) fn kick(&self) {
+        let old = std::mem::take(&mut *self.0.lock().expect("kick lock"));
+        old.cancel();
+    }
+}
+
+/// Reads delimited lines with a bounded buffer; cancel-safe (bytes read are
+/// kept in `buf` if the caller's select drops the future).
+pub(crate) struct LineReader {
+    buf: Vec<u8>,
+    delim: Vec<u8>,
+    max: usize,
+}
+
+/// A line longer than the simulator accepts.
+#[derive(Debug)]
+pub(crate) struct TooLong;
+
+impl LineReader {
+    pub(crate) fn new(delim: &[u8], max: usize) -> LineReader {
+        LineReader {
+            buf: Vec::new(),
+            delim: delim.to_vec(),
+            max,
+        }
+    }
+
+    /// `Ok(None)` at end of stream.
+    pub(crate) async fn next_line<R: tokio::io::AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+    ) -> std::io::Result<Result<Option<Vec<u8>>, TooLong>> {
+        loop {
+            if let Some(pos) = self
+                .buf
+                .windows(self.delim.len())
+                .position(|w| w == self.delim.as_slice())
+            {
+                let line = self.buf[..pos].to_vec();
+                self.buf.drain(..pos + self.delim.len());
+                return Ok(Ok(Some(line)));
+            }
+            if self.buf.len() > self.max {
+                return Ok(Err(TooLong));
+            }
+            self.buf.reserve(1024);
+            if r.read_buf(&mut self.buf).await? == 0 {
+                return Ok(Ok(None));
+            }
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Control state and the control audit log: who holds each edge location,
+//! its epoch, and every change of controller. Not part of the change feed:
+//! each side keeps its own record, and epochs travel with link requests.
+
+use uuid::Uuid;
+
+use super::{Store, StoreError, on_reader, on_writer};
+use crate::control::{Reason, Side};
+
+/// Who holds a location now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlState {
+    pub edge_id: Uuid,
+    pub controller: Side,
+    /// Goes up by one at every change of controller; 1 for the first.
+    pub epoch: i64,
+    /// When the controller took over (milliseconds since the Unix epoch).
+    pub since_ms: i64,
+}
+
+/// One change of controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlRecord {
+    pub id: Uuid,
+    pub edge_id: Uuid,
+    pub epoch: i64,
+    /// `None` for the first controller a location ever had.
+    pub from: Option<Side>,
+    pub to: Side,
+    pub reason: Reason,
+    pub at_ms: i64,
+}
+
+const GET_STATE: &str =
+    "SELECT edge_id, controller, epoch, since_ms FROM control_state WHERE edge_id = $1";
+const ALL_STATES: &str =
+    "SELECT edge_id, controller, epoch, since_ms FROM control_state ORDER BY edge_id";
+const INSERT_STATE: &str = "INSERT INTO control_state (edge_id, controller, epoch, since_ms) \
+     VALUES ($1, $2, 1, $3) ON CONFLICT (edge_id) DO NOTHING RETURNING epoch";
+const UPDATE_STATE: &str = "UPDATE control_state SET controller = $2, epoch = epoch + 1, since_ms = $3 \
+     WHERE edge_id = $1 AND epoch = $4 RETURNING epoch";
+const INSERT_LOG: &str = "INSERT INTO control_log (id, edge_id, epoch, from_side, to_side, reason, at_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+const LOG_PAGE: &str = "SELECT id, edge_id, epoch, from_side, to_side, reason, at_ms FROM control_log \
+     WHERE edge_id = $1 AND epoch < $2 ORDER BY epoch DESC LIMIT $3";
+
+type StateRow = (String, String, i64, i64);
+type LogRow = (String, String, i64, Option<String>, String, String, i64);
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt {
+        id: Uuid::nil(),
+        reason: format!("control data: bad {what} '{value}'"),
+    }
+}
+
+fn parse_uuid(s: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(s).map_err(|_| corrupt("id", s))
+}
+
+fn parse_side(s: &str) -> Result<Side, StoreError> {
+    Side::parse(s).ok_or_else(|| corrupt("side", s))
+}
+
+fn to_state(row: StateRow) -> Result<ControlState, StoreError> {
+    Ok(ControlState {
+        edge_id: parse_uuid(&row.0)?,
+        controller: parse_side(&row.1)?,
+        epoch: row.2,
+        since_ms: row.3,
+    })
+}
+
+fn to_record(row: LogRow) -> Result<ControlRecord, StoreError> {
+    Ok(ControlRecord {
+        id: parse_uuid(&row.0)?,
+        edge_id: parse_uuid(&row.1)?,
+        epoch: row.2,
+        from: row.3.as_deref().map(parse_side).transpose()?,
+        to: parse_side(&row.4)?,
+        reason: Reason::parse(&row.5).ok_or_else(|| corrupt("reason", &row.5))?,
+        at_ms: row.6,
+    })
+}
+
+impl Store {
+    /// Who controls `edge_id`, if anyone has yet.
+    pub async fn control_state(&self, edge_id: Uuid) -> Result<Option<ControlState>, StoreError> {
+        let row: Option<StateRow> = on_reader!(self, pool => {
+            sqlx::query_as(GET_STATE).bind(edge_id.to_string()).fetch_optional(pool).await?
+        });
+        row.map(to_state).transpose()
+    }
+
+    /// Every location's control state (a master resuming after a restart).
+    pub async fn control_states(&self) -> Result<Vec<ControlState>, StoreError> {
+        let rows: Vec<StateRow> = on_reader!(self, pool => {
+            sqlx::query_as(ALL_STATES).fetch_all(pool).await?
+        });
+        rows.into_iter().map(to_state).collect()
+    }
+
+    /// Hands control of `edge_id` to `to` if its epoch is still
+    /// `expected_epoch` (`None`: no controller recorded yet). The epoch goes
+    /// up by one and the change is appended to the audit log in the same
+    /// transaction. A moved epoch is [`StoreError::EpochConflict`]: someone
+    /// else changed control first, and this decision is stale.
+    pub async fn change_controller(
+        &self,
+        edge_id: Uuid,
+        expected_epoch: Option<i64>,
+        to: Side,
+        reason: Reason,
+        at_ms: i64,
+    ) -> Result<ControlRecord, StoreError> {
+        let id_text = edge_id.to_string();
+        on_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let previous: Option<StateRow> = sqlx::query_as(GET_STATE)
+                .bind(&id_text)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let epoch: Option<i64> = match expected_epoch {
+                None => sqlx::query_scalar(INSERT_STATE)
+                    .bind(&id_text)
+                    .bind(to.as_str())
+                    .bind(at_ms)
+                    .fetch_optional(&mut *tx)
+                    .await?,
+                Some(expected) => sqlx::query_scalar(UPDATE_STATE)
+                    .bind(&id_text)
+                    .bind(to.as_str())
+                    .bind(at_ms)
+                    .bind(expected)
+                    .fetch_optional(&mut *tx)
+                    .await?,
+            };
+            let Some(epoch) = epoch else {
+                // Read again: `previous` may predate the change that beat us.
+                let actual: Option<StateRow> = sqlx::query_as(GET_STATE)
+                    .bind(&id_text)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                return Err(StoreError::EpochConflict {
+                    edge_id,
+                    expected: expected_epoch,
+                    actual: actual.map(|p| p.2),
+                });
+            };
+            let record = ControlRecord {
+                id: Uuid::now_v7(),
+                edge_id,
+                epoch,
+                from: previous.map(|p| parse_side(&p.1)).transpose()?,
+                to,
+                reason,
+                at_ms,
+            };
+            sqlx::query(INSERT_LOG)
+                .bind(record.id.to_string())
+                .bind(&id_text)
+                .bind(epoch)
+                .bind(record.from.map(Side::as_str))
+                .bind(to.as_str())
+                .bind(reason.as_str())
+                .bind(at_ms)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(record)
+        })
+    }
+
+    /// The audit log of `edge_id`, newest first: `limit` records with an
+    /// epoch below `before_epoch` (`None`: from the newest).
+    pub async fn control_log(
+        &self,
+        edge_id: Uuid,
+        before_epoch: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ControlRecord>, StoreError> {
+        let rows: Vec<LogRow> = on_reader!(self, pool => {
+            sqlx::query_as(LOG_PAGE)
+                .bind(edge_id.to_string())
+                .bind(before_epoch.unwrap_or(i64::MAX))
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(to_record).collect()
+    }
+}

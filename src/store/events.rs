@@ -1,0 +1,301 @@
+//! Event logs. At an edge: status changes, exec results, control changes
+//! and driver errors, each marked synced once the master acknowledged it;
+//! the log is bounded and drops the oldest status changes first, never
+//! control changes. At the master: every edge's events, idempotent by id,
+//! with a per-edge passive-sync cursor moved in the same transaction.
+
+use uuid::Uuid;
+
+use super::{Store, StoreError, on_reader, on_writer};
+
+/// What an event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A status variable changed (coalesced per module and key while unsynced).
+    Status,
+    /// An exec finished.
+    Exec,
+    /// Control of the location changed (never dropped).
+    Control,
+    /// A driver failed.
+    DriverError,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Status => "status",
+            EventKind::Exec => "exec",
+            EventKind::Control => "control",
+            EventKind::DriverError => "driver_error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventKind> {
+        [
+            EventKind::Status,
+            EventKind::Exec,
+            EventKind::Control,
+            EventKind::DriverError,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// One event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub id: Uuid,
+    pub edge_id: Uuid,
+    pub at_ms: i64,
+    pub module_id: Option<Uuid>,
+    pub kind: EventKind,
+    /// The status key, for status changes.
+    pub key: Option<String>,
+    /// The control epoch of the side that recorded it.
+    pub epoch: Option<i64>,
+    /// JSON text.
+    pub body: String,
+}
+
+/// An event with its place in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedEvent {
+    pub seq: i64,
+    pub synced: bool,
+    pub event: Event,
+}
+
+const COLUMNS: &str = "seq, id, edge_id, at_ms, module_id, kind, key, epoch, body, synced";
+type EventRow = (
+    i64,
+    String,
+    String,
+    i64,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<i64>,
+    String,
+    bool,
+);
+
+const DELETE_COALESCED: &str = "DELETE FROM events \
+     WHERE NOT synced AND kind = 'status' AND module_id = $1 AND key = $2";
+const INSERT_EVENT: &str = "INSERT INTO events (id, edge_id, at_ms, module_id, kind, key, epoch, body, synced) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING RETURNING seq";
+const COUNT_EVENTS: &str = "SELECT COUNT(*) FROM events";
+const TRIM_SYNCED: &str = "DELETE FROM events WHERE seq IN \
+     (SELECT seq FROM events WHERE synced ORDER BY seq LIMIT $1)";
+const TRIM_UNSYNCED_KIND: &str = "DELETE FROM events WHERE seq IN \
+     (SELECT seq FROM events WHERE NOT synced AND kind = $2 ORDER BY seq LIMIT $1)";
+const ADD_DROPPED: &str = "UPDATE outpost_meta SET value = value + $1 WHERE key = 'events_dropped'";
+const GET_DROPPED: &str = "SELECT value FROM outpost_meta WHERE key = 'events_dropped'";
+const COUNT_UNSYNCED: &str = "SELECT COUNT(*) FROM events WHERE NOT synced";
+const MARK_SYNCED: &str = "UPDATE events SET synced = TRUE WHERE id = $1";
+const GET_CURSOR: &str = "SELECT last_seq FROM sync_progress WHERE edge_id = $1";
+const SET_CURSOR: &str = "INSERT INTO sync_progress (edge_id, last_seq) VALUES ($1, $2) \
+     ON CONFLICT (edge_id) DO UPDATE SET last_seq = excluded.last_seq \
+     WHERE sync_progress.last_seq < excluded.last_seq";
+
+fn to_logged(row: EventRow) -> Result<LoggedEvent, StoreError> {
+    let bad = |what: &str, v: &str| StoreError::Corrupt {
+        id: Uuid::nil(),
+        reason: format!("event log: bad {what} '{v}'"),
+    };
+    let uuid = |v: &str| Uuid::parse_str(v).map_err(|_| bad("id", v));
+    Ok(LoggedEvent {
+        seq: row.0,
+        synced: row.9,
+        event: Event {
+            id: uuid(&row.1)?,
+            edge_id: uuid(&row.2)?,
+            at_ms: row.3,
+            module_id: row.4.as_deref().map(uuid).transpose()?,
+            kind: EventKind::parse(&row.5).ok_or_else(|| bad("kind", &row.5))?,
+            key: row.6,
+            epoch: row.7,
+            body: row.8,
+        },
+    })
+}
+
+/// Order in which a full log gives up rows: status changes first (they are
+/// superseded by newer values anyway), then exec results and driver errors.
+/// Control changes are never dropped.
+const DROP_ORDER: [EventKind; 3] = [EventKind::Status, EventKind::Exec, EventKind::DriverError];
+
+impl Store {
+    /// Edge: appends an event to the local log, unsynced. An unsynced status
+    /// change for the same module and key is replaced (coalesced). When the
+    /// log holds more than `max_events`, synced rows go first, then the
+    /// oldest unsynced status changes, exec results and driver errors; those
+    /// are counted as dropped. Returns the event's place in the log.
+    pub async fn log_event(&self, event: &Event, max_events: u64) -> Result<i64, StoreError> {
+        on_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if event.kind == EventKind::Status
+                && let (Some(module), Some(key)) = (event.module_id, &event.key)
+            {
+                sqlx::query(DELETE_COALESCED)
+                    .bind(module.to_string())
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let seq: Option<i64> = sqlx::query_scalar(INSERT_EVENT)
+                .bind(event.id.to_string())
+                .bind(event.edge_id.to_string())
+                .bind(event.at_ms)
+                .bind(event.module_id.map(|m| m.to_string()))
+                .bind(event.kind.as_str())
+                .bind(&event.key)
+                .bind(event.epoch)
+                .bind(&event.body)
+                .bind(false)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let count: i64 = sqlx::query_scalar(COUNT_EVENTS).fetch_one(&mut *tx).await?;
+            let mut excess = count - i64::try_from(max_events).unwrap_or(i64::MAX);
+            if excess > 0 {
+                excess -= sqlx::query(TRIM_SYNCED).bind(excess).execute(&mut *tx).await?.rows_affected() as i64;
+            }
+            let mut dropped = 0i64;
+            for kind in DROP_ORDER {
+                if excess <= 0 {
+                    break;
+                }
+                let n = sqlx::query(TRIM_UNSYNCED_KIND)
+                    .bind(excess)
+                    .bind(kind.as_str())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected() as i64;
+                excess -= n;
+                dropped += n;
+            }
+            if dropped > 0 {
+                sqlx::query(ADD_DROPPED).bind(dropped).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            // An id already in the log (a retried append) keeps its place.
+            match seq {
+                Some(seq) => Ok(seq),
+                None => Ok(on_reader!(self, pool => {
+                    sqlx::query_scalar("SELECT seq FROM events WHERE id = $1")
+                        .bind(event.id.to_string())
+                        .fetch_one(pool)
+                        .await?
+                })),
+            }
+        })
+    }
+
+    /// Edge: unsynced events after `after_seq`, oldest first.
+    pub async fn unsynced_events(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<LoggedEvent>, StoreError> {
+        let rows: Vec<EventRow> = on_reader!(self, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM events WHERE NOT synced AND seq > $1 ORDER BY seq LIMIT $2"
+            )))
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(to_logged).collect()
+    }
+
+    /// Edge: marks events as acknowledged by the master.
+    pub async fn mark_synced(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        on_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for id in ids {
+                sqlx::query(MARK_SYNCED).bind(id.to_string()).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Edge: (events not yet synced, events dropped because the log was full).
+    pub async fn event_counts(&self) -> Result<(i64, i64), StoreError> {
+        Ok(on_reader!(self, pool => {
+            let unsynced: i64 = sqlx::query_scalar(COUNT_UNSYNCED).fetch_one(pool).await?;
+            let dropped: i64 = sqlx::query_scalar(GET_DROPPED).fetch_one(pool).await?;
+            (unsynced, dropped)
+        }))
+    }
+
+    /// Master: stores events received from an edge, each at most once (by
+    /// id), and moves that edge's passive-sync cursor to `cursor` in the same
+    /// transaction, so a kill at any point neither loses nor repeats one.
+    /// Returns how many events were new.
+    pub async fn collect_events(
+        &self,
+        edge_id: Uuid,
+        events: &[Event],
+        cursor: Option<i64>,
+    ) -> Result<usize, StoreError> {
+        on_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut new = 0;
+            for e in events {
+                let seq: Option<i64> = sqlx::query_scalar(INSERT_EVENT)
+                    .bind(e.id.to_string())
+                    .bind(e.edge_id.to_string())
+                    .bind(e.at_ms)
+                    .bind(e.module_id.map(|m| m.to_string()))
+                    .bind(e.kind.as_str())
+                    .bind(&e.key)
+                    .bind(e.epoch)
+                    .bind(&e.body)
+                    .bind(true)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                new += seq.is_some() as usize;
+            }
+            if let Some(cursor) = cursor {
+                sqlx::query(SET_CURSOR)
+                    .bind(edge_id.to_string())
+                    .bind(cursor)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(new)
+        })
+    }
+
+    /// Master: where passive sync got to in `edge_id`'s log (0: nowhere yet).
+    pub async fn sync_cursor(&self, edge_id: Uuid) -> Result<i64, StoreError> {
+        let v: Option<i64> = on_reader!(self, pool => {
+            sqlx::query_scalar(GET_CURSOR).bind(edge_id.to_string()).fetch_optional(pool).await?
+        });
+        Ok(v.unwrap_or(0))
+    }
+
+    /// Master: the events collected from `edge_id`, in arrival order.
+    pub async fn events_of(
+        &self,
+        edge_id: Uuid,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<LoggedEvent>, StoreError> {
+        let rows: Vec<EventRow> = on_reader!(self, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM events WHERE edge_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+            )))
+            .bind(edge_id.to_string())
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(to_logged).collect()
+    }
+}

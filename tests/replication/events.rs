@@ -1,0 +1,191 @@
+//! The edge's bounded event log and the master's idempotent collection.
+
+use outpost::model::new_id;
+use outpost::store::{Event, EventKind, Store};
+use uuid::Uuid;
+
+crate::both_backends!(
+    status_changes_coalesce_while_unsynced,
+    a_full_log_drops_status_first_and_never_control,
+    collection_is_idempotent_and_moves_the_cursor_with_the_events,
+);
+
+fn event(edge: Uuid, module: Uuid, kind: EventKind, key: Option<&str>, body: &str) -> Event {
+    Event {
+        id: new_id(),
+        edge_id: edge,
+        at_ms: 1,
+        module_id: Some(module),
+        kind,
+        key: key.map(String::from),
+        epoch: Some(1),
+        body: body.into(),
+    }
+}
+
+async fn status_changes_coalesce_while_unsynced(store: &Store) {
+    let (edge, module) = (new_id(), new_id());
+    store
+        .log_event(
+            &event(edge, module, EventKind::Status, Some("power"), "\"on\""),
+            100,
+        )
+        .await
+        .unwrap();
+    store
+        .log_event(
+            &event(edge, module, EventKind::Status, Some("input"), "\"hdmi1\""),
+            100,
+        )
+        .await
+        .unwrap();
+    store
+        .log_event(
+            &event(edge, module, EventKind::Status, Some("power"), "\"off\""),
+            100,
+        )
+        .await
+        .unwrap();
+    let log = store.unsynced_events(0, 100).await.unwrap();
+    let bodies: Vec<&str> = log.iter().map(|e| e.event.body.as_str()).collect();
+    assert_eq!(
+        bodies,
+        vec!["\"hdmi1\"", "\"off\""],
+        "only the latest power value is kept"
+    );
+    // Once synced, a value is history: a new change is a new event.
+    store.mark_synced(&[log[1].event.id]).await.unwrap();
+    store
+        .log_event(
+            &event(edge, module, EventKind::Status, Some("power"), "\"on\""),
+            100,
+        )
+        .await
+        .unwrap();
+    let unsynced = store.unsynced_events(0, 100).await.unwrap();
+    assert_eq!(unsynced.len(), 2);
+    assert_eq!(store.event_counts().await.unwrap(), (2, 0));
+    // Paging by position in the log.
+    let rest = store.unsynced_events(unsynced[0].seq, 100).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    // Appending the same event twice keeps one.
+    let e = event(edge, module, EventKind::Exec, None, "{}");
+    let a = store.log_event(&e, 100).await.unwrap();
+    let b = store.log_event(&e, 100).await.unwrap();
+    assert_eq!(a, b);
+    assert_eq!(store.event_counts().await.unwrap(), (3, 0));
+}
+
+async fn a_full_log_drops_status_first_and_never_control(store: &Store) {
+    let (edge, module) = (new_id(), new_id());
+    let max = 6;
+    let control = event(edge, module, EventKind::Control, None, "{\"to\":\"edge\"}");
+    store.log_event(&control, max).await.unwrap();
+    let synced = event(edge, module, EventKind::Exec, None, "\"synced\"");
+    store.log_event(&synced, max).await.unwrap();
+    store.mark_synced(&[synced.id]).await.unwrap();
+    for i in 0..4 {
+        store
+            .log_event(
+                &event(edge, module, EventKind::Status, Some(&format!("k{i}")), "1"),
+                max,
+            )
+            .await
+            .unwrap();
+    }
+    // Full (6). One more: the synced row goes first, nothing is lost.
+    store
+        .log_event(&event(edge, module, EventKind::Exec, None, "\"e1\""), max)
+        .await
+        .unwrap();
+    assert_eq!(store.event_counts().await.unwrap(), (6, 0));
+    // Then the oldest status changes, counted as dropped.
+    store
+        .log_event(&event(edge, module, EventKind::Exec, None, "\"e2\""), max)
+        .await
+        .unwrap();
+    store
+        .log_event(
+            &event(
+                edge,
+                module,
+                EventKind::Control,
+                None,
+                "{\"to\":\"master\"}",
+            ),
+            max,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.event_counts().await.unwrap(), (6, 2));
+    let kinds: Vec<EventKind> = store
+        .unsynced_events(0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            EventKind::Control,
+            EventKind::Status,
+            EventKind::Status,
+            EventKind::Exec,
+            EventKind::Exec,
+            EventKind::Control
+        ]
+    );
+    // Only control changes left to give up: they are kept beyond the bound.
+    for _ in 0..6 {
+        store
+            .log_event(&event(edge, module, EventKind::Control, None, "{}"), max)
+            .await
+            .unwrap();
+    }
+    let kinds: Vec<EventKind> = store
+        .unsynced_events(0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event.kind)
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == EventKind::Control).count(),
+        8
+    );
+    assert!(kinds.iter().all(|k| *k == EventKind::Control));
+    assert_eq!(store.event_counts().await.unwrap().1, 6);
+}
+
+async fn collection_is_idempotent_and_moves_the_cursor_with_the_events(store: &Store) {
+    let (edge, module) = (new_id(), new_id());
+    assert_eq!(store.sync_cursor(edge).await.unwrap(), 0);
+    let batch: Vec<Event> = (0..5)
+        .map(|i| event(edge, module, EventKind::Exec, None, &i.to_string()))
+        .collect();
+    assert_eq!(
+        store
+            .collect_events(edge, &batch[..3], Some(3))
+            .await
+            .unwrap(),
+        3
+    );
+    // A retried batch (the ack was lost) stores nothing twice.
+    assert_eq!(
+        store.collect_events(edge, &batch, Some(5)).await.unwrap(),
+        2
+    );
+    assert_eq!(store.sync_cursor(edge).await.unwrap(), 5);
+    // The cursor never moves back.
+    store.collect_events(edge, &[], Some(2)).await.unwrap();
+    assert_eq!(store.sync_cursor(edge).await.unwrap(), 5);
+    let stored = store.events_of(edge, 0, 100).await.unwrap();
+    assert_eq!(stored.len(), 5);
+    assert!(stored.iter().all(|e| e.synced));
+    assert_eq!(
+        stored.iter().map(|e| e.event.id).collect::<Vec<_>>(),
+        batch.iter().map(|e| e.id).collect::<Vec<_>>()
+    );
+    assert!(store.events_of(new_id(), 0, 100).await.unwrap().is_empty());
+}
