@@ -254,7 +254,52 @@ fn rpc() {
     });
 }
 
-/// Sends `rate` requests per second for `dur`, one task each.
+/// Sends `rate` requests per second for `dur`, evenly spaced by a pacer
+/// thread (the tokio timer ticks in milliseconds, which would send bursts),
+/// one task each; latency counts from the moment each is issued.
+async fn fixed_rate(peer: &Peer, rate: u64, dur: Duration) -> Stats {
+    let total = rate * dur.as_secs();
+    let lat = Arc::new(std::sync::Mutex::new(Vec::with_capacity(total as usize)));
+    let tracker = tokio_util::task::TaskTracker::new();
+    let handle = tokio::runtime::Handle::current();
+    let start = Instant::now();
+    let pacer = {
+        let (peer, lat, tracker) = (peer.clone(), lat.clone(), tracker.clone());
+        std::thread::spawn(move || {
+            let period = Duration::from_nanos(1_000_000_000 / rate);
+            for n in 0..total {
+                let due = start + period * n as u32;
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                let issued = Instant::now();
+                let (p, lat) = (peer.clone(), lat.clone());
+                tracker.spawn_on(
+                    async move {
+                        match p.request(exec(), Duration::from_secs(10)).await {
+                            Ok(_) => lat.lock().unwrap().push(issued.elapsed()),
+                            Err(e) => eprintln!("request failed: {e}"),
+                        }
+                    },
+                    &handle,
+                );
+            }
+        })
+    };
+    tokio::task::spawn_blocking(move || pacer.join().unwrap())
+        .await
+        .unwrap();
+    tracker.close();
+    tracker.wait().await;
+    let lat = std::mem::take(&mut *lat.lock().unwrap());
+    Stats {
+        count: lat.len(),
+        elapsed: start.elapsed(),
+        lat,
+    }
+}
+
 /// Only the link at 256 in flight, for `perf record`.
 fn profile() {
     let dir = tempfile::tempdir().unwrap();
@@ -273,42 +318,6 @@ fn profile() {
             .line("outpost link");
         link.stop().await;
     });
-}
-
-async fn fixed_rate(peer: &Peer, rate: u64, dur: Duration) -> Stats {
-    let per_ms = rate / 1000;
-    let lat = Arc::new(std::sync::Mutex::new(Vec::with_capacity(
-        (rate * dur.as_secs()) as usize,
-    )));
-    let start = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let tracker = tokio_util::task::TaskTracker::new();
-    let total = rate * dur.as_secs();
-    let mut n = 0u64;
-    while n < total {
-        tick.tick().await;
-        for _ in 0..per_ms {
-            // The timer wheel ticks in milliseconds, so requests leave in
-            // bursts of rate/1000 (burstier than uniform, so conservative);
-            // latency counts from the moment each is issued.
-            let issued = Instant::now();
-            let (p, lat) = (peer.clone(), lat.clone());
-            tracker.spawn(async move {
-                p.request(exec(), Duration::from_secs(10)).await.unwrap();
-                lat.lock().unwrap().push(issued.elapsed());
-            });
-            n += 1;
-        }
-    }
-    tracker.close();
-    tracker.wait().await;
-    let lat = std::mem::take(&mut *lat.lock().unwrap());
-    Stats {
-        count: lat.len(),
-        elapsed: start.elapsed(),
-        lat,
-    }
 }
 
 struct LinkBench {

@@ -443,6 +443,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     stall: Duration,
 ) {
     const BATCH: usize = 256;
+    // Yields per batch at most; measured at 256 in flight: 2 → ~100k,
+    // 8 → ~150k requests/s (bench `profile`), no effect with one in flight.
+    const YIELDS: usize = 8;
     loop {
         let first = tokio::select! {
             biased;
@@ -456,7 +459,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             // and callers already woken can add theirs, and write them all
             // in one TLS record and one system call.
             let mut queued = 1;
-            for round in 0..2 {
+            for round in 0..YIELDS {
+                let before = queued;
                 while queued < BATCH {
                     match rx.try_recv() {
                         Ok(m) => {
@@ -466,10 +470,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                         Err(_) => break,
                     }
                 }
-                // Only under load: a lone frame (one request in flight)
-                // goes out at once.
-                if round == 0 && queued > 1 && queued < BATCH {
+                // Only under load (a lone frame, one request in flight, goes
+                // out at once), and only while yielding still gathers more.
+                let gained = queued > before || round == 0;
+                if round + 1 < YIELDS && queued > 1 && queued < BATCH && gained {
                     tokio::task::yield_now().await;
+                } else {
+                    break;
                 }
             }
             SinkExt::<Bytes>::flush(&mut sink).await?;
