@@ -639,7 +639,7 @@ fn edges() {
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
         let rss1 = rss_bytes();
-        let idle = Duration::from_secs(10);
+        let idle = Duration::from_secs(std::env::var("OUTPOST_BENCH_IDLE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10));
         let c0 = cpu_seconds();
         tokio::time::sleep(idle).await;
         let cpu = (cpu_seconds() - c0) / idle.as_secs_f64();
@@ -694,7 +694,11 @@ fn edge_sim(args: &[String]) {
         // One configuration for all simulated edges: its resumption cache
         // must hold every edge's session, as each real edge's does its own.
         let mut tls = (*tls::client_config(&ca, None).unwrap()).clone();
-        tls.resumption = rustls::client::Resumption::in_memory_sessions(2 * n);
+        tls.resumption = if std::env::var_os("OUTPOST_BENCH_NO_RESUME").is_some() {
+            rustls::client::Resumption::disabled()
+        } else {
+            rustls::client::Resumption::in_memory_sessions(2 * n)
+        };
         let tls = Arc::new(tls);
         let handler = Arc::new(Echo);
         let stop = CancellationToken::new();

@@ -581,7 +581,7 @@ async fn mutual_tls_refuses_edges_without_a_client_certificate() {
     let mut m = start_master(&certs, opts).await;
 
     // No client certificate: TLS fails, recorded, nothing registered.
-    let mut e = start_edge(
+    let e = start_edge(
         edge_config(&certs, &id, vec![m.addr.to_string()]),
         TestHandler::default(),
     );
