@@ -691,15 +691,11 @@ fn edge_sim(args: &[String]) {
     let ca = std::path::PathBuf::from(&args[2]);
     certs::install_crypto_provider();
     runtime().block_on(async move {
-        // One configuration for all simulated edges: its resumption cache
-        // must hold every edge's session, as each real edge's does its own.
-        let mut tls = (*tls::client_config(&ca, None).unwrap()).clone();
-        tls.resumption = if std::env::var_os("OUTPOST_BENCH_NO_RESUME").is_some() {
-            rustls::client::Resumption::disabled()
-        } else {
-            rustls::client::Resumption::in_memory_sessions(2 * n)
-        };
-        let tls = Arc::new(tls);
+        // Each simulated edge gets its own client configuration, as a real
+        // edge has: TLS session tickets are cached per server name, so a
+        // shared cache would let only a handful of edges resume.
+        let base = (*tls::client_config(&ca, None).unwrap()).clone();
+        let no_resume = std::env::var_os("OUTPOST_BENCH_NO_RESUME").is_some();
         let handler = Arc::new(Echo);
         let stop = CancellationToken::new();
         let (tx, mut rx) = mpsc::unbounded_channel::<EdgeEvent>();
@@ -710,7 +706,15 @@ fn edge_sim(args: &[String]) {
                 edge_id,
                 key,
                 masters: vec![master.clone()],
-                tls: tls.clone(),
+                tls: {
+                    let mut c = base.clone();
+                    c.resumption = if no_resume {
+                        rustls::client::Resumption::disabled()
+                    } else {
+                        rustls::client::Resumption::in_memory_sessions(4)
+                    };
+                    Arc::new(c)
+                },
                 peer: {
                     let mut p = PeerConfig::new(PeerRole::Edge, LinkTiming::default());
                     p.timing.handshake_timeout = Duration::from_secs(30);
