@@ -362,7 +362,14 @@ impl LinkBench {
             commit: CommitCell::default(),
             bind: None,
         };
-        let (etx, _erx) = mpsc::unbounded_channel();
+        let (etx, mut erx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(ev) = erx.recv().await {
+                if let EdgeEvent::ConnectionLost { reason, .. } = ev {
+                    eprintln!("  (link lost: {reason})");
+                }
+            }
+        });
         let edge_stop = CancellationToken::new();
         tokio::spawn(edge::run(ecfg, Arc::new(Echo), etx, edge_stop.clone()));
         let to_edge = loop {
