@@ -552,6 +552,20 @@ fn edge_identity(i: usize) -> (Uuid, LinkKey) {
 /// Source addresses the simulated edges connect from.
 const SOURCES: u8 = 8;
 
+/// Link timing of the edges part: defaults, or `OUTPOST_BENCH_HEARTBEAT_MS`
+/// with a dead time of three heartbeats.
+fn edges_timing() -> LinkTiming {
+    let mut t = LinkTiming::default();
+    if let Some(ms) = std::env::var("OUTPOST_BENCH_HEARTBEAT_MS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        t.heartbeat = Duration::from_millis(ms);
+        t.dead_after = Duration::from_millis(3 * ms);
+    }
+    t
+}
+
 fn edge_count() -> usize {
     std::env::var("OUTPOST_BENCH_EDGES")
         .ok()
@@ -585,7 +599,7 @@ fn edges() {
     let certs = dev_certs(dir.path());
     let keys: HashMap<Uuid, LinkKey> = (0..n).map(edge_identity).collect();
     runtime().block_on(async move {
-        println!("## edges: {n} simulated edges in a child process, {SOURCES} source addresses, 1 s heartbeats");
+        println!("## edges: {n} simulated edges in a child process, {SOURCES} source addresses, heartbeat {:?}", edges_timing().heartbeat);
         let socket = TcpSocket::new_v4().unwrap();
         socket.set_reuseaddr(true).unwrap();
         socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -593,7 +607,7 @@ fn edges() {
         let addr = listener.local_addr().unwrap();
         let mut cfg = MasterLinkConfig {
             tls: tls::server_config(&certs.cert, &certs.key, None).unwrap(),
-            peer: PeerConfig::new(PeerRole::Master, LinkTiming::default()),
+            peer: PeerConfig::new(PeerRole::Master, edges_timing()),
             boot_id: Uuid::now_v7(),
             max_handshakes: 256,
             shutdown_grace: Duration::from_secs(2),
@@ -723,7 +737,7 @@ fn edge_sim(args: &[String]) {
                     Arc::new(c)
                 },
                 peer: {
-                    let mut p = PeerConfig::new(PeerRole::Edge, LinkTiming::default());
+                    let mut p = PeerConfig::new(PeerRole::Edge, edges_timing());
                     p.timing.handshake_timeout = Duration::from_secs(30);
                     p
                 },
