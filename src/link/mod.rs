@@ -69,6 +69,8 @@ impl Default for LinkTiming {
 pub enum LinkError {
     #[error("TLS configuration: {0}")]
     Tls(String),
+    #[error("link configuration: {0}")]
+    Config(String),
     #[error(transparent)]
     Certs(#[from] crate::certs::CertError),
     #[error("I/O: {0}")]
