@@ -34,6 +34,9 @@ pub enum Command {
     /// Administration of the documents in the master's store.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Run a device simulator (real protocol on real TCP) until Ctrl-C.
+    #[command(subcommand)]
+    Simulate(crate::sim::cli::SimulateCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,6 +99,7 @@ pub fn main() -> ExitCode {
         Command::Master => run_role(cli.config, Role::Master),
         Command::Edge => run_role(cli.config, Role::Edge),
         Command::Admin(admin) => run_admin(cli.config, admin),
+        Command::Simulate(sim) => simulate(sim),
     }
 }
 
@@ -115,6 +119,7 @@ fn init_logging(config: &Config) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -148,6 +153,17 @@ fn run_role(file: Option<PathBuf>, role: Role) -> ExitCode {
         }
         Err(e) => {
             eprintln!("outpost: {}", report(&e));
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn simulate(command: crate::sim::cli::SimulateCommand) -> ExitCode {
+    init_logging(&Config::default());
+    match runtime().block_on(crate::sim::cli::run(command, crate::shutdown::signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("outpost: {e:#}");
             ExitCode::from(EXIT_FAILURE)
         }
     }

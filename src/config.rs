@@ -105,6 +105,17 @@ pub struct Config {
     pub reconnect_ms: u64,
     /// How long a graceful stop may take before remaining work is dropped.
     pub shutdown_grace_ms: u64,
+    /// Master: how often the passive sync job pulls unsynced events from
+    /// every connected edge (a backstop to the edges' own pushes).
+    pub sync_interval_ms: u64,
+    /// Master: events per passive-sync request.
+    pub sync_batch_size: u32,
+    /// Master: pause between passive-sync batches, so a large backlog does
+    /// not crowd out live traffic.
+    pub sync_step_sleep_ms: u64,
+    /// Edge: events kept in the local log at most (synced ones are dropped
+    /// first, then the oldest status changes; control changes never).
+    pub event_log_max: u64,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `outpost=debug`.
     pub log: String,
 }
@@ -129,6 +140,10 @@ impl Default for Config {
             dead_after_ms: 3_000,
             reconnect_ms: 3_000,
             shutdown_grace_ms: 10_000,
+            event_log_max: 100_000,
+            sync_interval_ms: 60_000,
+            sync_batch_size: 1_000,
+            sync_step_sleep_ms: 100,
             log: "info".into(),
         }
     }
@@ -269,6 +284,9 @@ impl Config {
             ));
         }
         for (key, value) in [
+            ("event_log_max", self.event_log_max),
+            ("sync_interval_ms", self.sync_interval_ms),
+            ("sync_batch_size", u64::from(self.sync_batch_size)),
             ("heartbeat_ms", self.heartbeat_ms),
             ("dead_after_ms", self.dead_after_ms),
             ("reconnect_ms", self.reconnect_ms),

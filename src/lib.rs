@@ -34,6 +34,7 @@
 #![warn(clippy::await_holding_lock)]
 
 pub mod admin;
+pub mod answer;
 pub mod api;
 pub mod boot;
 pub mod certs;

@@ -29,6 +29,14 @@ pub enum ApiError {
     ReadOnly,
     #[error("validation failed")]
     Invalid(Vec<FieldError>),
+    /// The device side failed (a driver's error, a device's refusal).
+    #[error("{0}")]
+    Upstream(String),
+    /// Whoever should answer cannot be reached now.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Timeout(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -75,6 +83,9 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             ApiError::ReadOnly => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "internal error answering an API request");

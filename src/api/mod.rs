@@ -10,9 +10,11 @@ mod auth;
 mod documents;
 mod error;
 mod keys;
+mod operations;
 
 pub use auth::{BootstrapError, Caller, bootstrap_admin};
 pub use error::ApiError;
+pub use operations::Ops;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -43,6 +45,8 @@ pub struct ApiState {
     pub role: Role,
     /// Driver names that exist, for validating modules.
     pub validation: ValidationContext,
+    /// The runtime and the connected edges, for device operations.
+    pub ops: Option<Ops>,
     throttle: auth::Throttle,
     /// Held while a document write checks other documents and writes, so
     /// two API writes cannot both pass a check that only one may pass (a
@@ -52,10 +56,20 @@ pub struct ApiState {
 
 impl ApiState {
     pub fn new(store: Store, role: Role, validation: ValidationContext) -> Arc<Self> {
+        Self::with_ops(store, role, validation, None)
+    }
+
+    pub fn with_ops(
+        store: Store,
+        role: Role,
+        validation: ValidationContext,
+        ops: Option<Ops>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             role,
             validation,
+            ops,
             throttle: auth::Throttle::default(),
             write_lock: tokio::sync::Mutex::new(()),
         })
@@ -161,6 +175,7 @@ pub fn router(state: Arc<ApiState>) -> (axum::Router, utoipa::openapi::OpenApi) 
         .routes(routes!(health))
         .merge(documents::routes())
         .merge(keys::routes())
+        .merge(operations::routes())
         .split_for_parts();
     openapi
         .components
@@ -231,6 +246,7 @@ pub async fn start(
     config: &Config,
     store: &crate::store::Store,
     role: Role,
+    ops: Ops,
 ) -> Result<RunningApi, crate::boot::RunError> {
     let configured = config.admin_key.as_ref().map(|k| k.expose());
     // An edge only knows the keys replicated from its master.
@@ -267,7 +283,7 @@ pub async fn start(
     let addr = listener
         .local_addr()
         .map_err(|e| ConfigError::new("api_addr", e.to_string()))?;
-    let state = ApiState::new(store.clone(), role, validation);
+    let state = ApiState::with_ops(store.clone(), role, validation, Some(ops));
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(serve(listener, state, stop.clone().cancelled_owned()));
     Ok(RunningApi { addr, stop, task })

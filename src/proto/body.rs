@@ -60,6 +60,29 @@ pub enum RequestBody {
     RepoBlob {
         oid: String,
     },
+    /// Edge → master: replicated documents with a sequence number above
+    /// `after` (the edge's checkpoint), at most `limit`, in order.
+    Changes {
+        after: i64,
+        limit: u32,
+    },
+    /// Edge → master: events recorded at the edge (active sync). The master
+    /// stores each at most once and attributes them to the link's edge,
+    /// whatever the payload says.
+    Events {
+        events: Vec<WireEvent>,
+    },
+    /// Master → edge (passive sync): unsynced events of the edge's log
+    /// after position `after`, at most `limit`, oldest first.
+    UnsyncedEvents {
+        after: i64,
+        limit: u32,
+    },
+    /// Master → edge: these events are stored at the master; mark them
+    /// synced.
+    EventsSynced {
+        ids: Vec<Uuid>,
+    },
 }
 
 impl RequestBody {
@@ -78,6 +101,10 @@ impl RequestBody {
         "repository",
         "repo_tree",
         "repo_blob",
+        "changes",
+        "events",
+        "unsynced_events",
+        "events_synced",
     ];
 
     /// The `kind` tag, for logs and metrics.
@@ -94,6 +121,10 @@ impl RequestBody {
             Self::Repository { .. } => "repository",
             Self::RepoTree { .. } => "repo_tree",
             Self::RepoBlob { .. } => "repo_blob",
+            Self::Changes { .. } => "changes",
+            Self::Events { .. } => "events",
+            Self::UnsyncedEvents { .. } => "unsynced_events",
+            Self::EventsSynced { .. } => "events_synced",
         }
     }
 }
@@ -148,6 +179,50 @@ pub enum ResponseBody {
     },
     /// Blob bytes, base64 (standard alphabet, padded).
     Blob { data: String },
+    /// A page of the master's change feed. `store_id` names the master's
+    /// database: a replica that copied another one starts again from zero.
+    Changes {
+        store_id: Uuid,
+        docs: Vec<DocChange>,
+        /// The master's last committed sequence number when it answered.
+        last_seq: i64,
+    },
+    /// A page of an edge's event log (passive sync).
+    Events { events: Vec<WireEvent> },
+}
+
+/// One event recorded at an edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireEvent {
+    pub id: Uuid,
+    pub at_ms: i64,
+    #[serde(default)]
+    pub module_id: Option<Uuid>,
+    /// `status`, `exec`, `control` or `driver_error`.
+    pub kind: String,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub epoch: Option<i64>,
+    /// JSON text.
+    pub body: String,
+    /// Its position in the edge's log (in passive-sync pages).
+    #[serde(default)]
+    pub seq: Option<i64>,
+}
+
+/// One document (or tombstone) of the change feed, as the master stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocChange {
+    pub kind: String,
+    pub id: Uuid,
+    pub rev: i64,
+    pub seq: i64,
+    pub deleted: bool,
+    #[serde(default)]
+    pub owner: Option<Uuid>,
+    /// The document's JSON text (`null` for a tombstone).
+    pub body: String,
 }
 
 /// A one-way message.
@@ -160,4 +235,7 @@ pub enum EventBody {
         level: String,
         message: String,
     },
+    /// Master → edges: the data model changed up to `seq`; pull the changes
+    /// after your checkpoint.
+    DataModelUpdated { seq: i64 },
 }

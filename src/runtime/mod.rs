@@ -18,10 +18,12 @@
 //!
 //! # API
 //!
-//! - lifecycle: [`Runtime::load`], [`Runtime::start`], [`Runtime::stop`],
+//! - lifecycle: [`Runtime::load`] (or [`Runtime::load_many`] for a boot
+//!   plan), [`Runtime::start`], [`Runtime::stop`],
 //!   [`Runtime::unload`], [`Runtime::update`]; per system
-//!   [`Runtime::start_system`] / [`Runtime::stop_system`] (which also teach
-//!   the runtime system membership, used by module-to-module calls).
+//!   [`Runtime::start_system`] / [`Runtime::stop_system`];
+//!   [`Runtime::register_system`] teaches membership without starting (used
+//!   by module-to-module calls and per-location device counts).
 //! - calls: [`Runtime::exec`] → JSON or [`ExecError`].
 //! - status: [`Runtime::status`], [`Runtime::status_key`],
 //!   [`Runtime::subscribe_status`] (one module), [`Runtime::subscribe_all_status`].
@@ -203,6 +205,14 @@ pub struct SystemReport {
     pub missing: Vec<Uuid>,
     /// Disabled modules, left alone.
     pub skipped: Vec<Uuid>,
+    pub failed: Vec<(Uuid, String)>,
+}
+
+/// Outcome of [`Runtime::load_many`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadReport {
+    /// Modules loaded by this call or already loaded before it.
+    pub loaded: usize,
     pub failed: Vec<(Uuid, String)>,
 }
 
@@ -521,6 +531,37 @@ impl Runtime {
                 .remove(&module.id);
         }
         res
+    }
+
+    /// Loads many modules, 64 at a time (a boot plan's modules). Modules
+    /// already loaded count as loaded; failures are listed, not fatal.
+    pub async fn load_many(&self, modules: &[Module]) -> LoadReport {
+        let sem = Arc::new(tokio::sync::Semaphore::new(64));
+        let mut set = tokio::task::JoinSet::new();
+        for m in modules {
+            let Ok(permit) = sem.clone().acquire_owned().await else {
+                break;
+            };
+            let rt = self.clone();
+            let m = m.clone();
+            set.spawn(async move {
+                let r = rt.load(&m).await;
+                drop(permit);
+                (m.id, r)
+            });
+        }
+        let mut report = LoadReport::default();
+        while let Some(res) = set.join_next().await {
+            match res {
+                Ok((_, Ok(()))) | Ok((_, Err(RuntimeError::AlreadyLoaded(_)))) => {
+                    report.loaded += 1
+                }
+                Ok((id, Err(e))) => report.failed.push((id, e.to_string())),
+                Err(e) => report.failed.push((Uuid::nil(), e.to_string())),
+            }
+        }
+        report.failed.sort();
+        report
     }
 
     async fn ask<T>(

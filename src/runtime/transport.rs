@@ -93,6 +93,14 @@ struct Conn {
     window_bytes: usize,
 }
 
+/// Delay before reconnect attempt `attempt` (0-based): doubling from `min`
+/// up to `max`, times a jitter of ±25% (`sample` in [0, 1)) so many modules
+/// that lost the same network do not reconnect in lock step.
+pub fn backoff_delay(attempt: u32, min: Duration, max: Duration, sample: f64) -> Duration {
+    let base = min.saturating_mul(1 << attempt.min(16)).min(max);
+    base.mul_f64(0.75 + sample.clamp(0.0, 1.0) * 0.5)
+}
+
 pub struct Link {
     host: String,
     port: u16,
@@ -205,14 +213,12 @@ impl Link {
     }
 
     fn backoff(&mut self) {
-        let exp = self
-            .cfg
-            .backoff_min
-            .saturating_mul(1 << self.attempt.min(16));
-        let base = exp.min(self.cfg.backoff_max);
-        // Jitter of ±25% so many modules that lost the same network do not
-        // reconnect in lock step.
-        let delay = base.mul_f64(0.75 + fastrand::f64() * 0.5);
+        let delay = backoff_delay(
+            self.attempt,
+            self.cfg.backoff_min,
+            self.cfg.backoff_max,
+            fastrand::f64(),
+        );
         self.attempt = self.attempt.saturating_add(1);
         self.state = State::Backoff(Box::pin(tokio::time::sleep(delay)));
     }
@@ -339,5 +345,30 @@ impl Link {
             let _ = tokio::time::timeout(limit, c.write.write_all(&c.out)).await;
             c.out.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters() {
+        let ms = Duration::from_millis;
+        let check = |attempt, sample, expect: Duration| {
+            assert_eq!(
+                backoff_delay(attempt, ms(500), ms(30_000), sample),
+                expect,
+                "attempt {attempt} sample {sample}"
+            );
+        };
+        check(0, 0.5, ms(500));
+        check(1, 0.5, ms(1000));
+        check(3, 0.5, ms(4000));
+        check(10, 0.5, ms(30_000));
+        check(40, 0.5, ms(30_000));
+        check(0, 0.0, ms(375));
+        check(0, 1.0, ms(625));
+        check(10, 0.0, ms(22_500));
     }
 }

@@ -218,6 +218,9 @@ pub struct Store {
     display_url: String,
     /// This store's own id, made once when it is created.
     store_id: Uuid,
+    /// The last sequence number committed through this process (watchers
+    /// learn of new changes without polling).
+    committed: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -309,8 +312,10 @@ impl Store {
             backend: std::sync::Arc::new(backend),
             display_url,
             store_id: Uuid::nil(),
+            committed: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
         };
         store.store_id = store.init_store_id().await?;
+        store.committed.send_replace(store.last_seq().await?);
         Ok(store)
     }
 
@@ -330,6 +335,13 @@ impl Store {
     /// and resyncs from scratch when it changes.
     pub fn store_id(&self) -> Uuid {
         self.store_id
+    }
+
+    /// Follows the last sequence number committed through this process.
+    /// Writes by other processes (an `outpost admin import`) are not seen
+    /// here; readers that must see them also poll [`Store::last_seq`].
+    pub fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.committed.subscribe()
     }
 
     /// The URL without credentials.
@@ -485,6 +497,13 @@ impl Store {
                 }
             }
             tx.commit().await?;
+            if let Some(last) = done.last() {
+                self.committed.send_if_modified(|seq| {
+                    let moved = last.0.seq > *seq;
+                    *seq = (*seq).max(last.0.seq);
+                    moved
+                });
+            }
             Ok(done.into_iter().map(|(c, _)| c).collect())
         })
     }

@@ -101,6 +101,11 @@ impl Store {
             sqlx::query(MOVE_CHECKPOINT).bind(checkpoint).execute(&mut *tx).await?;
             tx.commit().await?;
         });
+        self.committed.send_if_modified(|seq| {
+            let moved = checkpoint > *seq;
+            *seq = (*seq).max(checkpoint);
+            moved
+        });
         Ok(())
     }
 }

@@ -1,7 +1,14 @@
-//! Control tests: control epochs and the audit log on both backends. (The
+//! Control tests: control epochs and the audit log on both backends, restore
+//! windows, and a master and an edge together over real TLS. (The
 //! negotiation table lives with the pure function in `src/control`.)
 
 mod epochs;
+#[path = "../support/http.rs"]
+mod http;
+#[path = "../support/roles.rs"]
+mod roles;
+mod roles_api;
+mod roles_link;
 #[path = "../support/mod.rs"]
 mod support;
 mod windows;

@@ -100,7 +100,8 @@ fn configuration_errors_name_the_key_in_one_line() {
     );
 
     // A certificate that exists but is not a certificate.
-    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    // The edge verifies the master with this CA when it connects.
+    assert!(run(dir.path(), &["certs", "init"], &[]).status.success());
     for f in ["ca.pem", "master.pem", "master-key.pem"] {
         std::fs::write(dir.path().join("certs").join(f), "garbage").unwrap();
     }
@@ -227,12 +228,8 @@ fn admin_import_then_export_round_trips() {
 #[test]
 fn edge_with_an_empty_replica_waits_for_the_first_sync() {
     let dir = checkout();
-    std::fs::create_dir(dir.path().join("certs")).unwrap();
-    std::fs::write(
-        dir.path().join("certs/ca.pem"),
-        "not checked until the link connects",
-    )
-    .unwrap();
+    // The edge verifies the master with this CA when it connects.
+    assert!(run(dir.path(), &["certs", "init"], &[]).status.success());
     let secret = "e".repeat(64);
     let api = format!("127.0.0.1:{}", free_port());
     let mut child = outpost(
@@ -360,4 +357,33 @@ fn http_get(addr: &str, path: &str, key: Option<&str>) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
+}
+
+#[test]
+fn simulate_pjlink_speaks_the_protocol_until_sigterm() {
+    use std::io::{BufRead as _, Write as _};
+    let dir = checkout();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = outpost(dir.path(), &["simulate", "pjlink", "--listen", &addr], &[])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stream = loop {
+        match std::net::TcpStream::connect(&addr) {
+            Ok(s) => break s,
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    };
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut line = Vec::new();
+    reader.read_until(b'\r', &mut line).unwrap();
+    assert_eq!(line, b"PJLINK 0\r");
+    (&stream).write_all(b"%1POWR ?\r").unwrap();
+    line.clear();
+    reader.read_until(b'\r', &mut line).unwrap();
+    assert_eq!(line, b"%1POWR=0\r");
+    drop(stream);
+    stop(child);
 }

@@ -140,7 +140,10 @@ async fn every_request_kind_over_tls_in_both_directions() {
         let ev = within("debug event", debug_events.recv()).await.unwrap();
         let EventBody::Debug {
             module, message, ..
-        } = ev;
+        } = ev
+        else {
+            panic!("not a debug event: {ev:?}");
+        };
         assert_eq!(module, "proj");
         assert!(message.starts_with("line "));
     }

@@ -128,11 +128,15 @@ async fn request_kinds_reach_the_module_runtime() {
         .request(exec("shout", json!(["hi"])), D)
         .await
         .unwrap();
+    let ev = within("debug line", debug.recv()).await.unwrap();
     let EventBody::Debug {
         module: from,
         message,
         ..
-    } = within("debug line", debug.recv()).await.unwrap();
+    } = ev
+    else {
+        panic!("not a debug event: {ev:?}");
+    };
     assert_eq!(from, module);
     assert!(message.contains("shout hi"), "{message}");
     to_edge

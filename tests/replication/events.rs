@@ -8,6 +8,7 @@ crate::both_backends!(
     status_changes_coalesce_while_unsynced,
     a_full_log_drops_status_first_and_never_control,
     collection_is_idempotent_and_moves_the_cursor_with_the_events,
+    only_the_controlling_side_writes_history,
 );
 
 fn event(edge: Uuid, module: Uuid, kind: EventKind, key: Option<&str>, body: &str) -> Event {
@@ -188,4 +189,56 @@ async fn collection_is_idempotent_and_moves_the_cursor_with_the_events(store: &S
         batch.iter().map(|e| e.id).collect::<Vec<_>>()
     );
     assert!(store.events_of(new_id(), 0, 100).await.unwrap().is_empty());
+}
+
+/// The AURA rule: events recorded by the edge while the master controlled
+/// the location are refused; before, after and without takeovers they count.
+async fn only_the_controlling_side_writes_history(store: &Store) {
+    use outpost::control::{Reason, Side};
+    let (edge, module) = (new_id(), new_id());
+    let at = |ms: i64| Event {
+        at_ms: ms,
+        ..event(edge, module, EventKind::Exec, None, &ms.to_string())
+    };
+    let kept = |events: Vec<Event>| {
+        let store = store.clone();
+        async move {
+            outpost::master::accept_from_controller(&store, edge, events)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.at_ms)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        kept(vec![at(1), at(2)]).await,
+        vec![1, 2],
+        "no takeover recorded"
+    );
+    store
+        .change_controller(edge, None, Side::Edge, Reason::Boot, 1_000)
+        .await
+        .unwrap();
+    store
+        .change_controller(edge, Some(1), Side::Master, Reason::FailoverTimeout, 2_000)
+        .await
+        .unwrap();
+    store
+        .change_controller(edge, Some(2), Side::Edge, Reason::RestoreWindow, 3_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        kept(vec![
+            at(500),
+            at(1_500),
+            at(2_000),
+            at(2_500),
+            at(3_000),
+            at(3_500)
+        ])
+        .await,
+        vec![500, 1_500, 3_000, 3_500],
+        "events from the master's tenure are refused"
+    );
 }

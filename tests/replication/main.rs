@@ -2,6 +2,9 @@
 //! feed with its checkpoint, and the edge and master event logs.
 
 mod events;
+mod over_link;
 mod replica;
+#[path = "../support/roles.rs"]
+mod roles;
 #[path = "../support/mod.rs"]
 mod support;

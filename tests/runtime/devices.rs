@@ -349,3 +349,32 @@ async fn queue_retries_timeouts_and_priority_over_tcp() {
     );
     rt.shutdown().await;
 }
+
+#[tokio::test]
+async fn connect_timeout_applies_to_a_device_that_never_answers() {
+    // A listener that never accepts, with its accept queue filled: the
+    // kernel drops further SYNs, so a connect hangs until our timeout.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = sock.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_millis(200), s.connect(addr)).await {
+            fillers.push(c);
+        }
+    }
+    let mut cfg = config();
+    cfg.transport.connect_timeout = Duration::from_millis(300);
+    let rt = Runtime::new(cfg);
+    let m = module("hung", "line.lua", tcp(addr), json!({}));
+    rt.load(&m).await.unwrap();
+    let mut dbg = rt.debug_stream(m.id).unwrap();
+    rt.start(m.id).await.unwrap();
+    let msg = expect_log(&mut dbg, "connect failed").await;
+    assert!(msg.contains("timed out"), "{msg}");
+    assert_eq!(rt.device_connected(m.id), Some(false));
+    drop(listener);
+    rt.shutdown().await;
+}

@@ -321,3 +321,73 @@ async fn simulate_command_runs_until_shutdown() {
     stop.send(()).unwrap();
     within(5, task).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn load_many_reports_failures_without_stopping() {
+    let rt = runtime();
+    driver(&rt, "ok.lua", "return { hi = function() return 1 end }").await;
+    let mut modules: Vec<_> = (0..100)
+        .map(|i| module(&format!("m{i}"), "ok.lua", None, json!({})))
+        .collect();
+    let bad = module("bad", "nonexistent.lua", None, json!({}));
+    modules.push(bad.clone());
+    rt.load(&modules[0]).await.unwrap();
+    let report = rt.load_many(&modules).await;
+    assert_eq!(report.loaded, 100);
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].0, bad.id);
+    assert!(report.failed[0].1.contains("nonexistent.lua"), "{report:?}");
+    assert_eq!(rt.modules().len(), 100);
+    rt.shutdown().await;
+    assert!(rt.modules().is_empty());
+    assert!(matches!(
+        rt.load(&bad).await,
+        Err(RuntimeError::ShuttingDown)
+    ));
+}
+
+/// Two runtimes (a master and an edge, say) hand a projector over: the one
+/// that stops releases the connection before the other connects, so the
+/// device never sees two controllers.
+#[tokio::test]
+async fn handover_between_two_runtimes_keeps_one_connection() {
+    let sim = pjlink(Duration::from_millis(100)).await;
+    let edge = runtime();
+    let master = runtime();
+    let m = module("proj", "pjlink.lua", tcp(sim.addr()), json!({}));
+    let system = ControlSystem {
+        id: Uuid::now_v7(),
+        name: "Room".into(),
+        description: String::new(),
+        edge_id: Some(Uuid::now_v7()),
+        module_ids: vec![m.id],
+        settings: Default::default(),
+    };
+    for rt in [&edge, &master] {
+        rt.load(&m).await.unwrap();
+        rt.register_system(&system);
+    }
+    edge.start_system(&system).await.unwrap();
+    wait_connected(&edge, m.id).await;
+    assert_eq!(
+        exec_ok(&edge, m.id, "power", json!([true])).await,
+        json!("warming")
+    );
+    for _ in 0..3 {
+        edge.stop_system(system.id).await.unwrap();
+        wait_until("edge released", || sim.connections() == 0).await;
+        master.start_system(&system).await.unwrap();
+        wait_connected(&master, m.id).await;
+        assert_eq!(master.location_devices(system.edge_id).connected, 1);
+        assert_eq!(edge.location_devices(system.edge_id).connected, 0);
+        exec_ok(&master, m.id, "power_query", no_args()).await;
+        master.stop_system(system.id).await.unwrap();
+        wait_until("master released", || sim.connections() == 0).await;
+        edge.start_system(&system).await.unwrap();
+        wait_connected(&edge, m.id).await;
+    }
+    assert_eq!(sim.max_connections_seen(), 1);
+    assert_eq!(sim.total_connections(), 7);
+    edge.shutdown().await;
+    master.shutdown().await;
+}

@@ -1,0 +1,527 @@
+//! Operations on devices: exec, status, start/stop a system, and what the
+//! master knows of each edge location (connection, controller, control log).
+//!
+//! A module's call goes to whoever runs it: the local runtime, or, on the
+//! master, the edge location that controls it, over the link. Every module
+//! answer says which side answered (`X-Outpost-Answered-By`) and which
+//! controls (`X-Outpost-Controller`). An edge that does not answer is 503
+//! naming the location; a call past its deadline is 504; a driver's own
+//! failure is 502 with the driver's message.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::ApiState;
+use super::auth::Caller;
+use super::error::ApiError;
+use crate::answer::exec_err;
+use crate::config::Role;
+use crate::control::Side;
+use crate::link::{CallError, Registry};
+use crate::model::{ControlSystem, EdgeLocation, Kind, Module};
+use crate::proto::{RequestBody, ResponseBody, WireError};
+use crate::runtime::Runtime;
+
+/// What operations need beyond the store: the local runtime and, on a
+/// master, the connected edges.
+#[derive(Clone)]
+pub struct Ops {
+    pub runtime: Runtime,
+    pub registry: Option<Registry>,
+}
+
+/// How long a call through the API may take unless the caller says less.
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Where a module or system runs.
+struct Route {
+    /// The edge location that owns it (`None`: the master's).
+    location: Option<EdgeLocation>,
+    controller: Side,
+}
+
+impl Route {
+    fn local(&self, role: Role) -> bool {
+        matches!(
+            (role, self.controller),
+            (Role::Master, Side::Master) | (Role::Edge, Side::Edge)
+        )
+    }
+}
+
+fn ops(state: &ApiState) -> Result<&Ops, ApiError> {
+    state
+        .ops
+        .as_ref()
+        .ok_or_else(|| ApiError::Unavailable("no module runtime in this process".into()))
+}
+
+async fn owner_location(state: &ApiState, edge: Option<Uuid>) -> Result<Route, ApiError> {
+    let Some(edge) = edge else {
+        return Ok(Route {
+            location: None,
+            controller: Side::Master,
+        });
+    };
+    let location: Option<EdgeLocation> = match state.store.get(edge).await? {
+        Some(d) if d.kind == Kind::Edge.as_str() => Some(d.parse()?),
+        _ => None,
+    };
+    // Until a takeover is recorded, an edge location's modules run at the edge.
+    let controller = state
+        .store
+        .control_state(edge)
+        .await?
+        .map_or(Side::Edge, |s| s.controller);
+    Ok(Route {
+        location,
+        controller,
+    })
+}
+
+async fn module_route(state: &ApiState, id: Uuid) -> Result<(Module, Route), ApiError> {
+    let module: Module = match state.store.get(id).await? {
+        Some(d) if d.kind == Kind::Module.as_str() => d.parse()?,
+        _ => return Err(ApiError::NotFound(format!("no module with id {id}"))),
+    };
+    let systems = state.store.referencing(Kind::System, id).await?;
+    let owner = match systems.first() {
+        Some(d) => d.parse::<ControlSystem>()?.edge_id,
+        None => None,
+    };
+    Ok((module, owner_location(state, owner).await?))
+}
+
+/// Sends `body` to the edge controlling `route`, or says why it cannot.
+async fn proxy(
+    state: &ApiState,
+    route: &Route,
+    body: RequestBody,
+    deadline: Duration,
+) -> Result<ResponseBody, ApiError> {
+    let location = route.location.as_ref();
+    let name = location.map_or_else(
+        || "the master".to_owned(),
+        |l| format!("edge location '{}' ({})", l.name, l.id),
+    );
+    let peer = match (state.role, location, &ops(state)?.registry) {
+        (Role::Master, Some(l), Some(registry)) => registry.peer(l.id),
+        _ => None,
+    };
+    let Some(peer) = peer else {
+        let since = match location {
+            Some(l) => state
+                .store
+                .control_state(l.id)
+                .await?
+                .map(|s| format!(" since {} ms after the Unix epoch", s.since_ms))
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        return Err(ApiError::Unavailable(format!(
+            "{name} controls this{since} and is not reachable from here"
+        )));
+    };
+    peer.request(body, deadline).await.map_err(|e| match e {
+        CallError::Remote(w) => wire_to_api(w),
+        CallError::DeadlineExceeded => ApiError::Timeout(format!(
+            "{name} did not answer within {} ms",
+            deadline.as_millis()
+        )),
+        CallError::Closed => ApiError::Unavailable(format!("the link to {name} closed")),
+        other => ApiError::Internal(other.to_string()),
+    })
+}
+
+fn wire_to_api(e: WireError) -> ApiError {
+    match e {
+        WireError::NotFound { what } => ApiError::NotFound(what),
+        WireError::BadRequest { message } => ApiError::BadRequest(message),
+        WireError::DeadlineExceeded => {
+            ApiError::Timeout("the call did not finish within its deadline".into())
+        }
+        WireError::Unavailable { message } => ApiError::Unavailable(message),
+        WireError::ShuttingDown | WireError::Overloaded => ApiError::Unavailable(e.to_string()),
+        WireError::Failed { message } => ApiError::Upstream(message),
+        other => ApiError::Upstream(other.to_string()),
+    }
+}
+
+fn side(role: Role) -> &'static str {
+    match role {
+        Role::Master => "master",
+        Role::Edge => "edge",
+    }
+}
+
+/// Adds the answered-by and controller headers to a module answer.
+fn tagged(state: &ApiState, route: &Route, body: impl IntoResponse) -> Response {
+    let mut r = body.into_response();
+    let local = route.local(state.role);
+    let answered = if local {
+        side(state.role)
+    } else {
+        route.controller.as_str()
+    };
+    r.headers_mut()
+        .insert("x-outpost-answered-by", HeaderValue::from_static(answered));
+    r.headers_mut().insert(
+        "x-outpost-controller",
+        HeaderValue::from_static(route.controller.as_str()),
+    );
+    r
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecBody {
+    pub method: String,
+    /// JSON arguments: an array is passed positionally, anything else as one value.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub args: Value,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct DeadlineQuery {
+    /// Give up after this many milliseconds (default 30000).
+    pub timeout_ms: Option<u64>,
+}
+
+impl DeadlineQuery {
+    fn deadline(&self) -> Duration {
+        self.timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_DEADLINE)
+            .clamp(Duration::from_millis(1), Duration::from_secs(600))
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ExecOut {
+    #[schema(value_type = Object)]
+    pub result: Value,
+}
+
+/// Executes a public function of a module, wherever it runs.
+#[utoipa::path(post, path = "/api/v1/modules/{id}/exec", tag = "modules",
+    params(("id" = Uuid, Path), DeadlineQuery), request_body = ExecBody,
+    responses((status = 200, body = ExecOut), (status = 403), (status = 404), (status = 502), (status = 503), (status = 504)),
+    security(("bearer" = [])))]
+async fn exec(
+    State(s): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Query(q): Query<DeadlineQuery>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let (_, route) = module_route(&s, id).await?;
+    caller.require_operator(route.location.as_ref())?;
+    let call: ExecBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!("the body must be {{\"method\", \"args\"}}: {e}"))
+    })?;
+    let result = if route.local(s.role) {
+        let runtime = &ops(&s)?.runtime;
+        match tokio::time::timeout(q.deadline(), runtime.exec(id, &call.method, call.args)).await {
+            Ok(r) => r.map_err(|e| wire_to_api(exec_err(e)))?,
+            Err(_) => {
+                return Err(ApiError::Timeout(format!(
+                    "no answer within {} ms",
+                    q.deadline().as_millis()
+                )));
+            }
+        }
+    } else {
+        let body = RequestBody::Exec {
+            module: id.to_string(),
+            method: call.method,
+            args: call.args,
+            epoch: None,
+        };
+        match proxy(&s, &route, body, q.deadline()).await? {
+            ResponseBody::Value { value } => value,
+            other => {
+                return Err(ApiError::Internal(format!(
+                    "unexpected answer to exec: {other:?}"
+                )));
+            }
+        }
+    };
+    Ok(tagged(&s, &route, Json(ExecOut { result })))
+}
+
+/// Every status variable of a module.
+#[utoipa::path(get, path = "/api/v1/modules/{id}/status", tag = "modules", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Object), (status = 404), (status = 503)), security(("bearer" = [])))]
+async fn status(
+    State(s): State<Arc<ApiState>>,
+    _caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    let (_, route) = module_route(&s, id).await?;
+    let values = if route.local(s.role) {
+        ops(&s)?
+            .runtime
+            .status(id)
+            .map_err(|e| wire_to_api(exec_err(e)))?
+    } else {
+        match proxy(
+            &s,
+            &route,
+            RequestBody::Status {
+                module: id.to_string(),
+                key: None,
+            },
+            DEFAULT_DEADLINE,
+        )
+        .await?
+        {
+            ResponseBody::Status { values } => values,
+            other => {
+                return Err(ApiError::Internal(format!(
+                    "unexpected answer to status: {other:?}"
+                )));
+            }
+        }
+    };
+    Ok(tagged(&s, &route, Json(values)))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StatusValue {
+    pub key: String,
+    /// `null` when the module has no such variable.
+    #[schema(value_type = Object)]
+    pub value: Value,
+}
+
+/// One status variable of a module.
+#[utoipa::path(get, path = "/api/v1/modules/{id}/status/{key}", tag = "modules",
+    params(("id" = Uuid, Path), ("key" = String, Path)),
+    responses((status = 200, body = StatusValue), (status = 404), (status = 503)), security(("bearer" = [])))]
+async fn status_key(
+    State(s): State<Arc<ApiState>>,
+    _caller: Caller,
+    Path((id, key)): Path<(Uuid, String)>,
+) -> Result<Response, ApiError> {
+    let (_, route) = module_route(&s, id).await?;
+    let value = if route.local(s.role) {
+        ops(&s)?
+            .runtime
+            .status_key(id, &key)
+            .map_err(|e| wire_to_api(exec_err(e)))?
+            .unwrap_or_default()
+    } else {
+        let body = RequestBody::Status {
+            module: id.to_string(),
+            key: Some(key.clone()),
+        };
+        match proxy(&s, &route, body, DEFAULT_DEADLINE).await? {
+            ResponseBody::Value { value } => value,
+            other => {
+                return Err(ApiError::Internal(format!(
+                    "unexpected answer to status: {other:?}"
+                )));
+            }
+        }
+    };
+    Ok(tagged(&s, &route, Json(StatusValue { key, value })))
+}
+
+async fn system_route(state: &ApiState, id: Uuid) -> Result<(ControlSystem, Route), ApiError> {
+    let system: ControlSystem = match state.store.get(id).await? {
+        Some(d) if d.kind == Kind::System.as_str() => d.parse()?,
+        _ => return Err(ApiError::NotFound(format!("no system with id {id}"))),
+    };
+    let route = owner_location(state, system.edge_id).await?;
+    Ok((system, route))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SystemOut {
+    pub system: Uuid,
+    /// `started` or `stopped`.
+    pub state: &'static str,
+}
+
+async fn start_or_stop(
+    s: &ApiState,
+    caller: &Caller,
+    id: Uuid,
+    start: bool,
+) -> Result<Response, ApiError> {
+    let (system, route) = system_route(s, id).await?;
+    caller.require_operator(route.location.as_ref())?;
+    if route.local(s.role) {
+        let runtime = &ops(s)?.runtime;
+        let report = if start {
+            // Modules added since boot are loaded first.
+            for doc in s.store.get_many(&system.module_ids).await? {
+                if runtime.module_info(doc.id).is_none() {
+                    runtime
+                        .load(&doc.parse::<Module>()?)
+                        .await
+                        .map_err(|e| ApiError::Upstream(e.to_string()))?;
+                }
+            }
+            runtime.start_system(&system).await
+        } else {
+            runtime.stop_system(id).await
+        }
+        .map_err(|e| ApiError::Upstream(e.to_string()))?;
+        if let Some((module, why)) = report.failed.first() {
+            return Err(ApiError::Upstream(format!("module {module}: {why}")));
+        }
+    } else {
+        let body = if start {
+            RequestBody::StartSystem { system: id }
+        } else {
+            RequestBody::StopSystem { system: id }
+        };
+        proxy(s, &route, body, DEFAULT_DEADLINE).await?;
+    }
+    let out = SystemOut {
+        system: id,
+        state: if start { "started" } else { "stopped" },
+    };
+    Ok(tagged(s, &route, Json(out)))
+}
+
+/// Starts every module of a system.
+#[utoipa::path(post, path = "/api/v1/systems/{id}/start", tag = "systems", params(("id" = Uuid, Path)),
+    responses((status = 200, body = SystemOut), (status = 403), (status = 404), (status = 502), (status = 503)), security(("bearer" = [])))]
+async fn start_system(
+    State(s): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    start_or_stop(&s, &caller, id, true).await
+}
+
+/// Stops every module of a system (their devices are released).
+#[utoipa::path(post, path = "/api/v1/systems/{id}/stop", tag = "systems", params(("id" = Uuid, Path)),
+    responses((status = 200, body = SystemOut), (status = 403), (status = 404), (status = 502), (status = 503)), security(("bearer" = [])))]
+async fn stop_system(
+    State(s): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    start_or_stop(&s, &caller, id, false).await
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EdgeStatus {
+    pub id: Uuid,
+    pub connected: bool,
+    /// When the current link came up (milliseconds since the Unix epoch).
+    pub since_ms: Option<u64>,
+    pub address: Option<String>,
+    pub protocol_version: Option<u16>,
+    pub commit: Option<String>,
+    /// `edge` or `master`.
+    pub controller: &'static str,
+    /// The control epoch (0: no change of controller recorded yet).
+    pub epoch: i64,
+}
+
+/// What the master knows of an edge location right now.
+#[utoipa::path(get, path = "/api/v1/edges/{id}/status", tag = "edges", params(("id" = Uuid, Path)),
+    responses((status = 200, body = EdgeStatus), (status = 404)), security(("bearer" = [])))]
+async fn edge_status(
+    State(s): State<Arc<ApiState>>,
+    _caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<EdgeStatus>, ApiError> {
+    let route = owner_location(&s, Some(id)).await?;
+    if route.location.is_none() {
+        return Err(ApiError::NotFound(format!("no edge with id {id}")));
+    }
+    let info = s
+        .ops
+        .as_ref()
+        .and_then(|o| o.registry.as_ref())
+        .and_then(|r| r.info(id));
+    let epoch = s.store.control_state(id).await?.map_or(0, |c| c.epoch);
+    Ok(Json(EdgeStatus {
+        id,
+        connected: info.is_some(),
+        since_ms: info
+            .as_ref()
+            .and_then(|i| i.since.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64),
+        address: info.as_ref().map(|i| i.addr.to_string()),
+        protocol_version: info.as_ref().map(|i| i.version),
+        commit: info.and_then(|i| i.commit),
+        controller: route.controller.as_str(),
+        epoch,
+    }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ControlRecordOut {
+    pub epoch: i64,
+    pub from: Option<&'static str>,
+    pub to: &'static str,
+    pub reason: &'static str,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct LogQuery {
+    /// Records with an epoch below this (paging backwards).
+    pub before: Option<i64>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<u32>,
+}
+
+/// Every change of controller of an edge location, newest first.
+#[utoipa::path(get, path = "/api/v1/edges/{id}/control-log", tag = "edges", params(("id" = Uuid, Path), LogQuery),
+    responses((status = 200, body = Vec<ControlRecordOut>), (status = 404)), security(("bearer" = [])))]
+async fn control_log(
+    State(s): State<Arc<ApiState>>,
+    _caller: Caller,
+    Path(id): Path<Uuid>,
+    Query(q): Query<LogQuery>,
+) -> Result<Json<Vec<ControlRecordOut>>, ApiError> {
+    match s.store.get(id).await? {
+        Some(d) if d.kind == Kind::Edge.as_str() => {}
+        _ => return Err(ApiError::NotFound(format!("no edge with id {id}"))),
+    }
+    let records = s
+        .store
+        .control_log(id, q.before, q.limit.unwrap_or(100).clamp(1, 1000))
+        .await?;
+    Ok(Json(
+        records
+            .into_iter()
+            .map(|r| ControlRecordOut {
+                epoch: r.epoch,
+                from: r.from.map(Side::as_str),
+                to: r.to.as_str(),
+                reason: r.reason.as_str(),
+                at_ms: r.at_ms,
+            })
+            .collect(),
+    ))
+}
+
+pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(exec))
+        .routes(routes!(status))
+        .routes(routes!(status_key))
+        .routes(routes!(start_system))
+        .routes(routes!(stop_system))
+        .routes(routes!(edge_status))
+        .routes(routes!(control_log))
+}

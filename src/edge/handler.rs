@@ -1,0 +1,195 @@
+//! What an edge answers over the link: every request kind of the design,
+//! carried out on this edge's module runtime.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::answer::{ModuleRequests, internal, runtime_err};
+use crate::link::repository::EdgeRepo;
+use crate::link::{Handler, RequestCtx};
+use crate::model::{ControlSystem, Kind, Module};
+use crate::proto::{RepoOp, RequestBody, ResponseBody, WireError};
+use crate::runtime::Runtime;
+use crate::store::Store;
+
+/// The edge's request handler.
+pub struct EdgeHandler {
+    pub edge_id: Uuid,
+    pub runtime: Runtime,
+    pub store: Store,
+    pub repo: EdgeRepo,
+    modules: ModuleRequests,
+    /// Wakes the replicator when the master says the data model changed.
+    data_changed: std::sync::Arc<tokio::sync::Notify>,
+}
+
+/// How long one file request of a repository sync may take.
+const REPO_REQUEST: Duration = Duration::from_secs(30);
+
+impl EdgeHandler {
+    pub fn new(
+        edge_id: Uuid,
+        runtime: Runtime,
+        store: Store,
+        modules_dir: PathBuf,
+        data_changed: std::sync::Arc<tokio::sync::Notify>,
+    ) -> Self {
+        Self {
+            edge_id,
+            store,
+            repo: EdgeRepo::new(modules_dir),
+            modules: ModuleRequests::new(runtime.clone()),
+            runtime,
+            data_changed,
+        }
+    }
+
+    /// Loads one of this edge's systems from the replica, with its modules.
+    async fn system(&self, id: Uuid) -> Result<(ControlSystem, Vec<Module>), WireError> {
+        let doc = match self.store.get(id).await.map_err(internal)? {
+            Some(d) if d.kind == Kind::System.as_str() => d,
+            _ => return Err(WireError::not_found(format!("system {id}"))),
+        };
+        let system: ControlSystem = doc.parse().map_err(internal)?;
+        if system.edge_id != Some(self.edge_id) {
+            return Err(WireError::Unavailable {
+                message: format!("system {id} does not belong to this edge location"),
+            });
+        }
+        let docs = self
+            .store
+            .get_many(&system.module_ids)
+            .await
+            .map_err(internal)?;
+        let modules = docs
+            .iter()
+            .map(|d| d.parse())
+            .collect::<Result<Vec<Module>, _>>()
+            .map_err(internal)?;
+        Ok((system, modules))
+    }
+
+    /// Loads (or updates) a system's modules and teaches the runtime its
+    /// membership.
+    async fn prepare(&self, system: &ControlSystem, modules: &[Module]) -> Result<(), WireError> {
+        for m in modules {
+            let result = if self.runtime.module_info(m.id).is_some() {
+                self.runtime.update(m).await
+            } else {
+                self.runtime.load(m).await
+            };
+            result.map_err(runtime_err)?;
+        }
+        self.runtime.register_system(system);
+        Ok(())
+    }
+}
+
+impl Handler for EdgeHandler {
+    fn event(&self, _peer: &crate::link::Peer, body: crate::proto::EventBody) {
+        match body {
+            crate::proto::EventBody::DataModelUpdated { .. } => self.data_changed.notify_one(),
+            other => tracing::debug!(event = ?other, "unexpected event from the master"),
+        }
+    }
+
+    async fn handle(&self, ctx: RequestCtx, body: RequestBody) -> Result<ResponseBody, WireError> {
+        let body = match self.modules.handle(&ctx, body).await {
+            Ok(answer) => return answer,
+            Err(body) => body,
+        };
+        match body {
+            RequestBody::StartSystem { system } => {
+                let (system, modules) = self.system(system).await?;
+                self.prepare(&system, &modules).await?;
+                let report = self
+                    .runtime
+                    .start_system(&system)
+                    .await
+                    .map_err(runtime_err)?;
+                if let Some((id, why)) = report.failed.first() {
+                    return Err(WireError::failed(format!(
+                        "module {id} did not start: {why}"
+                    )));
+                }
+                Ok(ResponseBody::Done)
+            }
+            RequestBody::StopSystem { system } => {
+                self.runtime
+                    .stop_system(system)
+                    .await
+                    .map_err(runtime_err)?;
+                Ok(ResponseBody::Done)
+            }
+            RequestBody::ReloadDriver { name, source } => {
+                let report = self
+                    .runtime
+                    .reload_driver(&name, source)
+                    .await
+                    .map_err(runtime_err)?;
+                if let Some((id, why)) = report.failed.first() {
+                    return Err(WireError::failed(format!(
+                        "module {id} kept the old {name}: {why}"
+                    )));
+                }
+                Ok(ResponseBody::Reloaded {
+                    drivers: vec![report.driver],
+                })
+            }
+            RequestBody::ExpireSystemCache { system } => {
+                // Drop what was built for the system and build it again from
+                // the replica: module settings, membership.
+                let (system, modules) = self.system(system).await?;
+                self.runtime.forget_system(system.id);
+                self.prepare(&system, &modules).await?;
+                Ok(ResponseBody::Done)
+            }
+            RequestBody::Repository {
+                op: RepoOp::Sync { commit },
+            } => {
+                let report = self
+                    .repo
+                    .sync(&ctx.peer, &commit, REPO_REQUEST)
+                    .await
+                    .map_err(|e| WireError::failed(e.to_string()))?;
+                let mut reloaded = Vec::new();
+                for driver in report.changed_drivers() {
+                    match self.runtime.reload_driver(&driver, None).await {
+                        Ok(_) => reloaded.push(driver),
+                        // A driver no module uses yet has nothing to reload.
+                        Err(e) => tracing::warn!(%driver, error = %e, "synced driver not reloaded"),
+                    }
+                }
+                tracing::info!(commit = %report.commit, reloaded = ?reloaded, "driver repository synced");
+                Ok(ResponseBody::Commit {
+                    commit: report.commit,
+                    changed: reloaded,
+                })
+            }
+            RequestBody::Repository { .. }
+            | RequestBody::RepoTree { .. }
+            | RequestBody::RepoBlob { .. } => Err(WireError::Unavailable {
+                message: "the driver repository is served by the master".into(),
+            }),
+            RequestBody::UnsyncedEvents { after, limit } => {
+                let page = self
+                    .store
+                    .unsynced_events(after, limit.clamp(1, 10_000))
+                    .await
+                    .map_err(internal)?;
+                Ok(ResponseBody::Events {
+                    events: page.into_iter().map(super::events::to_wire).collect(),
+                })
+            }
+            RequestBody::EventsSynced { ids } => {
+                self.store.mark_synced(&ids).await.map_err(internal)?;
+                Ok(ResponseBody::Done)
+            }
+            other => Err(WireError::Unavailable {
+                message: format!("{} is not served by an edge", other.kind()),
+            }),
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The edge role: [`start`] returns a running edge, [`run`] runs one until
+//! a shutdown future completes.
+//!
+//! An edge opens its local replica under its data directory and loads only
+//! its own location, the systems it controls and their modules. With an
+//! empty replica it says so and waits for the first sync from the master.
+//! It then connects to the master (TLS, mutual authentication) and answers
+//! the master's requests on its module runtime ([`handler`]), and serves
+//! the web API for its own site.
+//!
+//! Its replica follows the master's change feed over the link ([`sync`]);
+//! a fresh edge's first pull is its snapshot, after which it runs its site.
+//!
+//! Until control negotiation lands (issue 5) the edge runs its site's
+//! modules from boot, which is what negotiation decides in a normal start.
+
+mod events;
+mod handler;
+mod sync;
+
+pub use handler::EdgeHandler;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::boot::{self, EdgeBoot, RunError};
+use crate::certs;
+use crate::config::{Config, ConfigError, Role};
+use crate::link::{EdgeEvent, EdgeLinkConfig};
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::store::Store;
+
+/// A running edge.
+pub struct Edge {
+    pub edge_id: Uuid,
+    pub api_addr: std::net::SocketAddr,
+    pub runtime: Runtime,
+    pub store: Store,
+    api: crate::api::RunningApi,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    grace: Duration,
+}
+
+/// Starts an edge: replica, boot plan, runtime, link, API.
+pub async fn start(config: Config) -> Result<Edge, RunError> {
+    certs::install_crypto_provider();
+    config.check(Some(Role::Edge))?;
+    let edge_id = config
+        .edge_id
+        .ok_or_else(|| ConfigError::new("edge_id", "required to run an edge"))?;
+    let store = boot::open_store(&config).await?;
+    let runtime = Runtime::new(RuntimeConfig::new(config.modules_dir.clone()));
+    match boot::plan_edge(&store, edge_id).await? {
+        EdgeBoot::Waiting => tracing::warn!(
+            %edge_id,
+            "this edge location is not in the local replica yet: waiting for the first sync from the master"
+        ),
+        EdgeBoot::Ready(plan) => {
+            if !plan.missing_modules.is_empty() {
+                tracing::warn!(missing = ?plan.missing_modules, "systems list modules that are not in the replica");
+            }
+            tracing::info!(
+                %edge_id,
+                location = %plan.location.name,
+                systems = plan.systems.len(),
+                modules = plan.modules.len(),
+                total_ms = plan.timings.total().as_secs_f64() * 1e3,
+                "boot plan loaded ({})",
+                plan.timings
+            );
+            let report = runtime.load_many(&plan.modules).await;
+            for (id, why) in &report.failed {
+                tracing::error!(module = %id, error = %why, "module failed to load");
+            }
+            for system in &plan.systems {
+                if let Err(e) = runtime.start_system(system).await {
+                    tracing::error!(system = %system.id, error = %e, "system failed to start");
+                }
+            }
+        }
+    }
+
+    let link = EdgeLinkConfig::from_config(&config)
+        .map_err(|e| ConfigError::new("ca_cert", e.to_string()))?;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let handler = Arc::new(EdgeHandler::new(
+        edge_id,
+        runtime.clone(),
+        store.clone(),
+        config.modules_dir.clone(),
+        wake.clone(),
+    ));
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (peer_tx, peer_rx) = tokio::sync::watch::channel(None);
+    tasks.spawn(crate::link::edge::run(
+        link,
+        handler,
+        events_tx,
+        stop.clone(),
+    ));
+    // Not tracked: it ends when the link loop drops its sender.
+    tokio::spawn(follow_link_events(events_rx, peer_tx));
+    let replicator = sync::Replicator {
+        edge_id,
+        store: store.clone(),
+        runtime: runtime.clone(),
+        wake,
+    };
+    let event_sync = Arc::new(events::EventSync {
+        edge_id,
+        store: store.clone(),
+        max_events: config.event_log_max,
+        wake: tokio::sync::Notify::new(),
+    });
+    tasks.spawn(event_sync.clone().record(runtime.clone(), stop.clone()));
+    tasks.spawn(event_sync.push(peer_rx.clone(), stop.clone()));
+    tasks.spawn(replicator.run(peer_rx, stop.clone()));
+
+    let ops = crate::api::Ops {
+        runtime: runtime.clone(),
+        registry: None,
+    };
+    let api = crate::api::start(&config, &store, Role::Edge, ops).await?;
+    tracing::info!(%edge_id, api = %api.addr, "edge ready");
+    Ok(Edge {
+        edge_id,
+        api_addr: api.addr,
+        runtime,
+        store,
+        api,
+        stop,
+        tasks,
+        grace: Duration::from_millis(config.shutdown_grace_ms),
+    })
+}
+
+impl Edge {
+    /// A graceful stop: the API drains, the link closes, modules unload
+    /// (releasing their devices), the store closes.
+    pub async fn stop(self) {
+        tracing::info!("edge stopping");
+        self.api.stop(self.grace).await;
+        self.stop.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(self.grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the link did not close within the grace period");
+        }
+        self.runtime.shutdown().await;
+        self.store.close().await;
+    }
+}
+
+/// Runs an edge until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let edge = start(config).await?;
+    shutdown.await;
+    edge.stop().await;
+    Ok(())
+}
+
+/// Publishes the current link for the replicator and logs link events (the
+/// control logic consumes them once it lands, issue 5).
+async fn follow_link_events(
+    mut events: mpsc::UnboundedReceiver<EdgeEvent>,
+    peer: tokio::sync::watch::Sender<Option<crate::link::Peer>>,
+) {
+    while let Some(ev) = events.recv().await {
+        match ev {
+            EdgeEvent::Connected {
+                master, peer: p, ..
+            } => {
+                tracing::info!(%master, "connected to the master");
+                peer.send_replace(Some(p));
+            }
+            EdgeEvent::ConnectionLost { reason, .. } => {
+                tracing::warn!(?reason, "link to the master lost");
+                peer.send_replace(None);
+            }
+            EdgeEvent::ConnectFailed { master, error, .. } => {
+                tracing::debug!(%master, %error, "cannot reach the master")
+            }
+            other => tracing::warn!(event = ?other, "link event"),
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The edge's replica, kept current over the link: on every connection, on
+//! every "data model updated" notice from the master, and every
+//! `POLL` as a backstop, the edge pulls the master's changes after its
+//! checkpoint, page by page, and applies each page with its checkpoint in
+//! one transaction (a link that drops mid-way resumes from the last page).
+//! A fresh edge's first pull is its snapshot. Then the runtime is brought in
+//! line with what changed: new modules load, changed ones reload their
+//! settings, removed ones unload, changed systems start again.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::boot::{EdgeBoot, plan_edge};
+use crate::link::Peer;
+use crate::model::index_document;
+use crate::proto::{RequestBody, ResponseBody};
+use crate::runtime::Runtime;
+use crate::store::{Document, Replicated, Store};
+
+/// Documents per pull.
+const PAGE: u32 = 1000;
+/// Pull even without a notice this often (a master restarted by another
+/// process, a lost notice).
+const POLL: Duration = Duration::from_secs(5);
+const CALL: Duration = Duration::from_secs(30);
+
+pub struct Replicator {
+    pub edge_id: Uuid,
+    pub store: Store,
+    pub runtime: Runtime,
+    /// Woken by the master's notices.
+    pub wake: Arc<Notify>,
+}
+
+impl Replicator {
+    /// Runs until `stop`, following the current link in `peer`.
+    pub async fn run(self, mut peer: watch::Receiver<Option<Peer>>, stop: CancellationToken) {
+        loop {
+            let current = peer.borrow_and_update().clone();
+            if let Some(p) = current {
+                match self.pull(&p).await {
+                    Ok(changed) if !changed.is_empty() => self.reconcile(&changed).await,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "replication pull failed; retrying on the next notice")
+                    }
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                r = peer.changed() => if r.is_err() { return },
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    /// Pulls and applies every page after the checkpoint; returns the ids
+    /// of the documents that changed.
+    async fn pull(&self, peer: &Peer) -> Result<HashSet<Uuid>, String> {
+        let mut changed = HashSet::new();
+        let mut cursor = self.store.last_seq().await.map_err(|e| e.to_string())?;
+        let mut checked_upstream = false;
+        loop {
+            let answer = peer
+                .request(
+                    RequestBody::Changes {
+                        after: cursor,
+                        limit: PAGE,
+                    },
+                    CALL,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let ResponseBody::Changes {
+                store_id,
+                docs,
+                last_seq: _,
+            } = answer
+            else {
+                return Err(format!("unexpected answer to changes: {answer:?}"));
+            };
+            if !checked_upstream {
+                checked_upstream = true;
+                let resume = self
+                    .store
+                    .begin_replication(store_id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if resume != cursor {
+                    // A different master database: start again from nothing.
+                    tracing::warn!(%store_id, "the master's database is not the one this replica copied: full resync");
+                    cursor = resume;
+                    continue;
+                }
+            }
+            let Some(last) = docs.last().map(|d| d.seq) else {
+                return Ok(changed);
+            };
+            let batch: Vec<Replicated> = docs
+                .into_iter()
+                .map(|d| {
+                    changed.insert(d.id);
+                    let refs = index_document(&d.kind, &d.body)
+                        .map(|k| k.refs)
+                        .unwrap_or_default();
+                    Replicated {
+                        doc: Document {
+                            kind: d.kind,
+                            id: d.id,
+                            rev: d.rev,
+                            seq: d.seq,
+                            deleted: d.deleted,
+                            owner: d.owner,
+                            body: d.body,
+                        },
+                        refs,
+                    }
+                })
+                .collect();
+            self.store
+                .apply_replicated(&batch, last)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::debug!(documents = batch.len(), checkpoint = last, "replicated");
+            cursor = last;
+        }
+    }
+
+    /// Brings the runtime in line with the replica after `changed` documents.
+    async fn reconcile(&self, changed: &HashSet<Uuid>) {
+        let plan = match plan_edge(&self.store, self.edge_id).await {
+            Ok(EdgeBoot::Ready(plan)) => plan,
+            Ok(EdgeBoot::Waiting) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the replica to apply changes");
+                return;
+            }
+        };
+        let wanted: HashSet<Uuid> = plan.modules.iter().map(|m| m.id).collect();
+        let mut touched = HashSet::new();
+        for module in &plan.modules {
+            let result = if self.runtime.module_info(module.id).is_none() {
+                self.runtime.load(module).await
+            } else if changed.contains(&module.id) {
+                self.runtime.update(module).await
+            } else {
+                continue;
+            };
+            touched.insert(module.id);
+            if let Err(e) = result {
+                tracing::error!(module = %module.id, error = %e, "module not (re)loaded after a change");
+            }
+        }
+        for info in self.runtime.modules() {
+            if !wanted.contains(&info.id)
+                && let Err(e) = self.runtime.unload(info.id).await
+            {
+                tracing::warn!(module = %info.id, error = %e, "cannot unload a removed module");
+            }
+        }
+        for system in &plan.systems {
+            let affected = changed.contains(&system.id)
+                || system.module_ids.iter().any(|m| touched.contains(m));
+            if affected && let Err(e) = self.runtime.start_system(system).await {
+                tracing::error!(system = %system.id, error = %e, "system not started after a change");
+            }
+        }
+        tracing::info!(
+            changed = changed.len(),
+            modules = wanted.len(),
+            "replica changes applied"
+        );
+    }
+}

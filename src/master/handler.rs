@@ -1,0 +1,178 @@
+//! What a master answers over the link: the driver repository's files for
+//! an edge's sync, and exec, status and debug streams of the modules the
+//! master runs (an edge proxies its clients' calls for those).
+
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::answer::ModuleRequests;
+use crate::link::repository::MasterRepo;
+use crate::link::{Handler, Peer, RequestCtx};
+use crate::proto::{DocChange, EventBody, RequestBody, ResponseBody, WireError};
+use crate::runtime::Runtime;
+use crate::store::{Event, EventKind, Store};
+
+/// Events from edges (debug streams), with the edge they came from.
+pub type EdgeEvents = broadcast::Sender<(Uuid, EventBody)>;
+
+pub struct MasterHandler {
+    repo: MasterRepo,
+    modules: ModuleRequests,
+    events: EdgeEvents,
+    store: Store,
+}
+
+/// Most documents one `changes` answer carries.
+const MAX_PAGE: u32 = 2000;
+
+impl MasterHandler {
+    pub fn new(
+        runtime: Runtime,
+        modules_dir: std::path::PathBuf,
+        events: EdgeEvents,
+        store: Store,
+    ) -> Self {
+        Self {
+            repo: MasterRepo::new(modules_dir),
+            modules: ModuleRequests::new(runtime),
+            events,
+            store,
+        }
+    }
+
+    /// Stores events pushed by an edge, each once. They are attributed to
+    /// the edge the link authenticated, never to what the payload claims.
+    async fn events(
+        &self,
+        edge_id: uuid::Uuid,
+        events: &[crate::proto::WireEvent],
+    ) -> Result<ResponseBody, WireError> {
+        let mut batch = Vec::with_capacity(events.len());
+        for e in events {
+            let kind = EventKind::parse(&e.kind).ok_or_else(|| {
+                WireError::bad_request(format!("unknown event kind '{}'", e.kind))
+            })?;
+            batch.push(Event {
+                id: e.id,
+                edge_id,
+                at_ms: e.at_ms,
+                module_id: e.module_id,
+                kind,
+                key: e.key.clone(),
+                epoch: e.epoch,
+                body: e.body.clone(),
+            });
+        }
+        let batch = accept_from_controller(&self.store, edge_id, batch)
+            .await
+            .map_err(crate::answer::internal)?;
+        let new = self
+            .store
+            .collect_events(edge_id, &batch, None)
+            .await
+            .map_err(crate::answer::internal)?;
+        metrics::counter!("outpost_events_collected_total").increment(new as u64);
+        Ok(ResponseBody::Done)
+    }
+
+    /// A page of the change feed for an edge's replica.
+    async fn changes(&self, after: i64, limit: u32) -> Result<ResponseBody, WireError> {
+        let last_seq = self
+            .store
+            .last_seq()
+            .await
+            .map_err(crate::answer::internal)?;
+        let docs = self
+            .store
+            .changes_since(after, limit.clamp(1, MAX_PAGE))
+            .await
+            .map_err(crate::answer::internal)?;
+        Ok(ResponseBody::Changes {
+            store_id: self.store.store_id(),
+            docs: docs
+                .into_iter()
+                .map(|d| DocChange {
+                    kind: d.kind,
+                    id: d.id,
+                    rev: d.rev,
+                    seq: d.seq,
+                    deleted: d.deleted,
+                    owner: d.owner,
+                    body: d.body,
+                })
+                .collect(),
+            last_seq,
+        })
+    }
+}
+
+impl Handler for MasterHandler {
+    /// Fans an edge's events out to whoever subscribed (a slow subscriber
+    /// lags and loses lines; the link's reader never waits).
+    fn event(&self, peer: &Peer, body: EventBody) {
+        let _ = self.events.send((peer.meta().edge_id, body));
+    }
+
+    async fn handle(&self, ctx: RequestCtx, body: RequestBody) -> Result<ResponseBody, WireError> {
+        match &body {
+            // An edge fetches a commit's files; it never moves the master's
+            // repository (that is an operator's call, on the master).
+            RequestBody::RepoTree { .. } | RequestBody::RepoBlob { .. } => {
+                return self
+                    .repo
+                    .handle(&body)
+                    .await
+                    .unwrap_or_else(|| Err(WireError::failed("unreachable")));
+            }
+            RequestBody::Changes { after, limit } => return self.changes(*after, *limit).await,
+            RequestBody::Events { events } => {
+                return self.events(ctx.peer.meta().edge_id, events).await;
+            }
+            RequestBody::Repository { .. } => {
+                return Err(WireError::Unavailable {
+                    message: "an edge cannot move the master's driver repository".into(),
+                });
+            }
+            _ => {}
+        }
+        match self.modules.handle(&ctx, body).await {
+            Ok(answer) => answer,
+            Err(other) => Err(WireError::Unavailable {
+                message: format!("{} is not served by a master", other.kind()),
+            }),
+        }
+    }
+}
+
+/// Keeps the events the edge was entitled to record: only the side that
+/// controlled the location at an event's time writes its history (the AURA
+/// rule: only the active engine's records are valid). The others are
+/// refused, counted and logged; the edge still marks them synced, so they
+/// are not offered again.
+pub async fn accept_from_controller(
+    store: &Store,
+    edge_id: uuid::Uuid,
+    events: Vec<Event>,
+) -> Result<Vec<Event>, crate::store::StoreError> {
+    let log = store.control_log(edge_id, None, 10_000).await?;
+    if log.is_empty() {
+        // No change of controller was ever recorded: the edge runs its site.
+        return Ok(events);
+    }
+    let (accepted, refused): (Vec<Event>, Vec<Event>) = events.into_iter().partition(|e| {
+        // The newest change at or before the event decides; before the
+        // first recorded change, the edge ran its site.
+        log.iter()
+            .find(|r| r.at_ms <= e.at_ms)
+            .is_none_or(|r| r.to == crate::control::Side::Edge)
+    });
+    if !refused.is_empty() {
+        metrics::counter!("outpost_events_refused_total").increment(refused.len() as u64);
+        tracing::warn!(
+            edge = %edge_id,
+            refused = refused.len(),
+            "events recorded by the edge while the master controlled the location were refused"
+        );
+    }
+    Ok(accepted)
+}

@@ -1,0 +1,387 @@
+//! The master role: [`start`] returns a running master, [`run`] runs one
+//! until a shutdown future completes.
+//!
+//! Boot follows the design's order (see [`crate::boot`]): certificates,
+//! store, boot plan (edge locations, their systems, the set of edge-owned
+//! modules, the master's own modules), start the master's modules, listen
+//! for edges and wait up to `boot_wait_ms` for them, then serve the API.
+
+mod handler;
+
+pub use handler::{MasterHandler, accept_from_controller};
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::api;
+use crate::boot::{self, RunError};
+use crate::certs;
+use crate::config::{Config, ConfigError, Role, check_readable};
+use crate::link::{MasterEvent, MasterLinkConfig, Registry};
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::store::Store;
+
+/// A running master.
+pub struct Master {
+    pub api_addr: std::net::SocketAddr,
+    pub link_addr: std::net::SocketAddr,
+    /// Connected edges.
+    pub registry: Registry,
+    pub runtime: Runtime,
+    pub store: Store,
+    /// Edge locations that had not connected when the boot wait ended.
+    pub missing_at_boot: Vec<Uuid>,
+    /// Events arriving from edges (debug streams), with their edge.
+    pub edge_events: handler::EdgeEvents,
+    api: api::RunningApi,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    grace: Duration,
+}
+
+/// Starts a master.
+pub async fn start(config: Config) -> Result<Master, RunError> {
+    certs::install_crypto_provider();
+    ensure_certificates(&config)?;
+    let store = boot::open_store(&config).await?;
+    let plan = boot::plan_master(&store).await?;
+    tracing::info!(
+        edges = plan.edges.len(),
+        edge_systems = plan.edge_systems.len(),
+        edge_modules = plan.edge_modules.len(),
+        master_systems = plan.master_systems.len(),
+        master_modules = plan.master_modules.len(),
+        total_ms = plan.timings.total().as_secs_f64() * 1e3,
+        "boot plan loaded ({})",
+        plan.timings
+    );
+
+    let runtime = Runtime::new(RuntimeConfig::new(config.modules_dir.clone()));
+    let report = runtime.load_many(&plan.master_modules).await;
+    for (id, why) in &report.failed {
+        tracing::error!(module = %id, error = %why, "module failed to load");
+    }
+    for system in &plan.master_systems {
+        if let Err(e) = runtime.start_system(system).await {
+            tracing::error!(system = %system.id, error = %e, "system failed to start");
+        }
+    }
+
+    let link = MasterLinkConfig::from_config(&config)
+        .map_err(|e| ConfigError::new("tls_cert", e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(config.link_addr)
+        .await
+        .map_err(|e| {
+            ConfigError::new(
+                "link_addr",
+                format!("cannot listen on {}: {e}", config.link_addr),
+            )
+        })?;
+    let link_addr = listener
+        .local_addr()
+        .map_err(|e| ConfigError::new("link_addr", e.to_string()))?;
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let registry = Registry::new(events_tx);
+    let (edge_events, _) = tokio::sync::broadcast::channel(1024);
+    let handler = Arc::new(MasterHandler::new(
+        runtime.clone(),
+        config.modules_dir.clone(),
+        edge_events.clone(),
+        store.clone(),
+    ));
+    let serve = crate::link::master::serve(
+        listener,
+        link,
+        Arc::new(store.clone()),
+        handler,
+        registry.clone(),
+        stop.clone(),
+    );
+    tasks.spawn(async move {
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "the link listener stopped");
+        }
+    });
+    // Not tracked: it ends when the last sender (held by the registry or the
+    // link loop) is dropped, which may be after the stop has finished.
+    tokio::spawn(log_link_events(events_rx));
+    tasks.spawn(passive_sync(
+        store.clone(),
+        registry.clone(),
+        PassiveSync {
+            interval: Duration::from_millis(config.sync_interval_ms),
+            batch: config.sync_batch_size,
+            step_sleep: Duration::from_millis(config.sync_step_sleep_ms),
+        },
+        stop.clone(),
+    ));
+    tasks.spawn(notify_data_changes(
+        store.subscribe_commits(),
+        registry.clone(),
+        stop.clone(),
+    ));
+    tracing::info!(link = %link_addr, "listening for edges");
+
+    // Edges retry every few seconds: give each a chance before deciding
+    // anything about the ones that did not come.
+    let expected: Vec<Uuid> = plan.edges.iter().map(|e| e.id).collect();
+    let missing_at_boot = registry
+        .wait_for(&expected, Duration::from_millis(config.boot_wait_ms))
+        .await;
+    if !missing_at_boot.is_empty() {
+        tracing::warn!(missing = ?missing_at_boot, "edge locations not connected after the boot wait");
+    }
+
+    let ops = api::Ops {
+        runtime: runtime.clone(),
+        registry: Some(registry.clone()),
+    };
+    let api = api::start(&config, &store, Role::Master, ops).await?;
+    tracing::info!(api = %api.addr, link = %link_addr, "master ready");
+    Ok(Master {
+        api_addr: api.addr,
+        link_addr,
+        registry,
+        runtime,
+        store,
+        missing_at_boot,
+        edge_events,
+        api,
+        stop,
+        tasks,
+        grace: Duration::from_millis(config.shutdown_grace_ms),
+    })
+}
+
+impl Master {
+    /// A graceful stop: the API drains, edge links close, modules unload
+    /// (releasing their devices), the store closes.
+    pub async fn stop(self) {
+        tracing::info!("master stopping");
+        self.api.stop(self.grace).await;
+        self.stop.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(self.grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("edge links did not close within the grace period");
+        }
+        self.runtime.shutdown().await;
+        self.store.close().await;
+    }
+}
+
+/// Runs a master until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let master = start(config).await?;
+    shutdown.await;
+    master.stop().await;
+    Ok(())
+}
+
+/// The control logic consumes these once it lands (issue 5); for now they
+/// are logged (authentication failures with the edge and address, never
+/// the secret).
+async fn log_link_events(mut events: mpsc::UnboundedReceiver<MasterEvent>) {
+    while let Some(ev) = events.recv().await {
+        match ev {
+            MasterEvent::LinkUp { info, .. } => {
+                tracing::info!(edge = %info.edge_id, addr = %info.addr, "edge connected")
+            }
+            MasterEvent::LinkLost {
+                edge_id, reason, ..
+            } => tracing::warn!(edge = %edge_id, ?reason, "edge link lost"),
+            MasterEvent::AuthFailed {
+                edge_id,
+                addr,
+                reason,
+                ..
+            } => {
+                tracing::warn!(edge = ?edge_id, %addr, %reason, "edge authentication failed")
+            }
+            #[allow(unreachable_patterns)]
+            other => tracing::debug!(event = ?other, "link event"),
+        }
+    }
+}
+
+/// The master's TLS files must be readable. On a fresh checkout (none of the
+/// three files exists) a development set is created and said to be one.
+pub fn ensure_certificates(config: &Config) -> Result<(), ConfigError> {
+    let files = [
+        ("ca_cert", &config.ca_cert),
+        ("tls_cert", &config.tls_cert),
+        ("tls_key", &config.tls_key),
+    ];
+    if files.iter().all(|(_, p)| !p.exists()) {
+        let dir = config.tls_cert.parent().unwrap_or(Path::new("."));
+        let dev = certs::DevCerts::in_dir(dir);
+        if dev.ca_cert != config.ca_cert || dev.cert != config.tls_cert || dev.key != config.tls_key
+        {
+            return Err(ConfigError::new(
+                "tls_cert",
+                format!(
+                    "{} does not exist (development certificates are only created under the default names in one directory; run `outpost certs init`)",
+                    config.tls_cert.display()
+                ),
+            ));
+        }
+        let mut hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let ip = config.link_addr.ip();
+        if !ip.is_unspecified() && !hosts.contains(&ip.to_string()) {
+            hosts.push(ip.to_string());
+        }
+        certs::init_dev(dir, &hosts, false)
+            .map_err(|e| ConfigError::new("tls_cert", e.to_string()))?;
+        tracing::warn!(
+            dir = %dir.display(),
+            hosts = ?hosts,
+            "created development certificates: for development only, not for production"
+        );
+    }
+    for (key, path) in files {
+        check_readable(path).map_err(|p| ConfigError::new(key, p))?;
+    }
+    certs::load_certs(&config.ca_cert).map_err(|e| ConfigError::new("ca_cert", e.to_string()))?;
+    certs::load_certs(&config.tls_cert).map_err(|e| ConfigError::new("tls_cert", e.to_string()))?;
+    certs::load_key(&config.tls_key).map_err(|e| ConfigError::new("tls_key", e.to_string()))?;
+    Ok(())
+}
+
+/// Tells every connected edge when the data model changed, so replicas pull
+/// at once. Bursts coalesce: a notice carries the latest sequence number.
+async fn notify_data_changes(
+    mut commits: tokio::sync::watch::Receiver<i64>,
+    registry: Registry,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            r = commits.changed() => if r.is_err() { return },
+        }
+        let seq = *commits.borrow_and_update();
+        for info in registry.list() {
+            if let Some(peer) = registry.peer(info.edge_id) {
+                tokio::spawn(async move {
+                    // A closed link learns on reconnect; nothing to retry.
+                    let _ = peer
+                        .event(crate::proto::EventBody::DataModelUpdated { seq })
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+/// Settings of the passive event sync.
+#[derive(Debug, Clone, Copy)]
+struct PassiveSync {
+    interval: Duration,
+    batch: u32,
+    step_sleep: Duration,
+}
+
+/// Every `interval`, pulls unsynced events from each connected edge in
+/// batches, stores them with the edge's cursor in one transaction, then
+/// tells the edge they are synced. A kill at any point repeats at most a
+/// batch, which the store ignores (events are idempotent by id).
+async fn passive_sync(store: Store, registry: Registry, cfg: PassiveSync, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for info in registry.list() {
+            let Some(peer) = registry.peer(info.edge_id) else {
+                continue;
+            };
+            if let Err(e) = sync_edge(&store, &peer, info.edge_id, cfg, &stop).await {
+                tracing::debug!(edge = %info.edge_id, error = %e, "passive sync stopped for now");
+            }
+        }
+    }
+}
+
+async fn sync_edge(
+    store: &Store,
+    peer: &crate::link::Peer,
+    edge_id: Uuid,
+    cfg: PassiveSync,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    use crate::proto::{RequestBody, ResponseBody};
+    let call = Duration::from_secs(30);
+    let mut after = store
+        .sync_cursor(edge_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut restarted = false;
+    loop {
+        let answer = peer
+            .request(
+                RequestBody::UnsyncedEvents {
+                    after,
+                    limit: cfg.batch,
+                },
+                call,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let ResponseBody::Events { events } = answer else {
+            return Err(format!("unexpected answer: {answer:?}"));
+        };
+        if events.is_empty() {
+            // An edge whose log restarted (a new data directory) numbers
+            // from 1 again: look once from the start.
+            if after > 0 && !restarted {
+                restarted = true;
+                after = 0;
+                continue;
+            }
+            return Ok(());
+        }
+        let last = events.iter().filter_map(|e| e.seq).max().unwrap_or(after);
+        let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+        let batch: Vec<crate::store::Event> = events
+            .into_iter()
+            .filter_map(|e| {
+                Some(crate::store::Event {
+                    id: e.id,
+                    edge_id,
+                    at_ms: e.at_ms,
+                    module_id: e.module_id,
+                    kind: crate::store::EventKind::parse(&e.kind)?,
+                    key: e.key,
+                    epoch: e.epoch,
+                    body: e.body,
+                })
+            })
+            .collect();
+        let new = store
+            .collect_events(edge_id, &batch, Some(last))
+            .await
+            .map_err(|e| e.to_string())?;
+        metrics::counter!("outpost_events_collected_total").increment(new as u64);
+        peer.request(RequestBody::EventsSynced { ids }, call)
+            .await
+            .map_err(|e| e.to_string())?;
+        after = last;
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = tokio::time::sleep(cfg.step_sleep) => {}
+        }
+    }
+}

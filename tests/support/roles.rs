@@ -1,0 +1,124 @@
+//! `start_master()` / `start_edge()`: a master and an edge in this process,
+//! on loopback port 0, with development certificates, real SQLite files,
+//! the repository's drivers, and a replica seeded through the store's real
+//! replication primitives, or through the link's own replication.
+
+// Each test binary uses a different part of this module.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use outpost::config::{Config, SecretString};
+use outpost::model::index_document;
+use outpost::store::{Replicated, Store, StoreOptions};
+use uuid::Uuid;
+
+/// A directory with certificates, shared by a master and its edges.
+pub struct Site {
+    pub dir: tempfile::TempDir,
+}
+
+impl Site {
+    pub fn new() -> Site {
+        outpost::certs::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        outpost::certs::init_dev(
+            &dir.path().join("certs"),
+            &["localhost".into(), "127.0.0.1".into()],
+            false,
+        )
+        .unwrap();
+        Site { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn base_config(&self, name: &str) -> Config {
+        let certs = self.path().join("certs");
+        Config {
+            data_dir: self.path().join(name),
+            database_url: Some(format!(
+                "sqlite://{}",
+                self.path().join(name).join("store.db").display()
+            )),
+            api_addr: "127.0.0.1:0".parse().unwrap(),
+            link_addr: "127.0.0.1:0".parse().unwrap(),
+            ca_cert: certs.join("ca.pem"),
+            tls_cert: certs.join("master.pem"),
+            tls_key: certs.join("master-key.pem"),
+            modules_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/modules")),
+            boot_wait_ms: 50,
+            shutdown_grace_ms: 2_000,
+            ..Config::default()
+        }
+    }
+
+    /// The master's configuration (its store at `<site>/master/store.db`).
+    pub fn master_config(&self) -> Config {
+        self.base_config("master")
+    }
+
+    pub async fn master_store(&self) -> Store {
+        Store::open(&StoreOptions::new(self.master_config().database_url()))
+            .await
+            .unwrap()
+    }
+
+    /// An edge's configuration, connecting to `master_link`.
+    pub fn edge_config(
+        &self,
+        edge_id: Uuid,
+        secret: &str,
+        master_link: std::net::SocketAddr,
+    ) -> Config {
+        Config {
+            edge_id: Some(edge_id),
+            edge_secret: Some(SecretString::new(secret)),
+            masters: vec![master_link.to_string()],
+            heartbeat_ms: 200,
+            dead_after_ms: 600,
+            reconnect_ms: 200,
+            ..self.base_config(&format!("edge-{edge_id}"))
+        }
+    }
+
+    /// Copies every document of the master's store into the edge's replica,
+    /// as replication will.
+    pub async fn seed_replica(&self, edge_id: Uuid) {
+        let master = self.master_store().await;
+        let config = self.edge_config(edge_id, &"x".repeat(64), "127.0.0.1:1".parse().unwrap());
+        let replica = Store::open(&StoreOptions::new(config.database_url()))
+            .await
+            .unwrap();
+        let mut cursor = replica.begin_replication(master.store_id()).await.unwrap();
+        loop {
+            let docs = master.changes_since(cursor, 500).await.unwrap();
+            let Some(last) = docs.last() else { break };
+            cursor = last.seq;
+            let batch: Vec<Replicated> = docs
+                .into_iter()
+                .map(|doc| Replicated {
+                    refs: index_document(&doc.kind, &doc.body).unwrap().refs,
+                    doc,
+                })
+                .collect();
+            replica.apply_replicated(&batch, cursor).await.unwrap();
+        }
+        replica.close().await;
+        master.close().await;
+    }
+}
+
+/// Polls `check` every 10 ms until it holds, for at most `secs` seconds.
+pub async fn eventually(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
