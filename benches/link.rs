@@ -254,7 +254,52 @@ fn rpc() {
     });
 }
 
-/// Sends `rate` requests per second for `dur`, one task each.
+/// Sends `rate` requests per second for `dur`, evenly spaced by a pacer
+/// thread (the tokio timer ticks in milliseconds, which would send bursts),
+/// one task each; latency counts from the moment each is issued.
+async fn fixed_rate(peer: &Peer, rate: u64, dur: Duration) -> Stats {
+    let total = rate * dur.as_secs();
+    let lat = Arc::new(std::sync::Mutex::new(Vec::with_capacity(total as usize)));
+    let tracker = tokio_util::task::TaskTracker::new();
+    let handle = tokio::runtime::Handle::current();
+    let start = Instant::now();
+    let pacer = {
+        let (peer, lat, tracker) = (peer.clone(), lat.clone(), tracker.clone());
+        std::thread::spawn(move || {
+            let period = Duration::from_nanos(1_000_000_000 / rate);
+            for n in 0..total {
+                let due = start + period * n as u32;
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                let issued = Instant::now();
+                let (p, lat) = (peer.clone(), lat.clone());
+                tracker.spawn_on(
+                    async move {
+                        match p.request(exec(), Duration::from_secs(10)).await {
+                            Ok(_) => lat.lock().unwrap().push(issued.elapsed()),
+                            Err(e) => eprintln!("request failed: {e}"),
+                        }
+                    },
+                    &handle,
+                );
+            }
+        })
+    };
+    tokio::task::spawn_blocking(move || pacer.join().unwrap())
+        .await
+        .unwrap();
+    tracker.close();
+    tracker.wait().await;
+    let lat = std::mem::take(&mut *lat.lock().unwrap());
+    Stats {
+        count: lat.len(),
+        elapsed: start.elapsed(),
+        lat,
+    }
+}
+
 /// Only the link at 256 in flight, for `perf record`.
 fn profile() {
     let dir = tempfile::tempdir().unwrap();
@@ -273,42 +318,6 @@ fn profile() {
             .line("outpost link");
         link.stop().await;
     });
-}
-
-async fn fixed_rate(peer: &Peer, rate: u64, dur: Duration) -> Stats {
-    let per_ms = rate / 1000;
-    let lat = Arc::new(std::sync::Mutex::new(Vec::with_capacity(
-        (rate * dur.as_secs()) as usize,
-    )));
-    let start = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let tracker = tokio_util::task::TaskTracker::new();
-    let total = rate * dur.as_secs();
-    let mut n = 0u64;
-    while n < total {
-        tick.tick().await;
-        for _ in 0..per_ms {
-            // The timer wheel ticks in milliseconds, so requests leave in
-            // bursts of rate/1000 (burstier than uniform, so conservative);
-            // latency counts from the moment each is issued.
-            let issued = Instant::now();
-            let (p, lat) = (peer.clone(), lat.clone());
-            tracker.spawn(async move {
-                p.request(exec(), Duration::from_secs(10)).await.unwrap();
-                lat.lock().unwrap().push(issued.elapsed());
-            });
-            n += 1;
-        }
-    }
-    tracker.close();
-    tracker.wait().await;
-    let lat = std::mem::take(&mut *lat.lock().unwrap());
-    Stats {
-        count: lat.len(),
-        elapsed: start.elapsed(),
-        lat,
-    }
 }
 
 struct LinkBench {
@@ -353,7 +362,14 @@ impl LinkBench {
             commit: CommitCell::default(),
             bind: None,
         };
-        let (etx, _erx) = mpsc::unbounded_channel();
+        let (etx, mut erx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(ev) = erx.recv().await {
+                if let EdgeEvent::ConnectionLost { reason, .. } = ev {
+                    eprintln!("  (link lost: {reason})");
+                }
+            }
+        });
         let edge_stop = CancellationToken::new();
         tokio::spawn(edge::run(ecfg, Arc::new(Echo), etx, edge_stop.clone()));
         let to_edge = loop {
@@ -536,6 +552,20 @@ fn edge_identity(i: usize) -> (Uuid, LinkKey) {
 /// Source addresses the simulated edges connect from.
 const SOURCES: u8 = 8;
 
+/// Link timing of the edges part: defaults, or `OUTPOST_BENCH_HEARTBEAT_MS`
+/// with a dead time of three heartbeats.
+fn edges_timing() -> LinkTiming {
+    let mut t = LinkTiming::default();
+    if let Some(ms) = std::env::var("OUTPOST_BENCH_HEARTBEAT_MS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        t.heartbeat = Duration::from_millis(ms);
+        t.dead_after = Duration::from_millis(3 * ms);
+    }
+    t
+}
+
 fn edge_count() -> usize {
     std::env::var("OUTPOST_BENCH_EDGES")
         .ok()
@@ -569,7 +599,7 @@ fn edges() {
     let certs = dev_certs(dir.path());
     let keys: HashMap<Uuid, LinkKey> = (0..n).map(edge_identity).collect();
     runtime().block_on(async move {
-        println!("## edges: {n} simulated edges in a child process, {SOURCES} source addresses, 1 s heartbeats");
+        println!("## edges: {n} simulated edges in a child process, {SOURCES} source addresses, heartbeat {:?}", edges_timing().heartbeat);
         let socket = TcpSocket::new_v4().unwrap();
         socket.set_reuseaddr(true).unwrap();
         socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -577,7 +607,7 @@ fn edges() {
         let addr = listener.local_addr().unwrap();
         let mut cfg = MasterLinkConfig {
             tls: tls::server_config(&certs.cert, &certs.key, None).unwrap(),
-            peer: PeerConfig::new(PeerRole::Master, LinkTiming::default()),
+            peer: PeerConfig::new(PeerRole::Master, edges_timing()),
             boot_id: Uuid::now_v7(),
             max_handshakes: 256,
             shutdown_grace: Duration::from_secs(2),
@@ -630,7 +660,7 @@ fn edges() {
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
         let rss1 = rss_bytes();
-        let idle = Duration::from_secs(10);
+        let idle = Duration::from_secs(std::env::var("OUTPOST_BENCH_IDLE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10));
         let c0 = cpu_seconds();
         tokio::time::sleep(idle).await;
         let cpu = (cpu_seconds() - c0) / idle.as_secs_f64();
@@ -682,7 +712,11 @@ fn edge_sim(args: &[String]) {
     let ca = std::path::PathBuf::from(&args[2]);
     certs::install_crypto_provider();
     runtime().block_on(async move {
-        let tls = tls::client_config(&ca, None).unwrap();
+        // Each simulated edge gets its own client configuration, as a real
+        // edge has: TLS session tickets are cached per server name, so a
+        // shared cache would let only a handful of edges resume.
+        let base = (*tls::client_config(&ca, None).unwrap()).clone();
+        let no_resume = std::env::var_os("OUTPOST_BENCH_NO_RESUME").is_some();
         let handler = Arc::new(Echo);
         let stop = CancellationToken::new();
         let (tx, mut rx) = mpsc::unbounded_channel::<EdgeEvent>();
@@ -693,9 +727,17 @@ fn edge_sim(args: &[String]) {
                 edge_id,
                 key,
                 masters: vec![master.clone()],
-                tls: tls.clone(),
+                tls: {
+                    let mut c = base.clone();
+                    c.resumption = if no_resume {
+                        rustls::client::Resumption::disabled()
+                    } else {
+                        rustls::client::Resumption::in_memory_sessions(4)
+                    };
+                    Arc::new(c)
+                },
                 peer: {
-                    let mut p = PeerConfig::new(PeerRole::Edge, LinkTiming::default());
+                    let mut p = PeerConfig::new(PeerRole::Edge, edges_timing());
                     p.timing.handshake_timeout = Duration::from_secs(30);
                     p
                 },

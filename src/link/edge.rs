@@ -74,13 +74,13 @@ impl EdgeLinkConfig {
     pub fn from_config(c: &crate::config::Config) -> Result<Self, LinkError> {
         let edge_id = c
             .edge_id
-            .ok_or_else(|| LinkError::Tls("edge_id is not set".into()))?;
+            .ok_or_else(|| LinkError::Config("edge_id is not set".into()))?;
         let secret = c
             .edge_secret
             .as_ref()
-            .ok_or_else(|| LinkError::Tls("edge_secret is not set".into()))?;
+            .ok_or_else(|| LinkError::Config("edge_secret is not set".into()))?;
         let secret = EdgeSecret::from_string(secret.expose().to_owned())
-            .map_err(|e| LinkError::Tls(format!("edge_secret {e}")))?;
+            .map_err(|e| LinkError::Config(format!("edge_secret {e}")))?;
         let timing = LinkTiming {
             heartbeat: Duration::from_millis(c.heartbeat_ms),
             dead_after: Duration::from_millis(c.dead_after_ms),

@@ -15,6 +15,8 @@
 //! - [`master`]: `serve(listener, ...)`, the accept loop.
 //! - [`edge`]: `run(config, ...)`, the connect loop with jittered retries and
 //!   the "disconnected" signal.
+//! - [`runtime`]: a [`Handler`] that serves every request kind from the
+//!   module runtime (exec, status, systems, reload, debug streams, sync).
 //! - [`repository`]: the driver repository over git (master) and its
 //!   transfer to an edge's modules directory (edge).
 //!
@@ -27,6 +29,7 @@ pub mod master;
 pub mod peer;
 pub mod registry;
 pub mod repository;
+pub mod runtime;
 pub mod tls;
 
 use std::time::Duration;
@@ -66,6 +69,8 @@ impl Default for LinkTiming {
 pub enum LinkError {
     #[error("TLS configuration: {0}")]
     Tls(String),
+    #[error("link configuration: {0}")]
+    Config(String),
     #[error(transparent)]
     Certs(#[from] crate::certs::CertError),
     #[error("I/O: {0}")]

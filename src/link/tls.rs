@@ -51,11 +51,18 @@ pub fn server_config(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let config = builder
+    let mut config = builder
         .with_single_cert(certs::load_certs(cert)?, certs::load_key(key)?)
         .map_err(tls_err)?;
+    // Room to resume every edge's session after a master-side blip: a
+    // resumed handshake skips the certificate signature and verification,
+    // which is most of a reconnect storm's cost. A few hundred bytes each.
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
     Ok(Arc::new(config))
 }
+
+/// TLS sessions the master keeps for resumption.
+pub const SESSION_CACHE: usize = 16_384;
 
 /// The edge's client configuration: trust `ca`, optionally present a
 /// client certificate (`cert`, `key`) for mutual TLS.

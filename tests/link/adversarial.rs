@@ -536,3 +536,78 @@ fn repeated_failures_from_one_address_are_slowed_down() {
     l.success(ip);
     assert_eq!(l.penalty(ip, t0), Duration::ZERO);
 }
+
+/// Writes a fresh CA and one client certificate signed by it; returns
+/// (ca.pem, client.pem, client-key.pem).
+fn client_ca(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, &ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["edge.example".to_string()]).unwrap();
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    let paths = (
+        dir.join("client-ca.pem"),
+        dir.join("client.pem"),
+        dir.join("client-key.pem"),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_refuses_edges_without_a_client_certificate() {
+    let certs = dev_certs();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = client_ca(dir.path());
+    let id = EdgeIdentity::new();
+    let mut opts = MasterOpts::new(keys(&[&id]));
+    opts.client_ca = Some(ca);
+    let mut m = start_master(&certs, opts).await;
+
+    // No client certificate: TLS fails, recorded, nothing registered.
+    let e = start_edge(
+        edge_config(&certs, &id, vec![m.addr.to_string()]),
+        TestHandler::default(),
+    );
+    let (_, reason) = m.next_auth_failure().await;
+    assert!(reason.starts_with("TLS"), "{reason}");
+    e.shutdown.cancel();
+    let _ = e.task.await;
+
+    // With one: the link comes up and serves.
+    let mut cfg = edge_config(&certs, &id, vec![m.addr.to_string()]);
+    cfg.tls = tls::client_config(&certs.paths.ca_cert, Some((&cert, &key))).unwrap();
+    let mut e = start_edge(cfg, TestHandler::default());
+    let p = e.connected().await;
+    let r = p
+        .request(
+            outpost::proto::RequestBody::Exec {
+                module: "echo".into(),
+                method: "x".into(),
+                args: json!(7),
+                epoch: None,
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, outpost::proto::ResponseBody::Value { value: json!(7) });
+    e.stop().await;
+    m.stop().await;
+}

@@ -7,4 +7,5 @@ mod fuzz;
 mod liveness;
 mod repository;
 mod requests;
+mod runtime;
 mod support;
