@@ -15,8 +15,6 @@
 //! - [`master`]: `serve(listener, ...)`, the accept loop.
 //! - [`edge`]: `run(config, ...)`, the connect loop with jittered retries and
 //!   the "disconnected" signal.
-//! - [`runtime`]: a [`Handler`] that serves every request kind from the
-//!   module runtime (exec, status, systems, reload, debug streams, sync).
 //! - [`repository`]: the driver repository over git (master) and its
 //!   transfer to an edge's modules directory (edge).
 //!
@@ -29,7 +27,6 @@ pub mod master;
 pub mod peer;
 pub mod registry;
 pub mod repository;
-pub mod runtime;
 pub mod tls;
 
 use std::time::Duration;

@@ -7,5 +7,4 @@ mod fuzz;
 mod liveness;
 mod repository;
 mod requests;
-mod runtime;
 mod support;
