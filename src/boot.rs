@@ -219,3 +219,28 @@ pub fn describe(e: &dyn std::error::Error) -> String {
     }
     line
 }
+
+/// A graceful stop of a role, in the order that releases what it holds:
+/// the API drains its requests, links close (their tasks are waited for, up
+/// to `grace`), modules unload (drivers' `on_unload` run and devices are
+/// released), and the store closes.
+pub(crate) async fn graceful_stop(
+    api: crate::api::RunningApi,
+    stop: tokio_util::sync::CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
+    runtime: &crate::runtime::Runtime,
+    store: &Store,
+    grace: std::time::Duration,
+) {
+    api.stop(grace).await;
+    stop.cancel();
+    tasks.close();
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "links did not close within the grace period"
+        );
+    }
+    runtime.shutdown().await;
+    store.close().await;
+}

@@ -148,17 +148,15 @@ impl Edge {
     /// (releasing their devices), the store closes.
     pub async fn stop(self) {
         tracing::info!("edge stopping");
-        self.api.stop(self.grace).await;
-        self.stop.cancel();
-        self.tasks.close();
-        if tokio::time::timeout(self.grace, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("the link did not close within the grace period");
-        }
-        self.runtime.shutdown().await;
-        self.store.close().await;
+        boot::graceful_stop(
+            self.api,
+            self.stop,
+            self.tasks,
+            &self.runtime,
+            &self.store,
+            self.grace,
+        )
+        .await;
     }
 }
 

@@ -167,17 +167,15 @@ impl Master {
     /// (releasing their devices), the store closes.
     pub async fn stop(self) {
         tracing::info!("master stopping");
-        self.api.stop(self.grace).await;
-        self.stop.cancel();
-        self.tasks.close();
-        if tokio::time::timeout(self.grace, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("edge links did not close within the grace period");
-        }
-        self.runtime.shutdown().await;
-        self.store.close().await;
+        boot::graceful_stop(
+            self.api,
+            self.stop,
+            self.tasks,
+            &self.runtime,
+            &self.store,
+            self.grace,
+        )
+        .await;
     }
 }
 

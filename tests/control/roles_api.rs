@@ -5,12 +5,11 @@
 use std::time::Duration;
 
 use outpost::config::SecretString;
-use outpost::model::{ControlSystem, EdgeLocation, Module};
 use outpost::sim::{PjlinkOptions, PjlinkSim, Power};
 use serde_json::json;
 
 use crate::http::request;
-use crate::roles::{Site, eventually};
+use crate::roles::{Room, Site, device, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_through_the_master_api_reaches_the_edge_controlled_projector() {
@@ -24,42 +23,19 @@ async fn exec_through_the_master_api_reaches_the_edge_controlled_projector() {
     )
     .await
     .unwrap();
-    let edge_id = outpost::model::new_id();
-    let projector = outpost::model::new_id();
-    let room = outpost::model::new_id();
-    let site_file = outpost::admin::SiteFile {
-        edges: vec![
-            serde_json::from_value::<EdgeLocation>(
-                json!({"id": edge_id, "name": "Sydney", "admins": ["otto"]}),
-            )
-            .unwrap(),
-        ],
-        systems: vec![ControlSystem {
-            id: room,
-            name: "Room".into(),
-            description: String::new(),
-            edge_id: Some(edge_id),
-            module_ids: vec![projector],
-            settings: Default::default(),
-        }],
-        modules: vec![Module {
-            id: projector,
-            name: "Projector".into(),
-            driver: "pjlink.lua".into(),
-            uri: Some(format!("tcp://{}", sim.addr())),
-            settings: Default::default(),
-            enabled: true,
-        }],
-    };
-    let store = site.master_store().await;
-    let secret = outpost::admin::import(&store, &site_file, &Default::default())
-        .await
-        .unwrap()
-        .secrets[0]
-        .2
-        .expose()
-        .to_owned();
-    store.close().await;
+    let projector_module = device("Projector", "pjlink.lua", Some(sim.addr()));
+    let projector = projector_module.id;
+    let Room {
+        edge_id,
+        system,
+        secret,
+    } = site
+        .one_room(
+            json!({"name": "Sydney", "admins": ["otto"]}),
+            &[projector_module],
+        )
+        .await;
+    let room = system.id;
 
     let admin = "a".repeat(48);
     let mut config = site.master_config();

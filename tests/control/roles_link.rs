@@ -3,13 +3,12 @@
 
 use std::time::Duration;
 
-use outpost::model::{ControlSystem, EdgeLocation, Module};
 use outpost::proto::{EventBody, RequestBody, ResponseBody, WireError};
 use outpost::sim::{PjlinkOptions, PjlinkSim, Power};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::roles::{Site, eventually};
+use crate::roles::{Room, Site, device, eventually};
 
 const CALL: Duration = Duration::from_secs(10);
 
@@ -28,36 +27,14 @@ async fn master_drives_an_edge_module_over_the_link() {
     .unwrap();
 
     // One edge location with one room and its projector.
-    let edge_id = outpost::model::new_id();
-    let projector = outpost::model::new_id();
-    let room = outpost::model::new_id();
-    let site_file = outpost::admin::SiteFile {
-        edges: vec![
-            serde_json::from_value::<EdgeLocation>(json!({"id": edge_id, "name": "Site"})).unwrap(),
-        ],
-        systems: vec![ControlSystem {
-            id: room,
-            name: "Room".into(),
-            description: String::new(),
-            edge_id: Some(edge_id),
-            module_ids: vec![projector],
-            settings: Default::default(),
-        }],
-        modules: vec![Module {
-            id: projector,
-            name: "Projector".into(),
-            driver: "pjlink.lua".into(),
-            uri: Some(format!("tcp://{}", sim.addr())),
-            settings: Default::default(),
-            enabled: true,
-        }],
-    };
-    let store = site.master_store().await;
-    let report = outpost::admin::import(&store, &site_file, &Default::default())
-        .await
-        .unwrap();
-    let secret = report.secrets[0].2.expose().to_owned();
-    store.close().await;
+    let projector_module = device("Projector", "pjlink.lua", Some(sim.addr()));
+    let projector = projector_module.id;
+    let Room {
+        edge_id,
+        system,
+        secret,
+    } = site.one_room(json!({}), &[projector_module]).await;
+    let room = system.id;
     site.seed_replica(edge_id).await;
 
     let master = outpost::master::start(site.master_config()).await.unwrap();

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use outpost::model::{ControlSystem, EdgeLocation, Kind, Module};
+use outpost::model::Kind;
 use outpost::sim::{LineOptions, LineSim, PjlinkOptions, PjlinkSim};
 use outpost::store::{Document, Expect, Store, StoreOptions, Write};
 use serde_json::json;
 
-use crate::roles::{Site, eventually};
+use crate::roles::{Room, Site, device, eventually};
 
 async fn all(store: &Store) -> Vec<Document> {
     let mut docs = Vec::new();
@@ -28,39 +28,14 @@ async fn a_fresh_edge_gets_its_data_and_follows_the_master() {
     let line_sim = LineSim::start("127.0.0.1:0".parse().unwrap(), LineOptions::default())
         .await
         .unwrap();
-    let edge_id = outpost::model::new_id();
-    let projector = Module {
-        id: outpost::model::new_id(),
-        name: "Projector".into(),
-        driver: "pjlink.lua".into(),
-        uri: Some(format!("tcp://{}", projector_sim.addr())),
-        settings: Default::default(),
-        enabled: true,
-    };
-    let mut room = ControlSystem {
-        id: outpost::model::new_id(),
-        name: "Room".into(),
-        description: String::new(),
-        edge_id: Some(edge_id),
-        module_ids: vec![projector.id],
-        settings: Default::default(),
-    };
-    let site_file = outpost::admin::SiteFile {
-        edges: vec![
-            serde_json::from_value::<EdgeLocation>(json!({"id": edge_id, "name": "Site"})).unwrap(),
-        ],
-        systems: vec![room.clone()],
-        modules: vec![projector.clone()],
-    };
-    let store = site.master_store().await;
-    let secret = outpost::admin::import(&store, &site_file, &Default::default())
-        .await
-        .unwrap()
-        .secrets[0]
-        .2
-        .expose()
-        .to_owned();
-    store.close().await;
+    let projector = device("Projector", "pjlink.lua", Some(projector_sim.addr()));
+    let Room {
+        edge_id,
+        system: mut room,
+        secret,
+    } = site
+        .one_room(json!({}), std::slice::from_ref(&projector))
+        .await;
 
     let master = outpost::master::start(site.master_config()).await.unwrap();
     let edge_config = site.edge_config(edge_id, &secret, master.link_addr);
@@ -80,14 +55,7 @@ async fn a_fresh_edge_gets_its_data_and_follows_the_master() {
 
     // A change committed at the master reaches the running edge: a new
     // device joins the room.
-    let display = Module {
-        id: outpost::model::new_id(),
-        name: "Display".into(),
-        driver: "line.lua".into(),
-        uri: Some(format!("tcp://{}", line_sim.addr())),
-        settings: Default::default(),
-        enabled: true,
-    };
+    let display = device("Display", "line.lua", Some(line_sim.addr()));
     room.module_ids.push(display.id);
     master
         .store
@@ -161,39 +129,10 @@ async fn status_events_reach_the_master_once_even_across_an_outage() {
     let line_sim = LineSim::start("127.0.0.1:0".parse().unwrap(), LineOptions::default())
         .await
         .unwrap();
-    let edge_id = outpost::model::new_id();
-    let display = Module {
-        id: outpost::model::new_id(),
-        name: "Display".into(),
-        driver: "line.lua".into(),
-        uri: Some(format!("tcp://{}", line_sim.addr())),
-        settings: Default::default(),
-        enabled: true,
-    };
-    let room = ControlSystem {
-        id: outpost::model::new_id(),
-        name: "Room".into(),
-        description: String::new(),
-        edge_id: Some(edge_id),
-        module_ids: vec![display.id],
-        settings: Default::default(),
-    };
-    let site_file = outpost::admin::SiteFile {
-        edges: vec![
-            serde_json::from_value::<EdgeLocation>(json!({"id": edge_id, "name": "Site"})).unwrap(),
-        ],
-        systems: vec![room],
-        modules: vec![display.clone()],
-    };
-    let store = site.master_store().await;
-    let secret = outpost::admin::import(&store, &site_file, &Default::default())
-        .await
-        .unwrap()
-        .secrets[0]
-        .2
-        .expose()
-        .to_owned();
-    store.close().await;
+    let display = device("Display", "line.lua", Some(line_sim.addr()));
+    let Room {
+        edge_id, secret, ..
+    } = site.one_room(json!({}), &[display]).await;
 
     let master = outpost::master::start(site.master_config()).await.unwrap();
     let link = master.link_addr;
@@ -267,22 +206,9 @@ async fn status_events_reach_the_master_once_even_across_an_outage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passive_sync_collects_what_the_edge_did_not_push() {
     let site = Site::new();
-    let edge_id = outpost::model::new_id();
-    let site_file = outpost::admin::SiteFile {
-        edges: vec![
-            serde_json::from_value::<EdgeLocation>(json!({"id": edge_id, "name": "Site"})).unwrap(),
-        ],
-        ..Default::default()
-    };
-    let store = site.master_store().await;
-    let secret = outpost::admin::import(&store, &site_file, &Default::default())
-        .await
-        .unwrap()
-        .secrets[0]
-        .2
-        .expose()
-        .to_owned();
-    store.close().await;
+    let Room {
+        edge_id, secret, ..
+    } = site.one_room(json!({}), &[]).await;
     let mut config = site.master_config();
     config.sync_interval_ms = 50;
     config.sync_batch_size = 7;

@@ -122,3 +122,67 @@ pub async fn eventually(secs: u64, what: &str, mut check: impl AsyncFnMut() -> b
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// A module for `driver` at `addr` (`None`: a logic module).
+pub fn device(
+    name: &str,
+    driver: &str,
+    addr: Option<std::net::SocketAddr>,
+) -> outpost::model::Module {
+    outpost::model::Module {
+        id: outpost::model::new_id(),
+        name: name.into(),
+        driver: driver.into(),
+        uri: addr.map(|a| format!("tcp://{a}")),
+        settings: Default::default(),
+        enabled: true,
+    }
+}
+
+/// What `Site::one_room` imported.
+pub struct Room {
+    pub edge_id: Uuid,
+    pub system: outpost::model::ControlSystem,
+    /// The edge location's secret, as shown at creation.
+    pub secret: String,
+}
+
+impl Site {
+    /// Imports into the master's store one edge location (`location`: extra
+    /// fields of its document, e.g. `{"admins": [...]}`) owning one room that
+    /// lists `modules`.
+    pub async fn one_room(
+        &self,
+        location: serde_json::Value,
+        modules: &[outpost::model::Module],
+    ) -> Room {
+        let edge_id = outpost::model::new_id();
+        let mut doc = serde_json::json!({"id": edge_id, "name": "Site"});
+        doc.as_object_mut()
+            .unwrap()
+            .extend(location.as_object().cloned().unwrap_or_default());
+        let system = outpost::model::ControlSystem {
+            id: outpost::model::new_id(),
+            name: "Room".into(),
+            description: String::new(),
+            edge_id: Some(edge_id),
+            module_ids: modules.iter().map(|m| m.id).collect(),
+            settings: Default::default(),
+        };
+        let site = outpost::admin::SiteFile {
+            edges: vec![serde_json::from_value(doc).unwrap()],
+            systems: vec![system.clone()],
+            modules: modules.to_vec(),
+        };
+        let store = self.master_store().await;
+        let report = outpost::admin::import(&store, &site, &Default::default())
+            .await
+            .unwrap();
+        store.close().await;
+        Room {
+            edge_id,
+            system,
+            secret: report.secrets[0].2.expose().to_owned(),
+        }
+    }
+}
