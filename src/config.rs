@@ -91,6 +91,15 @@ pub struct Config {
     pub tls_cert: PathBuf,
     /// The master's TLS private key (PEM).
     pub tls_key: PathBuf,
+    /// Master: set to a CA's certificate to require every edge to present a
+    /// client certificate signed by it (mutual TLS), on top of the secret.
+    /// Unset (the default): edges authenticate with their secret only.
+    pub link_client_ca: Option<PathBuf>,
+    /// Edge: the client certificate (PEM) to present when the master asks
+    /// for one (mutual TLS); set together with `tls_client_key`.
+    pub tls_client_cert: Option<PathBuf>,
+    /// Edge: the client certificate's private key (PEM).
+    pub tls_client_key: Option<PathBuf>,
     /// The first admin API key; generated at first start when unset.
     pub admin_key: Option<SecretString>,
     /// Directory of Lua drivers.
@@ -133,6 +142,9 @@ impl Default for Config {
             ca_cert: PathBuf::from("certs/ca.pem"),
             tls_cert: PathBuf::from("certs/master.pem"),
             tls_key: PathBuf::from("certs/master-key.pem"),
+            link_client_ca: None,
+            tls_client_cert: None,
+            tls_client_key: None,
             admin_key: None,
             modules_dir: PathBuf::from("modules"),
             boot_wait_ms: 6_000,
@@ -331,6 +343,27 @@ impl Config {
                 check_host_port(m).map_err(|p| ConfigError::new("masters", p))?;
             }
             check_readable(&self.ca_cert).map_err(|p| ConfigError::new("ca_cert", p))?;
+            match (&self.tls_client_cert, &self.tls_client_key) {
+                (Some(cert), Some(key)) => {
+                    check_readable(cert).map_err(|p| ConfigError::new("tls_client_cert", p))?;
+                    check_readable(key).map_err(|p| ConfigError::new("tls_client_key", p))?;
+                }
+                (Some(_), None) => {
+                    return Err(ConfigError::new(
+                        "tls_client_key",
+                        "required with tls_client_cert",
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError::new(
+                        "tls_client_cert",
+                        "required with tls_client_key",
+                    ));
+                }
+                (None, None) => {}
+            }
+        } else if let Some(ca) = &self.link_client_ca {
+            check_readable(ca).map_err(|p| ConfigError::new("link_client_ca", p))?;
         }
         Ok(())
     }
@@ -514,6 +547,25 @@ mod tests {
             assert!(err.to_string().contains(needle), "{err}");
             assert!(!err.to_string().contains('\n'), "one line: {err}");
         }
+        let err = load(
+            None,
+            &[("OUTPOST_LINK_CLIENT_CA", "missing.pem")],
+            Some(Role::Master),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "link_client_ca");
+        let err = load(
+            None,
+            &[
+                ("OUTPOST_EDGE_ID", "0191e9a0-0000-7000-8000-000000000001"),
+                ("OUTPOST_EDGE_SECRET", &"z".repeat(40)),
+                ("OUTPOST_CA_CERT", "ca.pem"),
+                ("OUTPOST_TLS_CLIENT_CERT", "ca.pem"),
+            ],
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "tls_client_key");
         let err = load(
             None,
             &[

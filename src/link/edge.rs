@@ -90,7 +90,12 @@ impl EdgeLinkConfig {
             edge_id,
             key: secret.link_key(edge_id),
             masters: c.masters.clone(),
-            tls: tls::client_config(&c.ca_cert, None)?,
+            tls: tls::client_config(
+                &c.ca_cert,
+                c.tls_client_cert
+                    .as_deref()
+                    .zip(c.tls_client_key.as_deref()),
+            )?,
             peer: PeerConfig::new(PeerRole::Edge, timing),
             reconnect: Duration::from_millis(c.reconnect_ms),
             boot_id: Uuid::now_v7(),

@@ -99,7 +99,7 @@ impl MasterLinkConfig {
             ..LinkTiming::default()
         };
         Ok(Self {
-            tls: tls::server_config(&c.tls_cert, &c.tls_key, None)?,
+            tls: tls::server_config(&c.tls_cert, &c.tls_key, c.link_client_ca.as_deref())?,
             peer: PeerConfig::new(PeerRole::Master, timing),
             boot_id: Uuid::now_v7(),
             max_handshakes: 256,
