@@ -23,12 +23,20 @@
 //!   device transports it never touches itself, exec, status and debug streams.
 //! - [`sim`]: device simulators (PJLink projector, line device) on real TCP.
 //! - [`admin`]: import and export of documents.
-//! - [`api`]: the web API (axum, OpenAPI, keys and roles, metrics).
-//! - [`master`], [`edge`]: `run(config, shutdown)` for each role.
+//! - [`api`]: the web API (axum, OpenAPI, keys and roles, metrics); device
+//!   operations go to the local runtime or over the link to the controller.
+//! - [`master`], [`edge`]: `start(config)` / `run(config, shutdown)` for each
+//!   role, with the handlers that answer the link; the edge's replica sync
+//!   and event log sync.
+//! - [`answer`]: exec, status and debug requests answered on the local
+//!   runtime, the same for both roles.
 //! - [`cli`]: the `outpost` command line; `main.rs` only calls it.
 //!
 //! Data flows one way at boot: `config` → `store` → `model` → `boot` plan →
-//! the role's runtime; requests flow `api` → `model` checks → `store`.
+//! the role's runtime. At run time, documents flow master store → change
+//! feed → link → edge replica → edge runtime; events flow edge runtime →
+//! edge log → link → master store; requests flow `api` → `model` checks →
+//! `store`, or `api` → link → the controlling side's runtime.
 
 #![forbid(unsafe_code)]
 #![warn(clippy::await_holding_lock)]
