@@ -72,7 +72,7 @@ impl LineSim {
             push: broadcast::channel(64).0,
         });
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(accept(listener, inner.clone(), cancel.clone()));
+        let task = tokio::spawn(super::accept(listener, inner.clone(), cancel.clone()));
         Ok(LineSim {
             addr,
             inner,
@@ -151,33 +151,19 @@ impl Drop for LineSim {
     }
 }
 
-async fn accept(listener: TcpListener, inner: Arc<Inner>, cancel: CancellationToken) {
-    loop {
-        let stream = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!("line sim accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let guard = inner.conns.enter();
-        let kick = inner.kick.token();
-        let inner = inner.clone();
-        tokio::spawn(async move {
-            let _guard = guard;
-            tokio::select! {
-                _ = kick.cancelled() => {}
-                r = serve(stream, &inner) => {
-                    if let Err(e) = r {
-                        tracing::debug!("line sim connection ended: {e}");
-                    }
-                }
-            }
-        });
+impl super::Served for Inner {
+    const NAME: &'static str = "line sim";
+
+    fn conns(&self) -> &Arc<Counter> {
+        &self.conns
+    }
+
+    fn kick(&self) -> &Kick {
+        &self.kick
+    }
+
+    async fn serve(self: Arc<Self>, stream: TcpStream) -> std::io::Result<()> {
+        serve(stream, &self).await
     }
 }
 

@@ -116,3 +116,52 @@ impl LineReader {
         }
     }
 }
+
+/// What the shared accept loop needs from a simulator.
+pub(crate) trait Served: Send + Sync + 'static {
+    /// For log lines, e.g. `pjlink sim`.
+    const NAME: &'static str;
+    fn conns(&self) -> &Arc<Counter>;
+    fn kick(&self) -> &Kick;
+    /// Serves one client connection until it ends.
+    fn serve(
+        self: Arc<Self>,
+        stream: tokio::net::TcpStream,
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+}
+
+/// Accepts clients until `cancel`; each connection is counted while open and
+/// dropped when the simulator kicks its clients.
+pub(crate) async fn accept<S: Served>(
+    listener: tokio::net::TcpListener,
+    inner: Arc<S>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!("{} accept failed: {e}", S::NAME);
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let guard = inner.conns().enter();
+        let kick = inner.kick().token();
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            tokio::select! {
+                _ = kick.cancelled() => {}
+                r = inner.serve(stream) => {
+                    if let Err(e) = r {
+                        tracing::debug!("{} connection ended: {e}", S::NAME);
+                    }
+                }
+            }
+        });
+    }
+}
