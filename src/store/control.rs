@@ -167,6 +167,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
+            let _ = self.control_changes.send(record.clone());
             Ok(record)
         })
     }

@@ -221,6 +221,8 @@ pub struct Store {
     /// The last sequence number committed through this process (watchers
     /// learn of new changes without polling).
     committed: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
+    /// Every change of controller committed through this process.
+    control_changes: tokio::sync::broadcast::Sender<control::ControlRecord>,
 }
 
 impl std::fmt::Debug for Store {
@@ -313,6 +315,7 @@ impl Store {
             display_url,
             store_id: Uuid::nil(),
             committed: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+            control_changes: tokio::sync::broadcast::channel(256).0,
         };
         store.store_id = store.init_store_id().await?;
         store.committed.send_replace(store.last_seq().await?);
@@ -342,6 +345,13 @@ impl Store {
     /// here; readers that must see them also poll [`Store::last_seq`].
     pub fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<i64> {
         self.committed.subscribe()
+    }
+
+    /// Follows every change of controller committed through this process
+    /// (metrics, WebSocket subscribers). A receiver that lags loses the
+    /// oldest; the audit log ([`Store::control_log`]) has them all.
+    pub fn subscribe_control(&self) -> tokio::sync::broadcast::Receiver<ControlRecord> {
+        self.control_changes.subscribe()
     }
 
     /// The URL without credentials.
