@@ -125,8 +125,18 @@ pub struct Config {
     /// Edge: events kept in the local log at most (synced ones are dropped
     /// first, then the oldest status changes; control changes never).
     pub event_log_max: u64,
+    /// Master: a location may change controller at most this many times
+    /// in a minute; after that, the master keeps a site it took over even
+    /// from an edge that reaches its devices (the hold-down against a
+    /// flapping link). 0 turns the hold-down off.
+    pub max_control_changes_per_minute: u32,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `outpost=debug`.
     pub log: String,
+    /// The clock control decisions read (windows, failover deadlines, the
+    /// hold-down). Not a setting: tests and benchmarks put a manual clock
+    /// here.
+    #[serde(skip)]
+    pub clock: crate::control::Clock,
 }
 
 impl Default for Config {
@@ -156,7 +166,9 @@ impl Default for Config {
             sync_interval_ms: 60_000,
             sync_batch_size: 1_000,
             sync_step_sleep_ms: 100,
+            max_control_changes_per_minute: 4,
             log: "info".into(),
+            clock: crate::control::Clock::system(),
         }
     }
 }

@@ -48,6 +48,9 @@ struct Route {
     /// The edge location that owns it (`None`: the master's).
     location: Option<EdgeLocation>,
     controller: Side,
+    /// The location's control epoch here (`None`: the master's own, or no
+    /// change of controller recorded yet). Proxied requests carry it.
+    epoch: Option<u64>,
 }
 
 impl Route {
@@ -71,6 +74,7 @@ async fn owner_location(state: &ApiState, edge: Option<Uuid>) -> Result<Route, A
         return Ok(Route {
             location: None,
             controller: Side::Master,
+            epoch: None,
         });
     };
     let location: Option<EdgeLocation> = match state.store.get(edge).await? {
@@ -78,14 +82,11 @@ async fn owner_location(state: &ApiState, edge: Option<Uuid>) -> Result<Route, A
         _ => None,
     };
     // Until a takeover is recorded, an edge location's modules run at the edge.
-    let controller = state
-        .store
-        .control_state(edge)
-        .await?
-        .map_or(Side::Edge, |s| s.controller);
+    let control = state.store.control_state(edge).await?;
     Ok(Route {
         location,
-        controller,
+        controller: control.map_or(Side::Edge, |s| s.controller),
+        epoch: control.map(|s| s.epoch as u64),
     })
 }
 
@@ -153,6 +154,9 @@ fn wire_to_api(e: WireError) -> ApiError {
         WireError::Unavailable { message } => ApiError::Unavailable(message),
         WireError::ShuttingDown | WireError::Overloaded => ApiError::Unavailable(e.to_string()),
         WireError::Failed { message } => ApiError::Upstream(message),
+        // Control changed hands while the call travelled: the caller may
+        // ask again and be routed to the new controller.
+        WireError::StaleEpoch { .. } => ApiError::Conflict(e.to_string()),
         other => ApiError::Upstream(other.to_string()),
     }
 }
@@ -246,7 +250,7 @@ async fn exec(
             module: id.to_string(),
             method: call.method,
             args: call.args,
-            epoch: None,
+            epoch: route.epoch,
         };
         match proxy(&s, &route, body, q.deadline()).await? {
             ResponseBody::Value { value } => value,
@@ -384,9 +388,15 @@ async fn start_or_stop(
         }
     } else {
         let body = if start {
-            RequestBody::StartSystem { system: id }
+            RequestBody::StartSystem {
+                system: id,
+                epoch: route.epoch,
+            }
         } else {
-            RequestBody::StopSystem { system: id }
+            RequestBody::StopSystem {
+                system: id,
+                epoch: route.epoch,
+            }
         };
         proxy(s, &route, body, DEFAULT_DEADLINE).await?;
     }

@@ -7,9 +7,26 @@
 //! lives with the roles. Epochs and the audit log are persisted by the store
 //! ([`crate::store::Store::change_controller`]).
 
+mod clock;
 mod negotiate;
 
+pub use clock::Clock;
 pub use negotiate::{Decision, Facts, Rule, negotiate};
+
+/// Whether a location is held down: it changed controller at least
+/// `limit` times in the minute before `now_ms` (`changes_ms`: the times of
+/// its recent changes). A `limit` of 0 turns the hold-down off.
+pub fn held_down(changes_ms: &[i64], now_ms: i64, limit: u32) -> bool {
+    limit > 0
+        && changes_ms
+            .iter()
+            .filter(|&&at| at > now_ms - HOLD_DOWN_PERIOD_MS)
+            .count()
+            >= limit as usize
+}
+
+/// The period the hold-down counts changes over.
+pub const HOLD_DOWN_PERIOD_MS: i64 = 60_000;
 
 use serde::{Deserialize, Serialize};
 

@@ -11,6 +11,12 @@
 //!    wins.
 //! 4. Otherwise the master wins if it already holds control; if it does not,
 //!    the edge wins. The master never *gains* control by negotiation.
+//!
+//! The hold-down (ours, against a flapping link) qualifies rule 1: while a
+//! location is held down (it changed controller `max_control_changes_per_minute`
+//! times in the last minute) a master that holds control keeps it even from
+//! an edge whose devices are connected; the edge stands by. An open restore
+//! window lifts it; rules 2–4 are unaffected.
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +40,8 @@ pub struct Facts {
     /// The master holds control of this location (took over, and no window
     /// or restore has handed it back since).
     pub master_holds_control: bool,
+    /// The location changed controller too often in the last minute.
+    pub held_down: bool,
 }
 
 /// The rule that decided a negotiation.
@@ -50,6 +58,8 @@ pub enum Rule {
     MasterHoldsControl,
     /// Rule 4, edge side: the master does not hold control.
     MasterNotInControl,
+    /// Rule 1 held back: the master keeps control of a flapping location.
+    HoldDown,
 }
 
 impl Rule {
@@ -60,6 +70,7 @@ impl Rule {
             Rule::MasterBooting => "master_booting",
             Rule::MasterHoldsControl => "master_holds_control",
             Rule::MasterNotInControl => "master_not_in_control",
+            Rule::HoldDown => "hold_down",
         }
     }
 
@@ -70,6 +81,7 @@ impl Rule {
             Rule::MasterBooting,
             Rule::MasterHoldsControl,
             Rule::MasterNotInControl,
+            Rule::HoldDown,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)
@@ -89,7 +101,9 @@ pub fn negotiate(f: &Facts) -> Decision {
     let edge_has_devices = f.edge_modules_loaded
         && f.edge_devices_connected > 0
         && f.edge_devices_connected >= f.master_devices_connected;
-    if edge_has_devices {
+    if edge_has_devices && f.master_holds_control && f.held_down && !f.in_restore_window {
+        decide(Side::Master, Rule::HoldDown)
+    } else if edge_has_devices {
         decide(Side::Edge, Rule::EdgeDevicesConnected)
     } else if f.in_restore_window {
         decide(Side::Edge, Rule::RestoreWindow)
@@ -112,7 +126,7 @@ mod tests {
     fn exhaustive_table() {
         let counts = [(0, 0), (0, 3), (1, 3), (3, 3), (3, 1), (2, 0)];
         let mut cases = 0;
-        for bits in 0u32..32 {
+        for bits in 0u32..64 {
             let bit = |i: u32| bits & (1 << i) != 0;
             for (edge_dev, master_dev) in counts {
                 let f = Facts {
@@ -121,13 +135,17 @@ mod tests {
                     master_booting: bit(2),
                     master_modules_loaded: bit(3),
                     master_holds_control: bit(4),
+                    held_down: bit(5),
                     edge_devices_connected: edge_dev,
                     master_devices_connected: master_dev,
                 };
                 let d = negotiate(&f);
                 // The rules, written independently as the design states them.
                 let rule1 = f.edge_modules_loaded && edge_dev >= 1 && edge_dev >= master_dev;
-                let expected = if rule1 {
+                let held = f.master_holds_control && f.held_down && !f.in_restore_window;
+                let expected = if rule1 && held {
+                    (Side::Master, Rule::HoldDown)
+                } else if rule1 {
                     (Side::Edge, Rule::EdgeDevicesConnected)
                 } else if f.in_restore_window {
                     (Side::Edge, Rule::RestoreWindow)
@@ -146,7 +164,7 @@ mod tests {
                 cases += 1;
             }
         }
-        assert_eq!(cases, 32 * counts.len());
+        assert_eq!(cases, 64 * counts.len());
     }
 
     #[test]
@@ -222,6 +240,41 @@ mod tests {
             Side::Edge,
             Rule::MasterBooting,
         );
+        // A flapping link: the master keeps what it took over...
+        let flapping = Facts {
+            edge_modules_loaded: true,
+            edge_devices_connected: 4,
+            held_down: true,
+            ..taken_over
+        };
+        check(flapping, Side::Master, Rule::HoldDown);
+        // ...but an open window still hands control back,
+        check(
+            Facts {
+                in_restore_window: true,
+                ..flapping
+            },
+            Side::Edge,
+            Rule::EdgeDevicesConnected,
+        );
+        check(
+            Facts {
+                edge_modules_loaded: false,
+                in_restore_window: true,
+                ..flapping
+            },
+            Side::Edge,
+            Rule::RestoreWindow,
+        );
+        // and the hold-down never gives the master control it does not hold.
+        check(
+            Facts {
+                master_holds_control: false,
+                ..flapping
+            },
+            Side::Edge,
+            Rule::EdgeDevicesConnected,
+        );
     }
 
     #[test]
@@ -233,6 +286,7 @@ mod tests {
             Rule::MasterBooting,
             Rule::MasterHoldsControl,
             Rule::MasterNotInControl,
+            Rule::HoldDown,
         ] {
             assert_eq!(Rule::parse(r.as_str()), Some(r));
             let reason = Reason::Negotiation(r);

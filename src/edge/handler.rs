@@ -23,6 +23,7 @@ pub struct EdgeHandler {
     modules: ModuleRequests,
     /// Wakes the replicator when the master says the data model changed.
     data_changed: std::sync::Arc<tokio::sync::Notify>,
+    control: std::sync::Arc<super::SiteControl>,
 }
 
 /// How long one file request of a repository sync may take.
@@ -35,6 +36,7 @@ impl EdgeHandler {
         store: Store,
         modules_dir: PathBuf,
         data_changed: std::sync::Arc<tokio::sync::Notify>,
+        control: std::sync::Arc<super::SiteControl>,
     ) -> Self {
         Self {
             edge_id,
@@ -43,6 +45,7 @@ impl EdgeHandler {
             modules: ModuleRequests::new(runtime.clone()),
             runtime,
             data_changed,
+            control,
         }
     }
 
@@ -96,12 +99,29 @@ impl Handler for EdgeHandler {
     }
 
     async fn handle(&self, ctx: RequestCtx, body: RequestBody) -> Result<ResponseBody, WireError> {
+        // A request that acts on devices must come under the current epoch:
+        // one sent before control changed hands is refused.
+        self.control.check_epoch(body.epoch())?;
         let body = match self.modules.handle(&ctx, body).await {
             Ok(answer) => return answer,
             Err(body) => body,
         };
         match body {
-            RequestBody::StartSystem { system } => {
+            RequestBody::ControlReport => Ok(self.control.report().await),
+            RequestBody::ControlAssume { epoch, reason } => {
+                self.control.assume(epoch, &reason).await?;
+                Ok(ResponseBody::Done)
+            }
+            RequestBody::ControlRelease { epoch, reason } => {
+                self.control.release(epoch, &reason).await?;
+                Ok(ResponseBody::Done)
+            }
+            RequestBody::StartSystem { system, .. } => {
+                if !self.control.is_running().await {
+                    return Err(WireError::Unavailable {
+                        message: "this edge stands by: the master controls its site".into(),
+                    });
+                }
                 let (system, modules) = self.system(system).await?;
                 self.prepare(&system, &modules).await?;
                 let report = self
@@ -116,7 +136,7 @@ impl Handler for EdgeHandler {
                 }
                 Ok(ResponseBody::Done)
             }
-            RequestBody::StopSystem { system } => {
+            RequestBody::StopSystem { system, .. } => {
                 self.runtime
                     .stop_system(system)
                     .await

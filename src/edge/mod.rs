@@ -11,13 +11,17 @@
 //! Its replica follows the master's change feed over the link ([`sync`]);
 //! a fresh edge's first pull is its snapshot, after which it runs its site.
 //!
-//! Until control negotiation lands (issue 5) the edge runs its site's
-//! modules from boot, which is what negotiation decides in a normal start.
+//! At boot it loads its modules but runs none of them: the master decides
+//! on the first connection ([`control`]), and only when no master can be
+//! reached (the link is declared disconnected) does it run its site on its
+//! own.
 
+mod control;
 mod events;
 mod handler;
 mod sync;
 
+pub use control::SiteControl;
 pub use handler::EdgeHandler;
 
 use std::future::Future;
@@ -42,6 +46,8 @@ pub struct Edge {
     pub api_addr: std::net::SocketAddr,
     pub runtime: Runtime,
     pub store: Store,
+    /// What this edge runs and the epoch it was told.
+    pub control: Arc<SiteControl>,
     api: crate::api::RunningApi,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -75,17 +81,33 @@ pub async fn start(config: Config) -> Result<Edge, RunError> {
                 "boot plan loaded ({})",
                 plan.timings
             );
+            // Loaded, not started: nothing touches a device until the
+            // master decides or cannot be reached.
             let report = runtime.load_many(&plan.modules).await;
             for (id, why) in &report.failed {
                 tracing::error!(module = %id, error = %why, "module failed to load");
             }
             for system in &plan.systems {
-                if let Err(e) = runtime.start_system(system).await {
-                    tracing::error!(system = %system.id, error = %e, "system failed to start");
-                }
+                runtime.register_system(system);
             }
         }
     }
+    let event_sync = Arc::new(events::EventSync {
+        edge_id,
+        store: store.clone(),
+        max_events: config.event_log_max,
+        wake: tokio::sync::Notify::new(),
+    });
+    let control = Arc::new(
+        SiteControl::new(
+            edge_id,
+            runtime.clone(),
+            store.clone(),
+            config.clock.clone(),
+            event_sync.clone(),
+        )
+        .await?,
+    );
 
     let link = EdgeLinkConfig::from_config(&config)
         .map_err(|e| ConfigError::new("ca_cert", e.to_string()))?;
@@ -96,6 +118,7 @@ pub async fn start(config: Config) -> Result<Edge, RunError> {
         store.clone(),
         config.modules_dir.clone(),
         wake.clone(),
+        control.clone(),
     ));
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -108,19 +131,14 @@ pub async fn start(config: Config) -> Result<Edge, RunError> {
         stop.clone(),
     ));
     // Not tracked: it ends when the link loop drops its sender.
-    tokio::spawn(follow_link_events(events_rx, peer_tx));
+    tokio::spawn(follow_link_events(events_rx, peer_tx, control.clone()));
     let replicator = sync::Replicator {
         edge_id,
         store: store.clone(),
         runtime: runtime.clone(),
         wake,
+        control: control.clone(),
     };
-    let event_sync = Arc::new(events::EventSync {
-        edge_id,
-        store: store.clone(),
-        max_events: config.event_log_max,
-        wake: tokio::sync::Notify::new(),
-    });
     tasks.spawn(event_sync.clone().record(runtime.clone(), stop.clone()));
     tasks.spawn(event_sync.push(peer_rx.clone(), stop.clone()));
     tasks.spawn(replicator.run(peer_rx, stop.clone()));
@@ -136,6 +154,7 @@ pub async fn start(config: Config) -> Result<Edge, RunError> {
         api_addr: api.addr,
         runtime,
         store,
+        control,
         api,
         stop,
         tasks,
@@ -168,11 +187,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
-/// Publishes the current link for the replicator and logs link events (the
-/// control logic consumes them once it lands, issue 5).
+/// Publishes the current link for the replicator and the event pusher,
+/// and runs the site when the link is declared disconnected.
 async fn follow_link_events(
     mut events: mpsc::UnboundedReceiver<EdgeEvent>,
     peer: tokio::sync::watch::Sender<Option<crate::link::Peer>>,
+    control: Arc<SiteControl>,
 ) {
     while let Some(ev) = events.recv().await {
         match ev {
@@ -189,7 +209,12 @@ async fn follow_link_events(
             EdgeEvent::ConnectFailed { master, error, .. } => {
                 tracing::debug!(%master, %error, "cannot reach the master")
             }
-            other => tracing::warn!(event = ?other, "link event"),
+            EdgeEvent::Disconnected { .. } => {
+                // Not awaited here: the link's events keep flowing while
+                // the site starts.
+                let control = control.clone();
+                tokio::spawn(async move { control.autonomy().await });
+            }
         }
     }
 }

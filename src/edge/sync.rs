@@ -35,6 +35,8 @@ pub struct Replicator {
     pub runtime: Runtime,
     /// Woken by the master's notices.
     pub wake: Arc<Notify>,
+    /// Changes reach the runtime's devices only while the site runs here.
+    pub control: Arc<super::SiteControl>,
 }
 
 impl Replicator {
@@ -133,7 +135,9 @@ impl Replicator {
     }
 
     /// Brings the runtime in line with the replica after `changed` documents.
+    /// A standing-by edge loads and updates modules but starts nothing.
     async fn reconcile(&self, changed: &HashSet<Uuid>) {
+        let running = self.control.hold().await;
         let plan = match plan_edge(&self.store, self.edge_id).await {
             Ok(EdgeBoot::Ready(plan)) => plan,
             Ok(EdgeBoot::Waiting) => return,
@@ -165,9 +169,13 @@ impl Replicator {
             }
         }
         for system in &plan.systems {
+            self.runtime.register_system(system);
             let affected = changed.contains(&system.id)
                 || system.module_ids.iter().any(|m| touched.contains(m));
-            if affected && let Err(e) = self.runtime.start_system(system).await {
+            if *running
+                && affected
+                && let Err(e) = self.runtime.start_system(system).await
+            {
                 tracing::error!(system = %system.id, error = %e, "system not started after a change");
             }
         }

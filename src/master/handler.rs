@@ -20,6 +20,7 @@ pub struct MasterHandler {
     modules: ModuleRequests,
     events: EdgeEvents,
     store: Store,
+    control: super::Control,
 }
 
 /// Most documents one `changes` answer carries.
@@ -31,12 +32,14 @@ impl MasterHandler {
         modules_dir: std::path::PathBuf,
         events: EdgeEvents,
         store: Store,
+        control: super::Control,
     ) -> Self {
         Self {
             repo: MasterRepo::new(modules_dir),
             modules: ModuleRequests::new(runtime),
             events,
             store,
+            control,
         }
     }
 
@@ -135,6 +138,10 @@ impl Handler for MasterHandler {
             }
             _ => {}
         }
+        // An edge proxies its clients' calls for the modules of its site
+        // that the master controls, under the epoch it was told.
+        self.control
+            .check_epoch(ctx.peer.meta().edge_id, body.epoch())?;
         match self.modules.handle(&ctx, body).await {
             Ok(answer) => answer,
             Err(other) => Err(WireError::Unavailable {

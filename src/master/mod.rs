@@ -6,8 +6,10 @@
 //! modules, the master's own modules), start the master's modules, listen
 //! for edges and wait up to `boot_wait_ms` for them, then serve the API.
 
+mod control;
 mod handler;
 
+pub use control::{Control, RestoreError};
 pub use handler::{MasterHandler, accept_from_controller};
 
 use std::future::Future;
@@ -24,7 +26,7 @@ use crate::api;
 use crate::boot::{self, RunError};
 use crate::certs;
 use crate::config::{Config, ConfigError, Role, check_readable};
-use crate::link::{MasterEvent, MasterLinkConfig, Registry};
+use crate::link::{MasterLinkConfig, Registry};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::Store;
 
@@ -40,6 +42,8 @@ pub struct Master {
     pub missing_at_boot: Vec<Uuid>,
     /// Events arriving from edges (debug streams), with their edge.
     pub edge_events: handler::EdgeEvents,
+    /// Who controls each location; restore.
+    pub control: Control,
     api: api::RunningApi,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -92,11 +96,25 @@ pub async fn start(config: Config) -> Result<Master, RunError> {
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let registry = Registry::new(events_tx);
     let (edge_events, _) = tokio::sync::broadcast::channel(1024);
+    let control = Control::new(
+        store.clone(),
+        runtime.clone(),
+        config.clock.clone(),
+        config.max_control_changes_per_minute,
+        stop.clone(),
+        tasks.clone(),
+    );
+    let expected: Vec<Uuid> = plan.edges.iter().map(|e| e.id).collect();
+    // Sites this master held when it stopped run again before any edge
+    // can connect, so a returning edge negotiates with a master that has
+    // them loaded.
+    control.resume(&expected).await?;
     let handler = Arc::new(MasterHandler::new(
         runtime.clone(),
         config.modules_dir.clone(),
         edge_events.clone(),
         store.clone(),
+        control.clone(),
     ));
     let serve = crate::link::master::serve(
         listener,
@@ -113,7 +131,7 @@ pub async fn start(config: Config) -> Result<Master, RunError> {
     });
     // Not tracked: it ends when the last sender (held by the registry or the
     // link loop) is dropped, which may be after the stop has finished.
-    tokio::spawn(log_link_events(events_rx));
+    tokio::spawn(control.clone().follow(events_rx));
     tasks.spawn(passive_sync(
         store.clone(),
         registry.clone(),
@@ -133,13 +151,13 @@ pub async fn start(config: Config) -> Result<Master, RunError> {
 
     // Edges retry every few seconds: give each a chance before deciding
     // anything about the ones that did not come.
-    let expected: Vec<Uuid> = plan.edges.iter().map(|e| e.id).collect();
     let missing_at_boot = registry
         .wait_for(&expected, Duration::from_millis(config.boot_wait_ms))
         .await;
     if !missing_at_boot.is_empty() {
         tracing::warn!(missing = ?missing_at_boot, "edge locations not connected after the boot wait");
     }
+    control.booted(&missing_at_boot);
 
     let ops = api::Ops {
         runtime: runtime.clone(),
@@ -155,6 +173,7 @@ pub async fn start(config: Config) -> Result<Master, RunError> {
         store,
         missing_at_boot,
         edge_events,
+        control,
         api,
         stop,
         tasks,
@@ -185,32 +204,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     shutdown.await;
     master.stop().await;
     Ok(())
-}
-
-/// The control logic consumes these once it lands (issue 5); for now they
-/// are logged (authentication failures with the edge and address, never
-/// the secret).
-async fn log_link_events(mut events: mpsc::UnboundedReceiver<MasterEvent>) {
-    while let Some(ev) = events.recv().await {
-        match ev {
-            MasterEvent::LinkUp { info, .. } => {
-                tracing::info!(edge = %info.edge_id, addr = %info.addr, "edge connected")
-            }
-            MasterEvent::LinkLost {
-                edge_id, reason, ..
-            } => tracing::warn!(edge = %edge_id, ?reason, "edge link lost"),
-            MasterEvent::AuthFailed {
-                edge_id,
-                addr,
-                reason,
-                ..
-            } => {
-                tracing::warn!(edge = ?edge_id, %addr, %reason, "edge authentication failed")
-            }
-            #[allow(unreachable_patterns)]
-            other => tracing::debug!(event = ?other, "link event"),
-        }
-    }
 }
 
 /// The master's TLS files must be readable. On a fresh checkout (none of the

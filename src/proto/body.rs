@@ -28,9 +28,13 @@ pub enum RequestBody {
     },
     StartSystem {
         system: Uuid,
+        #[serde(default)]
+        epoch: Option<u64>,
     },
     StopSystem {
         system: Uuid,
+        #[serde(default)]
+        epoch: Option<u64>,
     },
     /// Live reload of a driver, optionally with its new file text.
     ReloadDriver {
@@ -83,6 +87,22 @@ pub enum RequestBody {
     EventsSynced {
         ids: Vec<Uuid>,
     },
+    /// Master → edge, on every connection: what the edge runs now (the
+    /// edge's side of the negotiation facts).
+    ControlReport,
+    /// Master → edge: the edge controls its location from `epoch` on; it
+    /// starts its modules (if they are not running) and then answers.
+    ControlAssume {
+        epoch: u64,
+        reason: String,
+    },
+    /// Master → edge: the master controls the location from `epoch` on;
+    /// the edge stops its modules and closes its device connections, and
+    /// only then answers.
+    ControlRelease {
+        epoch: u64,
+        reason: String,
+    },
 }
 
 impl RequestBody {
@@ -105,6 +125,9 @@ impl RequestBody {
         "events",
         "unsynced_events",
         "events_synced",
+        "control_report",
+        "control_assume",
+        "control_release",
     ];
 
     /// The `kind` tag, for logs and metrics.
@@ -125,6 +148,19 @@ impl RequestBody {
             Self::Events { .. } => "events",
             Self::UnsyncedEvents { .. } => "unsynced_events",
             Self::EventsSynced { .. } => "events_synced",
+            Self::ControlReport => "control_report",
+            Self::ControlAssume { .. } => "control_assume",
+            Self::ControlRelease { .. } => "control_release",
+        }
+    }
+
+    /// The control epoch a request that acts on devices carries.
+    pub fn epoch(&self) -> Option<u64> {
+        match self {
+            Self::Exec { epoch, .. }
+            | Self::StartSystem { epoch, .. }
+            | Self::StopSystem { epoch, .. } => *epoch,
+            _ => None,
         }
     }
 }
@@ -189,6 +225,15 @@ pub enum ResponseBody {
     },
     /// A page of an edge's event log (passive sync).
     Events { events: Vec<WireEvent> },
+    /// The edge's answer to `ControlReport`.
+    ControlReport {
+        /// The edge runs its location's modules.
+        running: bool,
+        /// Devices of its location the edge reaches now.
+        devices_connected: u32,
+        /// The last epoch the edge was told (0: none yet).
+        epoch: u64,
+    },
 }
 
 /// One event recorded at an edge.

@@ -29,6 +29,10 @@ pub enum WireError {
     /// The request is valid but cannot be served here now.
     #[error("unavailable: {message}")]
     Unavailable { message: String },
+    /// The request carried a control epoch other than the receiver's: it
+    /// was sent under a controller that is no longer (or not yet) in charge.
+    #[error("control epoch {sent} is not the current epoch {current}")]
+    StaleEpoch { sent: u64, current: u64 },
     /// The peer is shutting down.
     #[error("shutting down")]
     ShuttingDown,

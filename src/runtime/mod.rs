@@ -871,18 +871,23 @@ impl Runtime {
     /// [`Runtime::devices_connected`] over the modules of every registered
     /// system of an edge location (`None`: the master's own systems).
     pub fn location_devices(&self, edge_id: Option<Uuid>) -> DeviceCount {
-        let ids = {
-            let systems = self.inner.systems.read().expect("systems lock");
-            let mut ids: Vec<Uuid> = systems
-                .values()
-                .filter(|s| s.edge_id == edge_id)
-                .flat_map(|s| s.module_ids.iter().copied())
-                .collect();
-            ids.sort_unstable();
-            ids.dedup();
-            ids
-        };
+        let (_, ids) = self.location_modules(edge_id);
         self.devices_connected(&ids)
+    }
+
+    /// The registered systems of an edge location (`None`: the master's
+    /// own) and their modules, each module once.
+    pub fn location_modules(&self, edge_id: Option<Uuid>) -> (Vec<Uuid>, Vec<Uuid>) {
+        let systems = self.inner.systems.read().expect("systems lock");
+        let mine: Vec<&Arc<ControlSystem>> =
+            systems.values().filter(|s| s.edge_id == edge_id).collect();
+        let mut ids: Vec<Uuid> = mine
+            .iter()
+            .flat_map(|s| s.module_ids.iter().copied())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        (mine.iter().map(|s| s.id).collect(), ids)
     }
 
     /// Replaces a driver's code in every module using it, from the file in

@@ -22,14 +22,44 @@ pub(crate) struct Counter {
     current: AtomicUsize,
     max: AtomicUsize,
     total: AtomicU64,
+    /// The recent changes of `current`, with their time (gap and overlap
+    /// measurements of a hand-over).
+    log: std::sync::Mutex<std::collections::VecDeque<(std::time::Instant, usize)>>,
 }
+
+/// Changes of the connection count kept for [`Counter::log`].
+const LOG_LEN: usize = 256;
 
 impl Counter {
     pub(crate) fn enter(self: &Arc<Self>) -> ConnGuard {
         let now = self.current.fetch_add(1, Ordering::AcqRel) + 1;
         self.max.fetch_max(now, Ordering::AcqRel);
         self.total.fetch_add(1, Ordering::AcqRel);
+        self.note(now);
         ConnGuard(self.clone())
+    }
+
+    fn note(&self, count: usize) {
+        let mut log = self.log.lock().expect("counter log");
+        if log.len() == LOG_LEN {
+            log.pop_front();
+        }
+        log.push_back((std::time::Instant::now(), count));
+    }
+
+    /// The recent changes of the open-connection count, oldest first.
+    pub(crate) fn log(&self) -> Vec<(std::time::Instant, usize)> {
+        self.log
+            .lock()
+            .expect("counter log")
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Starts a new measurement of the most connections open at once.
+    pub(crate) fn reset_max(&self) {
+        self.max.store(self.current(), Ordering::Release);
     }
 
     pub(crate) fn current(&self) -> usize {
@@ -50,7 +80,8 @@ pub(crate) struct ConnGuard(Arc<Counter>);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.0.current.fetch_sub(1, Ordering::AcqRel);
+        let now = self.0.current.fetch_sub(1, Ordering::AcqRel) - 1;
+        self.0.note(now);
     }
 }
 
@@ -149,6 +180,11 @@ pub(crate) async fn accept<S: Served>(
                 }
             },
         };
+        // Let the reactor report what else happened meanwhile: a client
+        // that closed just before this one connected is counted out before
+        // this one is counted in (a hand-over is not an overlap).
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
         let guard = inner.conns().enter();
         let kick = inner.kick().token();
         let inner = inner.clone();

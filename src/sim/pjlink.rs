@@ -150,6 +150,17 @@ impl PjlinkSim {
         self.inner.conns.max()
     }
 
+    /// Starts a new measurement for [`Self::max_connections_seen`].
+    pub fn reset_max_connections(&self) {
+        self.inner.conns.reset_max()
+    }
+
+    /// The recent changes of the number of open connections, with their
+    /// time, oldest first.
+    pub fn connection_log(&self) -> Vec<(std::time::Instant, usize)> {
+        self.inner.conns.log()
+    }
+
     /// Connections accepted since start.
     pub fn total_connections(&self) -> u64 {
         self.inner.conns.total()

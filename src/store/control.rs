@@ -41,6 +41,11 @@ const UPDATE_STATE: &str = "UPDATE control_state SET controller = $2, epoch = ep
      WHERE edge_id = $1 AND epoch = $4 RETURNING epoch";
 const INSERT_LOG: &str = "INSERT INTO control_log (id, edge_id, epoch, from_side, to_side, reason, at_ms) \
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
+const ADOPT_STATE: &str = "INSERT INTO control_state (edge_id, controller, epoch, since_ms) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (edge_id) DO UPDATE \
+     SET controller = excluded.controller, epoch = excluded.epoch, since_ms = excluded.since_ms \
+     WHERE control_state.epoch < excluded.epoch \
+        OR (control_state.epoch = excluded.epoch AND control_state.controller <> excluded.controller)";
 const LOG_PAGE: &str = "SELECT id, edge_id, epoch, from_side, to_side, reason, at_ms FROM control_log \
      WHERE edge_id = $1 AND epoch < $2 ORDER BY epoch DESC LIMIT $3";
 
@@ -169,6 +174,80 @@ impl Store {
             tx.commit().await?;
             let _ = self.control_changes.send(record.clone());
             Ok(record)
+        })
+    }
+
+    /// Records a decision made elsewhere (the master's, at an edge): `to`
+    /// controls `edge_id` from `epoch` on. An older epoch than the one
+    /// recorded is [`StoreError::EpochConflict`] (a stale decision); the
+    /// same epoch and controller again changes nothing and returns `None`.
+    pub async fn adopt_controller(
+        &self,
+        edge_id: Uuid,
+        to: Side,
+        epoch: i64,
+        reason: Reason,
+        at_ms: i64,
+    ) -> Result<Option<ControlRecord>, StoreError> {
+        let id_text = edge_id.to_string();
+        on_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let previous: Option<StateRow> = sqlx::query_as(GET_STATE)
+                .bind(&id_text)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(p) = &previous {
+                if p.2 > epoch {
+                    return Err(StoreError::EpochConflict {
+                        edge_id,
+                        expected: Some(epoch),
+                        actual: Some(p.2),
+                    });
+                }
+                if p.2 == epoch && p.1 == to.as_str() {
+                    return Ok(None);
+                }
+            }
+            sqlx::query(ADOPT_STATE)
+                .bind(&id_text)
+                .bind(to.as_str())
+                .bind(epoch)
+                .bind(at_ms)
+                .execute(&mut *tx)
+                .await?;
+            let record = ControlRecord {
+                id: Uuid::now_v7(),
+                edge_id,
+                epoch,
+                from: previous.map(|p| parse_side(&p.1)).transpose()?,
+                to,
+                reason,
+                at_ms,
+            };
+            // One record per epoch: a repeated epoch (said again after a
+            // lost answer) keeps the first.
+            let exists: Option<i64> = sqlx::query_scalar(
+                "SELECT epoch FROM control_log WHERE edge_id = $1 AND epoch = $2",
+            )
+            .bind(&id_text)
+            .bind(epoch)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if exists.is_none() {
+                sqlx::query(INSERT_LOG)
+                    .bind(record.id.to_string())
+                    .bind(&id_text)
+                    .bind(epoch)
+                    .bind(record.from.map(Side::as_str))
+                    .bind(to.as_str())
+                    .bind(reason.as_str())
+                    .bind(at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            let _ = self.control_changes.send(record.clone());
+            Ok(Some(record))
         })
     }
 

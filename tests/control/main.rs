@@ -3,8 +3,11 @@
 //! negotiation table lives with the pure function in `src/control`.)
 
 mod epochs;
+mod failover;
 #[path = "../support/http.rs"]
 mod http;
+#[path = "../support/proxy.rs"]
+mod proxy;
 #[path = "../support/roles.rs"]
 mod roles;
 mod roles_api;

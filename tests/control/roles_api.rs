@@ -216,7 +216,19 @@ async fn exec_through_the_master_api_reaches_the_edge_controlled_projector() {
         None,
     )
     .await;
-    assert_eq!((r.status, r.body.as_str()), (200, "[]"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The first negotiation gave the site its first controller: the edge.
+    let log = r.json();
+    let log = log.as_array().unwrap();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(
+        (
+            log[0]["epoch"].as_i64(),
+            log[0]["from"].is_null(),
+            log[0]["to"].as_str()
+        ),
+        (Some(1), true, Some("edge"))
+    );
 
     // The edge goes away: the master says who controls the site.
     edge.stop().await;

@@ -218,16 +218,28 @@ async fn master_drives_an_edge_module_over_the_link() {
     );
 
     // Stop and start the system; expire its cache.
-    peer.request(RequestBody::StopSystem { system: room }, CALL)
-        .await
-        .unwrap();
+    peer.request(
+        RequestBody::StopSystem {
+            system: room,
+            epoch: None,
+        },
+        CALL,
+    )
+    .await
+    .unwrap();
     eventually(10, "the projector connection to close", async || {
         sim.connections() == 0
     })
     .await;
-    peer.request(RequestBody::StartSystem { system: room }, CALL)
-        .await
-        .unwrap();
+    peer.request(
+        RequestBody::StartSystem {
+            system: room,
+            epoch: None,
+        },
+        CALL,
+    )
+    .await
+    .unwrap();
     eventually(10, "the projector to reconnect", async || {
         sim.connections() == 1
     })
@@ -239,6 +251,7 @@ async fn master_drives_an_edge_module_over_the_link() {
         .request(
             RequestBody::StartSystem {
                 system: Uuid::nil(),
+                epoch: None,
             },
             CALL,
         )

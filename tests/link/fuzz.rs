@@ -29,8 +29,14 @@ fn samples() -> Vec<Message> {
             module: "m".into(),
             key: Some("k".into()),
         },
-        RequestBody::StartSystem { system: sys },
-        RequestBody::StopSystem { system: sys },
+        RequestBody::StartSystem {
+            system: sys,
+            epoch: Some(3),
+        },
+        RequestBody::StopSystem {
+            system: sys,
+            epoch: None,
+        },
         RequestBody::ReloadDriver {
             name: "d.lua".into(),
             source: Some("x = 1".into()),

@@ -93,8 +93,14 @@ async fn every_request_kind_over_tls_in_both_directions() {
     // systems and drivers
     let sys = Uuid::now_v7();
     for body in [
-        RequestBody::StartSystem { system: sys },
-        RequestBody::StopSystem { system: sys },
+        RequestBody::StartSystem {
+            system: sys,
+            epoch: Some(3),
+        },
+        RequestBody::StopSystem {
+            system: sys,
+            epoch: None,
+        },
         RequestBody::ExpireSystemCache { system: sys },
     ] {
         assert_eq!(to_edge.request(body, D).await.unwrap(), ResponseBody::Done);

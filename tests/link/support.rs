@@ -150,11 +150,11 @@ impl Handler for TestHandler {
                         .ok_or_else(|| WireError::not_found(k)),
                 }
             }
-            RequestBody::StartSystem { system } => {
+            RequestBody::StartSystem { system, .. } => {
                 self.record(format!("start {system}"));
                 Ok(ResponseBody::Done)
             }
-            RequestBody::StopSystem { system } => {
+            RequestBody::StopSystem { system, .. } => {
                 self.record(format!("stop {system}"));
                 Ok(ResponseBody::Done)
             }

@@ -186,3 +186,70 @@ impl Site {
         }
     }
 }
+
+/// An edge running as its own `outpost edge` process, so a test can kill
+/// it the way a power cut does (SIGKILL: no goodbye on the link, the
+/// kernel closes its sockets).
+pub struct EdgeProcess {
+    child: tokio::process::Child,
+    pub log: PathBuf,
+}
+
+impl EdgeProcess {
+    /// Starts `outpost edge` with `config` passed as `OUTPOST_*` variables.
+    pub fn spawn(config: &Config) -> EdgeProcess {
+        std::fs::create_dir_all(&config.data_dir).unwrap();
+        let log = config.data_dir.join("edge.log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let vars: Vec<(&str, String)> = vec![
+            ("OUTPOST_EDGE_ID", config.edge_id.unwrap().to_string()),
+            (
+                "OUTPOST_EDGE_SECRET",
+                config.edge_secret.as_ref().unwrap().expose().to_owned(),
+            ),
+            ("OUTPOST_MASTERS", config.masters.join(",")),
+            ("OUTPOST_DATA_DIR", config.data_dir.display().to_string()),
+            ("OUTPOST_DATABASE_URL", config.database_url()),
+            ("OUTPOST_API_ADDR", config.api_addr.to_string()),
+            ("OUTPOST_CA_CERT", config.ca_cert.display().to_string()),
+            (
+                "OUTPOST_MODULES_DIR",
+                config.modules_dir.display().to_string(),
+            ),
+            ("OUTPOST_HEARTBEAT_MS", config.heartbeat_ms.to_string()),
+            ("OUTPOST_DEAD_AFTER_MS", config.dead_after_ms.to_string()),
+            ("OUTPOST_RECONNECT_MS", config.reconnect_ms.to_string()),
+            (
+                "OUTPOST_SHUTDOWN_GRACE_MS",
+                config.shutdown_grace_ms.to_string(),
+            ),
+            ("OUTPOST_LOG", "info".into()),
+        ];
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .arg("edge")
+            .current_dir(config.data_dir.parent().unwrap())
+            .env_clear()
+            .envs(vars)
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cannot start the outpost binary");
+        EdgeProcess { child, log }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+    }
+
+    /// What the process logged (for failure messages).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}

@@ -1,0 +1,252 @@
+//! The edge's side of control. The edge does not decide: it reports what it
+//! runs when the master asks (every connection starts with that), and obeys
+//! the master's decision, stopping its modules *before* it answers a
+//! release. On its own it only ever starts: when the link is declared
+//! disconnected it runs its site (autonomy), whatever it was told before.
+//!
+//! At boot the edge runs nothing until the first connection decides, or
+//! until the link is declared disconnected (no master within
+//! `dead_after_ms` and one more failed attempt): an edge whose site the
+//! master holds must not grab the devices just because it restarted.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use super::events::EventSync;
+use crate::boot::{EdgeBoot, plan_edge};
+use crate::control::{Clock, Reason, Side};
+use crate::proto::{ResponseBody, WireError};
+use crate::runtime::Runtime;
+use crate::store::{Event, EventKind, Store};
+
+/// What the edge runs and the control epoch it was last told.
+pub struct SiteControl {
+    edge_id: Uuid,
+    runtime: Runtime,
+    store: Store,
+    clock: Clock,
+    events: Arc<EventSync>,
+    /// Held while the site starts or stops (and while the replicator
+    /// applies changes to a running site); `true` while the site runs here.
+    running: Mutex<bool>,
+    /// The last epoch the master gave (0: none yet).
+    epoch: AtomicU64,
+}
+
+impl SiteControl {
+    pub async fn new(
+        edge_id: Uuid,
+        runtime: Runtime,
+        store: Store,
+        clock: Clock,
+        events: Arc<EventSync>,
+    ) -> Result<Self, crate::store::StoreError> {
+        let epoch = store
+            .control_state(edge_id)
+            .await?
+            .map_or(0, |s| s.epoch as u64);
+        Ok(Self {
+            edge_id,
+            runtime,
+            store,
+            clock,
+            events,
+            running: Mutex::new(false),
+            epoch: AtomicU64::new(epoch),
+        })
+    }
+
+    /// The epoch this edge believes in.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Refuses a request that acts on devices under another epoch. A
+    /// request without one (an older peer, a local caller) passes.
+    pub fn check_epoch(&self, sent: Option<u64>) -> Result<(), WireError> {
+        match sent {
+            Some(sent) if sent != self.epoch() => Err(WireError::StaleEpoch {
+                sent,
+                current: self.epoch(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the site runs here now.
+    pub async fn is_running(&self) -> bool {
+        *self.running.lock().await
+    }
+
+    /// Holds the site's state still (the replicator applies changes under
+    /// it, and only to a running site).
+    pub async fn hold(&self) -> tokio::sync::MutexGuard<'_, bool> {
+        self.running.lock().await
+    }
+
+    /// The answer to the master's `ControlReport`.
+    pub async fn report(&self) -> ResponseBody {
+        let running = self.running.lock().await;
+        ResponseBody::ControlReport {
+            running: *running,
+            devices_connected: if *running {
+                self.runtime.location_devices(Some(self.edge_id)).connected as u32
+            } else {
+                0
+            },
+            epoch: self.epoch(),
+        }
+    }
+
+    /// The master says the edge controls from `epoch` on: record it, then
+    /// start the site if it is not running.
+    pub async fn assume(&self, epoch: u64, reason: &str) -> Result<(), WireError> {
+        let reason = parse_reason(reason)?;
+        let mut running = self.running.lock().await;
+        self.adopt(Side::Edge, epoch, reason).await?;
+        if !*running {
+            self.start_site(&mut running).await?;
+        }
+        Ok(())
+    }
+
+    /// The master takes the site from `epoch` on: stop every module (their
+    /// device connections close) and only then record it and answer.
+    pub async fn release(&self, epoch: u64, reason: &str) -> Result<(), WireError> {
+        let reason = parse_reason(reason)?;
+        let mut running = self.running.lock().await;
+        if epoch < self.epoch() {
+            return Err(WireError::StaleEpoch {
+                sent: epoch,
+                current: self.epoch(),
+            });
+        }
+        self.stop_site(&mut running).await;
+        self.adopt(Side::Master, epoch, reason).await
+    }
+
+    /// The link is declared disconnected: run the site if it is not running.
+    pub async fn autonomy(&self) {
+        let mut running = self.running.lock().await;
+        if *running {
+            return;
+        }
+        tracing::warn!(edge_id = %self.edge_id, "no master: this edge runs its site on its own");
+        if let Err(e) = self.start_site(&mut running).await {
+            tracing::error!(error = %e, "cannot run the site on its own");
+        }
+        self.record(serde_json::json!({
+            "event": "autonomy",
+            "epoch": self.epoch(),
+        }))
+        .await;
+    }
+
+    /// Stops the site (a graceful stop of the edge).
+    pub async fn stop(&self) {
+        let mut running = self.running.lock().await;
+        self.stop_site(&mut running).await;
+    }
+
+    async fn adopt(&self, to: Side, epoch: u64, reason: Reason) -> Result<(), WireError> {
+        let changed = self
+            .store
+            .adopt_controller(self.edge_id, to, epoch as i64, reason, self.clock.now_ms())
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::EpochConflict { actual, .. } => WireError::StaleEpoch {
+                    sent: epoch,
+                    current: actual.unwrap_or(0) as u64,
+                },
+                other => WireError::failed(format!("cannot record the decision: {other}")),
+            })?;
+        self.epoch.fetch_max(epoch, Ordering::AcqRel);
+        if let Some(record) = changed {
+            tracing::info!(controller = %to, epoch, %reason, "control decided by the master");
+            self.record(serde_json::json!({
+                "event": "controller",
+                "from": record.from.map(Side::as_str),
+                "to": to.as_str(),
+                "epoch": epoch,
+                "reason": reason.as_str(),
+            }))
+            .await;
+        }
+        Ok(())
+    }
+
+    async fn start_site(&self, running: &mut bool) -> Result<(), WireError> {
+        let plan = match plan_edge(&self.store, self.edge_id).await {
+            Ok(EdgeBoot::Ready(plan)) => plan,
+            Ok(EdgeBoot::Waiting) => {
+                // Nothing to run yet; the replicator starts the site once
+                // the first snapshot arrives.
+                *running = true;
+                return Ok(());
+            }
+            Err(e) => return Err(WireError::failed(format!("cannot read the replica: {e}"))),
+        };
+        // Modules are loaded at boot (standing by costs memory, not
+        // devices); load what arrived since.
+        let missing: Vec<_> = plan
+            .modules
+            .iter()
+            .filter(|m| self.runtime.module_info(m.id).is_none())
+            .cloned()
+            .collect();
+        let report = self.runtime.load_many(&missing).await;
+        for (id, why) in &report.failed {
+            tracing::error!(module = %id, error = %why, "module failed to load");
+        }
+        for system in &plan.systems {
+            if let Err(e) = self.runtime.start_system(system).await {
+                tracing::error!(system = %system.id, error = %e, "system failed to start");
+            }
+        }
+        *running = true;
+        tracing::info!(modules = plan.modules.len(), "site running at this edge");
+        Ok(())
+    }
+
+    async fn stop_site(&self, running: &mut bool) {
+        // Stopped modules keep their code and status, and hold no device
+        // connection: starting again is quick when control comes back.
+        let stops = self.runtime.modules().into_iter().map(|info| {
+            let runtime = self.runtime.clone();
+            async move {
+                if let Err(e) = runtime.stop(info.id).await {
+                    tracing::warn!(module = %info.id, error = %e, "cannot stop");
+                }
+            }
+        });
+        futures_util::future::join_all(stops).await;
+        if *running {
+            tracing::info!("site stopped at this edge");
+        }
+        *running = false;
+    }
+
+    async fn record(&self, body: serde_json::Value) {
+        let event = Event {
+            id: Uuid::now_v7(),
+            edge_id: self.edge_id,
+            at_ms: self.clock.now_ms(),
+            module_id: None,
+            kind: EventKind::Control,
+            key: None,
+            epoch: Some(self.epoch() as i64),
+            body: body.to_string(),
+        };
+        match self.store.log_event(&event, self.events.max_events).await {
+            Ok(_) => self.events.wake.notify_one(),
+            Err(e) => tracing::error!(error = %e, "cannot record a control event"),
+        }
+    }
+}
+
+fn parse_reason(s: &str) -> Result<Reason, WireError> {
+    Reason::parse(s).ok_or_else(|| WireError::bad_request(format!("unknown control reason '{s}'")))
+}

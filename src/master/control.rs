@@ -1,0 +1,655 @@
+//! The master's control loop: one task per edge location, which alone
+//! changes who controls that location (so decisions about one site are
+//! made in order, and sites never wait for each other).
+//!
+//! - **On connection** it asks the edge what it runs, decides with
+//!   [`negotiate`], and acts: when the edge wins, the master stops its own
+//!   copies of the site's modules *before* it tells the edge to assume
+//!   control; when the master wins, the edge stops its modules before it
+//!   answers, and only then does the master connect to the devices (if the
+//!   edge never answers, only after its link is declared dead).
+//! - **On loss** of a location with `failover = true` it waits
+//!   `failover_timeout_ms` (on the [`Clock`]) and takes over; a link that
+//!   comes back first cancels that. At boot, locations whose edge did not
+//!   come within the boot wait are taken over at once.
+//! - **Restore**: when a restore window opens while the master holds the
+//!   site and the edge is connected, or when an operator restores it, the
+//!   master stops its copies and then hands control to the edge.
+//! - Every change goes through the store's epoch compare-and-set and its
+//!   audit log; control held by the master survives a restart.
+//! - **Hold-down**: a location that changed hands
+//!   `max_control_changes_per_minute` times in the last minute is kept by
+//!   the master when it holds it (see [`crate::control::held_down`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::boot::{EdgeBoot, plan_edge};
+use crate::control::{Clock, Facts, HOLD_DOWN_PERIOD_MS, Reason, Side, held_down, negotiate};
+use crate::link::{CallError, MasterEvent, Peer};
+use crate::model::{EdgeLocation, Kind};
+use crate::proto::{RequestBody, ResponseBody, WireError};
+use crate::runtime::Runtime;
+use crate::store::{ControlRecord, ControlState, Store, StoreError};
+
+/// How long the master waits for an edge's answer to a control request.
+const CALL: Duration = Duration::from_secs(10);
+/// After a failed hand-back, try again this much later.
+const RETRY_MS: i64 = 1_000;
+
+/// Why a restore was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("no edge location with id {0}")]
+    NoSuchLocation(Uuid),
+    #[error("the edge already controls location {0}")]
+    NotHeld(Uuid),
+    #[error(
+        "the edge of location {0} is not connected; it takes its site back when it reconnects inside a restore window, or restore it once it is connected"
+    )]
+    NotConnected(Uuid),
+    #[error("the edge did not take control: {0}")]
+    Edge(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the master is stopping")]
+    Stopping,
+}
+
+enum Msg {
+    LinkUp {
+        peer: Peer,
+    },
+    LinkLost {
+        session: u64,
+    },
+    Restore(oneshot::Sender<Result<ControlRecord, RestoreError>>),
+    /// The boot wait ended and the edge had not come.
+    MissingAtBoot,
+}
+
+struct Shared {
+    store: Store,
+    runtime: Runtime,
+    clock: Clock,
+    max_changes: u32,
+    booted: AtomicBool,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    actors: Mutex<HashMap<Uuid, mpsc::UnboundedSender<Msg>>>,
+    /// Every location's control state as this master last wrote or read
+    /// it (epoch checks on link requests read it without a query).
+    states: RwLock<HashMap<Uuid, ControlState>>,
+}
+
+/// A handle on the master's control loop.
+#[derive(Clone)]
+pub struct Control(Arc<Shared>);
+
+impl Control {
+    pub fn new(
+        store: Store,
+        runtime: Runtime,
+        clock: Clock,
+        max_changes: u32,
+        stop: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Control {
+        Control(Arc::new(Shared {
+            store,
+            runtime,
+            clock,
+            max_changes,
+            booted: AtomicBool::new(false),
+            stop,
+            tasks,
+            actors: Mutex::new(HashMap::new()),
+            states: RwLock::new(HashMap::new()),
+        }))
+    }
+
+    /// Starts a task for every location and, before any edge can connect,
+    /// runs the sites the master held when it stopped.
+    pub async fn resume(&self, locations: &[Uuid]) -> Result<(), StoreError> {
+        let states = self.0.store.control_states().await?;
+        let held: Vec<Uuid> = states
+            .iter()
+            .filter(|s| s.controller == Side::Master)
+            .map(|s| s.edge_id)
+            .collect();
+        self.0
+            .states
+            .write()
+            .expect("states lock")
+            .extend(states.into_iter().map(|s| (s.edge_id, s)));
+        for id in &held {
+            tracing::info!(edge = %id, "this master held the site when it stopped: running it again");
+            start_site(&self.0, *id).await;
+        }
+        for id in locations {
+            self.actor(*id, held.contains(id));
+        }
+        Ok(())
+    }
+
+    /// The boot wait is over: take over the locations whose edge did not
+    /// come (where failover allows), then negotiate as a booted master.
+    pub fn booted(&self, missing: &[Uuid]) {
+        for id in missing {
+            self.send(*id, Msg::MissingAtBoot);
+        }
+        self.0.booted.store(true, Ordering::Release);
+    }
+
+    /// Follows the link's events until they end.
+    pub async fn follow(self, mut events: mpsc::UnboundedReceiver<MasterEvent>) {
+        while let Some(ev) = events.recv().await {
+            match ev {
+                MasterEvent::LinkUp { info, peer, .. } => {
+                    tracing::info!(edge = %info.edge_id, addr = %info.addr, "edge connected");
+                    self.send(info.edge_id, Msg::LinkUp { peer });
+                }
+                MasterEvent::LinkLost {
+                    edge_id,
+                    session,
+                    reason,
+                    ..
+                } => {
+                    tracing::warn!(edge = %edge_id, %reason, "edge link lost");
+                    self.send(edge_id, Msg::LinkLost { session });
+                }
+                MasterEvent::AuthFailed {
+                    edge_id,
+                    addr,
+                    reason,
+                    ..
+                } => {
+                    tracing::warn!(edge = ?edge_id, %addr, %reason, "edge authentication failed")
+                }
+            }
+        }
+    }
+
+    /// Hands a site the master holds back to its (connected) edge now.
+    pub async fn restore(&self, edge_id: Uuid) -> Result<ControlRecord, RestoreError> {
+        match self.0.store.get(edge_id).await? {
+            Some(d) if d.kind == Kind::Edge.as_str() => {}
+            _ => return Err(RestoreError::NoSuchLocation(edge_id)),
+        }
+        let (tx, rx) = oneshot::channel();
+        self.send(edge_id, Msg::Restore(tx));
+        rx.await.unwrap_or(Err(RestoreError::Stopping))
+    }
+
+    /// The control state of a location as this master knows it.
+    pub fn state(&self, edge_id: Uuid) -> Option<ControlState> {
+        self.0
+            .states
+            .read()
+            .expect("states lock")
+            .get(&edge_id)
+            .copied()
+    }
+
+    /// Refuses a request from `edge_id`'s link that carries an epoch other
+    /// than the location's current one.
+    pub fn check_epoch(&self, edge_id: Uuid, sent: Option<u64>) -> Result<(), WireError> {
+        let current = self.state(edge_id).map_or(0, |s| s.epoch as u64);
+        match sent {
+            Some(sent) if sent != current => Err(WireError::StaleEpoch { sent, current }),
+            _ => Ok(()),
+        }
+    }
+
+    fn send(&self, edge_id: Uuid, msg: Msg) {
+        let tx = self.actor(edge_id, false);
+        let _ = tx.send(msg);
+    }
+
+    /// The task of a location, started on first use (a location created
+    /// after boot, an unknown edge id that authenticated anyway).
+    fn actor(&self, edge_id: Uuid, running: bool) -> mpsc::UnboundedSender<Msg> {
+        let mut actors = self.0.actors.lock().expect("actors lock");
+        if let Some(tx) = actors.get(&edge_id)
+            && !tx.is_closed()
+        {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        actors.insert(edge_id, tx.clone());
+        let actor = Location {
+            id: edge_id,
+            sh: self.0.clone(),
+            link: None,
+            running,
+            failover_at: None,
+            retry_at: None,
+            recent: VecDeque::new(),
+        };
+        self.0.tasks.spawn(actor.run(rx));
+        tx
+    }
+}
+
+/// One location's control task.
+struct Location {
+    id: Uuid,
+    sh: Arc<Shared>,
+    link: Option<Peer>,
+    /// The master runs this location's modules.
+    running: bool,
+    /// Take over at this time (clock ms) unless the edge comes back.
+    failover_at: Option<i64>,
+    /// Try a due hand-back again at this time.
+    retry_at: Option<i64>,
+    /// When the recent changes of controller happened (hold-down).
+    recent: VecDeque<i64>,
+}
+
+impl Location {
+    async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Msg>) {
+        if let Ok(log) = self.sh.store.control_log(self.id, None, 64).await {
+            let since = self.sh.clock.now_ms() - HOLD_DOWN_PERIOD_MS;
+            self.recent = log
+                .iter()
+                .rev()
+                .map(|r| r.at_ms)
+                .filter(|&at| at > since)
+                .collect();
+        }
+        loop {
+            let wake = self.next_wake().await;
+            let clock = self.sh.clock.clone();
+            let timer = async move {
+                match wake {
+                    Some(at) => clock.sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = self.sh.stop.cancelled() => return,
+                msg = inbox.recv() => match msg {
+                    Some(msg) => self.on(msg).await,
+                    None => return,
+                },
+                () = timer => self.on_timer().await,
+            }
+        }
+    }
+
+    fn state(&self) -> Option<ControlState> {
+        self.sh
+            .states
+            .read()
+            .expect("states lock")
+            .get(&self.id)
+            .copied()
+    }
+
+    fn holds(&self) -> bool {
+        self.state().is_some_and(|s| s.controller == Side::Master)
+    }
+
+    async fn location(&self) -> Option<EdgeLocation> {
+        match self.sh.store.get(self.id).await {
+            Ok(Some(d)) if d.kind == Kind::Edge.as_str() => d.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The next time something is due: a takeover, or (while the master
+    /// holds the site and the edge is connected) a window opening.
+    async fn next_wake(&self) -> Option<i64> {
+        let mut wake = self.failover_at;
+        let mut earliest = |t: i64| wake = Some(wake.map_or(t, |w| w.min(t)));
+        if let Some(t) = self.retry_at {
+            earliest(t);
+        }
+        if self.holds()
+            && self.link.is_some()
+            && let Some(window) = self.location().await.and_then(|l| l.restore_window())
+        {
+            let now = self.sh.clock.now();
+            if window.open_at(now).is_some() {
+                // Due now, unless a failed hand-back waits for its retry.
+                if self.retry_at.is_none() {
+                    earliest(now.timestamp_millis());
+                }
+            } else if let Some(next) = window.next_open(now) {
+                earliest(next.timestamp_millis());
+            }
+        }
+        wake
+    }
+
+    async fn on(&mut self, msg: Msg) {
+        match msg {
+            Msg::LinkUp { peer } => {
+                self.failover_at = None;
+                self.retry_at = None;
+                self.link = Some(peer.clone());
+                self.negotiate(&peer).await;
+            }
+            Msg::LinkLost { session } => {
+                if self.link.as_ref().map(|p| p.meta().session) != Some(session) {
+                    return; // an older link, already replaced
+                }
+                self.link = None;
+                self.retry_at = None;
+                if self.holds() {
+                    // The edge went silent before it confirmed a release:
+                    // its link is now declared dead, so the devices are ours.
+                    if !self.running {
+                        self.start().await;
+                    }
+                    return;
+                }
+                match self.location().await {
+                    Some(l) if l.failover => {
+                        let at = self.sh.clock.now_ms() + l.failover_timeout_ms as i64;
+                        tracing::info!(edge = %self.id, timeout_ms = l.failover_timeout_ms, "takeover scheduled unless the edge returns");
+                        self.failover_at = Some(at);
+                    }
+                    Some(_) => {
+                        tracing::info!(edge = %self.id, "failover is off for this location: the master will not take over")
+                    }
+                    None => {}
+                }
+            }
+            Msg::MissingAtBoot => {
+                if self.link.is_none()
+                    && !self.holds()
+                    && self.location().await.is_some_and(|l| l.failover)
+                {
+                    self.take_over(Reason::Boot).await;
+                }
+            }
+            Msg::Restore(reply) => {
+                let result = if !self.holds() {
+                    Err(RestoreError::NotHeld(self.id))
+                } else if let Some(peer) = self.link.clone() {
+                    self.hand_back(&peer, Reason::ManualRestore).await
+                } else {
+                    Err(RestoreError::NotConnected(self.id))
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    async fn on_timer(&mut self) {
+        let now = self.sh.clock.now_ms();
+        if self.failover_at.is_some_and(|t| t <= now) {
+            self.failover_at = None;
+            if self.link.is_none() && !self.holds() {
+                self.take_over(Reason::FailoverTimeout).await;
+            }
+        }
+        if self.retry_at.is_some_and(|t| t <= now) {
+            self.retry_at = None;
+        }
+        if self.holds()
+            && let Some(peer) = self.link.clone()
+            && self
+                .location()
+                .await
+                .and_then(|l| l.restore_window())
+                .is_some_and(|w| w.open_at(self.sh.clock.now()).is_some())
+            && let Err(e) = self.hand_back(&peer, Reason::RestoreWindow).await
+        {
+            tracing::warn!(edge = %self.id, error = %e, "hand-back at the window failed; retrying");
+            self.retry_at = Some(self.sh.clock.now_ms() + RETRY_MS);
+        }
+    }
+
+    /// Asks the edge what it runs, decides, and carries the decision out.
+    async fn negotiate(&mut self, peer: &Peer) {
+        let report = match peer.request(RequestBody::ControlReport, CALL).await {
+            Ok(ResponseBody::ControlReport {
+                running,
+                devices_connected,
+                epoch,
+            }) => (running, devices_connected, epoch),
+            Ok(other) => {
+                tracing::error!(edge = %self.id, answer = ?other, "unexpected answer to a control report");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(edge = %self.id, error = %e, "no control report from the edge");
+                return;
+            }
+        };
+        let (edge_running, edge_devices, edge_epoch) = report;
+        let now = self.sh.clock.now();
+        let location = self.location().await;
+        let facts = Facts {
+            edge_modules_loaded: edge_running,
+            edge_devices_connected: edge_devices,
+            master_devices_connected: if self.running {
+                self.sh.runtime.location_devices(Some(self.id)).connected as u32
+            } else {
+                0
+            },
+            in_restore_window: location
+                .as_ref()
+                .and_then(|l| l.restore_window())
+                .is_some_and(|w| w.open_at(now).is_some()),
+            master_booting: !self.sh.booted.load(Ordering::Acquire),
+            master_modules_loaded: self.running,
+            master_holds_control: self.holds(),
+            held_down: held_down(
+                self.recent.make_contiguous(),
+                now.timestamp_millis(),
+                self.sh.max_changes,
+            ),
+        };
+        let decision = negotiate(&facts);
+        let epoch = self.state().map(|s| s.epoch);
+        tracing::info!(
+            edge = %self.id,
+            winner = %decision.winner,
+            rule = decision.rule.as_str(),
+            epoch = ?epoch,
+            edge_epoch,
+            ?facts,
+            "control negotiated"
+        );
+        let reason = Reason::Negotiation(decision.rule);
+        match decision.winner {
+            Side::Edge => {
+                if let Err(e) = self.hand_back(peer, reason).await {
+                    tracing::warn!(edge = %self.id, error = %e, "the edge did not confirm control");
+                }
+            }
+            Side::Master => {
+                let epoch = epoch.unwrap_or(0) as u64;
+                let release = RequestBody::ControlRelease {
+                    epoch,
+                    reason: reason.as_str().to_owned(),
+                };
+                match peer.request(release, CALL).await {
+                    Ok(_) => {
+                        if !self.running {
+                            self.start().await;
+                        }
+                    }
+                    // The devices stay unclaimed by the master until the
+                    // edge confirms or its link is declared dead.
+                    Err(e) => {
+                        tracing::warn!(edge = %self.id, error = %e, "the edge did not confirm the release")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The master stops its copies of the site's modules, records the edge
+    /// as controller (unless it already is), then tells the edge.
+    async fn hand_back(
+        &mut self,
+        peer: &Peer,
+        reason: Reason,
+    ) -> Result<ControlRecord, RestoreError> {
+        if self.running {
+            stop_site(&self.sh, self.id).await;
+            self.running = false;
+        }
+        let state = self.state();
+        let record = match state {
+            Some(s) if s.controller == Side::Edge => ControlRecord {
+                id: Uuid::nil(),
+                edge_id: self.id,
+                epoch: s.epoch,
+                from: Some(Side::Edge),
+                to: Side::Edge,
+                reason,
+                at_ms: s.since_ms,
+            },
+            _ => {
+                self.change(state.map(|s| s.epoch), Side::Edge, reason)
+                    .await?
+            }
+        };
+        let assume = RequestBody::ControlAssume {
+            epoch: record.epoch as u64,
+            reason: reason.as_str().to_owned(),
+        };
+        let answer = peer.request(assume, CALL).await;
+        // The devices are the edge's now; unloading (which runs each
+        // driver's `on_unload`) can wait until it has them.
+        unload_site(&self.sh, self.id).await;
+        match answer {
+            Ok(_) => Ok(record),
+            Err(CallError::Remote(e)) => Err(RestoreError::Edge(e.to_string())),
+            Err(e) => Err(RestoreError::Edge(e.to_string())),
+        }
+    }
+
+    /// The master records itself as controller, then connects.
+    async fn take_over(&mut self, reason: Reason) {
+        let epoch = self.state().map(|s| s.epoch);
+        match self.change(epoch, Side::Master, reason).await {
+            Ok(record) => {
+                tracing::warn!(edge = %self.id, epoch = record.epoch, %reason, "the master takes over this site");
+                if !self.running {
+                    self.start().await;
+                }
+            }
+            Err(e) => tracing::error!(edge = %self.id, error = %e, "takeover not recorded"),
+        }
+    }
+
+    async fn change(
+        &mut self,
+        expected: Option<i64>,
+        to: Side,
+        reason: Reason,
+    ) -> Result<ControlRecord, RestoreError> {
+        let now = self.sh.clock.now_ms();
+        let result = self
+            .sh
+            .store
+            .change_controller(self.id, expected, to, reason, now)
+            .await;
+        let record = match result {
+            Ok(r) => r,
+            Err(e) => {
+                // Someone else moved the epoch: learn it, so the next
+                // decision starts from the truth.
+                if let Ok(Some(s)) = self.sh.store.control_state(self.id).await {
+                    self.sh
+                        .states
+                        .write()
+                        .expect("states lock")
+                        .insert(self.id, s);
+                }
+                return Err(e.into());
+            }
+        };
+        self.sh.states.write().expect("states lock").insert(
+            self.id,
+            ControlState {
+                edge_id: self.id,
+                controller: to,
+                epoch: record.epoch,
+                since_ms: now,
+            },
+        );
+        self.recent.push_back(now);
+        while self.recent.len() > 64 {
+            self.recent.pop_front();
+        }
+        metrics::counter!("outpost_control_changes_total", "to" => to.as_str()).increment(1);
+        tracing::info!(edge = %self.id, epoch = record.epoch, from = ?record.from, %to, %reason, "controller changed");
+        Ok(record)
+    }
+
+    async fn start(&mut self) {
+        start_site(&self.sh, self.id).await;
+        self.running = true;
+    }
+}
+
+/// Loads and starts a location's modules in the master's runtime.
+async fn start_site(sh: &Shared, edge_id: Uuid) {
+    let plan = match plan_edge(&sh.store, edge_id).await {
+        Ok(EdgeBoot::Ready(plan)) => plan,
+        Ok(EdgeBoot::Waiting) => return,
+        Err(e) => {
+            tracing::error!(edge = %edge_id, error = %e, "cannot read the site to run it");
+            return;
+        }
+    };
+    let report = sh.runtime.load_many(&plan.modules).await;
+    for (id, why) in &report.failed {
+        tracing::error!(module = %id, error = %why, "module failed to load");
+    }
+    for system in &plan.systems {
+        if let Err(e) = sh.runtime.start_system(system).await {
+            tracing::error!(system = %system.id, error = %e, "system failed to start");
+        }
+    }
+    tracing::info!(edge = %edge_id, modules = plan.modules.len(), "the master runs this site");
+}
+
+/// The modules of a location's systems as the master's runtime has them
+/// registered (what it started), with the systems.
+fn site_modules(sh: &Shared, edge_id: Uuid) -> (Vec<Uuid>, Vec<Uuid>) {
+    sh.runtime.location_modules(Some(edge_id))
+}
+
+/// Stops a location's modules in the master's runtime: their device
+/// connections are closed when this returns.
+async fn stop_site(sh: &Shared, edge_id: Uuid) {
+    let (_, modules) = site_modules(sh, edge_id);
+    let stops = modules.into_iter().map(|id| {
+        let runtime = sh.runtime.clone();
+        async move {
+            let _ = runtime.stop(id).await;
+        }
+    });
+    futures_util::future::join_all(stops).await;
+    tracing::info!(edge = %edge_id, "the master stopped running this site");
+}
+
+/// Forgets a stopped location's systems and unloads its modules.
+async fn unload_site(sh: &Shared, edge_id: Uuid) {
+    let (systems, modules) = site_modules(sh, edge_id);
+    for id in systems {
+        sh.runtime.forget_system(id);
+    }
+    let unloads = modules.into_iter().map(|id| {
+        let runtime = sh.runtime.clone();
+        async move {
+            let _ = runtime.unload(id).await;
+        }
+    });
+    futures_util::future::join_all(unloads).await;
+}
