@@ -71,6 +71,20 @@ pub enum AdminCommand {
         /// The edge location's id.
         edge_id: uuid::Uuid,
     },
+    /// Hand an edge location the master holds back to its edge now (asks
+    /// the running master over its web API).
+    Restore {
+        /// The edge location's id.
+        edge_id: uuid::Uuid,
+        /// The master's API, e.g. `http://10.0.0.5:8080` (default: the
+        /// configured `api_addr`).
+        #[arg(long)]
+        api: Option<String>,
+        /// A file holding an admin or operator API key (default:
+        /// `admin_key` from the configuration, else `<data_dir>/admin-key`).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
     /// Export every document as stable JSON.
     Export {
         /// Write here instead of standard output.
@@ -198,6 +212,21 @@ fn run_admin(file: Option<PathBuf>, command: AdminCommand) -> ExitCode {
         log: "warn".into(),
         ..config.clone()
     });
+    if let AdminCommand::Restore {
+        edge_id,
+        api,
+        key_file,
+    } = command
+    {
+        let result = runtime().block_on(restore(&config, edge_id, api, key_file));
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("outpost: {e}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        };
+    }
     let result: Result<(), String> = runtime().block_on(async move {
         let store = crate::boot::open_store(&config)
             .await
@@ -206,6 +235,7 @@ fn run_admin(file: Option<PathBuf>, command: AdminCommand) -> ExitCode {
             AdminCommand::Import { file } => import(&store, &config, &file).await,
             AdminCommand::Export { output } => export(&store, output).await,
             AdminCommand::RotateSecret { edge_id } => rotate_secret(&store, edge_id).await,
+            AdminCommand::Restore { .. } => unreachable!("handled above"),
         };
         store.close().await;
         out
@@ -275,4 +305,44 @@ async fn rotate_secret(store: &crate::store::Store, edge_id: uuid::Uuid) -> Resu
         secret.expose()
     );
     Ok(())
+}
+
+async fn restore(
+    config: &Config,
+    edge_id: uuid::Uuid,
+    api: Option<String>,
+    key_file: Option<PathBuf>,
+) -> Result<(), String> {
+    let key = match (key_file, &config.admin_key) {
+        (Some(path), _) => read_key(&path)?,
+        (None, Some(key)) => key.expose().to_owned(),
+        (None, None) => read_key(&config.data_dir.join("admin-key"))?,
+    };
+    let api = api.unwrap_or_else(|| format!("http://{}", config.api_addr));
+    let path = format!("/api/v1/edges/{edge_id}/restore");
+    let (status, body) = crate::http::post(&api, &path, &key)
+        .await
+        .map_err(|e| format!("cannot reach the master's API at {api}: {e}"))?;
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    if status == 200 {
+        println!(
+            "edge location {edge_id}: restored; the edge controls it at epoch {}",
+            json["epoch"]
+        );
+        Ok(())
+    } else {
+        let why = json["error"].as_str().unwrap_or(body.as_str());
+        Err(format!("restore refused ({status}): {why}"))
+    }
+}
+
+fn read_key(path: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| {
+            format!(
+                "cannot read an API key from {}: {e} (pass --key-file or set OUTPOST_ADMIN_KEY)",
+                path.display()
+            )
+        })
 }

@@ -8,7 +8,8 @@
 //! - [`config`]: layered configuration (defaults < TOML < `OUTPOST_*`).
 //! - [`model`]: the documents (edge locations, systems, modules) and their validation.
 //! - [`control`]: who controls a site's devices; the negotiation rules as a
-//!   pure function; control reasons.
+//!   pure function, the hold-down, control reasons, and the [`control::Clock`]
+//!   that windows and failover deadlines read.
 //! - [`store`]: the document store on SQLite or PostgreSQL with its change
 //!   feed; the only module that writes SQL.
 //! - [`secret`]: edge secrets and the link keys derived from them.
@@ -26,17 +27,22 @@
 //! - [`api`]: the web API (axum, OpenAPI, keys and roles, metrics); device
 //!   operations go to the local runtime or over the link to the controller.
 //! - [`master`], [`edge`]: `start(config)` / `run(config, shutdown)` for each
-//!   role, with the handlers that answer the link; the edge's replica sync
+//!   role, with the handlers that answer the link; the master's control loop
+//!   (one task per location: negotiation, takeover, windows, restore) and
+//!   the edge's side of it (report, obey, autonomy); the edge's replica sync
 //!   and event log sync.
 //! - [`answer`]: exec, status and debug requests answered on the local
 //!   runtime, the same for both roles.
-//! - [`cli`]: the `outpost` command line; `main.rs` only calls it.
+//! - [`cli`]: the `outpost` command line; `main.rs` only calls it. [`http`]:
+//!   the tiny HTTP client its `admin restore` uses.
 //!
 //! Data flows one way at boot: `config` → `store` → `model` → `boot` plan →
 //! the role's runtime. At run time, documents flow master store → change
 //! feed → link → edge replica → edge runtime; events flow edge runtime →
 //! edge log → link → master store; requests flow `api` → `model` checks →
-//! `store`, or `api` → link → the controlling side's runtime.
+//! `store`, or `api` → link → the controlling side's runtime. Control flows
+//! link events → the master's per-location task → store (epoch, audit log)
+//! → link (`control_assume` / `control_release`) → the edge's runtime.
 
 #![forbid(unsafe_code)]
 #![warn(clippy::await_holding_lock)]
@@ -50,6 +56,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod edge;
+pub mod http;
 pub mod link;
 pub mod master;
 pub mod model;

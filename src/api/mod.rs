@@ -11,6 +11,7 @@ mod documents;
 mod error;
 mod keys;
 mod operations;
+mod restore;
 
 pub use auth::{BootstrapError, Caller, bootstrap_admin};
 pub use error::ApiError;
@@ -176,6 +177,7 @@ pub fn router(state: Arc<ApiState>) -> (axum::Router, utoipa::openapi::OpenApi) 
         .merge(documents::routes())
         .merge(keys::routes())
         .merge(operations::routes())
+        .merge(restore::routes())
         .split_for_parts();
     openapi
         .components

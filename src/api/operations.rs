@@ -38,6 +38,8 @@ use crate::runtime::Runtime;
 pub struct Ops {
     pub runtime: Runtime,
     pub registry: Option<Registry>,
+    /// The master's control loop (restore); `None` on an edge.
+    pub control: Option<crate::master::Control>,
 }
 
 /// How long a call through the API may take unless the caller says less.

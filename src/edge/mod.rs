@@ -146,6 +146,7 @@ pub async fn start(config: Config) -> Result<Edge, RunError> {
     let ops = crate::api::Ops {
         runtime: runtime.clone(),
         registry: None,
+        control: None,
     };
     let api = crate::api::start(&config, &store, Role::Edge, ops).await?;
     tracing::info!(%edge_id, api = %api.addr, "edge ready");

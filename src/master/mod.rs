@@ -162,6 +162,7 @@ pub async fn start(config: Config) -> Result<Master, RunError> {
     let ops = api::Ops {
         runtime: runtime.clone(),
         registry: Some(registry.clone()),
+        control: Some(control.clone()),
     };
     let api = api::start(&config, &store, Role::Master, ops).await?;
     tracing::info!(api = %api.addr, link = %link_addr, "master ready");

@@ -262,3 +262,140 @@ async fn exec_through_the_master_api_reaches_the_edge_controlled_projector() {
     master.stop().await;
     sim.shutdown().await;
 }
+
+/// `POST /api/v1/edges/{id}/restore` and `outpost admin restore`: a site the
+/// master took over at boot goes back to its edge on an operator's word,
+/// with the role rules of the location.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_restores_a_site_over_the_api_and_from_the_command_line() {
+    let site = Site::new();
+    let sim = PjlinkSim::start("127.0.0.1:0".parse().unwrap(), PjlinkOptions::default())
+        .await
+        .unwrap();
+    let Room {
+        edge_id, secret, ..
+    } = site
+        .one_room(
+            json!({"name": "Oslo", "admins": ["otto"], "failover": true}),
+            &[device("Projector", "pjlink.lua", Some(sim.addr()))],
+        )
+        .await;
+    site.seed_replica(edge_id).await;
+    let admin = "a".repeat(48);
+    let mut config = site.master_config();
+    config.admin_key = Some(SecretString::new(admin.clone()));
+    let master = outpost::master::start(config.clone()).await.unwrap();
+    // The edge was not there at boot: the master holds the site.
+    eventually(10, "the master to drive the projector", async || {
+        sim.connections() == 1
+    })
+    .await;
+    let m = master.api_addr;
+    let call = |key: Option<&str>, method: &'static str, path: String| {
+        let auth = key.map(|k| format!("Bearer {k}"));
+        async move {
+            let headers: Vec<(&str, &str)> =
+                auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+            request(m, method, &path, &headers, Some("")).await
+        }
+    };
+    let mut keys = Vec::new();
+    for (user, role) in [
+        ("otto", "operator"),
+        ("eve", "operator"),
+        ("vera", "viewer"),
+    ] {
+        let r = request(
+            m,
+            "POST",
+            "/api/v1/keys",
+            &[("Authorization", &format!("Bearer {admin}"))],
+            Some(&json!({"name": user, "user": user, "role": role}).to_string()),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        keys.push(r.json()["key"].as_str().unwrap().to_owned());
+    }
+    let (otto, eve, vera) = (&keys[0], &keys[1], &keys[2]);
+    let restore = format!("/api/v1/edges/{edge_id}/restore");
+
+    // Not connected yet: nothing to hand the site to.
+    let r = call(Some(otto), "POST", restore.clone()).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("not connected"), "{}", r.body);
+
+    let edge = outpost::edge::start(site.edge_config(edge_id, &secret, master.link_addr))
+        .await
+        .unwrap();
+    eventually(10, "the edge to connect", async || {
+        master.registry.peer(edge_id).is_some()
+    })
+    .await;
+    assert_eq!(call(None, "POST", restore.clone()).await.status, 401);
+    assert_eq!(
+        call(Some("nope"), "POST", restore.clone()).await.status,
+        401
+    );
+    for key in [eve, vera] {
+        assert_eq!(call(Some(key), "POST", restore.clone()).await.status, 403);
+    }
+    let missing = format!("/api/v1/edges/{}/restore", uuid::Uuid::now_v7());
+    assert_eq!(call(Some(&admin), "POST", missing).await.status, 404);
+
+    // The command line asks the running master, with the operator's key.
+    sim.reset_max_connections();
+    let key_file = site.path().join("otto.key");
+    std::fs::write(&key_file, otto).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(["admin", "restore", &edge_id.to_string(), "--api"])
+        .arg(format!("http://{m}"))
+        .arg("--key-file")
+        .arg(&key_file)
+        .env_clear()
+        .env("OUTPOST_DATA_DIR", site.path().join("master"))
+        .current_dir(site.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout} {stderr}");
+    assert!(
+        stdout.contains("restored") && stdout.contains("epoch 2"),
+        "{stdout}"
+    );
+    eventually(10, "the edge to drive the projector", async || {
+        sim.connections() == 1 && edge.control.is_running().await
+    })
+    .await;
+    assert_eq!(sim.max_connections_seen(), 1, "the restore overlapped");
+    let log = master.store.control_log(edge_id, None, 10).await.unwrap();
+    assert_eq!(
+        log.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>(),
+        ["manual_restore", "boot"]
+    );
+
+    // Said again: the edge already controls the site (409 over the API,
+    // exit status 1 and the reason from the command line).
+    let r = call(Some(otto), "POST", restore.clone()).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("already controls"), "{}", r.body);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(["admin", "restore", &edge_id.to_string(), "--api"])
+        .arg(format!("http://{m}"))
+        .env_clear()
+        .env("OUTPOST_ADMIN_KEY", &admin)
+        .current_dir(site.path())
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("409") && stderr.contains("already controls"),
+        "{stderr}"
+    );
+    edge.stop().await;
+    master.stop().await;
+    sim.shutdown().await;
+}

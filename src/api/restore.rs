@@ -1,0 +1,68 @@
+//! `POST /api/v1/edges/{id}/restore`: hand a site the master holds back to
+//! its edge now (the master stops its copies of the site's modules first).
+//! Operators of the location may do it, as may admins.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::ApiState;
+use super::auth::Caller;
+use super::error::ApiError;
+use crate::master::RestoreError;
+use crate::model::{EdgeLocation, Kind};
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RestoreOut {
+    pub edge: Uuid,
+    /// Always `edge` after a restore.
+    pub controller: &'static str,
+    /// The new control epoch.
+    pub epoch: i64,
+}
+
+/// Hands control of an edge location back to its edge now.
+#[utoipa::path(post, path = "/api/v1/edges/{id}/restore", tag = "edges", params(("id" = Uuid, Path)),
+    responses((status = 200, body = RestoreOut), (status = 403), (status = 404),
+        (status = 409, description = "the edge already controls the site, or is not connected"),
+        (status = 502, description = "the edge did not take control")),
+    security(("bearer" = [])))]
+async fn restore(
+    State(s): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<RestoreOut>, ApiError> {
+    let location: EdgeLocation = match s.store.get(id).await? {
+        Some(d) if d.kind == Kind::Edge.as_str() => d.parse()?,
+        _ => return Err(ApiError::NotFound(format!("no edge with id {id}"))),
+    };
+    caller.require_operator(Some(&location))?;
+    let control = s
+        .ops
+        .as_ref()
+        .and_then(|o| o.control.as_ref())
+        .ok_or_else(|| ApiError::Unavailable("sites are restored on the master".into()))?;
+    let record = control.restore(id).await.map_err(|e| match e {
+        RestoreError::NoSuchLocation(_) => ApiError::NotFound(e.to_string()),
+        RestoreError::NotHeld(_) | RestoreError::NotConnected(_) => {
+            ApiError::Conflict(e.to_string())
+        }
+        RestoreError::Edge(_) => ApiError::Upstream(e.to_string()),
+        RestoreError::Store(e) => e.into(),
+        RestoreError::Stopping => ApiError::Unavailable(e.to_string()),
+    })?;
+    Ok(Json(RestoreOut {
+        edge: id,
+        controller: record.to.as_str(),
+        epoch: record.epoch,
+    }))
+}
+
+pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new().routes(routes!(restore))
+}
