@@ -145,12 +145,6 @@ impl SiteControl {
         .await;
     }
 
-    /// Stops the site (a graceful stop of the edge).
-    pub async fn stop(&self) {
-        let mut running = self.running.lock().await;
-        self.stop_site(&mut running).await;
-    }
-
     async fn adopt(&self, to: Side, epoch: u64, reason: Reason) -> Result<(), WireError> {
         let changed = self
             .store
