@@ -14,7 +14,7 @@
 //! Until control negotiation lands (issue 5) the edge runs its site's
 //! modules from boot, which is what negotiation decides in a normal start.
 
-mod events;
+pub mod events;
 mod handler;
 mod sync;
 
@@ -42,6 +42,9 @@ pub struct Edge {
     pub api_addr: std::net::SocketAddr,
     pub runtime: Runtime,
     pub store: Store,
+    /// The site's event log and its sync to the master; the control loop
+    /// records control changes through it (`record_control`).
+    pub event_log: Arc<events::EventSync>,
     api: crate::api::RunningApi,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -113,21 +116,24 @@ pub async fn start(config: Config) -> Result<Edge, RunError> {
         edge_id,
         store: store.clone(),
         runtime: runtime.clone(),
+        page: config.replica_page_size,
         wake,
     };
     let event_sync = Arc::new(events::EventSync {
         edge_id,
         store: store.clone(),
         max_events: config.event_log_max,
+        retry: Duration::from_millis(config.event_retry_ms),
         wake: tokio::sync::Notify::new(),
     });
     tasks.spawn(event_sync.clone().record(runtime.clone(), stop.clone()));
-    tasks.spawn(event_sync.push(peer_rx.clone(), stop.clone()));
+    tasks.spawn(event_sync.clone().push(peer_rx.clone(), stop.clone()));
     tasks.spawn(replicator.run(peer_rx, stop.clone()));
 
     let ops = crate::api::Ops {
         runtime: runtime.clone(),
         registry: None,
+        edge_id: Some(edge_id),
     };
     let api = crate::api::start(&config, &store, Role::Edge, ops).await?;
     tracing::info!(%edge_id, api = %api.addr, "edge ready");
@@ -136,6 +142,7 @@ pub async fn start(config: Config) -> Result<Edge, RunError> {
         api_addr: api.addr,
         runtime,
         store,
+        event_log: event_sync,
         api,
         stop,
         tasks,

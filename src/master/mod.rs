@@ -144,6 +144,7 @@ pub async fn start(config: Config) -> Result<Master, RunError> {
     let ops = api::Ops {
         runtime: runtime.clone(),
         registry: Some(registry.clone()),
+        edge_id: None,
     };
     let api = api::start(&config, &store, Role::Master, ops).await?;
     tracing::info!(api = %api.addr, link = %link_addr, "master ready");

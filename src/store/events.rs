@@ -179,6 +179,9 @@ impl Store {
                 sqlx::query(ADD_DROPPED).bind(dropped).execute(&mut *tx).await?;
             }
             tx.commit().await?;
+            if dropped > 0 {
+                metrics::counter!("outpost_events_dropped_total").increment(dropped as u64);
+            }
             // An id already in the log (a retried append) keeps its place.
             match seq {
                 Some(seq) => Ok(seq),
