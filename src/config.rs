@@ -130,6 +130,17 @@ pub struct Config {
     /// from an edge that reaches its devices (the hold-down against a
     /// flapping link). 0 turns the hold-down off.
     pub max_control_changes_per_minute: u32,
+    /// Edge: how often the event pusher retries unsynced events when nothing
+    /// new woke it (after a failed push, or events the master has not
+    /// acknowledged). Lower: a backlog leaves sooner after an outage, at the
+    /// cost of an idle query every interval.
+    pub event_retry_ms: u64,
+    /// Edge: documents per replication request. Each page is applied with
+    /// its checkpoint in one transaction, so a link that drops mid-snapshot
+    /// resumes after the last whole page; larger pages mean fewer round
+    /// trips and commits, smaller ones less work repeated after a drop.
+    /// The master caps a page at 2000.
+    pub replica_page_size: u32,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `outpost=debug`.
     pub log: String,
     /// The clock control decisions read (windows, failover deadlines, the
@@ -163,6 +174,8 @@ impl Default for Config {
             reconnect_ms: 3_000,
             shutdown_grace_ms: 10_000,
             event_log_max: 100_000,
+            event_retry_ms: 5_000,
+            replica_page_size: 1_000,
             sync_interval_ms: 60_000,
             sync_batch_size: 1_000,
             sync_step_sleep_ms: 100,
@@ -309,6 +322,8 @@ impl Config {
         }
         for (key, value) in [
             ("event_log_max", self.event_log_max),
+            ("event_retry_ms", self.event_retry_ms),
+            ("replica_page_size", u64::from(self.replica_page_size)),
             ("sync_interval_ms", self.sync_interval_ms),
             ("sync_batch_size", u64::from(self.sync_batch_size)),
             ("heartbeat_ms", self.heartbeat_ms),

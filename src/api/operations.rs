@@ -40,6 +40,8 @@ pub struct Ops {
     pub registry: Option<Registry>,
     /// The master's control loop (restore); `None` on an edge.
     pub control: Option<crate::master::Control>,
+    /// On an edge, its own location: its event log answers for it.
+    pub edge_id: Option<Uuid>,
 }
 
 /// How long a call through the API may take unless the caller says less.
@@ -444,9 +446,18 @@ pub struct EdgeStatus {
     pub controller: &'static str,
     /// The control epoch (0: no change of controller recorded yet).
     pub epoch: i64,
+    /// Events in the edge's log not yet acknowledged by the master. Answered
+    /// by the edge for itself; `null` where it is not known (the master, or
+    /// an edge asked about another location).
+    pub events_unsynced: Option<i64>,
+    /// Events the edge's log dropped because it was full (status changes
+    /// first; control changes never), since the log was created. `null`
+    /// where not known, as above.
+    pub events_dropped: Option<i64>,
 }
 
-/// What the master knows of an edge location right now.
+/// What the master knows of an edge location right now; on an edge, about
+/// itself, with its event log's counts.
 #[utoipa::path(get, path = "/api/v1/edges/{id}/status", tag = "edges", params(("id" = Uuid, Path)),
     responses((status = 200, body = EdgeStatus), (status = 404)), security(("bearer" = [])))]
 async fn edge_status(
@@ -464,6 +475,12 @@ async fn edge_status(
         .and_then(|o| o.registry.as_ref())
         .and_then(|r| r.info(id));
     let epoch = s.store.control_state(id).await?.map_or(0, |c| c.epoch);
+    let (events_unsynced, events_dropped) = if s.ops.as_ref().and_then(|o| o.edge_id) == Some(id) {
+        let (unsynced, dropped) = s.store.event_counts().await?;
+        (Some(unsynced), Some(dropped))
+    } else {
+        (None, None)
+    };
     Ok(Json(EdgeStatus {
         id,
         connected: info.is_some(),
@@ -476,6 +493,8 @@ async fn edge_status(
         commit: info.and_then(|i| i.commit),
         controller: route.controller.as_str(),
         epoch,
+        events_unsynced,
+        events_dropped,
     }))
 }
 

@@ -1,6 +1,7 @@
-//! The edge's event log, synced to the master. Status changes are recorded
-//! as they happen (coalesced per module and key while unsynced, in a log
-//! bounded by `event_log_max`); the pusher sends unsynced events to the
+//! The edge's event log, synced to the master. Status changes, finished
+//! execs and driver errors are recorded as they happen (status coalesced
+//! per module and key while unsynced, in a log bounded by `event_log_max`);
+//! control changes through [`EventSync::record_control`]. The pusher sends unsynced events to the
 //! master as soon as they are recorded and, after a reconnect, the backlog
 //! in batches, marking each batch synced once the master acknowledged it.
 //! The master stores each event once (by id), so a batch resent after a
@@ -15,19 +16,19 @@ use uuid::Uuid;
 
 use crate::link::Peer;
 use crate::proto::{RequestBody, WireEvent};
-use crate::runtime::Runtime;
+use crate::runtime::{Activity, Runtime};
 use crate::store::{Event, EventKind, Store};
 
 /// Events per push.
 const BATCH: u32 = 500;
-/// Retry a failed push this often even without new events.
-const RETRY: Duration = Duration::from_secs(5);
 const CALL: Duration = Duration::from_secs(30);
 
 pub struct EventSync {
     pub edge_id: Uuid,
     pub store: Store,
     pub max_events: u64,
+    /// Offer unsynced events again this often even without new ones.
+    pub retry: Duration,
     pub wake: Notify,
 }
 
@@ -39,38 +40,87 @@ fn now_ms() -> i64 {
 }
 
 impl EventSync {
-    /// Records every status change of the runtime until `stop`.
+    /// Records every status change, finished exec and driver error of the
+    /// runtime until `stop`.
     pub async fn record(self: Arc<Self>, runtime: Runtime, stop: CancellationToken) {
         let mut changes = runtime.subscribe_all_status();
+        let mut activity = runtime.subscribe_activity();
         loop {
-            let change = tokio::select! {
+            let event = tokio::select! {
                 () = stop.cancelled() => return,
-                c = changes.recv() => c,
+                c = changes.recv() => match received(c, "status changes") {
+                    Some(c) => self.event(Some(c.module), EventKind::Status, Some(c.key), c.value.to_string()),
+                    None => continue,
+                },
+                a = activity.recv() => match received(a, "execs and driver errors") {
+                    Some(a) => self.activity(a),
+                    None => continue,
+                },
             };
-            let change = match change {
-                Ok(c) => c,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(
-                        missed = n,
-                        "status changes came faster than the event log could record them"
-                    );
-                    continue;
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            };
-            let event = Event {
-                id: Uuid::now_v7(),
-                edge_id: self.edge_id,
-                at_ms: now_ms(),
-                module_id: Some(change.module),
-                kind: EventKind::Status,
-                key: Some(change.key),
-                epoch: None,
-                body: change.value.to_string(),
-            };
-            match self.store.log_event(&event, self.max_events).await {
-                Ok(_) => self.wake.notify_one(),
-                Err(e) => tracing::error!(error = %e, "cannot record an event"),
+            self.append(&event).await;
+        }
+    }
+
+    /// Records a change of controller of this location (never dropped from
+    /// the log). The control loop calls this; `body` says what changed
+    /// (from, to, reason), `epoch` is the location's new control epoch.
+    pub async fn record_control(&self, epoch: i64, body: serde_json::Value) {
+        let mut event = self.event(None, EventKind::Control, None, body.to_string());
+        event.epoch = Some(epoch);
+        self.append(&event).await;
+    }
+
+    fn event(
+        &self,
+        module_id: Option<Uuid>,
+        kind: EventKind,
+        key: Option<String>,
+        body: String,
+    ) -> Event {
+        Event {
+            id: Uuid::now_v7(),
+            edge_id: self.edge_id,
+            at_ms: now_ms(),
+            module_id,
+            kind,
+            key,
+            epoch: None,
+            body,
+        }
+    }
+
+    /// An exec result or a driver error as an event: the body is a small
+    /// JSON object (`method`, `ok`, `result` or `error`; `message`,
+    /// `failed`).
+    fn activity(&self, a: Activity) -> Event {
+        match a {
+            Activity::Exec {
+                module,
+                method,
+                result,
+            } => {
+                let body = match result {
+                    Ok(r) => serde_json::json!({"method": method, "ok": true, "result": r}),
+                    Err(e) => serde_json::json!({"method": method, "ok": false, "error": e}),
+                };
+                self.event(Some(module), EventKind::Exec, None, body.to_string())
+            }
+            Activity::DriverError {
+                module,
+                message,
+                failed,
+            } => {
+                let body = serde_json::json!({"message": message, "failed": failed});
+                self.event(Some(module), EventKind::DriverError, None, body.to_string())
+            }
+        }
+    }
+
+    async fn append(&self, event: &Event) {
+        match self.store.log_event(event, self.max_events).await {
+            Ok(_) => self.wake.notify_one(),
+            Err(e) => {
+                tracing::error!(error = %e, kind = event.kind.as_str(), "cannot record an event")
             }
         }
     }
@@ -92,8 +142,16 @@ impl EventSync {
                 () = stop.cancelled() => return,
                 r = peer.changed() => if r.is_err() { return },
                 () = self.wake.notified() => {}
-                () = tokio::time::sleep(RETRY) => {}
+                () = tokio::time::sleep(self.retry) => {}
             }
+            self.publish_counts().await;
+        }
+    }
+
+    /// Sets the `outpost_events_unsynced` gauge from the log.
+    async fn publish_counts(&self) {
+        if let Ok((unsynced, _)) = self.store.event_counts().await {
+            metrics::gauge!("outpost_events_unsynced").set(unsynced as f64);
         }
     }
 
@@ -117,6 +175,23 @@ impl EventSync {
                 .await
                 .map_err(|e| e.to_string())?;
         }
+    }
+}
+
+/// What a broadcast receiver got, with a lag logged and skipped.
+fn received<T>(r: Result<T, tokio::sync::broadcast::error::RecvError>, what: &str) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+            tracing::warn!(
+                missed = n,
+                "{what} came faster than the event log could record them"
+            );
+            None
+        }
+        // Cannot happen while `record` holds the runtime (which holds the
+        // senders); the stop token ends the loop.
+        Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
     }
 }
 

@@ -17,7 +17,7 @@
 //! own.
 
 mod control;
-mod events;
+pub mod events;
 mod handler;
 mod sync;
 
@@ -48,6 +48,9 @@ pub struct Edge {
     pub store: Store,
     /// What this edge runs and the epoch it was told.
     pub control: Arc<SiteControl>,
+    /// The site's event log and its sync to the master; the control loop
+    /// records control changes through it (`record_control`).
+    pub event_log: Arc<events::EventSync>,
     api: crate::api::RunningApi,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -96,6 +99,7 @@ pub async fn start(config: Config) -> Result<Edge, RunError> {
         edge_id,
         store: store.clone(),
         max_events: config.event_log_max,
+        retry: Duration::from_millis(config.event_retry_ms),
         wake: tokio::sync::Notify::new(),
     });
     let control = Arc::new(
@@ -136,17 +140,19 @@ pub async fn start(config: Config) -> Result<Edge, RunError> {
         edge_id,
         store: store.clone(),
         runtime: runtime.clone(),
+        page: config.replica_page_size,
         wake,
         control: control.clone(),
     };
     tasks.spawn(event_sync.clone().record(runtime.clone(), stop.clone()));
-    tasks.spawn(event_sync.push(peer_rx.clone(), stop.clone()));
+    tasks.spawn(event_sync.clone().push(peer_rx.clone(), stop.clone()));
     tasks.spawn(replicator.run(peer_rx, stop.clone()));
 
     let ops = crate::api::Ops {
         runtime: runtime.clone(),
         registry: None,
         control: None,
+        edge_id: Some(edge_id),
     };
     let api = crate::api::start(&config, &store, Role::Edge, ops).await?;
     tracing::info!(%edge_id, api = %api.addr, "edge ready");
@@ -156,6 +162,7 @@ pub async fn start(config: Config) -> Result<Edge, RunError> {
         runtime,
         store,
         control,
+        event_log: event_sync,
         api,
         stop,
         tasks,

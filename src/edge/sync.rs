@@ -22,8 +22,6 @@ use crate::proto::{RequestBody, ResponseBody};
 use crate::runtime::Runtime;
 use crate::store::{Document, Replicated, Store};
 
-/// Documents per pull.
-const PAGE: u32 = 1000;
 /// Pull even without a notice this often (a master restarted by another
 /// process, a lost notice).
 const POLL: Duration = Duration::from_secs(5);
@@ -33,6 +31,9 @@ pub struct Replicator {
     pub edge_id: Uuid,
     pub store: Store,
     pub runtime: Runtime,
+    /// Documents per request (`replica_page_size`): the unit a snapshot
+    /// resumes from.
+    pub page: u32,
     /// Woken by the master's notices.
     pub wake: Arc<Notify>,
     /// Changes reach the runtime's devices only while the site runs here.
@@ -73,7 +74,7 @@ impl Replicator {
                 .request(
                     RequestBody::Changes {
                         after: cursor,
-                        limit: PAGE,
+                        limit: self.page,
                     },
                     CALL,
                 )

@@ -132,6 +132,45 @@ impl ModuleState {
     }
 }
 
+/// Something a module did that belongs in the site's history besides its
+/// status: a finished exec, or a driver error. The edge's event log records
+/// these ([`Runtime::subscribe_activity`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Activity {
+    /// An exec finished: its result (JSON text, cut to
+    /// [`ACTIVITY_TEXT`] bytes) or its error.
+    Exec {
+        module: Uuid,
+        method: String,
+        result: Result<String, ExecError>,
+    },
+    /// The driver threw in a hook or a timer (the module keeps running), or
+    /// broke a limit and the module failed (`failed`).
+    DriverError {
+        module: Uuid,
+        message: String,
+        failed: bool,
+    },
+}
+
+/// Longest text an [`Activity`] carries (an exec's result, an error
+/// message); the rest is cut, so one busy module cannot fill the event log
+/// with large values.
+pub const ACTIVITY_TEXT: usize = 1024;
+
+fn cut(mut text: String) -> String {
+    if text.len() > ACTIVITY_TEXT {
+        let mut at = ACTIVITY_TEXT;
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        text.truncate(at);
+        text.push_str("...");
+    }
+    text
+}
+
 /// One status variable changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusChange {
@@ -239,6 +278,7 @@ pub(crate) struct Shared {
     status_tx: OnceLock<broadcast::Sender<StatusChange>>,
     debug_tx: OnceLock<broadcast::Sender<DebugEvent>>,
     events: broadcast::Sender<StatusChange>,
+    activity: broadcast::Sender<Activity>,
     connected: AtomicBool,
     state: AtomicU8,
     failure: Mutex<Option<String>>,
@@ -334,6 +374,17 @@ impl Shared {
         }
     }
 
+    /// Reports a driver error to whoever records the site's history.
+    pub(crate) fn driver_error(&self, message: &str, failed: bool) {
+        if self.activity.receiver_count() > 0 {
+            let _ = self.activity.send(Activity::DriverError {
+                module: self.id,
+                message: cut(message.to_owned()),
+                failed,
+            });
+        }
+    }
+
     pub(crate) fn set_state(&self, s: ModuleState) {
         self.state.store(s as u8, Ordering::Release);
     }
@@ -389,6 +440,7 @@ pub(crate) struct Inner {
     /// parse its text once.
     drivers: Mutex<HashMap<String, Code>>,
     events: broadcast::Sender<StatusChange>,
+    activity: broadcast::Sender<Activity>,
     tracker: TaskTracker,
     closing: AtomicBool,
 }
@@ -417,6 +469,7 @@ impl Runtime {
                 systems: RwLock::new(HashMap::new()),
                 drivers: Mutex::new(HashMap::new()),
                 events: broadcast::channel(1024).0,
+                activity: broadcast::channel(1024).0,
                 tracker: TaskTracker::new(),
                 closing: AtomicBool::new(false),
             }),
@@ -480,6 +533,7 @@ impl Runtime {
             status_tx: OnceLock::new(),
             debug_tx: OnceLock::new(),
             events: self.inner.events.clone(),
+            activity: self.inner.activity.clone(),
             connected: AtomicBool::new(false),
             state: AtomicU8::new(ModuleState::Loaded as u8),
             failure: Mutex::new(None),
@@ -718,6 +772,22 @@ impl Runtime {
     /// Calls a public function of a module's driver with JSON arguments (an
     /// array is spread into positional arguments, `null` passes none).
     pub async fn exec(&self, id: Uuid, method: &str, args: Value) -> Result<Value, ExecError> {
+        let result = self.exec_inner(id, method, args).await;
+        let tx = &self.inner.activity;
+        if tx.receiver_count() > 0 && !matches!(result, Err(ExecError::NoSuchModule { .. })) {
+            let _ = tx.send(Activity::Exec {
+                module: id,
+                method: cut(method.to_owned()),
+                result: match &result {
+                    Ok(v) => Ok(cut(v.to_string())),
+                    Err(e) => Err(e.clone()),
+                },
+            });
+        }
+        result
+    }
+
+    async fn exec_inner(&self, id: Uuid, method: &str, args: Value) -> Result<Value, ExecError> {
         let entry = self
             .entry(id)
             .ok_or(ExecError::NoSuchModule { module: id })?;
@@ -813,6 +883,14 @@ impl Runtime {
     /// Status changes of every module (for the event log and the link).
     pub fn subscribe_all_status(&self) -> broadcast::Receiver<StatusChange> {
         self.inner.events.subscribe()
+    }
+
+    /// Finished execs and driver errors of every module (for the event
+    /// log). Every exec goes through [`Runtime::exec`], whoever asked (the
+    /// API, the link, another module's `call`), so this is the one place
+    /// they are seen. Nothing is sent while no one subscribes.
+    pub fn subscribe_activity(&self) -> broadcast::Receiver<Activity> {
+        self.inner.activity.subscribe()
     }
 
     /// A module's debug stream: driver log lines and raw bytes in and out.

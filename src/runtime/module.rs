@@ -597,13 +597,19 @@ impl Task {
                             | Classified::BadArgs(m)
                             | Classified::Driver(m) => m.clone(),
                         };
-                        self.shared
-                            .log(LogLevel::Error, format!("{name} failed: {msg}"));
+                        let msg = format!("{name} failed: {msg}");
+                        if !matches!(c, Classified::Contained(_)) {
+                            self.shared.driver_error(&msg, false);
+                        }
+                        self.shared.log(LogLevel::Error, msg);
                     }
                     (CallKind::Timer, _) => {
                         let msg = exec_error(&c).to_string();
-                        self.shared
-                            .log(LogLevel::Error, format!("timer failed: {msg}"));
+                        let msg = format!("timer failed: {msg}");
+                        if !matches!(c, Classified::Contained(_)) {
+                            self.shared.driver_error(&msg, false);
+                        }
+                        self.shared.log(LogLevel::Error, msg);
                     }
                     _ => {}
                 }
@@ -624,6 +630,7 @@ impl Task {
         self.running = false;
         self.shared.set_failure(Some(msg.clone()));
         self.shared.set_state(ModuleState::Failed);
+        self.shared.driver_error(&msg, true);
         self.shared
             .log(LogLevel::Error, format!("module failed: {msg}"));
         if let Some(link) = &mut self.link {

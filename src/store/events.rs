@@ -93,7 +93,52 @@ const TRIM_UNSYNCED_KIND: &str = "DELETE FROM events WHERE seq IN \
 const ADD_DROPPED: &str = "UPDATE outpost_meta SET value = value + $1 WHERE key = 'events_dropped'";
 const GET_DROPPED: &str = "SELECT value FROM outpost_meta WHERE key = 'events_dropped'";
 const COUNT_UNSYNCED: &str = "SELECT COUNT(*) FROM events WHERE NOT synced";
-const MARK_SYNCED: &str = "UPDATE events SET synced = TRUE WHERE id = $1";
+/// Rows per multi-row statement (9 parameters each for an insert). One
+/// statement per event made a batch of a thousand cost a thousand round
+/// trips to SQLite's connection thread; one statement per batch is worse
+/// still, because binding `$N` parameters costs SQLite a walk of the
+/// statement's parameter list per parameter (quadratic: 500 rows, 4,500
+/// parameters, spent half of a passive-sync pass in
+/// `sqlite3_bind_parameter_name`). A few dozen rows keep binding cheap
+/// (benches/replication.rs, passive case).
+const ROWS_PER_STATEMENT: usize = 25;
+
+/// Inserts `n` events, each at most once (by id); returns the places of the
+/// ones that were new.
+fn insert_events(n: usize) -> String {
+    let mut s = String::from(
+        "INSERT INTO events (id, edge_id, at_ms, module_id, kind, key, epoch, body, synced) VALUES ",
+    );
+    for i in 0..n {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        let p = i * 9;
+        s.push('(');
+        for c in 1..=9 {
+            if c > 1 {
+                s.push_str(", ");
+            }
+            s.push_str(&format!("${}", p + c));
+        }
+        s.push(')');
+    }
+    s.push_str(" ON CONFLICT (id) DO NOTHING RETURNING seq");
+    s
+}
+
+/// Marks `n` events (by id) synced.
+fn mark_synced(n: usize) -> String {
+    let mut s = String::from("UPDATE events SET synced = TRUE WHERE id IN (");
+    for i in 1..=n {
+        if i > 1 {
+            s.push_str(", ");
+        }
+        s.push_str(&format!("${i}"));
+    }
+    s.push(')');
+    s
+}
 const GET_CURSOR: &str = "SELECT last_seq FROM sync_progress WHERE edge_id = $1";
 const SET_CURSOR: &str = "INSERT INTO sync_progress (edge_id, last_seq) VALUES ($1, $2) \
      ON CONFLICT (edge_id) DO UPDATE SET last_seq = excluded.last_seq \
@@ -179,6 +224,9 @@ impl Store {
                 sqlx::query(ADD_DROPPED).bind(dropped).execute(&mut *tx).await?;
             }
             tx.commit().await?;
+            if dropped > 0 {
+                metrics::counter!("outpost_events_dropped_total").increment(dropped as u64);
+            }
             // An id already in the log (a retried append) keeps its place.
             match seq {
                 Some(seq) => Ok(seq),
@@ -214,8 +262,12 @@ impl Store {
     pub async fn mark_synced(&self, ids: &[Uuid]) -> Result<(), StoreError> {
         on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
-            for id in ids {
-                sqlx::query(MARK_SYNCED).bind(id.to_string()).execute(&mut *tx).await?;
+            for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(mark_synced(chunk.len())));
+                for id in chunk {
+                    q = q.bind(id.to_string());
+                }
+                q.execute(&mut *tx).await?;
             }
             tx.commit().await?;
         });
@@ -244,20 +296,21 @@ impl Store {
         on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut new = 0;
-            for e in events {
-                let seq: Option<i64> = sqlx::query_scalar(INSERT_EVENT)
-                    .bind(e.id.to_string())
-                    .bind(e.edge_id.to_string())
-                    .bind(e.at_ms)
-                    .bind(e.module_id.map(|m| m.to_string()))
-                    .bind(e.kind.as_str())
-                    .bind(&e.key)
-                    .bind(e.epoch)
-                    .bind(&e.body)
-                    .bind(true)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                new += seq.is_some() as usize;
+            for chunk in events.chunks(ROWS_PER_STATEMENT) {
+                let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(insert_events(chunk.len())));
+                for e in chunk {
+                    q = q
+                        .bind(e.id.to_string())
+                        .bind(e.edge_id.to_string())
+                        .bind(e.at_ms)
+                        .bind(e.module_id.map(|m| m.to_string()))
+                        .bind(e.kind.as_str())
+                        .bind(&e.key)
+                        .bind(e.epoch)
+                        .bind(&e.body)
+                        .bind(true);
+                }
+                new += q.fetch_all(&mut *tx).await?.len();
             }
             if let Some(cursor) = cursor {
                 sqlx::query(SET_CURSOR)

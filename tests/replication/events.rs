@@ -8,6 +8,7 @@ crate::both_backends!(
     status_changes_coalesce_while_unsynced,
     a_full_log_drops_status_first_and_never_control,
     collection_is_idempotent_and_moves_the_cursor_with_the_events,
+    batches_larger_than_one_statement_are_stored_and_marked_once,
     only_the_controlling_side_writes_history,
 );
 
@@ -240,5 +241,49 @@ async fn only_the_controlling_side_writes_history(store: &Store) {
         .await,
         vec![500, 1_500, 3_000, 3_500],
         "events from the master's tenure are refused"
+    );
+}
+
+/// Batches span several multi-row statements: counts, duplicates and
+/// marking still hold across their edges.
+async fn batches_larger_than_one_statement_are_stored_and_marked_once(store: &Store) {
+    let (edge, module) = (new_id(), new_id());
+    let batch: Vec<Event> = (0..130)
+        .map(|i| event(edge, module, EventKind::Exec, None, &i.to_string()))
+        .collect();
+    assert_eq!(
+        store
+            .collect_events(edge, &batch[..70], None)
+            .await
+            .unwrap(),
+        70
+    );
+    // Overlapping, with a duplicate inside the batch itself.
+    let mut again = batch[40..].to_vec();
+    again.push(batch[100].clone());
+    assert_eq!(
+        store.collect_events(edge, &again, Some(9)).await.unwrap(),
+        60
+    );
+    let stored = store.events_of(edge, 0, 1000).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|e| e.event.id).collect::<Vec<_>>(),
+        batch.iter().map(|e| e.id).collect::<Vec<_>>()
+    );
+
+    // The edge's side: marking more ids than one statement holds.
+    let (edge, module) = (new_id(), new_id());
+    let mut ids = Vec::new();
+    for i in 0..80 {
+        let e = event(edge, module, EventKind::Exec, None, &i.to_string());
+        ids.push(e.id);
+        store.log_event(&e, 1000).await.unwrap();
+    }
+    assert_eq!(store.event_counts().await.unwrap().0, 80);
+    store.mark_synced(&ids[..61]).await.unwrap();
+    let left = store.unsynced_events(0, 1000).await.unwrap();
+    assert_eq!(
+        left.iter().map(|e| e.event.id).collect::<Vec<_>>(),
+        ids[61..].to_vec()
     );
 }

@@ -2,6 +2,10 @@
 //! feed with its checkpoint, and the edge and master event logs.
 
 mod events;
+mod history;
+#[path = "../support/http.rs"]
+mod http;
+mod kills;
 mod over_link;
 mod replica;
 #[path = "../support/roles.rs"]

@@ -43,6 +43,11 @@ impl TestStore {
         })
     }
 
+    /// The PostgreSQL schema of this store.
+    pub fn schema(&self) -> Option<&str> {
+        self.pg.as_ref().map(|(_, s)| s.as_str())
+    }
+
     /// Closes the store and drops its PostgreSQL schema.
     pub async fn cleanup(self) {
         self.store.close().await;

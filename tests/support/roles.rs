@@ -251,5 +251,104 @@ impl EdgeProcess {
     /// What the process logged (for failure messages).
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+/// A master or an edge on a tokio runtime of its own, so that a test can
+/// kill it: [`Killable::kill`] drops every task of that runtime where it
+/// stands (no graceful stop, no flush, open transactions rolled back as the
+/// connections close), as a process killed mid-work would.
+pub struct Killable<T> {
+    rt: Option<tokio::runtime::Runtime>,
+    role: Option<T>,
+}
+
+impl<T: Send + 'static> Killable<T> {
+    /// Runs `start` on a new runtime and keeps what it returns.
+    pub async fn start<F>(start: F) -> Killable<T>
+    where
+        F: std::future::Future<Output = T> + Send + 'static,
+    {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let role = rt.spawn(start).await.unwrap();
+        Killable {
+            rt: Some(rt),
+            role: Some(role),
+        }
+    }
+
+    pub fn get(&self) -> &T {
+        self.role.as_ref().unwrap()
+    }
+
+    /// Kills it: every task is dropped at its current await point.
+    pub fn kill(mut self) {
+        let rt = self.rt.take().unwrap();
+        {
+            let _inside = rt.enter();
+            drop(self.role.take());
+        }
+        rt.shutdown_background();
+    }
+
+    /// Runs `f` (a graceful stop) on its own runtime.
+    pub async fn stop_with<F, Fut>(mut self, f: F)
+    where
+        F: FnOnce(T) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let rt = self.rt.take().unwrap();
+        let fut = f(self.role.take().unwrap());
+        rt.spawn(fut).await.unwrap();
+        rt.shutdown_background();
+    }
+}
+
+/// Starts a master whose link listens on `link` (a restarted master takes
+/// the address of the one it replaces; the old socket may take a moment to
+/// be released after a kill).
+pub async fn master_on(mut config: Config, link: std::net::SocketAddr) -> outpost::master::Master {
+    config.link_addr = link;
+    for _ in 0..100 {
+        match outpost::master::start(config.clone()).await {
+            Ok(m) => return m,
+            Err(e) if e.to_string().contains("cannot listen") => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("master did not start: {e}"),
+        }
+    }
+    panic!("the link address {link} was not released");
+}
+
+/// A second handle on a role's SQLite store, for a test to look at it (or
+/// write to it) while the role runs.
+pub async fn open_store(config: &Config) -> Store {
+    Store::open(&StoreOptions::new(config.database_url()))
+        .await
+        .unwrap()
+}
+
+/// Holds SQLite's write lock on a store's file until dropped (or
+/// `release`d): the role's writes wait (its reads do not), so a test can
+/// stop a role just before it records something.
+pub struct WriteLock(sqlx::SqliteConnection);
+
+impl WriteLock {
+    pub async fn take(config: &Config) -> WriteLock {
+        use sqlx::Connection as _;
+        use sqlx::Executor as _;
+        let url = config.database_url();
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        conn.execute("BEGIN IMMEDIATE").await.unwrap();
+        WriteLock(conn)
+    }
+
+    pub async fn release(mut self) {
+        use sqlx::Connection as _;
+        use sqlx::Executor as _;
+        self.0.execute("ROLLBACK").await.unwrap();
+        self.0.close().await.unwrap();
     }
 }
