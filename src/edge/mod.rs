@@ -123,12 +123,12 @@ pub async fn start(config: Config) -> Result<Edge, RunError> {
     });
     tasks.spawn(event_sync.clone().record(runtime.clone(), stop.clone()));
     tasks.spawn(event_sync.push(peer_rx.clone(), stop.clone()));
+    let ops = crate::api::Ops {
+        master: Some(peer_rx.clone()),
+        ..crate::api::Ops::new(runtime.clone(), None, &config)
+    };
     tasks.spawn(replicator.run(peer_rx, stop.clone()));
 
-    let ops = crate::api::Ops {
-        runtime: runtime.clone(),
-        registry: None,
-    };
     let api = crate::api::start(&config, &store, Role::Edge, ops).await?;
     tracing::info!(%edge_id, api = %api.addr, "edge ready");
     Ok(Edge {

@@ -8,7 +8,7 @@
 
 mod handler;
 
-pub use handler::{MasterHandler, accept_from_controller};
+pub use handler::{EdgeEvents, EdgeStatusFeed, MasterHandler, accept_from_controller};
 
 use std::future::Future;
 use std::path::Path;
@@ -92,12 +92,17 @@ pub async fn start(config: Config) -> Result<Master, RunError> {
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let registry = Registry::new(events_tx);
     let (edge_events, _) = tokio::sync::broadcast::channel(1024);
-    let handler = Arc::new(MasterHandler::new(
-        runtime.clone(),
-        config.modules_dir.clone(),
-        edge_events.clone(),
-        store.clone(),
-    ));
+    let (edge_status, _) = tokio::sync::broadcast::channel(1024);
+    let (links, _) = tokio::sync::broadcast::channel(256);
+    let handler = Arc::new(
+        MasterHandler::new(
+            runtime.clone(),
+            config.modules_dir.clone(),
+            edge_events.clone(),
+            store.clone(),
+        )
+        .with_status_feed(edge_status.clone()),
+    );
     let serve = crate::link::master::serve(
         listener,
         link,
@@ -113,7 +118,7 @@ pub async fn start(config: Config) -> Result<Master, RunError> {
     });
     // Not tracked: it ends when the last sender (held by the registry or the
     // link loop) is dropped, which may be after the stop has finished.
-    tokio::spawn(log_link_events(events_rx));
+    tokio::spawn(log_link_events(events_rx, links.clone()));
     tasks.spawn(passive_sync(
         store.clone(),
         registry.clone(),
@@ -142,8 +147,10 @@ pub async fn start(config: Config) -> Result<Master, RunError> {
     }
 
     let ops = api::Ops {
-        runtime: runtime.clone(),
-        registry: Some(registry.clone()),
+        edge_status: Some(edge_status),
+        edge_events: Some(edge_events.clone()),
+        links: Some(links),
+        ..api::Ops::new(runtime.clone(), Some(registry.clone()), &config)
     };
     let api = api::start(&config, &store, Role::Master, ops).await?;
     tracing::info!(api = %api.addr, link = %link_addr, "master ready");
@@ -190,8 +197,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 /// The control logic consumes these once it lands (issue 5); for now they
 /// are logged (authentication failures with the edge and address, never
 /// the secret).
-async fn log_link_events(mut events: mpsc::UnboundedReceiver<MasterEvent>) {
+async fn log_link_events(
+    mut events: mpsc::UnboundedReceiver<MasterEvent>,
+    links: tokio::sync::broadcast::Sender<api::LinkNotice>,
+) {
     while let Some(ev) = events.recv().await {
+        // Also published to the API's WebSocket subscribers.
+        if let Some(notice) = api::LinkNotice::from_event(&ev) {
+            let _ = links.send(notice);
+        }
         match ev {
             MasterEvent::LinkUp { info, .. } => {
                 tracing::info!(edge = %info.edge_id, addr = %info.addr, "edge connected")

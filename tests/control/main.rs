@@ -5,6 +5,7 @@
 mod epochs;
 #[path = "../support/http.rs"]
 mod http;
+mod live_api;
 #[path = "../support/roles.rs"]
 mod roles;
 mod roles_api;
@@ -12,3 +13,5 @@ mod roles_link;
 #[path = "../support/mod.rs"]
 mod support;
 mod windows;
+#[path = "../support/ws.rs"]
+mod ws;
