@@ -117,7 +117,7 @@ pub(super) async fn authenticate(
     key: Option<&str>,
 ) -> Result<Caller, ApiError> {
     let found = match key {
-        Some(key) if !key.is_empty() => lookup(&state.store, key).await?,
+        Some(key) if !key.is_empty() => lookup(state, key).await?,
         _ => None,
     };
     match found {
@@ -140,8 +140,8 @@ pub(super) async fn authenticate(
     }
 }
 
-async fn lookup(store: &Store, key: &str) -> Result<Option<ApiKey>, ApiError> {
-    let Some(doc) = store.get(ApiKey::id_for(key)).await? else {
+async fn lookup(state: &ApiState, key: &str) -> Result<Option<ApiKey>, ApiError> {
+    let Some(doc) = state.cache.get(&state.store, ApiKey::id_for(key)).await? else {
         return Ok(None);
     };
     if doc.kind != crate::model::Kind::ApiKey.as_str() {

@@ -7,6 +7,7 @@
 //! Served by the master and, for its own site, by an edge.
 
 mod auth;
+mod cache;
 mod documents;
 mod error;
 mod keys;
@@ -57,6 +58,8 @@ pub struct ApiState {
     write_lock: tokio::sync::Mutex<()>,
     /// The WebSocket clients, closed with the server.
     ws: ws::Hub,
+    /// Documents device calls look up (keys, modules, systems, locations).
+    cache: cache::ReadCache,
 }
 
 impl ApiState {
@@ -71,13 +74,14 @@ impl ApiState {
         ops: Option<Ops>,
     ) -> Arc<Self> {
         Arc::new(Self {
-            store,
             role,
             validation,
             ops,
             throttle: auth::Throttle::default(),
             write_lock: tokio::sync::Mutex::new(()),
             ws: ws::Hub::default(),
+            cache: cache::ReadCache::new(&store),
+            store,
         })
     }
 

@@ -124,7 +124,7 @@ pub(super) async fn owner_location(
             epoch: None,
         });
     };
-    let location: Option<EdgeLocation> = match state.store.get(edge).await? {
+    let location: Option<EdgeLocation> = match state.cache.get(&state.store, edge).await? {
         Some(d) if d.kind == Kind::Edge.as_str() => Some(d.parse()?),
         _ => None,
     };
@@ -138,11 +138,14 @@ pub(super) async fn owner_location(
 }
 
 pub(super) async fn module_route(state: &ApiState, id: Uuid) -> Result<(Module, Route), ApiError> {
-    let module: Module = match state.store.get(id).await? {
+    let module: Module = match state.cache.get(&state.store, id).await? {
         Some(d) if d.kind == Kind::Module.as_str() => d.parse()?,
         _ => return Err(ApiError::NotFound(format!("no module with id {id}"))),
     };
-    let systems = state.store.referencing(Kind::System, id).await?;
+    let systems = state
+        .cache
+        .referencing(&state.store, Kind::System, id)
+        .await?;
     let owner = match systems.first() {
         Some(d) => d.parse::<ControlSystem>()?.edge_id,
         None => None,

@@ -411,7 +411,7 @@ async fn an_edge_proxies_or_redirects_calls_on_modules_the_master_controls() {
         secret,
         system,
     } = site
-        .one_room(json!({"name": "Lima"}), &[room_module.clone()])
+        .one_room(json!({"name": "Lima"}), std::slice::from_ref(&room_module))
         .await;
     let admin = "a".repeat(48);
     let mut config = site.master_config();
