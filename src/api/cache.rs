@@ -5,17 +5,19 @@
 //! An entry is valid while no write has committed through this process
 //! since it was read (the store's commit watch) and for at most [`TTL`]:
 //! writes by another process (an `outpost admin import`) are seen within
-//! that time. Control state is never cached; it is read at every call.
+//! that time. Control state is cached the same way, invalidated by every
+//! change of controller committed through this process (the store's
+//! control broadcast).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use crate::model::Kind;
-use crate::store::{Document, Store, StoreError};
+use crate::store::{ControlRecord, ControlState, Document, Store, StoreError};
 
 /// The longest an entry is trusted without a commit through this process.
 pub const TTL: Duration = Duration::from_secs(2);
@@ -28,6 +30,33 @@ enum Key {
     Referencing(&'static str, Uuid),
 }
 
+struct ControlEntry {
+    generation: u64,
+    at: Instant,
+    state: Option<ControlState>,
+}
+
+/// Control states, valid until the next change of controller.
+struct ControlCache {
+    changes: broadcast::Receiver<ControlRecord>,
+    generation: u64,
+    entries: HashMap<Uuid, ControlEntry>,
+}
+
+impl ControlCache {
+    /// Notes any change of controller since the last look.
+    fn refresh(&mut self) {
+        loop {
+            match self.changes.try_recv() {
+                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                    self.generation += 1;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}
+
 struct Entry {
     seq: i64,
     at: Instant,
@@ -37,6 +66,7 @@ struct Entry {
 pub struct ReadCache {
     commits: watch::Receiver<i64>,
     entries: Mutex<HashMap<Key, Entry>>,
+    control: Mutex<ControlCache>,
 }
 
 impl ReadCache {
@@ -44,7 +74,45 @@ impl ReadCache {
         Self {
             commits: store.subscribe_commits(),
             entries: Mutex::new(HashMap::new()),
+            control: Mutex::new(ControlCache {
+                changes: store.subscribe_control(),
+                generation: 0,
+                entries: HashMap::new(),
+            }),
         }
+    }
+
+    /// [`Store::control_state`], cached.
+    pub async fn control_state(
+        &self,
+        store: &Store,
+        edge_id: Uuid,
+    ) -> Result<Option<ControlState>, StoreError> {
+        let generation = {
+            let mut c = self.control.lock().expect("cache lock");
+            c.refresh();
+            if let Some(e) = c.entries.get(&edge_id)
+                && e.generation == c.generation
+                && e.at.elapsed() < TTL
+            {
+                return Ok(e.state);
+            }
+            c.generation
+        };
+        let state = store.control_state(edge_id).await?;
+        let mut c = self.control.lock().expect("cache lock");
+        if c.entries.len() >= MAX_ENTRIES {
+            c.entries.clear();
+        }
+        c.entries.insert(
+            edge_id,
+            ControlEntry {
+                generation,
+                at: Instant::now(),
+                state,
+            },
+        );
+        Ok(state)
     }
 
     fn cached(&self, key: Key, seq: i64) -> Option<Vec<Document>> {

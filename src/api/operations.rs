@@ -129,7 +129,7 @@ pub(super) async fn owner_location(
         _ => None,
     };
     // Until a takeover is recorded, an edge location's modules run at the edge.
-    let control = state.store.control_state(edge).await?;
+    let control = state.cache.control_state(&state.store, edge).await?;
     Ok(Route {
         location,
         controller: control.map_or(Side::Edge, |s| s.controller),

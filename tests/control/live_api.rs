@@ -424,8 +424,16 @@ async fn an_edge_proxies_or_redirects_calls_on_modules_the_master_controls() {
         master.registry.peer(edge_id).is_some()
     })
     .await;
+    // The edge runs its room: answered there (and its route is cached).
+    let exec = format!("/api/v1/modules/{room}/exec");
+    let projectors = json!({"method": "projectors"}).to_string();
+    let r = call(edge.api_addr, &admin, "POST", &exec, Some(&projectors)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-outpost-answered-by"), Some("edge"));
+
     // The master takes the location (as the control loop will): both
-    // sides record it, and the master runs the room.
+    // sides record it, and the master runs the room. The change is seen
+    // by the next call at once.
     for store in [&master.store, &edge.store] {
         store
             .change_controller(
@@ -442,7 +450,6 @@ async fn an_edge_proxies_or_redirects_calls_on_modules_the_master_controls() {
     master.runtime.start_system(&system).await.unwrap();
 
     // Proxied (the default): the edge's API answers with the master's runtime.
-    let exec = format!("/api/v1/modules/{room}/exec");
     let body = json!({"method": "power_on"}).to_string();
     let r = call(edge.api_addr, &admin, "POST", &exec, Some(&body)).await;
     assert_eq!(r.status, 200, "{}", r.body);
