@@ -123,12 +123,13 @@ pub async fn start(config: Config) -> Result<Edge, RunError> {
     });
     tasks.spawn(event_sync.clone().record(runtime.clone(), stop.clone()));
     tasks.spawn(event_sync.push(peer_rx.clone(), stop.clone()));
-    let ops = crate::api::Ops {
-        master: Some(peer_rx.clone()),
-        ..crate::api::Ops::new(runtime.clone(), None, &config)
-    };
+    let master_link = peer_rx.clone();
     tasks.spawn(replicator.run(peer_rx, stop.clone()));
 
+    let ops = crate::api::Ops {
+        master: Some(master_link),
+        ..crate::api::Ops::new(runtime.clone(), None, &config)
+    };
     let api = crate::api::start(&config, &store, Role::Edge, ops).await?;
     tracing::info!(%edge_id, api = %api.addr, "edge ready");
     Ok(Edge {

@@ -431,6 +431,15 @@ async fn an_edge_proxies_or_redirects_calls_on_modules_the_master_controls() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("x-outpost-answered-by"), Some("edge"));
 
+    // The edge's own WebSocket pushes its control changes.
+    let mut edge_ws = ws::connect(edge.api_addr, Some(&admin)).await.unwrap();
+    ws::send(
+        &mut edge_ws,
+        json!({"op": "subscribe", "id": 1, "topic": "control"}),
+    )
+    .await;
+    ws::until(&mut edge_ws, "subscribed", |v| v["type"] == "subscribed").await;
+
     // The master takes the location (as the control loop will): both
     // sides record it, and the master runs the room. The change is seen
     // by the next call at once.
@@ -446,6 +455,14 @@ async fn an_edge_proxies_or_redirects_calls_on_modules_the_master_controls() {
             .await
             .unwrap();
     }
+    let change = ws::until(&mut edge_ws, "the control change", |v| {
+        v["type"] == "control"
+    })
+    .await;
+    assert_eq!(
+        (&change["to"], &change["reason"]),
+        (&json!("master"), &json!("failover_timeout"))
+    );
     master.runtime.load(&room_module).await.unwrap();
     master.runtime.start_system(&system).await.unwrap();
 
