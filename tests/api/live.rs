@@ -121,3 +121,80 @@ async fn a_client_that_does_not_read_is_told_what_it_lost() {
     runtime.shutdown().await;
     store.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_lets_an_in_flight_exec_finish() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+    let store = TestStore::sqlite().await;
+    let data = tempfile::tempdir().unwrap();
+    // A line device that answers only when the test says so.
+    let device = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let module = outpost::model::Module {
+        id: outpost::model::new_id(),
+        name: "Line".into(),
+        driver: "line.lua".into(),
+        uri: Some(format!("tcp://{}", device.local_addr().unwrap())),
+        settings: Default::default(),
+        enabled: true,
+    };
+    let site = outpost::admin::SiteFile {
+        edges: vec![],
+        systems: vec![],
+        modules: vec![module.clone()],
+    };
+    outpost::admin::import(&store.store, &site, &example_drivers())
+        .await
+        .unwrap();
+    let modules_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/modules");
+    let runtime = Runtime::new(RuntimeConfig::new(modules_dir));
+    runtime.load(&module).await.unwrap();
+    runtime.start(module.id).await.unwrap();
+    let (conn, _) = device.accept().await.unwrap();
+    let (read, mut write) = conn.into_split();
+    let mut lines = tokio::io::BufReader::new(read).lines();
+
+    let admin = "k".repeat(48);
+    let config = Config {
+        admin_key: Some(outpost::config::SecretString::new(admin.clone())),
+        api_addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data.path().to_owned(),
+        modules_dir: modules_dir.into(),
+        ..Config::default()
+    };
+    let ops = Ops::new(runtime.clone(), None, &config);
+    let api = outpost::api::start(&config, &store.store, Role::Master, ops)
+        .await
+        .unwrap();
+    let addr = api.addr;
+    let path = format!("/api/v1/modules/{}/exec", module.id);
+    let auth = format!("Bearer {admin}");
+    let call = tokio::spawn(async move {
+        let body = json!({"method": "request", "args": ["hello"]}).to_string();
+        crate::http::request(
+            addr,
+            "POST",
+            &path,
+            &[("Authorization", &auth)],
+            Some(&body),
+        )
+        .await
+    });
+    // The exec reached the device: it is in flight.
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("hello"));
+    let stopping = tokio::spawn(api.stop(Duration::from_secs(10)));
+    // The server stops accepting...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "still accepting");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ...and the call in flight still gets its answer.
+    write.write_all(b"world\n").await.unwrap();
+    let reply = call.await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["result"], "world");
+    stopping.await.unwrap();
+    runtime.shutdown().await;
+    store.cleanup().await;
+}
