@@ -265,11 +265,22 @@ async fn driver_reload_and_repository_routes_follow_the_role_matrix() {
     let site = Site::new();
     // The master's drivers are a git repository at commit A; commit B adds
     // a function to room.lua.
+    // It is a clone of an origin, so `pull` has an upstream.
+    let origin = site.path().join("origin");
+    copy_drivers(&origin);
+    git(&origin, &["init", "-q", "-b", "main"]);
+    git(&origin, &["add", "-A"]);
+    git(&origin, &["commit", "-q", "-m", "A"]);
     let repo = site.path().join("master-modules");
-    copy_drivers(&repo);
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "A"]);
+    git(
+        site.path(),
+        &[
+            "clone",
+            "-q",
+            origin.to_str().unwrap(),
+            repo.to_str().unwrap(),
+        ],
+    );
     let a = git(&repo, &["rev-parse", "HEAD"]);
     let room_text = std::fs::read_to_string(repo.join("room.lua")).unwrap();
     std::fs::write(
@@ -395,6 +406,34 @@ async fn driver_reload_and_repository_routes_follow_the_role_matrix() {
     assert_eq!(
         master.registry.info(edge_id).unwrap().commit.as_deref(),
         Some(b.as_str())
+    );
+
+    // Pull: the master moves to its upstream's newest commit.
+    std::fs::write(
+        origin.join("room.lua"),
+        room_text.replace("return M", "function M.version() return 3 end\n\nreturn M"),
+    )
+    .unwrap();
+    git(&origin, &["commit", "-q", "-am", "C"]);
+    let c = git(&origin, &["rev-parse", "HEAD"]);
+    let pull = json!({"op": "pull"}).to_string();
+    assert_eq!(call(m, &otto, "POST", &path, Some(&pull)).await.status, 403);
+    let r = call(m, &admin, "POST", &path, Some(&pull)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["commit"], c, "{}", r.body);
+    let r = call(
+        m,
+        &otto,
+        "POST",
+        &format!("/api/v1/modules/{room}/exec"),
+        Some(&json!({"method": "version"}).to_string()),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["result"].clone()),
+        (200, json!(3)),
+        "{}",
+        r.body
     );
 
     edge.stop().await;
