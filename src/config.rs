@@ -141,6 +141,19 @@ pub struct Config {
     /// trips and commits, smaller ones less work repeated after a drop.
     /// The master caps a page at 2000.
     pub replica_page_size: u32,
+    /// Edge: the master's web API base URL (e.g. `https://master:8080`),
+    /// used for 307 redirects of calls on modules the master controls
+    /// when `redirect_to_master` is set.
+    pub master_api: Option<String>,
+    /// Edge: answer API calls on modules the master controls with a 307
+    /// redirect to `master_api` instead of proxying them over the link
+    /// (the default, false). Redirecting saves the edge the work; proxying
+    /// works for clients that cannot reach the master themselves.
+    pub redirect_to_master: bool,
+    /// Messages one WebSocket client may have waiting; beyond it the newest
+    /// are dropped and the client told how many (`{"type":"dropped"}`).
+    /// Larger absorbs longer stalls at the cost of memory per client.
+    pub ws_queue: usize,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `outpost=debug`.
     pub log: String,
     /// The clock control decisions read (windows, failover deadlines, the
@@ -180,6 +193,9 @@ impl Default for Config {
             sync_batch_size: 1_000,
             sync_step_sleep_ms: 100,
             max_control_changes_per_minute: 4,
+            master_api: None,
+            redirect_to_master: false,
+            ws_queue: 256,
             log: "info".into(),
             clock: crate::control::Clock::system(),
         }
@@ -333,6 +349,15 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError::new(key, "must be greater than 0"));
             }
+        }
+        if self.redirect_to_master && self.master_api.is_none() {
+            return Err(ConfigError::new(
+                "master_api",
+                "required when redirect_to_master is set (the URL of the master's web API)",
+            ));
+        }
+        if self.ws_queue == 0 {
+            return Err(ConfigError::new("ws_queue", "must be greater than 0"));
         }
         if self.dead_after_ms <= self.heartbeat_ms {
             return Err(ConfigError::new(

@@ -25,7 +25,8 @@
 //! - [`sim`]: device simulators (PJLink projector, line device) on real TCP.
 //! - [`admin`]: import and export of documents.
 //! - [`api`]: the web API (axum, OpenAPI, keys and roles, metrics); device
-//!   operations go to the local runtime or over the link to the controller.
+//!   operations go to the local runtime or over the link to the controller;
+//!   a WebSocket pushes status, debug lines and control notices.
 //! - [`master`], [`edge`]: `start(config)` / `run(config, shutdown)` for each
 //!   role, with the handlers that answer the link; the master's control loop
 //!   (one task per location: negotiation, takeover, windows, restore) and
@@ -39,10 +40,11 @@
 //! Data flows one way at boot: `config` → `store` → `model` → `boot` plan →
 //! the role's runtime. At run time, documents flow master store → change
 //! feed → link → edge replica → edge runtime; events flow edge runtime →
-//! edge log → link → master store; requests flow `api` → `model` checks →
-//! `store`, or `api` → link → the controlling side's runtime. Control flows
-//! link events → the master's per-location task → store (epoch, audit log)
-//! → link (`control_assume` / `control_release`) → the edge's runtime.
+//! edge log → link → master store (and the master's WebSocket
+//! subscribers); requests flow `api` → `model` checks → `store`, or `api` →
+//! link → the controlling side's runtime. Control flows link events → the
+//! master's per-location task → store (epoch, audit log) → link
+//! (`control_assume` / `control_release`) → the edge's runtime.
 
 #![forbid(unsafe_code)]
 #![warn(clippy::await_holding_lock)]

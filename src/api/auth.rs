@@ -105,33 +105,43 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        let found = match key {
-            Some(key) if !key.is_empty() => lookup(&state.store, key).await?,
-            _ => None,
-        };
-        match found {
-            Some(k) => {
-                state.throttle.succeeded(ip);
-                Ok(Caller {
-                    key_id: k.id,
-                    user: k.user,
-                    role: k.role,
-                })
+        authenticate(state, ip, key).await
+    }
+}
+
+/// Checks a presented key (`None`: none was presented), answering failures
+/// more and more slowly per address.
+pub(super) async fn authenticate(
+    state: &ApiState,
+    ip: IpAddr,
+    key: Option<&str>,
+) -> Result<Caller, ApiError> {
+    let found = match key {
+        Some(key) if !key.is_empty() => lookup(state, key).await?,
+        _ => None,
+    };
+    match found {
+        Some(k) => {
+            state.throttle.succeeded(ip);
+            Ok(Caller {
+                key_id: k.id,
+                user: k.user,
+                role: k.role,
+            })
+        }
+        None => {
+            let wait = state.throttle.failed(ip);
+            if !wait.is_zero() {
+                tracing::warn!(%ip, wait_ms = wait.as_millis() as u64, "repeated API authentication failures");
+                tokio::time::sleep(wait).await;
             }
-            None => {
-                let wait = state.throttle.failed(ip);
-                if !wait.is_zero() {
-                    tracing::warn!(%ip, wait_ms = wait.as_millis() as u64, "repeated API authentication failures");
-                    tokio::time::sleep(wait).await;
-                }
-                Err(ApiError::Unauthorized)
-            }
+            Err(ApiError::Unauthorized)
         }
     }
 }
 
-async fn lookup(store: &Store, key: &str) -> Result<Option<ApiKey>, ApiError> {
-    let Some(doc) = store.get(ApiKey::id_for(key)).await? else {
+async fn lookup(state: &ApiState, key: &str) -> Result<Option<ApiKey>, ApiError> {
+    let Some(doc) = state.cache.get(&state.store, ApiKey::id_for(key)).await? else {
         return Ok(None);
     };
     if doc.kind != crate::model::Kind::ApiKey.as_str() {

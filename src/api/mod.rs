@@ -7,15 +7,19 @@
 //! Served by the master and, for its own site, by an edge.
 
 mod auth;
+mod cache;
 mod documents;
 mod error;
 mod keys;
 mod operations;
 mod restore;
+mod routes;
+mod ws;
 
 pub use auth::{BootstrapError, Caller, bootstrap_admin};
 pub use error::ApiError;
 pub use operations::Ops;
+pub use ws::LinkNotice;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -53,6 +57,10 @@ pub struct ApiState {
     /// two API writes cannot both pass a check that only one may pass (a
     /// module claimed by systems of two owners).
     write_lock: tokio::sync::Mutex<()>,
+    /// The WebSocket clients, closed with the server.
+    ws: ws::Hub,
+    /// Documents device calls look up (keys, modules, systems, locations).
+    cache: cache::ReadCache,
 }
 
 impl ApiState {
@@ -67,12 +75,14 @@ impl ApiState {
         ops: Option<Ops>,
     ) -> Arc<Self> {
         Arc::new(Self {
-            store,
             role,
             validation,
             ops,
             throttle: auth::Throttle::default(),
             write_lock: tokio::sync::Mutex::new(()),
+            ws: ws::Hub::default(),
+            cache: cache::ReadCache::new(&store),
+            store,
         })
     }
 
@@ -95,6 +105,8 @@ impl ApiState {
         (name = "modules", description = "Modules (driver instances)"),
         (name = "keys", description = "API keys"),
         (name = "health", description = "Liveness and metrics"),
+        (name = "drivers", description = "Drivers and the driver repository"),
+        (name = "live", description = "WebSocket: live status, debug streams, control notices"),
     )
 )]
 struct ApiDoc;
@@ -148,8 +160,55 @@ async fn health(State(s): State<Arc<ApiState>>) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn metrics_text() -> String {
+/// Prometheus text. Gauges of current state are read at scrape time.
+async fn metrics_text(State(s): State<Arc<ApiState>>) -> String {
+    if let Some(ops) = &s.ops {
+        if let Some(registry) = &ops.registry {
+            metrics::gauge!("outpost_edges_connected").set(registry.len() as f64);
+        }
+        let mut by_state = [0usize; 4];
+        for m in ops.runtime.modules() {
+            by_state[m.state as usize] += 1;
+        }
+        for (state, n) in ["loaded", "running", "stopped", "failed"]
+            .iter()
+            .zip(by_state)
+        {
+            metrics::gauge!("outpost_modules", "state" => *state).set(n as f64);
+        }
+    }
+    // One series per location, valued by its controller (0: edge, 1:
+    // master): as many series as locations, like the edge-labelled lag.
+    if let Ok(states) = s.store.control_states().await {
+        for c in states {
+            let master = matches!(c.controller, crate::control::Side::Master);
+            metrics::gauge!("outpost_location_controller_master", "edge" => c.edge_id.to_string())
+                .set(if master { 1.0 } else { 0.0 });
+            metrics::gauge!("outpost_location_epoch", "edge" => c.edge_id.to_string())
+                .set(c.epoch as f64);
+        }
+    }
     metrics_handle().render()
+}
+
+/// Counts changes of controller committed through this process's store.
+async fn count_control_changes(
+    mut changes: tokio::sync::broadcast::Receiver<crate::store::ControlRecord>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let record = tokio::select! {
+            () = stop.cancelled() => return,
+            r = changes.recv() => r,
+        };
+        match record {
+            Ok(r) => metrics::counter!("outpost_control_changes_total", "to" => r.to.as_str(), "reason" => r.reason.as_str()).increment(1),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                metrics::counter!("outpost_control_changes_total", "to" => "unknown", "reason" => "unknown").increment(n)
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }
 
 /// Counts requests and their latency by route and status.
@@ -178,6 +237,8 @@ pub fn router(state: Arc<ApiState>) -> (axum::Router, utoipa::openapi::OpenApi) 
         .merge(keys::routes())
         .merge(operations::routes())
         .merge(restore::routes())
+        .merge(routes::routes())
+        .merge(ws::routes())
         .split_for_parts();
     openapi
         .components
@@ -210,12 +271,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     metrics_handle();
+    let sockets = state.ws.stop.clone();
     let (router, _) = router(state);
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        // Upgraded connections are no longer the server's: close them
+        // ourselves, each with a close frame.
+        sockets.cancel();
+    })
     .await
 }
 
@@ -224,13 +291,22 @@ pub struct RunningApi {
     pub addr: std::net::SocketAddr,
     stop: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    sockets: ws::Hub,
 }
 
 impl RunningApi {
     /// Stops accepting, lets in-flight requests finish within `grace`.
     pub async fn stop(self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
         self.stop.cancel();
-        match tokio::time::timeout(grace, self.task).await {
+        self.sockets.tasks.close();
+        if tokio::time::timeout_at(deadline, self.sockets.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("WebSocket clients still open after the grace period were dropped");
+        }
+        match tokio::time::timeout_at(deadline, self.task).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "the API server failed"),
             Ok(Err(e)) => tracing::error!(error = %e, "the API server task panicked"),
@@ -287,6 +363,16 @@ pub async fn start(
         .map_err(|e| ConfigError::new("api_addr", e.to_string()))?;
     let state = ApiState::with_ops(store.clone(), role, validation, Some(ops));
     let stop = tokio_util::sync::CancellationToken::new();
+    let sockets = state.ws.clone();
+    tokio::spawn(count_control_changes(
+        store.subscribe_control(),
+        stop.clone(),
+    ));
     let task = tokio::spawn(serve(listener, state, stop.clone().cancelled_owned()));
-    Ok(RunningApi { addr, stop, task })
+    Ok(RunningApi {
+        addr,
+        stop,
+        task,
+        sockets,
+    })
 }

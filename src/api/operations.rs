@@ -13,7 +13,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -24,16 +24,20 @@ use uuid::Uuid;
 use super::ApiState;
 use super::auth::Caller;
 use super::error::ApiError;
+use super::ws::LinkNotice;
 use crate::answer::exec_err;
 use crate::config::Role;
 use crate::control::Side;
-use crate::link::{CallError, Registry};
+use crate::link::{CallError, Peer, Registry};
+use crate::master::{EdgeEvents, EdgeStatusFeed};
 use crate::model::{ControlSystem, EdgeLocation, Kind, Module};
 use crate::proto::{RequestBody, ResponseBody, WireError};
 use crate::runtime::Runtime;
+use tokio::sync::{broadcast, watch};
 
-/// What operations need beyond the store: the local runtime and, on a
-/// master, the connected edges.
+/// What operations need beyond the store: the local runtime, on a master
+/// the connected edges and the feeds the WebSocket hub follows, on an edge
+/// the link to the master.
 #[derive(Clone)]
 pub struct Ops {
     pub runtime: Runtime,
@@ -42,23 +46,65 @@ pub struct Ops {
     pub control: Option<crate::master::Control>,
     /// On an edge, its own location: its event log answers for it.
     pub edge_id: Option<Uuid>,
+    /// Master: status changes of edge-controlled modules, as the edges'
+    /// event pushes deliver them (with the edge they came from).
+    pub edge_status: Option<EdgeStatusFeed>,
+    /// Master: events from edges (debug streams).
+    pub edge_events: Option<EdgeEvents>,
+    /// Master: edges connecting and disconnecting.
+    pub links: Option<broadcast::Sender<LinkNotice>>,
+    /// Edge: the current link to the master, for calls on modules the
+    /// master controls.
+    pub master: Option<watch::Receiver<Option<Peer>>>,
+    /// Edge: the master API's base URL, for redirects.
+    pub master_api: Option<String>,
+    /// Edge: answer calls on master-controlled modules with 307 to
+    /// `master_api` instead of proxying them over the link.
+    pub redirect_to_master: bool,
+    /// Messages a WebSocket client may have queued before the excess is
+    /// dropped.
+    pub ws_queue: usize,
+}
+
+impl Ops {
+    /// Operations on `runtime` (and, on a master, the edges of `registry`),
+    /// with the settings of `config`; the feeds are left empty.
+    pub fn new(
+        runtime: Runtime,
+        registry: Option<Registry>,
+        config: &crate::config::Config,
+    ) -> Ops {
+        Ops {
+            runtime,
+            registry,
+            edge_status: None,
+            edge_events: None,
+            links: None,
+            master: None,
+            master_api: config.master_api.clone(),
+            redirect_to_master: config.redirect_to_master,
+            ws_queue: config.ws_queue.max(1),
+            control: None,
+            edge_id: None,
+        }
+    }
 }
 
 /// How long a call through the API may take unless the caller says less.
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Where a module or system runs.
-struct Route {
+pub(super) struct Route {
     /// The edge location that owns it (`None`: the master's).
-    location: Option<EdgeLocation>,
-    controller: Side,
-    /// The location's control epoch here (`None`: the master's own, or no
-    /// change of controller recorded yet). Proxied requests carry it.
-    epoch: Option<u64>,
+    pub(super) location: Option<EdgeLocation>,
+    pub(super) controller: Side,
+    /// The control epoch of the location as this side knows it (`None`:
+    /// no change of controller recorded).
+    pub(super) epoch: Option<i64>,
 }
 
 impl Route {
-    fn local(&self, role: Role) -> bool {
+    pub(super) fn local(&self, role: Role) -> bool {
         matches!(
             (role, self.controller),
             (Role::Master, Side::Master) | (Role::Edge, Side::Edge)
@@ -66,14 +112,17 @@ impl Route {
     }
 }
 
-fn ops(state: &ApiState) -> Result<&Ops, ApiError> {
+pub(super) fn ops(state: &ApiState) -> Result<&Ops, ApiError> {
     state
         .ops
         .as_ref()
         .ok_or_else(|| ApiError::Unavailable("no module runtime in this process".into()))
 }
 
-async fn owner_location(state: &ApiState, edge: Option<Uuid>) -> Result<Route, ApiError> {
+pub(super) async fn owner_location(
+    state: &ApiState,
+    edge: Option<Uuid>,
+) -> Result<Route, ApiError> {
     let Some(edge) = edge else {
         return Ok(Route {
             location: None,
@@ -81,25 +130,28 @@ async fn owner_location(state: &ApiState, edge: Option<Uuid>) -> Result<Route, A
             epoch: None,
         });
     };
-    let location: Option<EdgeLocation> = match state.store.get(edge).await? {
+    let location: Option<EdgeLocation> = match state.cache.get(&state.store, edge).await? {
         Some(d) if d.kind == Kind::Edge.as_str() => Some(d.parse()?),
         _ => None,
     };
     // Until a takeover is recorded, an edge location's modules run at the edge.
-    let control = state.store.control_state(edge).await?;
+    let control = state.cache.control_state(&state.store, edge).await?;
     Ok(Route {
         location,
         controller: control.map_or(Side::Edge, |s| s.controller),
-        epoch: control.map(|s| s.epoch as u64),
+        epoch: control.map(|s| s.epoch),
     })
 }
 
-async fn module_route(state: &ApiState, id: Uuid) -> Result<(Module, Route), ApiError> {
-    let module: Module = match state.store.get(id).await? {
+pub(super) async fn module_route(state: &ApiState, id: Uuid) -> Result<(Module, Route), ApiError> {
+    let module: Module = match state.cache.get(&state.store, id).await? {
         Some(d) if d.kind == Kind::Module.as_str() => d.parse()?,
         _ => return Err(ApiError::NotFound(format!("no module with id {id}"))),
     };
-    let systems = state.store.referencing(Kind::System, id).await?;
+    let systems = state
+        .cache
+        .referencing(&state.store, Kind::System, id)
+        .await?;
     let owner = match systems.first() {
         Some(d) => d.parse::<ControlSystem>()?.edge_id,
         None => None,
@@ -108,19 +160,24 @@ async fn module_route(state: &ApiState, id: Uuid) -> Result<(Module, Route), Api
 }
 
 /// Sends `body` to the edge controlling `route`, or says why it cannot.
-async fn proxy(
+pub(super) async fn proxy(
     state: &ApiState,
     route: &Route,
     body: RequestBody,
     deadline: Duration,
 ) -> Result<ResponseBody, ApiError> {
     let location = route.location.as_ref();
-    let name = location.map_or_else(
-        || "the master".to_owned(),
-        |l| format!("edge location '{}' ({})", l.name, l.id),
-    );
-    let peer = match (state.role, location, &ops(state)?.registry) {
+    let ops = ops(state)?;
+    let name = match (state.role, location) {
+        (Role::Master, Some(l)) => format!("edge location '{}' ({})", l.name, l.id),
+        _ => "the master".to_owned(),
+    };
+    let peer = match (state.role, location, &ops.registry) {
         (Role::Master, Some(l), Some(registry)) => registry.peer(l.id),
+        // An edge reaches what the master controls over its own link.
+        (Role::Edge, _, _) if route.controller == Side::Master => {
+            ops.master.as_ref().and_then(|m| m.borrow().clone())
+        }
         _ => None,
     };
     let Some(peer) = peer else {
@@ -148,7 +205,7 @@ async fn proxy(
     })
 }
 
-fn wire_to_api(e: WireError) -> ApiError {
+pub(super) fn wire_to_api(e: WireError) -> ApiError {
     match e {
         WireError::NotFound { what } => ApiError::NotFound(what),
         WireError::BadRequest { message } => ApiError::BadRequest(message),
@@ -190,6 +247,27 @@ fn tagged(state: &ApiState, route: &Route, body: impl IntoResponse) -> Response 
     r
 }
 
+/// On an edge configured to redirect (`redirect_to_master`), a call on
+/// something the master controls is answered 307 to the same path on the
+/// master's API.
+fn redirect(state: &ApiState, route: &Route, uri: &Uri) -> Option<Response> {
+    let ops = state.ops.as_ref()?;
+    if state.role != Role::Edge || route.local(state.role) || !ops.redirect_to_master {
+        return None;
+    }
+    let base = ops.master_api.as_deref()?.trim_end_matches('/');
+    let target = format!(
+        "{base}{}",
+        uri.path_and_query().map_or(uri.path(), |p| p.as_str())
+    );
+    let mut r = (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, target)]).into_response();
+    r.headers_mut().insert(
+        "x-outpost-controller",
+        HeaderValue::from_static(route.controller.as_str()),
+    );
+    Some(r)
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecBody {
@@ -224,17 +302,21 @@ pub struct ExecOut {
 /// Executes a public function of a module, wherever it runs.
 #[utoipa::path(post, path = "/api/v1/modules/{id}/exec", tag = "modules",
     params(("id" = Uuid, Path), DeadlineQuery), request_body = ExecBody,
-    responses((status = 200, body = ExecOut), (status = 403), (status = 404), (status = 502), (status = 503), (status = 504)),
+    responses((status = 200, body = ExecOut), (status = 307, description = "edge with redirect_to_master: the master controls this"), (status = 403), (status = 404), (status = 502), (status = 503), (status = 504)),
     security(("bearer" = [])))]
 async fn exec(
     State(s): State<Arc<ApiState>>,
     caller: Caller,
     Path(id): Path<Uuid>,
     Query(q): Query<DeadlineQuery>,
+    uri: Uri,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let (_, route) = module_route(&s, id).await?;
     caller.require_operator(route.location.as_ref())?;
+    if let Some(r) = redirect(&s, &route, &uri) {
+        return Ok(r);
+    }
     let call: ExecBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!("the body must be {{\"method\", \"args\"}}: {e}"))
     })?;
@@ -254,7 +336,8 @@ async fn exec(
             module: id.to_string(),
             method: call.method,
             args: call.args,
-            epoch: route.epoch,
+            // The receiver refuses a call made under a stale epoch.
+            epoch: route.epoch.and_then(|e| u64::try_from(e).ok()),
         };
         match proxy(&s, &route, body, q.deadline()).await? {
             ResponseBody::Value { value } => value,
@@ -275,8 +358,12 @@ async fn status(
     State(s): State<Arc<ApiState>>,
     _caller: Caller,
     Path(id): Path<Uuid>,
+    uri: Uri,
 ) -> Result<Response, ApiError> {
     let (_, route) = module_route(&s, id).await?;
+    if let Some(r) = redirect(&s, &route, &uri) {
+        return Ok(r);
+    }
     let values = if route.local(s.role) {
         ops(&s)?
             .runtime
@@ -321,8 +408,12 @@ async fn status_key(
     State(s): State<Arc<ApiState>>,
     _caller: Caller,
     Path((id, key)): Path<(Uuid, String)>,
+    uri: Uri,
 ) -> Result<Response, ApiError> {
     let (_, route) = module_route(&s, id).await?;
+    if let Some(r) = redirect(&s, &route, &uri) {
+        return Ok(r);
+    }
     let value = if route.local(s.role) {
         ops(&s)?
             .runtime
@@ -367,9 +458,13 @@ async fn start_or_stop(
     caller: &Caller,
     id: Uuid,
     start: bool,
+    uri: &Uri,
 ) -> Result<Response, ApiError> {
     let (system, route) = system_route(s, id).await?;
     caller.require_operator(route.location.as_ref())?;
+    if let Some(r) = redirect(s, &route, uri) {
+        return Ok(r);
+    }
     if route.local(s.role) {
         let runtime = &ops(s)?.runtime;
         let report = if start {
@@ -394,12 +489,12 @@ async fn start_or_stop(
         let body = if start {
             RequestBody::StartSystem {
                 system: id,
-                epoch: route.epoch,
+                epoch: route.epoch.and_then(|e| u64::try_from(e).ok()),
             }
         } else {
             RequestBody::StopSystem {
                 system: id,
-                epoch: route.epoch,
+                epoch: route.epoch.and_then(|e| u64::try_from(e).ok()),
             }
         };
         proxy(s, &route, body, DEFAULT_DEADLINE).await?;
@@ -418,8 +513,9 @@ async fn start_system(
     State(s): State<Arc<ApiState>>,
     caller: Caller,
     Path(id): Path<Uuid>,
+    uri: Uri,
 ) -> Result<Response, ApiError> {
-    start_or_stop(&s, &caller, id, true).await
+    start_or_stop(&s, &caller, id, true, &uri).await
 }
 
 /// Stops every module of a system (their devices are released).
@@ -429,8 +525,9 @@ async fn stop_system(
     State(s): State<Arc<ApiState>>,
     caller: Caller,
     Path(id): Path<Uuid>,
+    uri: Uri,
 ) -> Result<Response, ApiError> {
-    start_or_stop(&s, &caller, id, false).await
+    start_or_stop(&s, &caller, id, false, &uri).await
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

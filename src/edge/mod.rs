@@ -146,13 +146,13 @@ pub async fn start(config: Config) -> Result<Edge, RunError> {
     };
     tasks.spawn(event_sync.clone().record(runtime.clone(), stop.clone()));
     tasks.spawn(event_sync.clone().push(peer_rx.clone(), stop.clone()));
+    let master_link = peer_rx.clone();
     tasks.spawn(replicator.run(peer_rx, stop.clone()));
 
     let ops = crate::api::Ops {
-        runtime: runtime.clone(),
-        registry: None,
-        control: None,
+        master: Some(master_link),
         edge_id: Some(edge_id),
+        ..crate::api::Ops::new(runtime.clone(), None, &config)
     };
     let api = crate::api::start(&config, &store, Role::Edge, ops).await?;
     tracing::info!(%edge_id, api = %api.addr, "edge ready");

@@ -208,10 +208,23 @@ impl Peer {
         deadline: Duration,
     ) -> Result<ResponseBody, CallError> {
         let start = Instant::now();
-        match tokio::time::timeout(deadline, self.call(body, start, deadline)).await {
+        let kind = body.kind();
+        let result = match tokio::time::timeout(deadline, self.call(body, start, deadline)).await {
             Ok(r) => r,
             Err(_) => Err(CallError::DeadlineExceeded),
-        }
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(CallError::Remote(_)) => "remote_error",
+            Err(CallError::DeadlineExceeded) => "deadline",
+            Err(CallError::Closed) => "closed",
+            Err(_) => "error",
+        };
+        metrics::counter!("outpost_link_requests_total", "kind" => kind, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("outpost_link_request_seconds", "kind" => kind)
+            .record(start.elapsed().as_secs_f64());
+        result
     }
 
     async fn call(

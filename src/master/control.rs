@@ -148,9 +148,17 @@ impl Control {
         self.0.booted.store(true, Ordering::Release);
     }
 
-    /// Follows the link's events until they end.
-    pub async fn follow(self, mut events: mpsc::UnboundedReceiver<MasterEvent>) {
+    /// Follows the link's events until they end (also publishing them to
+    /// the API's WebSocket subscribers through `links`).
+    pub async fn follow(
+        self,
+        mut events: mpsc::UnboundedReceiver<MasterEvent>,
+        links: tokio::sync::broadcast::Sender<crate::api::LinkNotice>,
+    ) {
         while let Some(ev) = events.recv().await {
+            if let Some(notice) = crate::api::LinkNotice::from_event(&ev) {
+                let _ = links.send(notice);
+            }
             match ev {
                 MasterEvent::LinkUp { info, peer, .. } => {
                     tracing::info!(edge = %info.edge_id, addr = %info.addr, "edge connected");

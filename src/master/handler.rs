@@ -15,12 +15,17 @@ use crate::store::{Event, EventKind, Store};
 /// Events from edges (debug streams), with the edge they came from.
 pub type EdgeEvents = broadcast::Sender<(Uuid, EventBody)>;
 
+/// Status changes of edge-run modules, from the edges' event pushes, with
+/// the edge they came from (the API's WebSocket hub follows it).
+pub type EdgeStatusFeed = broadcast::Sender<(Uuid, crate::runtime::StatusChange)>;
+
 pub struct MasterHandler {
     repo: MasterRepo,
     modules: ModuleRequests,
     events: EdgeEvents,
     store: Store,
     control: super::Control,
+    status_feed: Option<EdgeStatusFeed>,
 }
 
 /// Most documents one `changes` answer carries.
@@ -40,7 +45,14 @@ impl MasterHandler {
             events,
             store,
             control,
+            status_feed: None,
         }
+    }
+
+    /// Also publishes every accepted status event into `feed`.
+    pub fn with_status_feed(mut self, feed: EdgeStatusFeed) -> Self {
+        self.status_feed = Some(feed);
+        self
     }
 
     /// Stores events pushed by an edge, each once. They are attributed to
@@ -75,16 +87,26 @@ impl MasterHandler {
             .await
             .map_err(crate::answer::internal)?;
         metrics::counter!("outpost_events_collected_total").increment(new as u64);
+        if let Some(feed) = &self.status_feed {
+            publish_status(feed, edge_id, &batch);
+        }
         Ok(ResponseBody::Done)
     }
 
     /// A page of the change feed for an edge's replica.
-    async fn changes(&self, after: i64, limit: u32) -> Result<ResponseBody, WireError> {
+    async fn changes(
+        &self,
+        edge_id: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> Result<ResponseBody, WireError> {
         let last_seq = self
             .store
             .last_seq()
             .await
             .map_err(crate::answer::internal)?;
+        metrics::gauge!("outpost_replication_lag", "edge" => edge_id.to_string())
+            .set((last_seq - after).max(0) as f64);
         let docs = self
             .store
             .changes_since(after, limit.clamp(1, MAX_PAGE))
@@ -127,7 +149,9 @@ impl Handler for MasterHandler {
                     .await
                     .unwrap_or_else(|| Err(WireError::failed("unreachable")));
             }
-            RequestBody::Changes { after, limit } => return self.changes(*after, *limit).await,
+            RequestBody::Changes { after, limit } => {
+                return self.changes(ctx.peer.meta().edge_id, *after, *limit).await;
+            }
             RequestBody::Events { events } => {
                 return self.events(ctx.peer.meta().edge_id, events).await;
             }
@@ -147,6 +171,25 @@ impl Handler for MasterHandler {
             Err(other) => Err(WireError::Unavailable {
                 message: format!("{} is not served by a master", other.kind()),
             }),
+        }
+    }
+}
+
+/// Sends the status events of `batch` to the feed's subscribers (none
+/// listening is fine).
+fn publish_status(feed: &EdgeStatusFeed, edge_id: Uuid, batch: &[Event]) {
+    if feed.receiver_count() == 0 {
+        return;
+    }
+    for e in batch {
+        if let (EventKind::Status, Some(module), Some(key)) = (e.kind, e.module_id, &e.key) {
+            let value = serde_json::from_str(&e.body).unwrap_or(serde_json::Value::Null);
+            let change = crate::runtime::StatusChange {
+                module,
+                key: key.clone(),
+                value,
+            };
+            let _ = feed.send((edge_id, change));
         }
     }
 }

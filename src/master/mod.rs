@@ -10,7 +10,7 @@ mod control;
 mod handler;
 
 pub use control::{Control, RestoreError};
-pub use handler::{MasterHandler, accept_from_controller};
+pub use handler::{EdgeEvents, EdgeStatusFeed, MasterHandler, accept_from_controller};
 
 use std::future::Future;
 use std::path::Path;
@@ -109,13 +109,18 @@ pub async fn start(config: Config) -> Result<Master, RunError> {
     // can connect, so a returning edge negotiates with a master that has
     // them loaded.
     control.resume(&expected).await?;
-    let handler = Arc::new(MasterHandler::new(
-        runtime.clone(),
-        config.modules_dir.clone(),
-        edge_events.clone(),
-        store.clone(),
-        control.clone(),
-    ));
+    let (edge_status, _) = tokio::sync::broadcast::channel(1024);
+    let (links, _) = tokio::sync::broadcast::channel(256);
+    let handler = Arc::new(
+        MasterHandler::new(
+            runtime.clone(),
+            config.modules_dir.clone(),
+            edge_events.clone(),
+            store.clone(),
+            control.clone(),
+        )
+        .with_status_feed(edge_status.clone()),
+    );
     let serve = crate::link::master::serve(
         listener,
         link,
@@ -131,7 +136,7 @@ pub async fn start(config: Config) -> Result<Master, RunError> {
     });
     // Not tracked: it ends when the last sender (held by the registry or the
     // link loop) is dropped, which may be after the stop has finished.
-    tokio::spawn(control.clone().follow(events_rx));
+    tokio::spawn(control.clone().follow(events_rx, links.clone()));
     tasks.spawn(passive_sync(
         store.clone(),
         registry.clone(),
@@ -160,10 +165,12 @@ pub async fn start(config: Config) -> Result<Master, RunError> {
     control.booted(&missing_at_boot);
 
     let ops = api::Ops {
-        runtime: runtime.clone(),
-        registry: Some(registry.clone()),
+        edge_status: Some(edge_status),
+        edge_events: Some(edge_events.clone()),
+        links: Some(links),
         control: Some(control.clone()),
         edge_id: None,
+        ..api::Ops::new(runtime.clone(), Some(registry.clone()), &config)
     };
     let api = api::start(&config, &store, Role::Master, ops).await?;
     tracing::info!(api = %api.addr, link = %link_addr, "master ready");

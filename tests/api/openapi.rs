@@ -21,6 +21,9 @@ async fn every_route_is_described_and_every_description_is_served() {
         "/api/v1/modules/{id}",
         "/api/v1/keys",
         "/api/v1/keys/{id}",
+        "/api/v1/ws",
+        "/api/v1/drivers/{name}/reload",
+        "/api/v1/edges/{id}/repository",
     ] {
         assert!(
             paths.contains_key(expected),
@@ -32,7 +35,10 @@ async fn every_route_is_described_and_every_description_is_served() {
     let mut operations = 0;
     for (path, item) in paths {
         for method in item.as_object().unwrap().keys() {
-            let url = path.replace("{id}", id);
+            let url = path
+                .replace("{id}", id)
+                .replace("{name}", "room.lua")
+                .replace("{key}", "power");
             let body = matches!(method.as_str(), "post" | "put" | "patch").then_some("{}");
             let r = api.admin(&method.to_uppercase(), &url, body).await;
             assert!(

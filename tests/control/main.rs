@@ -8,6 +8,7 @@ mod failover;
 mod http;
 #[path = "../support/proxy.rs"]
 mod proxy;
+mod live_api;
 #[path = "../support/roles.rs"]
 mod roles;
 mod roles_api;
@@ -15,3 +16,5 @@ mod roles_link;
 #[path = "../support/mod.rs"]
 mod support;
 mod windows;
+#[path = "../support/ws.rs"]
+mod ws;

@@ -1,0 +1,277 @@
+//! Web API benchmark with a real load generator (`wrk`): a master and an
+//! edge in this process over real TLS on loopback, and three targets in
+//! the same run:
+//!
+//! - (a) exec on an edge-controlled module through the master's API
+//!   (API → link → edge runtime → link → API);
+//! - (b) the same exec on a module the master runs itself;
+//! - (c) a bare axum handler answering a constant (the HTTP floor).
+//!
+//! Each prints requests/s and p99 latency; the ratios compare them (target
+//! (a)/(b) ≥ 0.6). The module is `room.lua` answering `projectors()` with
+//! no device, so the figures are the API's and the link's, not a device's.
+//!
+//! Run: `cargo bench --bench api` (needs `wrk` on the PATH: `apt-get
+//! install -y wrk`). BENCH_SECS (default 10) per target, BENCH_CONNS
+//! (default 32) connections, BENCH_THREADS (default 1) wrk threads,
+//! BENCH_ONLY=a|b|c one target (for profiling).
+
+use std::path::Path;
+use std::time::Duration;
+
+use outpost::config::{Config, SecretString};
+use outpost::model::{ControlSystem, Module, index_document, new_id};
+use outpost::store::{Replicated, Store, StoreOptions};
+use uuid::Uuid;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn config(dir: &Path, name: &str) -> Config {
+    let certs = dir.join("certs");
+    Config {
+        data_dir: dir.join(name),
+        database_url: Some(format!(
+            "sqlite://{}",
+            dir.join(name).join("store.db").display()
+        )),
+        api_addr: "127.0.0.1:0".parse().unwrap(),
+        link_addr: "127.0.0.1:0".parse().unwrap(),
+        ca_cert: certs.join("ca.pem"),
+        tls_cert: certs.join("master.pem"),
+        tls_key: certs.join("master-key.pem"),
+        modules_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/modules").into(),
+        boot_wait_ms: 0,
+        log: "warn".into(),
+        ..Config::default()
+    }
+}
+
+fn room_module(name: &str) -> Module {
+    Module {
+        id: new_id(),
+        name: name.into(),
+        driver: "room.lua".into(),
+        uri: None,
+        settings: Default::default(),
+        enabled: true,
+    }
+}
+
+fn system(name: &str, edge_id: Option<Uuid>, module: &Module) -> ControlSystem {
+    ControlSystem {
+        id: new_id(),
+        name: name.into(),
+        description: String::new(),
+        edge_id,
+        module_ids: vec![module.id],
+        settings: Default::default(),
+    }
+}
+
+/// Copies the master's documents into the edge's replica, as the link's
+/// replication does, so the edge boots with its site.
+async fn seed_replica(master: &Config, edge: &Config) {
+    let master = Store::open(&StoreOptions::new(master.database_url()))
+        .await
+        .unwrap();
+    let replica = Store::open(&StoreOptions::new(edge.database_url()))
+        .await
+        .unwrap();
+    let mut cursor = replica.begin_replication(master.store_id()).await.unwrap();
+    loop {
+        let docs = master.changes_since(cursor, 500).await.unwrap();
+        let Some(last) = docs.last() else { break };
+        cursor = last.seq;
+        let batch: Vec<Replicated> = docs
+            .into_iter()
+            .map(|doc| Replicated {
+                refs: index_document(&doc.kind, &doc.body).unwrap().refs,
+                doc,
+            })
+            .collect();
+        replica.apply_replicated(&batch, cursor).await.unwrap();
+    }
+    replica.close().await;
+    master.close().await;
+}
+
+struct Figures {
+    rps: f64,
+    p99_ms: f64,
+    requests: u64,
+    errors: u64,
+}
+
+const SCRIPT: &str = r#"
+wrk.method = "POST"
+wrk.body = '{"method":"projectors"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer KEY"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d\n", summary.requests, summary.duration,
+    latency:percentile(99), e.connect + e.read + e.write + e.status + e.timeout))
+end
+"#;
+
+async fn wrk(script: &Path, url: &str) -> Figures {
+    let secs = env_u64("BENCH_SECS", 10);
+    let out = tokio::process::Command::new("wrk")
+        .arg(format!("-t{}", env_u64("BENCH_THREADS", 1)))
+        .arg(format!("-c{}", env_u64("BENCH_CONNS", 32)))
+        .arg(format!("-d{secs}s"))
+        .arg("--timeout")
+        .arg("10s")
+        .arg("-s")
+        .arg(script)
+        .arg(url)
+        .output()
+        .await
+        .expect("wrk runs (apt-get install -y wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no result from wrk: {text}"));
+    let n: Vec<u64> = line
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    Figures {
+        rps: n[0] as f64 / (n[1] as f64 / 1e6),
+        p99_ms: n[2] as f64 / 1e3,
+        requests: n[0],
+        errors: n[3],
+    }
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    outpost::certs::install_crypto_provider();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    outpost::certs::init_dev(
+        &dir.join("certs"),
+        &["localhost".into(), "127.0.0.1".into()],
+        false,
+    )
+    .unwrap();
+
+    let edge_module = room_module("Edge room");
+    let master_module = room_module("Master room");
+    let edge_id = new_id();
+    let site = outpost::admin::SiteFile {
+        edges: vec![
+            serde_json::from_value(serde_json::json!({"id": edge_id, "name": "Bench"})).unwrap(),
+        ],
+        systems: vec![
+            system("Edge room", Some(edge_id), &edge_module),
+            system("Master room", None, &master_module),
+        ],
+        modules: vec![edge_module.clone(), master_module.clone()],
+    };
+    let admin = "b".repeat(48);
+    let mut master_config = config(dir, "master");
+    master_config.admin_key = Some(SecretString::new(admin.clone()));
+    std::fs::create_dir_all(&master_config.data_dir).unwrap();
+    let store = Store::open(&StoreOptions::new(master_config.database_url()))
+        .await
+        .unwrap();
+    let report = outpost::admin::import(&store, &site, &Default::default())
+        .await
+        .unwrap();
+    let secret = report.secrets[0].2.expose().to_owned();
+    store.close().await;
+
+    let master = outpost::master::start(master_config.clone()).await.unwrap();
+    let mut edge_config = config(dir, "edge");
+    edge_config.edge_id = Some(edge_id);
+    edge_config.edge_secret = Some(SecretString::new(secret));
+    edge_config.masters = vec![master.link_addr.to_string()];
+    std::fs::create_dir_all(&edge_config.data_dir).unwrap();
+    seed_replica(&master_config, &edge_config).await;
+    let edge = outpost::edge::start(edge_config).await.unwrap();
+    for _ in 0..1000 {
+        if master.registry.peer(edge_id).is_some()
+            && edge.runtime.module_info(edge_module.id).is_some()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        master.registry.peer(edge_id).is_some(),
+        "the edge connected"
+    );
+
+    // The HTTP floor: the same server stack answering a constant.
+    let floor = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let floor_addr = floor.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(|| async { axum::Json(serde_json::json!({"result": []})) }),
+    );
+    tokio::spawn(async move { axum::serve(floor, app).await });
+
+    let script = dir.join("exec.lua");
+    std::fs::write(&script, SCRIPT.replace("KEY", &admin)).unwrap();
+    let m = master.api_addr;
+    let targets = [
+        (
+            "(a) exec, edge-controlled, through the master",
+            format!("http://{m}/api/v1/modules/{}/exec", edge_module.id),
+        ),
+        (
+            "(b) exec, master-controlled",
+            format!("http://{m}/api/v1/modules/{}/exec", master_module.id),
+        ),
+        ("(c) constant axum handler", format!("http://{floor_addr}/")),
+    ];
+    println!(
+        "wrk -t{} -c{} -d{}s per target",
+        env_u64("BENCH_THREADS", 1),
+        env_u64("BENCH_CONNS", 32),
+        env_u64("BENCH_SECS", 10)
+    );
+    // BENCH_ONLY=a (or b, c) runs one target, for profiling.
+    let only = std::env::var("BENCH_ONLY").ok();
+    let mut figures = Vec::new();
+    for (name, url) in &targets {
+        if only
+            .as_deref()
+            .is_some_and(|o| !name.starts_with(&format!("({o})")))
+        {
+            continue;
+        }
+        let f = wrk(&script, url).await;
+        println!(
+            "{name:<48} {:>9.0} req/s  p99 {:>7.2} ms  ({} requests, {} errors)",
+            f.rps, f.p99_ms, f.requests, f.errors
+        );
+        assert_eq!(f.errors, 0, "{name}: every request must succeed");
+        figures.push(f);
+    }
+    if figures.len() == 3 {
+        println!(
+            "ratios: (a)/(b) = {:.2} (target >= 0.6), (b)/(c) = {:.2}, (a)/(c) = {:.2}",
+            figures[0].rps / figures[1].rps,
+            figures[1].rps / figures[2].rps,
+            figures[0].rps / figures[2].rps
+        );
+    }
+    edge.stop().await;
+    master.stop().await;
+}

@@ -1,0 +1,168 @@
+//! A read cache for the documents every device call looks up (the caller's
+//! key, the module, the systems listing it, the edge location): without
+//! it, one exec costs five store round trips before it reaches a runtime.
+//!
+//! An entry is valid while no write has committed through this process
+//! since it was read (the store's commit watch) and for at most [`TTL`]:
+//! writes by another process (an `outpost admin import`) are seen within
+//! that time. Control state is cached the same way, invalidated by every
+//! change of controller committed through this process (the store's
+//! control broadcast).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, watch};
+use uuid::Uuid;
+
+use crate::model::Kind;
+use crate::store::{ControlRecord, ControlState, Document, Store, StoreError};
+
+/// The longest an entry is trusted without a commit through this process.
+pub const TTL: Duration = Duration::from_secs(2);
+/// Entries kept at most; beyond it the cache starts again empty.
+const MAX_ENTRIES: usize = 10_000;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    Get(Uuid),
+    Referencing(&'static str, Uuid),
+}
+
+struct ControlEntry {
+    generation: u64,
+    at: Instant,
+    state: Option<ControlState>,
+}
+
+/// Control states, valid until the next change of controller.
+struct ControlCache {
+    changes: broadcast::Receiver<ControlRecord>,
+    generation: u64,
+    entries: HashMap<Uuid, ControlEntry>,
+}
+
+impl ControlCache {
+    /// Notes any change of controller since the last look.
+    fn refresh(&mut self) {
+        loop {
+            match self.changes.try_recv() {
+                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                    self.generation += 1;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+struct Entry {
+    seq: i64,
+    at: Instant,
+    docs: Vec<Document>,
+}
+
+pub struct ReadCache {
+    commits: watch::Receiver<i64>,
+    entries: Mutex<HashMap<Key, Entry>>,
+    control: Mutex<ControlCache>,
+}
+
+impl ReadCache {
+    pub fn new(store: &Store) -> Self {
+        Self {
+            commits: store.subscribe_commits(),
+            entries: Mutex::new(HashMap::new()),
+            control: Mutex::new(ControlCache {
+                changes: store.subscribe_control(),
+                generation: 0,
+                entries: HashMap::new(),
+            }),
+        }
+    }
+
+    /// [`Store::control_state`], cached.
+    pub async fn control_state(
+        &self,
+        store: &Store,
+        edge_id: Uuid,
+    ) -> Result<Option<ControlState>, StoreError> {
+        let generation = {
+            let mut c = self.control.lock().expect("cache lock");
+            c.refresh();
+            if let Some(e) = c.entries.get(&edge_id)
+                && e.generation == c.generation
+                && e.at.elapsed() < TTL
+            {
+                return Ok(e.state);
+            }
+            c.generation
+        };
+        let state = store.control_state(edge_id).await?;
+        let mut c = self.control.lock().expect("cache lock");
+        if c.entries.len() >= MAX_ENTRIES {
+            c.entries.clear();
+        }
+        c.entries.insert(
+            edge_id,
+            ControlEntry {
+                generation,
+                at: Instant::now(),
+                state,
+            },
+        );
+        Ok(state)
+    }
+
+    fn cached(&self, key: Key, seq: i64) -> Option<Vec<Document>> {
+        let entries = self.entries.lock().expect("cache lock");
+        let e = entries.get(&key)?;
+        (e.seq == seq && e.at.elapsed() < TTL).then(|| e.docs.clone())
+    }
+
+    fn keep(&self, key: Key, seq: i64, docs: &[Document]) {
+        let mut entries = self.entries.lock().expect("cache lock");
+        if entries.len() >= MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(
+            key,
+            Entry {
+                seq,
+                at: Instant::now(),
+                docs: docs.to_vec(),
+            },
+        );
+    }
+
+    /// [`Store::get`], cached.
+    pub async fn get(&self, store: &Store, id: Uuid) -> Result<Option<Document>, StoreError> {
+        // The sequence number is taken before the read: a commit racing
+        // with it leaves an entry that is already stale.
+        let seq = *self.commits.borrow();
+        if let Some(mut docs) = self.cached(Key::Get(id), seq) {
+            return Ok(docs.pop());
+        }
+        let doc = store.get(id).await?;
+        self.keep(Key::Get(id), seq, doc.as_slice());
+        Ok(doc)
+    }
+
+    /// [`Store::referencing`], cached.
+    pub async fn referencing(
+        &self,
+        store: &Store,
+        kind: Kind,
+        target: Uuid,
+    ) -> Result<Vec<Document>, StoreError> {
+        let key = Key::Referencing(kind.as_str(), target);
+        let seq = *self.commits.borrow();
+        if let Some(docs) = self.cached(key, seq) {
+            return Ok(docs);
+        }
+        let docs = store.referencing(kind, target).await?;
+        self.keep(key, seq, &docs);
+        Ok(docs)
+    }
+}

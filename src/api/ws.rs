@@ -1,0 +1,704 @@
+//! The WebSocket `/api/v1/ws`: live module status, debug streams, and
+//! control and connection notices, pushed to the client as JSON messages.
+//!
+//! Authenticated like every route (`Authorization: Bearer <key>`); browsers
+//! cannot set that header on a WebSocket, so `?key=<key>` is accepted too.
+//!
+//! The client sends
+//! `{"op":"subscribe","id":1,"topic":"status","module":UUID,"key":"power"}`
+//! (`key` optional: every variable), `{"op":"subscribe","id":2,"topic":"debug","module":UUID}`
+//! (operators of the module's location), `{"op":"subscribe","id":3,"topic":"control"}`
+//! and `{"op":"unsubscribe","id":1}`. Every answer carries the
+//! subscription's `id` and a `type`: `subscribed`, `status` (first the
+//! current value or values, then each change), `debug`, `control` (a change
+//! of controller), `link` (an edge, or on an edge the master, connected or
+//! lost), `unsubscribed`, `error`.
+//!
+//! Where the data comes from: modules this process runs, its runtime; on a
+//! master, modules an edge runs, the edge's event pushes (status) and a
+//! debug subscription over the link (debug); control changes, the store's
+//! broadcast; connections, the master's link events or the edge's link.
+//!
+//! A slow client never slows the engine: each client has a bounded queue
+//! (`ws_queue`), producers never wait on it, and what does not fit is
+//! dropped and counted; the client then receives `{"type":"dropped","count":N}`.
+//! A graceful stop closes every socket with 1001 (going away).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::ApiState;
+use super::auth::{Caller, authenticate};
+use super::error::ApiError;
+use super::operations::{module_route, proxy, wire_to_api};
+use crate::config::Role;
+use crate::link::CallError;
+use crate::link::MasterEvent;
+use crate::proto::{EventBody, RequestBody, ResponseBody};
+
+/// The sockets of one API server: stopped together, waited for together.
+#[derive(Clone, Default)]
+pub struct Hub {
+    pub(super) stop: CancellationToken,
+    pub(super) tasks: TaskTracker,
+    /// WebSocket subscribers per edge-run module's debug stream: the link
+    /// subscription is cancelled when the last one leaves.
+    debug_refs: Arc<Mutex<HashMap<(Uuid, Uuid), usize>>>,
+}
+
+/// An edge connected to or left the master.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkNotice {
+    pub edge_id: Uuid,
+    pub connected: bool,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+}
+
+impl LinkNotice {
+    /// The notice for a link-up or link-lost event; `None` for others.
+    pub fn from_event(ev: &MasterEvent) -> Option<LinkNotice> {
+        let (edge_id, connected, at) = match ev {
+            MasterEvent::LinkUp { info, at, .. } => (info.edge_id, true, at),
+            MasterEvent::LinkLost { edge_id, at, .. } => (*edge_id, false, at),
+            _ => return None,
+        };
+        let at_ms = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Some(LinkNotice {
+            edge_id,
+            connected,
+            at_ms,
+        })
+    }
+}
+
+/// Messages waiting for one client before the excess is dropped, when no
+/// configuration says otherwise.
+const DEFAULT_QUEUE: usize = 256;
+/// How long a link request made for a subscription may take.
+const LINK_CALL: Duration = Duration::from_secs(10);
+/// How often a debug subscription whose edge link was lost looks for the
+/// next one.
+const RELINK_POLL: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+enum ClientMsg {
+    Subscribe {
+        id: u64,
+        topic: Topic,
+        #[serde(default)]
+        module: Option<Uuid>,
+        #[serde(default)]
+        key: Option<String>,
+    },
+    Unsubscribe {
+        id: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Topic {
+    Status,
+    Debug,
+    Control,
+}
+
+/// The client's queue, as producers see it: they never wait.
+#[derive(Clone)]
+struct Outbox {
+    tx: mpsc::Sender<String>,
+    dropped: Arc<AtomicU64>,
+    wake: Arc<Notify>,
+}
+
+impl Outbox {
+    /// Queues `msg`, or counts it dropped. False once the client is gone.
+    fn push(&self, msg: Value) -> bool {
+        match self.tx.try_send(msg.to_string()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.lost(1);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    fn lost(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    fn error(&self, id: u64, e: impl std::fmt::Display) {
+        self.push(json!({"type": "error", "id": id, "error": e.to_string()}));
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct WsQuery {
+    /// The API key, for clients that cannot set the `Authorization` header
+    /// (browsers). Prefer the header: URLs end up in proxies' logs.
+    pub key: Option<String>,
+}
+
+/// Live status, debug streams and control notices (WebSocket; see the
+/// module documentation for the messages).
+#[utoipa::path(get, path = "/api/v1/ws", tag = "live", params(WsQuery),
+    responses((status = 101, description = "Switching to the WebSocket protocol"), (status = 400), (status = 401)),
+    security(("bearer" = [])))]
+async fn ws(State(s): State<Arc<ApiState>>, mut parts: Parts) -> Result<Response, ApiError> {
+    let ip = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let header_key = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|k| k.trim().to_owned());
+    let query_key = axum::extract::Query::<WsQuery>::try_from_uri(&parts.uri)
+        .ok()
+        .and_then(|q| q.0.key);
+    let caller = authenticate(&s, ip, header_key.or(query_key).as_deref()).await?;
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &s).await {
+        Ok(u) => u,
+        Err(rejection) => return Ok(rejection.into_response()),
+    };
+    let hub = s.ws.clone();
+    Ok(upgrade.on_upgrade(move |socket| {
+        let task = hub.tasks.track_future(run(socket, s, caller));
+        async move {
+            task.await;
+        }
+    }))
+}
+
+/// One client: reads its requests, writes its queue, until it leaves or
+/// the server stops (then with a 1001 close frame).
+async fn run(socket: WebSocket, state: Arc<ApiState>, caller: Caller) {
+    let queue = state.ops.as_ref().map_or(DEFAULT_QUEUE, |o| o.ws_queue);
+    let (tx, mut rx) = mpsc::channel::<String>(queue);
+    let out = Outbox {
+        tx,
+        dropped: Arc::new(AtomicU64::new(0)),
+        wake: Arc::new(Notify::new()),
+    };
+    let conn = state.ws.stop.child_token();
+    let mut subs: HashMap<u64, CancellationToken> = HashMap::new();
+    let (mut sink, mut stream) = socket.split();
+    metrics::gauge!("outpost_ws_clients").increment(1.0);
+    loop {
+        tokio::select! {
+            () = conn.cancelled() => {
+                let close = Message::Close(Some(CloseFrame {
+                    code: close_code::AWAY,
+                    reason: "the server is shutting down".into(),
+                }));
+                let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close)).await;
+                break;
+            }
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    handle(&state, &caller, &out, &conn, &mut subs, text.as_str());
+                }
+                Some(Ok(Message::Binary(_))) => out.error(0, "messages are JSON text"),
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {} // ping/pong: answered by the library
+            },
+            Some(text) = rx.recv() => {
+                if flush_dropped(&out, &mut sink).await.is_err()
+                    || sink.send(Message::Text(text.into())).await.is_err()
+                {
+                    break;
+                }
+            }
+            () = out.wake.notified() => {
+                if flush_dropped(&out, &mut sink).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    conn.cancel();
+    metrics::gauge!("outpost_ws_clients").decrement(1.0);
+}
+
+async fn flush_dropped(
+    out: &Outbox,
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+) -> Result<(), axum::Error> {
+    let n = out.dropped.swap(0, Ordering::Relaxed);
+    if n == 0 {
+        return Ok(());
+    }
+    metrics::counter!("outpost_ws_dropped_total").increment(n);
+    sink.send(Message::Text(
+        json!({"type": "dropped", "count": n}).to_string().into(),
+    ))
+    .await
+}
+
+fn handle(
+    state: &Arc<ApiState>,
+    caller: &Caller,
+    out: &Outbox,
+    conn: &CancellationToken,
+    subs: &mut HashMap<u64, CancellationToken>,
+    text: &str,
+) {
+    let msg: ClientMsg = match serde_json::from_str(text) {
+        Ok(m) => m,
+        Err(e) => {
+            out.error(0, format!("cannot read the message: {e}"));
+            return;
+        }
+    };
+    match msg {
+        ClientMsg::Unsubscribe { id } => match subs.remove(&id) {
+            Some(token) => {
+                token.cancel();
+                out.push(json!({"type": "unsubscribed", "id": id}));
+            }
+            None => out.error(id, "no such subscription"),
+        },
+        ClientMsg::Subscribe {
+            id,
+            topic,
+            module,
+            key,
+        } => {
+            subs.retain(|_, t| !t.is_cancelled());
+            if subs.contains_key(&id) {
+                out.error(id, "a subscription with this id exists");
+                return;
+            }
+            let token = conn.child_token();
+            subs.insert(id, token.clone());
+            let sub = Sub {
+                id,
+                state: state.clone(),
+                caller: caller.clone(),
+                out: out.clone(),
+                token: token.clone(),
+            };
+            tokio::spawn(async move {
+                let result = match (topic, module) {
+                    (Topic::Status, Some(m)) => sub.status(m, key).await,
+                    (Topic::Debug, Some(m)) => sub.debug(m).await,
+                    (Topic::Control, _) => sub.control().await,
+                    (_, None) => Err(ApiError::BadRequest("this topic needs a module".into())),
+                };
+                if let Err(e) = result
+                    && !sub.token.is_cancelled()
+                {
+                    sub.out.error(sub.id, api_message(&e));
+                }
+                token.cancel();
+            });
+        }
+    }
+}
+
+/// The text a client sees for an API error (internal causes are logged).
+fn api_message(e: &ApiError) -> String {
+    match e {
+        ApiError::Internal(cause) => {
+            tracing::error!(%cause, "WebSocket subscription failed");
+            "internal error".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// One subscription of one client.
+struct Sub {
+    id: u64,
+    state: Arc<ApiState>,
+    caller: Caller,
+    out: Outbox,
+    token: CancellationToken,
+}
+
+enum Next<T> {
+    Item(T),
+    Lagged(u64),
+    End,
+}
+
+async fn next<T: Clone>(rx: &mut broadcast::Receiver<T>) -> Next<T> {
+    match rx.recv().await {
+        Ok(v) => Next::Item(v),
+        Err(broadcast::error::RecvError::Lagged(n)) => Next::Lagged(n),
+        Err(broadcast::error::RecvError::Closed) => Next::End,
+    }
+}
+
+/// Like [`next`], pending forever without a receiver.
+async fn next_opt<T: Clone>(rx: &mut Option<broadcast::Receiver<T>>) -> Next<T> {
+    match rx {
+        Some(r) => next(r).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The edge's link to its master changed: connected or not. Pending forever
+/// without one.
+async fn link_changed(rx: &mut Option<watch::Receiver<Option<crate::link::Peer>>>) -> bool {
+    match rx {
+        Some(r) => match r.changed().await {
+            Ok(()) => r.borrow_and_update().is_some(),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+impl Sub {
+    fn ops(&self) -> Result<&super::Ops, ApiError> {
+        self.state
+            .ops
+            .as_ref()
+            .ok_or_else(|| ApiError::Unavailable("no module runtime in this process".into()))
+    }
+
+    fn send(&self, mut msg: Value) -> bool {
+        msg["id"] = json!(self.id);
+        self.out.push(msg)
+    }
+
+    fn status_msg(&self, module: Uuid, key: &str, value: Value) -> Value {
+        json!({"type": "status", "module": module, "key": key, "value": value})
+    }
+
+    /// The current value (one key) or values, as the first message.
+    fn current(
+        &self,
+        module: Uuid,
+        key: Option<&str>,
+        values: serde_json::Map<String, Value>,
+    ) -> bool {
+        match key {
+            Some(k) => {
+                let v = values.get(k).cloned().unwrap_or(Value::Null);
+                self.send(self.status_msg(module, k, v))
+            }
+            None => self.send(json!({"type": "status", "module": module, "values": values})),
+        }
+    }
+
+    async fn status(&self, module: Uuid, key: Option<String>) -> Result<(), ApiError> {
+        let (_, route) = module_route(&self.state, module).await?;
+        let ops = self.ops()?;
+        if route.local(self.state.role) {
+            // Subscribe first, then read: no change falls between the two.
+            let mut rx = ops
+                .runtime
+                .subscribe_status(module)
+                .map_err(|e| ApiError::NotFound(e.to_string()))?;
+            let values = ops
+                .runtime
+                .status(module)
+                .map_err(|e| ApiError::NotFound(e.to_string()))?;
+            self.send(json!({"type": "subscribed"}));
+            self.current(module, key.as_deref(), values);
+            loop {
+                let ev = tokio::select! {
+                    () = self.token.cancelled() => return Ok(()),
+                    ev = next(&mut rx) => ev,
+                };
+                match ev {
+                    Next::Item(c) if key.as_ref().is_none_or(|k| *k == c.key) => {
+                        if !self.send(self.status_msg(module, &c.key, c.value)) {
+                            return Ok(());
+                        }
+                    }
+                    Next::Item(_) => {}
+                    Next::Lagged(n) => {
+                        self.out.lost(n);
+                        if let Ok(values) = ops.runtime.status(module) {
+                            self.current(module, key.as_deref(), values);
+                        }
+                    }
+                    Next::End => {
+                        return Err(ApiError::Unavailable("the module was unloaded".into()));
+                    }
+                }
+            }
+        }
+        let (Role::Master, Some(location), Some(feed)) = (
+            self.state.role,
+            route.location.as_ref(),
+            ops.edge_status.as_ref(),
+        ) else {
+            return Err(ApiError::Unavailable(
+                "this module runs elsewhere: subscribe on the master's API".into(),
+            ));
+        };
+        let edge = location.id;
+        let mut rx = feed.subscribe();
+        let answer = proxy(
+            &self.state,
+            &route,
+            RequestBody::Status {
+                module: module.to_string(),
+                key: None,
+            },
+            LINK_CALL,
+        )
+        .await?;
+        let ResponseBody::Status { values } = answer else {
+            return Err(ApiError::Internal(format!(
+                "unexpected answer to status: {answer:?}"
+            )));
+        };
+        self.send(json!({"type": "subscribed", "answered_by": "edge"}));
+        self.current(module, key.as_deref(), values);
+        loop {
+            let ev = tokio::select! {
+                () = self.token.cancelled() => return Ok(()),
+                ev = next(&mut rx) => ev,
+            };
+            match ev {
+                Next::Item((e, c))
+                    if e == edge
+                        && c.module == module
+                        && key.as_ref().is_none_or(|k| *k == c.key) =>
+                {
+                    if !self.send(self.status_msg(module, &c.key, c.value)) {
+                        return Ok(());
+                    }
+                }
+                Next::Item(_) => {}
+                Next::Lagged(n) => self.out.lost(n),
+                Next::End => return Ok(()),
+            }
+        }
+    }
+
+    async fn debug(&self, module: Uuid) -> Result<(), ApiError> {
+        let (_, route) = module_route(&self.state, module).await?;
+        // Debug streams show raw device traffic: operators of the location.
+        self.caller.require_operator(route.location.as_ref())?;
+        let ops = self.ops()?;
+        if route.local(self.state.role) {
+            let mut rx = ops
+                .runtime
+                .debug_stream(module)
+                .map_err(|e| ApiError::NotFound(e.to_string()))?;
+            self.send(json!({"type": "subscribed"}));
+            loop {
+                let ev = tokio::select! {
+                    () = self.token.cancelled() => return Ok(()),
+                    ev = next(&mut rx) => ev,
+                };
+                match ev {
+                    Next::Item(ev) => {
+                        let (level, message) = match ev {
+                            crate::runtime::DebugEvent::Log { level, message, .. } => {
+                                (format!("{level:?}").to_lowercase(), message)
+                            }
+                            crate::runtime::DebugEvent::Rx { data, .. } => ("rx".into(), data),
+                            crate::runtime::DebugEvent::Tx { data, .. } => ("tx".into(), data),
+                        };
+                        if !self.send(json!({"type": "debug", "module": module, "level": level, "message": message})) {
+                            return Ok(());
+                        }
+                    }
+                    Next::Lagged(n) => self.out.lost(n),
+                    Next::End => {
+                        return Err(ApiError::Unavailable("the module was unloaded".into()));
+                    }
+                }
+            }
+        }
+        let (Role::Master, Some(location), Some(events), Some(registry)) = (
+            self.state.role,
+            route.location.as_ref(),
+            ops.edge_events.as_ref(),
+            ops.registry.as_ref(),
+        ) else {
+            return Err(ApiError::Unavailable(
+                "this module runs elsewhere: subscribe on the master's API".into(),
+            ));
+        };
+        let edge = location.id;
+        let Some(mut peer) = registry.peer(edge) else {
+            return Err(ApiError::Unavailable(format!(
+                "edge location '{}' ({edge}) controls this and is not connected",
+                location.name
+            )));
+        };
+        let mut rx = events.subscribe();
+        let module_text = module.to_string();
+        let subscribe = RequestBody::DebugSubscribe {
+            module: module_text.clone(),
+        };
+        self.retain_debug(edge, module);
+        let mut first = true;
+        let result = 'link: loop {
+            // Subscribe on this link; a reconnected edge forgot the old one.
+            match peer.request(subscribe.clone(), LINK_CALL).await {
+                Ok(_) if first => {
+                    self.send(json!({"type": "subscribed", "answered_by": "edge"}));
+                }
+                Ok(_) => {
+                    self.send(json!({"type": "debug", "module": module, "level": "warn",
+                        "message": "the link to the edge is back; the debug stream resumes"}));
+                }
+                Err(CallError::Remote(w)) if first => break Err(wire_to_api(w)),
+                Err(e) if first => {
+                    break Err(ApiError::Unavailable(format!(
+                        "cannot subscribe at the edge: {e}"
+                    )));
+                }
+                Err(_) => {}
+            }
+            first = false;
+            loop {
+                let ev = tokio::select! {
+                    () = self.token.cancelled() => break 'link Ok(()),
+                    () = peer.closed() => break,
+                    ev = next(&mut rx) => ev,
+                };
+                match ev {
+                    Next::Item((
+                        e,
+                        EventBody::Debug {
+                            module: m,
+                            level,
+                            message,
+                        },
+                    )) if e == edge && m == module_text => {
+                        if !self.send(json!({"type": "debug", "module": module, "level": level, "message": message})) {
+                            break 'link Ok(());
+                        }
+                    }
+                    Next::Item(_) => {}
+                    Next::Lagged(n) => self.out.lost(n),
+                    Next::End => break 'link Ok(()),
+                }
+            }
+            self.send(json!({"type": "debug", "module": module, "level": "warn",
+                "message": "the link to the edge was lost; waiting for it to come back"}));
+            // Wait for the edge's next link.
+            let old = peer.meta().session;
+            peer = loop {
+                tokio::select! {
+                    () = self.token.cancelled() => break 'link Ok(()),
+                    () = tokio::time::sleep(RELINK_POLL) => {}
+                }
+                if let Some(p) = registry.peer(edge)
+                    && p.meta().session != old
+                    && !p.is_closed()
+                {
+                    break p;
+                }
+            };
+        };
+        if self.release_debug(edge, module) && !peer.is_closed() {
+            // The last watcher left: stop the edge's forwarding.
+            tokio::spawn(async move {
+                let _ = peer
+                    .request(
+                        RequestBody::DebugUnsubscribe {
+                            module: module_text,
+                        },
+                        LINK_CALL,
+                    )
+                    .await;
+            });
+        }
+        result
+    }
+
+    fn retain_debug(&self, edge: Uuid, module: Uuid) {
+        let mut refs = self.state.ws.debug_refs.lock().expect("debug refs lock");
+        *refs.entry((edge, module)).or_default() += 1;
+    }
+
+    /// True when this was the last watcher.
+    fn release_debug(&self, edge: Uuid, module: Uuid) -> bool {
+        let mut refs = self.state.ws.debug_refs.lock().expect("debug refs lock");
+        match refs.get_mut(&(edge, module)) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            _ => {
+                refs.remove(&(edge, module));
+                true
+            }
+        }
+    }
+
+    async fn control(&self) -> Result<(), ApiError> {
+        let mut control = self.state.store.subscribe_control();
+        let ops = self.state.ops.as_ref();
+        let mut links = ops.and_then(|o| o.links.as_ref()).map(|l| l.subscribe());
+        let mut master = ops.and_then(|o| o.master.clone());
+        self.send(json!({"type": "subscribed"}));
+        loop {
+            let msg = tokio::select! {
+                () = self.token.cancelled() => return Ok(()),
+                ev = next(&mut control) => match ev {
+                    Next::Item(r) => json!({
+                        "type": "control",
+                        "edge_id": r.edge_id,
+                        "epoch": r.epoch,
+                        "from": r.from.map(crate::control::Side::as_str),
+                        "to": r.to.as_str(),
+                        "reason": r.reason.as_str(),
+                        "at_ms": r.at_ms,
+                    }),
+                    Next::Lagged(n) => { self.out.lost(n); continue }
+                    Next::End => return Ok(()),
+                },
+                ev = next_opt(&mut links) => match ev {
+                    Next::Item(n) => json!({
+                        "type": "link",
+                        "edge_id": n.edge_id,
+                        "connected": n.connected,
+                        "at_ms": n.at_ms,
+                    }),
+                    Next::Lagged(n) => { self.out.lost(n); continue }
+                    Next::End => { links = None; continue }
+                },
+                connected = link_changed(&mut master) => json!({
+                    "type": "link",
+                    "peer": "master",
+                    "connected": connected,
+                }),
+            };
+            if !self.send(msg) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new().routes(routes!(ws))
+}
