@@ -16,7 +16,6 @@
 //! Run: `cargo bench --bench control` (BENCH_RUNS, default 5).
 
 #[path = "../tests/support/roles.rs"]
-#[allow(dead_code)]
 mod roles;
 
 use std::time::{Duration, Instant};
@@ -125,7 +124,10 @@ async fn bench(runs: usize) {
     let mut overlaps = 0usize;
     for run in 0..=runs {
         // Hand-back at the window of day `run`.
-        wait("the edge to connect", 60, || master.registry.peer(edge_id).is_some()).await;
+        wait("the edge to connect", 60, || {
+            master.registry.peer(edge_id).is_some()
+        })
+        .await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         for s in &sims {
             s.reset_max_connections();

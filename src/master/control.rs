@@ -87,6 +87,8 @@ struct Shared {
     /// Every location's control state as this master last wrote or read
     /// it (epoch checks on link requests read it without a query).
     states: RwLock<HashMap<Uuid, ControlState>>,
+    /// Takeovers scheduled, by location (clock ms).
+    due: RwLock<HashMap<Uuid, i64>>,
 }
 
 /// A handle on the master's control loop.
@@ -112,6 +114,7 @@ impl Control {
             tasks,
             actors: Mutex::new(HashMap::new()),
             states: RwLock::new(HashMap::new()),
+            due: RwLock::new(HashMap::new()),
         }))
     }
 
@@ -204,6 +207,12 @@ impl Control {
             .expect("states lock")
             .get(&edge_id)
             .copied()
+    }
+
+    /// When the master will take a lost location over (clock ms), if a
+    /// takeover is scheduled.
+    pub fn takeover_due(&self, edge_id: Uuid) -> Option<i64> {
+        self.0.due.read().expect("due lock").get(&edge_id).copied()
     }
 
     /// Refuses a request from `edge_id`'s link that carries an epoch other
@@ -301,6 +310,15 @@ impl Location {
             .copied()
     }
 
+    fn set_due(&mut self, at: Option<i64>) {
+        self.failover_at = at;
+        let mut due = self.sh.due.write().expect("due lock");
+        match at {
+            Some(at) => due.insert(self.id, at),
+            None => due.remove(&self.id),
+        };
+    }
+
     fn holds(&self) -> bool {
         self.state().is_some_and(|s| s.controller == Side::Master)
     }
@@ -340,7 +358,7 @@ impl Location {
     async fn on(&mut self, msg: Msg) {
         match msg {
             Msg::LinkUp { peer } => {
-                self.failover_at = None;
+                self.set_due(None);
                 self.retry_at = None;
                 self.link = Some(peer.clone());
                 self.negotiate(&peer).await;
@@ -363,7 +381,7 @@ impl Location {
                     Some(l) if l.failover => {
                         let at = self.sh.clock.now_ms() + l.failover_timeout_ms as i64;
                         tracing::info!(edge = %self.id, timeout_ms = l.failover_timeout_ms, "takeover scheduled unless the edge returns");
-                        self.failover_at = Some(at);
+                        self.set_due(Some(at));
                     }
                     Some(_) => {
                         tracing::info!(edge = %self.id, "failover is off for this location: the master will not take over")
@@ -395,7 +413,7 @@ impl Location {
     async fn on_timer(&mut self) {
         let now = self.sh.clock.now_ms();
         if self.failover_at.is_some_and(|t| t <= now) {
-            self.failover_at = None;
+            self.set_due(None);
             if self.link.is_none() && !self.holds() {
                 self.take_over(Reason::FailoverTimeout).await;
             }

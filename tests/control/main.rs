@@ -6,9 +6,9 @@ mod epochs;
 mod failover;
 #[path = "../support/http.rs"]
 mod http;
+mod live_api;
 #[path = "../support/proxy.rs"]
 mod proxy;
-mod live_api;
 #[path = "../support/roles.rs"]
 mod roles;
 mod roles_api;

@@ -251,6 +251,9 @@ impl EdgeProcess {
     /// What the process logged (for failure messages).
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
 /// A master or an edge on a tokio runtime of its own, so that a test can
 /// kill it: [`Killable::kill`] drops every task of that runtime where it
 /// stands (no graceful stop, no flush, open transactions rolled back as the
