@@ -46,6 +46,7 @@ const ADOPT_STATE: &str = "INSERT INTO control_state (edge_id, controller, epoch
      SET controller = excluded.controller, epoch = excluded.epoch, since_ms = excluded.since_ms \
      WHERE control_state.epoch < excluded.epoch \
         OR (control_state.epoch = excluded.epoch AND control_state.controller <> excluded.controller)";
+const LOG_HAS_EPOCH: &str = "SELECT epoch FROM control_log WHERE edge_id = $1 AND epoch = $2";
 const LOG_PAGE: &str = "SELECT id, edge_id, epoch, from_side, to_side, reason, at_ms FROM control_log \
      WHERE edge_id = $1 AND epoch < $2 ORDER BY epoch DESC LIMIT $3";
 
@@ -226,13 +227,11 @@ impl Store {
             };
             // One record per epoch: a repeated epoch (said again after a
             // lost answer) keeps the first.
-            let exists: Option<i64> = sqlx::query_scalar(
-                "SELECT epoch FROM control_log WHERE edge_id = $1 AND epoch = $2",
-            )
-            .bind(&id_text)
-            .bind(epoch)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let exists: Option<i64> = sqlx::query_scalar(LOG_HAS_EPOCH)
+                .bind(&id_text)
+                .bind(epoch)
+                .fetch_optional(&mut *tx)
+                .await?;
             if exists.is_none() {
                 sqlx::query(INSERT_LOG)
                     .bind(record.id.to_string())
