@@ -82,7 +82,7 @@ async fn websocket_follows_an_edge_run_projector_through_the_master() {
         .await
         .unwrap();
     eventually(10, "the edge to connect", async || {
-        master.registry.peer(edge_id).is_some()
+        master.registry.peer(edge_id).is_some() && edge.control.is_running().await
     })
     .await;
     eventually(10, "the projector to connect", async || {
@@ -329,7 +329,7 @@ async fn driver_reload_and_repository_routes_follow_the_role_matrix() {
     })
     .await;
     eventually(10, "the edge to run the room", async || {
-        edge.runtime.module_info(room).is_some()
+        edge.runtime.module_info(room).is_some() && edge.control.is_running().await
     })
     .await;
 
@@ -472,7 +472,7 @@ async fn an_edge_proxies_or_redirects_calls_on_modules_the_master_controls() {
     let edge_config = site.edge_config(edge_id, &secret, master.link_addr);
     let edge = outpost::edge::start(edge_config.clone()).await.unwrap();
     eventually(10, "the edge to connect", async || {
-        master.registry.peer(edge_id).is_some()
+        master.registry.peer(edge_id).is_some() && edge.control.is_running().await
     })
     .await;
     // The edge runs its room: answered there (and its route is cached).

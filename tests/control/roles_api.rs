@@ -76,7 +76,7 @@ async fn exec_through_the_master_api_reaches_the_edge_controlled_projector() {
         .await
         .unwrap();
     eventually(10, "the edge to connect", async || {
-        master.registry.peer(edge_id).is_some()
+        master.registry.peer(edge_id).is_some() && edge.control.is_running().await
     })
     .await;
     eventually(10, "the projector to connect", async || {

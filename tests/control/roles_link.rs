@@ -53,7 +53,7 @@ async fn master_drives_an_edge_module_over_the_link() {
         .unwrap();
 
     eventually(10, "the edge to connect", async || {
-        master.registry.peer(edge_id).is_some()
+        master.registry.peer(edge_id).is_some() && edge.control.is_running().await
     })
     .await;
     eventually(10, "the edge's projector to connect", async || {
