@@ -134,7 +134,7 @@ impl ModuleRequests {
 
 /// Logs an internal failure and answers without its details.
 pub fn internal(e: impl std::error::Error) -> WireError {
-    tracing::error!(error = %crate::boot::describe(&e), "link request failed");
+    tracing::error!(error = %crate::util::describe(&e), "link request failed");
     WireError::failed("internal error (see this side's log)")
 }
 

@@ -208,18 +208,6 @@ pub async fn open_store(config: &crate::config::Config) -> Result<Store, RunErro
     Ok(store)
 }
 
-/// One line: an error and its causes.
-pub fn describe(e: &dyn std::error::Error) -> String {
-    let mut line = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        line.push_str(": ");
-        line.push_str(&s.to_string());
-        source = s.source();
-    }
-    line
-}
-
 /// A graceful stop of a role, in the order that releases what it holds:
 /// the API drains its requests, links close (their tasks are waited for, up
 /// to `grace`), modules unload (drivers' `on_unload` run and devices are

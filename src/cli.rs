@@ -145,7 +145,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("cannot start the tokio runtime")
 }
 
-use crate::boot::describe as report;
+use crate::util::describe as report;
 
 fn run_role(file: Option<PathBuf>, role: Role) -> ExitCode {
     let config = match load_config(file, role) {

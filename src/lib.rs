@@ -34,6 +34,8 @@
 //!   and event log sync.
 //! - [`answer`]: exec, status and debug requests answered on the local
 //!   runtime, the same for both roles.
+//! - [`util`]: one place for the small helpers every layer uses (an error's
+//!   causes on one line, wall-clock milliseconds).
 //! - [`cli`]: the `outpost` command line; `main.rs` only calls it. [`http`]:
 //!   the tiny HTTP client its `admin restore` uses.
 //!
@@ -68,3 +70,4 @@ pub mod secret;
 pub mod shutdown;
 pub mod sim;
 pub mod store;
+pub mod util;

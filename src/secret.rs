@@ -25,7 +25,7 @@ impl EdgeSecret {
         SystemRandom::new()
             .fill(&mut bytes)
             .expect("the system random number generator failed");
-        Self(hex(&bytes))
+        Self(hex::encode(&bytes))
     }
 
     /// Wraps a secret given by the operator (configuration, import file).
@@ -86,16 +86,6 @@ impl std::fmt::Debug for LinkKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("LinkKey(<redacted>)")
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
 }
 
 #[cfg(test)]

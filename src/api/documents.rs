@@ -527,7 +527,7 @@ pub async fn rotate_secret(
             crate::admin::AdminError::NoSuchEdge(id) => {
                 ApiError::NotFound(format!("no edge with id {id}"))
             }
-            other => ApiError::Internal(crate::boot::describe(&other)),
+            other => ApiError::Internal(crate::util::describe(&other)),
         })?;
     Ok(Json(SecretOut {
         id,

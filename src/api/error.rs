@@ -68,7 +68,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { .. } | StoreError::EpochConflict { .. } => {
                 ApiError::Conflict(e.to_string())
             }
-            other => ApiError::Internal(crate::boot::describe(&other)),
+            other => ApiError::Internal(crate::util::describe(&other)),
         }
     }
 }

@@ -341,7 +341,7 @@ pub async fn start(
         Err(BootstrapError::Short) => {
             return Err(ConfigError::new("admin_key", BootstrapError::Short.to_string()).into());
         }
-        Err(e) => return Err(ConfigError::new("data_dir", crate::boot::describe(&e)).into()),
+        Err(e) => return Err(ConfigError::new("data_dir", crate::util::describe(&e)).into()),
     }
     let validation = match ValidationContext::with_modules_dir(&config.modules_dir) {
         Ok(v) => v,

@@ -194,7 +194,7 @@ async fn edge_repository(
         RepoError::BadCommit(c) => {
             ApiError::BadRequest(format!("no commit '{c}' in the repository"))
         }
-        other => ApiError::Upstream(crate::boot::describe(&other)),
+        other => ApiError::Upstream(crate::util::describe(&other)),
     })?;
     tracing::info!(edge = %id, %commit, op = ?op, "driver repository moved; syncing the edge");
     let answer = peer

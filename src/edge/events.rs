@@ -32,13 +32,6 @@ pub struct EventSync {
     pub wake: Notify,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 impl EventSync {
     /// Records every status change, finished exec and driver error of the
     /// runtime until `stop`.
@@ -80,7 +73,7 @@ impl EventSync {
         Event {
             id: Uuid::now_v7(),
             edge_id: self.edge_id,
-            at_ms: now_ms(),
+            at_ms: crate::util::unix_ms(),
             module_id,
             kind,
             key,

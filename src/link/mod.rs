@@ -84,8 +84,3 @@ pub(crate) fn tune_socket(stream: &tokio::net::TcpStream, timing: &LinkTiming) {
         .with_interval(timing.heartbeat.max(Duration::from_secs(1)));
     let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&ka);
 }
-
-/// Milliseconds since the Unix epoch, for event timestamps.
-pub fn now() -> std::time::SystemTime {
-    std::time::SystemTime::now()
-}

@@ -381,7 +381,7 @@ pub fn object_id(data: &[u8], hex_len: usize) -> Option<String> {
     ctx.update(format!("blob {}\0", data.len()).as_bytes());
     ctx.update(data);
     let d = ctx.finish();
-    Some(d.as_ref().iter().map(|b| format!("{b:02x}")).collect())
+    Some(hex::encode(d.as_ref()))
 }
 
 async fn write_atomic(path: &Path, data: &[u8], executable: bool) -> Result<(), RepoError> {

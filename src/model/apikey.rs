@@ -48,7 +48,7 @@ impl ApiKey {
             name: name.to_owned(),
             user: user.to_owned(),
             role,
-            hash: hex(digest::digest(&digest::SHA256, key.as_bytes()).as_ref()),
+            hash: hex::encode(digest::digest(&digest::SHA256, key.as_bytes()).as_ref()),
         }
     }
 
@@ -62,7 +62,7 @@ impl ApiKey {
 
     /// Does `key` hash to this document's hash? Constant-time.
     pub fn matches(&self, key: &str) -> bool {
-        let got = hex(digest::digest(&digest::SHA256, key.as_bytes()).as_ref());
+        let got = hex::encode(digest::digest(&digest::SHA256, key.as_bytes()).as_ref());
         got.len() == self.hash.len()
             && got
                 .bytes()
@@ -75,10 +75,6 @@ impl ApiKey {
     pub fn generate() -> String {
         crate::secret::EdgeSecret::generate().expose().to_owned()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Doc for ApiKey {

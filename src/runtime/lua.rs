@@ -594,7 +594,7 @@ fn install_api(lua: &Lua, h: &Host) -> mlua::Result<()> {
         "md5_hex",
         lua.create_function(|_, s: mlua::String| {
             let d = Md5::digest(s.as_bytes().as_ref());
-            Ok(d.iter().map(|b| format!("{b:02x}")).collect::<String>())
+            Ok(hex::encode(d))
         })?,
     )?;
 

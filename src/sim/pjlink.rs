@@ -234,7 +234,7 @@ impl super::Served for Inner {
 
 fn digest(random: &str, password: &str) -> String {
     let d = Md5::digest(format!("{random}{password}").as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(d)
 }
 
 async fn serve(stream: TcpStream, inner: &Inner) -> std::io::Result<()> {

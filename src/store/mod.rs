@@ -484,7 +484,7 @@ impl Store {
                         sqlx::query(sql::UPSERT_CREDENTIAL)
                             .bind(id.to_string())
                             .bind(link_key.as_slice())
-                            .bind(now_ms())
+                            .bind(crate::util::unix_ms())
                             .execute(&mut *tx)
                             .await?;
                     }
@@ -672,13 +672,6 @@ fn conflict(id: Uuid, expected: Expect, actual: Option<(i64, bool)>) -> StoreErr
         expected,
         actual: actual.filter(|(_, deleted)| !deleted).map(|(r, _)| r),
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Each backend's migrations, in order; a migration is never edited once

@@ -1,0 +1,11 @@
+//! Wall-clock time for timestamps that are only ever displayed or stored.
+//! Timers and deadlines that decide behaviour read `control::Clock` instead,
+//! so tests can move them by hand.
+
+/// Milliseconds since the Unix epoch; 0 for a clock set before 1970.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
