@@ -25,7 +25,7 @@ impl EdgeSecret {
         SystemRandom::new()
             .fill(&mut bytes)
             .expect("the system random number generator failed");
-        Self(hex::encode(&bytes))
+        Self(hex::encode(bytes))
     }
 
     /// Wraps a secret given by the operator (configuration, import file).
