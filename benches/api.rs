@@ -16,6 +16,14 @@
 //! (default 32) connections, BENCH_THREADS (default 1) wrk threads,
 //! BENCH_ONLY=a|b|c one target (for profiling).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    missing_debug_implementations,
+    reason = "tests and benchmarks fail loudly by design, and their items are not an API"
+)]
+
 use std::path::Path;
 use std::time::Duration;
 

@@ -15,6 +15,14 @@
 //!
 //! Run: `cargo bench --bench control` (BENCH_RUNS, default 5).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    missing_debug_implementations,
+    reason = "tests and benchmarks fail loudly by design, and their items are not an API"
+)]
+
 #[path = "../tests/support/roles.rs"]
 mod roles;
 
@@ -93,7 +101,6 @@ async fn bench(runs: usize) {
     site.seed_replica(room.edge_id).await;
     let clock = Clock::manual(T0);
     let master_config = outpost::config::Config {
-        clock: clock.clone(),
         // Hand-overs follow each other quickly here; a flapping link is
         // not what this measures.
         max_control_changes_per_minute: 0,
@@ -101,7 +108,9 @@ async fn bench(runs: usize) {
         ..site.master_config()
     };
     let dead_after = master_config.dead_after_ms as f64;
-    let master = outpost::master::start(master_config).await.unwrap();
+    let master = outpost::master::start_with_clock(master_config, clock.clone())
+        .await
+        .unwrap();
     let edge_config = outpost::config::Config {
         reconnect_ms: 500,
         ..site.edge_config(room.edge_id, &room.secret, master.link_addr)

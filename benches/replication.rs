@@ -18,6 +18,14 @@
 //! 100000), BENCH_CHANGES (3000), BENCH_EVENTS (1000000),
 //! BENCH_SYNC_BATCH (1000).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    missing_debug_implementations,
+    reason = "tests and benchmarks fail loudly by design, and their items are not an API"
+)]
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

@@ -13,6 +13,14 @@
 //! Run: `cargo bench --bench runtime` (env `BENCH_MODULES` changes the
 //! module count, `BENCH_EXECS` the exec count).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    missing_debug_implementations,
+    reason = "tests and benchmarks fail loudly by design, and their items are not an API"
+)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -10,6 +10,14 @@
 //! Run: `cargo bench --bench store` (sizes: BENCH_DOCS, default 100000;
 //! BENCH_SINGLE_DOCS for one-per-transaction inserts, default 20000).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    missing_debug_implementations,
+    reason = "tests and benchmarks fail loudly by design, and their items are not an API"
+)]
+
 use std::time::{Duration, Instant};
 
 use outpost::model::{ControlSystem, EdgeLocation, Module, new_id};

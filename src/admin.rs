@@ -182,6 +182,10 @@ pub async fn export(store: &Store) -> Result<String, AdminError> {
         systems: catalog.systems.into_values().collect(),
         modules: catalog.modules.into_values().collect(),
     };
+    #[allow(
+        clippy::expect_used,
+        reason = "documents are serde structs with string keys: serialising them cannot fail"
+    )]
     let mut text = serde_json::to_string_pretty(&site).expect("documents always serialise");
     text.push('\n');
     Ok(text)

@@ -1,5 +1,5 @@
 //! Boot plans: what a master or an edge loads at start, in the order of the
-//! original design (`shared/seeds/001_*`).
+//! original ACA Engine edge design.
 //!
 //! Master: (1) all edge locations, (2) the systems of edges, (3) the set of
 //! edge-owned modules, (4) every other module, which the master runs itself.
@@ -104,7 +104,8 @@ pub async fn plan_master(store: &Store) -> Result<MasterPlan, BootError> {
     let known: HashSet<Uuid> = edges.iter().map(|e| e.id).collect();
     let mut edge_modules = HashMap::new();
     for system in &edge_systems {
-        let edge = system.edge_id.expect("selected by owner");
+        // Selected by owner, so every one has an edge id.
+        let Some(edge) = system.edge_id else { continue };
         if !known.contains(&edge) {
             tracing::warn!(system = %system.id, %edge, "system belongs to an edge location that does not exist; its modules stay unloaded");
         }
@@ -213,14 +214,14 @@ pub async fn open_store(config: &crate::config::Config) -> Result<Store, RunErro
 /// to `grace`), modules unload (drivers' `on_unload` run and devices are
 /// released), and the store closes.
 pub(crate) async fn graceful_stop(
-    api: crate::api::RunningApi,
+    api_drained: impl std::future::Future<Output = ()>,
     stop: tokio_util::sync::CancellationToken,
     tasks: tokio_util::task::TaskTracker,
     runtime: &crate::runtime::Runtime,
     store: &Store,
     grace: std::time::Duration,
 ) {
-    api.stop(grace).await;
+    api_drained.await;
     stop.cancel();
     tasks.close();
     if tokio::time::timeout(grace, tasks.wait()).await.is_err() {

@@ -138,6 +138,10 @@ fn init_logging(config: &Config) {
         .try_init();
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "without a runtime nothing can run; the panic message says why"
+)]
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

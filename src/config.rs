@@ -156,11 +156,6 @@ pub struct Config {
     pub ws_queue: usize,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `outpost=debug`.
     pub log: String,
-    /// The clock control decisions read (windows, failover deadlines, the
-    /// hold-down). Not a setting: tests and benchmarks put a manual clock
-    /// here.
-    #[serde(skip)]
-    pub clock: crate::control::Clock,
 }
 
 impl Default for Config {
@@ -197,7 +192,6 @@ impl Default for Config {
             redirect_to_master: false,
             ws_queue: 256,
             log: "info".into(),
-            clock: crate::control::Clock::system(),
         }
     }
 }
@@ -478,7 +472,10 @@ mod tests {
     use super::*;
 
     // figment's Jail API returns figment's own (large) error type.
-    #[allow(clippy::result_large_err)]
+    #[allow(
+        clippy::result_large_err,
+        reason = "figment's Jail API returns figment's own error type"
+    )]
     fn load(
         toml: Option<&str>,
         env: &[(&str, &str)],

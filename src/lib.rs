@@ -32,7 +32,7 @@
 //!   (one task per location: negotiation, takeover, windows, restore) and
 //!   the edge's side of it (report, obey, autonomy); the edge's replica sync
 //!   and event log sync.
-//! - [`answer`]: exec, status and debug requests answered on the local
+//! - [`local_ops`]: exec, status and debug requests answered on the local
 //!   runtime, the same for both roles.
 //! - [`util`]: one place for the small helpers every layer uses (an error's
 //!   causes on one line, wall-clock milliseconds).
@@ -48,11 +48,7 @@
 //! master's per-location task → store (epoch, audit log) → link
 //! (`control_assume` / `control_release`) → the edge's runtime.
 
-#![forbid(unsafe_code)]
-#![warn(clippy::await_holding_lock)]
-
 pub mod admin;
-pub mod answer;
 pub mod api;
 pub mod boot;
 pub mod certs;
@@ -62,6 +58,7 @@ pub mod control;
 pub mod edge;
 pub mod http;
 pub mod link;
+pub mod local_ops;
 pub mod master;
 pub mod model;
 pub mod proto;

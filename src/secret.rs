@@ -20,6 +20,10 @@ const KEY_CONTEXT: &[u8] = b"outpost edge link key v1\0";
 pub struct EdgeSecret(String);
 
 impl EdgeSecret {
+    #[allow(
+        clippy::expect_used,
+        reason = "the OS random source failing leaves nothing secure to do"
+    )]
     pub fn generate() -> Self {
         let mut bytes = [0u8; SECRET_BYTES];
         SystemRandom::new()

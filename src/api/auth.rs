@@ -18,6 +18,7 @@ use super::ApiState;
 use super::error::ApiError;
 use crate::model::{ApiKey, EdgeLocation, KeyRole, MIN_KEY_LEN};
 use crate::store::{Expect, Store, StoreError, Write};
+use crate::util::Unpoisoned;
 
 /// Who is calling.
 #[derive(Debug, Clone)]
@@ -53,7 +54,7 @@ impl Caller {
 
 /// Slows down addresses that keep failing.
 #[derive(Debug, Default)]
-pub struct Throttle {
+pub(super) struct Throttle {
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
 
@@ -65,7 +66,7 @@ impl Throttle {
     /// Records a failure and returns how long to wait before answering.
     fn failed(&self, ip: IpAddr) -> Duration {
         let now = Instant::now();
-        let mut map = self.failures.lock().expect("throttle lock");
+        let mut map = self.failures.lock_unpoisoned();
         if map.len() >= MAX_TRACKED {
             map.retain(|_, (_, at)| now.duration_since(*at) < FAILURE_WINDOW);
         }
@@ -83,7 +84,7 @@ impl Throttle {
     }
 
     fn succeeded(&self, ip: IpAddr) {
-        self.failures.lock().expect("throttle lock").remove(&ip);
+        self.failures.lock_unpoisoned().remove(&ip);
     }
 }
 

@@ -18,9 +18,10 @@ use uuid::Uuid;
 
 use crate::model::Kind;
 use crate::store::{ControlRecord, ControlState, Document, Store, StoreError};
+use crate::util::Unpoisoned;
 
 /// The longest an entry is trusted without a commit through this process.
-pub const TTL: Duration = Duration::from_secs(2);
+pub(super) const TTL: Duration = Duration::from_secs(2);
 /// Entries kept at most; beyond it the cache starts again empty.
 const MAX_ENTRIES: usize = 10_000;
 
@@ -63,14 +64,14 @@ struct Entry {
     docs: Vec<Document>,
 }
 
-pub struct ReadCache {
+pub(super) struct ReadCache {
     commits: watch::Receiver<i64>,
     entries: Mutex<HashMap<Key, Entry>>,
     control: Mutex<ControlCache>,
 }
 
 impl ReadCache {
-    pub fn new(store: &Store) -> Self {
+    pub(super) fn new(store: &Store) -> Self {
         Self {
             commits: store.subscribe_commits(),
             entries: Mutex::new(HashMap::new()),
@@ -83,13 +84,13 @@ impl ReadCache {
     }
 
     /// [`Store::control_state`], cached.
-    pub async fn control_state(
+    pub(super) async fn control_state(
         &self,
         store: &Store,
         edge_id: Uuid,
     ) -> Result<Option<ControlState>, StoreError> {
         let generation = {
-            let mut c = self.control.lock().expect("cache lock");
+            let mut c = self.control.lock_unpoisoned();
             c.refresh();
             if let Some(e) = c.entries.get(&edge_id)
                 && e.generation == c.generation
@@ -100,7 +101,7 @@ impl ReadCache {
             c.generation
         };
         let state = store.control_state(edge_id).await?;
-        let mut c = self.control.lock().expect("cache lock");
+        let mut c = self.control.lock_unpoisoned();
         if c.entries.len() >= MAX_ENTRIES {
             c.entries.clear();
         }
@@ -116,13 +117,13 @@ impl ReadCache {
     }
 
     fn cached(&self, key: Key, seq: i64) -> Option<Vec<Document>> {
-        let entries = self.entries.lock().expect("cache lock");
+        let entries = self.entries.lock_unpoisoned();
         let e = entries.get(&key)?;
         (e.seq == seq && e.at.elapsed() < TTL).then(|| e.docs.clone())
     }
 
     fn keep(&self, key: Key, seq: i64, docs: &[Document]) {
-        let mut entries = self.entries.lock().expect("cache lock");
+        let mut entries = self.entries.lock_unpoisoned();
         if entries.len() >= MAX_ENTRIES {
             entries.clear();
         }
@@ -137,7 +138,11 @@ impl ReadCache {
     }
 
     /// [`Store::get`], cached.
-    pub async fn get(&self, store: &Store, id: Uuid) -> Result<Option<Document>, StoreError> {
+    pub(super) async fn get(
+        &self,
+        store: &Store,
+        id: Uuid,
+    ) -> Result<Option<Document>, StoreError> {
         // The sequence number is taken before the read: a commit racing
         // with it leaves an entry that is already stale.
         let seq = *self.commits.borrow();
@@ -150,7 +155,7 @@ impl ReadCache {
     }
 
     /// [`Store::referencing`], cached.
-    pub async fn referencing(
+    pub(super) async fn referencing(
         &self,
         store: &Store,
         kind: Kind,

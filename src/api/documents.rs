@@ -34,7 +34,7 @@ const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct PageQuery {
+pub(super) struct PageQuery {
     /// Return documents with ids after this one (the `next` of the previous page).
     pub after: Option<Uuid>,
     /// At most this many (default 100, at most 1000).
@@ -43,7 +43,7 @@ pub struct PageQuery {
 
 /// A document with its revision.
 #[derive(Debug, Serialize)]
-pub struct Versioned<D> {
+pub(super) struct Versioned<D> {
     pub rev: i64,
     #[serde(flatten)]
     pub doc: D,
@@ -53,7 +53,7 @@ pub struct Versioned<D> {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Page<D> {
+pub(super) struct Page<D> {
     pub items: Vec<Versioned<D>>,
     /// Pass as `after` for the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -61,7 +61,7 @@ pub struct Page<D> {
 }
 
 /// A document kind served by the API, with its cross-document rules.
-pub trait ApiDoc: Doc + Send + Sync + 'static {
+pub(super) trait ApiDoc: Doc + Send + Sync + 'static {
     /// Checks that need other documents (references, owners).
     fn check_put(
         _state: &ApiState,
@@ -222,7 +222,11 @@ fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
 /// Turns a JSON object into a typed document with id `id`; a type error or
 /// an unknown field is a 422 naming the field.
 fn into_doc<D: Doc>(mut v: Value, id: Uuid) -> Result<D, ApiError> {
-    let obj = v.as_object_mut().expect("checked by parse_json");
+    let Some(obj) = v.as_object_mut() else {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    };
     obj.remove("rev");
     obj.remove("secret");
     match obj.get("id") {
@@ -291,7 +295,7 @@ async fn put<D: ApiDoc>(state: &ApiState, doc: D, expect: Expect) -> Result<Resp
     ))
 }
 
-pub async fn list<D: ApiDoc>(
+pub(super) async fn list<D: ApiDoc>(
     state: &ApiState,
     _caller: &Caller,
     q: PageQuery,
@@ -314,7 +318,7 @@ pub async fn list<D: ApiDoc>(
     Ok(Json(Page { items, next }))
 }
 
-pub async fn get<D: ApiDoc + Serialize>(
+pub(super) async fn get<D: ApiDoc + Serialize>(
     state: &ApiState,
     _caller: &Caller,
     id: Uuid,
@@ -331,7 +335,7 @@ pub async fn get<D: ApiDoc + Serialize>(
     ))
 }
 
-pub async fn create<D: ApiDoc>(
+pub(super) async fn create<D: ApiDoc>(
     state: &ApiState,
     caller: &Caller,
     body: &[u8],
@@ -349,7 +353,7 @@ pub async fn create<D: ApiDoc>(
     put(state, doc, Expect::Absent).await
 }
 
-pub async fn replace<D: ApiDoc>(
+pub(super) async fn replace<D: ApiDoc>(
     state: &ApiState,
     caller: &Caller,
     id: Uuid,
@@ -365,7 +369,7 @@ pub async fn replace<D: ApiDoc>(
 }
 
 /// JSON merge patch (RFC 7386) onto the current document.
-pub async fn patch<D: ApiDoc + Serialize>(
+pub(super) async fn patch<D: ApiDoc + Serialize>(
     state: &ApiState,
     caller: &Caller,
     id: Uuid,
@@ -401,7 +405,7 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-pub async fn delete<D: ApiDoc>(
+pub(super) async fn delete<D: ApiDoc>(
     state: &ApiState,
     caller: &Caller,
     id: Uuid,
@@ -425,7 +429,7 @@ pub async fn delete<D: ApiDoc>(
 
 /// The answer to a secret rotation.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct SecretOut {
+pub(super) struct SecretOut {
     pub id: Uuid,
     /// Shown once: set it as `OUTPOST_EDGE_SECRET` on the edge.
     pub secret: String,
@@ -435,52 +439,52 @@ pub struct SecretOut {
 /// and the router that serves them.
 macro_rules! document_routes {
     ($module:ident, $ty:ty, $tag:tt, $list:tt, $item:tt) => {
-        pub mod $module {
+        pub(crate) mod $module {
             use super::*;
 
             #[utoipa::path(get, path = $list, tag = $tag, params(PageQuery),
                 responses((status = 200, description = "A page of documents, each with its `rev`")),
                 security(("bearer" = [])))]
-            pub async fn list(State(s): State<Arc<ApiState>>, caller: Caller, Query(q): Query<PageQuery>) -> Result<Json<Page<$ty>>, ApiError> {
+            pub(crate) async fn list(State(s): State<Arc<ApiState>>, caller: Caller, Query(q): Query<PageQuery>) -> Result<Json<Page<$ty>>, ApiError> {
                 super::list::<$ty>(&s, &caller, q).await
             }
 
             #[utoipa::path(post, path = $list, tag = $tag, request_body = $ty,
                 responses((status = 201, description = "Created", body = $ty), (status = 422, body = super::super::error::ErrorBody)),
                 security(("bearer" = [])))]
-            pub async fn create(State(s): State<Arc<ApiState>>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
+            pub(crate) async fn create(State(s): State<Arc<ApiState>>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
                 super::create::<$ty>(&s, &caller, &body).await
             }
 
             #[utoipa::path(get, path = $item, tag = $tag, params(("id" = Uuid, Path)),
                 responses((status = 200, body = $ty), (status = 404, body = super::super::error::ErrorBody)),
                 security(("bearer" = [])))]
-            pub async fn get(State(s): State<Arc<ApiState>>, caller: Caller, Path(id): Path<Uuid>) -> Result<Response, ApiError> {
+            pub(crate) async fn get(State(s): State<Arc<ApiState>>, caller: Caller, Path(id): Path<Uuid>) -> Result<Response, ApiError> {
                 super::get::<$ty>(&s, &caller, id).await
             }
 
             #[utoipa::path(put, path = $item, tag = $tag, params(("id" = Uuid, Path)), request_body = $ty,
                 responses((status = 200, body = $ty), (status = 409, body = super::super::error::ErrorBody), (status = 422, body = super::super::error::ErrorBody)),
                 security(("bearer" = [])))]
-            pub async fn replace(State(s): State<Arc<ApiState>>, caller: Caller, Path(id): Path<Uuid>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+            pub(crate) async fn replace(State(s): State<Arc<ApiState>>, caller: Caller, Path(id): Path<Uuid>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
                 super::replace::<$ty>(&s, &caller, id, &headers, &body).await
             }
 
             #[utoipa::path(patch, path = $item, tag = $tag, params(("id" = Uuid, Path)), request_body = Object,
                 responses((status = 200, body = $ty), (status = 409, body = super::super::error::ErrorBody), (status = 422, body = super::super::error::ErrorBody)),
                 security(("bearer" = [])))]
-            pub async fn patch(State(s): State<Arc<ApiState>>, caller: Caller, Path(id): Path<Uuid>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+            pub(crate) async fn patch(State(s): State<Arc<ApiState>>, caller: Caller, Path(id): Path<Uuid>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
                 super::patch::<$ty>(&s, &caller, id, &headers, &body).await
             }
 
             #[utoipa::path(delete, path = $item, tag = $tag, params(("id" = Uuid, Path)),
                 responses((status = 204, description = "Deleted"), (status = 409, body = super::super::error::ErrorBody)),
                 security(("bearer" = [])))]
-            pub async fn delete(State(s): State<Arc<ApiState>>, caller: Caller, Path(id): Path<Uuid>, headers: HeaderMap) -> Result<Response, ApiError> {
+            pub(crate) async fn delete(State(s): State<Arc<ApiState>>, caller: Caller, Path(id): Path<Uuid>, headers: HeaderMap) -> Result<Response, ApiError> {
                 super::delete::<$ty>(&s, &caller, id, &headers).await
             }
 
-            pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
+            pub(crate) fn routes() -> OpenApiRouter<Arc<ApiState>> {
                 OpenApiRouter::new()
                     .routes(routes!(list, create))
                     .routes(routes!(get, replace, patch, delete))
@@ -515,7 +519,7 @@ document_routes!(
 #[utoipa::path(post, path = "/api/v1/edges/{id}/secret", tag = "edges", params(("id" = Uuid, Path)),
     responses((status = 200, body = SecretOut), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn rotate_secret(
+pub(super) async fn rotate_secret(
     State(s): State<Arc<ApiState>>,
     caller: Caller,
     Path(id): Path<Uuid>,
@@ -535,7 +539,7 @@ pub async fn rotate_secret(
     }))
 }
 
-pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
+pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
     OpenApiRouter::new()
         .merge(edges::routes())
         .merge(systems::routes())

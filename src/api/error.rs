@@ -43,7 +43,7 @@ pub enum ApiError {
 
 /// The JSON body of every error answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
+pub(super) struct ErrorBody {
     pub error: String,
     /// For validation errors: each field and what is wrong with it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -51,7 +51,7 @@ pub struct ErrorBody {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct FieldProblem {
+pub(super) struct FieldProblem {
     pub field: String,
     pub message: String,
 }

@@ -19,7 +19,7 @@ use crate::store::{Expect, Write};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NewKey {
+pub(super) struct NewKey {
     pub name: String,
     /// The user the key acts for (matched against edge locations' `admins`).
     pub user: String,
@@ -27,7 +27,7 @@ pub struct NewKey {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct KeyOut {
+pub(super) struct KeyOut {
     pub id: Uuid,
     pub name: String,
     pub user: String,
@@ -117,7 +117,7 @@ async fn delete_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
+pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
     OpenApiRouter::new()
         .routes(routes!(list_keys, create_key))
         .routes(routes!(delete_key))

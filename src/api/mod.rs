@@ -18,7 +18,8 @@ mod ws;
 
 pub use auth::{BootstrapError, Caller, bootstrap_admin};
 pub use error::ApiError;
-pub use operations::Ops;
+pub use operations::{EdgeEventFeed, EdgeStatusFeed, Ops};
+pub use restore::{RestoreError, SiteRestore};
 pub use ws::LinkNotice;
 
 use std::future::Future;
@@ -117,6 +118,7 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
+            #[allow(clippy::expect_used, reason = "the buckets are constants, sorted and finite")]
             let recorder = PrometheusBuilder::new()
                 .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
                 .expect("static buckets are valid")

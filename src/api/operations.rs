@@ -25,15 +25,21 @@ use super::ApiState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::ws::LinkNotice;
-use crate::answer::exec_err;
 use crate::config::Role;
 use crate::control::Side;
 use crate::link::{CallError, Peer, Registry};
-use crate::master::{EdgeEvents, EdgeStatusFeed};
+use crate::local_ops::exec_err;
 use crate::model::{ControlSystem, EdgeLocation, Kind, Module};
 use crate::proto::{RequestBody, ResponseBody, WireError};
 use crate::runtime::Runtime;
 use tokio::sync::{broadcast, watch};
+
+/// Events from edges (debug streams), with the edge they came from.
+pub type EdgeEventFeed = broadcast::Sender<(Uuid, crate::proto::EventBody)>;
+
+/// Status changes of edge-run modules, from the edges' event pushes, with
+/// the edge they came from (the WebSocket hub follows it).
+pub type EdgeStatusFeed = broadcast::Sender<(Uuid, crate::runtime::StatusChange)>;
 
 /// What operations need beyond the store: the local runtime, on a master
 /// the connected edges and the feeds the WebSocket hub follows, on an edge
@@ -43,14 +49,14 @@ pub struct Ops {
     pub runtime: Runtime,
     pub registry: Option<Registry>,
     /// The master's control loop (restore); `None` on an edge.
-    pub control: Option<crate::master::Control>,
+    pub control: Option<Arc<dyn super::SiteRestore>>,
     /// On an edge, its own location: its event log answers for it.
     pub edge_id: Option<Uuid>,
     /// Master: status changes of edge-controlled modules, as the edges'
     /// event pushes deliver them (with the edge they came from).
     pub edge_status: Option<EdgeStatusFeed>,
     /// Master: events from edges (debug streams).
-    pub edge_events: Option<EdgeEvents>,
+    pub edge_events: Option<EdgeEventFeed>,
     /// Master: edges connecting and disconnecting.
     pub links: Option<broadcast::Sender<LinkNotice>>,
     /// Edge: the current link to the master, for calls on modules the
@@ -270,7 +276,7 @@ fn redirect(state: &ApiState, route: &Route, uri: &Uri) -> Option<Response> {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ExecBody {
+pub(super) struct ExecBody {
     pub method: String,
     /// JSON arguments: an array is passed positionally, anything else as one value.
     #[serde(default)]
@@ -279,7 +285,7 @@ pub struct ExecBody {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct DeadlineQuery {
+pub(super) struct DeadlineQuery {
     /// Give up after this many milliseconds (default 30000).
     pub timeout_ms: Option<u64>,
 }
@@ -294,7 +300,7 @@ impl DeadlineQuery {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ExecOut {
+pub(super) struct ExecOut {
     #[schema(value_type = Object)]
     pub result: Value,
 }
@@ -393,7 +399,7 @@ async fn status(
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct StatusValue {
+pub(super) struct StatusValue {
     pub key: String,
     /// `null` when the module has no such variable.
     #[schema(value_type = Object)]
@@ -447,7 +453,7 @@ async fn system_route(state: &ApiState, id: Uuid) -> Result<(ControlSystem, Rout
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct SystemOut {
+pub(super) struct SystemOut {
     pub system: Uuid,
     /// `started` or `stopped`.
     pub state: &'static str,
@@ -531,7 +537,7 @@ async fn stop_system(
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct EdgeStatus {
+pub(super) struct EdgeStatus {
     pub id: Uuid,
     pub connected: bool,
     /// When the current link came up (milliseconds since the Unix epoch).
@@ -596,7 +602,7 @@ async fn edge_status(
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ControlRecordOut {
+pub(super) struct ControlRecordOut {
     pub epoch: i64,
     pub from: Option<&'static str>,
     pub to: &'static str,
@@ -605,7 +611,7 @@ pub struct ControlRecordOut {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct LogQuery {
+pub(super) struct LogQuery {
     /// Records with an epoch below this (paging backwards).
     pub before: Option<i64>,
     /// At most this many (default 100, at most 1000).
@@ -643,7 +649,7 @@ async fn control_log(
     ))
 }
 
-pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
+pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
     OpenApiRouter::new()
         .routes(routes!(exec))
         .routes(routes!(status))

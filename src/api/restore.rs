@@ -14,11 +14,39 @@ use uuid::Uuid;
 use super::ApiState;
 use super::auth::Caller;
 use super::error::ApiError;
-use crate::master::RestoreError;
 use crate::model::{EdgeLocation, Kind};
+use crate::store::{ControlRecord, StoreError};
+
+/// What the API needs from the master's control loop: hand a site back to
+/// its edge now. The master implements it; the API only names the trait.
+pub trait SiteRestore: Send + Sync + 'static {
+    fn restore(
+        &self,
+        edge_id: Uuid,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<ControlRecord, RestoreError>> + Send + '_>>;
+}
+
+/// Why a restore was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("no edge location with id {0}")]
+    NoSuchLocation(Uuid),
+    #[error("the edge already controls location {0}")]
+    NotHeld(Uuid),
+    #[error(
+        "the edge of location {0} is not connected; it takes its site back when it reconnects inside a restore window, or restore it once it is connected"
+    )]
+    NotConnected(Uuid),
+    #[error("the edge did not take control: {0}")]
+    Edge(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the master is stopping")]
+    Stopping,
+}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct RestoreOut {
+pub(super) struct RestoreOut {
     pub edge: Uuid,
     /// Always `edge` after a restore.
     pub controller: &'static str,
@@ -63,6 +91,6 @@ async fn restore(
     }))
 }
 
-pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
+pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
     OpenApiRouter::new().routes(routes!(restore))
 }

@@ -30,7 +30,7 @@ const SYNC_CALL: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ReloadBody {
+pub(super) struct ReloadBody {
     /// The driver's new text; without it each side reads its own file in
     /// its modules directory.
     #[serde(default)]
@@ -38,7 +38,7 @@ pub struct ReloadBody {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ReloadSide {
+pub(super) struct ReloadSide {
     /// `master`, `edge` (an edge's own API), or the edge location's id.
     pub side: String,
     pub ok: bool,
@@ -49,7 +49,7 @@ pub struct ReloadSide {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ReloadOut {
+pub(super) struct ReloadOut {
     pub driver: String,
     /// This process first, then every connected edge (on a master).
     pub sides: Vec<ReloadSide>,
@@ -139,7 +139,7 @@ fn call_message(e: &CallError) -> String {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-pub enum RepositoryOp {
+pub(super) enum RepositoryOp {
     /// The master fetches and moves to its upstream's commit.
     Pull,
     /// The master moves to `commit`.
@@ -147,7 +147,7 @@ pub enum RepositoryOp {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct RepositoryOut {
+pub(super) struct RepositoryOut {
     /// The commit the master's repository and the edge now run.
     pub commit: String,
     /// Drivers the edge reloaded because their files changed.
@@ -230,7 +230,7 @@ async fn edge_repository(
     }))
 }
 
-pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
+pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
     OpenApiRouter::new()
         .routes(routes!(reload_driver))
         .routes(routes!(edge_repository))

@@ -52,10 +52,11 @@ use crate::config::Role;
 use crate::link::CallError;
 use crate::link::MasterEvent;
 use crate::proto::{EventBody, RequestBody, ResponseBody};
+use crate::util::Unpoisoned;
 
 /// The sockets of one API server: stopped together, waited for together.
 #[derive(Clone, Default)]
-pub struct Hub {
+pub(super) struct Hub {
     pub(super) stop: CancellationToken,
     pub(super) tasks: TaskTracker,
     /// WebSocket subscribers per edge-run module's debug stream: the link
@@ -156,7 +157,7 @@ impl Outbox {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct WsQuery {
+pub(super) struct WsQuery {
     /// The API key, for clients that cannot set the `Authorization` header
     /// (browsers). Prefer the header: URLs end up in proxies' logs.
     pub key: Option<String>,
@@ -635,13 +636,13 @@ impl Sub {
     }
 
     fn retain_debug(&self, edge: Uuid, module: Uuid) {
-        let mut refs = self.state.ws.debug_refs.lock().expect("debug refs lock");
+        let mut refs = self.state.ws.debug_refs.lock_unpoisoned();
         *refs.entry((edge, module)).or_default() += 1;
     }
 
     /// True when this was the last watcher.
     fn release_debug(&self, edge: Uuid, module: Uuid) -> bool {
-        let mut refs = self.state.ws.debug_refs.lock().expect("debug refs lock");
+        let mut refs = self.state.ws.debug_refs.lock_unpoisoned();
         match refs.get_mut(&(edge, module)) {
             Some(n) if *n > 1 => {
                 *n -= 1;
@@ -699,6 +700,6 @@ impl Sub {
     }
 }
 
-pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
+pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
     OpenApiRouter::new().routes(routes!(ws))
 }

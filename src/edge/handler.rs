@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::answer::{ModuleRequests, internal, runtime_err};
 use crate::link::repository::EdgeRepo;
 use crate::link::{Handler, RequestCtx};
+use crate::local_ops::{ModuleRequests, internal, runtime_err};
 use crate::model::{ControlSystem, Kind, Module};
 use crate::proto::{RepoOp, RequestBody, ResponseBody, WireError};
 use crate::runtime::Runtime;

@@ -36,6 +36,7 @@ use uuid::Uuid;
 use crate::boot::{self, EdgeBoot, RunError};
 use crate::certs;
 use crate::config::{Config, ConfigError, Role};
+use crate::control::Clock;
 use crate::link::{EdgeEvent, EdgeLinkConfig};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::Store;
@@ -57,8 +58,15 @@ pub struct Edge {
     grace: Duration,
 }
 
-/// Starts an edge: replica, boot plan, runtime, link, API.
+/// Starts an edge (replica, boot plan, runtime, link, API) whose control
+/// records read the system clock.
 pub async fn start(config: Config) -> Result<Edge, RunError> {
+    start_with_clock(config, Clock::system()).await
+}
+
+/// Starts an edge whose control records read `clock` (tests pass a manual
+/// one).
+pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunError> {
     certs::install_crypto_provider();
     config.check(Some(Role::Edge))?;
     let edge_id = config
@@ -107,7 +115,7 @@ pub async fn start(config: Config) -> Result<Edge, RunError> {
             edge_id,
             runtime.clone(),
             store.clone(),
-            config.clock.clone(),
+            clock,
             event_sync.clone(),
         )
         .await?,
@@ -176,7 +184,7 @@ impl Edge {
     pub async fn stop(self) {
         tracing::info!("edge stopping");
         boot::graceful_stop(
-            self.api,
+            self.api.stop(self.grace),
             self.stop,
             self.tasks,
             &self.runtime,

@@ -27,7 +27,7 @@ use crate::store::{Document, Replicated, Store};
 const POLL: Duration = Duration::from_secs(5);
 const CALL: Duration = Duration::from_secs(30);
 
-pub struct Replicator {
+pub(super) struct Replicator {
     pub edge_id: Uuid,
     pub store: Store,
     pub runtime: Runtime,
@@ -42,7 +42,11 @@ pub struct Replicator {
 
 impl Replicator {
     /// Runs until `stop`, following the current link in `peer`.
-    pub async fn run(self, mut peer: watch::Receiver<Option<Peer>>, stop: CancellationToken) {
+    pub(super) async fn run(
+        self,
+        mut peer: watch::Receiver<Option<Peer>>,
+        stop: CancellationToken,
+    ) {
         loop {
             let current = peer.borrow_and_update().clone();
             if let Some(p) = current {

@@ -23,6 +23,7 @@ use super::handshake::{self, HandshakeError, Hello};
 use super::peer::{self, CloseReason, Handler, Peer, PeerConfig, PeerMeta, PeerRole, Session};
 use super::{LinkError, LinkTiming, tls};
 use crate::secret::{EdgeSecret, LinkKey};
+use crate::util::UnpoisonedRw;
 
 /// The commit the edge's modules directory is at, reported at each connect.
 pub type CommitCell = Arc<RwLock<Option<String>>>;
@@ -253,7 +254,7 @@ pub async fn connect(
     let hello = Hello {
         edge_id: cfg.edge_id,
         boot_id: cfg.boot_id,
-        commit: cfg.commit.read().unwrap().clone(),
+        commit: cfg.commit.read_unpoisoned().clone(),
         max_in_flight: cfg.peer.max_in_flight,
     };
     let welcomed = handshake::connect(&mut tls, exporter, &cfg.key, &hello).await?;

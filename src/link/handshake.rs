@@ -77,6 +77,10 @@ pub struct Hello {
     pub max_in_flight: u32,
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "the OS random source failing leaves nothing secure to do"
+)]
 fn nonce() -> [u8; 32] {
     let mut n = [0u8; 32];
     SystemRandom::new()
@@ -110,6 +114,10 @@ fn sign(key: &hmac::Key, input: &[u8]) -> Bytes32 {
 
 /// Writes one handshake message (4-byte length, JSON).
 pub async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &Handshake) -> std::io::Result<()> {
+    #[allow(
+        clippy::expect_used,
+        reason = "handshake messages are plain serde enums"
+    )]
     let payload = serde_json::to_vec(msg).expect("handshake messages serialise");
     w.write_all(&crate::proto::frame::with_length_prefix(&payload))
         .await?;

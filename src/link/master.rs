@@ -26,24 +26,11 @@ use super::peer::{self, CloseReason, Handler, Peer, PeerConfig, PeerMeta, PeerRo
 use super::registry::{EdgeInfo, Registry};
 use super::{LinkError, LinkTiming, tls};
 use crate::secret::LinkKey;
+use crate::util::Unpoisoned;
 
 /// Where the master finds an edge's link key.
 pub trait KeyLookup: Send + Sync + 'static {
     fn link_key(&self, edge_id: Uuid) -> impl Future<Output = Option<LinkKey>> + Send;
-}
-
-impl KeyLookup for crate::store::Store {
-    async fn link_key(&self, edge_id: Uuid) -> Option<LinkKey> {
-        match crate::store::Store::link_key(self, edge_id).await {
-            Ok(Some(k)) => LinkKey::from_slice(&k),
-            Ok(None) => None,
-            Err(e) => {
-                // Denying is the safe answer; the edge will retry.
-                tracing::error!(%edge_id, error = %e, "cannot read the link key");
-                None
-            }
-        }
-    }
 }
 
 /// A fixed table (tests, benchmarks).
@@ -125,7 +112,7 @@ impl FailureLimiter {
 
     /// The wait imposed on a new connection from `ip` at `now`.
     pub fn penalty(&self, ip: IpAddr, now: Instant) -> Duration {
-        match self.failures.lock().unwrap().get(&ip) {
+        match self.failures.lock_unpoisoned().get(&ip) {
             Some(&(n, last)) if now.duration_since(last) < Self::WINDOW && n >= Self::FREE => {
                 let doublings = (n - Self::FREE).min(16);
                 (Self::BASE * 2u32.pow(doublings)).min(Self::CAP)
@@ -135,7 +122,7 @@ impl FailureLimiter {
     }
 
     pub fn failure(&self, ip: IpAddr, now: Instant) {
-        let mut map = self.failures.lock().unwrap();
+        let mut map = self.failures.lock_unpoisoned();
         if map.len() >= Self::MAX_TRACKED {
             map.retain(|_, (_, last)| now.duration_since(*last) < Self::WINDOW);
         }
@@ -148,7 +135,7 @@ impl FailureLimiter {
     }
 
     pub fn success(&self, ip: IpAddr) {
-        self.failures.lock().unwrap().remove(&ip);
+        self.failures.lock_unpoisoned().remove(&ip);
     }
 }
 

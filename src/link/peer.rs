@@ -40,6 +40,7 @@ use uuid::Uuid;
 use super::LinkTiming;
 use crate::proto::frame::{self, FrameError};
 use crate::proto::{EventBody, Frame, RequestBody, ResponseBody, WireError};
+use crate::util::Unpoisoned;
 
 /// What a role does with the requests and events its peer sends.
 ///
@@ -251,7 +252,7 @@ impl Peer {
         )
         .map_err(|e| CallError::TooLarge(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
-        s.pending.lock().unwrap().insert(id, tx);
+        s.pending.lock_unpoisoned().insert(id, tx);
         let mut guard = ResponseGuard {
             peer: self,
             id,
@@ -308,7 +309,7 @@ impl Peer {
 
     /// Requests of ours waiting for a response.
     pub fn pending_requests(&self) -> usize {
-        self.0.pending.lock().unwrap().len()
+        self.0.pending.lock_unpoisoned().len()
     }
 
     fn send_now(&self, bytes: Bytes) -> Result<(), mpsc::error::TrySendError<Bytes>> {
@@ -331,7 +332,7 @@ impl Drop for ResponseGuard<'_> {
             return;
         }
         let s = &*self.peer.0;
-        s.pending.lock().unwrap().remove(&self.id);
+        s.pending.lock_unpoisoned().remove(&self.id);
         if !self.sent || s.cancel.is_cancelled() {
             return;
         }
@@ -437,11 +438,11 @@ where
         .await;
         peer.close(reason);
         // Handlers of a closed link have nobody to answer to.
-        for (_, h) in running.lock().unwrap().drain() {
+        for (_, h) in running.lock_unpoisoned().drain() {
             h.abort();
         }
         // Dropping the senders wakes every waiting caller with `Closed`.
-        peer.0.pending.lock().unwrap().clear();
+        peer.0.pending.lock_unpoisoned().clear();
         let _ = writer.await;
         let reason = peer.close_reason().unwrap_or(CloseReason::Local);
         tracing::debug!(edge = %peer.meta().edge_id, session = peer.meta().session, %reason, "link closed");
@@ -595,7 +596,7 @@ fn dispatch<H: Handler>(
             deadline_ms,
             body,
         } => {
-            let mut map = running.lock().unwrap();
+            let mut map = running.lock_unpoisoned();
             let refusal = if map.len() >= cfg.max_in_flight as usize {
                 Some(WireError::Overloaded)
             } else if map.contains_key(&id) {
@@ -624,14 +625,14 @@ fn dispatch<H: Handler>(
             map.insert(id, task.abort_handle());
         }
         Frame::Response { id, result } => {
-            let tx = peer.0.pending.lock().unwrap().remove(&id);
+            let tx = peer.0.pending.lock_unpoisoned().remove(&id);
             // No entry: the caller gave up; the late answer is dropped.
             if let Some(tx) = tx {
                 let _ = tx.send(result);
             }
         }
         Frame::Cancel { id } => {
-            if let Some(h) = running.lock().unwrap().remove(&id) {
+            if let Some(h) = running.lock_unpoisoned().remove(&id) {
                 h.abort();
             }
         }
@@ -675,7 +676,7 @@ async fn run_handler<H: Handler>(
         }
         Err(e) => Err(e),
     };
-    running.lock().unwrap().remove(&id);
+    running.lock_unpoisoned().remove(&id);
     let bytes = encode_response(id, &result, max_frame);
     tokio::select! {
         biased;
@@ -684,6 +685,10 @@ async fn run_handler<H: Handler>(
     }
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "the fallback is a short error message, far below any frame limit"
+)]
 fn encode_response(id: u64, result: &Result<ResponseBody, WireError>, max: usize) -> Bytes {
     match frame::encode(&Frame::<(), _, ()>::Response { id, result }, max) {
         Ok(b) => b,
@@ -725,7 +730,7 @@ impl Sweeper {
     }
 
     fn add(&self, peer: &Peer) {
-        self.links.lock().unwrap().insert(
+        self.links.lock_unpoisoned().insert(
             peer.0.meta.session,
             Swept {
                 link: Arc::downgrade(&peer.0),
@@ -737,7 +742,7 @@ impl Sweeper {
 
     /// Links being watched.
     pub fn len(&self) -> usize {
-        self.links.lock().unwrap().len()
+        self.links.lock_unpoisoned().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -766,7 +771,7 @@ impl Sweeper {
         let quiet_limit =
             ((dead_after.saturating_sub(hb * 2)).as_millis() / hb.as_millis()).max(1) as u32;
         let mut dead = Vec::new();
-        self.links.lock().unwrap().retain(|_, e| {
+        self.links.lock_unpoisoned().retain(|_, e| {
             let Some(link) = e.link.upgrade() else {
                 return false;
             };

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::master::MasterEvent;
 use super::peer::{CloseReason, Peer};
+use crate::util::Unpoisoned;
 
 /// What the master knows about a connected edge.
 #[derive(Debug, Clone)]
@@ -64,7 +65,7 @@ impl Registry {
     /// link of the same edge.
     pub(crate) fn insert(&self, info: EdgeInfo, peer: Peer) {
         let old = {
-            let mut edges = self.0.edges.lock().unwrap();
+            let mut edges = self.0.edges.lock_unpoisoned();
             // Event order matters to consumers: emit under the lock so a
             // concurrent replacement cannot interleave its events with ours.
             let old = edges.insert(
@@ -97,7 +98,7 @@ impl Registry {
 
     /// Removes a link at its teardown, only if the entry is still its own.
     pub(crate) fn remove(&self, edge_id: Uuid, session: u64, reason: CloseReason) {
-        let mut edges = self.0.edges.lock().unwrap();
+        let mut edges = self.0.edges.lock_unpoisoned();
         if edges
             .get(&edge_id)
             .is_some_and(|e| e.info.session == session)
@@ -118,8 +119,7 @@ impl Registry {
     pub fn peer(&self, edge_id: Uuid) -> Option<Peer> {
         self.0
             .edges
-            .lock()
-            .unwrap()
+            .lock_unpoisoned()
             .get(&edge_id)
             .map(|e| e.peer.clone())
     }
@@ -127,8 +127,7 @@ impl Registry {
     pub fn info(&self, edge_id: Uuid) -> Option<EdgeInfo> {
         self.0
             .edges
-            .lock()
-            .unwrap()
+            .lock_unpoisoned()
             .get(&edge_id)
             .map(|e| e.info.clone())
     }
@@ -138,8 +137,7 @@ impl Registry {
         let mut v: Vec<_> = self
             .0
             .edges
-            .lock()
-            .unwrap()
+            .lock_unpoisoned()
             .values()
             .map(|e| e.info.clone())
             .collect();
@@ -148,7 +146,7 @@ impl Registry {
     }
 
     pub fn len(&self) -> usize {
-        self.0.edges.lock().unwrap().len()
+        self.0.edges.lock_unpoisoned().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -157,7 +155,7 @@ impl Registry {
 
     /// Records the commit an edge reported after a repository sync.
     pub fn set_commit(&self, edge_id: Uuid, commit: String) {
-        if let Some(e) = self.0.edges.lock().unwrap().get_mut(&edge_id) {
+        if let Some(e) = self.0.edges.lock_unpoisoned().get_mut(&edge_id) {
             e.info.commit = Some(commit);
         }
     }
@@ -173,7 +171,7 @@ impl Registry {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let missing: Vec<Uuid> = {
-                let edges = self.0.edges.lock().unwrap();
+                let edges = self.0.edges.lock_unpoisoned();
                 expected
                     .iter()
                     .filter(|id| !edges.contains_key(id))

@@ -355,12 +355,12 @@ impl EdgeRepo {
             commit: Some(commit.clone()),
             files: new_files,
         };
-        write_atomic(
-            &self.dir.join(MANIFEST),
-            &serde_json::to_vec_pretty(&manifest).expect("manifest serialises"),
-            false,
-        )
-        .await?;
+        #[allow(
+            clippy::expect_used,
+            reason = "the manifest is a serde struct with string keys"
+        )]
+        let manifest = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
+        write_atomic(&self.dir.join(MANIFEST), &manifest, false).await?;
         Ok(SyncReport {
             commit,
             changed,

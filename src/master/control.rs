@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::api::{RestoreError, SiteRestore};
 use crate::boot::{EdgeBoot, plan_edge};
 use crate::control::{Clock, Facts, HOLD_DOWN_PERIOD_MS, Reason, Side, held_down, negotiate};
 use crate::link::{CallError, MasterEvent, Peer};
@@ -38,30 +39,12 @@ use crate::model::{EdgeLocation, Kind};
 use crate::proto::{RequestBody, ResponseBody, WireError};
 use crate::runtime::Runtime;
 use crate::store::{ControlRecord, ControlState, Store, StoreError};
+use crate::util::{Unpoisoned, UnpoisonedRw};
 
 /// How long the master waits for an edge's answer to a control request.
 const CALL: Duration = Duration::from_secs(10);
 /// After a failed hand-back, try again this much later.
 const RETRY_MS: i64 = 1_000;
-
-/// Why a restore was not done.
-#[derive(Debug, thiserror::Error)]
-pub enum RestoreError {
-    #[error("no edge location with id {0}")]
-    NoSuchLocation(Uuid),
-    #[error("the edge already controls location {0}")]
-    NotHeld(Uuid),
-    #[error(
-        "the edge of location {0} is not connected; it takes its site back when it reconnects inside a restore window, or restore it once it is connected"
-    )]
-    NotConnected(Uuid),
-    #[error("the edge did not take control: {0}")]
-    Edge(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("the master is stopping")]
-    Stopping,
-}
 
 enum Msg {
     LinkUp {
@@ -129,8 +112,7 @@ impl Control {
             .collect();
         self.0
             .states
-            .write()
-            .expect("states lock")
+            .write_unpoisoned()
             .extend(states.into_iter().map(|s| (s.edge_id, s)));
         for id in &held {
             tracing::info!(edge = %id, "this master held the site when it stopped: running it again");
@@ -201,18 +183,13 @@ impl Control {
 
     /// The control state of a location as this master knows it.
     pub fn state(&self, edge_id: Uuid) -> Option<ControlState> {
-        self.0
-            .states
-            .read()
-            .expect("states lock")
-            .get(&edge_id)
-            .copied()
+        self.0.states.read_unpoisoned().get(&edge_id).copied()
     }
 
     /// When the master will take a lost location over (clock ms), if a
     /// takeover is scheduled.
     pub fn takeover_due(&self, edge_id: Uuid) -> Option<i64> {
-        self.0.due.read().expect("due lock").get(&edge_id).copied()
+        self.0.due.read_unpoisoned().get(&edge_id).copied()
     }
 
     /// Refuses a request from `edge_id`'s link that carries an epoch other
@@ -233,7 +210,7 @@ impl Control {
     /// The task of a location, started on first use (a location created
     /// after boot, an unknown edge id that authenticated anyway).
     fn actor(&self, edge_id: Uuid, running: bool) -> mpsc::UnboundedSender<Msg> {
-        let mut actors = self.0.actors.lock().expect("actors lock");
+        let mut actors = self.0.actors.lock_unpoisoned();
         if let Some(tx) = actors.get(&edge_id)
             && !tx.is_closed()
         {
@@ -302,17 +279,12 @@ impl Location {
     }
 
     fn state(&self) -> Option<ControlState> {
-        self.sh
-            .states
-            .read()
-            .expect("states lock")
-            .get(&self.id)
-            .copied()
+        self.sh.states.read_unpoisoned().get(&self.id).copied()
     }
 
     fn set_due(&mut self, at: Option<i64>) {
         self.failover_at = at;
-        let mut due = self.sh.due.write().expect("due lock");
+        let mut due = self.sh.due.write_unpoisoned();
         match at {
             Some(at) => due.insert(self.id, at),
             None => due.remove(&self.id),
@@ -590,16 +562,12 @@ impl Location {
                 // Someone else moved the epoch: learn it, so the next
                 // decision starts from the truth.
                 if let Ok(Some(s)) = self.sh.store.control_state(self.id).await {
-                    self.sh
-                        .states
-                        .write()
-                        .expect("states lock")
-                        .insert(self.id, s);
+                    self.sh.states.write_unpoisoned().insert(self.id, s);
                 }
                 return Err(e.into());
             }
         };
-        self.sh.states.write().expect("states lock").insert(
+        self.sh.states.write_unpoisoned().insert(
             self.id,
             ControlState {
                 edge_id: self.id,
@@ -678,4 +646,14 @@ async fn unload_site(sh: &Shared, edge_id: Uuid) {
         }
     });
     futures_util::future::join_all(unloads).await;
+}
+
+impl SiteRestore for Control {
+    fn restore(
+        &self,
+        edge_id: Uuid,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<ControlRecord, RestoreError>> + Send + '_>>
+    {
+        Box::pin(Control::restore(self, edge_id))
+    }
 }

@@ -2,27 +2,20 @@
 //! an edge's sync, and exec, status and debug streams of the modules the
 //! master runs (an edge proxies its clients' calls for those).
 
-use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::answer::ModuleRequests;
+use crate::api::{EdgeEventFeed, EdgeStatusFeed};
 use crate::link::repository::MasterRepo;
 use crate::link::{Handler, Peer, RequestCtx};
+use crate::local_ops::ModuleRequests;
 use crate::proto::{DocChange, EventBody, RequestBody, ResponseBody, WireError};
 use crate::runtime::Runtime;
 use crate::store::{Event, EventKind, Store};
 
-/// Events from edges (debug streams), with the edge they came from.
-pub type EdgeEvents = broadcast::Sender<(Uuid, EventBody)>;
-
-/// Status changes of edge-run modules, from the edges' event pushes, with
-/// the edge they came from (the API's WebSocket hub follows it).
-pub type EdgeStatusFeed = broadcast::Sender<(Uuid, crate::runtime::StatusChange)>;
-
 pub struct MasterHandler {
     repo: MasterRepo,
     modules: ModuleRequests,
-    events: EdgeEvents,
+    events: EdgeEventFeed,
     store: Store,
     control: super::Control,
     status_feed: Option<EdgeStatusFeed>,
@@ -35,7 +28,7 @@ impl MasterHandler {
     pub fn new(
         runtime: Runtime,
         modules_dir: std::path::PathBuf,
-        events: EdgeEvents,
+        events: EdgeEventFeed,
         store: Store,
         control: super::Control,
     ) -> Self {
@@ -80,12 +73,12 @@ impl MasterHandler {
         }
         let batch = accept_from_controller(&self.store, edge_id, batch)
             .await
-            .map_err(crate::answer::internal)?;
+            .map_err(crate::local_ops::internal)?;
         let new = self
             .store
             .collect_events(edge_id, &batch, None)
             .await
-            .map_err(crate::answer::internal)?;
+            .map_err(crate::local_ops::internal)?;
         metrics::counter!("outpost_events_collected_total").increment(new as u64);
         if let Some(feed) = &self.status_feed {
             publish_status(feed, edge_id, &batch);
@@ -104,14 +97,14 @@ impl MasterHandler {
             .store
             .last_seq()
             .await
-            .map_err(crate::answer::internal)?;
+            .map_err(crate::local_ops::internal)?;
         metrics::gauge!("outpost_replication_lag", "edge" => edge_id.to_string())
             .set((last_seq - after).max(0) as f64);
         let docs = self
             .store
             .changes_since(after, limit.clamp(1, MAX_PAGE))
             .await
-            .map_err(crate::answer::internal)?;
+            .map_err(crate::local_ops::internal)?;
         Ok(ResponseBody::Changes {
             store_id: self.store.store_id(),
             docs: docs

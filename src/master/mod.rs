@@ -8,9 +8,12 @@
 
 mod control;
 mod handler;
+mod link_keys;
 
-pub use control::{Control, RestoreError};
-pub use handler::{EdgeEvents, EdgeStatusFeed, MasterHandler, accept_from_controller};
+pub use crate::api::RestoreError;
+pub use control::Control;
+pub use handler::{MasterHandler, accept_from_controller};
+pub use link_keys::StoredKeys;
 
 use std::future::Future;
 use std::path::Path;
@@ -26,6 +29,7 @@ use crate::api;
 use crate::boot::{self, RunError};
 use crate::certs;
 use crate::config::{Config, ConfigError, Role, check_readable};
+use crate::control::Clock;
 use crate::link::{MasterLinkConfig, Registry};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::Store;
@@ -41,7 +45,7 @@ pub struct Master {
     /// Edge locations that had not connected when the boot wait ended.
     pub missing_at_boot: Vec<Uuid>,
     /// Events arriving from edges (debug streams), with their edge.
-    pub edge_events: handler::EdgeEvents,
+    pub edge_events: api::EdgeEventFeed,
     /// Who controls each location; restore.
     pub control: Control,
     api: api::RunningApi,
@@ -50,8 +54,14 @@ pub struct Master {
     grace: Duration,
 }
 
-/// Starts a master.
+/// Starts a master whose control decisions read the system clock.
 pub async fn start(config: Config) -> Result<Master, RunError> {
+    start_with_clock(config, Clock::system()).await
+}
+
+/// Starts a master whose control decisions (windows, failover deadlines,
+/// the hold-down) read `clock`: tests and benchmarks pass a manual one.
+pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, RunError> {
     certs::install_crypto_provider();
     ensure_certificates(&config)?;
     let store = boot::open_store(&config).await?;
@@ -99,7 +109,7 @@ pub async fn start(config: Config) -> Result<Master, RunError> {
     let control = Control::new(
         store.clone(),
         runtime.clone(),
-        config.clock.clone(),
+        clock,
         config.max_control_changes_per_minute,
         stop.clone(),
         tasks.clone(),
@@ -124,7 +134,7 @@ pub async fn start(config: Config) -> Result<Master, RunError> {
     let serve = crate::link::master::serve(
         listener,
         link,
-        Arc::new(store.clone()),
+        Arc::new(StoredKeys(store.clone())),
         handler,
         registry.clone(),
         stop.clone(),
@@ -168,7 +178,7 @@ pub async fn start(config: Config) -> Result<Master, RunError> {
         edge_status: Some(edge_status),
         edge_events: Some(edge_events.clone()),
         links: Some(links),
-        control: Some(control.clone()),
+        control: Some(Arc::new(control.clone())),
         edge_id: None,
         ..api::Ops::new(runtime.clone(), Some(registry.clone()), &config)
     };
@@ -196,7 +206,7 @@ impl Master {
     pub async fn stop(self) {
         tracing::info!("master stopping");
         boot::graceful_stop(
-            self.api,
+            self.api.stop(self.grace),
             self.stop,
             self.tasks,
             &self.runtime,

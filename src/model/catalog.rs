@@ -18,7 +18,7 @@ pub struct Catalog {
 }
 
 /// Who owns a module: `None` is the master, `Some(edge)` an edge location.
-pub type Owner = Option<Uuid>;
+pub(super) type Owner = Option<Uuid>;
 
 impl Catalog {
     pub fn len(&self) -> usize {

@@ -15,9 +15,9 @@ use super::{Doc, Kind, ValidationContext};
 
 /// Longest failover timeout accepted: a week. Anything longer is almost
 /// certainly a unit mistake (seconds typed as milliseconds the other way).
-pub const MAX_FAILOVER_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
+pub(super) const MAX_FAILOVER_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Longest restore window accepted: a week.
-pub const MAX_WINDOW_LENGTH_MS: u64 = 7 * 24 * 3600 * 1000;
+pub(super) const MAX_WINDOW_LENGTH_MS: u64 = 7 * 24 * 3600 * 1000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -50,7 +50,7 @@ pub struct EdgeLocation {
     pub commit: Option<String>,
 }
 
-pub fn default_failover_timeout_ms() -> u64 {
+pub(super) fn default_failover_timeout_ms() -> u64 {
     30_000
 }
 

@@ -1,4 +1,4 @@
-//! The data model: the three document kinds of MISSION.md (`EdgeLocation`,
+//! The data model: the three document kinds of the product (`EdgeLocation`,
 //! `ControlSystem`, `Module`) plus `ApiKey`, their validation, and the whole-catalog rules
 //! that need more than one document (references, module ownership).
 //!

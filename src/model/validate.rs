@@ -64,7 +64,7 @@ pub(crate) struct Checker {
 }
 
 impl Checker {
-    pub fn new(kind: Kind, id: Uuid) -> Self {
+    pub(super) fn new(kind: Kind, id: Uuid) -> Self {
         Self {
             kind,
             id,
@@ -72,7 +72,7 @@ impl Checker {
         }
     }
 
-    pub fn fail(&mut self, field: &str, message: impl Into<String>) {
+    pub(super) fn fail(&mut self, field: &str, message: impl Into<String>) {
         self.errors.push(FieldError {
             kind: self.kind.as_str(),
             id: self.id,
@@ -82,7 +82,7 @@ impl Checker {
     }
 
     /// Names are shown to operators: non-empty, one line, bounded.
-    pub fn name(&mut self, field: &str, value: &str) {
+    pub(super) fn name(&mut self, field: &str, value: &str) {
         if value.trim().is_empty() {
             self.fail(field, "must not be empty");
         } else if value.len() > 200 {
@@ -92,7 +92,7 @@ impl Checker {
         }
     }
 
-    pub fn finish(self) -> Result<(), Invalid> {
+    pub(super) fn finish(self) -> Result<(), Invalid> {
         if self.errors.is_empty() {
             Ok(())
         } else {

@@ -85,34 +85,23 @@ impl std::fmt::Debug for Bytes32 {
 
 impl Serialize for Bytes32 {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        const D: &[u8; 16] = b"0123456789abcdef";
-        let mut out = [0u8; 64];
-        for (i, b) in self.0.iter().enumerate() {
-            out[2 * i] = D[(b >> 4) as usize];
-            out[2 * i + 1] = D[(b & 15) as usize];
-        }
-        s.serialize_str(std::str::from_utf8(&out).expect("hex is ascii"))
+        s.serialize_str(&hex::encode(self.0))
     }
 }
 
 impl<'de> Deserialize<'de> for Bytes32 {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        let s = s.as_bytes();
         if s.len() != 64 {
             return Err(serde::de::Error::custom("expected 64 hex digits"));
         }
-        let digit = |c: u8| -> Result<u8, D::Error> {
-            match c {
-                b'0'..=b'9' => Ok(c - b'0'),
-                b'a'..=b'f' => Ok(c - b'a' + 10),
-                _ => Err(serde::de::Error::custom("expected lowercase hex")),
-            }
-        };
-        let mut out = [0u8; 32];
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = digit(s[2 * i])? << 4 | digit(s[2 * i + 1])?;
+        // One spelling on the wire, so a message has one encoding.
+        if s.bytes().any(|c| c.is_ascii_uppercase()) {
+            return Err(serde::de::Error::custom("expected lowercase hex"));
         }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s.as_bytes(), &mut out)
+            .map_err(|_| serde::de::Error::custom("expected lowercase hex"))?;
         Ok(Self(out))
     }
 }

@@ -1,5 +1,13 @@
 //! Web API tests over real HTTP on loopback, against a real store.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    missing_debug_implementations,
+    reason = "tests and benchmarks fail loudly by design, and their items are not an API"
+)]
+
 mod documents;
 #[path = "../support/http.rs"]
 mod http;

@@ -64,13 +64,14 @@ impl Scene {
         outpost::config::Config {
             heartbeat_ms: 200,
             dead_after_ms: 600,
-            clock: self.clock.clone(),
             ..self.site.master_config()
         }
     }
 
     async fn master(&self) -> Master {
-        outpost::master::start(self.master_config()).await.unwrap()
+        outpost::master::start_with_clock(self.master_config(), self.clock.clone())
+            .await
+            .unwrap()
     }
 
     /// Starts a master on `link` in the background, with a boot wait long
@@ -81,16 +82,17 @@ impl Scene {
             boot_wait_ms: 10_000,
             ..self.master_config()
         };
-        tokio::spawn(async move { outpost::master::start(config).await.unwrap() })
+        let clock = self.clock.clone();
+        tokio::spawn(async move {
+            outpost::master::start_with_clock(config, clock)
+                .await
+                .unwrap()
+        })
     }
 
     fn edge_config(&self, master_link: std::net::SocketAddr) -> outpost::config::Config {
-        outpost::config::Config {
-            clock: self.clock.clone(),
-            ..self
-                .site
-                .edge_config(self.room.edge_id, &self.room.secret, master_link)
-        }
+        self.site
+            .edge_config(self.room.edge_id, &self.room.secret, master_link)
     }
 
     async fn state(&self, master: &Master) -> ControlState {
@@ -265,7 +267,7 @@ async fn a_master_restarted_while_holding_a_site_still_holds_it() {
 
     // The edge comes back with nothing running: the master keeps the site.
     s.sim.reset_max_connections();
-    let edge = outpost::edge::start(s.edge_config(master.link_addr))
+    let edge = outpost::edge::start_with_clock(s.edge_config(master.link_addr), s.clock.clone())
         .await
         .unwrap();
     eventually(20, "the edge to connect", async || {
@@ -295,7 +297,9 @@ async fn edges_connecting_within_the_boot_wait_are_not_taken_over() {
     let s = scene(failover_on()).await;
     let link = reserve();
     let master = s.spawn_master(link);
-    let edge = outpost::edge::start(s.edge_config(link)).await.unwrap();
+    let edge = outpost::edge::start_with_clock(s.edge_config(link), s.clock.clone())
+        .await
+        .unwrap();
     let master = master.await.unwrap();
     assert!(master.missing_at_boot.is_empty());
     s.wait_connections(1).await;
@@ -322,7 +326,7 @@ async fn a_location_without_failover_is_never_taken_over() {
     let s = scene(json!({"failover": false, "failover_timeout_ms": 0})).await;
     let master = s.master().await;
     assert!(master.missing_at_boot.contains(&s.room.edge_id));
-    let edge = outpost::edge::start(s.edge_config(master.link_addr))
+    let edge = outpost::edge::start_with_clock(s.edge_config(master.link_addr), s.clock.clone())
         .await
         .unwrap();
     s.wait_controller(&master, Side::Edge, 1).await;
@@ -342,7 +346,7 @@ async fn a_healed_partition_leaves_one_controller() {
     let link = reserve();
     let master = s.spawn_master(link);
     let proxy = Proxy::start(link).await;
-    let edge = outpost::edge::start(s.edge_config(proxy.addr()))
+    let edge = outpost::edge::start_with_clock(s.edge_config(proxy.addr()), s.clock.clone())
         .await
         .unwrap();
     let master = master.await.unwrap();
@@ -380,7 +384,7 @@ async fn a_flapping_link_changes_control_a_bounded_number_of_times() {
     let link = reserve();
     let master = s.spawn_master(link);
     let proxy = Proxy::start(link).await;
-    let edge = outpost::edge::start(s.edge_config(proxy.addr()))
+    let edge = outpost::edge::start_with_clock(s.edge_config(proxy.addr()), s.clock.clone())
         .await
         .unwrap();
     let master = master.await.unwrap();
@@ -424,14 +428,16 @@ async fn a_request_under_a_stale_epoch_is_refused() {
     let s = scene(failover_on()).await;
     let link = reserve();
     let master = s.spawn_master(link);
-    let edge = outpost::edge::start(s.edge_config(link)).await.unwrap();
+    let edge = outpost::edge::start_with_clock(s.edge_config(link), s.clock.clone())
+        .await
+        .unwrap();
     let master = master.await.unwrap();
     s.wait_controller(&master, Side::Edge, 1).await;
     edge.stop().await;
     s.wait_due(&master).await;
     s.clock.advance(Duration::from_millis(TIMEOUT_MS));
     s.wait_controller(&master, Side::Master, 2).await;
-    let edge = outpost::edge::start(s.edge_config(master.link_addr))
+    let edge = outpost::edge::start_with_clock(s.edge_config(master.link_addr), s.clock.clone())
         .await
         .unwrap();
     eventually(20, "the edge to connect", async || {

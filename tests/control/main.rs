@@ -2,6 +2,14 @@
 //! windows, and a master and an edge together over real TLS. (The
 //! negotiation table lives with the pure function in `src/control`.)
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    missing_debug_implementations,
+    reason = "tests and benchmarks fail loudly by design, and their items are not an API"
+)]
+
 mod epochs;
 mod failover;
 #[path = "../support/http.rs"]

@@ -2,6 +2,14 @@
 //! (certificates from `certs::init_dev` in a temporary directory), plus
 //! in-memory duplex streams for the multiplexer's edge cases.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    missing_debug_implementations,
+    reason = "tests and benchmarks fail loudly by design, and their items are not an API"
+)]
+
 mod adversarial;
 mod fuzz;
 mod liveness;

@@ -1,6 +1,14 @@
 //! Replication tests (store level): a replica following the master's change
 //! feed with its checkpoint, and the edge and master event logs.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    missing_debug_implementations,
+    reason = "tests and benchmarks fail loudly by design, and their items are not an API"
+)]
+
 mod events;
 mod history;
 #[path = "../support/http.rs"]

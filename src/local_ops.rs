@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::link::{Peer, RequestCtx};
 use crate::proto::{EventBody, RequestBody, ResponseBody, WireError};
 use crate::runtime::{DebugEvent, ExecError, Runtime, RuntimeError};
+use crate::util::Unpoisoned;
 
 /// Exec, status and debug requests on one runtime.
 pub struct ModuleRequests {
@@ -58,7 +59,7 @@ impl ModuleRequests {
             RequestBody::DebugSubscribe { module } => self.subscribe(&ctx.peer, module),
             RequestBody::DebugUnsubscribe { module } => module_id(&module).and_then(|id| {
                 let key = (ctx.peer.meta().session, id);
-                match self.debug.lock().expect("debug lock").remove(&key) {
+                match self.debug.lock_unpoisoned().remove(&key) {
                     Some(token) => {
                         token.cancel();
                         Ok(ResponseBody::Done)
@@ -96,7 +97,7 @@ impl ModuleRequests {
         let token = CancellationToken::new();
         let key = (peer.meta().session, id);
         {
-            let mut debug = self.debug.lock().expect("debug lock");
+            let mut debug = self.debug.lock_unpoisoned();
             // Forget forwarders that ended with their link.
             debug.retain(|_, t| !t.is_cancelled());
             if let Some(old) = debug.insert(key, token.clone()) {
