@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use outpost::certs;
-use outpost::link::edge::{self, CommitCell, EdgeEvent, EdgeLinkConfig};
-use outpost::link::master::{self, MasterEvent, MasterLinkConfig};
+use outpost::link::edge::{self, CommitCell, EdgeLinkConfig, EdgeLinkEvent};
+use outpost::link::master::{self, MasterLinkConfig, MasterLinkEvent};
 use outpost::link::peer::{Handler, Peer, PeerConfig, PeerRole, RequestCtx};
 use outpost::link::{LinkTiming, Registry, tls};
 use outpost::proto::{RequestBody, ResponseBody, WireError};
@@ -373,7 +373,7 @@ impl LinkBench {
         let (etx, mut erx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Some(ev) = erx.recv().await {
-                if let EdgeEvent::ConnectionLost { reason, .. } = ev {
+                if let EdgeLinkEvent::ConnectionLost { reason, .. } = ev {
                     eprintln!("  (link lost: {reason})");
                 }
             }
@@ -381,7 +381,7 @@ impl LinkBench {
         let edge_stop = CancellationToken::new();
         tokio::spawn(edge::run(ecfg, Arc::new(Echo), etx, edge_stop.clone()));
         let to_edge = loop {
-            if let Some(MasterEvent::LinkUp { peer, .. }) = events.recv().await {
+            if let Some(MasterLinkEvent::LinkUp { peer, .. }) = events.recv().await {
                 break peer;
             }
         };
@@ -630,13 +630,13 @@ fn edges() {
             async move {
                 while let Some(ev) = events.recv().await {
                     match ev {
-                        MasterEvent::LinkUp { .. } => {
+                        MasterLinkEvent::LinkUp { .. } => {
                             ups.fetch_add(1, Ordering::Relaxed);
                         }
-                        MasterEvent::AuthFailed { .. } => {
+                        MasterLinkEvent::AuthFailed { .. } => {
                             failures.fetch_add(1, Ordering::Relaxed);
                         }
-                        MasterEvent::LinkLost { .. } => {}
+                        MasterLinkEvent::LinkLost { .. } => {}
                     }
                 }
             }
@@ -727,7 +727,7 @@ fn edge_sim(args: &[String]) {
         let no_resume = std::env::var_os("OUTPOST_BENCH_NO_RESUME").is_some();
         let handler = Arc::new(Echo);
         let stop = CancellationToken::new();
-        let (tx, mut rx) = mpsc::unbounded_channel::<EdgeEvent>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<EdgeLinkEvent>();
         tokio::spawn(async move { while rx.recv().await.is_some() {} });
         for i in 0..n {
             let (edge_id, key) = edge_identity(i);

@@ -4,11 +4,12 @@
 //! no detail; repeated failures from one address are answered more and more
 //! slowly (from the 6th within 10 minutes: 250 ms, doubling, at most 5 s).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
@@ -18,7 +19,7 @@ use super::ApiState;
 use super::error::ApiError;
 use crate::model::{ApiKey, EdgeLocation, KeyRole, MIN_KEY_LEN};
 use crate::store::{Expect, Store, StoreError, Write};
-use crate::util::Unpoisoned;
+use crate::util::ThrottlePolicy;
 
 /// Who is calling.
 #[derive(Debug, Clone)]
@@ -52,41 +53,15 @@ impl Caller {
     }
 }
 
-/// Slows down addresses that keep failing.
-#[derive(Debug, Default)]
-pub(super) struct Throttle {
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
-}
-
-const FREE_FAILURES: u32 = 5;
-const FAILURE_WINDOW: Duration = Duration::from_secs(600);
-const MAX_TRACKED: usize = 10_000;
-
-impl Throttle {
-    /// Records a failure and returns how long to wait before answering.
-    fn failed(&self, ip: IpAddr) -> Duration {
-        let now = Instant::now();
-        let mut map = self.failures.lock_unpoisoned();
-        if map.len() >= MAX_TRACKED {
-            map.retain(|_, (_, at)| now.duration_since(*at) < FAILURE_WINDOW);
-        }
-        let entry = map.entry(ip).or_insert((0, now));
-        if now.duration_since(entry.1) > FAILURE_WINDOW {
-            *entry = (0, now);
-        }
-        entry.0 += 1;
-        entry.1 = now;
-        match entry.0.checked_sub(FREE_FAILURES + 1) {
-            None => Duration::ZERO,
-            Some(n) => Duration::from_millis(250u64.saturating_mul(1 << n.min(5)))
-                .min(Duration::from_secs(5)),
-        }
-    }
-
-    fn succeeded(&self, ip: IpAddr) {
-        self.failures.lock_unpoisoned().remove(&ip);
-    }
-}
+/// The API's failure throttle for bad keys: five free failures within ten
+/// minutes, then each answer waits 250 ms, doubling up to 5 s.
+pub(super) const KEY_THROTTLE: ThrottlePolicy = ThrottlePolicy {
+    free: 6,
+    window: Duration::from_secs(600),
+    base: Duration::from_millis(250),
+    cap: Duration::from_secs(5),
+    max_tracked: 10_000,
+};
 
 impl FromRequestParts<Arc<ApiState>> for Caller {
     type Rejection = ApiError;
@@ -123,7 +98,7 @@ pub(super) async fn authenticate(
     };
     match found {
         Some(k) => {
-            state.throttle.succeeded(ip);
+            state.throttle.success(ip);
             Ok(Caller {
                 key_id: k.id,
                 user: k.user,
@@ -131,7 +106,8 @@ pub(super) async fn authenticate(
             })
         }
         None => {
-            let wait = state.throttle.failed(ip);
+            state.throttle.failure(ip, Instant::now());
+            let wait = state.throttle.penalty(ip, Instant::now());
             if !wait.is_zero() {
                 tracing::warn!(%ip, wait_ms = wait.as_millis() as u64, "repeated API authentication failures");
                 tokio::time::sleep(wait).await;
@@ -211,21 +187,27 @@ pub enum BootstrapError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::FailureThrottle;
 
     #[test]
-    fn repeated_failures_wait_longer_and_success_resets() {
-        let t = Throttle::default();
+    fn bad_keys_wait_longer_and_success_resets() {
+        let t = FailureThrottle::new(KEY_THROTTLE);
+        let now = Instant::now();
         let a = IpAddr::from([10, 0, 0, 1]);
         let b = IpAddr::from([10, 0, 0, 2]);
-        let waits: Vec<u64> = (0..10).map(|_| t.failed(a).as_millis() as u64).collect();
+        let mut failed = |ip| {
+            t.failure(ip, now);
+            t.penalty(ip, now)
+        };
+        let waits: Vec<u128> = (0..10).map(|_| failed(a).as_millis()).collect();
         assert_eq!(waits, vec![0, 0, 0, 0, 0, 250, 500, 1000, 2000, 4000]);
-        assert_eq!(t.failed(a), Duration::from_secs(5), "capped");
+        assert_eq!(failed(a), Duration::from_secs(5), "capped");
         assert_eq!(
-            t.failed(b),
+            failed(b),
             Duration::ZERO,
             "other addresses are not affected"
         );
-        t.succeeded(a);
-        assert_eq!(t.failed(a), Duration::ZERO);
+        t.success(a);
+        assert_eq!(failed(a), Duration::ZERO);
     }
 }

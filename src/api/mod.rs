@@ -9,11 +9,11 @@
 mod auth;
 mod cache;
 mod documents;
+mod drivers;
 mod error;
 mod keys;
 mod operations;
 mod restore;
-mod routes;
 mod ws;
 
 pub use auth::{BootstrapError, Caller, bootstrap_admin};
@@ -53,7 +53,7 @@ pub struct ApiState {
     pub validation: ValidationContext,
     /// The runtime and the connected edges, for device operations.
     pub ops: Option<Ops>,
-    throttle: auth::Throttle,
+    throttle: crate::util::FailureThrottle,
     /// Held while a document write checks other documents and writes, so
     /// two API writes cannot both pass a check that only one may pass (a
     /// module claimed by systems of two owners).
@@ -79,7 +79,7 @@ impl ApiState {
             role,
             validation,
             ops,
-            throttle: auth::Throttle::default(),
+            throttle: crate::util::FailureThrottle::new(auth::KEY_THROTTLE),
             write_lock: tokio::sync::Mutex::new(()),
             ws: ws::Hub::default(),
             cache: cache::ReadCache::new(&store),
@@ -239,7 +239,7 @@ pub fn router(state: Arc<ApiState>) -> (axum::Router, utoipa::openapi::OpenApi) 
         .merge(keys::routes())
         .merge(operations::routes())
         .merge(restore::routes())
-        .merge(routes::routes())
+        .merge(drivers::routes())
         .merge(ws::routes())
         .split_for_parts();
     openapi

@@ -50,7 +50,7 @@ use super::error::ApiError;
 use super::operations::{module_route, proxy, wire_to_api};
 use crate::config::Role;
 use crate::link::CallError;
-use crate::link::MasterEvent;
+use crate::link::MasterLinkEvent;
 use crate::proto::{EventBody, RequestBody, ResponseBody};
 use crate::util::Unpoisoned;
 
@@ -75,10 +75,10 @@ pub struct LinkNotice {
 
 impl LinkNotice {
     /// The notice for a link-up or link-lost event; `None` for others.
-    pub fn from_event(ev: &MasterEvent) -> Option<LinkNotice> {
+    pub fn from_event(ev: &MasterLinkEvent) -> Option<LinkNotice> {
         let (edge_id, connected, at) = match ev {
-            MasterEvent::LinkUp { info, at, .. } => (info.edge_id, true, at),
-            MasterEvent::LinkLost { edge_id, at, .. } => (*edge_id, false, at),
+            MasterLinkEvent::LinkUp { info, at, .. } => (info.edge_id, true, at),
+            MasterLinkEvent::LinkLost { edge_id, at, .. } => (*edge_id, false, at),
             _ => return None,
         };
         let at_ms = at

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use super::events::EventSync;
+use super::event_log::EventSync;
 use crate::boot::{EdgeBoot, plan_edge};
 use crate::control::{Clock, Reason, Side};
 use crate::proto::{ResponseBody, WireError};

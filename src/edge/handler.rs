@@ -200,7 +200,7 @@ impl Handler for EdgeHandler {
                     .await
                     .map_err(internal)?;
                 Ok(ResponseBody::Events {
-                    events: page.into_iter().map(super::events::to_wire).collect(),
+                    events: page.into_iter().map(super::event_log::to_wire).collect(),
                 })
             }
             RequestBody::EventsSynced { ids } => {

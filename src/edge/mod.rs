@@ -17,7 +17,7 @@
 //! own.
 
 mod control;
-pub mod events;
+pub mod event_log;
 mod handler;
 mod sync;
 
@@ -37,7 +37,7 @@ use crate::boot::{self, EdgeBoot, RunError};
 use crate::certs;
 use crate::config::{Config, ConfigError, Role};
 use crate::control::Clock;
-use crate::link::{EdgeEvent, EdgeLinkConfig};
+use crate::link::{EdgeLinkConfig, EdgeLinkEvent};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::Store;
 
@@ -51,7 +51,7 @@ pub struct Edge {
     pub control: Arc<SiteControl>,
     /// The site's event log and its sync to the master; the control loop
     /// records control changes through it (`record_control`).
-    pub event_log: Arc<events::EventSync>,
+    pub event_log: Arc<event_log::EventSync>,
     api: crate::api::RunningApi,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -103,7 +103,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
             }
         }
     }
-    let event_sync = Arc::new(events::EventSync {
+    let event_sync = Arc::new(event_log::EventSync {
         edge_id,
         store: store.clone(),
         max_events: config.event_log_max,
@@ -206,26 +206,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 /// Publishes the current link for the replicator and the event pusher,
 /// and runs the site when the link is declared disconnected.
 async fn follow_link_events(
-    mut events: mpsc::UnboundedReceiver<EdgeEvent>,
+    mut events: mpsc::UnboundedReceiver<EdgeLinkEvent>,
     peer: tokio::sync::watch::Sender<Option<crate::link::Peer>>,
     control: Arc<SiteControl>,
 ) {
     while let Some(ev) = events.recv().await {
         match ev {
-            EdgeEvent::Connected {
+            EdgeLinkEvent::Connected {
                 master, peer: p, ..
             } => {
                 tracing::info!(%master, "connected to the master");
                 peer.send_replace(Some(p));
             }
-            EdgeEvent::ConnectionLost { reason, .. } => {
+            EdgeLinkEvent::ConnectionLost { reason, .. } => {
                 tracing::warn!(?reason, "link to the master lost");
                 peer.send_replace(None);
             }
-            EdgeEvent::ConnectFailed { master, error, .. } => {
+            EdgeLinkEvent::ConnectFailed { master, error, .. } => {
                 tracing::debug!(%master, %error, "cannot reach the master")
             }
-            EdgeEvent::Disconnected { .. } => {
+            EdgeLinkEvent::Disconnected { .. } => {
                 // Not awaited here: the link's events keep flowing while
                 // the site starts.
                 let control = control.clone();

@@ -2,7 +2,7 @@
 //!
 //! The edge tries each master in `masters` in order. After a failed round
 //! it waits `reconnect` ± 20 % (jitter, so a thousand edges do not retry in
-//! lock step) — never a tight loop. It raises [`EdgeEvent::Disconnected`]
+//! lock step) — never a tight loop. It raises [`EdgeLinkEvent::Disconnected`]
 //! once when `dead_after` has passed without traffic *and* the following
 //! reconnect failed; the control logic acts on that.
 
@@ -30,7 +30,7 @@ pub type CommitCell = Arc<RwLock<Option<String>>>;
 
 /// What the edge's link reports to the control loop.
 #[derive(Debug, Clone)]
-pub enum EdgeEvent {
+pub enum EdgeLinkEvent {
     Connected {
         peer: Peer,
         master: String,
@@ -115,7 +115,7 @@ pub fn jittered(base: Duration) -> Duration {
 pub async fn run<H: Handler>(
     cfg: EdgeLinkConfig,
     handler: Arc<H>,
-    events: mpsc::UnboundedSender<EdgeEvent>,
+    events: mpsc::UnboundedSender<EdgeLinkEvent>,
     shutdown: CancellationToken,
 ) {
     let dead_after = cfg.peer.timing.dead_after;
@@ -138,7 +138,7 @@ pub async fn run<H: Handler>(
             if !raised && last_traffic.elapsed() >= dead_after {
                 raised = true;
                 tracing::warn!(edge_id = %cfg.edge_id, "disconnected from every master");
-                let _ = events.send(EdgeEvent::Disconnected {
+                let _ = events.send(EdgeLinkEvent::Disconnected {
                     at: SystemTime::now(),
                 });
             }
@@ -146,7 +146,7 @@ pub async fn run<H: Handler>(
         };
         raised = false;
         tracing::info!(edge_id = %cfg.edge_id, %master, "link up");
-        let _ = events.send(EdgeEvent::Connected {
+        let _ = events.send(EdgeLinkEvent::Connected {
             peer,
             master,
             at: SystemTime::now(),
@@ -161,7 +161,7 @@ pub async fn run<H: Handler>(
             _ => Instant::now(),
         };
         tracing::info!(edge_id = %cfg.edge_id, %reason, "link lost");
-        let _ = events.send(EdgeEvent::ConnectionLost {
+        let _ = events.send(EdgeLinkEvent::ConnectionLost {
             reason,
             at: SystemTime::now(),
         });
@@ -178,7 +178,7 @@ type Connected = (Peer, Session<TlsStream<TcpStream>>, String);
 
 async fn connect_any(
     cfg: &EdgeLinkConfig,
-    events: &mpsc::UnboundedSender<EdgeEvent>,
+    events: &mpsc::UnboundedSender<EdgeLinkEvent>,
     shutdown: &CancellationToken,
 ) -> Option<Connected> {
     for master in &cfg.masters {
@@ -192,7 +192,7 @@ async fn connect_any(
             Ok((peer, session)) => return Some((peer, session, master.clone())),
             Err(e) => {
                 tracing::debug!(edge_id = %cfg.edge_id, %master, error = %e, "connect failed");
-                let _ = events.send(EdgeEvent::ConnectFailed {
+                let _ = events.send(EdgeLinkEvent::ConnectFailed {
                     master: master.clone(),
                     error: e.to_string(),
                     at: SystemTime::now(),

@@ -4,13 +4,13 @@
 //! under one deadline, and after a delay when its address failed
 //! recently), then a [`Session`](super::peer::Session) registered in the
 //! [`Registry`]. Failures are recorded with edge id, address and reason
-//! (log and [`MasterEvent::AuthFailed`]); the peer only ever learns
+//! (log and [`MasterLinkEvent::AuthFailed`]); the peer only ever learns
 //! "denied".
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -26,7 +26,7 @@ use super::peer::{self, CloseReason, Handler, Peer, PeerConfig, PeerMeta, PeerRo
 use super::registry::{EdgeInfo, Registry};
 use super::{LinkError, LinkTiming, tls};
 use crate::secret::LinkKey;
-use crate::util::Unpoisoned;
+use crate::util::{FailureThrottle, ThrottlePolicy};
 
 /// Where the master finds an edge's link key.
 pub trait KeyLookup: Send + Sync + 'static {
@@ -42,7 +42,7 @@ impl KeyLookup for HashMap<Uuid, LinkKey> {
 
 /// What the master's link reports to the control loop.
 #[derive(Debug, Clone)]
-pub enum MasterEvent {
+pub enum MasterLinkEvent {
     LinkUp {
         info: EdgeInfo,
         peer: Peer,
@@ -95,49 +95,16 @@ impl MasterLinkConfig {
     }
 }
 
-/// Slows down addresses that keep failing the handshake: after a few
-/// failures within [`FailureLimiter::WINDOW`], each new connection from that
-/// address waits before its handshake starts, doubling up to a cap.
-#[derive(Default)]
-pub struct FailureLimiter {
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
-}
-
-impl FailureLimiter {
-    pub const WINDOW: Duration = Duration::from_secs(60);
-    pub const FREE: u32 = 3;
-    pub const BASE: Duration = Duration::from_millis(250);
-    pub const CAP: Duration = Duration::from_secs(8);
-    const MAX_TRACKED: usize = 65_536;
-
-    /// The wait imposed on a new connection from `ip` at `now`.
-    pub fn penalty(&self, ip: IpAddr, now: Instant) -> Duration {
-        match self.failures.lock_unpoisoned().get(&ip) {
-            Some(&(n, last)) if now.duration_since(last) < Self::WINDOW && n >= Self::FREE => {
-                let doublings = (n - Self::FREE).min(16);
-                (Self::BASE * 2u32.pow(doublings)).min(Self::CAP)
-            }
-            _ => Duration::ZERO,
-        }
-    }
-
-    pub fn failure(&self, ip: IpAddr, now: Instant) {
-        let mut map = self.failures.lock_unpoisoned();
-        if map.len() >= Self::MAX_TRACKED {
-            map.retain(|_, (_, last)| now.duration_since(*last) < Self::WINDOW);
-        }
-        let e = map.entry(ip).or_insert((0, now));
-        if now.duration_since(e.1) >= Self::WINDOW {
-            e.0 = 0;
-        }
-        e.0 = e.0.saturating_add(1);
-        e.1 = now;
-    }
-
-    pub fn success(&self, ip: IpAddr) {
-        self.failures.lock_unpoisoned().remove(&ip);
-    }
-}
+/// The handshake's failure throttle: after three failures within a minute,
+/// each new connection from that address waits 250 ms before its handshake
+/// starts, doubling up to 8 s.
+pub const HANDSHAKE_THROTTLE: ThrottlePolicy = ThrottlePolicy {
+    free: 3,
+    window: Duration::from_secs(60),
+    base: Duration::from_millis(250),
+    cap: Duration::from_secs(8),
+    max_tracked: 65_536,
+};
 
 /// Accepts edge links on `listener` until `shutdown`; then closes every link
 /// and waits at most `shutdown_grace` for their tasks.
@@ -152,7 +119,7 @@ pub async fn serve<K: KeyLookup, H: Handler>(
     let ctx = Arc::new(Accept {
         acceptor: TlsAcceptor::from(cfg.tls.clone()),
         handshakes: Semaphore::new(cfg.max_handshakes.max(1)),
-        limiter: FailureLimiter::default(),
+        limiter: FailureThrottle::new(HANDSHAKE_THROTTLE),
         cfg: cfg.clone(),
         registry,
         shutdown: shutdown.clone(),
@@ -187,7 +154,7 @@ pub async fn serve<K: KeyLookup, H: Handler>(
 struct Accept {
     acceptor: TlsAcceptor,
     handshakes: Semaphore,
-    limiter: FailureLimiter,
+    limiter: FailureThrottle,
     cfg: MasterLinkConfig,
     registry: Registry,
     shutdown: CancellationToken,
@@ -245,7 +212,7 @@ impl Accept {
             Err(e) => {
                 self.limiter.failure(addr.ip(), Instant::now());
                 tracing::warn!(edge_id = ?claimed, %addr, reason = %e, "link handshake failed");
-                self.registry.emit(MasterEvent::AuthFailed {
+                self.registry.emit(MasterLinkEvent::AuthFailed {
                     edge_id: claimed,
                     addr,
                     reason: e.to_string(),

@@ -31,8 +31,8 @@ pub mod tls;
 
 use std::time::Duration;
 
-pub use edge::{EdgeEvent, EdgeLinkConfig};
-pub use master::{KeyLookup, MasterEvent, MasterLinkConfig};
+pub use edge::{EdgeLinkConfig, EdgeLinkEvent};
+pub use master::{KeyLookup, MasterLinkConfig, MasterLinkEvent};
 pub use peer::{CallError, CloseReason, Handler, Peer, PeerConfig, PeerRole, RequestCtx};
 pub use registry::{EdgeInfo, Registry};
 

@@ -164,7 +164,7 @@ pub enum CallError {
 type Pending = Mutex<HashMap<u64, oneshot::Sender<Box<RawValue>>>>;
 type Running = Arc<Mutex<HashMap<u64, AbortHandle>>>;
 
-struct Shared {
+struct PeerState {
     meta: PeerMeta,
     out: mpsc::Sender<Bytes>,
     pending: Pending,
@@ -181,7 +181,7 @@ struct Shared {
 
 /// Handle to one live link. Cheap to clone.
 #[derive(Clone)]
-pub struct Peer(Arc<Shared>);
+pub struct Peer(Arc<PeerState>);
 
 impl std::fmt::Debug for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -376,7 +376,7 @@ pub fn session<IO>(
     parent: &CancellationToken,
 ) -> (Peer, Session<IO>) {
     let (out, out_rx) = mpsc::channel(cfg.outbound_queue.max(1));
-    let peer = Peer(Arc::new(Shared {
+    let peer = Peer(Arc::new(PeerState {
         meta,
         out,
         pending: Mutex::new(HashMap::new()),
@@ -716,7 +716,7 @@ pub struct Sweeper {
 }
 
 struct Swept {
-    link: Weak<Shared>,
+    link: Weak<PeerState>,
     last_rx: Instant,
     quiet: u32,
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
-use super::master::MasterEvent;
+use super::master::MasterLinkEvent;
 use super::peer::{CloseReason, Peer};
 use crate::util::Unpoisoned;
 
@@ -40,7 +40,7 @@ struct Entry {
 struct Inner {
     edges: Mutex<HashMap<Uuid, Entry>>,
     changed: Notify,
-    events: mpsc::UnboundedSender<MasterEvent>,
+    events: mpsc::UnboundedSender<MasterLinkEvent>,
 }
 
 /// Shared handle to the registry.
@@ -49,7 +49,7 @@ pub struct Registry(Arc<Inner>);
 
 impl Registry {
     /// Link-up / link-lost / auth-failure events go to `events`.
-    pub fn new(events: mpsc::UnboundedSender<MasterEvent>) -> Self {
+    pub fn new(events: mpsc::UnboundedSender<MasterLinkEvent>) -> Self {
         Self(Arc::new(Inner {
             edges: Mutex::new(HashMap::new()),
             changed: Notify::new(),
@@ -57,7 +57,7 @@ impl Registry {
         }))
     }
 
-    pub(crate) fn emit(&self, ev: MasterEvent) {
+    pub(crate) fn emit(&self, ev: MasterLinkEvent) {
         let _ = self.0.events.send(ev);
     }
 
@@ -76,14 +76,14 @@ impl Registry {
                 },
             );
             if let Some(old) = &old {
-                self.emit(MasterEvent::LinkLost {
+                self.emit(MasterLinkEvent::LinkLost {
                     edge_id: old.info.edge_id,
                     session: old.info.session,
                     reason: CloseReason::Replaced,
                     at: SystemTime::now(),
                 });
             }
-            self.emit(MasterEvent::LinkUp {
+            self.emit(MasterLinkEvent::LinkUp {
                 info,
                 peer,
                 at: SystemTime::now(),
@@ -104,7 +104,7 @@ impl Registry {
             .is_some_and(|e| e.info.session == session)
         {
             edges.remove(&edge_id);
-            self.emit(MasterEvent::LinkLost {
+            self.emit(MasterLinkEvent::LinkLost {
                 edge_id,
                 session,
                 reason,

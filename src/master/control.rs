@@ -34,7 +34,7 @@ use uuid::Uuid;
 use crate::api::{RestoreError, SiteRestore};
 use crate::boot::{EdgeBoot, plan_edge};
 use crate::control::{Clock, Facts, HOLD_DOWN_PERIOD_MS, Reason, Side, held_down, negotiate};
-use crate::link::{CallError, MasterEvent, Peer};
+use crate::link::{CallError, MasterLinkEvent, Peer};
 use crate::model::{EdgeLocation, Kind};
 use crate::proto::{RequestBody, ResponseBody, WireError};
 use crate::runtime::Runtime;
@@ -58,7 +58,7 @@ enum Msg {
     MissingAtBoot,
 }
 
-struct Shared {
+struct ControlShared {
     store: Store,
     runtime: Runtime,
     clock: Clock,
@@ -76,7 +76,7 @@ struct Shared {
 
 /// A handle on the master's control loop.
 #[derive(Clone)]
-pub struct Control(Arc<Shared>);
+pub struct Control(Arc<ControlShared>);
 
 impl Control {
     pub fn new(
@@ -87,7 +87,7 @@ impl Control {
         stop: CancellationToken,
         tasks: TaskTracker,
     ) -> Control {
-        Control(Arc::new(Shared {
+        Control(Arc::new(ControlShared {
             store,
             runtime,
             clock,
@@ -137,7 +137,7 @@ impl Control {
     /// the API's WebSocket subscribers through `links`).
     pub async fn follow(
         self,
-        mut events: mpsc::UnboundedReceiver<MasterEvent>,
+        mut events: mpsc::UnboundedReceiver<MasterLinkEvent>,
         links: tokio::sync::broadcast::Sender<crate::api::LinkNotice>,
     ) {
         while let Some(ev) = events.recv().await {
@@ -145,11 +145,11 @@ impl Control {
                 let _ = links.send(notice);
             }
             match ev {
-                MasterEvent::LinkUp { info, peer, .. } => {
+                MasterLinkEvent::LinkUp { info, peer, .. } => {
                     tracing::info!(edge = %info.edge_id, addr = %info.addr, "edge connected");
                     self.send(info.edge_id, Msg::LinkUp { peer });
                 }
-                MasterEvent::LinkLost {
+                MasterLinkEvent::LinkLost {
                     edge_id,
                     session,
                     reason,
@@ -158,7 +158,7 @@ impl Control {
                     tracing::warn!(edge = %edge_id, %reason, "edge link lost");
                     self.send(edge_id, Msg::LinkLost { session });
                 }
-                MasterEvent::AuthFailed {
+                MasterLinkEvent::AuthFailed {
                     edge_id,
                     addr,
                     reason,
@@ -235,7 +235,7 @@ impl Control {
 /// One location's control task.
 struct Location {
     id: Uuid,
-    sh: Arc<Shared>,
+    sh: Arc<ControlShared>,
     link: Option<Peer>,
     /// The master runs this location's modules.
     running: bool,
@@ -592,7 +592,7 @@ impl Location {
 }
 
 /// Loads and starts a location's modules in the master's runtime.
-async fn start_site(sh: &Shared, edge_id: Uuid) {
+async fn start_site(sh: &ControlShared, edge_id: Uuid) {
     let plan = match plan_edge(&sh.store, edge_id).await {
         Ok(EdgeBoot::Ready(plan)) => plan,
         Ok(EdgeBoot::Waiting) => return,
@@ -615,13 +615,13 @@ async fn start_site(sh: &Shared, edge_id: Uuid) {
 
 /// The modules of a location's systems as the master's runtime has them
 /// registered (what it started), with the systems.
-fn site_modules(sh: &Shared, edge_id: Uuid) -> (Vec<Uuid>, Vec<Uuid>) {
+fn site_modules(sh: &ControlShared, edge_id: Uuid) -> (Vec<Uuid>, Vec<Uuid>) {
     sh.runtime.location_modules(Some(edge_id))
 }
 
 /// Stops a location's modules in the master's runtime: their device
 /// connections are closed when this returns.
-async fn stop_site(sh: &Shared, edge_id: Uuid) {
+async fn stop_site(sh: &ControlShared, edge_id: Uuid) {
     let (_, modules) = site_modules(sh, edge_id);
     let stops = modules.into_iter().map(|id| {
         let runtime = sh.runtime.clone();
@@ -634,7 +634,7 @@ async fn stop_site(sh: &Shared, edge_id: Uuid) {
 }
 
 /// Forgets a stopped location's systems and unloads its modules.
-async fn unload_site(sh: &Shared, edge_id: Uuid) {
+async fn unload_site(sh: &ControlShared, edge_id: Uuid) {
     let (systems, modules) = site_modules(sh, edge_id);
     for id in systems {
         sh.runtime.forget_system(id);

@@ -6,9 +6,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-/// What one side asks the other to do.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What one side asks the other to do. The `kind` tags (serde) and the
+/// names [`RequestBody::KINDS`] and [`RequestBody::kind`] give (strum) are
+/// both snake_case of the variant, derived, never listed by hand.
+#[derive(
+    Debug, Clone, PartialEq, Serialize, Deserialize, strum::IntoStaticStr, strum::VariantNames,
+)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum RequestBody {
     /// Execute a public function of a module. `epoch` is the control epoch
     /// the caller believes in (the receiver may refuse a stale one).
@@ -109,49 +114,11 @@ impl RequestBody {
     /// Every `kind` tag this build knows; a request whose tag is not here
     /// gets `UnknownKind`, one whose tag is here but fails to parse gets
     /// `BadRequest`.
-    pub const KINDS: &'static [&'static str] = &[
-        "exec",
-        "status",
-        "start_system",
-        "stop_system",
-        "reload_driver",
-        "expire_system_cache",
-        "debug_subscribe",
-        "debug_unsubscribe",
-        "repository",
-        "repo_tree",
-        "repo_blob",
-        "changes",
-        "events",
-        "unsynced_events",
-        "events_synced",
-        "control_report",
-        "control_assume",
-        "control_release",
-    ];
+    pub const KINDS: &'static [&'static str] = <Self as strum::VariantNames>::VARIANTS;
 
     /// The `kind` tag, for logs and metrics.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Exec { .. } => "exec",
-            Self::Status { .. } => "status",
-            Self::StartSystem { .. } => "start_system",
-            Self::StopSystem { .. } => "stop_system",
-            Self::ReloadDriver { .. } => "reload_driver",
-            Self::ExpireSystemCache { .. } => "expire_system_cache",
-            Self::DebugSubscribe { .. } => "debug_subscribe",
-            Self::DebugUnsubscribe { .. } => "debug_unsubscribe",
-            Self::Repository { .. } => "repository",
-            Self::RepoTree { .. } => "repo_tree",
-            Self::RepoBlob { .. } => "repo_blob",
-            Self::Changes { .. } => "changes",
-            Self::Events { .. } => "events",
-            Self::UnsyncedEvents { .. } => "unsynced_events",
-            Self::EventsSynced { .. } => "events_synced",
-            Self::ControlReport => "control_report",
-            Self::ControlAssume { .. } => "control_assume",
-            Self::ControlRelease { .. } => "control_release",
-        }
+        self.into()
     }
 
     /// The control epoch a request that acts on devices carries.
@@ -283,4 +250,37 @@ pub enum EventBody {
     /// Master → edges: the data model changed up to `seq`; pull the changes
     /// after your checkpoint.
     DataModelUpdated { seq: i64 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// serde's tag and strum's name come from two derives: they must agree
+    /// for every kind, or a known request would be answered `unknown_kind`.
+    #[test]
+    fn every_kind_name_is_the_serde_tag() {
+        let samples = [
+            RequestBody::ControlReport,
+            RequestBody::Exec {
+                module: "m".into(),
+                method: "f".into(),
+                args: Value::Null,
+                epoch: None,
+            },
+            RequestBody::UnsyncedEvents { after: 0, limit: 1 },
+            RequestBody::ExpireSystemCache {
+                system: Uuid::nil(),
+            },
+        ];
+        for body in samples {
+            let tag = serde_json::to_value(&body).unwrap()["kind"].clone();
+            assert_eq!(tag, body.kind(), "{body:?}");
+            assert!(RequestBody::KINDS.contains(&body.kind()));
+        }
+        assert_eq!(RequestBody::KINDS.len(), 18);
+        for kind in RequestBody::KINDS {
+            assert!(!kind.contains(char::is_uppercase), "{kind}");
+        }
+    }
 }

@@ -1,10 +1,13 @@
-//! Small helpers every layer may use: one place for each. Nothing here
+//! Small helpers every layer may use: one place for each (error chains,
+//! wall-clock milliseconds, locks, the failure throttle). Nothing here
 //! names another module of this crate.
 
 mod error_chain;
 mod sync;
+mod throttle;
 mod time;
 
 pub use error_chain::describe;
 pub use sync::{Unpoisoned, UnpoisonedRw};
+pub use throttle::{FailureThrottle, ThrottlePolicy};
 pub use time::unix_ms;

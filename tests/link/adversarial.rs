@@ -7,10 +7,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use outpost::link::handshake::{self, HandshakeError, Hello};
-use outpost::link::master::FailureLimiter;
+use outpost::link::master::HANDSHAKE_THROTTLE;
 use outpost::link::{CloseReason, tls};
 use outpost::proto::frame::with_length_prefix;
 use outpost::proto::{Handshake, PROTOCOL_VERSION, Preface};
+use outpost::util::FailureThrottle;
 use rustls_pki_types::ServerName;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
@@ -133,7 +134,7 @@ async fn wrong_secret_and_unknown_edge_are_denied_and_recorded() {
         TestHandler::default(),
     );
     loop {
-        if let outpost::link::EdgeEvent::ConnectFailed { error, .. } = e.next_event().await {
+        if let outpost::link::EdgeLinkEvent::ConnectFailed { error, .. } = e.next_event().await {
             assert!(error.contains("denied"), "{error}");
             assert!(
                 !error.contains("unknown"),
@@ -504,25 +505,25 @@ async fn half_open_connections_are_detected_as_dead() {
 
 #[test]
 fn repeated_failures_from_one_address_are_slowed_down() {
-    let l = FailureLimiter::default();
+    let l = FailureThrottle::new(HANDSHAKE_THROTTLE);
     let ip: std::net::IpAddr = "127.0.0.9".parse().unwrap();
     let other: std::net::IpAddr = "127.0.0.10".parse().unwrap();
     let t0 = tokio::time::Instant::now();
     let mut last = Duration::ZERO;
     for i in 0..10 {
         let p = l.penalty(ip, t0);
-        if i < FailureLimiter::FREE {
+        if i < HANDSHAKE_THROTTLE.free {
             assert_eq!(p, Duration::ZERO, "failure {i}");
         } else {
             assert!(
-                p > Duration::ZERO && p >= last && p <= FailureLimiter::CAP,
+                p > Duration::ZERO && p >= last && p <= HANDSHAKE_THROTTLE.cap,
                 "failure {i}: {p:?}"
             );
         }
         last = p;
         l.failure(ip, t0);
     }
-    assert_eq!(l.penalty(ip, t0), FailureLimiter::CAP);
+    assert_eq!(l.penalty(ip, t0), HANDSHAKE_THROTTLE.cap);
     assert_eq!(
         l.penalty(other, t0),
         Duration::ZERO,

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use outpost::link::edge::{self, EdgeEvent};
-use outpost::link::master::MasterEvent;
+use outpost::link::edge::{self, EdgeLinkEvent};
+use outpost::link::master::MasterLinkEvent;
 use outpost::link::peer::{self, PeerConfig, PeerMeta, PeerRole};
 use outpost::link::{CloseReason, LinkTiming};
 use outpost::proto::{RequestBody, ResponseBody};
@@ -134,14 +134,14 @@ async fn duplicate_connections_replace_the_old_one_and_never_clobber_the_new() {
     let mut replaced = Vec::new();
     while ups.len() < 8 || replaced.len() < 7 {
         match m.next_event().await {
-            MasterEvent::LinkUp { info, .. } => ups.push(info.session),
-            MasterEvent::LinkLost {
+            MasterLinkEvent::LinkUp { info, .. } => ups.push(info.session),
+            MasterLinkEvent::LinkLost {
                 session, reason, ..
             } => {
                 assert_eq!(reason, CloseReason::Replaced);
                 replaced.push(session);
             }
-            MasterEvent::AuthFailed { reason, .. } => panic!("{reason}"),
+            MasterLinkEvent::AuthFailed { reason, .. } => panic!("{reason}"),
         }
     }
     let winner = *ups.last().unwrap();
@@ -216,10 +216,10 @@ async fn master_restart_edge_reconnects_and_disconnected_is_raised_once() {
     let mut failures_after_lost = 0;
     loop {
         match e.next_event().await {
-            EdgeEvent::ConnectionLost { .. } => lost = true,
-            EdgeEvent::ConnectFailed { .. } if lost => failures_after_lost += 1,
-            EdgeEvent::Disconnected { .. } => break,
-            EdgeEvent::Connected { .. } => panic!("connected to a stopped master"),
+            EdgeLinkEvent::ConnectionLost { .. } => lost = true,
+            EdgeLinkEvent::ConnectFailed { .. } if lost => failures_after_lost += 1,
+            EdgeLinkEvent::Disconnected { .. } => break,
+            EdgeLinkEvent::Connected { .. } => panic!("connected to a stopped master"),
             _ => {}
         }
     }
@@ -232,11 +232,11 @@ async fn master_restart_edge_reconnects_and_disconnected_is_raised_once() {
     let mut m = start_master(&certs, opts).await;
     let peer = loop {
         match e.next_event().await {
-            EdgeEvent::Connected { peer, master, .. } => {
+            EdgeLinkEvent::Connected { peer, master, .. } => {
                 assert_eq!(master, addr.to_string());
                 break peer;
             }
-            EdgeEvent::Disconnected { .. } => panic!("disconnected raised twice"),
+            EdgeLinkEvent::Disconnected { .. } => panic!("disconnected raised twice"),
             _ => {}
         }
     };

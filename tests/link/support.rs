@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use outpost::certs;
-use outpost::link::edge::{self, CommitCell, EdgeEvent, EdgeLinkConfig};
-use outpost::link::master::{self, MasterEvent, MasterLinkConfig};
+use outpost::link::edge::{self, CommitCell, EdgeLinkConfig, EdgeLinkEvent};
+use outpost::link::master::{self, MasterLinkConfig, MasterLinkEvent};
 use outpost::link::peer::{Handler, Peer, PeerConfig, PeerRole, RequestCtx};
 use outpost::link::repository::{EdgeRepo, MasterRepo};
 use outpost::link::{LinkTiming, Registry, tls};
@@ -261,7 +261,7 @@ impl CtxExt for RequestCtx {
 pub struct Master {
     pub addr: SocketAddr,
     pub registry: Registry,
-    pub events: mpsc::UnboundedReceiver<MasterEvent>,
+    pub events: mpsc::UnboundedReceiver<MasterLinkEvent>,
     pub shutdown: CancellationToken,
     pub handler: Arc<TestHandler>,
     pub task: tokio::task::JoinHandle<()>,
@@ -339,13 +339,13 @@ pub async fn start_master(certs: &Certs, opts: MasterOpts) -> Master {
 
 impl Master {
     /// The next event that is not an auth failure when `skip_failures`.
-    pub async fn next_event(&mut self) -> MasterEvent {
+    pub async fn next_event(&mut self) -> MasterLinkEvent {
         within("a master event", self.events.recv()).await.unwrap()
     }
 
     pub async fn next_up(&mut self) -> (Uuid, u64, Peer) {
         loop {
-            if let MasterEvent::LinkUp { info, peer, .. } = self.next_event().await {
+            if let MasterLinkEvent::LinkUp { info, peer, .. } = self.next_event().await {
                 return (info.edge_id, info.session, peer);
             }
         }
@@ -353,7 +353,7 @@ impl Master {
 
     pub async fn next_lost(&mut self) -> (Uuid, u64, outpost::link::CloseReason) {
         loop {
-            if let MasterEvent::LinkLost {
+            if let MasterLinkEvent::LinkLost {
                 edge_id,
                 session,
                 reason,
@@ -367,7 +367,7 @@ impl Master {
 
     pub async fn next_auth_failure(&mut self) -> (Option<Uuid>, String) {
         loop {
-            if let MasterEvent::AuthFailed {
+            if let MasterLinkEvent::AuthFailed {
                 edge_id, reason, ..
             } = self.next_event().await
             {
@@ -419,7 +419,7 @@ pub fn edge_config(certs: &Certs, id: &EdgeIdentity, masters: Vec<String>) -> Ed
 }
 
 pub struct Edge {
-    pub events: mpsc::UnboundedReceiver<EdgeEvent>,
+    pub events: mpsc::UnboundedReceiver<EdgeLinkEvent>,
     pub shutdown: CancellationToken,
     pub handler: Arc<TestHandler>,
     pub task: tokio::task::JoinHandle<()>,
@@ -439,13 +439,13 @@ pub fn start_edge(cfg: EdgeLinkConfig, handler: TestHandler) -> Edge {
 }
 
 impl Edge {
-    pub async fn next_event(&mut self) -> EdgeEvent {
+    pub async fn next_event(&mut self) -> EdgeLinkEvent {
         within("an edge event", self.events.recv()).await.unwrap()
     }
 
     pub async fn connected(&mut self) -> Peer {
         loop {
-            if let EdgeEvent::Connected { peer, .. } = self.next_event().await {
+            if let EdgeLinkEvent::Connected { peer, .. } = self.next_event().await {
                 return peer;
             }
         }
