@@ -44,7 +44,8 @@ impl ModuleRequests {
                 args,
                 epoch: _,
             } => {
-                // Epochs are checked once control negotiation lands (issue 5).
+                // Each role checks the epoch before it gets here
+                // (`SiteControl::check_epoch` on an edge, the master handler).
                 match module_id(&module) {
                     Ok(id) => self
                         .runtime

@@ -163,6 +163,8 @@ async fn health(State(s): State<Arc<ApiState>>) -> Response {
 }
 
 /// Prometheus text. Gauges of current state are read at scrape time.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 async fn metrics_text(State(s): State<Arc<ApiState>>) -> String {
     if let Some(ops) = &s.ops {
         if let Some(registry) = &ops.registry {
@@ -231,10 +233,21 @@ async fn track(req: Request, next: Next) -> Response {
     response
 }
 
+/// This document: every route of the API with its description.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "health",
+    responses((status = 200, description = "The OpenAPI 3.1 description of this API")))]
+async fn openapi_json(
+    axum::Extension(spec): axum::Extension<Arc<utoipa::openapi::OpenApi>>,
+) -> Json<utoipa::openapi::OpenApi> {
+    Json(spec.as_ref().clone())
+}
+
 /// The API's routes and their OpenAPI description.
 pub fn router(state: Arc<ApiState>) -> (axum::Router, utoipa::openapi::OpenApi) {
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
+        .routes(routes!(metrics_text))
+        .routes(routes!(openapi_json))
         .merge(documents::routes())
         .merge(keys::routes())
         .merge(operations::routes())
@@ -251,14 +264,7 @@ pub fn router(state: Arc<ApiState>) -> (axum::Router, utoipa::openapi::OpenApi) 
         );
     let spec = Arc::new(openapi.clone());
     let router = router
-        .route(
-            "/api/v1/openapi.json",
-            axum::routing::get(move || {
-                let spec = spec.clone();
-                async move { Json(spec.as_ref().clone()) }
-            }),
-        )
-        .route("/metrics", axum::routing::get(metrics_text))
+        .layer(axum::Extension(spec))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(axum::middleware::from_fn(track))
         .with_state(state);

@@ -530,7 +530,7 @@ fn repeated_failures_from_one_address_are_slowed_down() {
         "other addresses are not affected"
     );
     assert_eq!(
-        l.penalty(ip, t0 + FailureLimiter::WINDOW),
+        l.penalty(ip, t0 + HANDSHAKE_THROTTLE.window),
         Duration::ZERO,
         "failures expire"
     );
