@@ -2,6 +2,8 @@
 //! or not at all. The buffer is bounded: a frame longer than `max_frame` is
 //! an error, so a device that never sends its delimiter cannot grow memory.
 
+use memchr::memmem::Finder;
+
 /// How a driver wants its device's bytes cut into frames.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Framing {
@@ -28,6 +30,9 @@ pub struct Framer {
     /// Bytes read but not yet part of a complete frame. The transport reads
     /// straight into it, so there is no second copy.
     pub(crate) buf: Vec<u8>,
+    /// The delimiter's searcher, built once (`None` unless framing by
+    /// delimiter).
+    finder: Option<Finder<'static>>,
     /// Where the delimiter search resumes, so a long partial line is not
     /// rescanned on every read.
     scanned: usize,
@@ -35,8 +40,13 @@ pub struct Framer {
 
 impl Framer {
     pub fn new(framing: Framing, max_frame: usize) -> Framer {
+        let finder = match &framing {
+            Framing::Delimiter(delim) => Some(Finder::new(delim).into_owned()),
+            _ => None,
+        };
         Framer {
             framing,
+            finder,
             max_frame,
             buf: Vec::new(),
             scanned: 0,
@@ -47,9 +57,10 @@ impl Framer {
         &self.framing
     }
 
-    /// Appends `data` and extracts the complete frames (test and helper path;
+    /// Appends `data` and extracts the complete frames (the tests' path;
     /// the transport reads into `buf` directly and calls [`Framer::extract`]).
-    pub fn push(&mut self, data: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), FrameTooLong> {
+    #[cfg(test)]
+    fn push(&mut self, data: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), FrameTooLong> {
         self.buf.extend_from_slice(data);
         self.extract(out)
     }
@@ -70,9 +81,12 @@ impl Framer {
             }
             Framing::Delimiter(delim) => {
                 let dl = delim.len();
+                let finder = self
+                    .finder
+                    .get_or_insert_with(|| Finder::new(delim).into_owned());
                 let mut start = 0;
                 let mut from = self.scanned;
-                while let Some(pos) = find(&self.buf[from..], delim) {
+                while let Some(pos) = finder.find(&self.buf[from..]) {
                     let end = from + pos;
                     if end - start > self.max_frame {
                         return Err(FrameTooLong {
@@ -107,13 +121,6 @@ impl Framer {
         self.buf = Vec::new();
         self.scanned = 0;
     }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.len() == 1 {
-        return hay.iter().position(|b| *b == needle[0]);
-    }
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]

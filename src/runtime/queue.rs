@@ -113,11 +113,15 @@ impl Queue {
         }
     }
 
-    pub fn len(&self) -> usize {
+    // Only the tests look at the length: the module task asks for the next
+    // command instead.
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.heap.len() + usize::from(self.in_flight.is_some())
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
@@ -165,15 +169,14 @@ impl Queue {
 
     /// Offers a received frame to the command waiting for a response.
     pub fn on_frame(&mut self, frame: &[u8]) -> FrameFor {
-        let Some(f) = &self.in_flight else {
+        // The waiting command takes the frame unless it expects a prefix
+        // the frame does not have.
+        let Some(f) = self
+            .in_flight
+            .take_if(|f| f.cmd.expect.as_ref().is_none_or(|p| frame.starts_with(p)))
+        else {
             return FrameFor::Unsolicited;
         };
-        if let Some(prefix) = &f.cmd.expect
-            && !frame.starts_with(prefix)
-        {
-            return FrameFor::Unsolicited;
-        }
-        let f = self.in_flight.take().expect("checked above");
         match f.cmd.reply {
             Some(reply) => {
                 let _ = reply.send(Ok(frame.to_vec()));
@@ -200,7 +203,7 @@ impl Queue {
             f.deadline = now + f.cmd.timeout;
             return Some(f.cmd.data.clone());
         }
-        let f = self.in_flight.take().expect("checked above");
+        let f = self.in_flight.take()?;
         if let Some(reply) = f.cmd.reply {
             let _ = reply.send(Err(RequestError::Timeout));
         }

@@ -1,7 +1,7 @@
 //! The TCP client a device module uses: connect with a timeout, reconnect
 //! with exponential backoff and jitter, TCP keepalive, framing, a bounded
 //! outbound buffer and a flood limit. Drivers never see a socket; the module
-//! task owns one [`Link`] and polls [`Link::next`] in its select loop.
+//! task owns one [`DeviceConnection`] and polls [`DeviceConnection::next`] in its select loop.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -56,9 +56,9 @@ impl Default for TransportConfig {
     }
 }
 
-/// What happened on the link.
+/// What happened on the device connection.
 #[derive(Debug)]
-pub enum LinkEvent {
+pub enum ConnectionEvent {
     Connected,
     ConnectFailed(String),
     Frames(Vec<Vec<u8>>),
@@ -101,7 +101,7 @@ pub fn backoff_delay(attempt: u32, min: Duration, max: Duration, sample: f64) ->
     base.mul_f64(0.75 + sample.clamp(0.0, 1.0) * 0.5)
 }
 
-pub struct Link {
+pub struct DeviceConnection {
     host: String,
     port: u16,
     cfg: TransportConfig,
@@ -110,10 +110,15 @@ pub struct Link {
     attempt: u32,
 }
 
-impl Link {
-    pub fn new(host: String, port: u16, framing: Framing, cfg: TransportConfig) -> Link {
+impl DeviceConnection {
+    pub fn new(
+        host: String,
+        port: u16,
+        framing: Framing,
+        cfg: TransportConfig,
+    ) -> DeviceConnection {
         let framer = Framer::new(framing, cfg.max_frame);
-        Link {
+        DeviceConnection {
             host,
             port,
             cfg,
@@ -166,7 +171,7 @@ impl Link {
         }
     }
 
-    /// Queues bytes for the socket. The caller checks [`Link::write_room`]
+    /// Queues bytes for the socket. The caller checks [`DeviceConnection::write_room`]
     /// first; one command may overshoot the bound, never more.
     pub fn write(&mut self, data: &[u8]) -> bool {
         match &mut self.state {
@@ -223,7 +228,7 @@ impl Link {
         self.state = State::Backoff(Box::pin(tokio::time::sleep(delay)));
     }
 
-    fn disconnected(&mut self, reason: String, error: bool) -> LinkEvent {
+    fn disconnected(&mut self, reason: String, error: bool) -> ConnectionEvent {
         if let State::Connected(c) = &self.state
             && c.since.elapsed() >= self.cfg.backoff_max
         {
@@ -232,12 +237,12 @@ impl Link {
         }
         self.framer.reset();
         self.backoff();
-        LinkEvent::Disconnected { reason, error }
+        ConnectionEvent::Disconnected { reason, error }
     }
 
     /// Waits for the next event. Cancel-safe: every await point either
     /// completes or leaves the state untouched. Pending forever when idle.
-    pub async fn next(&mut self) -> LinkEvent {
+    pub async fn next(&mut self) -> ConnectionEvent {
         loop {
             match &mut self.state {
                 State::Idle => std::future::pending::<()>().await,
@@ -260,11 +265,11 @@ impl Link {
                                 window_bytes: 0,
                             }));
                             self.framer.reset();
-                            return LinkEvent::Connected;
+                            return ConnectionEvent::Connected;
                         }
                         Err(e) => {
                             self.backoff();
-                            return LinkEvent::ConnectFailed(e.to_string());
+                            return ConnectionEvent::ConnectFailed(e.to_string());
                         }
                     }
                 }
@@ -283,7 +288,7 @@ impl Link {
         }
     }
 
-    fn on_io(&mut self, io: Io) -> Option<LinkEvent> {
+    fn on_io(&mut self, io: Io) -> Option<ConnectionEvent> {
         let State::Connected(c) = &mut self.state else {
             return None;
         };
@@ -309,7 +314,7 @@ impl Link {
                 if let Err(e) = self.framer.extract(&mut frames) {
                     return Some(self.disconnected(e.to_string(), true));
                 }
-                (!frames.is_empty()).then_some(LinkEvent::Frames(frames))
+                (!frames.is_empty()).then_some(ConnectionEvent::Frames(frames))
             }
             Io::Read(Err(e)) => Some(self.disconnected(format!("read failed: {e}"), true)),
             Io::Wrote(Ok(n)) => {
@@ -325,11 +330,11 @@ impl Link {
 
     /// Cuts the connection because of something the device did; reconnects
     /// after the backoff like any other loss.
-    pub fn cut(&mut self, reason: String) -> LinkEvent {
+    pub fn cut(&mut self, reason: String) -> ConnectionEvent {
         if self.is_connected() {
             self.disconnected(reason, true)
         } else {
-            LinkEvent::Disconnected {
+            ConnectionEvent::Disconnected {
                 reason,
                 error: true,
             }

@@ -13,8 +13,11 @@ pub use pjlink::{PjlinkOptions, PjlinkSim, Power};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use memchr::memmem::Finder;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
+
+use crate::util::lock;
 
 /// Concurrent connection bookkeeping of one simulator.
 #[derive(Debug, Default)]
@@ -40,7 +43,7 @@ impl Counter {
     }
 
     fn note(&self, count: usize) {
-        let mut log = self.log.lock().expect("counter log");
+        let mut log = lock::lock(&self.log);
         if log.len() == LOG_LEN {
             log.pop_front();
         }
@@ -49,12 +52,7 @@ impl Counter {
 
     /// The recent changes of the open-connection count, oldest first.
     pub(crate) fn log(&self) -> Vec<(std::time::Instant, usize)> {
-        self.log
-            .lock()
-            .expect("counter log")
-            .iter()
-            .copied()
-            .collect()
+        lock::lock(&self.log).iter().copied().collect()
     }
 
     /// Starts a new measurement of the most connections open at once.
@@ -92,11 +90,11 @@ pub(crate) struct Kick(std::sync::Mutex<CancellationToken>);
 
 impl Kick {
     pub(crate) fn token(&self) -> CancellationToken {
-        self.0.lock().expect("kick lock").clone()
+        lock::lock(&self.0).clone()
     }
 
     pub(crate) fn kick(&self) {
-        let old = std::mem::take(&mut *self.0.lock().expect("kick lock"));
+        let old = std::mem::take(&mut *lock::lock(&self.0));
         old.cancel();
     }
 }
@@ -105,7 +103,7 @@ impl Kick {
 /// kept in `buf` if the caller's select drops the future).
 pub(crate) struct LineReader {
     buf: Vec<u8>,
-    delim: Vec<u8>,
+    delim: Finder<'static>,
     max: usize,
 }
 
@@ -117,7 +115,7 @@ impl LineReader {
     pub(crate) fn new(delim: &[u8], max: usize) -> LineReader {
         LineReader {
             buf: Vec::new(),
-            delim: delim.to_vec(),
+            delim: Finder::new(delim).into_owned(),
             max,
         }
     }
@@ -128,13 +126,9 @@ impl LineReader {
         r: &mut R,
     ) -> std::io::Result<Result<Option<Vec<u8>>, TooLong>> {
         loop {
-            if let Some(pos) = self
-                .buf
-                .windows(self.delim.len())
-                .position(|w| w == self.delim.as_slice())
-            {
+            if let Some(pos) = self.delim.find(&self.buf) {
                 let line = self.buf[..pos].to_vec();
-                self.buf.drain(..pos + self.delim.len());
+                self.buf.drain(..pos + self.delim.needle().len());
                 return Ok(Ok(Some(line)));
             }
             if self.buf.len() > self.max {

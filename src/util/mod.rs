@@ -2,6 +2,7 @@
 //! names another module of this crate.
 
 mod error_chain;
+pub mod lock;
 mod time;
 
 pub use error_chain::describe;
