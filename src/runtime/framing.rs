@@ -2,11 +2,11 @@
 //! or not at all. The buffer is bounded: a frame longer than `max_frame` is
 //! an error, so a device that never sends its delimiter cannot grow memory.
 
-use memchr::memmem::Finder;
+use memchr::memmem;
 
 /// How a driver wants its device's bytes cut into frames.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Framing {
+pub(crate) enum Framing {
     /// Every read is handed over as it came.
     None,
     /// Frames end with this byte sequence (not included in the frame).
@@ -18,42 +18,34 @@ pub enum Framing {
 /// A frame grew past the limit without being complete.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("frame longer than {limit} bytes without a delimiter")]
-pub struct FrameTooLong {
+pub(crate) struct FrameTooLong {
     pub limit: usize,
 }
 
 /// Incremental frame splitter over an owned, bounded buffer.
 #[derive(Debug)]
-pub struct Framer {
+pub(crate) struct Framer {
     framing: Framing,
     max_frame: usize,
     /// Bytes read but not yet part of a complete frame. The transport reads
     /// straight into it, so there is no second copy.
     pub(crate) buf: Vec<u8>,
-    /// The delimiter's searcher, built once (`None` unless framing by
-    /// delimiter).
-    finder: Option<Finder<'static>>,
     /// Where the delimiter search resumes, so a long partial line is not
     /// rescanned on every read.
     scanned: usize,
 }
 
 impl Framer {
-    pub fn new(framing: Framing, max_frame: usize) -> Framer {
-        let finder = match &framing {
-            Framing::Delimiter(delim) => Some(Finder::new(delim).into_owned()),
-            _ => None,
-        };
+    pub(crate) fn new(framing: Framing, max_frame: usize) -> Framer {
         Framer {
             framing,
-            finder,
             max_frame,
             buf: Vec::new(),
             scanned: 0,
         }
     }
 
-    pub fn framing(&self) -> &Framing {
+    pub(crate) fn framing(&self) -> &Framing {
         &self.framing
     }
 
@@ -66,7 +58,7 @@ impl Framer {
     }
 
     /// Moves every complete frame in the buffer to `out`.
-    pub fn extract(&mut self, out: &mut Vec<Vec<u8>>) -> Result<(), FrameTooLong> {
+    pub(crate) fn extract(&mut self, out: &mut Vec<Vec<u8>>) -> Result<(), FrameTooLong> {
         match &self.framing {
             Framing::None => {
                 if !self.buf.is_empty() {
@@ -81,12 +73,11 @@ impl Framer {
             }
             Framing::Delimiter(delim) => {
                 let dl = delim.len();
-                let finder = self
-                    .finder
-                    .get_or_insert_with(|| Finder::new(delim).into_owned());
                 let mut start = 0;
                 let mut from = self.scanned;
-                while let Some(pos) = finder.find(&self.buf[from..]) {
+                // memmem::find rather than a stored Finder: a searcher per
+                // connection costs more memory than building one per read.
+                while let Some(pos) = memmem::find(&self.buf[from..], delim) {
                     let end = from + pos;
                     if end - start > self.max_frame {
                         return Err(FrameTooLong {
@@ -117,7 +108,7 @@ impl Framer {
     }
 
     /// Drops any partial frame (after a reconnect the old bytes mean nothing).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.buf = Vec::new();
         self.scanned = 0;
     }

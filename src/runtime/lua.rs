@@ -108,7 +108,7 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
-    pub fn add(
+    pub(crate) fn add(
         &mut self,
         at: Instant,
         every: Option<Duration>,
@@ -126,15 +126,15 @@ impl Timers {
         Ok(id)
     }
 
-    pub fn cancel(&mut self, id: u64) -> bool {
+    pub(crate) fn cancel(&mut self, id: u64) -> bool {
         self.map.remove(&id).is_some()
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         *self = Timers::default();
     }
 
-    pub fn next_deadline(&mut self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
         // Drop heap entries of cancelled timers so they do not wake us.
         while let Some(std::cmp::Reverse((at, id))) = self.heap.peek().copied() {
             match self.map.get(&id) {
@@ -149,7 +149,7 @@ impl Timers {
 
     /// Takes the functions of every timer due at `now`, rescheduling
     /// repeating ones.
-    pub fn due(&mut self, now: Instant) -> Vec<Function> {
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<Function> {
         let mut out = Vec::new();
         while let Some(at) = self.next_deadline() {
             if at > now {

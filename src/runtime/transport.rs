@@ -58,7 +58,7 @@ impl Default for TransportConfig {
 
 /// What happened on the device connection.
 #[derive(Debug)]
-pub enum ConnectionEvent {
+pub(crate) enum ConnectionEvent {
     Connected,
     ConnectFailed(String),
     Frames(Vec<Vec<u8>>),
@@ -96,12 +96,12 @@ struct Conn {
 /// Delay before reconnect attempt `attempt` (0-based): doubling from `min`
 /// up to `max`, times a jitter of ±25% (`sample` in [0, 1)) so many modules
 /// that lost the same network do not reconnect in lock step.
-pub fn backoff_delay(attempt: u32, min: Duration, max: Duration, sample: f64) -> Duration {
+pub(crate) fn backoff_delay(attempt: u32, min: Duration, max: Duration, sample: f64) -> Duration {
     let base = min.saturating_mul(1 << attempt.min(16)).min(max);
     base.mul_f64(0.75 + sample.clamp(0.0, 1.0) * 0.5)
 }
 
-pub struct DeviceConnection {
+pub(crate) struct DeviceConnection {
     host: String,
     port: u16,
     cfg: TransportConfig,
@@ -111,7 +111,7 @@ pub struct DeviceConnection {
 }
 
 impl DeviceConnection {
-    pub fn new(
+    pub(crate) fn new(
         host: String,
         port: u16,
         framing: Framing,
@@ -128,43 +128,43 @@ impl DeviceConnection {
         }
     }
 
-    pub fn endpoint(&self) -> (&str, u16) {
+    pub(crate) fn endpoint(&self) -> (&str, u16) {
         (&self.host, self.port)
     }
 
-    pub fn framing(&self) -> &Framing {
+    pub(crate) fn framing(&self) -> &Framing {
         self.framer.framing()
     }
 
     /// Replaces the framing; a partial frame under the old rules is dropped.
-    pub fn set_framing(&mut self, framing: Framing) {
+    pub(crate) fn set_framing(&mut self, framing: Framing) {
         self.framer = Framer::new(framing, self.cfg.max_frame);
     }
 
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         matches!(self.state, State::Connected(_))
     }
 
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         !matches!(self.state, State::Idle)
     }
 
     /// Starts connecting now (no-op if already connecting or connected).
-    pub fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         if matches!(self.state, State::Idle | State::Backoff(_)) {
             self.state = State::Connecting(self.connect());
         }
     }
 
     /// Closes the connection and stops reconnecting.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.state = State::Idle;
         self.framer.reset();
         self.attempt = 0;
     }
 
     /// Bytes of outbound buffer still free (0 when not connected).
-    pub fn write_room(&self) -> usize {
+    pub(crate) fn write_room(&self) -> usize {
         match &self.state {
             State::Connected(c) => self.cfg.max_outbound.saturating_sub(c.out.len()),
             _ => 0,
@@ -173,7 +173,7 @@ impl DeviceConnection {
 
     /// Queues bytes for the socket. The caller checks [`DeviceConnection::write_room`]
     /// first; one command may overshoot the bound, never more.
-    pub fn write(&mut self, data: &[u8]) -> bool {
+    pub(crate) fn write(&mut self, data: &[u8]) -> bool {
         match &mut self.state {
             State::Connected(c) => {
                 let mut rest = data;
@@ -242,7 +242,7 @@ impl DeviceConnection {
 
     /// Waits for the next event. Cancel-safe: every await point either
     /// completes or leaves the state untouched. Pending forever when idle.
-    pub async fn next(&mut self) -> ConnectionEvent {
+    pub(crate) async fn next(&mut self) -> ConnectionEvent {
         loop {
             match &mut self.state {
                 State::Idle => std::future::pending::<()>().await,
@@ -330,7 +330,7 @@ impl DeviceConnection {
 
     /// Cuts the connection because of something the device did; reconnects
     /// after the backoff like any other loss.
-    pub fn cut(&mut self, reason: String) -> ConnectionEvent {
+    pub(crate) fn cut(&mut self, reason: String) -> ConnectionEvent {
         if self.is_connected() {
             self.disconnected(reason, true)
         } else {
@@ -343,7 +343,7 @@ impl DeviceConnection {
 
     /// Flushes what is buffered (best effort, bounded by `limit`), used
     /// before a graceful close so a final command still reaches the device.
-    pub async fn flush(&mut self, limit: Duration) {
+    pub(crate) async fn flush(&mut self, limit: Duration) {
         if let State::Connected(c) = &mut self.state
             && !c.out.is_empty()
         {

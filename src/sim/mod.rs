@@ -13,7 +13,7 @@ pub use pjlink::{PjlinkOptions, PjlinkSim, Power};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use memchr::memmem::Finder;
+use memchr::memmem;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
@@ -103,7 +103,7 @@ impl Kick {
 /// kept in `buf` if the caller's select drops the future).
 pub(crate) struct LineReader {
     buf: Vec<u8>,
-    delim: Finder<'static>,
+    delim: Vec<u8>,
     max: usize,
 }
 
@@ -115,7 +115,7 @@ impl LineReader {
     pub(crate) fn new(delim: &[u8], max: usize) -> LineReader {
         LineReader {
             buf: Vec::new(),
-            delim: Finder::new(delim).into_owned(),
+            delim: delim.to_vec(),
             max,
         }
     }
@@ -126,9 +126,9 @@ impl LineReader {
         r: &mut R,
     ) -> std::io::Result<Result<Option<Vec<u8>>, TooLong>> {
         loop {
-            if let Some(pos) = self.delim.find(&self.buf) {
+            if let Some(pos) = memmem::find(&self.buf, &self.delim) {
                 let line = self.buf[..pos].to_vec();
-                self.buf.drain(..pos + self.delim.needle().len());
+                self.buf.drain(..pos + self.delim.len());
                 return Ok(Ok(Some(line)));
             }
             if self.buf.len() > self.max {
