@@ -195,7 +195,7 @@ mod tests {
         let now = Instant::now();
         let a = IpAddr::from([10, 0, 0, 1]);
         let b = IpAddr::from([10, 0, 0, 2]);
-        let mut failed = |ip| {
+        let failed = |ip| {
             t.failure(ip, now);
             t.penalty(ip, now)
         };

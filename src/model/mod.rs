@@ -16,7 +16,7 @@ mod validate;
 pub use apikey::{ApiKey, KeyRole, MIN_KEY_LEN};
 pub use catalog::Catalog;
 pub use edge::{EdgeLocation, RestoreWindow};
-pub use module::{Endpoint, Module};
+pub use module::{Endpoint, Module, check_driver_name};
 pub use system::ControlSystem;
 pub use validate::{FieldError, Invalid};
 

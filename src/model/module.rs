@@ -91,18 +91,8 @@ impl Doc for Module {
     fn validate(&self, ctx: &ValidationContext) -> Result<(), Invalid> {
         let mut c = Checker::new(Kind::Module, self.id);
         c.name("name", &self.name);
-        if self.driver.trim().is_empty() {
-            c.fail("driver", "must not be empty");
-        } else if self.driver.contains('/')
-            || self.driver.contains('\\')
-            || self.driver.starts_with('.')
-        {
-            c.fail(
-                "driver",
-                format!("'{}' must be a file name inside modules/", self.driver),
-            );
-        } else if !self.driver.ends_with(".lua") {
-            c.fail("driver", format!("'{}' must name a .lua file", self.driver));
+        if let Err(problem) = check_driver_name(&self.driver) {
+            c.fail("driver", problem);
         } else if let Some(drivers) = &ctx.drivers
             && !drivers.contains(&self.driver)
         {
@@ -116,4 +106,21 @@ impl Doc for Module {
         }
         c.finish()
     }
+}
+
+/// Checks a driver name: a `.lua` file directly inside `modules/`, so that
+/// joining it to the modules directory can never reach another file. The one
+/// rule, kept by document validation and by the runtime before it reads a
+/// driver. The error says what is wrong, for a field error.
+pub fn check_driver_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.contains('/') || name.contains('\\') || name.starts_with('.') {
+        return Err(format!("'{name}' must be a file name inside modules/"));
+    }
+    if !name.ends_with(".lua") {
+        return Err(format!("'{name}' must name a .lua file"));
+    }
+    Ok(())
 }

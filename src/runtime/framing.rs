@@ -2,9 +2,11 @@
 //! or not at all. The buffer is bounded: a frame longer than `max_frame` is
 //! an error, so a device that never sends its delimiter cannot grow memory.
 
+use memchr::memmem;
+
 /// How a driver wants its device's bytes cut into frames.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Framing {
+pub(crate) enum Framing {
     /// Every read is handed over as it came.
     None,
     /// Frames end with this byte sequence (not included in the frame).
@@ -16,13 +18,13 @@ pub enum Framing {
 /// A frame grew past the limit without being complete.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("frame longer than {limit} bytes without a delimiter")]
-pub struct FrameTooLong {
+pub(crate) struct FrameTooLong {
     pub limit: usize,
 }
 
 /// Incremental frame splitter over an owned, bounded buffer.
 #[derive(Debug)]
-pub struct Framer {
+pub(crate) struct Framer {
     framing: Framing,
     max_frame: usize,
     /// Bytes read but not yet part of a complete frame. The transport reads
@@ -34,7 +36,7 @@ pub struct Framer {
 }
 
 impl Framer {
-    pub fn new(framing: Framing, max_frame: usize) -> Framer {
+    pub(crate) fn new(framing: Framing, max_frame: usize) -> Framer {
         Framer {
             framing,
             max_frame,
@@ -43,19 +45,20 @@ impl Framer {
         }
     }
 
-    pub fn framing(&self) -> &Framing {
+    pub(crate) fn framing(&self) -> &Framing {
         &self.framing
     }
 
-    /// Appends `data` and extracts the complete frames (test and helper path;
+    /// Appends `data` and extracts the complete frames (the tests' path;
     /// the transport reads into `buf` directly and calls [`Framer::extract`]).
-    pub fn push(&mut self, data: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), FrameTooLong> {
+    #[cfg(test)]
+    fn push(&mut self, data: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), FrameTooLong> {
         self.buf.extend_from_slice(data);
         self.extract(out)
     }
 
     /// Moves every complete frame in the buffer to `out`.
-    pub fn extract(&mut self, out: &mut Vec<Vec<u8>>) -> Result<(), FrameTooLong> {
+    pub(crate) fn extract(&mut self, out: &mut Vec<Vec<u8>>) -> Result<(), FrameTooLong> {
         match &self.framing {
             Framing::None => {
                 if !self.buf.is_empty() {
@@ -72,7 +75,9 @@ impl Framer {
                 let dl = delim.len();
                 let mut start = 0;
                 let mut from = self.scanned;
-                while let Some(pos) = find(&self.buf[from..], delim) {
+                // memmem::find rather than a stored Finder: a searcher per
+                // connection costs more memory than building one per read.
+                while let Some(pos) = memmem::find(&self.buf[from..], delim) {
                     let end = from + pos;
                     if end - start > self.max_frame {
                         return Err(FrameTooLong {
@@ -103,17 +108,10 @@ impl Framer {
     }
 
     /// Drops any partial frame (after a reconnect the old bytes mean nothing).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.buf = Vec::new();
         self.scanned = 0;
     }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.len() == 1 {
-        return hay.iter().position(|b| *b == needle[0]);
-    }
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]

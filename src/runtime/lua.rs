@@ -23,7 +23,8 @@ use uuid::Uuid;
 
 use super::framing::Framing;
 use super::queue::{Command, Queue, RequestError};
-use super::{ExecError, Inner, LogLevel, Runtime, Shared};
+use super::shared::ModuleShared;
+use super::{ExecError, Inner, LogLevel, Runtime};
 
 /// The hook runs every this many VM instructions; the budget is charged in
 /// these steps.
@@ -107,7 +108,7 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
-    pub fn add(
+    pub(crate) fn add(
         &mut self,
         at: Instant,
         every: Option<Duration>,
@@ -125,15 +126,15 @@ impl Timers {
         Ok(id)
     }
 
-    pub fn cancel(&mut self, id: u64) -> bool {
+    pub(crate) fn cancel(&mut self, id: u64) -> bool {
         self.map.remove(&id).is_some()
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         *self = Timers::default();
     }
 
-    pub fn next_deadline(&mut self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
         // Drop heap entries of cancelled timers so they do not wake us.
         while let Some(std::cmp::Reverse((at, id))) = self.heap.peek().copied() {
             match self.map.get(&id) {
@@ -148,13 +149,15 @@ impl Timers {
 
     /// Takes the functions of every timer due at `now`, rescheduling
     /// repeating ones.
-    pub fn due(&mut self, now: Instant) -> Vec<Function> {
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<Function> {
         let mut out = Vec::new();
         while let Some(at) = self.next_deadline() {
             if at > now {
                 break;
             }
-            let std::cmp::Reverse((_, id)) = self.heap.pop().expect("peeked");
+            let Some(std::cmp::Reverse((_, id))) = self.heap.pop() else {
+                break;
+            };
             let Some(t) = self.map.get_mut(&id) else {
                 continue;
             };
@@ -185,7 +188,7 @@ pub(crate) struct Host {
     pub defaults: CommandDefaults,
     pub timers: Timers,
     pub settings: Arc<Map<String, Value>>,
-    pub shared: Arc<Shared>,
+    pub shared: Arc<ModuleShared>,
     pub runtime: Weak<Inner>,
     /// Wakes the module task after a call queued a command or changed a
     /// timer, so it writes the command or re-arms its deadline at once.
@@ -280,6 +283,10 @@ dofile, loadfile, string.dump = nil, nil, nil
 "#;
 
 /// The sandbox prelude, compiled once per process.
+#[allow(
+    clippy::expect_used,
+    reason = "the prelude is a constant compiled into a fresh bare state: only an allocation failure, which aborts anyway, could fail it, and tests load it on every state"
+)]
 fn sandbox_code() -> &'static [u8] {
     static CODE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     CODE.get_or_init(|| {
@@ -346,6 +353,18 @@ fn command_from(
 
 fn install_api(lua: &Lua, h: &Host) -> mlua::Result<()> {
     let g = lua.globals();
+    install_basics(lua, &g, h)?;
+    install_device(lua, &g)?;
+    install_status(lua, &g)?;
+    install_log(lua, &g)?;
+    install_timers(lua, &g)?;
+    install_calls(lua, &g)?;
+    install_helpers(lua, &g)?;
+    Ok(())
+}
+
+/// `null`, the containment marker and the `module` table.
+fn install_basics(lua: &Lua, g: &Table, h: &Host) -> mlua::Result<()> {
     g.set("null", LuaValue::NULL)?;
 
     g.set(
@@ -371,7 +390,11 @@ fn install_api(lua: &Lua, h: &Host) -> mlua::Result<()> {
     module.set("id", h.id.to_string())?;
     module.set("name", h.name.as_str())?;
     g.set("module", module)?;
+    Ok(())
+}
 
+/// The device API: `send`, `request`, `connected`.
+fn install_device(lua: &Lua, g: &Table) -> mlua::Result<()> {
     g.set(
         "send",
         lua.create_function(|lua, (data, opts): (mlua::String, Option<Table>)| {
@@ -435,7 +458,11 @@ fn install_api(lua: &Lua, h: &Host) -> mlua::Result<()> {
         "connected",
         lua.create_function(|lua, ()| Ok(host(lua)?.connected))?,
     )?;
+    Ok(())
+}
 
+/// Status variables and settings: `status.*`, `setting`, `settings`.
+fn install_status(lua: &Lua, g: &Table) -> mlua::Result<()> {
     let status = lua.create_table()?;
     status.set(
         "set",
@@ -482,7 +509,11 @@ fn install_api(lua: &Lua, h: &Host) -> mlua::Result<()> {
             lua.to_value(&*settings)
         })?,
     )?;
+    Ok(())
+}
 
+/// `log.*` and `print`.
+fn install_log(lua: &Lua, g: &Table) -> mlua::Result<()> {
     let log = lua.create_table()?;
     for (name, level) in [
         ("debug", LogLevel::Debug),
@@ -502,7 +533,11 @@ fn install_api(lua: &Lua, h: &Host) -> mlua::Result<()> {
     }
     g.set("print", log.get::<Function>("info")?)?;
     g.set("log", log)?;
+    Ok(())
+}
 
+/// Timers: `after`, `every`, `cancel`, `sleep`.
+fn install_timers(lua: &Lua, g: &Table) -> mlua::Result<()> {
     g.set(
         "after",
         lua.create_function(|lua, (ms, f): (u64, Function)| {
@@ -532,7 +567,11 @@ fn install_api(lua: &Lua, h: &Host) -> mlua::Result<()> {
             Ok(())
         })?,
     )?;
+    Ok(())
+}
 
+/// Other modules: `call`, `system_modules`.
+fn install_calls(lua: &Lua, g: &Table) -> mlua::Result<()> {
     g.set(
         "call",
         lua.create_async_function(
@@ -577,7 +616,7 @@ fn install_api(lua: &Lua, h: &Host) -> mlua::Result<()> {
                 return Ok(list);
             };
             let rt = Runtime { inner };
-            for (i, info) in rt.system_peers(me).into_iter().enumerate() {
+            for (i, info) in rt.system_mates(me).into_iter().enumerate() {
                 let t = lua.create_table()?;
                 t.set("id", info.id.to_string())?;
                 t.set("name", info.name)?;
@@ -589,7 +628,11 @@ fn install_api(lua: &Lua, h: &Host) -> mlua::Result<()> {
             Ok(list)
         })?,
     )?;
+    Ok(())
+}
 
+/// Helpers: `md5_hex`, `bad_args`, `array`.
+fn install_helpers(lua: &Lua, g: &Table) -> mlua::Result<()> {
     g.set(
         "md5_hex",
         lua.create_function(|_, s: mlua::String| {
@@ -683,6 +726,17 @@ pub(crate) enum Classified {
     BadArgs(String),
     Timeout,
     Driver(String),
+}
+
+impl Classified {
+    /// The one text of a Lua error for a log line, a driver error or a
+    /// refused load: the message alone, without Lua's traceback.
+    pub(crate) fn message(&self) -> String {
+        match self {
+            Classified::Contained(m) | Classified::BadArgs(m) | Classified::Driver(m) => m.clone(),
+            Classified::Timeout => "timed out".to_owned(),
+        }
+    }
 }
 
 /// Classifies an error from a driver call. `tripped` is the budget flag

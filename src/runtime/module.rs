@@ -21,12 +21,11 @@ use super::lua::{
     self, Budget, Classified, DriverSpec, Host, Limits, classify, exec_error, new_state,
 };
 use super::queue::{FrameFor, Queue, RequestError};
-use super::transport::{Link, LinkEvent};
-use super::{
-    DebugEvent, ExecError, Inner, LogLevel, ModuleState, RuntimeConfig, RuntimeError, Shared,
-    escape,
-};
+use super::shared::{ModuleShared, escape};
+use super::transport::{ConnectionEvent, DeviceConnection};
+use super::{DebugEvent, ExecError, Inner, LogLevel, ModuleState, RuntimeConfig, RuntimeError};
 use crate::model::{Endpoint, Module};
+use crate::util::Unpoisoned;
 
 type ExecReply = oneshot::Sender<Result<Value, ExecError>>;
 /// The reply of a running exec, shared between the task (to answer it on
@@ -70,7 +69,7 @@ pub(crate) struct Spawn {
     pub module: Arc<Module>,
     pub endpoint: Endpoint,
     pub source: Code,
-    pub shared: Arc<Shared>,
+    pub shared: Arc<ModuleShared>,
     pub rt: Weak<Inner>,
     pub cfg: Arc<RuntimeConfig>,
     pub rx: mpsc::Receiver<Cmd>,
@@ -127,11 +126,11 @@ struct Task {
     module: Arc<Module>,
     cfg: Arc<RuntimeConfig>,
     rt: Weak<Inner>,
-    shared: Arc<Shared>,
+    shared: Arc<ModuleShared>,
     lua: Lua,
     table: Table,
     spec: DriverSpec,
-    link: Option<Link>,
+    connection: Option<DeviceConnection>,
     running: bool,
     failed: bool,
     calls: FuturesUnordered<CallFuture>,
@@ -182,7 +181,7 @@ fn build(
     wake: &Arc<tokio::sync::Notify>,
     has_transport: bool,
     source: &[u8],
-    shared: &Arc<Shared>,
+    shared: &Arc<ModuleShared>,
     rt: &Weak<Inner>,
     cfg: &RuntimeConfig,
 ) -> Result<(Lua, Table, DriverSpec), String> {
@@ -204,11 +203,8 @@ fn build(
     };
     let lua = new_state(host, &limits(cfg)).map_err(|e| format!("cannot create Lua state: {e}"))?;
     let tripped = || lua.app_data_ref::<Budget>().and_then(|b| b.tripped.clone());
-    let describe = |e: mlua::Error, tripped: Option<String>| match classify(&e, tripped.as_deref())
-    {
-        Classified::Contained(m) | Classified::BadArgs(m) | Classified::Driver(m) => m,
-        Classified::Timeout => "timed out".to_owned(),
-    };
+    let describe =
+        |e: mlua::Error, tripped: Option<String>| classify(&e, tripped.as_deref()).message();
     let value: LuaValue = lua
         .load(source)
         .set_name(format!("@{}", module.driver))
@@ -231,10 +227,14 @@ fn build(
     Ok((lua, table, spec))
 }
 
-fn make_link(endpoint: &Endpoint, spec: &DriverSpec, cfg: &RuntimeConfig) -> Option<Link> {
+fn make_connection(
+    endpoint: &Endpoint,
+    spec: &DriverSpec,
+    cfg: &RuntimeConfig,
+) -> Option<DeviceConnection> {
     match endpoint {
         Endpoint::None => None,
-        Endpoint::Tcp { host, port } => Some(Link::new(
+        Endpoint::Tcp { host, port } => Some(DeviceConnection::new(
             host.clone(),
             *port,
             spec.framing.clone(),
@@ -261,7 +261,7 @@ pub(crate) async fn run(s: Spawn) {
             return;
         }
     };
-    let link = make_link(&s.endpoint, &spec, &s.cfg);
+    let connection = make_connection(&s.endpoint, &spec, &s.cfg);
     let task = Task {
         module: s.module,
         cfg: s.cfg,
@@ -270,7 +270,7 @@ pub(crate) async fn run(s: Spawn) {
         lua,
         table,
         spec,
-        link,
+        connection,
         running: false,
         failed: false,
         calls: FuturesUnordered::new(),
@@ -289,10 +289,7 @@ pub(crate) async fn run(s: Spawn) {
         let res = tokio::time::timeout(task.cfg.exec_timeout, fut).await;
         let err = match res {
             Err(_) => Some("on_load timed out".to_owned()),
-            Ok(Err(e)) => Some(match classify(&e, task.tripped().as_deref()) {
-                Classified::Contained(m) | Classified::BadArgs(m) | Classified::Driver(m) => m,
-                Classified::Timeout => "on_load timed out".to_owned(),
-            }),
+            Ok(Err(e)) => Some(classify(&e, task.tripped().as_deref()).message()),
             Ok(Ok(_)) => None,
         };
         if let Some(msg) = err {
@@ -302,15 +299,15 @@ pub(crate) async fn run(s: Spawn) {
     }
     task.shared.set_state(ModuleState::Loaded);
     task.shared.set_lua_memory(task.lua.used_memory());
-    if task.link.is_some() {
+    if task.connection.is_some() {
         task.shared.set_connected(false);
     }
     let _ = s.ready.send(Ok(()));
     task.run(s.rx).await;
 }
 
-async fn link_next(link: &mut Option<Link>) -> LinkEvent {
-    match link {
+async fn connection_next(connection: &mut Option<DeviceConnection>) -> ConnectionEvent {
+    match connection {
         Some(l) => l.next().await,
         None => std::future::pending().await,
     }
@@ -350,7 +347,7 @@ impl Task {
                     }
                 },
                 Some(done) = self.calls.next(), if !self.calls.is_empty() => self.on_done(done),
-                ev = link_next(&mut self.link) => self.on_link(ev),
+                ev = connection_next(&mut self.connection) => self.on_connection(ev),
                 () = fire(&mut self.timer, self.timer_at.is_some()) => {
                     self.timer_at = None;
                     self.on_deadline();
@@ -366,6 +363,10 @@ impl Task {
             .and_then(|b| b.tripped.clone())
     }
 
+    #[allow(
+        clippy::expect_used,
+        reason = "new_state installs the Host before the task exists and nothing removes it; only a borrow held across this call could fail it, and none is"
+    )]
     fn host(&self) -> mlua::AppDataRefMut<'_, Host> {
         self.lua
             .app_data_mut::<Host>()
@@ -409,10 +410,10 @@ impl Task {
 
     /// Hands queued commands to the transport while it has room.
     fn pump(&mut self) {
-        let Some(link) = &mut self.link else {
+        let Some(conn) = &mut self.connection else {
             return;
         };
-        if !link.is_connected() {
+        if !conn.is_connected() {
             return;
         }
         let now = Instant::now();
@@ -420,7 +421,7 @@ impl Task {
         let Some(mut h) = self.lua.app_data_mut::<Host>() else {
             return;
         };
-        while link.write_room() > 0 {
+        while conn.write_room() > 0 {
             let Some(data) = h.queue.next_to_send(now) else {
                 break;
             };
@@ -430,7 +431,7 @@ impl Task {
                     data: escape(&data),
                 });
             }
-            link.write(&data);
+            conn.write(&data);
         }
     }
 
@@ -466,8 +467,8 @@ impl Task {
                 LogLevel::Debug,
                 format!("no response in time, retrying {}", escape(&data)),
             );
-            if let Some(link) = &mut self.link {
-                link.write(&data);
+            if let Some(conn) = &mut self.connection {
+                conn.write(&data);
             }
         }
         for f in due {
@@ -475,19 +476,19 @@ impl Task {
         }
     }
 
-    fn on_link(&mut self, ev: LinkEvent) {
+    fn on_connection(&mut self, ev: ConnectionEvent) {
         match ev {
-            LinkEvent::Connected => {
+            ConnectionEvent::Connected => {
                 self.host().connected = true;
                 self.shared.set_connected(true);
                 self.shared.log(LogLevel::Info, "device connected".into());
                 self.hook("on_connect", MultiValue::new());
             }
-            LinkEvent::ConnectFailed(msg) => {
+            ConnectionEvent::ConnectFailed(msg) => {
                 self.shared
                     .log(LogLevel::Debug, format!("connect failed: {msg}"));
             }
-            LinkEvent::Frames(frames) => {
+            ConnectionEvent::Frames(frames) => {
                 let debug = self.shared.debug_enabled();
                 for frame in frames {
                     if debug {
@@ -503,9 +504,9 @@ impl Task {
                             "device flooded: more than {} unsolicited frames within {:?}",
                             t.flood_frames, t.flood_window
                         );
-                        if let Some(link) = &mut self.link {
-                            let ev = link.cut(reason);
-                            self.on_link(ev);
+                        if let Some(conn) = &mut self.connection {
+                            let ev = conn.cut(reason);
+                            self.on_connection(ev);
                         }
                         return;
                     }
@@ -518,7 +519,7 @@ impl Task {
                     }
                 }
             }
-            LinkEvent::Disconnected { reason, error } => {
+            ConnectionEvent::Disconnected { reason, error } => {
                 self.lost_device();
                 let level = if error {
                     LogLevel::Error
@@ -561,7 +562,7 @@ impl Task {
             CallKind::Exec(id) => self
                 .waiting
                 .remove(id)
-                .and_then(|r| r.lock().expect("reply lock").take()),
+                .and_then(|r| r.lock_unpoisoned().take()),
             CallKind::Cancelled(id) => {
                 self.waiting.remove(id);
                 self.shared.log(
@@ -591,21 +592,14 @@ impl Task {
                         let _ = reply.send(Err(exec_error(&c)));
                     }
                     (CallKind::Hook(name), _) => {
-                        let msg = match &c {
-                            Classified::Timeout => "timed out".to_owned(),
-                            Classified::Contained(m)
-                            | Classified::BadArgs(m)
-                            | Classified::Driver(m) => m.clone(),
-                        };
-                        let msg = format!("{name} failed: {msg}");
+                        let msg = format!("{name} failed: {}", c.message());
                         if !matches!(c, Classified::Contained(_)) {
                             self.shared.driver_error(&msg, false);
                         }
                         self.shared.log(LogLevel::Error, msg);
                     }
                     (CallKind::Timer, _) => {
-                        let msg = exec_error(&c).to_string();
-                        let msg = format!("timer failed: {msg}");
+                        let msg = format!("timer failed: {}", c.message());
                         if !matches!(c, Classified::Contained(_)) {
                             self.shared.driver_error(&msg, false);
                         }
@@ -633,14 +627,14 @@ impl Task {
         self.shared.driver_error(&msg, true);
         self.shared
             .log(LogLevel::Error, format!("module failed: {msg}"));
-        if let Some(link) = &mut self.link {
-            link.stop();
+        if let Some(conn) = &mut self.connection {
+            conn.stop();
         }
         self.lost_device();
         self.calls = FuturesUnordered::new();
         self.host().timers.clear();
         for (_, reply) in self.waiting.drain() {
-            if let Some(r) = reply.lock().expect("reply lock").take() {
+            if let Some(r) = reply.lock_unpoisoned().take() {
                 let _ = r.send(Err(ExecError::Failed {
                     message: msg.clone(),
                 }));
@@ -662,8 +656,8 @@ impl Task {
                 }
                 self.running = true;
                 self.shared.set_state(ModuleState::Running);
-                if let Some(link) = &mut self.link {
-                    link.start();
+                if let Some(conn) = &mut self.connection {
+                    conn.start();
                 }
                 let _ = reply.send(Ok(()));
             }
@@ -710,8 +704,8 @@ impl Task {
         }
         self.running = false;
         self.shared.set_state(ModuleState::Stopped);
-        if let Some(link) = &mut self.link {
-            link.stop();
+        if let Some(conn) = &mut self.connection {
+            conn.stop();
         }
         self.lost_device();
     }
@@ -758,11 +752,10 @@ impl Task {
         self.calls.push(Box::pin(async move {
             // Dropping the exec's future on the caller side cancels the
             // driver call here (a request whose caller gave up stops).
-            let gone =
-                std::future::poll_fn(|cx| match reply.lock().expect("reply lock").as_mut() {
-                    Some(s) => s.poll_closed(cx),
-                    None => Poll::Pending,
-                });
+            let gone = std::future::poll_fn(|cx| match reply.lock_unpoisoned().as_mut() {
+                Some(s) => s.poll_closed(cx),
+                None => Poll::Pending,
+            });
             tokio::select! {
                 result = fut => CallDone { kind: CallKind::Exec(id), result },
                 () = gone => CallDone { kind: CallKind::Cancelled(id), result: Ok(LuaValue::Nil) },
@@ -774,7 +767,7 @@ impl Task {
     fn drop_calls(&mut self, why: &str) {
         self.calls = FuturesUnordered::new();
         for (_, reply) in self.waiting.drain() {
-            if let Some(r) = reply.lock().expect("reply lock").take() {
+            if let Some(r) = reply.lock_unpoisoned().take() {
                 let _ = r.send(Err(ExecError::Driver {
                     message: why.to_owned(),
                 }));
@@ -786,7 +779,7 @@ impl Task {
         let (lua, table, spec) = build(
             &self.module,
             &self.wake,
-            self.link.is_some(),
+            self.connection.is_some(),
             source,
             &self.shared,
             &self.rt,
@@ -800,7 +793,7 @@ impl Task {
             self.shared.set_state(ModuleState::Stopped);
         }
         let reconnected =
-            self.link.as_ref().is_some_and(|l| l.is_active()) && !self.host().connected;
+            self.connection.as_ref().is_some_and(|l| l.is_active()) && !self.host().connected;
         self.hook("on_load", MultiValue::new());
         if self.host().connected {
             self.hook("on_connect", MultiValue::new());
@@ -818,15 +811,15 @@ impl Task {
         };
         self.drop_calls("the driver was reloaded while the call was running");
         let mut keep = was_connected;
-        if let Some(link) = &mut self.link
-            && link.framing() != &spec.framing
+        if let Some(conn) = &mut self.connection
+            && conn.framing() != &spec.framing
         {
-            link.set_framing(spec.framing.clone());
-            if link.is_active() {
-                link.stop();
+            conn.set_framing(spec.framing.clone());
+            if conn.is_active() {
+                conn.stop();
                 keep = false;
                 if self.running {
-                    link.start();
+                    conn.start();
                 }
             }
         }
@@ -852,7 +845,7 @@ impl Task {
             self.module = old;
             return Err(e);
         }
-        let old_endpoint = self.link.as_ref().map(|l| {
+        let old_endpoint = self.connection.as_ref().map(|l| {
             let (h, p) = l.endpoint();
             Endpoint::Tcp {
                 host: h.to_owned(),
@@ -861,16 +854,16 @@ impl Task {
         });
         let old_endpoint = old_endpoint.unwrap_or(Endpoint::None);
         if old_endpoint != endpoint {
-            if let Some(link) = &mut self.link {
-                link.stop();
+            if let Some(conn) = &mut self.connection {
+                conn.stop();
             }
             self.lost_device();
-            self.link = make_link(&endpoint, &self.spec, &self.cfg);
-            self.host().has_transport = self.link.is_some();
+            self.connection = make_connection(&endpoint, &self.spec, &self.cfg);
+            self.host().has_transport = self.connection.is_some();
             if self.running
-                && let Some(link) = &mut self.link
+                && let Some(conn) = &mut self.connection
             {
-                link.start();
+                conn.start();
             }
         }
         if old.settings != module.settings {
@@ -879,13 +872,13 @@ impl Task {
                 && spec != self.spec
             {
                 self.host().defaults = spec.defaults.clone();
-                if let Some(link) = &mut self.link
-                    && link.framing() != &spec.framing
+                if let Some(conn) = &mut self.connection
+                    && conn.framing() != &spec.framing
                 {
-                    link.set_framing(spec.framing.clone());
-                    if link.is_active() {
-                        link.stop();
-                        link.start();
+                    conn.set_framing(spec.framing.clone());
+                    if conn.is_active() {
+                        conn.stop();
+                        conn.start();
                     }
                 }
                 self.spec = spec;
@@ -914,9 +907,9 @@ impl Task {
             }
             self.pump();
         }
-        if let Some(link) = &mut self.link {
-            link.flush(Duration::from_millis(200)).await;
-            link.stop();
+        if let Some(conn) = &mut self.connection {
+            conn.flush(Duration::from_millis(200)).await;
+            conn.stop();
         }
         self.running = false;
         self.shared
@@ -925,7 +918,7 @@ impl Task {
         self.shared.set_state(ModuleState::Stopped);
         self.calls = FuturesUnordered::new();
         for (_, reply) in self.waiting.drain() {
-            if let Some(r) = reply.lock().expect("reply lock").take() {
+            if let Some(r) = reply.lock_unpoisoned().take() {
                 let _ = r.send(Err(ExecError::Stopped));
             }
         }

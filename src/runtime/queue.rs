@@ -13,7 +13,7 @@ use tokio::time::Instant;
 /// Lua error; `Timeout` becomes [`super::ExecError::Timeout`] if the driver
 /// does not catch it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RequestError {
+pub(crate) enum RequestError {
     #[error("timed out waiting for the device's response")]
     Timeout,
     #[error("device disconnected before responding")]
@@ -28,11 +28,11 @@ pub enum RequestError {
     NoTransport,
 }
 
-pub type Reply = oneshot::Sender<Result<Vec<u8>, RequestError>>;
+pub(crate) type Reply = oneshot::Sender<Result<Vec<u8>, RequestError>>;
 
 /// One command for the device.
 #[derive(Debug)]
-pub struct Command {
+pub(crate) struct Command {
     pub data: Vec<u8>,
     /// Hold the queue until a response arrives (or the timeout).
     pub wait: bool,
@@ -81,7 +81,7 @@ struct InFlight {
 
 /// What a received frame was, as far as the queue is concerned.
 #[derive(Debug, PartialEq, Eq)]
-pub enum FrameFor {
+pub(crate) enum FrameFor {
     /// The response to an awaitable request; it went to the requester.
     Request,
     /// The response to a `send` with `wait`; the driver's `on_received` gets it.
@@ -90,7 +90,7 @@ pub enum FrameFor {
     Unsolicited,
 }
 
-pub struct Queue {
+pub(crate) struct Queue {
     heap: BinaryHeap<Queued>,
     capacity: usize,
     /// Bytes of the queued commands, bounded by `max_bytes`: a driver may
@@ -102,7 +102,7 @@ pub struct Queue {
 }
 
 impl Queue {
-    pub fn new(capacity: usize, max_bytes: usize) -> Queue {
+    pub(crate) fn new(capacity: usize, max_bytes: usize) -> Queue {
         Queue {
             heap: BinaryHeap::new(),
             capacity,
@@ -113,15 +113,19 @@ impl Queue {
         }
     }
 
-    pub fn len(&self) -> usize {
+    // Only the tests look at the length: the module task asks for the next
+    // command instead.
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.heap.len() + usize::from(self.in_flight.is_some())
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    pub fn push(&mut self, cmd: Command) -> Result<(), RequestError> {
+    pub(crate) fn push(&mut self, cmd: Command) -> Result<(), RequestError> {
         let full = if self.heap.len() >= self.capacity {
             Some(RequestError::QueueFull(self.capacity))
         } else if self.bytes + cmd.data.len() > self.max_bytes {
@@ -144,7 +148,7 @@ impl Queue {
     /// The next bytes to write, if the queue is not held by a command that
     /// waits for its response. Commands that do not wait complete as soon as
     /// they are handed to the transport.
-    pub fn next_to_send(&mut self, now: Instant) -> Option<Vec<u8>> {
+    pub(crate) fn next_to_send(&mut self, now: Instant) -> Option<Vec<u8>> {
         if self.in_flight.is_some() {
             return None;
         }
@@ -164,16 +168,15 @@ impl Queue {
     }
 
     /// Offers a received frame to the command waiting for a response.
-    pub fn on_frame(&mut self, frame: &[u8]) -> FrameFor {
-        let Some(f) = &self.in_flight else {
+    pub(crate) fn on_frame(&mut self, frame: &[u8]) -> FrameFor {
+        // The waiting command takes the frame unless it expects a prefix
+        // the frame does not have.
+        let Some(f) = self
+            .in_flight
+            .take_if(|f| f.cmd.expect.as_ref().is_none_or(|p| frame.starts_with(p)))
+        else {
             return FrameFor::Unsolicited;
         };
-        if let Some(prefix) = &f.cmd.expect
-            && !frame.starts_with(prefix)
-        {
-            return FrameFor::Unsolicited;
-        }
-        let f = self.in_flight.take().expect("checked above");
         match f.cmd.reply {
             Some(reply) => {
                 let _ = reply.send(Ok(frame.to_vec()));
@@ -184,13 +187,13 @@ impl Queue {
     }
 
     /// When the waiting command times out, if one is waiting.
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.in_flight.as_ref().map(|f| f.deadline)
     }
 
     /// Handles an expired deadline: returns bytes to send again (a retry), or
     /// fails the command and frees the queue.
-    pub fn on_timeout(&mut self, now: Instant) -> Option<Vec<u8>> {
+    pub(crate) fn on_timeout(&mut self, now: Instant) -> Option<Vec<u8>> {
         let f = self.in_flight.as_mut()?;
         if f.deadline > now {
             return None;
@@ -200,7 +203,7 @@ impl Queue {
             f.deadline = now + f.cmd.timeout;
             return Some(f.cmd.data.clone());
         }
-        let f = self.in_flight.take().expect("checked above");
+        let f = self.in_flight.take()?;
         if let Some(reply) = f.cmd.reply {
             let _ = reply.send(Err(RequestError::Timeout));
         }
@@ -208,7 +211,7 @@ impl Queue {
     }
 
     /// Fails every queued and waiting command (the device went away).
-    pub fn fail_all(&mut self, err: RequestError) {
+    pub(crate) fn fail_all(&mut self, err: RequestError) {
         let waiting = self.in_flight.take().map(|f| f.cmd);
         for cmd in waiting.into_iter().chain(self.heap.drain().map(|q| q.cmd)) {
             if let Some(r) = cmd.reply {

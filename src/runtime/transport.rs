@@ -1,7 +1,7 @@
 //! The TCP client a device module uses: connect with a timeout, reconnect
 //! with exponential backoff and jitter, TCP keepalive, framing, a bounded
 //! outbound buffer and a flood limit. Drivers never see a socket; the module
-//! task owns one [`Link`] and polls [`Link::next`] in its select loop.
+//! task owns one [`DeviceConnection`] and polls [`DeviceConnection::next`] in its select loop.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -56,9 +56,9 @@ impl Default for TransportConfig {
     }
 }
 
-/// What happened on the link.
+/// What happened on the device connection.
 #[derive(Debug)]
-pub enum LinkEvent {
+pub(crate) enum ConnectionEvent {
     Connected,
     ConnectFailed(String),
     Frames(Vec<Vec<u8>>),
@@ -96,12 +96,12 @@ struct Conn {
 /// Delay before reconnect attempt `attempt` (0-based): doubling from `min`
 /// up to `max`, times a jitter of ±25% (`sample` in [0, 1)) so many modules
 /// that lost the same network do not reconnect in lock step.
-pub fn backoff_delay(attempt: u32, min: Duration, max: Duration, sample: f64) -> Duration {
+pub(crate) fn backoff_delay(attempt: u32, min: Duration, max: Duration, sample: f64) -> Duration {
     let base = min.saturating_mul(1 << attempt.min(16)).min(max);
     base.mul_f64(0.75 + sample.clamp(0.0, 1.0) * 0.5)
 }
 
-pub struct Link {
+pub(crate) struct DeviceConnection {
     host: String,
     port: u16,
     cfg: TransportConfig,
@@ -110,10 +110,15 @@ pub struct Link {
     attempt: u32,
 }
 
-impl Link {
-    pub fn new(host: String, port: u16, framing: Framing, cfg: TransportConfig) -> Link {
+impl DeviceConnection {
+    pub(crate) fn new(
+        host: String,
+        port: u16,
+        framing: Framing,
+        cfg: TransportConfig,
+    ) -> DeviceConnection {
         let framer = Framer::new(framing, cfg.max_frame);
-        Link {
+        DeviceConnection {
             host,
             port,
             cfg,
@@ -123,52 +128,52 @@ impl Link {
         }
     }
 
-    pub fn endpoint(&self) -> (&str, u16) {
+    pub(crate) fn endpoint(&self) -> (&str, u16) {
         (&self.host, self.port)
     }
 
-    pub fn framing(&self) -> &Framing {
+    pub(crate) fn framing(&self) -> &Framing {
         self.framer.framing()
     }
 
     /// Replaces the framing; a partial frame under the old rules is dropped.
-    pub fn set_framing(&mut self, framing: Framing) {
+    pub(crate) fn set_framing(&mut self, framing: Framing) {
         self.framer = Framer::new(framing, self.cfg.max_frame);
     }
 
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         matches!(self.state, State::Connected(_))
     }
 
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         !matches!(self.state, State::Idle)
     }
 
     /// Starts connecting now (no-op if already connecting or connected).
-    pub fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         if matches!(self.state, State::Idle | State::Backoff(_)) {
             self.state = State::Connecting(self.connect());
         }
     }
 
     /// Closes the connection and stops reconnecting.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.state = State::Idle;
         self.framer.reset();
         self.attempt = 0;
     }
 
     /// Bytes of outbound buffer still free (0 when not connected).
-    pub fn write_room(&self) -> usize {
+    pub(crate) fn write_room(&self) -> usize {
         match &self.state {
             State::Connected(c) => self.cfg.max_outbound.saturating_sub(c.out.len()),
             _ => 0,
         }
     }
 
-    /// Queues bytes for the socket. The caller checks [`Link::write_room`]
+    /// Queues bytes for the socket. The caller checks [`DeviceConnection::write_room`]
     /// first; one command may overshoot the bound, never more.
-    pub fn write(&mut self, data: &[u8]) -> bool {
+    pub(crate) fn write(&mut self, data: &[u8]) -> bool {
         match &mut self.state {
             State::Connected(c) => {
                 let mut rest = data;
@@ -223,7 +228,7 @@ impl Link {
         self.state = State::Backoff(Box::pin(tokio::time::sleep(delay)));
     }
 
-    fn disconnected(&mut self, reason: String, error: bool) -> LinkEvent {
+    fn disconnected(&mut self, reason: String, error: bool) -> ConnectionEvent {
         if let State::Connected(c) = &self.state
             && c.since.elapsed() >= self.cfg.backoff_max
         {
@@ -232,12 +237,12 @@ impl Link {
         }
         self.framer.reset();
         self.backoff();
-        LinkEvent::Disconnected { reason, error }
+        ConnectionEvent::Disconnected { reason, error }
     }
 
     /// Waits for the next event. Cancel-safe: every await point either
     /// completes or leaves the state untouched. Pending forever when idle.
-    pub async fn next(&mut self) -> LinkEvent {
+    pub(crate) async fn next(&mut self) -> ConnectionEvent {
         loop {
             match &mut self.state {
                 State::Idle => std::future::pending::<()>().await,
@@ -260,11 +265,11 @@ impl Link {
                                 window_bytes: 0,
                             }));
                             self.framer.reset();
-                            return LinkEvent::Connected;
+                            return ConnectionEvent::Connected;
                         }
                         Err(e) => {
                             self.backoff();
-                            return LinkEvent::ConnectFailed(e.to_string());
+                            return ConnectionEvent::ConnectFailed(e.to_string());
                         }
                     }
                 }
@@ -283,7 +288,7 @@ impl Link {
         }
     }
 
-    fn on_io(&mut self, io: Io) -> Option<LinkEvent> {
+    fn on_io(&mut self, io: Io) -> Option<ConnectionEvent> {
         let State::Connected(c) = &mut self.state else {
             return None;
         };
@@ -309,7 +314,7 @@ impl Link {
                 if let Err(e) = self.framer.extract(&mut frames) {
                     return Some(self.disconnected(e.to_string(), true));
                 }
-                (!frames.is_empty()).then_some(LinkEvent::Frames(frames))
+                (!frames.is_empty()).then_some(ConnectionEvent::Frames(frames))
             }
             Io::Read(Err(e)) => Some(self.disconnected(format!("read failed: {e}"), true)),
             Io::Wrote(Ok(n)) => {
@@ -325,11 +330,11 @@ impl Link {
 
     /// Cuts the connection because of something the device did; reconnects
     /// after the backoff like any other loss.
-    pub fn cut(&mut self, reason: String) -> LinkEvent {
+    pub(crate) fn cut(&mut self, reason: String) -> ConnectionEvent {
         if self.is_connected() {
             self.disconnected(reason, true)
         } else {
-            LinkEvent::Disconnected {
+            ConnectionEvent::Disconnected {
                 reason,
                 error: true,
             }
@@ -338,7 +343,7 @@ impl Link {
 
     /// Flushes what is buffered (best effort, bounded by `limit`), used
     /// before a graceful close so a final command still reaches the device.
-    pub async fn flush(&mut self, limit: Duration) {
+    pub(crate) async fn flush(&mut self, limit: Duration) {
         if let State::Connected(c) = &mut self.state
             && !c.out.is_empty()
         {

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{Counter, Kick, LineReader};
+use crate::util::Unpoisoned;
 
 #[derive(Debug, Clone)]
 pub struct LineOptions {
@@ -116,12 +117,7 @@ impl LineSim {
     }
 
     pub fn value(&self, key: &str) -> Option<String> {
-        self.inner
-            .values
-            .lock()
-            .expect("values lock")
-            .get(key)
-            .cloned()
+        self.inner.values.lock_unpoisoned().get(key).cloned()
     }
 
     /// Changes a value on the device side and tells every connected client
@@ -129,8 +125,7 @@ impl LineSim {
     pub fn set_value(&self, key: &str, value: &str) {
         self.inner
             .values
-            .lock()
-            .expect("values lock")
+            .lock_unpoisoned()
             .insert(key.to_owned(), value.to_owned());
         self.push_line(&format!("{key}={value}"));
     }
@@ -204,67 +199,73 @@ async fn serve(stream: TcpStream, inner: &Inner) -> std::io::Result<()> {
             .commands
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let line = String::from_utf8_lossy(&line);
-        let line = line.trim_end_matches('\r');
-        let (cmd, rest) = line.split_once(' ').unwrap_or((line, ""));
-        match cmd {
-            "PING" => send_line(&mut w, "PONG", &delim).await?,
-            "GET" => {
-                let v = inner.values.lock().expect("values lock").get(rest).cloned();
-                let reply = match v {
-                    Some(v) => format!("{rest}={v}"),
-                    None => format!("ERR no such key {rest}"),
-                };
-                send_line(&mut w, &reply, &delim).await?;
-            }
-            "SET" => {
-                let (k, v) = rest.split_once(' ').unwrap_or((rest, ""));
-                inner
-                    .values
-                    .lock()
-                    .expect("values lock")
-                    .insert(k.to_owned(), v.to_owned());
-                send_line(&mut w, &format!("{k}={v}"), &delim).await?;
-            }
-            "ECHO" => send_line(&mut w, rest, &delim).await?,
-            "DELAY" => {
-                let (ms, text) = rest.split_once(' ').unwrap_or((rest, ""));
-                let ms: u64 = ms.parse().unwrap_or(0);
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                send_line(&mut w, text, &delim).await?;
-            }
-            "SILENT" => {}
-            "FLOOD" => {
-                let mut i = 0u64;
-                loop {
-                    let mut chunk = Vec::with_capacity(64 * 1024);
-                    while chunk.len() < 60 * 1024 {
-                        chunk.extend_from_slice(format!("flood {i}").as_bytes());
-                        chunk.extend_from_slice(&delim);
-                        i += 1;
-                    }
-                    w.write_all(&chunk).await?;
-                }
-            }
-            "ENDLESS" => {
-                let chunk = vec![b'A'; 64 * 1024];
-                loop {
-                    w.write_all(&chunk).await?;
-                }
-            }
-            "GARBAGE" => {
-                let n: usize = rest.parse::<usize>().unwrap_or(64).min(1024 * 1024);
-                let data: Vec<u8> = (0..n).map(|_| fastrand::u8(..)).collect();
-                w.write_all(&data).await?;
-            }
-            "HALF" => {
-                w.write_all(b"partial rep").await?;
-                w.shutdown().await?;
-                return Ok(());
-            }
-            "CLOSE" => return Ok(()),
-            _ => send_line(&mut w, "ERR unknown command", &delim).await?,
+        if let Reply::Close = answer(&mut w, inner, &delim, line.trim_end_matches('\r')).await? {
+            return Ok(());
         }
     }
+}
+
+/// Whether the connection stays open after a command.
+enum Reply {
+    Open,
+    Close,
+}
+
+/// Answers one command line.
+async fn answer(
+    w: &mut OwnedWriteHalf,
+    inner: &Inner,
+    delim: &[u8],
+    line: &str,
+) -> std::io::Result<Reply> {
+    let (cmd, rest) = line.split_once(' ').unwrap_or((line, ""));
+    match cmd {
+        "PING" => send_line(w, "PONG", delim).await?,
+        "GET" => {
+            let v = inner.values.lock_unpoisoned().get(rest).cloned();
+            let reply = match v {
+                Some(v) => format!("{rest}={v}"),
+                None => format!("ERR no such key {rest}"),
+            };
+            send_line(w, &reply, delim).await?;
+        }
+        "SET" => {
+            let (k, v) = rest.split_once(' ').unwrap_or((rest, ""));
+            inner
+                .values
+                .lock_unpoisoned()
+                .insert(k.to_owned(), v.to_owned());
+            send_line(w, &format!("{k}={v}"), delim).await?;
+        }
+        "ECHO" => send_line(w, rest, delim).await?,
+        "DELAY" => {
+            let (ms, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            let ms: u64 = ms.parse().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            send_line(w, text, delim).await?;
+        }
+        "SILENT" => {}
+        "FLOOD" => flood(w, delim).await?,
+        "ENDLESS" => {
+            let chunk = vec![b'A'; 64 * 1024];
+            loop {
+                w.write_all(&chunk).await?;
+            }
+        }
+        "GARBAGE" => {
+            let n: usize = rest.parse::<usize>().unwrap_or(64).min(1024 * 1024);
+            let data: Vec<u8> = (0..n).map(|_| fastrand::u8(..)).collect();
+            w.write_all(&data).await?;
+        }
+        "HALF" => {
+            w.write_all(b"partial rep").await?;
+            w.shutdown().await?;
+            return Ok(Reply::Close);
+        }
+        "CLOSE" => return Ok(Reply::Close),
+        _ => send_line(w, "ERR unknown command", delim).await?,
+    }
+    Ok(Reply::Open)
 }
 
 async fn send_line(w: &mut OwnedWriteHalf, line: &str, delim: &[u8]) -> std::io::Result<()> {
@@ -272,4 +273,19 @@ async fn send_line(w: &mut OwnedWriteHalf, line: &str, delim: &[u8]) -> std::io:
     data.extend_from_slice(line.as_bytes());
     data.extend_from_slice(delim);
     w.write_all(&data).await
+}
+
+/// Sends numbered lines until the peer goes away (a device flooding its
+/// controller).
+async fn flood(w: &mut OwnedWriteHalf, delim: &[u8]) -> std::io::Result<()> {
+    let mut i = 0u64;
+    loop {
+        let mut chunk = Vec::with_capacity(64 * 1024);
+        while chunk.len() < 60 * 1024 {
+            chunk.extend_from_slice(format!("flood {i}").as_bytes());
+            chunk.extend_from_slice(delim);
+            i += 1;
+        }
+        w.write_all(&chunk).await?;
+    }
 }

@@ -13,8 +13,11 @@ pub use pjlink::{PjlinkOptions, PjlinkSim, Power};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use memchr::memmem;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
+
+use crate::util::Unpoisoned;
 
 /// Concurrent connection bookkeeping of one simulator.
 #[derive(Debug, Default)]
@@ -40,7 +43,7 @@ impl Counter {
     }
 
     fn note(&self, count: usize) {
-        let mut log = self.log.lock().expect("counter log");
+        let mut log = self.log.lock_unpoisoned();
         if log.len() == LOG_LEN {
             log.pop_front();
         }
@@ -49,12 +52,7 @@ impl Counter {
 
     /// The recent changes of the open-connection count, oldest first.
     pub(crate) fn log(&self) -> Vec<(std::time::Instant, usize)> {
-        self.log
-            .lock()
-            .expect("counter log")
-            .iter()
-            .copied()
-            .collect()
+        self.log.lock_unpoisoned().iter().copied().collect()
     }
 
     /// Starts a new measurement of the most connections open at once.
@@ -92,11 +90,11 @@ pub(crate) struct Kick(std::sync::Mutex<CancellationToken>);
 
 impl Kick {
     pub(crate) fn token(&self) -> CancellationToken {
-        self.0.lock().expect("kick lock").clone()
+        self.0.lock_unpoisoned().clone()
     }
 
     pub(crate) fn kick(&self) {
-        let old = std::mem::take(&mut *self.0.lock().expect("kick lock"));
+        let old = std::mem::take(&mut *self.0.lock_unpoisoned());
         old.cancel();
     }
 }
@@ -128,11 +126,7 @@ impl LineReader {
         r: &mut R,
     ) -> std::io::Result<Result<Option<Vec<u8>>, TooLong>> {
         loop {
-            if let Some(pos) = self
-                .buf
-                .windows(self.delim.len())
-                .position(|w| w == self.delim.as_slice())
-            {
+            if let Some(pos) = memmem::find(&self.buf, &self.delim) {
                 let line = self.buf[..pos].to_vec();
                 self.buf.drain(..pos + self.delim.len());
                 return Ok(Ok(Some(line)));

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Counter, Kick, LineReader};
+use crate::util::Unpoisoned;
 
 /// Longest command line accepted: 136 bytes by the specification plus a
 /// 32-character digest.
@@ -168,31 +169,31 @@ impl PjlinkSim {
 
     /// Commands answered since start (after authentication).
     pub fn commands(&self) -> u64 {
-        self.inner.state.lock().expect("state lock").commands
+        self.inner.state.lock_unpoisoned().commands
     }
 
     pub fn power(&self) -> Power {
-        self.inner.state.lock().expect("state lock").power()
+        self.inner.state.lock_unpoisoned().power()
     }
 
     pub fn input(&self) -> String {
-        self.inner.state.lock().expect("state lock").input.clone()
+        self.inner.state.lock_unpoisoned().input.clone()
     }
 
     /// AV mute as `AVMT ?` reports it (`30` off, `31` on, ...).
     pub fn av_mute(&self) -> String {
-        self.inner.state.lock().expect("state lock").mute.clone()
+        self.inner.state.lock_unpoisoned().mute.clone()
     }
 
     /// Sets the six-digit `ERST` answer (fan, lamp, temperature, cover,
     /// filter, other; 0 ok, 1 warning, 2 error).
     pub fn set_error_status(&self, errst: &str) {
-        self.inner.state.lock().expect("state lock").errors = errst.to_owned();
+        self.inner.state.lock_unpoisoned().errors = errst.to_owned();
     }
 
     /// A failed projector answers `ERR4` to power, input and mute.
     pub fn set_failure(&self, failed: bool) {
-        self.inner.state.lock().expect("state lock").failure = failed;
+        self.inner.state.lock_unpoisoned().failure = failed;
     }
 
     /// Drops every open client connection (the listener stays up).
@@ -289,7 +290,7 @@ async fn serve(stream: TcpStream, inner: &Inner) -> std::io::Result<()> {
 }
 
 fn respond(inner: &Inner, cmd: &str) -> String {
-    let mut st = inner.state.lock().expect("state lock");
+    let mut st = inner.state.lock_unpoisoned();
     st.commands += 1;
     if !cmd.starts_with("%1") || cmd.len() < 7 || !cmd.is_char_boundary(6) {
         let name = cmd.get(2..6).unwrap_or("????");
@@ -310,54 +311,15 @@ fn respond(inner: &Inner, cmd: &str) -> String {
             Power::Warming => "3",
         }),
         ("POWR", "1" | "0") if st.failure => ok("ERR4"),
-        ("POWR", "1") => match power {
-            Power::On => ok("OK"),
-            Power::Off => {
-                st.power = PowerState::Warming(Instant::now() + inner.opts.warmup);
-                ok("OK")
-            }
-            Power::Warming | Power::Cooling => ok("ERR3"),
-        },
-        ("POWR", "0") => match power {
-            Power::Off => ok("OK"),
-            Power::On => {
-                st.power = PowerState::Cooling(Instant::now() + inner.opts.cooldown);
-                ok("OK")
-            }
-            Power::Warming | Power::Cooling => ok("ERR3"),
-        },
+        ("POWR", "1") => ok(switch_power(&mut st, inner, true)),
+        ("POWR", "0") => ok(switch_power(&mut st, inner, false)),
         ("POWR", _) => ok("ERR2"),
         ("INPT", "?") if power != Power::On => ok("ERR3"),
         ("INPT", "?") => ok(&st.input.clone()),
-        ("INPT", p) => {
-            if !inner.opts.inputs.iter().any(|i| i == p) {
-                ok("ERR2")
-            } else if st.failure {
-                ok("ERR4")
-            } else if power != Power::On {
-                ok("ERR3")
-            } else {
-                st.input = p.to_owned();
-                ok("OK")
-            }
-        }
+        ("INPT", p) => ok(set_input(&mut st, inner, p)),
         ("AVMT", "?") if power != Power::On => ok("ERR3"),
         ("AVMT", "?") => ok(&st.mute.clone()),
-        ("AVMT", p) => {
-            if !matches!(p, "10" | "11" | "20" | "21" | "30" | "31") {
-                ok("ERR2")
-            } else if st.failure {
-                ok("ERR4")
-            } else if power != Power::On {
-                ok("ERR3")
-            } else {
-                st.mute = match p {
-                    "11" | "21" | "31" => "31".into(),
-                    _ => "30".into(),
-                };
-                ok("OK")
-            }
-        }
+        ("AVMT", p) => ok(set_mute(&mut st, p)),
         ("ERST", "?") => ok(&st.errors.clone()),
         ("LAMP", "?") => ok(&format!(
             "{} {}",
@@ -372,5 +334,53 @@ fn respond(inner: &Inner, cmd: &str) -> String {
         ("CLSS", "?") => ok("1"),
         ("ERST" | "LAMP" | "INST" | "NAME" | "INF1" | "INF2" | "INFO" | "CLSS", _) => ok("ERR2"),
         _ => ok("ERR1"),
+    }
+}
+
+/// `POWR 1` / `POWR 0`: starts warming up or cooling down; refused while
+/// the projector is between states.
+fn switch_power(st: &mut State, inner: &Inner, on: bool) -> &'static str {
+    match (st.power(), on) {
+        (Power::On, true) | (Power::Off, false) => "OK",
+        (Power::Off, true) => {
+            st.power = PowerState::Warming(Instant::now() + inner.opts.warmup);
+            "OK"
+        }
+        (Power::On, false) => {
+            st.power = PowerState::Cooling(Instant::now() + inner.opts.cooldown);
+            "OK"
+        }
+        (Power::Warming | Power::Cooling, _) => "ERR3",
+    }
+}
+
+/// `INPT n`: a known input, while powered on and not failed.
+fn set_input(st: &mut State, inner: &Inner, input: &str) -> &'static str {
+    if !inner.opts.inputs.iter().any(|i| i == input) {
+        "ERR2"
+    } else if st.failure {
+        "ERR4"
+    } else if st.power() != Power::On {
+        "ERR3"
+    } else {
+        st.input = input.to_owned();
+        "OK"
+    }
+}
+
+/// `AVMT nn`: audio/video mute on or off, while powered on and not failed.
+fn set_mute(st: &mut State, mute: &str) -> &'static str {
+    if !matches!(mute, "10" | "11" | "20" | "21" | "30" | "31") {
+        "ERR2"
+    } else if st.failure {
+        "ERR4"
+    } else if st.power() != Power::On {
+        "ERR3"
+    } else {
+        st.mute = match mute {
+            "11" | "21" | "31" => "31".into(),
+            _ => "30".into(),
+        };
+        "OK"
     }
 }

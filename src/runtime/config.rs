@@ -1,0 +1,50 @@
+//! `RuntimeConfig`: the limits and timings every module of a runtime runs under.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::TransportConfig;
+
+/// Runtime settings. Changing a limit affects modules loaded afterwards.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where driver files (`*.lua`) are read from.
+    pub modules_dir: PathBuf,
+    /// Lua heap limit per module; an allocation past it fails the call and
+    /// marks the module failed.
+    pub memory_limit: usize,
+    /// Lua instructions one call (exec, hook or timer) may run, counted in
+    /// steps of 1000. Past it the call fails and the module is marked failed.
+    pub instruction_budget: u64,
+    /// Longest a driver call may run without yielding (one resume), checked
+    /// with the instruction hook. Catches loops whose few instructions each
+    /// call an expensive library function. Past it the call fails and the
+    /// module is marked failed.
+    pub time_limit: Duration,
+    /// Longest an `exec` waits for its answer (mailbox wait included).
+    pub exec_timeout: Duration,
+    /// Largest exec argument accepted, in bytes of its JSON text.
+    pub max_exec_args: usize,
+    /// Commands a module may have queued for its device.
+    pub command_queue: usize,
+    /// Requests (exec, lifecycle) waiting in one module's mailbox; callers
+    /// wait for room, which is the backpressure on a slow module.
+    pub mailbox: usize,
+    pub transport: TransportConfig,
+}
+
+impl RuntimeConfig {
+    pub fn new(modules_dir: impl Into<PathBuf>) -> RuntimeConfig {
+        RuntimeConfig {
+            modules_dir: modules_dir.into(),
+            memory_limit: 4 * 1024 * 1024,
+            instruction_budget: 10_000_000,
+            time_limit: Duration::from_secs(1),
+            exec_timeout: Duration::from_secs(30),
+            max_exec_args: 1024 * 1024,
+            command_queue: 256,
+            mailbox: 64,
+            transport: TransportConfig::default(),
+        }
+    }
+}
