@@ -163,7 +163,7 @@ impl Store {
     /// controls `edge_id` from `epoch` on. An older epoch than the one
     /// recorded is [`StoreError::EpochConflict`] (a stale decision); the
     /// same epoch and controller again changes nothing and returns `None`.
-    pub async fn adopt_controller(
+    pub(crate) async fn adopt_controller(
         &self,
         edge_id: Uuid,
         to: Side,

@@ -31,7 +31,7 @@ impl EventKind {
         }
     }
 
-    pub fn parse(s: &str) -> Option<EventKind> {
+    pub(crate) fn parse(s: &str) -> Option<EventKind> {
         [
             EventKind::Status,
             EventKind::Exec,

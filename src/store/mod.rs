@@ -32,7 +32,6 @@ mod sql;
 
 pub use control::{ControlRecord, ControlState};
 pub use events::{Event, EventKind, LoggedEvent};
-pub use open::redact_url;
 pub use replica::Replicated;
 
 use sqlx::migrate::MigrateError;
@@ -273,7 +272,7 @@ macro_rules! on_writer {
 }
 
 // Path-based exports so `store`'s submodules can use the macros.
-pub(crate) use {on_reader, on_writer};
+use {on_reader, on_writer};
 
 /// A row of `documents`: id, kind, rev, seq, deleted, owner, body.
 type DocRow = (String, String, i64, i64, bool, Option<String>, String);
@@ -318,17 +317,13 @@ impl Store {
     /// Follows every change of controller committed through this process
     /// (metrics, WebSocket subscribers). A receiver that lags loses the
     /// oldest; the audit log ([`Store::control_log`]) has them all.
-    pub fn subscribe_control(&self) -> tokio::sync::broadcast::Receiver<ControlRecord> {
+    pub(crate) fn subscribe_control(&self) -> tokio::sync::broadcast::Receiver<ControlRecord> {
         self.control_changes.subscribe()
     }
 
     /// The URL without credentials.
-    pub fn display_url(&self) -> &str {
+    pub(crate) fn display_url(&self) -> &str {
         &self.display_url
-    }
-
-    pub fn is_postgres(&self) -> bool {
-        matches!(*self.backend, Backend::Postgres(_))
     }
 
     /// Closes every connection (waits for checked-out ones).

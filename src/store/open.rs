@@ -176,7 +176,7 @@ async fn open_postgres(options: &StoreOptions, display_url: &str) -> Result<Back
 }
 
 /// Removes the password from a database URL so it can be logged.
-pub fn redact_url(url: &str) -> String {
+fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
