@@ -156,6 +156,7 @@ pub async fn import(
             let secret = EdgeSecret::generate();
             writes.push(Write::SetCredential {
                 id: edge.id,
+                expect: Expect::Absent,
                 link_key: secret.link_key(edge.id).as_bytes().to_vec(),
             });
             report.secrets.push((edge.id, edge.name.clone(), secret));
@@ -198,10 +199,17 @@ pub async fn rotate_secret(store: &Store, edge_id: Uuid) -> Result<EdgeSecret, A
         Some(doc) if doc.kind == Kind::Edge.as_str() => {}
         _ => return Err(AdminError::NoSuchEdge(edge_id)),
     }
+    // The key replaced is the one read here: a concurrent rotation or
+    // delete makes this one a conflict instead of a silent overwrite.
+    let expect = store
+        .credential_rev(edge_id)
+        .await?
+        .map_or(Expect::Absent, Expect::Rev);
     let secret = EdgeSecret::generate();
     store
         .apply(&[Write::SetCredential {
             id: edge_id,
+            expect,
             link_key: secret.link_key(edge_id).as_bytes().to_vec(),
         }])
         .await?;

@@ -114,6 +114,7 @@ impl ApiDoc for EdgeLocation {
         let secret = EdgeSecret::generate();
         let write = Write::SetCredential {
             id: doc.id,
+            expect: Expect::Absent,
             link_key: secret.link_key(doc.id).as_bytes().to_vec(),
         };
         (vec![write], Some(secret))

@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use super::{Store, StoreError, on_reader, on_writer};
+use super::{Store, StoreError, on_reader, on_writer, sql};
 use crate::control::{Reason, Side};
 
 /// Who holds a location now.
@@ -30,25 +30,6 @@ pub struct ControlRecord {
     pub reason: Reason,
     pub at_ms: i64,
 }
-
-const GET_STATE: &str =
-    "SELECT edge_id, controller, epoch, since_ms FROM control_state WHERE edge_id = $1";
-const ALL_STATES: &str =
-    "SELECT edge_id, controller, epoch, since_ms FROM control_state ORDER BY edge_id";
-const INSERT_STATE: &str = "INSERT INTO control_state (edge_id, controller, epoch, since_ms) \
-     VALUES ($1, $2, 1, $3) ON CONFLICT (edge_id) DO NOTHING RETURNING epoch";
-const UPDATE_STATE: &str = "UPDATE control_state SET controller = $2, epoch = epoch + 1, since_ms = $3 \
-     WHERE edge_id = $1 AND epoch = $4 RETURNING epoch";
-const INSERT_LOG: &str = "INSERT INTO control_log (id, edge_id, epoch, from_side, to_side, reason, at_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7)";
-const ADOPT_STATE: &str = "INSERT INTO control_state (edge_id, controller, epoch, since_ms) \
-     VALUES ($1, $2, $3, $4) ON CONFLICT (edge_id) DO UPDATE \
-     SET controller = excluded.controller, epoch = excluded.epoch, since_ms = excluded.since_ms \
-     WHERE control_state.epoch < excluded.epoch \
-        OR (control_state.epoch = excluded.epoch AND control_state.controller <> excluded.controller)";
-const LOG_HAS_EPOCH: &str = "SELECT epoch FROM control_log WHERE edge_id = $1 AND epoch = $2";
-const LOG_PAGE: &str = "SELECT id, edge_id, epoch, from_side, to_side, reason, at_ms FROM control_log \
-     WHERE edge_id = $1 AND epoch < $2 ORDER BY epoch DESC LIMIT $3";
 
 type StateRow = (String, String, i64, i64);
 type LogRow = (String, String, i64, Option<String>, String, String, i64);
@@ -93,7 +74,7 @@ impl Store {
     /// Who controls `edge_id`, if anyone has yet.
     pub async fn control_state(&self, edge_id: Uuid) -> Result<Option<ControlState>, StoreError> {
         let row: Option<StateRow> = on_reader!(self, pool => {
-            sqlx::query_as(GET_STATE).bind(edge_id.to_string()).fetch_optional(pool).await?
+            sqlx::query_as(sql::GET_STATE).bind(edge_id.to_string()).fetch_optional(pool).await?
         });
         row.map(to_state).transpose()
     }
@@ -101,7 +82,7 @@ impl Store {
     /// Every location's control state (a master resuming after a restart).
     pub async fn control_states(&self) -> Result<Vec<ControlState>, StoreError> {
         let rows: Vec<StateRow> = on_reader!(self, pool => {
-            sqlx::query_as(ALL_STATES).fetch_all(pool).await?
+            sqlx::query_as(sql::ALL_STATES).fetch_all(pool).await?
         });
         rows.into_iter().map(to_state).collect()
     }
@@ -122,18 +103,18 @@ impl Store {
         let id_text = edge_id.to_string();
         on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
-            let previous: Option<StateRow> = sqlx::query_as(GET_STATE)
+            let previous: Option<StateRow> = sqlx::query_as(sql::GET_STATE)
                 .bind(&id_text)
                 .fetch_optional(&mut *tx)
                 .await?;
             let epoch: Option<i64> = match expected_epoch {
-                None => sqlx::query_scalar(INSERT_STATE)
+                None => sqlx::query_scalar(sql::INSERT_STATE)
                     .bind(&id_text)
                     .bind(to.as_str())
                     .bind(at_ms)
                     .fetch_optional(&mut *tx)
                     .await?,
-                Some(expected) => sqlx::query_scalar(UPDATE_STATE)
+                Some(expected) => sqlx::query_scalar(sql::UPDATE_STATE)
                     .bind(&id_text)
                     .bind(to.as_str())
                     .bind(at_ms)
@@ -143,7 +124,7 @@ impl Store {
             };
             let Some(epoch) = epoch else {
                 // Read again: `previous` may predate the change that beat us.
-                let actual: Option<StateRow> = sqlx::query_as(GET_STATE)
+                let actual: Option<StateRow> = sqlx::query_as(sql::GET_STATE)
                     .bind(&id_text)
                     .fetch_optional(&mut *tx)
                     .await?;
@@ -162,7 +143,7 @@ impl Store {
                 reason,
                 at_ms,
             };
-            sqlx::query(INSERT_LOG)
+            sqlx::query(sql::INSERT_LOG)
                 .bind(record.id.to_string())
                 .bind(&id_text)
                 .bind(epoch)
@@ -182,7 +163,7 @@ impl Store {
     /// controls `edge_id` from `epoch` on. An older epoch than the one
     /// recorded is [`StoreError::EpochConflict`] (a stale decision); the
     /// same epoch and controller again changes nothing and returns `None`.
-    pub async fn adopt_controller(
+    pub(crate) async fn adopt_controller(
         &self,
         edge_id: Uuid,
         to: Side,
@@ -193,7 +174,7 @@ impl Store {
         let id_text = edge_id.to_string();
         on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
-            let previous: Option<StateRow> = sqlx::query_as(GET_STATE)
+            let previous: Option<StateRow> = sqlx::query_as(sql::GET_STATE)
                 .bind(&id_text)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -209,7 +190,7 @@ impl Store {
                     return Ok(None);
                 }
             }
-            sqlx::query(ADOPT_STATE)
+            sqlx::query(sql::ADOPT_STATE)
                 .bind(&id_text)
                 .bind(to.as_str())
                 .bind(epoch)
@@ -227,13 +208,13 @@ impl Store {
             };
             // One record per epoch: a repeated epoch (said again after a
             // lost answer) keeps the first.
-            let exists: Option<i64> = sqlx::query_scalar(LOG_HAS_EPOCH)
+            let exists: Option<i64> = sqlx::query_scalar(sql::LOG_HAS_EPOCH)
                 .bind(&id_text)
                 .bind(epoch)
                 .fetch_optional(&mut *tx)
                 .await?;
             if exists.is_none() {
-                sqlx::query(INSERT_LOG)
+                sqlx::query(sql::INSERT_LOG)
                     .bind(record.id.to_string())
                     .bind(&id_text)
                     .bind(epoch)
@@ -259,7 +240,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<ControlRecord>, StoreError> {
         let rows: Vec<LogRow> = on_reader!(self, pool => {
-            sqlx::query_as(LOG_PAGE)
+            sqlx::query_as(sql::LOG_PAGE)
                 .bind(edge_id.to_string())
                 .bind(before_epoch.unwrap_or(i64::MAX))
                 .bind(i64::from(limit))

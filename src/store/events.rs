@@ -6,7 +6,7 @@
 
 use uuid::Uuid;
 
-use super::{Store, StoreError, on_reader, on_writer};
+use super::{Store, StoreError, on_reader, on_writer, sql};
 
 /// What an event records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,7 +31,7 @@ impl EventKind {
         }
     }
 
-    pub fn parse(s: &str) -> Option<EventKind> {
+    pub(crate) fn parse(s: &str) -> Option<EventKind> {
         [
             EventKind::Status,
             EventKind::Exec,
@@ -67,7 +67,6 @@ pub struct LoggedEvent {
     pub event: Event,
 }
 
-const COLUMNS: &str = "seq, id, edge_id, at_ms, module_id, kind, key, epoch, body, synced";
 type EventRow = (
     i64,
     String,
@@ -81,18 +80,6 @@ type EventRow = (
     bool,
 );
 
-const DELETE_COALESCED: &str = "DELETE FROM events \
-     WHERE NOT synced AND kind = 'status' AND module_id = $1 AND key = $2";
-const INSERT_EVENT: &str = "INSERT INTO events (id, edge_id, at_ms, module_id, kind, key, epoch, body, synced) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING RETURNING seq";
-const COUNT_EVENTS: &str = "SELECT COUNT(*) FROM events";
-const TRIM_SYNCED: &str = "DELETE FROM events WHERE seq IN \
-     (SELECT seq FROM events WHERE synced ORDER BY seq LIMIT $1)";
-const TRIM_UNSYNCED_KIND: &str = "DELETE FROM events WHERE seq IN \
-     (SELECT seq FROM events WHERE NOT synced AND kind = $2 ORDER BY seq LIMIT $1)";
-const ADD_DROPPED: &str = "UPDATE outpost_meta SET value = value + $1 WHERE key = 'events_dropped'";
-const GET_DROPPED: &str = "SELECT value FROM outpost_meta WHERE key = 'events_dropped'";
-const COUNT_UNSYNCED: &str = "SELECT COUNT(*) FROM events WHERE NOT synced";
 /// Rows per multi-row statement (9 parameters each for an insert). One
 /// statement per event made a batch of a thousand cost a thousand round
 /// trips to SQLite's connection thread; one statement per batch is worse
@@ -102,47 +89,6 @@ const COUNT_UNSYNCED: &str = "SELECT COUNT(*) FROM events WHERE NOT synced";
 /// `sqlite3_bind_parameter_name`). A few dozen rows keep binding cheap
 /// (benches/replication.rs, passive case).
 const ROWS_PER_STATEMENT: usize = 25;
-
-/// Inserts `n` events, each at most once (by id); returns the places of the
-/// ones that were new.
-fn insert_events(n: usize) -> String {
-    let mut s = String::from(
-        "INSERT INTO events (id, edge_id, at_ms, module_id, kind, key, epoch, body, synced) VALUES ",
-    );
-    for i in 0..n {
-        if i > 0 {
-            s.push_str(", ");
-        }
-        let p = i * 9;
-        s.push('(');
-        for c in 1..=9 {
-            if c > 1 {
-                s.push_str(", ");
-            }
-            s.push_str(&format!("${}", p + c));
-        }
-        s.push(')');
-    }
-    s.push_str(" ON CONFLICT (id) DO NOTHING RETURNING seq");
-    s
-}
-
-/// Marks `n` events (by id) synced.
-fn mark_synced(n: usize) -> String {
-    let mut s = String::from("UPDATE events SET synced = TRUE WHERE id IN (");
-    for i in 1..=n {
-        if i > 1 {
-            s.push_str(", ");
-        }
-        s.push_str(&format!("${i}"));
-    }
-    s.push(')');
-    s
-}
-const GET_CURSOR: &str = "SELECT last_seq FROM sync_progress WHERE edge_id = $1";
-const SET_CURSOR: &str = "INSERT INTO sync_progress (edge_id, last_seq) VALUES ($1, $2) \
-     ON CONFLICT (edge_id) DO UPDATE SET last_seq = excluded.last_seq \
-     WHERE sync_progress.last_seq < excluded.last_seq";
 
 fn to_logged(row: EventRow) -> Result<LoggedEvent, StoreError> {
     let bad = |what: &str, v: &str| StoreError::Corrupt {
@@ -183,13 +129,13 @@ impl Store {
             if event.kind == EventKind::Status
                 && let (Some(module), Some(key)) = (event.module_id, &event.key)
             {
-                sqlx::query(DELETE_COALESCED)
+                sqlx::query(sql::DELETE_COALESCED)
                     .bind(module.to_string())
                     .bind(key)
                     .execute(&mut *tx)
                     .await?;
             }
-            let seq: Option<i64> = sqlx::query_scalar(INSERT_EVENT)
+            let seq: Option<i64> = sqlx::query_scalar(sql::INSERT_EVENT)
                 .bind(event.id.to_string())
                 .bind(event.edge_id.to_string())
                 .bind(event.at_ms)
@@ -201,17 +147,17 @@ impl Store {
                 .bind(false)
                 .fetch_optional(&mut *tx)
                 .await?;
-            let count: i64 = sqlx::query_scalar(COUNT_EVENTS).fetch_one(&mut *tx).await?;
+            let count: i64 = sqlx::query_scalar(sql::COUNT_EVENTS).fetch_one(&mut *tx).await?;
             let mut excess = count - i64::try_from(max_events).unwrap_or(i64::MAX);
             if excess > 0 {
-                excess -= sqlx::query(TRIM_SYNCED).bind(excess).execute(&mut *tx).await?.rows_affected() as i64;
+                excess -= sqlx::query(sql::TRIM_SYNCED).bind(excess).execute(&mut *tx).await?.rows_affected() as i64;
             }
             let mut dropped = 0i64;
             for kind in DROP_ORDER {
                 if excess <= 0 {
                     break;
                 }
-                let n = sqlx::query(TRIM_UNSYNCED_KIND)
+                let n = sqlx::query(sql::TRIM_UNSYNCED_KIND)
                     .bind(excess)
                     .bind(kind.as_str())
                     .execute(&mut *tx)
@@ -221,7 +167,7 @@ impl Store {
                 dropped += n;
             }
             if dropped > 0 {
-                sqlx::query(ADD_DROPPED).bind(dropped).execute(&mut *tx).await?;
+                sqlx::query(sql::ADD_DROPPED).bind(dropped).execute(&mut *tx).await?;
             }
             tx.commit().await?;
             if dropped > 0 {
@@ -231,7 +177,7 @@ impl Store {
             match seq {
                 Some(seq) => Ok(seq),
                 None => Ok(on_reader!(self, pool => {
-                    sqlx::query_scalar("SELECT seq FROM events WHERE id = $1")
+                    sqlx::query_scalar(sql::EVENT_SEQ)
                         .bind(event.id.to_string())
                         .fetch_one(pool)
                         .await?
@@ -247,9 +193,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<LoggedEvent>, StoreError> {
         let rows: Vec<EventRow> = on_reader!(self, pool => {
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM events WHERE NOT synced AND seq > $1 ORDER BY seq LIMIT $2"
-            )))
+            sqlx::query_as(sql::UNSYNCED_EVENTS)
             .bind(after_seq)
             .bind(i64::from(limit))
             .fetch_all(pool)
@@ -263,11 +207,7 @@ impl Store {
         on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(mark_synced(chunk.len())));
-                for id in chunk {
-                    q = q.bind(id.to_string());
-                }
-                q.execute(&mut *tx).await?;
+                sql::id_list(sql::MARK_SYNCED_HEAD, chunk).build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
         });
@@ -277,8 +217,8 @@ impl Store {
     /// Edge: (events not yet synced, events dropped because the log was full).
     pub async fn event_counts(&self) -> Result<(i64, i64), StoreError> {
         Ok(on_reader!(self, pool => {
-            let unsynced: i64 = sqlx::query_scalar(COUNT_UNSYNCED).fetch_one(pool).await?;
-            let dropped: i64 = sqlx::query_scalar(GET_DROPPED).fetch_one(pool).await?;
+            let unsynced: i64 = sqlx::query_scalar(sql::COUNT_UNSYNCED).fetch_one(pool).await?;
+            let dropped: i64 = sqlx::query_scalar(sql::GET_DROPPED).fetch_one(pool).await?;
             (unsynced, dropped)
         }))
     }
@@ -297,23 +237,21 @@ impl Store {
             let mut tx = pool.begin().await?;
             let mut new = 0;
             for chunk in events.chunks(ROWS_PER_STATEMENT) {
-                let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(insert_events(chunk.len())));
-                for e in chunk {
-                    q = q
-                        .bind(e.id.to_string())
-                        .bind(e.edge_id.to_string())
-                        .bind(e.at_ms)
-                        .bind(e.module_id.map(|m| m.to_string()))
-                        .bind(e.kind.as_str())
-                        .bind(&e.key)
-                        .bind(e.epoch)
-                        .bind(&e.body)
-                        .bind(true);
-                }
-                new += q.fetch_all(&mut *tx).await?.len();
+                let mut q = sql::values(sql::INSERT_EVENTS_HEAD, chunk, |mut row, e| {
+                    row.push_bind(e.id.to_string())
+                        .push_bind(e.edge_id.to_string())
+                        .push_bind(e.at_ms)
+                        .push_bind(e.module_id.map(|m| m.to_string()))
+                        .push_bind(e.kind.as_str())
+                        .push_bind(e.key.clone())
+                        .push_bind(e.epoch)
+                        .push_bind(e.body.clone())
+                        .push_bind(true);
+                }, sql::INSERT_EVENTS_TAIL);
+                new += q.build_query_scalar::<i64>().fetch_all(&mut *tx).await?.len();
             }
             if let Some(cursor) = cursor {
-                sqlx::query(SET_CURSOR)
+                sqlx::query(sql::SET_CURSOR)
                     .bind(edge_id.to_string())
                     .bind(cursor)
                     .execute(&mut *tx)
@@ -327,7 +265,7 @@ impl Store {
     /// Master: where passive sync got to in `edge_id`'s log (0: nowhere yet).
     pub async fn sync_cursor(&self, edge_id: Uuid) -> Result<i64, StoreError> {
         let v: Option<i64> = on_reader!(self, pool => {
-            sqlx::query_scalar(GET_CURSOR).bind(edge_id.to_string()).fetch_optional(pool).await?
+            sqlx::query_scalar(sql::GET_CURSOR).bind(edge_id.to_string()).fetch_optional(pool).await?
         });
         Ok(v.unwrap_or(0))
     }
@@ -340,9 +278,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<LoggedEvent>, StoreError> {
         let rows: Vec<EventRow> = on_reader!(self, pool => {
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM events WHERE edge_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
-            )))
+            sqlx::query_as(sql::EVENTS_OF)
             .bind(edge_id.to_string())
             .bind(after_seq)
             .bind(i64::from(limit))

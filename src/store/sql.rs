@@ -1,122 +1,213 @@
 //! The SQL text of the store. Both backends accept `$N` placeholders and the
-//! same statements; only the migrations differ.
+//! same statements; only the migrations differ. Statements with a variable
+//! number of rows are built with [`values`] and [`id_list`], which number the
+//! placeholders the way each backend binds fastest.
 
-pub const DOC_COLUMNS: &str = "id, kind, rev, seq, deleted, owner, body";
+use sqlx::query_builder::Separated;
+use sqlx::{Database, Encode, QueryBuilder, Type};
+use uuid::Uuid;
 
 /// Takes a block of sequence numbers; returns the last of the block. The
 /// row lock it takes is what orders commits (see the module docs).
-pub const BUMP_SEQ: &str =
+pub(crate) const BUMP_SEQ: &str =
     "UPDATE outpost_meta SET value = value + $1 WHERE key = 'seq' RETURNING value";
 
 /// Creates a document, or revives a tombstone; returns nothing when a live
 /// document with that id exists.
-pub const INSERT_DOC: &str = "INSERT INTO documents (id, kind, rev, seq, deleted, owner, body) \
+pub(crate) const INSERT_DOC: &str = "INSERT INTO documents (id, kind, rev, seq, deleted, owner, body) \
      VALUES ($1, $2, 1, $3, FALSE, $4, $5) \
      ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, rev = documents.rev + 1, \
      seq = excluded.seq, deleted = FALSE, owner = excluded.owner, body = excluded.body \
      WHERE documents.deleted \
      RETURNING rev";
 
-pub const UPDATE_DOC: &str = "UPDATE documents SET rev = rev + 1, seq = $3, owner = $4, body = $5 \
+pub(crate) const UPDATE_DOC: &str = "UPDATE documents SET rev = rev + 1, seq = $3, owner = $4, body = $5 \
      WHERE id = $1 AND kind = $2 AND rev = $6 AND NOT deleted \
      RETURNING rev";
 
-pub const DELETE_DOC: &str = "UPDATE documents SET rev = rev + 1, seq = $2, deleted = TRUE, \
+pub(crate) const DELETE_DOC: &str = "UPDATE documents SET rev = rev + 1, seq = $2, deleted = TRUE, \
      owner = NULL, body = 'null' \
      WHERE id = $1 AND rev = $3 AND NOT deleted \
      RETURNING rev";
 
-pub const CURRENT_REV: &str = "SELECT rev, deleted FROM documents WHERE id = $1";
+pub(crate) const CURRENT_REV: &str = "SELECT rev, deleted FROM documents WHERE id = $1";
 
-pub const DELETE_REFS: &str = "DELETE FROM doc_refs WHERE from_id = $1";
+pub(crate) const DELETE_REFS: &str = "DELETE FROM doc_refs WHERE from_id = $1";
 
-pub const UPSERT_CREDENTIAL: &str = "INSERT INTO credentials (id, link_key, updated_ms) \
-     VALUES ($1, $2, $3) \
-     ON CONFLICT (id) DO UPDATE SET link_key = excluded.link_key, updated_ms = excluded.updated_ms";
-pub const GET_CREDENTIAL: &str = "SELECT link_key FROM credentials WHERE id = $1";
-
-pub const GET_DOC: &str =
+pub(crate) const GET_DOC: &str =
     "SELECT id, kind, rev, seq, deleted, owner, body FROM documents WHERE id = $1";
 
-pub const LIST_KIND: &str = "SELECT id, kind, rev, seq, deleted, owner, body FROM documents \
+pub(crate) const LIST_KIND: &str = "SELECT id, kind, rev, seq, deleted, owner, body FROM documents \
      WHERE kind = $1 AND id > $2 AND NOT deleted ORDER BY id LIMIT $3";
 
-pub const LIST_ALL: &str = "SELECT id, kind, rev, seq, deleted, owner, body FROM documents \
+pub(crate) const LIST_ALL: &str = "SELECT id, kind, rev, seq, deleted, owner, body FROM documents \
      WHERE kind = $1 AND NOT deleted ORDER BY id";
 
-pub const BY_OWNER: &str = "SELECT id, kind, rev, seq, deleted, owner, body FROM documents \
+pub(crate) const BY_OWNER: &str = "SELECT id, kind, rev, seq, deleted, owner, body FROM documents \
      WHERE kind = $1 AND owner = $2 AND NOT deleted ORDER BY id";
 
-pub const WITH_ANY_OWNER: &str = "SELECT id, kind, rev, seq, deleted, owner, body FROM documents \
+pub(crate) const WITH_ANY_OWNER: &str = "SELECT id, kind, rev, seq, deleted, owner, body FROM documents \
      WHERE kind = $1 AND owner IS NOT NULL AND NOT deleted ORDER BY id";
 
-pub const WITHOUT_OWNER: &str = "SELECT id, kind, rev, seq, deleted, owner, body FROM documents \
+pub(crate) const WITHOUT_OWNER: &str = "SELECT id, kind, rev, seq, deleted, owner, body FROM documents \
      WHERE kind = $1 AND owner IS NULL AND NOT deleted ORDER BY id";
 
-pub const REFERENCING: &str = "SELECT d.id, d.kind, d.rev, d.seq, d.deleted, d.owner, d.body \
+pub(crate) const REFERENCING: &str = "SELECT d.id, d.kind, d.rev, d.seq, d.deleted, d.owner, d.body \
      FROM doc_refs r JOIN documents d ON d.id = r.from_id \
      WHERE r.to_id = $1 AND d.kind = $2 AND NOT d.deleted ORDER BY d.id";
 
-pub const CHANGES_SINCE: &str = "SELECT id, kind, rev, seq, deleted, owner, body FROM documents \
+pub(crate) const CHANGES_SINCE: &str = "SELECT id, kind, rev, seq, deleted, owner, body FROM documents \
      WHERE seq > $1 ORDER BY seq LIMIT $2";
 
-pub const INIT_STORE_ID: &str =
+pub(crate) const INIT_STORE_ID: &str =
     "INSERT INTO store_info (key, value) VALUES ('store_id', $1) ON CONFLICT (key) DO NOTHING";
-pub const GET_STORE_ID: &str = "SELECT value FROM store_info WHERE key = 'store_id'";
+pub(crate) const GET_STORE_ID: &str = "SELECT value FROM store_info WHERE key = 'store_id'";
 
-pub const LAST_SEQ: &str = "SELECT value FROM outpost_meta WHERE key = 'seq'";
+pub(crate) const LAST_SEQ: &str = "SELECT value FROM outpost_meta WHERE key = 'seq'";
 
-pub const COUNT_KIND: &str = "SELECT COUNT(*) FROM documents WHERE kind = $1 AND NOT deleted";
+pub(crate) const COUNT_KIND: &str =
+    "SELECT COUNT(*) FROM documents WHERE kind = $1 AND NOT deleted";
 
-/// `INSERT … VALUES (…), (…) … RETURNING id, rev` for `n` new documents:
-/// [`INSERT_DOC`] for many rows at once (5 parameters per row).
-pub fn insert_docs(n: usize) -> String {
-    let mut s =
-        String::from("INSERT INTO documents (id, kind, rev, seq, deleted, owner, body) VALUES ");
-    for i in 0..n {
-        let p = i * 5;
-        if i > 0 {
-            s.push_str(", ");
-        }
-        s.push_str(&format!(
-            "(${}, ${}, 1, ${}, FALSE, ${}, ${})",
-            p + 1,
-            p + 2,
-            p + 3,
-            p + 4,
-            p + 5
-        ));
-    }
-    s.push_str(
-        " ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, rev = documents.rev + 1, \
-         seq = excluded.seq, deleted = FALSE, owner = excluded.owner, body = excluded.body \
-         WHERE documents.deleted RETURNING id, rev",
-    );
-    s
+/// `CREATE SCHEMA` for a PostgreSQL schema name already checked to be
+/// lower-case letters, digits and `_`.
+pub(crate) fn create_schema(schema: &str) -> String {
+    format!("CREATE SCHEMA IF NOT EXISTS {schema}")
 }
 
-/// `INSERT INTO doc_refs … VALUES ($1, $2), ($1, $3), …` for `n` targets.
-pub fn insert_refs(n: usize) -> String {
-    let mut s = String::from("INSERT INTO doc_refs (from_id, to_id) VALUES ");
-    for i in 0..n {
-        if i > 0 {
-            s.push_str(", ");
-        }
-        s.push_str(&format!("($1, ${})", i + 2));
-    }
-    s
+// Multi-row statements.
+
+/// `head VALUES (…), (…) tail`, one tuple per row, each filled by `push_row`.
+/// The caller keeps a statement's parameters within both backends' limits
+/// (SQLite 32,766, PostgreSQL 65,535) by chunking its rows. On SQLite the
+/// builder writes anonymous `?` placeholders, which bind by position; `$N`
+/// ones are looked up by name, a walk of the statement's parameter list per
+/// parameter that made big hand-numbered statements quadratic.
+pub(crate) fn values<DB, I, F>(head: &str, rows: I, push_row: F, tail: &str) -> QueryBuilder<DB>
+where
+    DB: Database,
+    DB::Arguments: Default,
+    I: IntoIterator,
+    F: FnMut(Separated<'_, DB, &'static str>, I::Item),
+{
+    let mut q = QueryBuilder::new(head);
+    q.push_values(rows, push_row);
+    q.push(tail);
+    q
 }
 
-/// `SELECT … WHERE id IN ($1, …, $n)` for `n` ids.
-pub fn get_many(n: usize) -> String {
-    let mut s = format!("SELECT {DOC_COLUMNS} FROM documents WHERE NOT deleted AND id IN (");
-    for i in 1..=n {
-        if i > 1 {
-            s.push_str(", ");
-        }
-        s.push('$');
-        s.push_str(&i.to_string());
+/// `head (id, id, …)`: the ids as text, one parameter each.
+pub(crate) fn id_list<DB>(head: &str, ids: &[Uuid]) -> QueryBuilder<DB>
+where
+    DB: Database,
+    DB::Arguments: Default,
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::new(head);
+    q.push("(");
+    let mut list = q.separated(", ");
+    for id in ids {
+        list.push_bind(id.to_string());
     }
-    s.push(')');
-    s
+    list.push_unseparated(")");
+    q
 }
+
+/// New documents, for [`values`]: [`INSERT_DOC`] for many rows at once.
+pub(crate) const INSERT_DOCS_HEAD: &str =
+    "INSERT INTO documents (id, kind, rev, seq, deleted, owner, body) ";
+pub(crate) const INSERT_DOCS_TAIL: &str = " ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, rev = documents.rev + 1, \
+     seq = excluded.seq, deleted = FALSE, owner = excluded.owner, body = excluded.body \
+     WHERE documents.deleted RETURNING id, rev";
+
+/// Reference index rows `(from_id, to_id)`, for [`values`].
+pub(crate) const INSERT_REFS_HEAD: &str = "INSERT INTO doc_refs (from_id, to_id) ";
+
+/// Live documents by id, for [`id_list`].
+pub(crate) const GET_MANY_HEAD: &str =
+    "SELECT id, kind, rev, seq, deleted, owner, body FROM documents WHERE NOT deleted AND id IN ";
+
+// Edge credentials (not part of the change feed). Each has a revision, as
+// documents do, so a write states what it expects to replace.
+
+/// Creates a credential; returns nothing when one exists.
+pub(crate) const INSERT_CREDENTIAL: &str = "INSERT INTO credentials (id, link_key, updated_ms, rev) \
+     VALUES ($1, $2, $3, 1) ON CONFLICT (id) DO NOTHING RETURNING rev";
+/// Replaces a credential at the expected revision.
+pub(crate) const UPDATE_CREDENTIAL: &str = "UPDATE credentials SET link_key = $2, updated_ms = $3, rev = rev + 1 \
+     WHERE id = $1 AND rev = $4 RETURNING rev";
+pub(crate) const CREDENTIAL_REV: &str = "SELECT rev FROM credentials WHERE id = $1";
+/// A deleted edge location's key authenticates nothing any more.
+pub(crate) const DELETE_CREDENTIAL: &str = "DELETE FROM credentials WHERE id = $1";
+pub(crate) const GET_CREDENTIAL: &str = "SELECT link_key FROM credentials WHERE id = $1";
+
+// Control state and the control audit log (`store/control.rs`).
+
+pub(crate) const GET_STATE: &str =
+    "SELECT edge_id, controller, epoch, since_ms FROM control_state WHERE edge_id = $1";
+pub(crate) const ALL_STATES: &str =
+    "SELECT edge_id, controller, epoch, since_ms FROM control_state ORDER BY edge_id";
+pub(crate) const INSERT_STATE: &str = "INSERT INTO control_state (edge_id, controller, epoch, since_ms) \
+     VALUES ($1, $2, 1, $3) ON CONFLICT (edge_id) DO NOTHING RETURNING epoch";
+pub(crate) const UPDATE_STATE: &str = "UPDATE control_state SET controller = $2, epoch = epoch + 1, since_ms = $3 \
+     WHERE edge_id = $1 AND epoch = $4 RETURNING epoch";
+pub(crate) const INSERT_LOG: &str = "INSERT INTO control_log (id, edge_id, epoch, from_side, to_side, reason, at_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+pub(crate) const ADOPT_STATE: &str = "INSERT INTO control_state (edge_id, controller, epoch, since_ms) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (edge_id) DO UPDATE \
+     SET controller = excluded.controller, epoch = excluded.epoch, since_ms = excluded.since_ms \
+     WHERE control_state.epoch < excluded.epoch \
+        OR (control_state.epoch = excluded.epoch AND control_state.controller <> excluded.controller)";
+pub(crate) const LOG_HAS_EPOCH: &str =
+    "SELECT epoch FROM control_log WHERE edge_id = $1 AND epoch = $2";
+pub(crate) const LOG_PAGE: &str = "SELECT id, edge_id, epoch, from_side, to_side, reason, at_ms FROM control_log \
+     WHERE edge_id = $1 AND epoch < $2 ORDER BY epoch DESC LIMIT $3";
+
+// Replication (`store/replica.rs`).
+
+/// Replicated documents, for [`values`]: keeps a newer revision already
+/// here; returns the ids it wrote.
+pub(crate) const UPSERT_REPLICATED_HEAD: &str =
+    "INSERT INTO documents (id, kind, rev, seq, deleted, owner, body) ";
+pub(crate) const UPSERT_REPLICATED_TAIL: &str = " ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, rev = excluded.rev, \
+     seq = excluded.seq, deleted = excluded.deleted, owner = excluded.owner, body = excluded.body \
+     WHERE excluded.rev > documents.rev RETURNING id";
+pub(crate) const MOVE_CHECKPOINT: &str =
+    "UPDATE outpost_meta SET value = $1 WHERE key = 'seq' AND value < $1";
+pub(crate) const GET_INFO: &str = "SELECT value FROM store_info WHERE key = $1";
+pub(crate) const SET_INFO: &str = "INSERT INTO store_info (key, value) VALUES ($1, $2) \
+     ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+pub(crate) const CLEAR_DOCUMENTS: &str = "DELETE FROM documents";
+pub(crate) const CLEAR_REFS: &str = "DELETE FROM doc_refs";
+pub(crate) const RESET_SEQ: &str = "UPDATE outpost_meta SET value = 0 WHERE key = 'seq'";
+
+// Event logs (`store/events.rs`).
+
+pub(crate) const DELETE_COALESCED: &str = "DELETE FROM events \
+     WHERE NOT synced AND kind = 'status' AND module_id = $1 AND key = $2";
+pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (id, edge_id, at_ms, module_id, kind, key, epoch, body, synced) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING RETURNING seq";
+/// Events, for [`values`]: each at most once (by id); returns the places of
+/// the ones that were new.
+pub(crate) const INSERT_EVENTS_HEAD: &str =
+    "INSERT INTO events (id, edge_id, at_ms, module_id, kind, key, epoch, body, synced) ";
+pub(crate) const INSERT_EVENTS_TAIL: &str = " ON CONFLICT (id) DO NOTHING RETURNING seq";
+/// Marks events (by id) synced, for [`id_list`].
+pub(crate) const MARK_SYNCED_HEAD: &str = "UPDATE events SET synced = TRUE WHERE id IN ";
+pub(crate) const EVENT_SEQ: &str = "SELECT seq FROM events WHERE id = $1";
+pub(crate) const COUNT_EVENTS: &str = "SELECT COUNT(*) FROM events";
+pub(crate) const TRIM_SYNCED: &str = "DELETE FROM events WHERE seq IN \
+     (SELECT seq FROM events WHERE synced ORDER BY seq LIMIT $1)";
+pub(crate) const TRIM_UNSYNCED_KIND: &str = "DELETE FROM events WHERE seq IN \
+     (SELECT seq FROM events WHERE NOT synced AND kind = $2 ORDER BY seq LIMIT $1)";
+pub(crate) const ADD_DROPPED: &str =
+    "UPDATE outpost_meta SET value = value + $1 WHERE key = 'events_dropped'";
+pub(crate) const GET_DROPPED: &str = "SELECT value FROM outpost_meta WHERE key = 'events_dropped'";
+pub(crate) const COUNT_UNSYNCED: &str = "SELECT COUNT(*) FROM events WHERE NOT synced";
+pub(crate) const UNSYNCED_EVENTS: &str = "SELECT seq, id, edge_id, at_ms, module_id, kind, key, epoch, body, synced \
+     FROM events WHERE NOT synced AND seq > $1 ORDER BY seq LIMIT $2";
+pub(crate) const EVENTS_OF: &str = "SELECT seq, id, edge_id, at_ms, module_id, kind, key, epoch, body, synced \
+     FROM events WHERE edge_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+pub(crate) const GET_CURSOR: &str = "SELECT last_seq FROM sync_progress WHERE edge_id = $1";
+pub(crate) const SET_CURSOR: &str = "INSERT INTO sync_progress (edge_id, last_seq) VALUES ($1, $2) \
+     ON CONFLICT (edge_id) DO UPDATE SET last_seq = excluded.last_seq \
+     WHERE sync_progress.last_seq < excluded.last_seq";

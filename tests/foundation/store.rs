@@ -15,6 +15,7 @@ crate::both_backends!(
     owner_and_reference_indexes_follow_updates,
     change_feed_is_in_commit_order,
     credentials_stay_out_of_the_feed,
+    credential_writes_never_overwrite_silently,
     concurrent_writers_never_hide_a_change_from_the_feed,
 );
 
@@ -352,25 +353,63 @@ async fn change_feed_is_in_commit_order(store: &Store) {
 async fn credentials_stay_out_of_the_feed(store: &Store) {
     let edge = new_id();
     let before = store.last_seq().await.unwrap();
-    store
-        .apply(&[Write::SetCredential {
-            id: edge,
-            link_key: vec![7; 32],
-        }])
-        .await
-        .unwrap();
+    let set = |expect, key: u8| Write::SetCredential {
+        id: edge,
+        expect,
+        link_key: vec![key; 32],
+    };
+    store.apply(&[set(Expect::Absent, 7)]).await.unwrap();
     assert_eq!(store.link_key(edge).await.unwrap(), Some(vec![7; 32]));
     assert_eq!(store.last_seq().await.unwrap(), before);
     assert!(store.changes_since(0, 100).await.unwrap().is_empty());
-    store
-        .apply(&[Write::SetCredential {
-            id: edge,
-            link_key: vec![9; 32],
-        }])
-        .await
-        .unwrap();
+    assert_eq!(store.credential_rev(edge).await.unwrap(), Some(1));
+    store.apply(&[set(Expect::Rev(1), 9)]).await.unwrap();
     assert_eq!(store.link_key(edge).await.unwrap(), Some(vec![9; 32]));
     assert_eq!(store.link_key(new_id()).await.unwrap(), None);
+    assert_eq!(store.credential_rev(new_id()).await.unwrap(), None);
+}
+
+/// A credential write states what it replaces, as a document write does: a
+/// second creation or a rotation from a stale revision is a conflict and
+/// leaves the key as it was.
+async fn credential_writes_never_overwrite_silently(store: &Store) {
+    let edge = new_id();
+    let set = |expect, key: u8| Write::SetCredential {
+        id: edge,
+        expect,
+        link_key: vec![key; 32],
+    };
+    store.apply(&[set(Expect::Absent, 1)]).await.unwrap();
+    for (expect, actual) in [(Expect::Absent, Some(1)), (Expect::Rev(5), Some(1))] {
+        match store.apply(&[set(expect, 2)]).await {
+            Err(StoreError::Conflict {
+                id,
+                expected,
+                actual: found,
+            }) => {
+                assert_eq!((id, expected, found), (edge, expect, actual));
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+    assert_eq!(store.link_key(edge).await.unwrap(), Some(vec![1; 32]));
+    match store.apply(&[set(Expect::Rev(1), 3)]).await {
+        Err(StoreError::Conflict { actual: None, .. }) => panic!("the credential exists"),
+        other => assert!(other.is_ok(), "{other:?}"),
+    }
+    assert_eq!(store.credential_rev(edge).await.unwrap(), Some(2));
+    let other = new_id();
+    let missing = store
+        .apply(&[Write::SetCredential {
+            id: other,
+            expect: Expect::Rev(1),
+            link_key: vec![4; 32],
+        }])
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::Conflict { actual: None, .. })),
+        "{missing:?}"
+    );
 }
 
 /// The change-feed trap: with concurrent writers, a sequence number must
