@@ -32,7 +32,6 @@ const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
     ("src/link/master.rs", "connection", 89),
     ("src/link/repository.rs", "sync", 84),
     ("src/master/mod.rs", "start_with_clock", 138),
-    ("src/store/mod.rs", "apply", 142),
 ];
 
 fn root() -> PathBuf {
