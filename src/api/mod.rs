@@ -12,6 +12,7 @@ mod documents;
 mod error;
 mod keys;
 mod operations;
+mod operator;
 mod restore;
 mod routes;
 mod ws;
@@ -237,6 +238,7 @@ pub fn router(state: Arc<ApiState>) -> (axum::Router, utoipa::openapi::OpenApi) 
         .merge(keys::routes())
         .merge(operations::routes())
         .merge(restore::routes())
+        .merge(operator::routes())
         .merge(routes::routes())
         .merge(ws::routes())
         .split_for_parts();
@@ -257,6 +259,7 @@ pub fn router(state: Arc<ApiState>) -> (axum::Router, utoipa::openapi::OpenApi) 
             }),
         )
         .route("/metrics", axum::routing::get(metrics_text))
+        .merge(crate::console::router(state.role))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(axum::middleware::from_fn(track))
         .with_state(state);

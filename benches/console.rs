@@ -1,0 +1,2 @@
+//! Console benchmark (written below).
+fn main() {}

@@ -1,0 +1,10 @@
+//! The operator's tools against a real master: the web console in a real
+//! headless Chromium, `outpost demo`, and the operator commands of the
+//! real binary.
+
+mod browser;
+#[path = "../support/roles.rs"]
+mod roles;
+#[path = "../support/mod.rs"]
+mod support;
+mod walkthrough;
