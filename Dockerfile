@@ -1,10 +1,10 @@
 # Outpost: one image for the master and the edge (the command chooses).
 # Build: docker build -t outpost .   (the commit is passed in, as the
-# build context has no .git: --build-arg OUTPOST_COMMIT=$(git rev-parse HEAD))
+# build context has no .git: --build-arg BUILD_COMMIT=$(git rev-parse HEAD))
 
 FROM rust:1.95-bookworm AS build
-ARG OUTPOST_COMMIT=unknown
-ENV OUTPOST_COMMIT=${OUTPOST_COMMIT}
+ARG BUILD_COMMIT=unknown
+ENV BUILD_COMMIT=${BUILD_COMMIT}
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin outpost \

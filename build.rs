@@ -1,7 +1,7 @@
 //! Build script: records the git commit the binary is built from, for
 //! `outpost --version` and `GET /api/v1/version`.
 //!
-//! `OUTPOST_COMMIT` in the build environment wins (a container build has no
+//! `BUILD_COMMIT` in the build environment wins (a container build has no
 //! `.git`); otherwise `git rev-parse HEAD`; otherwise "unknown".
 
 use std::process::Command;
@@ -15,8 +15,8 @@ fn git(args: &[&str]) -> Option<String> {
 }
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=OUTPOST_COMMIT");
-    let commit = std::env::var("OUTPOST_COMMIT")
+    println!("cargo:rerun-if-env-changed=BUILD_COMMIT");
+    let commit = std::env::var("BUILD_COMMIT")
         .ok()
         .filter(|c| !c.is_empty())
         .or_else(|| git(&["rev-parse", "HEAD"]))
@@ -40,5 +40,5 @@ fn main() {
         watch(format!("{common}/{head}"));
         watch(format!("{common}/packed-refs"));
     }
-    println!("cargo:rustc-env=OUTPOST_COMMIT={commit}");
+    println!("cargo:rustc-env=BUILD_COMMIT={commit}");
 }

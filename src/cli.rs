@@ -11,7 +11,7 @@ use crate::config::{Config, Role, Sources};
 #[derive(Debug, Parser)]
 #[command(
     name = "outpost",
-    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("OUTPOST_COMMIT"), ")"),
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("BUILD_COMMIT"), ")"),
     about = "Device control across many sites: master and edge controllers"
 )]
 pub struct Cli {

@@ -22,7 +22,7 @@ use crate::model::{EdgeLocation, KeyRole, Kind};
 
 /// The version of this binary and the commit it was built from.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-pub const COMMIT: &str = env!("OUTPOST_COMMIT");
+pub const COMMIT: &str = env!("BUILD_COMMIT");
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VersionOut {

@@ -3,6 +3,10 @@
 //! real binary.
 
 mod browser;
+mod cli;
+mod demo;
+#[path = "../support/http.rs"]
+mod http;
 #[path = "../support/roles.rs"]
 mod roles;
 #[path = "../support/mod.rs"]
