@@ -242,6 +242,12 @@ async fn an_operator_signs_in_execs_watches_a_failover_and_restores() {
     );
     browser.shot("08-field-error").await;
 
+    // A phone-width screen: the overview's table becomes stacked cards.
+    browser.client.set_window_size(390, 844).await.unwrap();
+    browser.click("a[href='#/']").await;
+    browser.until_css("the overview", &row).await;
+    browser.shot("09-phone-overview").await;
+
     browser.close().await;
     edge.kill().await;
     master.stop().await;
