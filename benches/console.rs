@@ -136,8 +136,9 @@ async fn main() {
     .await;
     let mut paint = Vec::new();
     let mut fetch = Vec::new();
-    for _ in 0..loads {
-        b.goto(&format!("{base}/#/")).await;
+    for i in 0..loads {
+        // A distinct query string makes every navigation a full page load.
+        b.goto(&format!("{base}/?load={i}#/")).await;
         b.until(
             "the overview painted",
             "return (window.outpostPaints || []).some(p => p.what === 'overview')",
