@@ -86,17 +86,7 @@ pub fn init_dev(dir: &Path, hosts: &[String], force: bool) -> Result<DevCerts, C
     })?;
 
     let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "Outpost development CA");
-    dn.push(DnType::OrganizationName, "Outpost (development only)");
-    ca_params.distinguished_name = dn;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    let ca_params = dev_ca_params()?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca_params, &ca_key);
 
@@ -118,6 +108,64 @@ pub fn init_dev(dir: &Path, hosts: &[String], force: bool) -> Result<DevCerts, C
     write_file(&paths.cert, leaf_cert.pem().as_bytes(), false)?;
     write_file(&paths.key, leaf_key.serialize_pem().as_bytes(), true)?;
     Ok(paths)
+}
+
+/// The development CA's parameters. A certificate signed later by the CA's
+/// key under these parameters chains to the CA written by [`init_dev`]: the
+/// issuer name is the same and the signature is the CA key's.
+fn dev_ca_params() -> Result<CertificateParams, rcgen::Error> {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "Outpost development CA");
+    dn.push(DnType::OrganizationName, "Outpost (development only)");
+    ca_params.distinguished_name = dn;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(ca_params)
+}
+
+/// Writes `edge-<id>.pem` and `edge-<id>-key.pem` into `dir`: a client
+/// certificate for the edge's mutual TLS (common name: the edge id), signed
+/// by the development CA of `dir` (from `outpost certs init`). Refuses to
+/// overwrite unless `force`.
+pub fn issue_edge(
+    dir: &Path,
+    edge_id: uuid::Uuid,
+    force: bool,
+) -> Result<(PathBuf, PathBuf), CertError> {
+    let cert_path = dir.join(format!("edge-{edge_id}.pem"));
+    let key_path = dir.join(format!("edge-{edge_id}-key.pem"));
+    if !force && let Some(existing) = [&cert_path, &key_path].into_iter().find(|p| p.exists()) {
+        return Err(CertError::Exists {
+            path: existing.clone(),
+        });
+    }
+    let ca_key_path = dir.join(CA_KEY);
+    let ca_pem = std::fs::read_to_string(&ca_key_path).map_err(|e| CertError::Read {
+        path: ca_key_path.clone(),
+        reason: format!("{e} (run `outpost certs init` first)"),
+    })?;
+    let ca_key = KeyPair::from_pem(&ca_pem).map_err(|e| CertError::Read {
+        path: ca_key_path,
+        reason: e.to_string(),
+    })?;
+    let issuer = Issuer::new(dev_ca_params()?, &ca_key);
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, edge_id.to_string());
+    dn.push(DnType::OrganizationName, "Outpost edge");
+    params.distinguished_name = dn;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let cert = params.signed_by(&key, &issuer)?;
+    write_file(&cert_path, cert.pem().as_bytes(), false)?;
+    write_file(&key_path, key.serialize_pem().as_bytes(), true)?;
+    Ok((cert_path, key_path))
 }
 
 fn san(host: &str) -> Result<SanType, CertError> {
@@ -231,6 +279,37 @@ mod tests {
             Err(CertError::Exists { .. })
         ));
         init_dev(dir.path(), &["localhost".into()], true).unwrap();
+    }
+
+    #[test]
+    fn an_issued_edge_certificate_is_accepted_by_a_verifier_of_the_dev_ca() {
+        install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let paths = init_dev(dir.path(), &["localhost".into()], false).unwrap();
+        let edge = uuid::Uuid::now_v7();
+        let (cert, key) = issue_edge(dir.path(), edge, false).unwrap();
+        load_key(&key).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(load_certs(&paths.ca_cert).unwrap()[0].clone())
+            .unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder(roots.into())
+            .build()
+            .unwrap();
+        verifier
+            .verify_client_cert(
+                &load_certs(&cert).unwrap()[0],
+                &[],
+                rustls_pki_types::UnixTime::now(),
+            )
+            .unwrap();
+        assert!(matches!(
+            issue_edge(dir.path(), edge, false),
+            Err(CertError::Exists { .. })
+        ));
+        let other = tempfile::tempdir().unwrap();
+        let err = issue_edge(other.path(), edge, false).unwrap_err();
+        assert!(err.to_string().contains("ca-key.pem"), "{err}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::config::{Config, Role, Sources};
 #[derive(Debug, Parser)]
 #[command(
     name = "outpost",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("BUILD_COMMIT"), ")"),
     about = "Device control across many sites: master and edge controllers"
 )]
 pub struct Cli {
@@ -37,12 +37,22 @@ pub enum Command {
     /// Run a device simulator (real protocol on real TCP) until Ctrl-C.
     #[command(subcommand)]
     Simulate(crate::sim::cli::SimulateCommand),
+    /// Run a whole demo system: a master, two edges and simulated devices.
+    Demo(crate::demo::DemoArgs),
+    /// Every site of the running master: link, controller, epoch.
+    Status(crate::ops_cli::StatusArgs),
+    /// Call a driver function of a module on the running master.
+    Exec(crate::ops_cli::ExecArgs),
+    /// Follow a module's live debug stream.
+    Logs(crate::ops_cli::LogsArgs),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum CertsCommand {
     /// Write a development CA and a master certificate signed by it.
     Init(CertsInit),
+    /// Write a client certificate for an edge's mutual TLS, signed by the dev CA.
+    IssueEdge(crate::ops_cli::IssueEdgeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +124,11 @@ pub fn main() -> ExitCode {
         Command::Edge => run_role(cli.config, Role::Edge),
         Command::Admin(admin) => run_admin(cli.config, admin),
         Command::Simulate(sim) => simulate(sim),
+        Command::Certs(CertsCommand::IssueEdge(args)) => crate::ops_cli::issue_edge(args),
+        Command::Demo(args) => crate::demo::main(args),
+        Command::Status(args) => crate::ops_cli::status(cli.config, args),
+        Command::Exec(args) => crate::ops_cli::exec(cli.config, args),
+        Command::Logs(args) => crate::ops_cli::logs(cli.config, args),
     }
 }
 

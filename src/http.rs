@@ -10,13 +10,29 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `POST path` with an empty body and a bearer key; the status and body.
 pub async fn post(base: &str, path: &str, key: &str) -> Result<(u16, String), String> {
-    let authority = base
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("'{base}' must start with http://"))?
-        .trim_end_matches('/');
+    request(base, "POST", path, key, None).await
+}
+
+/// One request with a bearer key and an optional JSON body; the status and
+/// body of the answer.
+pub async fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: Option<&str>,
+) -> Result<(u16, String), String> {
+    let authority = authority(base)?;
+    let body = body.unwrap_or("");
+    let content_type = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/json\r\n"
+    };
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {key}\r\n\
-         Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {key}\r\n\
+         {content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     );
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(authority)
@@ -55,6 +71,14 @@ pub async fn post(base: &str, path: &str, key: &str) -> Result<(u16, String), St
         body.to_owned()
     };
     Ok((status, body))
+}
+
+/// `host:port` of an `http://host:port` base URL.
+pub fn authority(base: &str) -> Result<&str, String> {
+    Ok(base
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("'{base}' must start with http://"))?
+        .trim_end_matches('/'))
 }
 
 fn dechunk(mut s: &str) -> String {

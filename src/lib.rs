@@ -36,8 +36,11 @@
 //!   runtime, the same for both roles.
 //! - [`util`]: one place for the small helpers every layer uses (an error's
 //!   causes on one line, wall-clock milliseconds).
+//! - [`console`]: the web console's embedded files, served by the master
+//!   at `/` (a client of [`api`] like any other).
 //! - [`cli`]: the `outpost` command line; `main.rs` only calls it. [`http`]:
-//!   the tiny HTTP client its `admin restore` uses.
+//!   the tiny HTTP client its API commands use; [`ops_cli`]: `status`,
+//!   `exec`, `logs`, `certs issue-edge`; [`demo`]: `outpost demo`.
 //!
 //! Data flows one way at boot: `config` → `store` → `model` → `boot` plan →
 //! the role's runtime. At run time, documents flow master store → change
@@ -54,13 +57,16 @@ pub mod boot;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod control;
+pub mod demo;
 pub mod edge;
 pub mod http;
 pub mod link;
 pub mod local_ops;
 pub mod master;
 pub mod model;
+pub mod ops_cli;
 pub mod proto;
 pub mod runtime;
 pub mod secret;

@@ -13,13 +13,14 @@ mod drivers;
 mod error;
 mod keys;
 mod operations;
+mod operator;
 mod restore;
 mod ws;
 
 pub use auth::{BootstrapError, Caller, bootstrap_admin};
 pub use error::ApiError;
 pub use operations::{EdgeEventFeed, EdgeStatusFeed, Ops};
-pub use restore::{RestoreError, SiteRestore};
+pub use restore::{ControlLoop, RestoreError};
 pub use ws::LinkNotice;
 
 use std::future::Future;
@@ -252,6 +253,7 @@ pub fn router(state: Arc<ApiState>) -> (axum::Router, utoipa::openapi::OpenApi) 
         .merge(keys::routes())
         .merge(operations::routes())
         .merge(restore::routes())
+        .merge(operator::routes())
         .merge(drivers::routes())
         .merge(ws::routes())
         .split_for_parts();
@@ -265,6 +267,7 @@ pub fn router(state: Arc<ApiState>) -> (axum::Router, utoipa::openapi::OpenApi) 
     let spec = Arc::new(openapi.clone());
     let router = router
         .layer(axum::Extension(spec))
+        .merge(crate::console::router(state.role))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(axum::middleware::from_fn(track))
         .with_state(state);

@@ -49,7 +49,7 @@ pub struct Ops {
     pub runtime: Runtime,
     pub registry: Option<Registry>,
     /// The master's control loop (restore); `None` on an edge.
-    pub control: Option<Arc<dyn super::SiteRestore>>,
+    pub control: Option<Arc<dyn super::ControlLoop>>,
     /// On an edge, its own location: its event log answers for it.
     pub edge_id: Option<Uuid>,
     /// Master: status changes of edge-controlled modules, as the edges'

@@ -18,12 +18,16 @@ use crate::model::{EdgeLocation, Kind};
 use crate::store::{ControlRecord, StoreError};
 
 /// What the API needs from the master's control loop: hand a site back to
-/// its edge now. The master implements it; the API only names the trait.
-pub trait SiteRestore: Send + Sync + 'static {
+/// its edge now, and say when a lost site's takeover is due. The master
+/// implements it; the API only names the trait.
+pub trait ControlLoop: Send + Sync + 'static {
     fn restore(
         &self,
         edge_id: Uuid,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<ControlRecord, RestoreError>> + Send + '_>>;
+
+    /// When (control clock, ms) the master takes over a lost site, if due.
+    fn takeover_due(&self, edge_id: Uuid) -> Option<i64>;
 }
 
 /// Why a restore was not done.

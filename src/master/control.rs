@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::api::{RestoreError, SiteRestore};
+use crate::api::{ControlLoop, RestoreError};
 use crate::boot::{EdgeBoot, plan_edge};
 use crate::control::{Clock, Facts, HOLD_DOWN_PERIOD_MS, Reason, Side, held_down, negotiate};
 use crate::link::{CallError, MasterLinkEvent, Peer};
@@ -648,12 +648,16 @@ async fn unload_site(sh: &ControlShared, edge_id: Uuid) {
     futures_util::future::join_all(unloads).await;
 }
 
-impl SiteRestore for Control {
+impl ControlLoop for Control {
     fn restore(
         &self,
         edge_id: Uuid,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<ControlRecord, RestoreError>> + Send + '_>>
     {
         Box::pin(Control::restore(self, edge_id))
+    }
+
+    fn takeover_due(&self, edge_id: Uuid) -> Option<i64> {
+        Control::takeover_due(self, edge_id)
     }
 }

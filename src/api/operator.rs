@@ -1,0 +1,283 @@
+//! What an operator's tools (the web console, `outpost status`) ask the API
+//! that the document and device routes do not answer in one call: the
+//! version, who a key is, every site at a glance, a module's runtime state,
+//! and a driver's public functions.
+
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::ApiState;
+use super::auth::Caller;
+use super::error::ApiError;
+use super::operations::module_route;
+use crate::config::Role;
+use crate::model::{EdgeLocation, KeyRole, Kind};
+
+/// The version of this binary and the commit it was built from.
+pub(super) const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(super) const COMMIT: &str = env!("BUILD_COMMIT");
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct VersionOut {
+    pub version: &'static str,
+    /// The git commit of the build, or `unknown`.
+    pub commit: &'static str,
+}
+
+/// The version and commit of the answering binary (no key needed, like
+/// `/api/v1/health`).
+#[utoipa::path(get, path = "/api/v1/version", tag = "health",
+    responses((status = 200, body = VersionOut)))]
+async fn version() -> Json<VersionOut> {
+    Json(VersionOut {
+        version: VERSION,
+        commit: COMMIT,
+    })
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct WhoAmI {
+    pub key_id: Uuid,
+    pub user: String,
+    pub role: KeyRole,
+    /// The role of the answering process: `master` or `edge`.
+    pub node: &'static str,
+}
+
+/// The calling key's user and role, so a client shows only what the key
+/// may do (operators act on the locations whose `admins` list their user).
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "keys",
+    responses((status = 200, body = WhoAmI), (status = 401)), security(("bearer" = [])))]
+async fn whoami(State(s): State<Arc<ApiState>>, caller: Caller) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        key_id: caller.key_id,
+        user: caller.user,
+        role: caller.role,
+        node: node(s.role),
+    })
+}
+
+fn node(role: Role) -> &'static str {
+    match role {
+        Role::Master => "master",
+        Role::Edge => "edge",
+    }
+}
+
+/// One edge location as an operator sees it at a glance.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct SiteOut {
+    #[serde(flatten)]
+    pub location: EdgeLocation,
+    pub rev: i64,
+    /// The edge's link to this master is up.
+    pub connected: bool,
+    /// When the current link came up (ms since the Unix epoch).
+    pub link_since_ms: Option<u64>,
+    pub address: Option<String>,
+    /// `edge` or `master`.
+    pub controller: &'static str,
+    /// 0 until the first change of controller.
+    pub epoch: i64,
+    /// When the controller took over (ms since the Unix epoch).
+    pub controller_since_ms: Option<i64>,
+    /// When the master will take the site over if the edge stays away
+    /// (ms since the Unix epoch, as the control clock counts).
+    pub takeover_due_ms: Option<i64>,
+    /// When the next restore window opens (ms since the Unix epoch).
+    pub next_window_ms: Option<i64>,
+}
+
+/// Every edge location with its link, controller, epoch, failover
+/// settings and next restore window, in one answer.
+#[utoipa::path(get, path = "/api/v1/sites", tag = "edges",
+    responses((status = 200, body = Vec<SiteOut>)), security(("bearer" = [])))]
+async fn sites(
+    State(s): State<Arc<ApiState>>,
+    _caller: Caller,
+) -> Result<Json<Vec<SiteOut>>, ApiError> {
+    let docs = s.store.list_all(Kind::Edge).await?;
+    let states: std::collections::HashMap<Uuid, crate::store::ControlState> = s
+        .store
+        .control_states()
+        .await?
+        .into_iter()
+        .map(|c| (c.edge_id, c))
+        .collect();
+    let ops = s.ops.as_ref();
+    let registry = ops.and_then(|o| o.registry.as_ref());
+    let control = ops.and_then(|o| o.control.as_ref());
+    let now = chrono::Utc::now();
+    let mut out = Vec::with_capacity(docs.len());
+    for doc in &docs {
+        let location: EdgeLocation = doc.parse()?;
+        let info = registry.and_then(|r| r.info(location.id));
+        let state = states.get(&location.id);
+        out.push(SiteOut {
+            rev: doc.rev,
+            connected: info.is_some(),
+            link_since_ms: info
+                .as_ref()
+                .and_then(|i| i.since.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as u64),
+            address: info.as_ref().map(|i| i.addr.to_string()),
+            controller: state.map_or("edge", |c| c.controller.as_str()),
+            epoch: state.map_or(0, |c| c.epoch),
+            controller_since_ms: state.map(|c| c.since_ms),
+            takeover_due_ms: control.and_then(|c| c.takeover_due(location.id)),
+            next_window_ms: location
+                .restore_window()
+                .and_then(|w| w.next_open(now))
+                .map(|t| t.timestamp_millis()),
+            location,
+        });
+    }
+    Ok(Json(out))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct ModuleStateOut {
+    pub id: Uuid,
+    /// The side that runs the module now: `master` or `edge`.
+    pub controller: &'static str,
+    /// The edge location that owns it (`null`: the master's).
+    pub edge_id: Option<Uuid>,
+    /// `loaded`, `running`, `stopped` or `failed`; `null` when the module
+    /// runs on another side (its state is known there).
+    pub state: Option<&'static str>,
+    /// Why it failed.
+    pub failure: Option<String>,
+    /// Whether it has a device, and is connected to it.
+    pub has_device: Option<bool>,
+    pub connected: Option<bool>,
+}
+
+/// Where a module runs and, when it runs in this process, its state and
+/// device connection.
+#[utoipa::path(get, path = "/api/v1/modules/{id}/state", tag = "modules", params(("id" = Uuid, Path)),
+    responses((status = 200, body = ModuleStateOut), (status = 404)), security(("bearer" = [])))]
+async fn module_state(
+    State(s): State<Arc<ApiState>>,
+    _caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<ModuleStateOut>, ApiError> {
+    let (_, route) = module_route(&s, id).await?;
+    let info = if route.local(s.role) {
+        s.ops.as_ref().and_then(|o| o.runtime.module_info(id))
+    } else {
+        None
+    };
+    Ok(Json(ModuleStateOut {
+        id,
+        controller: route.controller.as_str(),
+        edge_id: route.location.as_ref().map(|l| l.id),
+        state: info.as_ref().map(|i| match i.state {
+            crate::runtime::ModuleState::Loaded => "loaded",
+            crate::runtime::ModuleState::Running => "running",
+            crate::runtime::ModuleState::Stopped => "stopped",
+            crate::runtime::ModuleState::Failed => "failed",
+        }),
+        failure: info.as_ref().and_then(|i| i.failure.clone()),
+        has_device: info.as_ref().map(|i| i.has_device),
+        connected: info.as_ref().map(|i| i.connected),
+    }))
+}
+
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+pub(super) struct DriverFunction {
+    pub name: String,
+    /// Parameter names as the driver declares them.
+    pub params: Vec<String>,
+}
+
+/// The public functions of a driver (`function M.name(a, b)` at the start
+/// of a line), without its hooks (`on_…`), for an exec form.
+#[utoipa::path(get, path = "/api/v1/drivers/{name}/functions", tag = "drivers", params(("name" = String, Path)),
+    responses((status = 200, body = Vec<DriverFunction>), (status = 404)), security(("bearer" = [])))]
+async fn driver_functions(
+    State(s): State<Arc<ApiState>>,
+    _caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<DriverFunction>>, ApiError> {
+    let plain = name.ends_with(".lua")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !name.starts_with('.');
+    let ops = s.ops.as_ref();
+    let Some(dir) = ops
+        .map(|o| o.runtime.config().modules_dir.clone())
+        .filter(|_| plain)
+    else {
+        return Err(ApiError::NotFound(format!("no driver named {name}")));
+    };
+    let text = tokio::fs::read_to_string(dir.join(&name))
+        .await
+        .map_err(|_| ApiError::NotFound(format!("no driver named {name}")))?;
+    Ok(Json(public_functions(&text)))
+}
+
+/// `function M.x(a, b)` lines of a driver's text, hooks left out.
+pub(super) fn public_functions(text: &str) -> Vec<DriverFunction> {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("function ")?;
+            let (_, rest) = rest.split_once('.')?;
+            let (name, rest) = rest.split_once('(')?;
+            let (params, _) = rest.split_once(')')?;
+            let name = name.trim();
+            let valid = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with("on_");
+            valid.then(|| DriverFunction {
+                name: name.to_owned(),
+                params: params
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(version))
+        .routes(routes!(whoami))
+        .routes(routes!(sites))
+        .routes(routes!(module_state))
+        .routes(routes!(driver_functions))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_functions_are_read_from_the_driver_text_without_hooks() {
+        let text = "local M = {}\nfunction M.on_connect()\nend\nfunction M.power(on)\nend\n\
+                    function M.request(text, timeout_ms)\nend\nlocal function helper(x)\nend\n";
+        assert_eq!(
+            public_functions(text),
+            vec![
+                DriverFunction {
+                    name: "power".into(),
+                    params: vec!["on".into()]
+                },
+                DriverFunction {
+                    name: "request".into(),
+                    params: vec!["text".into(), "timeout_ms".into()]
+                },
+            ]
+        );
+    }
+}

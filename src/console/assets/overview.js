@@ -1,0 +1,128 @@
+// Overview: every edge location with its link, controller and epoch,
+// failover settings, next restore window and takeover deadline. Loaded
+// once, then kept current by the WebSocket's control and link notices.
+
+import { api } from './api.js';
+import { h, replace, fmtTime, fmtDuration, painted } from './dom.js';
+
+export function render(ctx, root) {
+  const status = h('p', { role: 'status', class: 'notice', text: 'Loading sites…' });
+  const body = h('tbody');
+  const count = h('span', { class: 'count' });
+  replace(root,
+    h('h1', {}, 'Sites ', count),
+    status,
+    h('table', { class: 'grid sites', 'aria-label': 'Edge locations' },
+      h('thead', {}, h('tr', {},
+        ['Site', 'Link', 'Controller', 'Failover', 'Next restore window', 'Unsynced events']
+          .map((t) => h('th', { scope: 'col', text: t })))),
+      body));
+  const rows = new Map();
+  let sub = null;
+  let gone = false;
+
+  const load = async () => {
+    const sites = await api('GET', '/api/v1/sites');
+    if (gone) return;
+    sites.sort((a, b) => a.name.localeCompare(b.name));
+    const frag = document.createDocumentFragment();
+    frag.append(masterRow());
+    for (const s of sites) {
+      const row = new Row(s);
+      rows.set(s.id, row);
+      frag.append(row.tr);
+    }
+    body.replaceChildren(frag);
+    count.textContent = `(${sites.length})`;
+    status.textContent = '';
+    status.className = 'notice';
+    painted('overview', sites.length);
+    sub = ctx.live.subscribe({ topic: 'control' }, (m) => {
+      const row = rows.get(m.edge_id);
+      if (m.type === 'subscribed') {
+        // After a reconnect, what changed meanwhile is only in a fresh read.
+        if (subscribed) refresh().catch(() => {});
+        subscribed = true;
+        return;
+      }
+      if (!row) return;
+      if (m.type === 'control') { row.control(m); painted('control', m.epoch); }
+      if (m.type === 'link') row.link(m);
+    });
+  };
+  let subscribed = false;
+  const refresh = async () => {
+    const sites = await api('GET', '/api/v1/sites');
+    for (const s of sites) rows.get(s.id)?.update(s);
+  };
+  load().catch((e) => { status.className = 'notice error'; status.textContent = `Cannot load the sites: ${e.message}`; });
+  return () => { gone = true; if (sub !== null) ctx.live.unsubscribe(sub); };
+}
+
+function masterRow() {
+  return h('tr', { 'data-site': 'master' },
+    h('th', { scope: 'row' }, h('a', { href: '#/site/master', text: 'Master' }), h('div', { class: 'sub', text: 'systems with no edge location' })),
+    h('td', { text: '—' }), h('td', {}, badge('master')), h('td', { text: '—' }), h('td', { text: '—' }), h('td', { text: '—' }));
+}
+
+function badge(side, epoch) {
+  return h('span', { class: `badge side-${side}`, 'data-controller': side },
+    side, epoch ? h('span', { class: 'epoch', text: ` · epoch ${epoch}` }) : null);
+}
+
+class Row {
+  constructor(s) {
+    this.cells = {
+      link: h('td'), controller: h('td'), failover: h('td'), window: h('td'),
+      unsynced: h('td', { title: 'Counted at the edge: see the edge’s own API', text: '—' }),
+    };
+    this.tr = h('tr', { 'data-site': s.id },
+      h('th', { scope: 'row' }, h('a', { href: `#/site/${s.id}`, text: s.name }),
+        s.description ? h('div', { class: 'sub', text: s.description }) : null),
+      this.cells.link, this.cells.controller, this.cells.failover, this.cells.window, this.cells.unsynced);
+    this.update(s);
+  }
+
+  update(s) {
+    this.s = s;
+    this.paintLink();
+    replace(this.cells.controller, badge(s.controller, s.epoch),
+      s.controller_since_ms ? h('div', { class: 'sub', text: `since ${fmtTime(s.controller_since_ms)}` }) : null);
+    replace(this.cells.failover, s.failover
+      ? h('span', {}, 'on', h('div', { class: 'sub', text: `after ${fmtDuration(s.failover_timeout_ms)}` }))
+      : h('span', { class: 'muted', text: 'off' }));
+    replace(this.cells.window, s.next_window_ms
+      ? h('span', {}, fmtTime(s.next_window_ms, s.timezone), ` (${s.timezone})`,
+        h('div', { class: 'sub', text: `${fmtTime(s.next_window_ms)} your time` }))
+      : h('span', { class: 'muted', text: s.window_start ? '—' : 'manual restore only' }));
+  }
+
+  paintLink() {
+    const s = this.s;
+    const cell = this.cells.link;
+    this.tr.dataset.link = s.connected ? 'connected' : 'lost';
+    if (s.connected) {
+      replace(cell, h('span', { class: 'badge ok', text: 'connected' }),
+        s.link_since_ms ? h('div', { class: 'sub', text: `since ${fmtTime(s.link_since_ms)}` }) : null);
+    } else {
+      replace(cell, h('span', { class: 'badge bad', text: s.lost_ms ? 'lost' : 'not connected' }),
+        s.lost_ms ? h('div', { class: 'sub', text: `since ${fmtTime(s.lost_ms)}` }) : null,
+        s.takeover_due_ms && s.controller === 'edge'
+          ? h('div', { class: 'sub', text: `master takes over at ${fmtTime(s.takeover_due_ms)}` }) : null);
+    }
+  }
+
+  control(m) {
+    this.update({ ...this.s, controller: m.to, epoch: m.epoch, controller_since_ms: m.at_ms, takeover_due_ms: null });
+  }
+
+  link(m) {
+    const s = this.s;
+    s.connected = m.connected;
+    if (m.connected) { s.link_since_ms = m.at_ms; s.lost_ms = null; } else {
+      s.lost_ms = m.at_ms;
+      s.takeover_due_ms = s.failover ? m.at_ms + s.failover_timeout_ms : null;
+    }
+    this.paintLink();
+  }
+}
