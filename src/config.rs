@@ -319,7 +319,18 @@ impl Config {
 
     /// Checks what the types alone cannot.
     pub fn check(&self, role: Option<Role>) -> Result<(), ConfigError> {
-        let role = role.unwrap_or(self.role());
+        self.check_common()?;
+        match role.unwrap_or(self.role()) {
+            Role::Edge => self.check_edge(),
+            Role::Master => match &self.link_client_ca {
+                Some(ca) => check_readable(ca).map_err(|p| ConfigError::new("link_client_ca", p)),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// Settings both roles read.
+    fn check_common(&self) -> Result<(), ConfigError> {
         if let Some(url) = &self.database_url
             && !(url.starts_with("sqlite:")
                 || url.starts_with("postgres:")
@@ -362,54 +373,56 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
             return Err(ConfigError::new("log", e.to_string()));
         }
-        if role == Role::Edge {
-            if self.edge_id.is_none() {
+        Ok(())
+    }
+
+    /// What an edge needs: its identity, its secret, masters to reach and the
+    /// CA to verify them.
+    fn check_edge(&self) -> Result<(), ConfigError> {
+        if self.edge_id.is_none() {
+            return Err(ConfigError::new(
+                "edge_id",
+                "required to run an edge (set OUTPOST_EDGE_ID)",
+            ));
+        }
+        match &self.edge_secret {
+            None => {
                 return Err(ConfigError::new(
-                    "edge_id",
-                    "required to run an edge (set OUTPOST_EDGE_ID)",
+                    "edge_secret",
+                    "required when edge_id is set (set OUTPOST_EDGE_SECRET to the secret shown when the edge location was created)",
                 ));
             }
-            match &self.edge_secret {
-                None => {
-                    return Err(ConfigError::new(
-                        "edge_secret",
-                        "required when edge_id is set (set OUTPOST_EDGE_SECRET to the secret shown when the edge location was created)",
-                    ));
-                }
-                Some(s) => {
-                    if let Err(e) = crate::secret::EdgeSecret::from_string(s.expose().to_owned()) {
-                        return Err(ConfigError::new("edge_secret", e));
-                    }
+            Some(s) => {
+                if let Err(e) = crate::secret::EdgeSecret::from_string(s.expose().to_owned()) {
+                    return Err(ConfigError::new("edge_secret", e));
                 }
             }
-            if self.masters.is_empty() {
-                return Err(ConfigError::new("masters", "needs at least one host:port"));
+        }
+        if self.masters.is_empty() {
+            return Err(ConfigError::new("masters", "needs at least one host:port"));
+        }
+        for m in &self.masters {
+            check_host_port(m).map_err(|p| ConfigError::new("masters", p))?;
+        }
+        check_readable(&self.ca_cert).map_err(|p| ConfigError::new("ca_cert", p))?;
+        match (&self.tls_client_cert, &self.tls_client_key) {
+            (Some(cert), Some(key)) => {
+                check_readable(cert).map_err(|p| ConfigError::new("tls_client_cert", p))?;
+                check_readable(key).map_err(|p| ConfigError::new("tls_client_key", p))?;
             }
-            for m in &self.masters {
-                check_host_port(m).map_err(|p| ConfigError::new("masters", p))?;
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "tls_client_key",
+                    "required with tls_client_cert",
+                ));
             }
-            check_readable(&self.ca_cert).map_err(|p| ConfigError::new("ca_cert", p))?;
-            match (&self.tls_client_cert, &self.tls_client_key) {
-                (Some(cert), Some(key)) => {
-                    check_readable(cert).map_err(|p| ConfigError::new("tls_client_cert", p))?;
-                    check_readable(key).map_err(|p| ConfigError::new("tls_client_key", p))?;
-                }
-                (Some(_), None) => {
-                    return Err(ConfigError::new(
-                        "tls_client_key",
-                        "required with tls_client_cert",
-                    ));
-                }
-                (None, Some(_)) => {
-                    return Err(ConfigError::new(
-                        "tls_client_cert",
-                        "required with tls_client_key",
-                    ));
-                }
-                (None, None) => {}
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "tls_client_cert",
+                    "required with tls_client_key",
+                ));
             }
-        } else if let Some(ca) = &self.link_client_ca {
-            check_readable(ca).map_err(|p| ConfigError::new("link_client_ca", p))?;
+            (None, None) => {}
         }
         Ok(())
     }

@@ -1,9 +1,13 @@
-//! The smallest HTTP/1.1 client the command line needs: one request on a
-//! fresh plain-TCP connection to the master's API, read to its end.
+//! The command line's HTTP client: one request on a fresh plain-TCP
+//! connection to a running master's API. hyper (already in the tree for the
+//! server) does the protocol, so chunked answers, multi-byte text and
+//! malformed replies are its well-tested business, not ours.
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
 
 /// How long one command-line request may take.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -23,54 +27,42 @@ pub async fn request(
     body: Option<&str>,
 ) -> Result<(u16, String), String> {
     let authority = authority(base)?;
-    let body = body.unwrap_or("");
-    let content_type = if body.is_empty() {
-        ""
-    } else {
-        "Content-Type: application/json\r\n"
-    };
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {key}\r\n\
-         {content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let mut builder = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, authority)
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {key}"));
+    if body.is_some() {
+        builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    let request = builder
+        .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))
+        .map_err(|e| format!("bad request: {e}"))?;
     let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(authority)
+        let stream = tokio::net::TcpStream::connect(authority)
+            .await
+            .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| e.to_string())?;
-        stream
-            .write_all(request.as_bytes())
+        // The connection task ends when the answer has been read.
+        tokio::spawn(connection);
+        let answer = sender
+            .send_request(request)
             .await
             .map_err(|e| e.to_string())?;
-        let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
+        let status = answer.status().as_u16();
+        let bytes = answer
+            .into_body()
+            .collect()
             .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>(raw)
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok::<_, String>((status, String::from_utf8_lossy(&bytes).into_owned()))
     };
-    let raw = tokio::time::timeout(TIMEOUT, exchange)
+    tokio::time::timeout(TIMEOUT, exchange)
         .await
-        .map_err(|_| format!("no answer within {} s", TIMEOUT.as_secs()))??;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or("the answer is not HTTP")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or("the answer has no status")?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Ok((status, body))
+        .map_err(|_| format!("no answer within {} s", TIMEOUT.as_secs()))?
 }
 
 /// `host:port` of an `http://host:port` base URL.
@@ -79,19 +71,4 @@ pub fn authority(base: &str) -> Result<&str, String> {
         .strip_prefix("http://")
         .ok_or_else(|| format!("'{base}' must start with http://"))?
         .trim_end_matches('/'))
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }

@@ -349,6 +349,11 @@ enum Next<T> {
     End,
 }
 
+/// A debug line as the client sees it.
+fn debug_msg(module: Uuid, level: &str, message: String) -> Value {
+    json!({"type": "debug", "module": module, "level": level, "message": message})
+}
+
 async fn next<T: Clone>(rx: &mut broadcast::Receiver<T>) -> Next<T> {
     match rx.recv().await {
         Ok(v) => Next::Item(v),
@@ -414,41 +419,63 @@ impl Sub {
         let (_, route) = module_route(&self.state, module).await?;
         let ops = self.ops()?;
         if route.local(self.state.role) {
-            // Subscribe first, then read: no change falls between the two.
-            let mut rx = ops
-                .runtime
-                .subscribe_status(module)
-                .map_err(|e| ApiError::NotFound(e.to_string()))?;
-            let values = ops
-                .runtime
-                .status(module)
-                .map_err(|e| ApiError::NotFound(e.to_string()))?;
-            self.send(json!({"type": "subscribed"}));
-            self.current(module, key.as_deref(), values);
-            loop {
-                let ev = tokio::select! {
-                    () = self.token.cancelled() => return Ok(()),
-                    ev = next(&mut rx) => ev,
-                };
-                match ev {
-                    Next::Item(c) if key.as_ref().is_none_or(|k| *k == c.key) => {
-                        if !self.send(self.status_msg(module, &c.key, c.value)) {
-                            return Ok(());
-                        }
+            return self.status_local(ops, module, key).await;
+        }
+        self.status_at_edge(ops, &route, module, key).await
+    }
+
+    /// Status of a module this side runs, from its runtime.
+    async fn status_local(
+        &self,
+        ops: &super::Ops,
+        module: Uuid,
+        key: Option<String>,
+    ) -> Result<(), ApiError> {
+        // Subscribe first, then read: no change falls between the two.
+        let mut rx = ops
+            .runtime
+            .subscribe_status(module)
+            .map_err(|e| ApiError::NotFound(e.to_string()))?;
+        let values = ops
+            .runtime
+            .status(module)
+            .map_err(|e| ApiError::NotFound(e.to_string()))?;
+        self.send(json!({"type": "subscribed"}));
+        self.current(module, key.as_deref(), values);
+        loop {
+            let ev = tokio::select! {
+                () = self.token.cancelled() => return Ok(()),
+                ev = next(&mut rx) => ev,
+            };
+            match ev {
+                Next::Item(c) if key.as_ref().is_none_or(|k| *k == c.key) => {
+                    if !self.send(self.status_msg(module, &c.key, c.value)) {
+                        return Ok(());
                     }
-                    Next::Item(_) => {}
-                    Next::Lagged(n) => {
-                        self.out.lost(n);
-                        if let Ok(values) = ops.runtime.status(module) {
-                            self.current(module, key.as_deref(), values);
-                        }
+                }
+                Next::Item(_) => {}
+                Next::Lagged(n) => {
+                    self.out.lost(n);
+                    if let Ok(values) = ops.runtime.status(module) {
+                        self.current(module, key.as_deref(), values);
                     }
-                    Next::End => {
-                        return Err(ApiError::Unavailable("the module was unloaded".into()));
-                    }
+                }
+                Next::End => {
+                    return Err(ApiError::Unavailable("the module was unloaded".into()));
                 }
             }
         }
+    }
+
+    /// Status of a module an edge runs (master only): its current values
+    /// over the link, then the changes the edge's event pushes bring.
+    async fn status_at_edge(
+        &self,
+        ops: &super::Ops,
+        route: &super::operations::Route,
+        module: Uuid,
+        key: Option<String>,
+    ) -> Result<(), ApiError> {
         let (Role::Master, Some(location), Some(feed)) = (
             self.state.role,
             route.location.as_ref(),
@@ -460,16 +487,11 @@ impl Sub {
         };
         let edge = location.id;
         let mut rx = feed.subscribe();
-        let answer = proxy(
-            &self.state,
-            &route,
-            RequestBody::Status {
-                module: module.to_string(),
-                key: None,
-            },
-            LINK_CALL,
-        )
-        .await?;
+        let body = RequestBody::Status {
+            module: module.to_string(),
+            key: None,
+        };
+        let answer = proxy(&self.state, route, body, LINK_CALL).await?;
         let ResponseBody::Status { values } = answer else {
             return Err(ApiError::Internal(format!(
                 "unexpected answer to status: {answer:?}"
@@ -505,36 +527,53 @@ impl Sub {
         self.caller.require_operator(route.location.as_ref())?;
         let ops = self.ops()?;
         if route.local(self.state.role) {
-            let mut rx = ops
-                .runtime
-                .debug_stream(module)
-                .map_err(|e| ApiError::NotFound(e.to_string()))?;
-            self.send(json!({"type": "subscribed"}));
-            loop {
-                let ev = tokio::select! {
-                    () = self.token.cancelled() => return Ok(()),
-                    ev = next(&mut rx) => ev,
-                };
-                match ev {
-                    Next::Item(ev) => {
-                        let (level, message) = match ev {
-                            crate::runtime::DebugEvent::Log { level, message, .. } => {
-                                (format!("{level:?}").to_lowercase(), message)
-                            }
-                            crate::runtime::DebugEvent::Rx { data, .. } => ("rx".into(), data),
-                            crate::runtime::DebugEvent::Tx { data, .. } => ("tx".into(), data),
-                        };
-                        if !self.send(json!({"type": "debug", "module": module, "level": level, "message": message})) {
-                            return Ok(());
+            return self.debug_local(ops, module).await;
+        }
+        self.debug_at_edge(ops, &route, module).await
+    }
+
+    /// The debug stream of a module this side runs.
+    async fn debug_local(&self, ops: &super::Ops, module: Uuid) -> Result<(), ApiError> {
+        let mut rx = ops
+            .runtime
+            .debug_stream(module)
+            .map_err(|e| ApiError::NotFound(e.to_string()))?;
+        self.send(json!({"type": "subscribed"}));
+        loop {
+            let ev = tokio::select! {
+                () = self.token.cancelled() => return Ok(()),
+                ev = next(&mut rx) => ev,
+            };
+            match ev {
+                Next::Item(ev) => {
+                    let (level, message) = match ev {
+                        crate::runtime::DebugEvent::Log { level, message, .. } => {
+                            (format!("{level:?}").to_lowercase(), message)
                         }
+                        crate::runtime::DebugEvent::Rx { data, .. } => ("rx".into(), data),
+                        crate::runtime::DebugEvent::Tx { data, .. } => ("tx".into(), data),
+                    };
+                    if !self.send(debug_msg(module, &level, message)) {
+                        return Ok(());
                     }
-                    Next::Lagged(n) => self.out.lost(n),
-                    Next::End => {
-                        return Err(ApiError::Unavailable("the module was unloaded".into()));
-                    }
+                }
+                Next::Lagged(n) => self.out.lost(n),
+                Next::End => {
+                    return Err(ApiError::Unavailable("the module was unloaded".into()));
                 }
             }
         }
+    }
+
+    /// The debug stream of a module an edge runs (master only), kept across
+    /// reconnects of the edge's link; the edge's forwarding stops when the
+    /// last watcher leaves.
+    async fn debug_at_edge(
+        &self,
+        ops: &super::Ops,
+        route: &super::operations::Route,
+        module: Uuid,
+    ) -> Result<(), ApiError> {
         let (Role::Master, Some(location), Some(events), Some(registry)) = (
             self.state.role,
             route.location.as_ref(),
@@ -546,93 +585,138 @@ impl Sub {
             ));
         };
         let edge = location.id;
-        let Some(mut peer) = registry.peer(edge) else {
+        let Some(peer) = registry.peer(edge) else {
             return Err(ApiError::Unavailable(format!(
                 "edge location '{}' ({edge}) controls this and is not connected",
                 location.name
             )));
         };
-        let mut rx = events.subscribe();
-        let module_text = module.to_string();
-        let subscribe = RequestBody::DebugSubscribe {
-            module: module_text.clone(),
-        };
+        let rx = events.subscribe();
         self.retain_debug(edge, module);
+        let (result, peer) = self
+            .follow_edge_debug(registry, edge, module, peer, rx)
+            .await;
+        if self.release_debug(edge, module) && !peer.is_closed() {
+            // The last watcher left: stop the edge's forwarding.
+            let module = module.to_string();
+            tokio::spawn(async move {
+                let _ = peer
+                    .request(RequestBody::DebugUnsubscribe { module }, LINK_CALL)
+                    .await;
+            });
+        }
+        result
+    }
+
+    /// Subscribes at the edge on every link it comes back on and forwards
+    /// its debug events, until the client leaves. Returns the last link.
+    async fn follow_edge_debug(
+        &self,
+        registry: &crate::link::Registry,
+        edge: Uuid,
+        module: Uuid,
+        mut peer: crate::link::Peer,
+        mut rx: broadcast::Receiver<(Uuid, EventBody)>,
+    ) -> (Result<(), ApiError>, crate::link::Peer) {
+        let subscribe = RequestBody::DebugSubscribe {
+            module: module.to_string(),
+        };
         let mut first = true;
-        let result = 'link: loop {
+        loop {
             // Subscribe on this link; a reconnected edge forgot the old one.
             match peer.request(subscribe.clone(), LINK_CALL).await {
                 Ok(_) if first => {
                     self.send(json!({"type": "subscribed", "answered_by": "edge"}));
                 }
                 Ok(_) => {
-                    self.send(json!({"type": "debug", "module": module, "level": "warn",
-                        "message": "the link to the edge is back; the debug stream resumes"}));
+                    self.send(debug_msg(
+                        module,
+                        "warn",
+                        "the link to the edge is back; the debug stream resumes".into(),
+                    ));
                 }
-                Err(CallError::Remote(w)) if first => break Err(wire_to_api(w)),
+                Err(CallError::Remote(w)) if first => return (Err(wire_to_api(w)), peer),
                 Err(e) if first => {
-                    break Err(ApiError::Unavailable(format!(
-                        "cannot subscribe at the edge: {e}"
-                    )));
+                    let e = ApiError::Unavailable(format!("cannot subscribe at the edge: {e}"));
+                    return (Err(e), peer);
                 }
                 Err(_) => {}
             }
             first = false;
-            loop {
-                let ev = tokio::select! {
-                    () = self.token.cancelled() => break 'link Ok(()),
-                    () = peer.closed() => break,
-                    ev = next(&mut rx) => ev,
-                };
-                match ev {
-                    Next::Item((
-                        e,
-                        EventBody::Debug {
-                            module: m,
-                            level,
-                            message,
-                        },
-                    )) if e == edge && m == module_text => {
-                        if !self.send(json!({"type": "debug", "module": module, "level": level, "message": message})) {
-                            break 'link Ok(());
-                        }
-                    }
-                    Next::Item(_) => {}
-                    Next::Lagged(n) => self.out.lost(n),
-                    Next::End => break 'link Ok(()),
-                }
+            if self.forward_edge_debug(edge, module, &peer, &mut rx).await {
+                return (Ok(()), peer);
             }
-            self.send(json!({"type": "debug", "module": module, "level": "warn",
-                "message": "the link to the edge was lost; waiting for it to come back"}));
-            // Wait for the edge's next link.
-            let old = peer.meta().session;
-            peer = loop {
-                tokio::select! {
-                    () = self.token.cancelled() => break 'link Ok(()),
-                    () = tokio::time::sleep(RELINK_POLL) => {}
-                }
-                if let Some(p) = registry.peer(edge)
-                    && p.meta().session != old
-                    && !p.is_closed()
-                {
-                    break p;
-                }
-            };
-        };
-        if self.release_debug(edge, module) && !peer.is_closed() {
-            // The last watcher left: stop the edge's forwarding.
-            tokio::spawn(async move {
-                let _ = peer
-                    .request(
-                        RequestBody::DebugUnsubscribe {
-                            module: module_text,
-                        },
-                        LINK_CALL,
-                    )
-                    .await;
-            });
+            self.send(debug_msg(
+                module,
+                "warn",
+                "the link to the edge was lost; waiting for it to come back".into(),
+            ));
+            match self
+                .wait_for_relink(registry, edge, peer.meta().session)
+                .await
+            {
+                Some(next) => peer = next,
+                None => return (Ok(()), peer),
+            }
         }
-        result
+    }
+
+    /// Forwards the edge's debug events for `module` until its link closes
+    /// (false) or this client is done (true).
+    async fn forward_edge_debug(
+        &self,
+        edge: Uuid,
+        module: Uuid,
+        peer: &crate::link::Peer,
+        rx: &mut broadcast::Receiver<(Uuid, EventBody)>,
+    ) -> bool {
+        let module_text = module.to_string();
+        loop {
+            let ev = tokio::select! {
+                () = self.token.cancelled() => return true,
+                () = peer.closed() => return false,
+                ev = next(rx) => ev,
+            };
+            match ev {
+                Next::Item((
+                    e,
+                    EventBody::Debug {
+                        module: m,
+                        level,
+                        message,
+                    },
+                )) if e == edge && m == module_text => {
+                    if !self.send(debug_msg(module, &level, message)) {
+                        return true;
+                    }
+                }
+                Next::Item(_) => {}
+                Next::Lagged(n) => self.out.lost(n),
+                Next::End => return true,
+            }
+        }
+    }
+
+    /// The edge's next link after session `old`; `None` when the client
+    /// leaves first.
+    async fn wait_for_relink(
+        &self,
+        registry: &crate::link::Registry,
+        edge: Uuid,
+        old: u64,
+    ) -> Option<crate::link::Peer> {
+        loop {
+            tokio::select! {
+                () = self.token.cancelled() => return None,
+                () = tokio::time::sleep(RELINK_POLL) => {}
+            }
+            if let Some(p) = registry.peer(edge)
+                && p.meta().session != old
+                && !p.is_closed()
+            {
+                return Some(p);
+            }
+        }
     }
 
     fn retain_debug(&self, edge: Uuid, module: Uuid) {
