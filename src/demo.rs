@@ -125,38 +125,7 @@ async fn run_in(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
     crate::certs::install_crypto_provider();
-    // Earlier demo data would hold other devices' addresses: start afresh.
-    for sub in ["certs", "master", "edges", "modules"] {
-        let _ = std::fs::remove_dir_all(dir.join(sub));
-    }
-    let modules_dir = dir.join("modules");
-    std::fs::create_dir_all(&modules_dir).map_err(io("create", &modules_dir))?;
-    for (name, text) in DRIVERS {
-        let path = modules_dir.join(name);
-        std::fs::write(&path, text).map_err(io("write", &path))?;
-    }
-    let certs = dir.join("certs");
-    crate::certs::init_dev(&certs, &["localhost".into(), "127.0.0.1".into()], true)
-        .map_err(|e| crate::util::describe(&e))?;
-
-    let key = crate::model::ApiKey::generate();
-    let key_path = dir.join("admin-key");
-    std::fs::write(&key_path, format!("{key}\n")).map_err(io("write", &key_path))?;
-    let link = reserve_port().map_err(|e| format!("cannot find a free port: {e}"))?;
-    let config = Config {
-        data_dir: dir.join("master"),
-        api_addr: args.api_addr,
-        link_addr: link,
-        ca_cert: certs.join(crate::certs::CA_CERT),
-        tls_cert: certs.join(crate::certs::MASTER_CERT),
-        tls_key: certs.join(crate::certs::MASTER_KEY),
-        modules_dir: modules_dir.clone(),
-        admin_key: Some(SecretString::new(key.clone())),
-        boot_wait_ms: 10_000,
-        ..Config::default()
-    };
-    std::fs::create_dir_all(&config.data_dir).map_err(io("create", &config.data_dir))?;
-
+    let (config, key, key_path) = prepare(dir, args)?;
     let sites = import_sites(&config).await?;
     let master_task = tokio::spawn(crate::master::start(config.clone()));
     let mut edges = Vec::new();
@@ -179,16 +148,66 @@ async fn run_in(
     for e in &edges {
         println!("edge {}: pid {}", e.name, e.child.id().unwrap_or(0));
     }
+    report_devices(dir, &sites).await;
+    print_guide(&url, &key, &key_path, args);
+    tokio::select! {
+        () = shutdown => {}
+        () = kill_script(dir, &config, args, &sites, &mut edges) => {}
+    }
+    println!("stopping");
+    for e in &mut edges {
+        let _ = e.child.kill().await;
+    }
+    master.stop().await;
+    drop(sites);
+    println!("stopped");
+    Ok(())
+}
 
+/// A fresh demo directory: drivers, development certificates, an admin key,
+/// and the master's configuration.
+fn prepare(dir: &Path, args: &DemoArgs) -> Result<(Config, String, PathBuf), String> {
+    // Earlier demo data would hold other devices' addresses: start afresh.
+    for sub in ["certs", "master", "edges", "modules"] {
+        let _ = std::fs::remove_dir_all(dir.join(sub));
+    }
+    let modules_dir = dir.join("modules");
+    std::fs::create_dir_all(&modules_dir).map_err(io("create", &modules_dir))?;
+    for (name, text) in DRIVERS {
+        let path = modules_dir.join(name);
+        std::fs::write(&path, text).map_err(io("write", &path))?;
+    }
+    let certs = dir.join("certs");
+    crate::certs::init_dev(&certs, &["localhost".into(), "127.0.0.1".into()], true)
+        .map_err(|e| crate::util::describe(&e))?;
+    let key = crate::model::ApiKey::generate();
+    let key_path = dir.join("admin-key");
+    std::fs::write(&key_path, format!("{key}\n")).map_err(io("write", &key_path))?;
+    let link = reserve_port().map_err(|e| format!("cannot find a free port: {e}"))?;
+    let config = Config {
+        data_dir: dir.join("master"),
+        api_addr: args.api_addr,
+        link_addr: link,
+        ca_cert: certs.join(crate::certs::CA_CERT),
+        tls_cert: certs.join(crate::certs::MASTER_CERT),
+        tls_key: certs.join(crate::certs::MASTER_KEY),
+        modules_dir,
+        admin_key: Some(SecretString::new(key.clone())),
+        boot_wait_ms: 10_000,
+        ..Config::default()
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(io("create", &config.data_dir))?;
+    Ok((config, key, key_path))
+}
+
+/// Waits (bounded) for every simulated device to be connected and says so.
+async fn report_devices(dir: &Path, sites: &[DemoSite]) {
     let devices = sites.len() * 2;
     let connected = tokio::time::timeout(CONNECT_WAIT, async {
-        loop {
-            if sites
-                .iter()
-                .all(|s| s.projector.connections() >= 1 && s.display.connections() >= 1)
-            {
-                break;
-            }
+        while !sites
+            .iter()
+            .all(|s| s.projector.connections() >= 1 && s.display.connections() >= 1)
+        {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
@@ -202,6 +221,10 @@ async fn run_in(
             dir.display()
         );
     }
+}
+
+/// The short script of things to try.
+fn print_guide(url: &str, key: &str, key_path: &Path, args: &DemoArgs) {
     println!();
     println!("Open {url} and sign in with this admin key:");
     println!();
@@ -228,43 +251,39 @@ async fn run_in(
         url.trim_end_matches('/')
     );
     println!("Ctrl-C stops everything.");
+}
 
-    let script = async {
-        let Some(name) = args.kill_edge.as_deref() else {
-            return std::future::pending::<()>().await;
-        };
-        let Some(i) = edges.iter().position(|e| e.name == name) else {
-            println!("no edge named '{name}' (sydney or perth)");
-            return std::future::pending().await;
-        };
-        tokio::time::sleep(Duration::from_secs(args.kill_after)).await;
-        let _ = edges[i].child.kill().await;
-        println!("killed edge {name} (SIGKILL): watch the console");
-        tokio::time::sleep(AWAY).await;
-        match spawn_edge(dir, &config, &sites[i]) {
-            Ok(e) => {
-                println!(
-                    "edge {name} is back (pid {}): press \"Restore to edge\" on its site page",
-                    e.child.id().unwrap_or(0)
-                );
-                edges[i] = e;
-            }
-            Err(e) => println!("cannot start edge {name} again: {e}"),
-        }
-        std::future::pending().await
+/// `--kill-edge NAME`: kills that edge after `--kill-after` seconds, starts
+/// it again after a while, then waits forever (until Ctrl-C).
+async fn kill_script(
+    dir: &Path,
+    config: &Config,
+    args: &DemoArgs,
+    sites: &[DemoSite],
+    edges: &mut [EdgeChild],
+) {
+    let Some(name) = args.kill_edge.as_deref() else {
+        return std::future::pending::<()>().await;
     };
-    tokio::select! {
-        () = shutdown => {}
-        () = script => {}
+    let Some(i) = edges.iter().position(|e| e.name == name) else {
+        println!("no edge named '{name}' (sydney or perth)");
+        return std::future::pending().await;
+    };
+    tokio::time::sleep(Duration::from_secs(args.kill_after)).await;
+    let _ = edges[i].child.kill().await;
+    println!("killed edge {name} (SIGKILL): watch the console");
+    tokio::time::sleep(AWAY).await;
+    match spawn_edge(dir, config, &sites[i]) {
+        Ok(e) => {
+            println!(
+                "edge {name} is back (pid {}): press \"Restore to edge\" on its site page",
+                e.child.id().unwrap_or(0)
+            );
+            edges[i] = e;
+        }
+        Err(e) => println!("cannot start edge {name} again: {e}"),
     }
-    println!("stopping");
-    for e in &mut edges {
-        let _ = e.child.kill().await;
-    }
-    master.stop().await;
-    drop(sites);
-    println!("stopped");
-    Ok(())
+    std::future::pending().await
 }
 
 fn reserve_port() -> std::io::Result<SocketAddr> {

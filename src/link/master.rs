@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -169,18 +170,54 @@ impl Accept {
         keys: Arc<K>,
         handler: Arc<H>,
     ) {
+        let Some(permit) = self.admit(addr).await else {
+            return;
+        };
+        super::tune_socket(&stream, &self.cfg.peer.timing);
+        let outcome = self.authenticate(stream, addr, keys).await;
+        drop(permit);
+        match outcome {
+            Ok((tls, accepted)) => {
+                self.limiter.success(addr.ip());
+                self.run_link(tls, accepted, addr, handler).await;
+            }
+            Err((claimed, e)) => {
+                self.limiter.failure(addr.ip(), Instant::now());
+                tracing::warn!(edge_id = ?claimed, %addr, reason = %e, "link handshake failed");
+                self.registry.emit(MasterLinkEvent::AuthFailed {
+                    edge_id: claimed,
+                    addr,
+                    reason: e.to_string(),
+                    at: SystemTime::now(),
+                });
+            }
+        }
+    }
+
+    /// Waits out the address's failure penalty, then for a handshake slot;
+    /// `None` when the master stops first.
+    async fn admit(&self, addr: SocketAddr) -> Option<tokio::sync::SemaphorePermit<'_>> {
         let penalty = self.limiter.penalty(addr.ip(), Instant::now());
         if !penalty.is_zero() {
             tokio::select! {
-                _ = self.shutdown.cancelled() => return,
+                _ = self.shutdown.cancelled() => return None,
                 _ = tokio::time::sleep(penalty) => {}
             }
         }
-        let permit = tokio::select! {
-            _ = self.shutdown.cancelled() => return,
-            p = self.handshakes.acquire() => match p { Ok(p) => p, Err(_) => return },
-        };
-        super::tune_socket(&stream, &self.cfg.peer.timing);
+        tokio::select! {
+            _ = self.shutdown.cancelled() => None,
+            p = self.handshakes.acquire() => p.ok(),
+        }
+    }
+
+    /// TLS, then the mutual proof, within the handshake deadline. On failure,
+    /// the edge id the peer claimed (if it got that far) and why.
+    async fn authenticate<K: KeyLookup>(
+        &self,
+        stream: TcpStream,
+        addr: SocketAddr,
+        keys: Arc<K>,
+    ) -> Result<(TlsStream<TcpStream>, handshake::Accepted), (Option<Uuid>, HandshakeError)> {
         let mut claimed: Option<Uuid> = None;
         let outcome = tokio::time::timeout(self.cfg.peer.timing.handshake_timeout, async {
             let mut tls = self
@@ -206,22 +243,18 @@ impl Accept {
         })
         .await
         .unwrap_or(Err(HandshakeError::Timeout));
-        drop(permit);
-        let (tls, acc) = match outcome {
-            Ok(ok) => ok,
-            Err(e) => {
-                self.limiter.failure(addr.ip(), Instant::now());
-                tracing::warn!(edge_id = ?claimed, %addr, reason = %e, "link handshake failed");
-                self.registry.emit(MasterLinkEvent::AuthFailed {
-                    edge_id: claimed,
-                    addr,
-                    reason: e.to_string(),
-                    at: SystemTime::now(),
-                });
-                return;
-            }
-        };
-        self.limiter.success(addr.ip());
+        tracing::trace!(%addr, ok = outcome.is_ok(), "handshake finished");
+        outcome.map_err(|e| (claimed, e))
+    }
+
+    /// Registers an authenticated link and serves it until it closes.
+    async fn run_link<H: Handler>(
+        &self,
+        tls: TlsStream<TcpStream>,
+        acc: handshake::Accepted,
+        addr: SocketAddr,
+        handler: Arc<H>,
+    ) {
         let meta = PeerMeta {
             edge_id: acc.edge_id,
             session: peer::next_session(),

@@ -289,15 +289,10 @@ impl EdgeRepo {
         commit: &str,
         per_request: Duration,
     ) -> Result<SyncReport, RepoError> {
-        let (commit, entries) = match master
-            .request(
-                RequestBody::RepoTree {
-                    commit: commit.to_owned(),
-                },
-                per_request,
-            )
-            .await?
-        {
+        let tree = RequestBody::RepoTree {
+            commit: commit.to_owned(),
+        };
+        let (commit, entries) = match master.request(tree, per_request).await? {
             ResponseBody::Tree { commit, entries } => (commit, entries),
             _ => return Err(RepoError::Unexpected),
         };
@@ -307,50 +302,10 @@ impl EdgeRepo {
                 path: self.dir.clone(),
                 source,
             })?;
-        let mut wanted = Vec::new();
-        for e in &entries {
-            let path = self.local_path(&e.path)?;
-            let same = match tokio::fs::read(&path).await {
-                Ok(local) => object_id(&local, e.oid.len()).as_deref() == Some(&e.oid[..]),
-                Err(_) => false,
-            };
-            if !same {
-                wanted.push((e.clone(), path));
-            }
-        }
-        let mut fetches =
-            futures_util::stream::iter(wanted.into_iter().map(|(e, path)| async move {
-                let data = match master
-                    .request(RequestBody::RepoBlob { oid: e.oid.clone() }, per_request)
-                    .await?
-                {
-                    ResponseBody::Blob { data } => base64::engine::general_purpose::STANDARD
-                        .decode(data)
-                        .map_err(|_| RepoError::Corrupt(e.oid.clone()))?,
-                    _ => return Err(RepoError::Unexpected),
-                };
-                if object_id(&data, e.oid.len()).as_deref() != Some(&e.oid[..]) {
-                    return Err(RepoError::Corrupt(e.oid.clone()));
-                }
-                write_atomic(&path, &data, e.executable).await?;
-                Ok(e.path)
-            }))
-            .buffer_unordered(8);
-        let mut changed = Vec::new();
-        while let Some(r) = fetches.next().await {
-            changed.push(r?);
-        }
-        changed.sort();
+        let wanted = self.changed_entries(&entries).await?;
+        let changed = fetch_blobs(master, wanted, per_request).await?;
         let new_files: BTreeSet<String> = entries.iter().map(|e| e.path.clone()).collect();
-        let old = self.manifest().await;
-        let mut removed = Vec::new();
-        for gone in old.files.difference(&new_files) {
-            if let Ok(p) = self.local_path(gone)
-                && tokio::fs::remove_file(&p).await.is_ok()
-            {
-                removed.push(gone.clone());
-            }
-        }
+        let removed = self.remove_gone(&new_files).await;
         let manifest = Manifest {
             commit: Some(commit.clone()),
             files: new_files,
@@ -367,6 +322,71 @@ impl EdgeRepo {
             removed,
         })
     }
+
+    /// The entries whose local file is missing or differs, with their paths.
+    async fn changed_entries(
+        &self,
+        entries: &[TreeEntry],
+    ) -> Result<Vec<(TreeEntry, PathBuf)>, RepoError> {
+        let mut wanted = Vec::new();
+        for e in entries {
+            let path = self.local_path(&e.path)?;
+            let same = match tokio::fs::read(&path).await {
+                Ok(local) => object_id(&local, e.oid.len()).as_deref() == Some(&e.oid[..]),
+                Err(_) => false,
+            };
+            if !same {
+                wanted.push((e.clone(), path));
+            }
+        }
+        Ok(wanted)
+    }
+
+    /// Removes the files the last sync wrote that the new tree no longer has.
+    async fn remove_gone(&self, new_files: &BTreeSet<String>) -> Vec<String> {
+        let old = self.manifest().await;
+        let mut removed = Vec::new();
+        for gone in old.files.difference(new_files) {
+            if let Ok(p) = self.local_path(gone)
+                && tokio::fs::remove_file(&p).await.is_ok()
+            {
+                removed.push(gone.clone());
+            }
+        }
+        removed
+    }
+}
+
+/// Fetches blobs from the master (8 at a time), checks each against its
+/// object id and writes it atomically; the changed paths, sorted.
+async fn fetch_blobs(
+    master: &Peer,
+    wanted: Vec<(TreeEntry, PathBuf)>,
+    per_request: Duration,
+) -> Result<Vec<String>, RepoError> {
+    let mut fetches = futures_util::stream::iter(wanted.into_iter().map(|(e, path)| async move {
+        let data = match master
+            .request(RequestBody::RepoBlob { oid: e.oid.clone() }, per_request)
+            .await?
+        {
+            ResponseBody::Blob { data } => base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .map_err(|_| RepoError::Corrupt(e.oid.clone()))?,
+            _ => return Err(RepoError::Unexpected),
+        };
+        if object_id(&data, e.oid.len()).as_deref() != Some(&e.oid[..]) {
+            return Err(RepoError::Corrupt(e.oid.clone()));
+        }
+        write_atomic(&path, &data, e.executable).await?;
+        Ok(e.path)
+    }))
+    .buffer_unordered(8);
+    let mut changed = Vec::new();
+    while let Some(r) = fetches.next().await {
+        changed.push(r?);
+    }
+    changed.sort();
+    Ok(changed)
 }
 
 /// Git's object id of a blob with these bytes (SHA-1 for 40-digit ids,
