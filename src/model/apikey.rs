@@ -78,14 +78,10 @@ impl ApiKey {
 }
 
 impl Doc for ApiKey {
-    const KIND: Kind = Kind::ApiKey;
-
-    fn id(&self) -> Uuid {
-        self.id
-    }
+    super::doc_identity!(Kind::ApiKey);
 
     fn validate(&self, _ctx: &ValidationContext) -> Result<(), Invalid> {
-        let mut c = Checker::new(Kind::ApiKey, self.id);
+        let mut c = Checker::new(Self::KIND, self.id);
         c.name("name", &self.name);
         c.name("user", &self.user);
         if self.hash.len() != 64 || !self.hash.bytes().all(|b| b.is_ascii_hexdigit()) {

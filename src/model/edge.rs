@@ -128,14 +128,10 @@ impl EdgeLocation {
 }
 
 impl Doc for EdgeLocation {
-    const KIND: Kind = Kind::Edge;
-
-    fn id(&self) -> Uuid {
-        self.id
-    }
+    super::doc_identity!(Kind::Edge);
 
     fn validate(&self, _ctx: &ValidationContext) -> Result<(), Invalid> {
-        let mut c = Checker::new(Kind::Edge, self.id);
+        let mut c = Checker::new(Self::KIND, self.id);
         c.name("name", &self.name);
         if self.failover_timeout_ms > MAX_FAILOVER_TIMEOUT_MS {
             c.fail(

@@ -66,6 +66,19 @@ pub struct IndexKeys {
 }
 
 /// Common behaviour of the three document types.
+/// The kind and id accessor every document type has in the same words:
+/// every document keeps its id in a field named `id`.
+macro_rules! doc_identity {
+    ($kind:expr) => {
+        const KIND: Kind = $kind;
+
+        fn id(&self) -> Uuid {
+            self.id
+        }
+    };
+}
+pub(crate) use doc_identity;
+
 pub trait Doc: Serialize + DeserializeOwned + Clone {
     const KIND: Kind;
     fn id(&self) -> Uuid;

@@ -82,14 +82,10 @@ impl Module {
 }
 
 impl Doc for Module {
-    const KIND: Kind = Kind::Module;
-
-    fn id(&self) -> Uuid {
-        self.id
-    }
+    super::doc_identity!(Kind::Module);
 
     fn validate(&self, ctx: &ValidationContext) -> Result<(), Invalid> {
-        let mut c = Checker::new(Kind::Module, self.id);
+        let mut c = Checker::new(Self::KIND, self.id);
         c.name("name", &self.name);
         if let Err(problem) = check_driver_name(&self.driver) {
             c.fail("driver", problem);

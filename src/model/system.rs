@@ -27,14 +27,10 @@ pub struct ControlSystem {
 }
 
 impl Doc for ControlSystem {
-    const KIND: Kind = Kind::System;
-
-    fn id(&self) -> Uuid {
-        self.id
-    }
+    super::doc_identity!(Kind::System);
 
     fn validate(&self, _ctx: &ValidationContext) -> Result<(), Invalid> {
-        let mut c = Checker::new(Kind::System, self.id);
+        let mut c = Checker::new(Self::KIND, self.id);
         c.name("name", &self.name);
         let mut seen = std::collections::HashSet::with_capacity(self.module_ids.len());
         for (i, m) in self.module_ids.iter().enumerate() {
