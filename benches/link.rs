@@ -346,6 +346,12 @@ impl LinkBench {
             peer: PeerConfig::new(PeerRole::Master, LinkTiming::default()),
             boot_id: Uuid::now_v7(),
             max_handshakes: 64,
+            // The storm stands for edges at many sites: their addresses are
+            // distinct in life, a few loopback ones here.
+            admission: outpost::link::AdmissionLimits {
+                max_unauthenticated: 20_000,
+                per_source: 20_000,
+            },
             shutdown_grace: Duration::from_secs(1),
         };
         let (tx, mut events) = mpsc::unbounded_channel();
@@ -618,6 +624,12 @@ fn edges() {
             peer: PeerConfig::new(PeerRole::Master, edges_timing()),
             boot_id: Uuid::now_v7(),
             max_handshakes: 256,
+            // The storm stands for edges at many sites: their addresses are
+            // distinct in life, a few loopback ones here.
+            admission: outpost::link::AdmissionLimits {
+                max_unauthenticated: 20_000,
+                per_source: 20_000,
+            },
             shutdown_grace: Duration::from_secs(2),
         };
         cfg.peer.timing.handshake_timeout = Duration::from_secs(30);

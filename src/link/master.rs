@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use super::admission::{Admission, AdmissionLimits};
 use super::handshake::{self, HandshakeError};
 use super::peer::{self, CloseReason, Handler, Peer, PeerConfig, PeerMeta, PeerRole};
 use super::registry::{EdgeInfo, Registry};
@@ -74,6 +75,9 @@ pub struct MasterLinkConfig {
     /// Handshakes in progress at once; more connections wait their turn
     /// (a reconnect storm costs queueing, not memory).
     pub max_handshakes: usize,
+    /// Connections accepted but not yet authenticated, in all and per
+    /// source; more are closed at once.
+    pub admission: AdmissionLimits,
     /// How long `serve` waits for links to finish after shutdown.
     pub shutdown_grace: Duration,
 }
@@ -91,6 +95,7 @@ impl MasterLinkConfig {
             peer: PeerConfig::new(PeerRole::Master, timing),
             boot_id: Uuid::now_v7(),
             max_handshakes: 256,
+            admission: AdmissionLimits::default(),
             shutdown_grace: Duration::from_millis(c.shutdown_grace_ms),
         })
     }
@@ -120,6 +125,7 @@ pub async fn serve<K: KeyLookup, H: Handler>(
     let ctx = Arc::new(Accept {
         acceptor: TlsAcceptor::from(cfg.tls.clone()),
         handshakes: Semaphore::new(cfg.max_handshakes.max(1)),
+        admission: Admission::new(cfg.admission),
         limiter: FailureThrottle::new(HANDSHAKE_THROTTLE),
         cfg: cfg.clone(),
         registry,
@@ -155,6 +161,7 @@ pub async fn serve<K: KeyLookup, H: Handler>(
 struct Accept {
     acceptor: TlsAcceptor,
     handshakes: Semaphore,
+    admission: Admission,
     limiter: FailureThrottle,
     cfg: MasterLinkConfig,
     registry: Registry,
@@ -170,12 +177,29 @@ impl Accept {
         keys: Arc<K>,
         handler: Arc<H>,
     ) {
-        let Some(permit) = self.admit(addr).await else {
-            return;
+        let ticket = match self.admission.try_admit(addr.ip()) {
+            Ok(ticket) => ticket,
+            Err(refusal) => {
+                metrics::counter!("outpost_link_admission_refused_total", "why" => refusal.as_str())
+                    .increment(1);
+                tracing::debug!(%addr, why = refusal.as_str(), "connection refused before its handshake");
+                return;
+            }
         };
-        super::tune_socket(&stream, &self.cfg.peer.timing);
-        let outcome = self.authenticate(stream, addr, keys).await;
-        drop(permit);
+        // One deadline from accept to authenticated, waits for a permit
+        // included: a slot is never held longer than that.
+        let deadline = Instant::now() + self.cfg.peer.timing.handshake_timeout;
+        let outcome = match tokio::time::timeout_at(deadline, self.admit(addr)).await {
+            Ok(Some(permit)) => {
+                super::tune_socket(&stream, &self.cfg.peer.timing);
+                let outcome = self.authenticate(stream, addr, keys, deadline).await;
+                drop(permit);
+                outcome
+            }
+            Ok(None) => return,
+            Err(_) => Err((None, HandshakeError::Timeout)),
+        };
+        drop(ticket);
         match outcome {
             Ok((tls, accepted)) => {
                 self.limiter.success(addr.ip());
@@ -217,9 +241,10 @@ impl Accept {
         stream: TcpStream,
         addr: SocketAddr,
         keys: Arc<K>,
+        deadline: Instant,
     ) -> Result<(TlsStream<TcpStream>, handshake::Accepted), (Option<Uuid>, HandshakeError)> {
         let mut claimed: Option<Uuid> = None;
-        let outcome = tokio::time::timeout(self.cfg.peer.timing.handshake_timeout, async {
+        let outcome = tokio::time::timeout_at(deadline, async {
             let mut tls = self
                 .acceptor
                 .accept(stream)

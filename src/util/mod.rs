@@ -9,5 +9,5 @@ mod time;
 
 pub use error_chain::describe;
 pub use sync::{Unpoisoned, UnpoisonedRw};
-pub use throttle::{FailureThrottle, ThrottlePolicy};
+pub use throttle::{FailureThrottle, ThrottlePolicy, source_of};
 pub use time::unix_ms;

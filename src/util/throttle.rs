@@ -54,7 +54,7 @@ impl FailureThrottle {
     /// How long a new attempt from `ip` waits at `now`.
     pub fn penalty(&self, ip: IpAddr, now: Instant) -> Duration {
         let p = self.policy;
-        match self.failures.lock_unpoisoned().get(&source(ip)) {
+        match self.failures.lock_unpoisoned().get(&source_of(ip)) {
             Some(&(n, last)) if now.duration_since(last) < p.window && n >= p.free => {
                 let doublings = (n - p.free).min(16);
                 p.base.saturating_mul(1 << doublings).min(p.cap)
@@ -73,7 +73,7 @@ impl FailureThrottle {
         if map.len() >= p.max_tracked {
             evict_oldest(&mut map);
         }
-        let e = map.entry(source(ip)).or_insert((0, now));
+        let e = map.entry(source_of(ip)).or_insert((0, now));
         if now.duration_since(e.1) >= p.window {
             e.0 = 0;
         }
@@ -83,7 +83,7 @@ impl FailureThrottle {
 
     /// Forgets the failures of `ip`.
     pub fn success(&self, ip: IpAddr) {
-        self.failures.lock_unpoisoned().remove(&source(ip));
+        self.failures.lock_unpoisoned().remove(&source_of(ip));
     }
 
     /// Addresses tracked now.
@@ -92,8 +92,9 @@ impl FailureThrottle {
     }
 }
 
-/// The key an address is counted under: itself for IPv4, its /64 for IPv6.
-fn source(ip: IpAddr) -> IpAddr {
+/// The key an address is counted under: itself for IPv4, its /64 for IPv6
+/// (one host commonly holds a whole /64).
+pub fn source_of(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -612,3 +612,59 @@ async fn mutual_tls_refuses_edges_without_a_client_certificate() {
     e.stop().await;
     m.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_silent_connections_is_capped_and_keeps_no_edge_out() {
+    let certs = dev_certs();
+    let id = EdgeIdentity::new();
+    let mut opts = MasterOpts::new(keys(&[&id]));
+    opts.timing = fast_timing();
+    // Admitted silent sockets keep their slot for the whole test.
+    opts.timing.handshake_timeout = Duration::from_secs(60);
+    opts.admission = outpost::link::AdmissionLimits {
+        max_unauthenticated: 64,
+        per_source: 16,
+    };
+    let mut m = start_master(&certs, opts).await;
+
+    // 400 sockets from one address that never speak: 16 are admitted, the
+    // rest are closed at once instead of each holding a task and a slot.
+    let flood = 400;
+    let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut held = Vec::new();
+    for _ in 0..flood {
+        let mut tcp = TcpStream::connect(m.addr).await.unwrap();
+        let closed = closed.clone();
+        held.push(tokio::spawn(async move {
+            let mut buf = [0u8; 16];
+            if matches!(tcp.read(&mut buf).await, Ok(0) | Err(_)) {
+                closed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            tcp
+        }));
+    }
+    within("the sockets past the per-source cap to be closed", async {
+        while closed.load(std::sync::atomic::Ordering::SeqCst) < flood - 16 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+
+    // An edge from another address gets in while the flood holds its share.
+    let mut cfg = edge_config(&certs, &id, vec![m.addr.to_string()]);
+    cfg.bind = Some("127.0.0.2".parse().unwrap());
+    let mut e = start_edge(cfg, TestHandler::default());
+    let p = e.connected().await;
+    let (up, _, _) = m.next_up().await;
+    assert_eq!(up, id.id);
+    assert!(!p.is_closed());
+    assert!(
+        closed.load(std::sync::atomic::Ordering::SeqCst) <= flood - 16,
+        "the admitted sockets stay open until their deadline"
+    );
+    for h in held {
+        h.abort();
+    }
+    e.stop().await;
+    m.stop().await;
+}

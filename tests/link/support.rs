@@ -276,6 +276,7 @@ pub struct MasterOpts {
     pub handler: TestHandler,
     pub addr: Option<SocketAddr>,
     pub client_ca: Option<PathBuf>,
+    pub admission: outpost::link::AdmissionLimits,
 }
 
 impl MasterOpts {
@@ -289,6 +290,7 @@ impl MasterOpts {
             handler: TestHandler::default(),
             addr: None,
             client_ca: None,
+            admission: Default::default(),
         }
     }
 }
@@ -312,6 +314,7 @@ pub async fn start_master(certs: &Certs, opts: MasterOpts) -> Master {
         peer,
         boot_id: Uuid::now_v7(),
         max_handshakes: 64,
+        admission: opts.admission,
         shutdown_grace: Duration::from_secs(2),
     };
     let (tx, events) = mpsc::unbounded_channel();
