@@ -154,6 +154,16 @@ pub struct Config {
     /// are dropped and the client told how many (`{"type":"dropped"}`).
     /// Larger absorbs longer stalls at the cost of memory per client.
     pub ws_queue: usize,
+    /// How long an HTTP client may take to send a request's headers, and
+    /// how long an idle keep-alive connection stays open. Lower closes slow
+    /// or idle clients sooner; higher tolerates slower networks.
+    pub http_header_timeout_ms: u64,
+    /// HTTP connections open at once, in all; more are closed at accept.
+    /// Keep it well below the process's descriptor limit so edges' links
+    /// always find descriptors.
+    pub http_max_connections: u64,
+    /// HTTP connections open at once from one address (IPv6 per /64).
+    pub http_max_connections_per_source: u64,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `outpost=debug`.
     pub log: String,
 }
@@ -191,6 +201,9 @@ impl Default for Config {
             master_api: None,
             redirect_to_master: false,
             ws_queue: 256,
+            http_header_timeout_ms: 10_000,
+            http_max_connections: 4_096,
+            http_max_connections_per_source: 256,
             log: "info".into(),
         }
     }
@@ -343,6 +356,12 @@ impl Config {
         }
         for (key, value) in [
             ("event_log_max", self.event_log_max),
+            ("http_header_timeout_ms", self.http_header_timeout_ms),
+            ("http_max_connections", self.http_max_connections),
+            (
+                "http_max_connections_per_source",
+                self.http_max_connections_per_source,
+            ),
             ("event_retry_ms", self.event_retry_ms),
             ("replica_page_size", u64::from(self.replica_page_size)),
             ("sync_interval_ms", self.sync_interval_ms),

@@ -15,16 +15,17 @@ mod keys;
 mod operations;
 mod operator;
 mod restore;
+mod server;
 mod ws;
 
 pub use auth::{BootstrapError, Caller, bootstrap_admin};
 pub use error::ApiError;
 pub use operations::{EdgeEventFeed, EdgeStatusFeed, Ops};
 pub use restore::{ControlLoop, RestoreError};
+pub use server::HttpLimits;
 pub use ws::LinkNotice;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -281,14 +282,20 @@ pub async fn serve(
     state: Arc<ApiState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, state, HttpLimits::default(), shutdown).await
+}
+
+/// [`serve`] with the server's limits (header timeout, connection caps).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: Arc<ApiState>,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     metrics_handle();
     let sockets = state.ws.stop.clone();
     let (router, _) = router(state);
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    server::serve(listener, router, limits, async move {
         shutdown.await;
         // Upgraded connections are no longer the server's: close them
         // ourselves, each with a close frame.
@@ -379,7 +386,13 @@ pub async fn start(
         store.subscribe_control(),
         stop.clone(),
     ));
-    let task = tokio::spawn(serve(listener, state, stop.clone().cancelled_owned()));
+    let limits = HttpLimits::from_config(config);
+    let task = tokio::spawn(serve_with(
+        listener,
+        state,
+        limits,
+        stop.clone().cancelled_owned(),
+    ));
     Ok(RunningApi {
         addr,
         stop,

@@ -22,13 +22,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::admission::{Admission, AdmissionLimits};
 use super::handshake::{self, HandshakeError};
 use super::peer::{self, CloseReason, Handler, Peer, PeerConfig, PeerMeta, PeerRole};
 use super::registry::{EdgeInfo, Registry};
 use super::{LinkError, LinkTiming, tls};
 use crate::secret::LinkKey;
-use crate::util::{FailureThrottle, ThrottlePolicy};
+use crate::util::{Admission, AdmissionLimits, FailureThrottle, ThrottlePolicy};
 
 /// Where the master finds an edge's link key.
 pub trait KeyLookup: Send + Sync + 'static {

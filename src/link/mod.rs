@@ -21,7 +21,6 @@
 //! Shutdown: every loop selects on a `CancellationToken`; closing a peer
 //! cancels its reader, writer and running handlers.
 
-pub mod admission;
 pub mod edge;
 pub mod handshake;
 pub mod master;
@@ -32,7 +31,7 @@ pub mod tls;
 
 use std::time::Duration;
 
-pub use admission::AdmissionLimits;
+pub use crate::util::AdmissionLimits;
 pub use edge::{EdgeLinkConfig, EdgeLinkEvent};
 pub use master::{KeyLookup, MasterLinkConfig, MasterLinkEvent};
 pub use peer::{CallError, CloseReason, Handler, Peer, PeerConfig, PeerRole, RequestCtx};

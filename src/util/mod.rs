@@ -1,12 +1,15 @@
 //! Small helpers every layer may use: one place for each (error chains,
-//! wall-clock milliseconds, locks, the failure throttle). Nothing here
+//! wall-clock milliseconds, locks, the failure throttle, connection
+//! admission). Nothing here
 //! names another module of this crate.
 
+mod admission;
 mod error_chain;
 mod sync;
 mod throttle;
 mod time;
 
+pub use admission::{Admission, AdmissionLimits, Refusal, Ticket};
 pub use error_chain::describe;
 pub use sync::{Unpoisoned, UnpoisonedRw};
 pub use throttle::{FailureThrottle, ThrottlePolicy, source_of};

@@ -11,6 +11,7 @@
 mod documents;
 #[path = "../support/http.rs"]
 mod http;
+mod limits;
 mod live;
 mod openapi;
 mod server;

@@ -1,20 +1,20 @@
-//! Who may start a handshake: a bound on connections that have not yet
-//! authenticated, in all and per source address, so a flood of silent or
-//! slow sockets costs a fixed amount of memory and descriptors and cannot
-//! crowd out edges from other addresses.
+//! A bound on connections a stranger can open, in all and per source
+//! address: the link's connections that have not yet authenticated, and the
+//! API's open connections. A flood of silent or slow sockets costs a fixed
+//! amount of memory and descriptors and cannot crowd out other addresses.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use crate::util::{Unpoisoned, source_of};
+use super::{Unpoisoned, source_of};
 
-/// Limits on unauthenticated connections.
+/// Limits on connections held at once.
 #[derive(Debug, Clone, Copy)]
 pub struct AdmissionLimits {
-    /// Connections between accept and authentication, in all. More are
-    /// closed at once (the edge retries in a few seconds).
+    /// Connections held at once, in all. More are closed at once (an edge
+    /// retries in a few seconds; an HTTP client sees a reset).
     pub max_unauthenticated: usize,
     /// The same, per source address (IPv6 per /64): one host cannot take
     /// every slot.
@@ -22,6 +22,7 @@ pub struct AdmissionLimits {
 }
 
 impl Default for AdmissionLimits {
+    /// The link's defaults: 1,024 handshakes in progress, 64 per source.
     fn default() -> Self {
         Self {
             max_unauthenticated: 1024,
@@ -48,69 +49,71 @@ impl Refusal {
     }
 }
 
-/// The unauthenticated connections now open, by source.
+/// The connections now held, by source. Clones share the count.
+#[derive(Debug, Clone)]
+pub struct Admission(Arc<Counts>);
+
 #[derive(Debug)]
-pub(crate) struct Admission {
+struct Counts {
     limits: AdmissionLimits,
     open: Mutex<(usize, HashMap<IpAddr, usize>)>,
     refused: AtomicU64,
 }
 
-/// A slot held from accept until authentication ends either way.
+/// A slot, given back when dropped.
 #[derive(Debug)]
-pub(crate) struct Ticket<'a> {
-    admission: &'a Admission,
+pub struct Ticket {
+    counts: Arc<Counts>,
     source: IpAddr,
 }
 
 impl Admission {
-    pub(crate) fn new(limits: AdmissionLimits) -> Self {
-        Self {
+    pub fn new(limits: AdmissionLimits) -> Self {
+        Self(Arc::new(Counts {
             limits,
             open: Mutex::new((0, HashMap::new())),
             refused: AtomicU64::new(0),
-        }
+        }))
     }
 
-    pub(crate) fn try_admit(&self, ip: IpAddr) -> Result<Ticket<'_>, Refusal> {
+    pub fn try_admit(&self, ip: IpAddr) -> Result<Ticket, Refusal> {
         let source = source_of(ip);
-        let mut open = self.open.lock_unpoisoned();
+        let c = &self.0;
+        let mut open = c.open.lock_unpoisoned();
         let (total, by_source) = &mut *open;
-        let refusal = if *total >= self.limits.max_unauthenticated {
+        let refusal = if *total >= c.limits.max_unauthenticated {
             Some(Refusal::Full)
-        } else if by_source.get(&source).copied().unwrap_or(0) >= self.limits.per_source {
+        } else if by_source.get(&source).copied().unwrap_or(0) >= c.limits.per_source {
             Some(Refusal::SourceFull)
         } else {
             None
         };
         if let Some(r) = refusal {
-            self.refused.fetch_add(1, Ordering::Relaxed);
+            c.refused.fetch_add(1, Ordering::Relaxed);
             return Err(r);
         }
         *total += 1;
         *by_source.entry(source).or_default() += 1;
         Ok(Ticket {
-            admission: self,
+            counts: c.clone(),
             source,
         })
     }
 
     /// Connections refused since start.
-    #[cfg(test)]
-    pub(crate) fn refused(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
+    pub fn refused(&self) -> u64 {
+        self.0.refused.load(Ordering::Relaxed)
     }
 
     /// Unauthenticated connections open now.
-    #[cfg(test)]
-    pub(crate) fn open(&self) -> usize {
-        self.open.lock_unpoisoned().0
+    pub fn open(&self) -> usize {
+        self.0.open.lock_unpoisoned().0
     }
 }
 
-impl Drop for Ticket<'_> {
+impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut open = self.admission.open.lock_unpoisoned();
+        let mut open = self.counts.open.lock_unpoisoned();
         let (total, by_source) = &mut *open;
         *total = total.saturating_sub(1);
         if let Some(n) = by_source.get_mut(&self.source) {
