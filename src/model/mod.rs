@@ -84,6 +84,10 @@ pub struct ValidationContext {
     /// `None` skips the driver check (an edge validating replicated data, or a
     /// tool without the modules directory).
     pub drivers: Option<std::collections::BTreeSet<String>>,
+    /// The modules directory `drivers` was read from: a name missing from
+    /// `drivers` is looked up there again, so a driver file added since
+    /// (a repository pull, a copy) is accepted at once.
+    pub dir: Option<std::path::PathBuf>,
 }
 
 impl ValidationContext {
@@ -101,7 +105,19 @@ impl ValidationContext {
         }
         Ok(Self {
             drivers: Some(drivers),
+            dir: Some(dir.to_path_buf()),
         })
+    }
+
+    /// The driver file `name` exists: listed when the context was made, or
+    /// in the modules directory now. `name` has passed `check_driver_name`,
+    /// so it cannot leave the directory.
+    pub fn has_driver(&self, name: &str) -> bool {
+        match &self.drivers {
+            None => true,
+            Some(drivers) if drivers.contains(name) => true,
+            Some(_) => self.dir.as_ref().is_some_and(|d| d.join(name).is_file()),
+        }
     }
 }
 
