@@ -313,7 +313,7 @@ pub(super) struct ExecOut {
 /// Executes a public function of a module, wherever it runs.
 #[utoipa::path(post, path = "/api/v1/modules/{id}/exec", tag = "modules",
     params(("id" = Uuid, Path), DeadlineQuery), request_body = ExecBody,
-    responses((status = 200, body = ExecOut), (status = 307, description = "edge with redirect_to_master: the master controls this"), (status = 403), (status = 404), (status = 502), (status = 503), (status = 504)),
+    responses((status = 200, body = ExecOut), (status = 307, description = "edge with redirect_to_master: the master controls this"), (status = 403), (status = 404), (status = 409, description = "the module exists but does not run here (disabled, in no system, driver failed)"), (status = 502), (status = 503), (status = 504)),
     security(("bearer" = [])))]
 async fn exec(
     State(s): State<Arc<ApiState>>,
@@ -323,10 +323,13 @@ async fn exec(
     uri: Uri,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let (_, route) = module_route(&s, id).await?;
+    let (module, route) = module_route(&s, id).await?;
     caller.require_operator(route.location.as_ref())?;
     if let Some(r) = redirect(&s, &route, &uri) {
         return Ok(r);
+    }
+    if route.local(s.role) && ops(&s)?.runtime.module_info(id).is_none() {
+        return Err(not_running(&s, &module, &ops(&s)?.runtime).await);
     }
     let call: ExecBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!("the body must be {{\"method\", \"args\"}}: {e}"))
@@ -443,20 +446,23 @@ pub(super) struct StatusValue {
 /// One status variable of a module.
 #[utoipa::path(get, path = "/api/v1/modules/{id}/status/{key}", tag = "modules",
     params(("id" = Uuid, Path), ("key" = String, Path)),
-    responses((status = 200, body = StatusValue), (status = 404), (status = 503)), security(("bearer" = [])))]
+    responses((status = 200, body = StatusValue), (status = 404), (status = 409), (status = 503)), security(("bearer" = [])))]
 async fn status_key(
     State(s): State<Arc<ApiState>>,
     _caller: Caller,
     Path((id, key)): Path<(Uuid, String)>,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let (_, route) = module_route(&s, id).await?;
+    let (module, route) = module_route(&s, id).await?;
     if let Some(r) = redirect(&s, &route, &uri) {
         return Ok(r);
     }
     let value = if route.local(s.role) {
-        ops(&s)?
-            .runtime
+        let runtime = &ops(&s)?.runtime;
+        if runtime.module_info(id).is_none() {
+            return Err(not_running(&s, &module, runtime).await);
+        }
+        runtime
             .status_key(id, &key)
             .map_err(|e| wire_to_api(exec_err(e)))?
             .unwrap_or_default()

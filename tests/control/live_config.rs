@@ -253,6 +253,25 @@ async fn the_status_of_a_module_that_does_not_run_says_why() {
     let r = status(&alone).await;
     assert_eq!(r.status, 409, "{}", r.body);
     assert!(r.body.contains("not in any system"), "{}", r.body);
+    // Exec and one status variable say the same.
+    let r = call(
+        m,
+        "POST",
+        &format!("/api/v1/modules/{disabled}/exec"),
+        Some(&json!({"method": "send"}).to_string()),
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("disabled"), "{}", r.body);
+    let r = call(
+        m,
+        "GET",
+        &format!("/api/v1/modules/{alone}/status/power"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("not in any system"), "{}", r.body);
     let r = status(&gone).await;
     assert_eq!(r.status, 409, "{}", r.body);
     assert!(r.body.contains("driver failed"), "{}", r.body);
