@@ -84,9 +84,9 @@ pub struct ValidationContext {
     /// `None` skips the driver check (an edge validating replicated data, or a
     /// tool without the modules directory).
     pub drivers: Option<std::collections::BTreeSet<String>>,
-    /// The modules directory `drivers` was read from: a name missing from
-    /// `drivers` is looked up there again, so a driver file added since
-    /// (a repository pull, a copy) is accepted at once.
+    /// The modules directory `drivers` was read from: names are looked up
+    /// there at each validation, so a driver file added since (a
+    /// repository pull, a copy) is accepted at once.
     pub dir: Option<std::path::PathBuf>,
 }
 
@@ -109,14 +109,15 @@ impl ValidationContext {
         })
     }
 
-    /// The driver file `name` exists: listed when the context was made, or
-    /// in the modules directory now. `name` has passed `check_driver_name`,
-    /// so it cannot leave the directory.
+    /// The driver file `name` exists: in the modules directory now when the
+    /// context knows it (a driver added or removed since is seen at once),
+    /// else in the list it was made with. `name` has passed
+    /// `check_driver_name`, so it cannot leave the directory.
     pub fn has_driver(&self, name: &str) -> bool {
-        match &self.drivers {
-            None => true,
-            Some(drivers) if drivers.contains(name) => true,
-            Some(_) => self.dir.as_ref().is_some_and(|d| d.join(name).is_file()),
+        match (&self.dir, &self.drivers) {
+            (Some(dir), _) => dir.join(name).is_file(),
+            (None, Some(drivers)) => drivers.contains(name),
+            (None, None) => true,
         }
     }
 }

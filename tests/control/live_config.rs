@@ -138,6 +138,10 @@ async fn a_driver_file_added_after_start_can_be_used_at_once() {
     std::fs::copy(repo_driver("line.lua"), dir.join("signage.lua")).unwrap();
     let r = call(master.api_addr, "POST", "/api/v1/modules", Some(&module)).await;
     assert_eq!(r.status, 201, "{}", r.body);
+    // Removed: refused again.
+    std::fs::remove_file(dir.join("signage.lua")).unwrap();
+    let r = call(master.api_addr, "POST", "/api/v1/modules", Some(&module)).await;
+    assert_eq!(r.status, 422, "{}", r.body);
     master.stop().await;
 }
 
