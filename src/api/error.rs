@@ -37,9 +37,17 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     Timeout(String),
+    /// The master is in its boot wait and has not decided who controls
+    /// this yet: 503 with `Retry-After`.
+    #[error("{0}")]
+    Booting(String),
     #[error("internal error")]
     Internal(String),
 }
+
+/// Seconds a caller is told to wait while the master boots (edges retry
+/// every 3 s, so the boot wait decides within a few seconds).
+const RETRY_AFTER_BOOT: &str = "2";
 
 /// The JSON body of every error answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -84,7 +92,7 @@ impl IntoResponse for ApiError {
             ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             ApiError::ReadOnly => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Booting(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(cause) => {
@@ -102,10 +110,18 @@ impl IntoResponse for ApiError {
                 .collect(),
             _ => Vec::new(),
         };
+        let booting = matches!(self, ApiError::Booting(_));
         let body = ErrorBody {
             error: self.to_string(),
             fields,
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if booting {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(RETRY_AFTER_BOOT),
+            );
+        }
+        response
     }
 }

@@ -89,6 +89,14 @@ impl ApiState {
         })
     }
 
+    /// The master is in its boot wait.
+    pub fn booting(&self) -> bool {
+        self.ops
+            .as_ref()
+            .and_then(|o| o.control.as_ref())
+            .is_some_and(|c| !c.booted())
+    }
+
     /// Documents and keys are written on the master only; an edge holds a
     /// replica.
     pub fn require_writable(&self) -> Result<(), ApiError> {
@@ -136,7 +144,9 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
-    /// `ok`, or `degraded` when the store does not answer.
+    /// `booting` during the master's boot wait (reads are served, device
+    /// calls on undecided sites answer 503), then `ok`, or `degraded` when
+    /// the store does not answer.
     pub status: &'static str,
     /// `master` or `edge`.
     pub role: &'static str,
@@ -149,7 +159,11 @@ pub struct Health {
 async fn health(State(s): State<Arc<ApiState>>) -> Response {
     let store_ok = s.store.last_seq().await.is_ok();
     let body = Health {
-        status: if store_ok { "ok" } else { "degraded" },
+        status: match (store_ok, s.booting()) {
+            (false, _) => "degraded",
+            (true, true) => "booting",
+            (true, false) => "ok",
+        },
         role: match s.role {
             Role::Master => "master",
             Role::Edge => "edge",

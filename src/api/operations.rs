@@ -187,6 +187,11 @@ pub(super) async fn proxy(
         _ => None,
     };
     let Some(peer) = peer else {
+        if state.role == Role::Master && state.booting() {
+            return Err(ApiError::Booting(format!(
+                "the master is starting and has not decided who controls {name} yet; retry shortly"
+            )));
+        }
         let since = match location {
             Some(l) => state
                 .store
@@ -197,7 +202,7 @@ pub(super) async fn proxy(
             None => String::new(),
         };
         return Err(ApiError::Unavailable(format!(
-            "{name} controls this{since} and is not reachable from here"
+            "site controlled by {name}{since}, which is not reachable from here"
         )));
     };
     peer.request(body, deadline).await.map_err(|e| match e {
@@ -308,7 +313,7 @@ pub(super) struct ExecOut {
 /// Executes a public function of a module, wherever it runs.
 #[utoipa::path(post, path = "/api/v1/modules/{id}/exec", tag = "modules",
     params(("id" = Uuid, Path), DeadlineQuery), request_body = ExecBody,
-    responses((status = 200, body = ExecOut), (status = 307, description = "edge with redirect_to_master: the master controls this"), (status = 403), (status = 404), (status = 502), (status = 503), (status = 504)),
+    responses((status = 200, body = ExecOut), (status = 307, description = "edge with redirect_to_master: the master controls this"), (status = 403), (status = 404), (status = 409, description = "the module exists but does not run here (disabled, in no system, driver failed)"), (status = 502), (status = 503), (status = 504)),
     security(("bearer" = [])))]
 async fn exec(
     State(s): State<Arc<ApiState>>,
@@ -318,10 +323,13 @@ async fn exec(
     uri: Uri,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let (_, route) = module_route(&s, id).await?;
+    let (module, route) = module_route(&s, id).await?;
     caller.require_operator(route.location.as_ref())?;
     if let Some(r) = redirect(&s, &route, &uri) {
         return Ok(r);
+    }
+    if route.local(s.role) && ops(&s)?.runtime.module_info(id).is_none() {
+        return Err(not_running(&s, &module, &ops(&s)?.runtime).await);
     }
     let call: ExecBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!("the body must be {{\"method\", \"args\"}}: {e}"))
@@ -359,22 +367,26 @@ async fn exec(
 
 /// Every status variable of a module.
 #[utoipa::path(get, path = "/api/v1/modules/{id}/status", tag = "modules", params(("id" = Uuid, Path)),
-    responses((status = 200, body = Object), (status = 404), (status = 503)), security(("bearer" = [])))]
+    responses((status = 200, body = Object), (status = 404, description = "no such module"),
+        (status = 409, description = "the module exists but does not run here: disabled, in no system, or its driver failed"),
+        (status = 503, description = "the side that controls it is not reachable, or the master is booting (Retry-After)")),
+    security(("bearer" = [])))]
 async fn status(
     State(s): State<Arc<ApiState>>,
     _caller: Caller,
     Path(id): Path<Uuid>,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let (_, route) = module_route(&s, id).await?;
+    let (module, route) = module_route(&s, id).await?;
     if let Some(r) = redirect(&s, &route, &uri) {
         return Ok(r);
     }
     let values = if route.local(s.role) {
-        ops(&s)?
-            .runtime
-            .status(id)
-            .map_err(|e| wire_to_api(exec_err(e)))?
+        let runtime = &ops(&s)?.runtime;
+        match runtime.status(id) {
+            Ok(values) => values,
+            Err(_) => return Err(not_running(&s, &module, runtime).await),
+        }
     } else {
         match proxy(
             &s,
@@ -398,6 +410,31 @@ async fn status(
     Ok(tagged(&s, &route, Json(values)))
 }
 
+/// Why a module that exists is not running on this side: 409 naming the
+/// reason (disabled, in no system, its driver failed), 503 while the
+/// master boots or when it is simply not loaded here yet.
+async fn not_running(s: &ApiState, module: &Module, runtime: &Runtime) -> ApiError {
+    let name = format!("module '{}' ({})", module.name, module.id);
+    if !module.enabled {
+        return ApiError::Conflict(format!("{name} is not running: disabled"));
+    }
+    let systems = s.cache.referencing(&s.store, Kind::System, module.id).await;
+    if systems.as_ref().is_ok_and(Vec::is_empty) {
+        return ApiError::Conflict(format!("{name} is not running: not in any system"));
+    }
+    let driver = runtime.config().modules_dir.join(&module.driver);
+    if !driver.is_file() {
+        return ApiError::Conflict(format!(
+            "{name} is not running: driver failed: '{}' does not exist in modules/",
+            module.driver
+        ));
+    }
+    if s.booting() {
+        return ApiError::Booting(format!("{name} is not running yet: the master is starting"));
+    }
+    ApiError::Unavailable(format!("{name} is not loaded on this {} yet", side(s.role)))
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct StatusValue {
     pub key: String,
@@ -409,20 +446,23 @@ pub(super) struct StatusValue {
 /// One status variable of a module.
 #[utoipa::path(get, path = "/api/v1/modules/{id}/status/{key}", tag = "modules",
     params(("id" = Uuid, Path), ("key" = String, Path)),
-    responses((status = 200, body = StatusValue), (status = 404), (status = 503)), security(("bearer" = [])))]
+    responses((status = 200, body = StatusValue), (status = 404), (status = 409), (status = 503)), security(("bearer" = [])))]
 async fn status_key(
     State(s): State<Arc<ApiState>>,
     _caller: Caller,
     Path((id, key)): Path<(Uuid, String)>,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let (_, route) = module_route(&s, id).await?;
+    let (module, route) = module_route(&s, id).await?;
     if let Some(r) = redirect(&s, &route, &uri) {
         return Ok(r);
     }
     let value = if route.local(s.role) {
-        ops(&s)?
-            .runtime
+        let runtime = &ops(&s)?.runtime;
+        if runtime.module_info(id).is_none() {
+            return Err(not_running(&s, &module, runtime).await);
+        }
+        runtime
             .status_key(id, &key)
             .map_err(|e| wire_to_api(exec_err(e)))?
             .unwrap_or_default()

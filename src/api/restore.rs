@@ -28,6 +28,12 @@ pub trait ControlLoop: Send + Sync + 'static {
 
     /// When (control clock, ms) the master takes over a lost site, if due.
     fn takeover_due(&self, edge_id: Uuid) -> Option<i64>;
+
+    /// False during the master's boot wait: control of missing sites is
+    /// not decided yet.
+    fn booted(&self) -> bool {
+        true
+    }
 }
 
 /// Why a restore was not done.

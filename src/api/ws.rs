@@ -10,8 +10,9 @@
 //! (operators of the module's location), `{"op":"subscribe","id":3,"topic":"control"}`
 //! and `{"op":"unsubscribe","id":1}`. Every answer carries the
 //! subscription's `id` and a `type`: `subscribed`, `status` (first the
-//! current value or values, then each change), `debug`, `control` (a change
-//! of controller), `link` (an edge, or on an edge the master, connected or
+//! current value or values, then each change), `debug`, `control` (first
+//! the current controller of every location, marked `"current": true`, then
+//! each change of controller), `link` (an edge, or on an edge the master, connected or
 //! lost), `unsubscribed`, `error`.
 //!
 //! Where the data comes from: modules this process runs, its runtime; on a
@@ -739,12 +740,47 @@ impl Sub {
         }
     }
 
+    /// The current controller of every edge location (every key may read
+    /// the locations), as `control` messages with `"current": true`.
+    async fn current_controllers(&self) -> Result<Vec<Value>, ApiError> {
+        let docs = self.state.store.list_all(crate::model::Kind::Edge).await?;
+        let states: std::collections::HashMap<Uuid, crate::store::ControlState> = self
+            .state
+            .store
+            .control_states()
+            .await?
+            .into_iter()
+            .map(|c| (c.edge_id, c))
+            .collect();
+        Ok(docs
+            .iter()
+            .map(|d| {
+                let state = states.get(&d.id);
+                json!({
+                    "type": "control",
+                    "current": true,
+                    "edge_id": d.id,
+                    "epoch": state.map_or(0, |c| c.epoch),
+                    // Until a change is recorded, an edge runs its own site.
+                    "to": state.map_or("edge", |c| c.controller.as_str()),
+                    "at_ms": state.map(|c| c.since_ms),
+                })
+            })
+            .collect())
+    }
+
     async fn control(&self) -> Result<(), ApiError> {
         let mut control = self.state.store.subscribe_control();
         let ops = self.state.ops.as_ref();
         let mut links = ops.and_then(|o| o.links.as_ref()).map(|l| l.subscribe());
         let mut master = ops.and_then(|o| o.master.clone());
         self.send(json!({"type": "subscribed"}));
+        // Subscribed before reading, so no change falls between the two.
+        for msg in self.current_controllers().await? {
+            if !self.send(msg) {
+                return Ok(());
+            }
+        }
         loop {
             let msg = tokio::select! {
                 () = self.token.cancelled() => return Ok(()),

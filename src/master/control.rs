@@ -10,8 +10,16 @@
 //!   edge never answers, only after its link is declared dead).
 //! - **On loss** of a location with `failover = true` it waits
 //!   `failover_timeout_ms` (on the [`Clock`]) and takes over; a link that
-//!   comes back first cancels that. At boot, locations whose edge did not
-//!   come within the boot wait are taken over at once.
+//!   comes back first cancels that. At boot, a location whose edge did not
+//!   come within the boot wait is taken over once its own
+//!   `failover_timeout_ms` has passed since the master started (or since
+//!   the edge was last seen by this master, if later).
+//! - **Edits of a location** (its window, time zone, failover switch and
+//!   timeout) take effect at once: the store's change feed wakes the
+//!   location's task, which reschedules its window and its takeover.
+//!   Turning failover on for a lost edge counts from when it was lost;
+//!   turning it off cancels a pending takeover but never drops a site the
+//!   master already holds.
 //! - **Restore**: when a restore window opens while the master holds the
 //!   site and the edge is connected, or when an operator restores it, the
 //!   master stops its copies and then hands control to the edge.
@@ -56,6 +64,8 @@ enum Msg {
     Restore(oneshot::Sender<Result<ControlRecord, RestoreError>>),
     /// The boot wait ended and the edge had not come.
     MissingAtBoot,
+    /// The location's document changed (or may have): reschedule.
+    Edited,
 }
 
 struct ControlShared {
@@ -63,6 +73,8 @@ struct ControlShared {
     runtime: Runtime,
     clock: Clock,
     max_changes: u32,
+    /// When this master started (clock ms): the boot rule counts from it.
+    started_ms: i64,
     booted: AtomicBool,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -72,6 +84,8 @@ struct ControlShared {
     states: RwLock<HashMap<Uuid, ControlState>>,
     /// Takeovers scheduled, by location (clock ms).
     due: RwLock<HashMap<Uuid, i64>>,
+    /// Since when each absent edge has been away (clock ms).
+    absent: RwLock<HashMap<Uuid, i64>>,
 }
 
 /// A handle on the master's control loop.
@@ -90,6 +104,7 @@ impl Control {
         Control(Arc::new(ControlShared {
             store,
             runtime,
+            started_ms: clock.now_ms(),
             clock,
             max_changes,
             booted: AtomicBool::new(false),
@@ -98,6 +113,7 @@ impl Control {
             actors: Mutex::new(HashMap::new()),
             states: RwLock::new(HashMap::new()),
             due: RwLock::new(HashMap::new()),
+            absent: RwLock::new(HashMap::new()),
         }))
     }
 
@@ -124,13 +140,50 @@ impl Control {
         Ok(())
     }
 
-    /// The boot wait is over: take over the locations whose edge did not
-    /// come (where failover allows), then negotiate as a booted master.
+    /// The boot wait is over: schedule the takeover of the locations whose
+    /// edge did not come (where failover allows, each at its own timeout),
+    /// then negotiate as a booted master.
     pub fn booted(&self, missing: &[Uuid]) {
         for id in missing {
             self.send(*id, Msg::MissingAtBoot);
         }
         self.0.booted.store(true, Ordering::Release);
+    }
+
+    /// True once the boot wait is over.
+    pub fn is_booted(&self) -> bool {
+        self.0.booted.load(Ordering::Acquire)
+    }
+
+    /// Follows the store's change feed from `after` and wakes the task of
+    /// every edge location that changed, so edits take effect at once.
+    /// Commits through this process wake it at once; other processes'
+    /// (`outpost admin import`) within `poll`.
+    pub async fn follow_locations(self, mut after: i64, poll: Duration) {
+        let mut commits = self.0.store.subscribe_commits();
+        loop {
+            tokio::select! {
+                () = self.0.stop.cancelled() => return,
+                r = commits.changed() => if r.is_err() { return },
+                () = tokio::time::sleep(poll) => {}
+            }
+            loop {
+                let docs = match self.0.store.changes_since(after, 500).await {
+                    Ok(docs) => docs,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot read the change feed for now");
+                        break;
+                    }
+                };
+                let Some(last) = docs.last().map(|d| d.seq) else {
+                    break;
+                };
+                after = last;
+                for d in docs.iter().filter(|d| d.kind == Kind::Edge.as_str()) {
+                    self.send(d.id, Msg::Edited);
+                }
+            }
+        }
     }
 
     /// Follows the link's events until they end (also publishing them to
@@ -192,6 +245,13 @@ impl Control {
         self.0.due.read_unpoisoned().get(&edge_id).copied()
     }
 
+    /// Since when (clock ms) the edge of a location has been away from
+    /// this master: its start, or when its link was lost; `None` while it
+    /// is connected (or its task has not started).
+    pub fn absent_since(&self, edge_id: Uuid) -> Option<i64> {
+        self.0.absent.read_unpoisoned().get(&edge_id).copied()
+    }
+
     /// Refuses a request from `edge_id`'s link that carries an epoch other
     /// than the location's current one.
     pub fn check_epoch(&self, edge_id: Uuid, sent: Option<u64>) -> Result<(), WireError> {
@@ -224,6 +284,9 @@ impl Control {
             link: None,
             running,
             failover_at: None,
+            absent_since: Some(self.0.started_ms),
+            watching: false,
+            seen: false,
             retry_at: None,
             recent: VecDeque::new(),
         };
@@ -241,6 +304,14 @@ struct Location {
     running: bool,
     /// Take over at this time (clock ms) unless the edge comes back.
     failover_at: Option<i64>,
+    /// Since when the edge has been away (clock ms): the master's start,
+    /// or when its link was lost; `None` while connected.
+    absent_since: Option<i64>,
+    /// Failover applies to this absence (the link was lost, or the boot
+    /// wait ended without the edge).
+    watching: bool,
+    /// The edge connected to this master at least once.
+    seen: bool,
     /// Try a due hand-back again at this time.
     retry_at: Option<i64>,
     /// When the recent changes of controller happened (hold-down).
@@ -249,6 +320,7 @@ struct Location {
 
 impl Location {
     async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Msg>) {
+        self.set_absent(self.absent_since);
         if let Ok(log) = self.sh.store.control_log(self.id, None, 64).await {
             let since = self.sh.clock.now_ms() - HOLD_DOWN_PERIOD_MS;
             self.recent = log
@@ -288,6 +360,15 @@ impl Location {
         match at {
             Some(at) => due.insert(self.id, at),
             None => due.remove(&self.id),
+        };
+    }
+
+    fn set_absent(&mut self, since: Option<i64>) {
+        self.absent_since = since;
+        let mut absent = self.sh.absent.write_unpoisoned();
+        match since {
+            Some(at) => absent.insert(self.id, at),
+            None => absent.remove(&self.id),
         };
     }
 
@@ -331,6 +412,9 @@ impl Location {
         match msg {
             Msg::LinkUp { peer } => {
                 self.set_due(None);
+                self.set_absent(None);
+                self.watching = false;
+                self.seen = true;
                 self.retry_at = None;
                 self.link = Some(peer.clone());
                 self.negotiate(&peer).await;
@@ -341,6 +425,8 @@ impl Location {
                 }
                 self.link = None;
                 self.retry_at = None;
+                self.set_absent(Some(self.sh.clock.now_ms()));
+                self.watching = true;
                 if self.holds() {
                     // The edge went silent before it confirmed a release:
                     // its link is now declared dead, so the devices are ours.
@@ -349,26 +435,15 @@ impl Location {
                     }
                     return;
                 }
-                match self.location().await {
-                    Some(l) if l.failover => {
-                        let at = self.sh.clock.now_ms() + l.failover_timeout_ms as i64;
-                        tracing::info!(edge = %self.id, timeout_ms = l.failover_timeout_ms, "takeover scheduled unless the edge returns");
-                        self.set_due(Some(at));
-                    }
-                    Some(_) => {
-                        tracing::info!(edge = %self.id, "failover is off for this location: the master will not take over")
-                    }
-                    None => {}
-                }
+                self.schedule(true).await;
             }
             Msg::MissingAtBoot => {
-                if self.link.is_none()
-                    && !self.holds()
-                    && self.location().await.is_some_and(|l| l.failover)
-                {
-                    self.take_over(Reason::Boot).await;
+                if self.link.is_none() {
+                    self.watching = true;
+                    self.schedule(true).await;
                 }
             }
+            Msg::Edited => self.schedule(false).await,
             Msg::Restore(reply) => {
                 let result = if !self.holds() {
                     Err(RestoreError::NotHeld(self.id))
@@ -387,7 +462,12 @@ impl Location {
         if self.failover_at.is_some_and(|t| t <= now) {
             self.set_due(None);
             if self.link.is_none() && !self.holds() {
-                self.take_over(Reason::FailoverTimeout).await;
+                let reason = if self.seen {
+                    Reason::FailoverTimeout
+                } else {
+                    Reason::Boot
+                };
+                self.take_over(reason).await;
             }
         }
         if self.retry_at.is_some_and(|t| t <= now) {
@@ -405,6 +485,36 @@ impl Location {
             tracing::warn!(edge = %self.id, error = %e, "hand-back at the window failed; retrying");
             self.retry_at = Some(self.sh.clock.now_ms() + RETRY_MS);
         }
+    }
+
+    /// Sets (or cancels) the takeover of an absent edge from the
+    /// location's current document: due `failover_timeout_ms` after the
+    /// edge went away (the master's start for an edge never seen since).
+    /// The window needs nothing here: the task's loop recomputes it.
+    async fn schedule(&mut self, log: bool) {
+        let (Some(since), true, None) = (self.absent_since, self.watching, &self.link) else {
+            return;
+        };
+        if self.holds() {
+            return; // a site the master holds is never dropped here
+        }
+        let location = self.location().await;
+        let at = match &location {
+            Some(l) if l.failover => Some(since + l.failover_timeout_ms as i64),
+            _ => None,
+        };
+        if at != self.failover_at || log {
+            match (at, &location) {
+                (Some(at), Some(l)) => {
+                    tracing::info!(edge = %self.id, timeout_ms = l.failover_timeout_ms, due_ms = at, "takeover scheduled unless the edge returns")
+                }
+                (None, Some(_)) => {
+                    tracing::info!(edge = %self.id, "failover is off for this location: the master will not take over")
+                }
+                _ => {}
+            }
+        }
+        self.set_due(at);
     }
 
     /// Asks the edge what it runs, decides, and carries the decision out.
@@ -659,5 +769,9 @@ impl ControlLoop for Control {
 
     fn takeover_due(&self, edge_id: Uuid) -> Option<i64> {
         Control::takeover_due(self, edge_id)
+    }
+
+    fn booted(&self) -> bool {
+        self.is_booted()
     }
 }

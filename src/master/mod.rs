@@ -4,7 +4,8 @@
 //! Boot follows the design's order (see [`crate::boot`]): certificates,
 //! store, boot plan (edge locations, their systems, the set of edge-owned
 //! modules, the master's own modules), start the master's modules, listen
-//! for edges and wait up to `boot_wait_ms` for them, then serve the API.
+//! for edges, serve the API (reads at once; `health` says `booting`), and
+//! wait up to `boot_wait_ms` for edges before deciding about missing ones.
 
 mod control;
 mod handler;
@@ -33,6 +34,10 @@ use crate::control::Clock;
 use crate::link::{MasterLinkConfig, Registry};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::Store;
+
+/// How often the control loop reads the change feed for location edits
+/// committed by another process (this process's commits wake it at once).
+const LOCATION_POLL: Duration = Duration::from_secs(1);
 
 /// A running master.
 pub struct Master {
@@ -65,6 +70,8 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
     certs::install_crypto_provider();
     ensure_certificates(&config)?;
     let store = boot::open_store(&config).await?;
+    // Location edits after this point reach the control loop.
+    let feed_from = store.last_seq().await?;
     let plan = boot::plan_master(&store).await?;
     tracing::info!(
         edges = plan.edges.len(),
@@ -88,19 +95,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
         }
     }
 
-    let link = MasterLinkConfig::from_config(&config)
-        .map_err(|e| ConfigError::new("tls_cert", e.to_string()))?;
-    let listener = tokio::net::TcpListener::bind(config.link_addr)
-        .await
-        .map_err(|e| {
-            ConfigError::new(
-                "link_addr",
-                format!("cannot listen on {}: {e}", config.link_addr),
-            )
-        })?;
-    let link_addr = listener
-        .local_addr()
-        .map_err(|e| ConfigError::new("link_addr", e.to_string()))?;
+    let (link, listener, link_addr) = bind_link(&config).await?;
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -162,7 +157,21 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
         registry.clone(),
         stop.clone(),
     ));
+    tasks.spawn(control.clone().follow_locations(feed_from, LOCATION_POLL));
     tracing::info!(link = %link_addr, "listening for edges");
+
+    // The API answers from the first second: reads at once, device calls
+    // on sites not decided yet 503 with Retry-After until the boot wait ends.
+    let ops = api::Ops {
+        edge_status: Some(edge_status),
+        edge_events: Some(edge_events.clone()),
+        links: Some(links),
+        control: Some(Arc::new(control.clone())),
+        edge_id: None,
+        ..api::Ops::new(runtime.clone(), Some(registry.clone()), &config)
+    };
+    let api = api::start(&config, &store, Role::Master, ops).await?;
+    tracing::info!(api = %api.addr, "API serving while the master boots");
 
     // Edges retry every few seconds: give each a chance before deciding
     // anything about the ones that did not come.
@@ -173,16 +182,6 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
         tracing::warn!(missing = ?missing_at_boot, "edge locations not connected after the boot wait");
     }
     control.booted(&missing_at_boot);
-
-    let ops = api::Ops {
-        edge_status: Some(edge_status),
-        edge_events: Some(edge_events.clone()),
-        links: Some(links),
-        control: Some(Arc::new(control.clone())),
-        edge_id: None,
-        ..api::Ops::new(runtime.clone(), Some(registry.clone()), &config)
-    };
-    let api = api::start(&config, &store, Role::Master, ops).await?;
     tracing::info!(api = %api.addr, link = %link_addr, "master ready");
     Ok(Master {
         api_addr: api.addr,
@@ -198,6 +197,33 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
         tasks,
         grace: Duration::from_millis(config.shutdown_grace_ms),
     })
+}
+
+/// The link's TLS settings and its listening socket.
+async fn bind_link(
+    config: &Config,
+) -> Result<
+    (
+        MasterLinkConfig,
+        tokio::net::TcpListener,
+        std::net::SocketAddr,
+    ),
+    ConfigError,
+> {
+    let link = MasterLinkConfig::from_config(config)
+        .map_err(|e| ConfigError::new("tls_cert", e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(config.link_addr)
+        .await
+        .map_err(|e| {
+            ConfigError::new(
+                "link_addr",
+                format!("cannot listen on {}: {e}", config.link_addr),
+            )
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ConfigError::new("link_addr", e.to_string()))?;
+    Ok((link, listener, addr))
 }
 
 impl Master {

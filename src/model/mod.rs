@@ -97,6 +97,10 @@ pub struct ValidationContext {
     /// `None` skips the driver check (an edge validating replicated data, or a
     /// tool without the modules directory).
     pub drivers: Option<std::collections::BTreeSet<String>>,
+    /// The modules directory `drivers` was read from: names are looked up
+    /// there at each validation, so a driver file added since (a
+    /// repository pull, a copy) is accepted at once.
+    pub dir: Option<std::path::PathBuf>,
 }
 
 impl ValidationContext {
@@ -114,7 +118,20 @@ impl ValidationContext {
         }
         Ok(Self {
             drivers: Some(drivers),
+            dir: Some(dir.to_path_buf()),
         })
+    }
+
+    /// The driver file `name` exists: in the modules directory now when the
+    /// context knows it (a driver added or removed since is seen at once),
+    /// else in the list it was made with. `name` has passed
+    /// `check_driver_name`, so it cannot leave the directory.
+    pub fn has_driver(&self, name: &str) -> bool {
+        match (&self.dir, &self.drivers) {
+            (Some(dir), _) => dir.join(name).is_file(),
+            (None, Some(drivers)) => drivers.contains(name),
+            (None, None) => true,
+        }
     }
 }
 

@@ -89,9 +89,7 @@ impl Doc for Module {
         c.name("name", &self.name);
         if let Err(problem) = check_driver_name(&self.driver) {
             c.fail("driver", problem);
-        } else if let Some(drivers) = &ctx.drivers
-            && !drivers.contains(&self.driver)
-        {
+        } else if !ctx.has_driver(&self.driver) {
             c.fail(
                 "driver",
                 format!("'{}' does not exist in modules/", self.driver),

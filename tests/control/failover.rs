@@ -10,7 +10,7 @@ use outpost::control::{Clock, Side};
 use outpost::master::Master;
 use outpost::proto::{RequestBody, WireError};
 use outpost::sim::{PjlinkOptions, PjlinkSim};
-use outpost::store::ControlState;
+use outpost::store::{ControlState, Expect, Write};
 use serde_json::json;
 
 use crate::proxy::Proxy;
@@ -126,6 +126,35 @@ impl Scene {
     async fn wait_due(&self, master: &Master) {
         eventually(10, "the takeover to be scheduled", async || {
             master.control.takeover_due(self.room.edge_id).is_some()
+        })
+        .await;
+    }
+
+    /// Edits the location's document in the master's store, as an API
+    /// write or an import would.
+    async fn edit(&self, store: &outpost::store::Store, change: serde_json::Value) {
+        let doc = store.get(self.room.edge_id).await.unwrap().unwrap();
+        let mut body: serde_json::Value = serde_json::from_str(&doc.body).unwrap();
+        body.as_object_mut()
+            .unwrap()
+            .extend(change.as_object().unwrap().clone());
+        let location: outpost::model::EdgeLocation = serde_json::from_value(body).unwrap();
+        store
+            .apply(&[Write::put(&location, Expect::Rev(doc.rev))])
+            .await
+            .unwrap();
+    }
+
+    /// An edge in this process, on the test's clock.
+    async fn edge(&self, master: &Master) -> outpost::edge::Edge {
+        outpost::edge::start_with_clock(self.edge_config(master.link_addr), self.clock.clone())
+            .await
+            .unwrap()
+    }
+
+    async fn wait_lost(&self, master: &Master) {
+        eventually(10, "the master to see the link lost", async || {
+            master.control.absent_since(self.room.edge_id).is_some()
         })
         .await;
     }
@@ -250,7 +279,9 @@ async fn an_edge_returning_inside_an_open_window_wins_at_once() {
 async fn a_master_restarted_while_holding_a_site_still_holds_it() {
     let s = scene(failover_on()).await;
     let master = s.master().await;
-    // The edge never came: taken over when the boot wait ended.
+    // The edge never came: taken over once its timeout passed after boot.
+    s.wait_due(&master).await;
+    s.clock.advance(Duration::from_millis(TIMEOUT_MS));
     s.wait_controller(&master, Side::Master, 1).await;
     s.wait_connections(1).await;
     master.stop().await;
@@ -472,6 +503,152 @@ async fn a_request_under_a_stale_epoch_is_refused() {
     peer.request(exec(3), Duration::from_secs(10))
         .await
         .expect("the current epoch is obeyed");
+    edge.stop().await;
+    master.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_edge_is_taken_over_at_boot_only_once_its_own_timeout_has_passed() {
+    let s = scene(failover_on()).await;
+    let master = s.master().await;
+    assert!(master.missing_at_boot.contains(&s.room.edge_id));
+    s.wait_due(&master).await;
+    assert_eq!(
+        master.control.takeover_due(s.room.edge_id),
+        Some(T0 + TIMEOUT_MS as i64),
+        "counted from the master's start"
+    );
+    s.clock.advance(Duration::from_millis(TIMEOUT_MS - 1));
+    settle().await;
+    assert_eq!(s.sim.connections(), 0, "taken over before the timeout");
+    assert!(master.control.state(s.room.edge_id).is_none());
+    s.clock.advance(Duration::from_millis(1));
+    s.wait_controller(&master, Side::Master, 1).await;
+    s.wait_connections(1).await;
+    assert_eq!(s.reasons(&master).await, ["master:boot"]);
+    master.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_that_comes_after_the_boot_wait_but_within_its_timeout_drives_its_site() {
+    let s = scene(failover_on()).await;
+    let master = s.master().await;
+    assert!(master.missing_at_boot.contains(&s.room.edge_id));
+    s.wait_due(&master).await;
+    s.clock.advance(Duration::from_millis(TIMEOUT_MS / 2));
+    let edge = s.edge(&master).await;
+    s.wait_controller(&master, Side::Edge, 1).await;
+    s.wait_connections(1).await;
+    assert!(master.control.takeover_due(s.room.edge_id).is_none());
+    s.clock.advance(Duration::from_millis(TIMEOUT_MS));
+    settle().await;
+    assert_eq!(s.state(&master).await.controller, Side::Edge);
+    assert_eq!(
+        s.sim.max_connections_seen(),
+        1,
+        "the master touched the device"
+    );
+    assert!(edge.control.is_running().await);
+    edge.stop().await;
+    master.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_turned_on_for_a_lost_edge_counts_from_when_it_was_lost() {
+    let s = scene(json!({"failover": false, "failover_timeout_ms": TIMEOUT_MS})).await;
+    let master = s.master().await;
+    let edge = s.edge(&master).await;
+    s.wait_controller(&master, Side::Edge, 1).await;
+    edge.stop().await;
+    s.wait_lost(&master).await;
+    assert_eq!(master.control.absent_since(s.room.edge_id), Some(T0));
+    s.clock.advance(Duration::from_millis(10_000));
+    settle().await;
+    assert!(master.control.takeover_due(s.room.edge_id).is_none());
+
+    s.edit(&master.store, json!({"failover": true})).await;
+    s.wait_due(&master).await;
+    assert_eq!(
+        master.control.takeover_due(s.room.edge_id),
+        Some(T0 + TIMEOUT_MS as i64)
+    );
+    s.clock.set(T0 + TIMEOUT_MS as i64);
+    s.wait_controller(&master, Side::Master, 2).await;
+    s.wait_connections(1).await;
+    assert_eq!(s.reasons(&master).await[1..], ["master:failover_timeout"]);
+    master.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_turned_off_cancels_a_pending_takeover_but_never_drops_a_held_site() {
+    let s = scene(failover_on()).await;
+    let master = s.master().await;
+    let edge = s.edge(&master).await;
+    s.wait_controller(&master, Side::Edge, 1).await;
+    edge.stop().await;
+    s.wait_due(&master).await;
+
+    s.edit(&master.store, json!({"failover": false})).await;
+    eventually(10, "the takeover to be cancelled", async || {
+        master.control.takeover_due(s.room.edge_id).is_none()
+    })
+    .await;
+    s.clock.advance(Duration::from_millis(2 * TIMEOUT_MS));
+    settle().await;
+    assert_eq!(s.state(&master).await.controller, Side::Edge);
+    assert_eq!(s.sim.connections(), 0);
+
+    // On again, long after the loss: due at once.
+    s.edit(&master.store, json!({"failover": true})).await;
+    s.wait_controller(&master, Side::Master, 2).await;
+    s.wait_connections(1).await;
+
+    // Off while the master holds the site: it keeps it.
+    s.edit(&master.store, json!({"failover": false})).await;
+    settle().await;
+    assert_eq!(s.state(&master).await.controller, Side::Master);
+    assert_eq!(s.sim.connections(), 1);
+    master.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_window_opens_at_its_new_time() {
+    let s = scene(failover_on()).await;
+    let master = s.master().await;
+    let edge = s.edge(&master).await;
+    s.wait_controller(&master, Side::Edge, 1).await;
+    edge.stop().await;
+    s.wait_due(&master).await;
+    s.clock
+        .set(master.control.takeover_due(s.room.edge_id).unwrap());
+    s.wait_controller(&master, Side::Master, 2).await;
+    s.wait_connections(1).await;
+
+    // The edge returns outside its window (03:00): the master keeps the site.
+    let edge = s.edge(&master).await;
+    eventually(20, "the edge to reconnect", async || {
+        master.registry.peer(s.room.edge_id).is_some()
+    })
+    .await;
+    // 11:00:01, not in the 03:00 window: nothing happens.
+    s.clock.set(T0 + 3_601_000);
+    settle().await;
+    assert_eq!(s.state(&master).await.epoch, 2);
+
+    // The window moves to 11:00 UTC, written by another process (its own
+    // store handle: no commit notice reaches this master, the feed does):
+    // it is open now, and the site goes back.
+    s.sim.reset_max_connections();
+    let other = s.site.master_store().await;
+    s.edit(&other, json!({"window_start": "0 11 * * *"})).await;
+    other.close().await;
+    s.wait_controller(&master, Side::Edge, 3).await;
+    s.wait_connections(1).await;
+    assert_eq!(s.sim.max_connections_seen(), 1, "the hand-back overlapped");
+    assert_eq!(
+        s.reasons(&master).await.last().map(String::as_str),
+        Some("edge:restore_window")
+    );
     edge.stop().await;
     master.stop().await;
 }

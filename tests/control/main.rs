@@ -15,8 +15,10 @@ mod failover;
 #[path = "../support/http.rs"]
 mod http;
 mod live_api;
+mod live_config;
 #[path = "../support/proxy.rs"]
 mod proxy;
+mod readme;
 #[path = "../support/roles.rs"]
 mod roles;
 mod roles_api;

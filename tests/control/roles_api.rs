@@ -276,7 +276,7 @@ async fn an_operator_restores_a_site_over_the_api_and_from_the_command_line() {
         edge_id, secret, ..
     } = site
         .one_room(
-            json!({"name": "Oslo", "admins": ["otto"], "failover": true}),
+            json!({"name": "Oslo", "admins": ["otto"], "failover": true, "failover_timeout_ms": 0}),
             &[device("Projector", "pjlink.lua", Some(sim.addr()))],
         )
         .await;

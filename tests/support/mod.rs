@@ -111,6 +111,7 @@ pub fn example_drivers() -> outpost::model::ValidationContext {
                 .map(String::from)
                 .collect(),
         ),
+        dir: None,
     }
 }
 

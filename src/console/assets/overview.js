@@ -46,6 +46,8 @@ export function render(ctx, root) {
         return;
       }
       if (!row) return;
+      // The current controllers come first: only news changes a row.
+      if (m.type === 'control' && m.current && m.epoch === row.s.epoch) return;
       if (m.type === 'control') { row.control(m); painted('control', m.epoch); }
       if (m.type === 'link') row.link(m);
     });

@@ -113,6 +113,7 @@ export function render(ctx, root, id) {
       subs.push(ctx.live.subscribe({ topic: 'control' }, async (m) => {
         if (m.edge_id !== id || gone) return;
         if (m.type === 'control') {
+          if (m.current && m.epoch === state.epoch) return;
           state = { ...state, controller: m.to, epoch: m.epoch };
           paintHead();
           api('GET', `/api/v1/edges/${id}/control-log?limit=50`).then(paintLog).catch(() => {});
