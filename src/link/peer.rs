@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use futures_util::{SinkExt, StreamExt as _};
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
@@ -162,7 +163,35 @@ pub enum CallError {
 }
 
 type Pending = Mutex<HashMap<u64, oneshot::Sender<Box<RawValue>>>>;
-type Running = Arc<Mutex<HashMap<u64, AbortHandle>>>;
+/// Requests being served, by id: the task and the generation of its slot
+/// (an id may be reused after a Cancel before the old task is gone).
+type Running = Arc<Mutex<HashMap<u64, (AbortHandle, u64)>>>;
+
+/// Generations of in-flight slots, so a finished task frees its own slot
+/// and never a newer request's that reuses the id.
+static SLOT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// An in-flight slot, freed when the handler's task ends: after its
+/// response is queued, or when it panics or is aborted. A slot can
+/// therefore never leak, and the bound on requests in flight also bounds
+/// the responses waiting to be queued.
+struct Slot {
+    running: Running,
+    id: u64,
+    generation: u64,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut map = self.running.lock_unpoisoned();
+        if map
+            .get(&self.id)
+            .is_some_and(|(_, g)| *g == self.generation)
+        {
+            map.remove(&self.id);
+        }
+    }
+}
 
 struct PeerState {
     meta: PeerMeta,
@@ -438,7 +467,7 @@ where
         .await;
         peer.close(reason);
         // Handlers of a closed link have nobody to answer to.
-        for (_, h) in running.lock_unpoisoned().drain() {
+        for (_, (h, _)) in running.lock_unpoisoned().drain() {
             h.abort();
         }
         // Dropping the senders wakes every waiting caller with `Closed`.
@@ -613,16 +642,21 @@ fn dispatch<H: Handler>(
                     .map_err(|_| CloseReason::Protocol("request flood while not reading".into()));
             }
             let deadline = Duration::from_millis(deadline_ms);
+            let generation = SLOT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let slot = Slot {
+                running: running.clone(),
+                id,
+                generation,
+            };
             let task = tokio::spawn(run_handler(
                 handler.clone(),
                 peer.clone(),
-                running.clone(),
-                id,
+                slot,
                 deadline,
                 body,
                 cfg.max_frame,
             ));
-            map.insert(id, task.abort_handle());
+            map.insert(id, (task.abort_handle(), generation));
         }
         Frame::Response { id, result } => {
             let tx = peer.0.pending.lock_unpoisoned().remove(&id);
@@ -632,7 +666,7 @@ fn dispatch<H: Handler>(
             }
         }
         Frame::Cancel { id } => {
-            if let Some(h) = running.lock_unpoisoned().remove(&id) {
+            if let Some((h, _)) = running.lock_unpoisoned().remove(&id) {
                 h.abort();
             }
         }
@@ -657,12 +691,12 @@ fn dispatch<H: Handler>(
 async fn run_handler<H: Handler>(
     handler: Arc<H>,
     peer: Peer,
-    running: Running,
-    id: u64,
+    slot: Slot,
     deadline: Duration,
     body: Box<RawValue>,
     max_frame: usize,
 ) {
+    let id = slot.id;
     let result = match frame::parse_request(&body) {
         Ok(body) => {
             let ctx = RequestCtx {
@@ -670,19 +704,30 @@ async fn run_handler<H: Handler>(
                 id,
                 deadline,
             };
-            tokio::time::timeout(deadline, handler.handle(ctx, body))
-                .await
-                .unwrap_or(Err(WireError::DeadlineExceeded))
+            let kind = body.kind();
+            let served = tokio::time::timeout(deadline, handler.handle(ctx, body));
+            match std::panic::AssertUnwindSafe(served).catch_unwind().await {
+                Ok(answer) => answer.unwrap_or(Err(WireError::DeadlineExceeded)),
+                Err(_) => {
+                    // The panic message went to the log through the hook;
+                    // the peer learns only that it failed.
+                    metrics::counter!("outpost_link_handler_panics_total", "kind" => kind)
+                        .increment(1);
+                    tracing::error!(edge = %peer.meta().edge_id, kind, "a link request handler panicked");
+                    Err(WireError::failed("internal error"))
+                }
+            }
         }
         Err(e) => Err(e),
     };
-    running.lock_unpoisoned().remove(&id);
     let bytes = encode_response(id, &result, max_frame);
     tokio::select! {
         biased;
         _ = peer.0.cancel.cancelled() => {}
         _ = peer.0.out.send(bytes) => {}
     }
+    // Queued (or the link is gone): only now is the slot free.
+    drop(slot);
 }
 
 #[allow(

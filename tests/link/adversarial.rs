@@ -668,3 +668,46 @@ async fn a_flood_of_silent_connections_is_capped_and_keeps_no_edge_out() {
     e.stop().await;
     m.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_answers_an_internal_error_and_frees_its_slot() {
+    let certs = dev_certs();
+    let id = EdgeIdentity::new();
+    let mut opts = MasterOpts::new(keys(&[&id]));
+    // Two slots: a leaked slot per panic would refuse the third request.
+    opts.max_in_flight = 2;
+    let mut m = start_master(&certs, opts).await;
+    let mut e = start_edge(
+        edge_config(&certs, &id, vec![m.addr.to_string()]),
+        TestHandler::default(),
+    );
+    let to_master = e.connected().await;
+    let _ = m.next_up().await;
+    let exec = |module: &str| outpost::proto::RequestBody::Exec {
+        module: module.into(),
+        method: "x".into(),
+        args: json!(1),
+        epoch: None,
+    };
+    for _ in 0..5 {
+        let err = to_master
+            .request(exec("panic"), Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, outpost::link::CallError::Remote(outpost::proto::WireError::Failed { message }) if message == "internal error"),
+            "{err:?}"
+        );
+    }
+    let r = to_master
+        .request(exec("echo"), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(r, outpost::proto::ResponseBody::Value { value: json!(1) });
+    assert!(
+        !to_master.is_closed(),
+        "a panic does not take the link down"
+    );
+    e.stop().await;
+    m.stop().await;
+}

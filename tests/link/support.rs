@@ -131,6 +131,7 @@ impl Handler for TestHandler {
                     std::future::pending::<()>().await;
                     unreachable!()
                 }
+                ("panic", _) => panic!("the test handler panics on purpose"),
                 ("big", _) => Ok(ResponseBody::Value {
                     value: json!("x".repeat(args["len"].as_u64().unwrap_or(0) as usize)),
                 }),

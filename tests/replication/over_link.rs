@@ -226,6 +226,15 @@ async fn passive_sync_collects_what_the_edge_did_not_push() {
     })
     .await;
 
+    // The edge's own control record (the master's assume) wakes its
+    // pusher: let that settle first, so nothing wakes it afterwards.
+    eventually(
+        10,
+        "the edge to run its site and sync its control record",
+        async || edge.control.is_running().await && edge.store.event_counts().await.unwrap().0 == 0,
+    )
+    .await;
+
     // Events that reach the log without waking the edge's pusher: only the
     // master's passive job can take them.
     let module = outpost::model::new_id();
