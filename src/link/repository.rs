@@ -10,8 +10,9 @@
 //! previous sync wrote that the new commit no longer has, and records the
 //! commit in a manifest. The caller then live-reloads the changed drivers.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -21,6 +22,7 @@ use tokio::process::Command;
 
 use super::peer::{CallError, Peer};
 use crate::proto::{RequestBody, ResponseBody, TreeEntry, WireError};
+use crate::util::Unpoisoned;
 
 /// Errors of repository operations; mapped to [`WireError`] at the link.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,8 @@ pub enum RepoError {
     Link(#[from] CallError),
     #[error("unexpected response kind from the master")]
     Unexpected,
+    #[error("git {args} did not finish within {} s and was stopped", .after.as_secs())]
+    Timeout { args: String, after: Duration },
 }
 
 impl From<RepoError> for WireError {
@@ -85,22 +89,54 @@ fn valid_oid(o: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct MasterRepo {
     dir: PathBuf,
+    timeout: Duration,
+}
+
+/// How long one git command may run (a fetch from a slow upstream
+/// included) before it is killed.
+pub const GIT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One lock per repository directory in this process: the API and the link
+/// each hold a `MasterRepo`, and two moves of one working tree at once
+/// would leave it in a state neither asked for.
+fn working_tree_lock(dir: &Path) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    let locks = LOCKS.get_or_init(Default::default);
+    locks
+        .lock_unpoisoned()
+        .entry(dir.to_path_buf())
+        .or_default()
+        .clone()
 }
 
 impl MasterRepo {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            timeout: GIT_TIMEOUT,
+        }
+    }
+
+    /// The same, with another limit on each git command.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     async fn git(&self, args: &[&str]) -> Result<Vec<u8>, RepoError> {
-        let out = Command::new("git")
+        let run = Command::new("git")
             .arg("-C")
             .arg(&self.dir)
             .args(args)
             .env("GIT_TERMINAL_PROMPT", "0")
             .kill_on_drop(true)
-            .output()
+            .output();
+        let out = tokio::time::timeout(self.timeout, run)
             .await
+            .map_err(|_| RepoError::Timeout {
+                args: args.join(" "),
+                after: self.timeout,
+            })?
             .map_err(RepoError::Spawn)?;
         if !out.status.success() {
             return Err(RepoError::Git {
@@ -134,6 +170,8 @@ impl MasterRepo {
 
     /// `git fetch`, then move the working tree to the upstream commit.
     pub async fn pull(&self) -> Result<String, RepoError> {
+        let lock = working_tree_lock(&self.dir);
+        let _moving = lock.lock().await;
         self.git(&["fetch", "--quiet"]).await?;
         self.git(&["reset", "--quiet", "--hard", "@{upstream}"])
             .await?;
@@ -143,6 +181,8 @@ impl MasterRepo {
     /// Moves the working tree to `commit` (fetching first if it is not
     /// known locally).
     pub async fn reset(&self, commit: &str) -> Result<String, RepoError> {
+        let lock = working_tree_lock(&self.dir);
+        let _moving = lock.lock().await;
         let full = match self.resolve(commit).await {
             Ok(c) => c,
             Err(RepoError::BadCommit(_)) if valid_commit(commit) => {

@@ -206,3 +206,33 @@ async fn pull_and_reset_move_the_master_and_sync_the_edge_over_the_link() {
     e.stop().await;
     m.stop().await;
 }
+
+/// An upstream that never answers: the fetch is stopped at the repository's
+/// limit instead of holding the request (and its working tree) forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_git_command_that_hangs_is_stopped_at_its_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let modules = tmp.path().join("modules");
+    std::fs::create_dir_all(&modules).unwrap();
+    git(&modules, &["init", "-q", "-b", "main"]);
+    std::fs::write(modules.join("pjlink.lua"), "-- v1\n").unwrap();
+    commit_all(&modules, "one");
+    // git's ext:: transport runs a command as the remote; this one sleeps.
+    git(&modules, &["config", "protocol.ext.allow", "always"]);
+    git(
+        &modules,
+        &["remote", "add", "origin", "ext::sh -c sleep% 20"],
+    );
+    let repo = MasterRepo::new(&modules).with_timeout(Duration::from_millis(500));
+    let err = tokio::time::timeout(D, repo.pull())
+        .await
+        .expect("the pull returns")
+        .unwrap_err();
+    assert!(
+        matches!(err, outpost::link::repository::RepoError::Timeout { .. }),
+        "{err}"
+    );
+    // The working tree is free again: a reset to a known commit works.
+    let head = git(&modules, &["rev-parse", "HEAD"]);
+    assert_eq!(repo.reset(&head).await.unwrap(), head);
+}
