@@ -99,7 +99,7 @@ impl MasterHandler {
             .await
             .map_err(crate::local_ops::internal)?;
         metrics::gauge!("outpost_replication_lag", "edge" => edge_id.to_string())
-            .set((last_seq - after).max(0) as f64);
+            .set(last_seq.saturating_sub(after).max(0) as f64);
         let docs = self
             .store
             .changes_since(after, limit.clamp(1, MAX_PAGE))
