@@ -198,6 +198,13 @@ async fn ws(State(s): State<Arc<ApiState>>, mut parts: Parts) -> Result<Response
     }))
 }
 
+/// Subscriptions one client may hold at once: each is a task and a feed.
+pub(crate) const MAX_SUBSCRIPTIONS: usize = 64;
+/// How often the server pings a client.
+const PING_EVERY: Duration = Duration::from_secs(30);
+/// A client that sends nothing, pongs included, for this long is closed.
+const IDLE_AFTER: Duration = Duration::from_secs(90);
+
 /// One client: reads its requests, writes its queue, until it leaves or
 /// the server stops (then with a 1001 close frame).
 async fn run(socket: WebSocket, state: Arc<ApiState>, caller: Caller) {
@@ -212,8 +219,26 @@ async fn run(socket: WebSocket, state: Arc<ApiState>, caller: Caller) {
     let mut subs: HashMap<u64, CancellationToken> = HashMap::new();
     let (mut sink, mut stream) = socket.split();
     metrics::gauge!("outpost_ws_clients").increment(1.0);
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            _ = ping.tick() => {
+                // A client that answers nothing (not even a pong) for this
+                // long is gone or stuck: its subscriptions stop.
+                if heard.elapsed() > IDLE_AFTER {
+                    let close = Message::Close(Some(CloseFrame {
+                        code: close_code::POLICY,
+                        reason: "no answer to pings".into(),
+                    }));
+                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close)).await;
+                    break;
+                }
+                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break;
+                }
+            }
             () = conn.cancelled() => {
                 let close = Message::Close(Some(CloseFrame {
                     code: close_code::AWAY,
@@ -222,14 +247,17 @@ async fn run(socket: WebSocket, state: Arc<ApiState>, caller: Caller) {
                 let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close)).await;
                 break;
             }
-            msg = stream.next() => match msg {
+            msg = stream.next() => {
+                heard = tokio::time::Instant::now();
+                match msg {
                 Some(Ok(Message::Text(text))) => {
                     handle(&state, &caller, &out, &conn, &mut subs, text.as_str());
                 }
                 Some(Ok(Message::Binary(_))) => out.error(0, "messages are JSON text"),
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {} // ping/pong: answered by the library
-            },
+                }
+            }
             Some(text) = rx.recv() => {
                 if flush_dropped(&out, &mut sink).await.is_err()
                     || sink.send(Message::Text(text.into())).await.is_err()
@@ -295,6 +323,15 @@ fn handle(
             subs.retain(|_, t| !t.is_cancelled());
             if subs.contains_key(&id) {
                 out.error(id, "a subscription with this id exists");
+                return;
+            }
+            if subs.len() >= MAX_SUBSCRIPTIONS {
+                out.error(
+                    id,
+                    format!(
+                        "too many subscriptions on one connection (at most {MAX_SUBSCRIPTIONS})"
+                    ),
+                );
                 return;
             }
             let token = conn.child_token();

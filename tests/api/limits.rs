@@ -103,3 +103,23 @@ async fn one_address_holds_at_most_its_share_of_connections() {
     let answer = health_from("127.0.0.2", api).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_websocket_holds_at_most_its_share_of_subscriptions() {
+    let api = crate::server::start_api().await;
+    let mut client = crate::ws::connect(api.addr, Some(&api.admin))
+        .await
+        .unwrap();
+    for id in 1..=65 {
+        crate::ws::send(
+            &mut client,
+            serde_json::json!({"op": "subscribe", "id": id, "topic": "control"}),
+        )
+        .await;
+    }
+    let refusal = crate::ws::until(&mut client, "the 65th subscription's refusal", |v| {
+        v["type"] == "error" && v["id"] == 65
+    })
+    .await;
+    assert!(refusal.to_string().contains("at most 64"), "{refusal}");
+}
