@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
+use crate::admin::Change;
 use crate::config::{Config, Role, Sources};
 
 #[derive(Debug, Parser)]
@@ -15,36 +16,59 @@ use crate::config::{Config, Role, Sources};
     about = "Device control across many sites: master and edge controllers"
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// `--config`, on the commands that read a configuration.
+#[derive(Debug, Args, Default)]
+pub struct ConfigArg {
     /// Configuration file (default: config/master.toml or config/edge.toml).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+/// A command's own arguments and `--config`.
+#[derive(Debug, Args)]
+pub struct WithConfig<T: Args> {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(flatten)]
+    pub args: T,
+}
+
+/// `admin`: `--config` for every admin command.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Configuration file (default: config/master.toml).
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub command: AdminCommand,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a master.
-    Master,
+    Master(ConfigArg),
     /// Run an edge controller (also the default when OUTPOST_EDGE_ID is set).
-    Edge,
+    Edge(ConfigArg),
     /// Certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
     /// Administration of the documents in the master's store.
-    #[command(subcommand)]
-    Admin(AdminCommand),
+    Admin(AdminArgs),
     /// Run a device simulator (real protocol on real TCP) until Ctrl-C.
     #[command(subcommand)]
     Simulate(crate::sim::cli::SimulateCommand),
     /// Run a whole demo system: a master, two edges and simulated devices.
     Demo(crate::demo::DemoArgs),
     /// Every site of the running master: link, controller, epoch.
-    Status(crate::ops_cli::StatusArgs),
+    Status(WithConfig<crate::ops_cli::StatusArgs>),
     /// Call a driver function of a module on the running master.
-    Exec(crate::ops_cli::ExecArgs),
+    Exec(WithConfig<crate::ops_cli::ExecArgs>),
     /// Follow a module's live debug stream.
-    Logs(crate::ops_cli::LogsArgs),
+    Logs(WithConfig<crate::ops_cli::LogsArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,9 +96,21 @@ pub struct CertsInit {
 pub enum AdminCommand {
     /// Import a site file (validated; all or nothing). New edge locations'
     /// secrets are printed once.
+    ///
+    /// Documents equal to the stored ones are left alone. A document that
+    /// changed since the file was exported (its `rev` is not the stored
+    /// one), or that differs and carries no `rev`, is refused unless
+    /// `--force`.
     Import {
-        /// JSON file in the format of config/example-site.json.
+        /// JSON file in the format of config/example-site.json (or of an
+        /// export, which adds each document's `rev`).
         file: PathBuf,
+        /// List what the import would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Overwrite documents changed since the file was exported.
+        #[arg(long)]
+        force: bool,
     },
     /// Give an edge location a new secret, printed once.
     RotateSecret {
@@ -95,7 +131,7 @@ pub enum AdminCommand {
         #[arg(long)]
         key_file: Option<PathBuf>,
     },
-    /// Export every document as stable JSON.
+    /// Export every document as stable JSON, each with its `rev`.
     Export {
         /// Write here instead of standard output.
         #[arg(long, short)]
@@ -112,7 +148,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = match cli.command {
         Some(c) => c,
-        None if std::env::var_os("OUTPOST_EDGE_ID").is_some() => Command::Edge,
+        None if std::env::var_os("OUTPOST_EDGE_ID").is_some() => {
+            Command::Edge(ConfigArg::default())
+        }
         None => {
             let _ = Cli::command().print_help();
             return ExitCode::from(EXIT_USAGE);
@@ -120,15 +158,15 @@ pub fn main() -> ExitCode {
     };
     match command {
         Command::Certs(CertsCommand::Init(args)) => certs_init(&args),
-        Command::Master => run_role(cli.config, Role::Master),
-        Command::Edge => run_role(cli.config, Role::Edge),
-        Command::Admin(admin) => run_admin(cli.config, admin),
+        Command::Master(c) => run_role(c.config, Role::Master),
+        Command::Edge(c) => run_role(c.config, Role::Edge),
+        Command::Admin(admin) => run_admin(admin.config, admin.command),
         Command::Simulate(sim) => simulate(sim),
         Command::Certs(CertsCommand::IssueEdge(args)) => crate::ops_cli::issue_edge(args),
         Command::Demo(args) => crate::demo::main(args),
-        Command::Status(args) => crate::ops_cli::status(cli.config, args),
-        Command::Exec(args) => crate::ops_cli::exec(cli.config, args),
-        Command::Logs(args) => crate::ops_cli::logs(cli.config, args),
+        Command::Status(a) => crate::ops_cli::status(a.config.config, a.args),
+        Command::Exec(a) => crate::ops_cli::exec(a.config.config, a.args),
+        Command::Logs(a) => crate::ops_cli::logs(a.config.config, a.args),
     }
 }
 
@@ -246,12 +284,22 @@ fn run_admin(file: Option<PathBuf>, command: AdminCommand) -> ExitCode {
             }
         };
     }
+    if !matches!(command, AdminCommand::Import { .. })
+        && let Err(e) = require_store(&config)
+    {
+        eprintln!("outpost: {e}");
+        return ExitCode::from(EXIT_FAILURE);
+    }
     let result: Result<(), String> = runtime().block_on(async move {
         let store = crate::boot::open_store(&config)
             .await
             .map_err(|e| report(&e))?;
         let out = match command {
-            AdminCommand::Import { file } => import(&store, &config, &file).await,
+            AdminCommand::Import {
+                file,
+                dry_run,
+                force,
+            } => import(&store, &config, &file, dry_run, force).await,
             AdminCommand::Export { output } => export(&store, output).await,
             AdminCommand::RotateSecret { edge_id } => rotate_secret(&store, edge_id).await,
             AdminCommand::Restore { .. } => unreachable!("handled above"),
@@ -268,14 +316,35 @@ fn run_admin(file: Option<PathBuf>, command: AdminCommand) -> ExitCode {
     }
 }
 
+/// Commands that read the store must not create an empty one: a SQLite
+/// file that does not exist is an error naming it.
+fn require_store(config: &Config) -> Result<(), String> {
+    let url = config.database_url();
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or(url.strip_prefix("sqlite:"))
+    else {
+        return Ok(());
+    };
+    let path = rest.split('?').next().unwrap_or(rest);
+    if path.is_empty() || path == ":memory:" || std::path::Path::new(path).exists() {
+        return Ok(());
+    }
+    Err(format!(
+        "no store at {path}: nothing to read here (run in the master's directory, or pass --config naming its data_dir or database_url)"
+    ))
+}
+
 async fn import(
     store: &crate::store::Store,
     config: &Config,
     file: &std::path::Path,
+    dry_run: bool,
+    force: bool,
 ) -> Result<(), String> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let site = crate::admin::parse_site(&text)
+    let (site, revs) = crate::admin::parse_site_with_revs(&text)
         .map_err(|e| format!("{}: {}", file.display(), report(&e)))?;
     let ctx =
         crate::model::ValidationContext::with_modules_dir(&config.modules_dir).map_err(|e| {
@@ -284,14 +353,46 @@ async fn import(
                 config.modules_dir.display()
             )
         })?;
-    let done = crate::admin::import(store, &site, &ctx)
+    let options = crate::admin::ImportOptions {
+        dry_run,
+        force,
+        revs,
+    };
+    let done = crate::admin::import_with(store, &site, &ctx, &options)
         .await
         .map_err(|e| format!("{}: {}", file.display(), report(&e)))?;
+    if dry_run {
+        for p in done
+            .changes
+            .iter()
+            .filter(|p| p.change != Change::Unchanged)
+        {
+            println!(
+                "would {} {} '{}' ({})",
+                p.change.as_str(),
+                p.kind,
+                p.name,
+                p.id
+            );
+        }
+        println!(
+            "dry run of {}: would create {}, replace {}, leave {} unchanged; nothing written",
+            file.display(),
+            done.created,
+            done.replaced,
+            done.unchanged
+        );
+        return Ok(());
+    }
+    for p in done.changes.iter().filter(|p| p.change == Change::Replace) {
+        println!("replaced {} '{}' ({})", p.kind, p.name, p.id);
+    }
     println!(
-        "imported {}: {} created, {} replaced",
+        "imported {}: {} created, {} replaced, {} unchanged",
         file.display(),
         done.created,
-        done.replaced
+        done.replaced,
+        done.unchanged
     );
     for (id, name, secret) in &done.secrets {
         println!(

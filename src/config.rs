@@ -229,12 +229,22 @@ fn de_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
 
 /// A configuration problem: the key and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("configuration key `{key}`{}: {problem}", origin_suffix(.origin))]
+#[error("{}{}: {problem}", key_part(.key), origin_suffix(.origin))]
 pub struct ConfigError {
     pub key: String,
     /// Where the bad value came from (a file or an environment variable).
     pub origin: Option<String>,
     pub problem: String,
+}
+
+/// "configuration key `k`", or "configuration" for a problem of the
+/// whole file (a syntax error).
+fn key_part(key: &str) -> String {
+    if key.is_empty() {
+        "configuration".to_owned()
+    } else {
+        format!("configuration key `{key}`")
+    }
 }
 
 fn origin_suffix(origin: &Option<String>) -> String {
@@ -468,6 +478,22 @@ pub fn check_readable(path: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
+/// "` at line 1, column 9\n  |\n1 | x = \n  |    ^\ninvalid string\n…`" →
+/// "` at line 1, column 9: invalid string; …`": the snippet lines dropped.
+fn one_line(message: &str) -> String {
+    let mut lines = message.lines();
+    let mut out = lines.next().unwrap_or_default().trim_end().to_owned();
+    let rest: Vec<&str> = lines
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.contains(" | "))
+        .collect();
+    if !rest.is_empty() {
+        out.push_str(": ");
+        out.push_str(&rest.join("; "));
+    }
+    out
+}
+
 fn from_figment(e: figment::Error) -> ConfigError {
     let key = if e.path.is_empty() {
         match &e.kind {
@@ -492,6 +518,15 @@ fn from_figment(e: figment::Error) -> ConfigError {
         figment::error::Kind::UnknownField(field, _) => format!("unknown key `{field}`"),
         kind => kind.to_string(),
     };
+    // A TOML syntax error is about the file, not a key; its message spans
+    // several lines (a snippet with a caret): keep one.
+    if let Some(rest) = problem.strip_prefix("TOML parse error") {
+        return ConfigError {
+            key: String::new(),
+            origin,
+            problem: format!("TOML syntax error{}", one_line(rest)),
+        };
+    }
     ConfigError {
         key,
         origin,

@@ -34,11 +34,19 @@ const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct PageQuery {
     /// Return documents with ids after this one (the `next` of the previous page).
     pub after: Option<Uuid>,
     /// At most this many (default 100, at most 1000).
     pub limit: Option<u32>,
+}
+
+impl PageQuery {
+    /// The page size asked for, within bounds.
+    pub(super) fn limit(&self) -> u32 {
+        self.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)
+    }
 }
 
 /// A document with its revision.
@@ -301,7 +309,7 @@ pub(super) async fn list<D: ApiDoc>(
     _caller: &Caller,
     q: PageQuery,
 ) -> Result<Json<Page<D>>, ApiError> {
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let limit = q.limit();
     let docs = state.store.list(D::KIND, q.after, limit).await?;
     let next = (docs.len() == limit as usize)
         .then(|| docs.last().map(|d| d.id))
@@ -446,46 +454,48 @@ pub(super) struct SecretOut {
 /// Generates, for one document kind, the handlers with their OpenAPI paths
 /// and the router that serves them.
 macro_rules! document_routes {
-    ($module:ident, $ty:ty, $tag:tt, $list:tt, $item:tt) => {
+    ($module:ident, $ty:ty, $tag:tt, $list:tt, $item:tt,
+     ids: [$list_id:tt, $create_id:tt, $get_id:tt, $replace_id:tt, $patch_id:tt, $delete_id:tt],
+     summaries: [$list_s:tt, $create_s:tt, $get_s:tt, $replace_s:tt, $patch_s:tt, $delete_s:tt]) => {
         pub(crate) mod $module {
             use super::*;
 
-            #[utoipa::path(get, path = $list, tag = $tag, params(PageQuery),
+            #[utoipa::path(get, path = $list, tag = $tag, operation_id = $list_id, summary = $list_s, params(PageQuery),
                 responses((status = 200, description = "A page of documents, each with its `rev`")),
                 security(("bearer" = [])))]
             pub(crate) async fn list(State(s): State<Arc<ApiState>>, caller: Caller, Query(q): Query<PageQuery>) -> Result<Json<Page<$ty>>, ApiError> {
                 super::list::<$ty>(&s, &caller, q).await
             }
 
-            #[utoipa::path(post, path = $list, tag = $tag, request_body = $ty,
+            #[utoipa::path(post, path = $list, tag = $tag, operation_id = $create_id, summary = $create_s, request_body = $ty,
                 responses((status = 201, description = "Created", body = $ty), (status = 422, body = super::super::error::ErrorBody)),
                 security(("bearer" = [])))]
             pub(crate) async fn create(State(s): State<Arc<ApiState>>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
                 super::create::<$ty>(&s, &caller, &body).await
             }
 
-            #[utoipa::path(get, path = $item, tag = $tag, params(("id" = Uuid, Path)),
+            #[utoipa::path(get, path = $item, tag = $tag, operation_id = $get_id, summary = $get_s, params(("id" = Uuid, Path)),
                 responses((status = 200, body = $ty), (status = 404, body = super::super::error::ErrorBody)),
                 security(("bearer" = [])))]
             pub(crate) async fn get(State(s): State<Arc<ApiState>>, caller: Caller, Path(id): Path<Uuid>) -> Result<Response, ApiError> {
                 super::get::<$ty>(&s, &caller, id).await
             }
 
-            #[utoipa::path(put, path = $item, tag = $tag, params(("id" = Uuid, Path)), request_body = $ty,
+            #[utoipa::path(put, path = $item, tag = $tag, operation_id = $replace_id, summary = $replace_s, params(("id" = Uuid, Path)), request_body = $ty,
                 responses((status = 200, body = $ty), (status = 409, body = super::super::error::ErrorBody), (status = 422, body = super::super::error::ErrorBody)),
                 security(("bearer" = [])))]
             pub(crate) async fn replace(State(s): State<Arc<ApiState>>, caller: Caller, Path(id): Path<Uuid>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
                 super::replace::<$ty>(&s, &caller, id, &headers, &body).await
             }
 
-            #[utoipa::path(patch, path = $item, tag = $tag, params(("id" = Uuid, Path)), request_body = Object,
+            #[utoipa::path(patch, path = $item, tag = $tag, operation_id = $patch_id, summary = $patch_s, params(("id" = Uuid, Path)), request_body = Object,
                 responses((status = 200, body = $ty), (status = 409, body = super::super::error::ErrorBody), (status = 422, body = super::super::error::ErrorBody)),
                 security(("bearer" = [])))]
             pub(crate) async fn patch(State(s): State<Arc<ApiState>>, caller: Caller, Path(id): Path<Uuid>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
                 super::patch::<$ty>(&s, &caller, id, &headers, &body).await
             }
 
-            #[utoipa::path(delete, path = $item, tag = $tag, params(("id" = Uuid, Path)),
+            #[utoipa::path(delete, path = $item, tag = $tag, operation_id = $delete_id, summary = $delete_s, params(("id" = Uuid, Path)),
                 responses((status = 204, description = "Deleted"), (status = 409, body = super::super::error::ErrorBody)),
                 security(("bearer" = [])))]
             pub(crate) async fn delete(State(s): State<Arc<ApiState>>, caller: Caller, Path(id): Path<Uuid>, headers: HeaderMap) -> Result<Response, ApiError> {
@@ -506,21 +516,48 @@ document_routes!(
     EdgeLocation,
     "edges",
     "/api/v1/edges",
-    "/api/v1/edges/{id}"
+    "/api/v1/edges/{id}",
+    ids: ["list_edges", "create_edge", "get_edge", "replace_edge", "patch_edge", "delete_edge"],
+    summaries: [
+        "List edge locations (paged by id)",
+        "Create an edge location",
+        "Get an edge location with its revision",
+        "Replace an edge location (If-Match or rev)",
+        "Merge-patch an edge location (If-Match or rev)",
+        "Delete an edge location (If-Match)"
+    ]
 );
 document_routes!(
     systems,
     ControlSystem,
     "systems",
     "/api/v1/systems",
-    "/api/v1/systems/{id}"
+    "/api/v1/systems/{id}",
+    ids: ["list_systems", "create_system", "get_system", "replace_system", "patch_system", "delete_system"],
+    summaries: [
+        "List control systems (paged by id)",
+        "Create a control system",
+        "Get a control system with its revision",
+        "Replace a control system (If-Match or rev)",
+        "Merge-patch a control system (If-Match or rev)",
+        "Delete a control system (If-Match)"
+    ]
 );
 document_routes!(
     modules,
     Module,
     "modules",
     "/api/v1/modules",
-    "/api/v1/modules/{id}"
+    "/api/v1/modules/{id}",
+    ids: ["list_modules", "create_module", "get_module", "replace_module", "patch_module", "delete_module"],
+    summaries: [
+        "List modules (paged by id)",
+        "Create a module",
+        "Get a module with its revision",
+        "Replace a module (If-Match or rev)",
+        "Merge-patch a module (If-Match or rev)",
+        "Delete a module (If-Match)"
+    ]
 );
 
 /// Gives an edge location a new secret, shown once in the answer.

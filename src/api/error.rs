@@ -125,3 +125,57 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// Largest plain-text error body read back to be re-wrapped as JSON.
+const REWRAP_LIMIT: usize = 16 * 1024;
+
+/// Answers axum's own rejections (a body too large, a path id that is not
+/// a UUID, a query that does not parse, bad JSON) in the JSON error shape:
+/// any error answer that is not JSON is re-wrapped, keeping its status and
+/// its text as `error`.
+pub(super) async fn json_errors(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, REWRAP_LIMIT).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    let error = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_lowercase()
+    } else {
+        text
+    };
+    let mut out = (
+        status,
+        Json(ErrorBody {
+            error,
+            fields: Vec::new(),
+        }),
+    )
+        .into_response();
+    // Keep what the rejection said beyond its body (Allow, WWW-Authenticate).
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            out.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    out
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::ApiState;
 use super::auth::Caller;
+use super::documents::PageQuery;
 use super::error::ApiError;
 use crate::model::{ApiKey, Doc, KeyRole, Kind};
 use crate::store::{Expect, Write};
@@ -49,21 +50,37 @@ impl KeyOut {
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/keys", tag = "keys",
-    responses((status = 200, body = Vec<KeyOut>)), security(("bearer" = [])))]
+/// A page of keys, like the document lists.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct KeyPage {
+    pub items: Vec<KeyOut>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<Uuid>,
+}
+
+/// List API keys (paged by id; never their text).
+#[utoipa::path(get, path = "/api/v1/keys", tag = "keys", params(PageQuery),
+    responses((status = 200, body = KeyPage)), security(("bearer" = [])))]
 async fn list_keys(
     State(s): State<Arc<ApiState>>,
     caller: Caller,
-) -> Result<Json<Vec<KeyOut>>, ApiError> {
+    Query(q): Query<PageQuery>,
+) -> Result<Json<KeyPage>, ApiError> {
     caller.require_admin()?;
-    let docs = s.store.list_all(Kind::ApiKey).await?;
-    let keys = docs
+    let limit = q.limit();
+    let docs = s.store.list(Kind::ApiKey, q.after, limit).await?;
+    let next = (docs.len() == limit as usize)
+        .then(|| docs.last().map(|d| d.id))
+        .flatten();
+    let items = docs
         .iter()
         .map(|d| Ok(KeyOut::from(d.parse::<ApiKey>()?, None)))
         .collect::<Result<Vec<_>, ApiError>>()?;
-    Ok(Json(keys))
+    Ok(Json(KeyPage { items, next }))
 }
 
+/// Create an API key (its text is in this answer only).
 #[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = NewKey,
     responses((status = 201, body = KeyOut), (status = 422, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
@@ -91,6 +108,7 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(KeyOut::from(doc, Some(key)))))
 }
 
+/// Delete an API key (not the caller's own).
 #[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "keys", params(("id" = Uuid, Path)),
     responses((status = 204), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)),
     security(("bearer" = [])))]

@@ -137,9 +137,85 @@ pub fn metrics_handle() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics shows only this recorder's data");
             }
+            describe_metrics();
             handle
         })
         .clone()
+}
+
+/// HELP text for every metric family, the build's identity, and the
+/// counters that must show before their first increment.
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "outpost_http_requests_total",
+        "API requests answered, by route, method and status"
+    );
+    describe_histogram!(
+        "outpost_http_request_seconds",
+        metrics::Unit::Seconds,
+        "API request latency, by route, method and status"
+    );
+    describe_counter!(
+        "outpost_link_requests_total",
+        "Requests over the master-edge link as seen by the caller, by kind and outcome"
+    );
+    describe_histogram!(
+        "outpost_link_request_seconds",
+        metrics::Unit::Seconds,
+        "Latency of requests over the master-edge link, by kind"
+    );
+    describe_gauge!(
+        "outpost_edges_connected",
+        "Edges whose link to this master is up"
+    );
+    describe_gauge!(
+        "outpost_location_controller_master",
+        "Per edge location: 1 when the master controls it, 0 when its edge does"
+    );
+    describe_gauge!(
+        "outpost_location_epoch",
+        "Per edge location: its control epoch"
+    );
+    describe_counter!(
+        "outpost_control_changes_total",
+        "Changes of controller committed through this process, by new controller (to) and reason"
+    );
+    describe_gauge!(
+        "outpost_modules",
+        "Modules of this process's runtime, by state"
+    );
+    describe_gauge!(
+        "outpost_replication_lag",
+        "Per edge: documents behind at its last pull"
+    );
+    describe_counter!(
+        "outpost_events_collected_total",
+        "Edge events the master stored"
+    );
+    describe_counter!(
+        "outpost_events_refused_total",
+        "Edge events the master refused"
+    );
+    describe_counter!(
+        "outpost_events_dropped_total",
+        "Events an edge's full log dropped"
+    );
+    describe_gauge!(
+        "outpost_events_unsynced",
+        "Events in an edge's log not yet acknowledged by the master"
+    );
+    describe_gauge!("outpost_ws_clients", "Open WebSocket clients");
+    describe_counter!(
+        "outpost_ws_dropped_total",
+        "Messages dropped because a WebSocket client's queue was full"
+    );
+    describe_gauge!(
+        "outpost_build_info",
+        "Always 1: the version and commit of this build"
+    );
+    metrics::gauge!("outpost_build_info", "version" => env!("CARGO_PKG_VERSION"), "commit" => env!("BUILD_COMMIT")).set(1.0);
+    metrics::counter!("outpost_ws_dropped_total").increment(0);
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -284,6 +360,7 @@ pub fn router(state: Arc<ApiState>) -> (axum::Router, utoipa::openapi::OpenApi) 
         .layer(axum::Extension(spec))
         .merge(crate::console::router(state.role))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn(track))
         .with_state(state);
     (router, openapi)

@@ -285,11 +285,12 @@ pub(super) struct ExecBody {
     pub method: String,
     /// JSON arguments: an array is passed positionally, anything else as one value.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub args: Value,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct DeadlineQuery {
     /// Give up after this many milliseconds (default 30000).
     pub timeout_ms: Option<u64>,
@@ -306,7 +307,7 @@ impl DeadlineQuery {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct ExecOut {
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub result: Value,
 }
 
@@ -439,7 +440,7 @@ async fn not_running(s: &ApiState, module: &Module, runtime: &Runtime) -> ApiErr
 pub(super) struct StatusValue {
     pub key: String,
     /// `null` when the module has no such variable.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub value: Value,
 }
 
@@ -585,7 +586,8 @@ pub(super) struct EdgeStatus {
     pub address: Option<String>,
     pub protocol_version: Option<u16>,
     pub commit: Option<String>,
-    /// `edge` or `master`.
+    /// `edge` or `master`; `none` while no controller was ever decided (the
+    /// edge never connected and the master has not taken over).
     pub controller: &'static str,
     /// The control epoch (0: no change of controller recorded yet).
     pub epoch: i64,
@@ -617,8 +619,14 @@ async fn edge_status(
         .as_ref()
         .and_then(|o| o.registry.as_ref())
         .and_then(|r| r.info(id));
-    let epoch = s.store.control_state(id).await?.map_or(0, |c| c.epoch);
-    let (events_unsynced, events_dropped) = if s.ops.as_ref().and_then(|o| o.edge_id) == Some(id) {
+    let control = s.store.control_state(id).await?;
+    let epoch = control.map_or(0, |c| c.epoch);
+    let own = s.ops.as_ref().filter(|o| o.edge_id == Some(id));
+    // An edge asked about itself is connected while its link to the master is up.
+    let linked = own
+        .and_then(|o| o.master.as_ref())
+        .is_some_and(|m| m.borrow().is_some());
+    let (events_unsynced, events_dropped) = if own.is_some() {
         let (unsynced, dropped) = s.store.event_counts().await?;
         (Some(unsynced), Some(dropped))
     } else {
@@ -626,7 +634,7 @@ async fn edge_status(
     };
     Ok(Json(EdgeStatus {
         id,
-        connected: info.is_some(),
+        connected: info.is_some() || linked,
         since_ms: info
             .as_ref()
             .and_then(|i| i.since.duration_since(UNIX_EPOCH).ok())
@@ -634,7 +642,8 @@ async fn edge_status(
         address: info.as_ref().map(|i| i.addr.to_string()),
         protocol_version: info.as_ref().map(|i| i.version),
         commit: info.and_then(|i| i.commit),
-        controller: route.controller.as_str(),
+        // No decision recorded yet: the edge never connected.
+        controller: control.map_or("none", |c| c.controller.as_str()),
         epoch,
         events_unsynced,
         events_dropped,
@@ -648,9 +657,14 @@ pub(super) struct ControlRecordOut {
     pub to: &'static str,
     pub reason: &'static str,
     pub at_ms: i64,
+    /// Who asked for the change (a restore: the API key's user); absent
+    /// for the control loop's own decisions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct LogQuery {
     /// Records with an epoch below this (paging backwards).
     pub before: Option<i64>,
@@ -684,6 +698,7 @@ async fn control_log(
                 to: r.to.as_str(),
                 reason: r.reason.as_str(),
                 at_ms: r.at_ms,
+                by: r.by,
             })
             .collect(),
     ))

@@ -82,7 +82,8 @@ pub(super) struct SiteOut {
     /// When the current link came up (ms since the Unix epoch).
     pub link_since_ms: Option<u64>,
     pub address: Option<String>,
-    /// `edge` or `master`.
+    /// `edge` or `master`; `none` while no controller was ever decided (the
+    /// edge never connected and the master has not taken over).
     pub controller: &'static str,
     /// 0 until the first change of controller.
     pub epoch: i64,
@@ -128,7 +129,8 @@ async fn sites(
                 .and_then(|i| i.since.duration_since(UNIX_EPOCH).ok())
                 .map(|d| d.as_millis() as u64),
             address: info.as_ref().map(|i| i.addr.to_string()),
-            controller: state.map_or("edge", |c| c.controller.as_str()),
+            // No decision recorded yet: the edge never connected.
+            controller: state.map_or("none", |c| c.controller.as_str()),
             epoch: state.map_or(0, |c| c.epoch),
             controller_since_ms: state.map(|c| c.since_ms),
             takeover_due_ms: control.and_then(|c| c.takeover_due(location.id)),

@@ -94,6 +94,13 @@ async fn restore(
         RestoreError::Store(e) => e.into(),
         RestoreError::Stopping => ApiError::Unavailable(e.to_string()),
     })?;
+    // The audit log says who handed the site back (a nil id: no change
+    // was recorded).
+    if !record.id.is_nil() {
+        s.store
+            .record_control_author(id, record.epoch, &caller.user)
+            .await?;
+    }
     Ok(Json(RestoreOut {
         edge: id,
         controller: record.to.as_str(),

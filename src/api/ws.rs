@@ -158,6 +158,7 @@ impl Outbox {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct WsQuery {
     /// The API key, for clients that cannot set the `Authorization` header
     /// (browsers). Prefer the header: URLs end up in proxies' logs.

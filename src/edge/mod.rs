@@ -88,7 +88,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
                 location = %plan.location.name,
                 systems = plan.systems.len(),
                 modules = plan.modules.len(),
-                total_ms = plan.timings.total().as_secs_f64() * 1e3,
+                total_ms = %format_args!("{:.1}", plan.timings.total().as_secs_f64() * 1e3),
                 "boot plan loaded ({})",
                 plan.timings
             );

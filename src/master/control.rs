@@ -619,6 +619,7 @@ impl Location {
                 to: Side::Edge,
                 reason,
                 at_ms: s.since_ms,
+                by: None,
             },
             _ => {
                 self.change(state.map(|s| s.epoch), Side::Edge, reason)
@@ -690,7 +691,7 @@ impl Location {
         while self.recent.len() > 64 {
             self.recent.pop_front();
         }
-        metrics::counter!("outpost_control_changes_total", "to" => to.as_str()).increment(1);
+        // Counted by the API from the store's control feed, with the reason.
         tracing::info!(edge = %self.id, epoch = record.epoch, from = ?record.from, %to, %reason, "controller changed");
         Ok(record)
     }

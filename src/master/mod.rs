@@ -79,7 +79,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
         edge_modules = plan.edge_modules.len(),
         master_systems = plan.master_systems.len(),
         master_modules = plan.master_modules.len(),
-        total_ms = plan.timings.total().as_secs_f64() * 1e3,
+        total_ms = %format_args!("{:.1}", plan.timings.total().as_secs_f64() * 1e3),
         "boot plan loaded ({})",
         plan.timings
     );

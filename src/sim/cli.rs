@@ -20,7 +20,9 @@ pub enum SimulateCommand {
         #[arg(long, default_value_t = 3000)]
         cooldown_ms: u64,
     },
-    /// A generic line-protocol device (see `sim::line` for its commands).
+    /// A generic line-protocol device. Commands (one per line): PING,
+    /// GET k, SET k v, ECHO text, DELAY ms text, SILENT, FLOOD, ENDLESS,
+    /// GARBAGE n, HALF, CLOSE.
     Line {
         #[arg(long, default_value = "127.0.0.1:5000")]
         listen: SocketAddr,
@@ -35,7 +37,8 @@ fn unescape(s: &str) -> Vec<u8> {
 }
 
 /// Runs the simulator until `shutdown` completes, logging its connection
-/// count when it changes.
+/// count when it changes (the simulators log each command and state
+/// change themselves).
 pub async fn run(cmd: SimulateCommand, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -64,8 +67,10 @@ pub async fn run(cmd: SimulateCommand, shutdown: impl Future<Output = ()>) -> an
                     _ = tick.tick() => {
                         if sim.connections() != last {
                             last = sim.connections();
-                            tracing::info!(connections = last, power = ?sim.power(), "pjlink");
+                            tracing::info!(connections = last, "pjlink: connections");
                         }
+                        // Notices a finished warm-up or cool-down (logged once).
+                        let _ = sim.power();
                     }
                 }
             }

@@ -199,6 +199,7 @@ async fn serve(stream: TcpStream, inner: &Inner) -> std::io::Result<()> {
             .commands
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let line = String::from_utf8_lossy(&line);
+        tracing::info!(command = %line.trim_end_matches('\r'), "line device: command");
         if let Reply::Close = answer(&mut w, inner, &delim, line.trim_end_matches('\r')).await? {
             return Ok(());
         }
@@ -231,10 +232,13 @@ async fn answer(
         }
         "SET" => {
             let (k, v) = rest.split_once(' ').unwrap_or((rest, ""));
-            inner
+            let old = inner
                 .values
                 .lock_unpoisoned()
                 .insert(k.to_owned(), v.to_owned());
+            if old.as_deref() != Some(v) {
+                tracing::info!(key = k, value = v, "line device: state changed");
+            }
             send_line(w, &format!("{k}={v}"), delim).await?;
         }
         "ECHO" => send_line(w, rest, delim).await?,

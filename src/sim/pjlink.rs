@@ -82,8 +82,14 @@ impl State {
     fn power(&mut self) -> Power {
         let now = Instant::now();
         match self.power {
-            PowerState::Warming(until) if now >= until => self.power = PowerState::On,
-            PowerState::Cooling(until) if now >= until => self.power = PowerState::Off,
+            PowerState::Warming(until) if now >= until => {
+                self.power = PowerState::On;
+                log_power(Power::On);
+            }
+            PowerState::Cooling(until) if now >= until => {
+                self.power = PowerState::Off;
+                log_power(Power::Off);
+            }
             _ => {}
         }
         match self.power {
@@ -93,6 +99,21 @@ impl State {
             PowerState::Cooling(_) => Power::Cooling,
         }
     }
+}
+
+/// The PJLink answer to `POWR ?` for a power state.
+fn power_code(power: Power) -> &'static str {
+    match power {
+        Power::Off => "0",
+        Power::On => "1",
+        Power::Cooling => "2",
+        Power::Warming => "3",
+    }
+}
+
+/// One line per change of power state, as `POWR ?` answers it from now on.
+fn log_power(power: Power) {
+    tracing::info!(power = ?power, powr = %power_code(power), "pjlink: power state changed");
 }
 
 struct Inner {
@@ -284,6 +305,7 @@ async fn serve(stream: TcpStream, inner: &Inner) -> std::io::Result<()> {
             }
         }
         let mut reply = respond(inner, cmd);
+        tracing::info!(command = cmd, reply = %reply, "pjlink: command");
         reply.push('\r');
         w.write_all(reply.as_bytes()).await?;
     }
@@ -304,12 +326,7 @@ fn respond(inner: &Inner, cmd: &str) -> String {
     let ok = |v: &str| format!("%1{name}={v}");
     let power = st.power();
     match (name, param) {
-        ("POWR", "?") => ok(match power {
-            Power::Off => "0",
-            Power::On => "1",
-            Power::Cooling => "2",
-            Power::Warming => "3",
-        }),
+        ("POWR", "?") => ok(power_code(power)),
         ("POWR", "1" | "0") if st.failure => ok("ERR4"),
         ("POWR", "1") => ok(switch_power(&mut st, inner, true)),
         ("POWR", "0") => ok(switch_power(&mut st, inner, false)),
@@ -344,10 +361,12 @@ fn switch_power(st: &mut State, inner: &Inner, on: bool) -> &'static str {
         (Power::On, true) | (Power::Off, false) => "OK",
         (Power::Off, true) => {
             st.power = PowerState::Warming(Instant::now() + inner.opts.warmup);
+            log_power(Power::Warming);
             "OK"
         }
         (Power::On, false) => {
             st.power = PowerState::Cooling(Instant::now() + inner.opts.cooldown);
+            log_power(Power::Cooling);
             "OK"
         }
         (Power::Warming | Power::Cooling, _) => "ERR3",
@@ -363,6 +382,9 @@ fn set_input(st: &mut State, inner: &Inner, input: &str) -> &'static str {
     } else if st.power() != Power::On {
         "ERR3"
     } else {
+        if st.input != input {
+            tracing::info!(input, "pjlink: input changed");
+        }
         st.input = input.to_owned();
         "OK"
     }
@@ -377,10 +399,14 @@ fn set_mute(st: &mut State, mute: &str) -> &'static str {
     } else if st.power() != Power::On {
         "ERR3"
     } else {
-        st.mute = match mute {
-            "11" | "21" | "31" => "31".into(),
-            _ => "30".into(),
+        let new = match mute {
+            "11" | "21" | "31" => "31",
+            _ => "30",
         };
+        if st.mute != new {
+            tracing::info!(mute = new, "pjlink: AV mute changed");
+        }
+        st.mute = new.into();
         "OK"
     }
 }

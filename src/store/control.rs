@@ -29,10 +29,22 @@ pub struct ControlRecord {
     pub to: Side,
     pub reason: Reason,
     pub at_ms: i64,
+    /// Who asked for the change (a restore: the API key's user); `None`
+    /// for the control loop's own decisions.
+    pub by: Option<String>,
 }
 
 type StateRow = (String, String, i64, i64);
-type LogRow = (String, String, i64, Option<String>, String, String, i64);
+type LogRow = (
+    String,
+    String,
+    i64,
+    Option<String>,
+    String,
+    String,
+    i64,
+    Option<String>,
+);
 
 fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt {
@@ -67,6 +79,7 @@ fn to_record(row: LogRow) -> Result<ControlRecord, StoreError> {
         to: parse_side(&row.4)?,
         reason: Reason::parse(&row.5).ok_or_else(|| corrupt("reason", &row.5))?,
         at_ms: row.6,
+        by: row.7,
     })
 }
 
@@ -142,6 +155,7 @@ impl Store {
                 to,
                 reason,
                 at_ms,
+                by: None,
             };
             sqlx::query(sql::INSERT_LOG)
                 .bind(record.id.to_string())
@@ -205,6 +219,7 @@ impl Store {
                 to,
                 reason,
                 at_ms,
+                by: None,
             };
             // One record per epoch: a repeated epoch (said again after a
             // lost answer) keeps the first.
@@ -229,6 +244,25 @@ impl Store {
             let _ = self.control_changes.send(record.clone());
             Ok(Some(record))
         })
+    }
+
+    /// Records who asked for the change of controller of `edge_id` at
+    /// `epoch` (a restore's API key user) in the audit log.
+    pub async fn record_control_author(
+        &self,
+        edge_id: Uuid,
+        epoch: i64,
+        user: &str,
+    ) -> Result<(), StoreError> {
+        on_writer!(self, pool => {
+            sqlx::query(sql::SET_LOG_AUTHOR)
+                .bind(edge_id.to_string())
+                .bind(epoch)
+                .bind(user)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
     }
 
     /// The audit log of `edge_id`, newest first: `limit` records with an

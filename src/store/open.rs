@@ -71,6 +71,10 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
         "credential revisions",
         include_str!("migrations/sqlite/0004_credential_rev.sql"),
     ),
+    (
+        "control log author",
+        include_str!("migrations/sqlite/0005_control_log_by.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
@@ -88,6 +92,10 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
         "credential revisions",
         include_str!("migrations/postgres/0004_credential_rev.sql"),
+    ),
+    (
+        "control log author",
+        include_str!("migrations/postgres/0005_control_log_by.sql"),
     ),
 ];
 

@@ -159,7 +159,9 @@ pub(crate) const ADOPT_STATE: &str = "INSERT INTO control_state (edge_id, contro
         OR (control_state.epoch = excluded.epoch AND control_state.controller <> excluded.controller)";
 pub(crate) const LOG_HAS_EPOCH: &str =
     "SELECT epoch FROM control_log WHERE edge_id = $1 AND epoch = $2";
-pub(crate) const LOG_PAGE: &str = "SELECT id, edge_id, epoch, from_side, to_side, reason, at_ms FROM control_log \
+pub(crate) const SET_LOG_AUTHOR: &str =
+    "UPDATE control_log SET by_user = $3 WHERE edge_id = $1 AND epoch = $2";
+pub(crate) const LOG_PAGE: &str = "SELECT id, edge_id, epoch, from_side, to_side, reason, at_ms, by_user FROM control_log \
      WHERE edge_id = $1 AND epoch < $2 ORDER BY epoch DESC LIMIT $3";
 
 // Replication (`store/replica.rs`).

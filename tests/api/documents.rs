@@ -41,7 +41,7 @@ async fn keys_and_roles_guard_every_write() {
     // Keys are listed without their text or hash; a key cannot delete itself.
     let r = api.admin("GET", "/api/v1/keys", None).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.json().as_array().unwrap().len(), 3);
+    assert_eq!(r.json()["items"].as_array().unwrap().len(), 3);
     assert!(
         !r.body.contains(&viewer) && !r.body.contains("hash"),
         "{}",

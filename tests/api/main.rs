@@ -9,6 +9,7 @@
 )]
 
 mod documents;
+mod errors;
 #[path = "../support/http.rs"]
 mod http;
 mod limits;

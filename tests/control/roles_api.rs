@@ -71,6 +71,28 @@ async fn exec_through_the_master_api_reaches_the_edge_controlled_projector() {
     let otto = mk_key("otto", "operator").await;
     let eve = mk_key("eve", "operator").await;
     let vera = mk_key("vera", "viewer").await;
+    // The edge never connected (and the location has no failover): no
+    // controller was ever decided.
+    let r = call(
+        m,
+        Some(vera.clone()),
+        "GET",
+        format!("/api/v1/edges/{edge_id}/status"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (
+            r.json()["connected"].as_bool(),
+            r.json()["controller"].as_str(),
+            r.json()["epoch"].as_i64()
+        ),
+        (Some(false), Some("none"), Some(0)),
+        "{}",
+        r.body
+    );
+    let r = call(m, Some(vera.clone()), "GET", "/api/v1/sites".into(), None).await;
+    assert_eq!(r.json()[0]["controller"], "none", "{}", r.body);
     site.seed_replica(edge_id).await;
     let edge = outpost::edge::start(site.edge_config(edge_id, &secret, master.link_addr))
         .await
@@ -83,6 +105,21 @@ async fn exec_through_the_master_api_reaches_the_edge_controlled_projector() {
         sim.connections() == 1
     })
     .await;
+    // The edge, asked about itself, says it is linked.
+    eventually(10, "the edge's own status to say connected", async || {
+        let r = call(
+            edge.api_addr,
+            Some(vera.clone()),
+            "GET",
+            format!("/api/v1/edges/{edge_id}/status"),
+            None,
+        )
+        .await;
+        r.status == 200 && r.json()["connected"] == true && r.json()["controller"] == "edge"
+    })
+    .await;
+
+    check_metrics(m).await;
 
     let exec_path = format!("/api/v1/modules/{projector}/exec");
     let power_on = Some(json!({"method": "power", "args": true}).to_string());
@@ -374,6 +411,18 @@ async fn an_operator_restores_a_site_over_the_api_and_from_the_command_line() {
         log.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>(),
         ["manual_restore", "boot"]
     );
+    // The audit log names who restored the site: the key's user.
+    assert_eq!(log[0].by.as_deref(), Some("otto"));
+    assert_eq!(log[1].by, None);
+    let r = call(
+        Some(vera),
+        "GET",
+        format!("/api/v1/edges/{edge_id}/control-log"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()[0]["by"], "otto", "{}", r.body);
+    assert!(r.json()[1].get("by").is_none(), "{}", r.body);
 
     // Said again: the edge already controls the site (409 over the API,
     // exit status 1 and the reason from the command line).
@@ -398,4 +447,67 @@ async fn an_operator_restores_a_site_over_the_api_and_from_the_command_line() {
     edge.stop().await;
     master.stop().await;
     sim.shutdown().await;
+}
+
+/// The master's `/metrics` with an edge connected: every family described,
+/// the build's identity, `outpost_control_changes_total` always with both
+/// labels, and `promtool check metrics` content (skipped, loudly, without
+/// promtool: Debian's `prometheus` package; .ci/run installs it).
+async fn check_metrics(master: std::net::SocketAddr) {
+    let text = request(master, "GET", "/metrics", &[], None).await.body;
+    for family in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = family.split(' ').next().unwrap();
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "{name} has no HELP: {text}"
+        );
+    }
+    for needed in [
+        "outpost_build_info{",
+        "outpost_ws_dropped_total",
+        "outpost_edges_connected 1",
+        "outpost_control_changes_total{",
+    ] {
+        assert!(text.contains(needed), "{needed} missing: {text}");
+    }
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("outpost_control_changes_total"))
+    {
+        assert!(
+            line.contains("to=\"") && line.contains("reason=\""),
+            "{line}"
+        );
+    }
+    let promtool = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join("promtool"))
+        .find(|p| p.is_file());
+    let Some(promtool) = promtool else {
+        assert!(
+            std::env::var_os("OUTPOST_REQUIRE_TOOLS").is_none(),
+            "promtool is not installed and OUTPOST_REQUIRE_TOOLS is set"
+        );
+        eprintln!(
+            "\n********\nSKIPPED: promtool check metrics: `promtool` is not installed (apt-get install prometheus; .ci/run installs it)\n********\n"
+        );
+        return;
+    };
+    let mut child = tokio::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncWriteExt as _;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(text.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

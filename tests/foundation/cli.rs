@@ -387,3 +387,248 @@ fn simulate_pjlink_speaks_the_protocol_until_sigterm() {
     drop(stream);
     stop(child);
 }
+
+#[test]
+fn a_toml_syntax_error_is_one_line_naming_the_file() {
+    let dir = checkout();
+    std::fs::write(dir.path().join("config/master.toml"), "api_addr = \n").unwrap();
+    let out = run(dir.path(), &["master"], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("master.toml") && err.contains("line 1") && !err.contains("(configuration)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_is_offered_only_where_it_means_something() {
+    let dir = checkout();
+    let help = |args: &[&str]| {
+        let mut args = args.to_vec();
+        args.push("--help");
+        let out = run(dir.path(), &args, &[]);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for args in [
+        &["master"][..],
+        &["edge"],
+        &["admin"],
+        &["admin", "export"],
+        &["status"],
+        &["exec"],
+    ] {
+        assert!(help(args).contains("--config"), "{args:?}");
+    }
+    for args in [
+        &["simulate"][..],
+        &["simulate", "pjlink"],
+        &["simulate", "line"],
+        &["certs"],
+        &["certs", "init"],
+        &["demo"],
+    ] {
+        assert!(!help(args).contains("--config"), "{args:?}");
+    }
+    // The line simulator's help says its commands, not where its source is.
+    let line = help(&["simulate", "line"]);
+    assert!(line.contains("PING") && !line.contains("sim::"), "{line}");
+}
+
+#[test]
+fn export_without_a_store_fails_and_creates_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["admin", "export"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("no store at data/master.db"), "{err}");
+    assert!(!dir.path().join("data").exists(), "export created a store");
+}
+
+#[test]
+fn import_shows_its_changes_and_refuses_to_revert_newer_documents() {
+    let dir = checkout();
+    let import = |args: &[&str]| {
+        let mut all = vec!["admin", "import"];
+        all.extend_from_slice(args);
+        run(dir.path(), &all, &[])
+    };
+    // A dry run on an empty store: every document would be created.
+    let out = import(&["config/example-site.json", "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("would create "))
+            .count(),
+        14,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("would create module 'Lobby projector'"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("secret"), "{stdout}");
+    let out = run(dir.path(), &["admin", "export"], &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "{\n  \"edges\": [],\n  \"systems\": [],\n  \"modules\": []\n}"
+    );
+
+    assert!(import(&["config/example-site.json"]).status.success());
+    let out = run(dir.path(), &["admin", "export", "-o", "export.json"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let exported = std::fs::read_to_string(dir.path().join("export.json")).unwrap();
+    assert!(exported.contains("\"rev\": 1"), "{exported}");
+    // The same file again changes nothing.
+    let out = import(&["config/example-site.json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("0 created, 0 replaced, 14 unchanged"),
+        "{stdout}"
+    );
+
+    // An operator changes a module after the export (rev 2 now).
+    let mut edited: serde_json::Value = serde_json::from_str(&exported).unwrap();
+    edited["modules"][0]["name"] = "Renamed by an operator".into();
+    std::fs::write(dir.path().join("newer.json"), edited.to_string()).unwrap();
+    let out = import(&["newer.json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("replaced module 'Renamed by an operator'"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The older export, and the hand-written file, would revert it: refused.
+    for file in ["export.json", "config/example-site.json"] {
+        let out = import(&[file, "--dry-run"]);
+        assert_eq!(out.status.code(), Some(1), "{file}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("changed since")
+                && err.contains("--force")
+                && err.contains("1 document(s)"),
+            "{file}: {err}"
+        );
+    }
+    let out = import(&["export.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    // --dry-run --force lists the one replacement; --force does it.
+    let out = import(&["export.json", "--dry-run", "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.matches("would replace module").count(),
+        1,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("would create 0, replace 1, leave 13 unchanged"),
+        "{stdout}"
+    );
+    let out = import(&["export.json", "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(dir.path(), &["admin", "export"], &[]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("Renamed"));
+}
+
+#[test]
+fn import_prints_each_problem_once() {
+    let dir = checkout();
+    let mut site: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("config/example-site.json")).unwrap(),
+    )
+    .unwrap();
+    site["modules"][0]["uri"] = "udp://x:1".into();
+    std::fs::write(dir.path().join("bad.json"), site.to_string()).unwrap();
+    let out = run(dir.path(), &["admin", "import", "bad.json"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.matches("udp://x:1").count(), 1, "{err}");
+    // A syntax error is said once too.
+    std::fs::write(dir.path().join("broken.json"), "{\"modules\": [").unwrap();
+    let out = run(dir.path(), &["admin", "import", "broken.json"], &[]);
+    let err = stderr(&out);
+    assert_eq!(err.matches("line 1").count(), 1, "{err}");
+}
+
+#[test]
+fn the_pjlink_simulator_logs_each_command_and_state_change() {
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = outpost(
+        dir.path(),
+        &[
+            "simulate",
+            "pjlink",
+            "--listen",
+            "127.0.0.1:0",
+            "--warmup-ms",
+            "0",
+        ],
+        &[],
+    )
+    .stdin(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // The log, line by line, with a deadline so a missing line fails
+    // instead of hanging.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || rx.recv_timeout(std::time::Duration::from_secs(30)).ok();
+    let mut log = Vec::new();
+    let addr = loop {
+        let line = next().expect("the simulator's log");
+        log.push(line.clone());
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let mut device = std::net::TcpStream::connect(&addr).unwrap();
+    let mut answer = |cmd: Option<&str>| {
+        if let Some(cmd) = cmd {
+            device.write_all(format!("{cmd}\r").as_bytes()).unwrap();
+        }
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while device.read(&mut byte).unwrap() == 1 && byte[0] != b'\r' {
+            got.push(byte[0]);
+        }
+        String::from_utf8(got).unwrap()
+    };
+    assert_eq!(answer(None), "PJLINK 0");
+    assert_eq!(answer(Some("%1POWR 1")), "%1POWR=OK");
+    assert_eq!(answer(Some("%1POWR ?")), "%1POWR=1");
+    // Warming up (`POWR ?` would answer 3), the command, on (1), and the
+    // question answered 1: each one line (the warm-up's end may be noticed
+    // by the simulator's own tick before the command's line is written).
+    let mut wanted = vec![
+        "powr=3",
+        "command=\"%1POWR 1\" reply=%1POWR=OK",
+        "powr=1",
+        "command=\"%1POWR ?\" reply=%1POWR=1",
+    ];
+    wanted.retain(|w| !log.iter().any(|l| l.contains(w)));
+    while !wanted.is_empty()
+        && let Some(line) = next()
+    {
+        wanted.retain(|w| !line.contains(w));
+        log.push(line);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(wanted.is_empty(), "missing {wanted:?} in {log:#?}");
+}
