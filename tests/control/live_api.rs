@@ -128,14 +128,15 @@ async fn websocket_follows_an_edge_run_projector_through_the_master() {
         json!({"op": "subscribe", "id": 8, "topic": "control"}),
     )
     .await;
-    ws::until(&mut admin_ws, "debug subscribed", |v| {
-        v["type"] == "subscribed" && v["id"] == 7
-    })
-    .await;
-    ws::until(&mut admin_ws, "control subscribed", |v| {
-        v["type"] == "subscribed" && v["id"] == 8
-    })
-    .await;
+    // The two answers come in either order: the debug one crosses the link.
+    let mut pending = vec![7, 8];
+    while !pending.is_empty() {
+        let v = ws::until(&mut admin_ws, "debug and control subscribed", |v| {
+            v["type"] == "subscribed" && pending.iter().any(|id| v["id"] == *id)
+        })
+        .await;
+        pending.retain(|id| v["id"] != *id);
+    }
 
     let r = call(
         m,
