@@ -29,10 +29,8 @@ const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
     ("src/api/ws.rs", "debug", 135),
     ("src/config.rs", "check", 95),
     ("src/edge/handler.rs", "handle", 114),
-    ("src/edge/mod.rs", "start_with_clock", 111),
     ("src/link/master.rs", "connection", 89),
     ("src/link/repository.rs", "sync", 84),
-    ("src/master/mod.rs", "start_with_clock", 138),
 ];
 
 fn root() -> PathBuf {

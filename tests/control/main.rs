@@ -17,6 +17,7 @@ mod http;
 mod live_api;
 #[path = "../support/proxy.rs"]
 mod proxy;
+mod reconcile;
 #[path = "../support/roles.rs"]
 mod roles;
 mod roles_api;
