@@ -7,8 +7,9 @@
 //!   before the system's write is sent.
 //! - **Master, import**: 1,000 modules in 100 systems (100 simulators, 10
 //!   connections each) imported into the running master's store → all
-//!   connected (target ≤ 2 s), and as a ratio to the same modules at boot
-//!   (a master started on that database → all connected; target ≤ 1.5×).
+//!   connected, timed from the import's return (its transaction committed;
+//!   target ≤ 2 s), and as a ratio to the same modules at boot (a master
+//!   started on that database → all connected; target ≤ 1.5×).
 //! - **Edge, one module**: the module created at the master and added to
 //!   the edge's system (PATCH at the master) → connected at the edge, p50/p99
 //!   over 200 trials (target p99 ≤ 150 ms).
@@ -184,8 +185,11 @@ async fn master_import() {
     outpost::admin::import(&master.store, &file, &Default::default())
         .await
         .unwrap();
+    // The import returns once its one transaction has committed.
+    let commit = Instant::now();
+    let import = (commit - t).as_secs_f64() * 1e3;
     wait("1,000 devices connected after the import", 60, all).await;
-    let live = t.elapsed().as_secs_f64() * 1e3;
+    let live = commit.elapsed().as_secs_f64() * 1e3;
     master.stop().await;
     wait("every connection closed", 30, || {
         sims.iter().all(|s| s.connections() == 0)
@@ -196,8 +200,8 @@ async fn master_import() {
     wait("1,000 devices connected at boot", 60, all).await;
     let boot = t.elapsed().as_secs_f64() * 1e3;
     println!(
-        "master: import of 1,000 modules in 100 systems, commit → all connected: {live:.0} ms \
-         (target ≤ 2000 ms); at boot {boot:.0} ms; ratio {:.2} (target ≤ 1.5)",
+        "master: import of 1,000 modules in 100 systems ({import:.0} ms to commit), commit → all \
+         connected: {live:.0} ms (target ≤ 2000 ms); at boot {boot:.0} ms; ratio {:.2} (target ≤ 1.5)",
         live / boot
     );
     master.stop().await;
