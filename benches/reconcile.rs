@@ -8,8 +8,9 @@
 //! - **Master, import**: 1,000 modules in 100 systems (100 simulators, 10
 //!   connections each) imported into the running master's store → all
 //!   connected, timed from the import's return (its transaction committed;
-//!   target ≤ 2 s), and as a ratio to the same modules at boot (a master
-//!   started on that database → all connected; target ≤ 1.5×).
+//!   target ≤ 2 s), and as a ratio to the same modules at boot (measured
+//!   first: a master started on a database holding them → all connected;
+//!   target ≤ 1.5×).
 //! - **Edge, one module**: the module created at the master and added to
 //!   the edge's system (PATCH at the master) → connected at the edge, p50/p99
 //!   over 200 trials (target p99 ≤ 150 ms).
@@ -180,6 +181,23 @@ async fn master_import() {
         file.modules.extend(modules);
     }
     let all = || sims.iter().map(|s| s.connections()).sum::<usize>() == DEVICES * PER_DEVICE;
+    let none = || sims.iter().all(|s| s.connections() == 0);
+    // Boot first (on simulators as fresh as the import's will be): the
+    // same documents imported before a master starts on them.
+    let store = site.master_store().await;
+    outpost::admin::import(&store, &file, &Default::default())
+        .await
+        .unwrap();
+    store.close().await;
+    let t = Instant::now();
+    let master = outpost::master::start(config(&site)).await.unwrap();
+    wait("1,000 devices connected at boot", 60, all).await;
+    let boot = t.elapsed().as_secs_f64() * 1e3;
+    master.stop().await;
+    wait("every connection closed", 30, none).await;
+
+    // Then the import into a running master (a fresh database).
+    let site = Site::new();
     let master = outpost::master::start(config(&site)).await.unwrap();
     let t = Instant::now();
     outpost::admin::import(&master.store, &file, &Default::default())
@@ -190,15 +208,6 @@ async fn master_import() {
     let import = (commit - t).as_secs_f64() * 1e3;
     wait("1,000 devices connected after the import", 60, all).await;
     let live = commit.elapsed().as_secs_f64() * 1e3;
-    master.stop().await;
-    wait("every connection closed", 30, || {
-        sims.iter().all(|s| s.connections() == 0)
-    })
-    .await;
-    let t = Instant::now();
-    let master = outpost::master::start(config(&site)).await.unwrap();
-    wait("1,000 devices connected at boot", 60, all).await;
-    let boot = t.elapsed().as_secs_f64() * 1e3;
     println!(
         "master: import of 1,000 modules in 100 systems ({import:.0} ms to commit), commit → all \
          connected: {live:.0} ms (target ≤ 2000 ms); at boot {boot:.0} ms; ratio {:.2} (target ≤ 1.5)",
