@@ -78,6 +78,7 @@ fn system(name: &str, edge_id: Option<Uuid>, module: &Module) -> ControlSystem {
         edge_id,
         module_ids: vec![module.id],
         settings: Default::default(),
+        stopped: false,
     }
 }
 

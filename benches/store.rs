@@ -310,6 +310,7 @@ async fn bench_boot(backend: &str, store: Store, plain: Plain) {
             edge_id: (s % 5 == 0).then(|| edges[s % edges.len()].id),
             module_ids: ms.iter().map(|m| m.id).collect(),
             settings: Default::default(),
+            stopped: false,
         };
         for m in &ms {
             writes.push(Write::put(m, Expect::Absent));

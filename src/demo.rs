@@ -331,6 +331,7 @@ async fn import_sites(config: &Config) -> Result<Vec<DemoSite>, String> {
             edge_id: Some(location.id),
             module_ids: modules.iter().map(|m| m.id).collect(),
             settings: Default::default(),
+            stopped: false,
         });
         file.modules.extend(modules);
         file.edges.push(location.clone());

@@ -20,6 +20,9 @@
 //!   multiplexed peer, heartbeats, the master's registry, the edge's
 //!   connect loop, and the driver repository transfer.
 //! - [`boot`]: what a master or an edge loads at start (the boot plans).
+//! - [`reconciler`]: the only code that changes what runs for documents:
+//!   it follows the store's change feed, the controller of each site and
+//!   the driver files, and brings the runtime in line.
 //! - [`runtime`]: the module runtime: one sandboxed Lua driver per module, the
 //!   device transports it never touches itself, exec, status and debug streams.
 //! - [`sim`]: device simulators (PJLink projector, line device) on real TCP.
@@ -68,6 +71,7 @@ pub mod master;
 pub mod model;
 pub mod ops_cli;
 pub mod proto;
+pub mod reconciler;
 pub mod runtime;
 pub mod secret;
 pub mod shutdown;

@@ -23,11 +23,7 @@ const MAX_FUNCTION_LINES: usize = 80;
 /// length they may not exceed. The list only shrinks: an entry whose
 /// function got shorter than the limit must be removed, and a listed
 /// function may not grow.
-const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
-    ("src/edge/handler.rs", "handle", 114),
-    ("src/edge/mod.rs", "start_with_clock", 111),
-    ("src/master/mod.rs", "start_with_clock", 132),
-];
+const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[("src/edge/handler.rs", "handle", 114)];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -50,6 +50,8 @@ pub struct Ops {
     pub registry: Option<Registry>,
     /// The master's control loop (restore); `None` on an edge.
     pub control: Option<Arc<dyn super::ControlLoop>>,
+    /// What runs for documents: a system's start and stop wait for it.
+    pub reconciler: Option<crate::reconciler::Reconciler>,
     /// On an edge, its own location: its event log answers for it.
     pub edge_id: Option<Uuid>,
     /// Master: status changes of edge-controlled modules, as the edges'
@@ -91,6 +93,7 @@ impl Ops {
             redirect_to_master: config.redirect_to_master,
             ws_queue: config.ws_queue.max(1),
             control: None,
+            reconciler: None,
             edge_id: None,
         }
     }
@@ -500,51 +503,39 @@ pub(super) struct SystemOut {
     pub state: &'static str,
 }
 
+/// Writes the system's `stopped` field through the store (the API's write
+/// lock, the revision read), then, where this process runs the system,
+/// waits until the reconciler has followed it. An edge-owned system is
+/// followed by its controller through the replica.
 async fn start_or_stop(
     s: &ApiState,
     caller: &Caller,
     id: Uuid,
     start: bool,
-    uri: &Uri,
 ) -> Result<Response, ApiError> {
-    let (system, route) = system_route(s, id).await?;
+    let (_, route) = system_route(s, id).await?;
     caller.require_operator(route.location.as_ref())?;
-    if let Some(r) = redirect(s, &route, uri) {
-        return Ok(r);
-    }
-    if route.local(s.role) {
-        let runtime = &ops(s)?.runtime;
-        let report = if start {
-            // Modules added since boot are loaded first.
-            for doc in s.store.get_many(&system.module_ids).await? {
-                if runtime.module_info(doc.id).is_none() {
-                    runtime
-                        .load(&doc.parse::<Module>()?)
-                        .await
-                        .map_err(|e| ApiError::Upstream(e.to_string()))?;
-                }
-            }
-            runtime.start_system(&system).await
-        } else {
-            runtime.stop_system(id).await
-        }
-        .map_err(|e| ApiError::Upstream(e.to_string()))?;
-        if let Some((module, why)) = report.failed.first() {
-            return Err(ApiError::Upstream(format!("module {module}: {why}")));
-        }
-    } else {
-        let body = if start {
-            RequestBody::StartSystem {
-                system: id,
-                epoch: route.epoch.and_then(|e| u64::try_from(e).ok()),
-            }
-        } else {
-            RequestBody::StopSystem {
-                system: id,
-                epoch: route.epoch.and_then(|e| u64::try_from(e).ok()),
-            }
+    s.require_writable()?;
+    {
+        let _guard = s.write_lock.lock().await;
+        let (rev, mut system) = match s.store.get(id).await? {
+            Some(d) if d.kind == Kind::System.as_str() => (d.rev, d.parse::<ControlSystem>()?),
+            _ => return Err(ApiError::NotFound(format!("no system with id {id}"))),
         };
-        proxy(s, &route, body, DEFAULT_DEADLINE).await?;
+        if system.stopped == start {
+            system.stopped = !start;
+            s.store
+                .apply(&[crate::store::Write::put(
+                    &system,
+                    crate::store::Expect::Rev(rev),
+                )])
+                .await?;
+        }
+    }
+    if route.local(s.role)
+        && let Some(reconciler) = &ops(s)?.reconciler
+    {
+        reconciler.settle().await;
     }
     let out = SystemOut {
         system: id,
@@ -553,28 +544,35 @@ async fn start_or_stop(
     Ok(tagged(s, &route, Json(out)))
 }
 
-/// Starts every module of a system.
+/// Starts a system: clears its `stopped` field (written at the master like
+/// any edit, replicated to edges), so its enabled modules run wherever the
+/// site is controlled; answered once the master runs them, for the
+/// master's own systems and the sites it holds. Refused on an edge (405: documents are
+/// written at the master).
 #[utoipa::path(post, path = "/api/v1/systems/{id}/start", tag = "systems", params(("id" = Uuid, Path)),
-    responses((status = 200, body = SystemOut), (status = 403), (status = 404), (status = 502), (status = 503)), security(("bearer" = [])))]
+    responses((status = 200, body = SystemOut), (status = 403), (status = 404), (status = 405), (status = 409), (status = 503)), security(("bearer" = [])))]
 async fn start_system(
     State(s): State<Arc<ApiState>>,
     caller: Caller,
     Path(id): Path<Uuid>,
-    uri: Uri,
 ) -> Result<Response, ApiError> {
-    start_or_stop(&s, &caller, id, true, &uri).await
+    start_or_stop(&s, &caller, id, true).await
 }
 
-/// Stops every module of a system (their devices are released).
+/// Stops a system: sets its `stopped` field (written at the master like any
+/// edit, replicated to edges), so its modules stop (their devices are
+/// released) unless another running system lists them, and stay stopped
+/// across restarts and hand-overs. Answered once the master has stopped
+/// them, for the master's own systems and the sites it holds. Refused on an
+/// edge (405: documents are written at the master).
 #[utoipa::path(post, path = "/api/v1/systems/{id}/stop", tag = "systems", params(("id" = Uuid, Path)),
-    responses((status = 200, body = SystemOut), (status = 403), (status = 404), (status = 502), (status = 503)), security(("bearer" = [])))]
+    responses((status = 200, body = SystemOut), (status = 403), (status = 404), (status = 405), (status = 409), (status = 503)), security(("bearer" = [])))]
 async fn stop_system(
     State(s): State<Arc<ApiState>>,
     caller: Caller,
     Path(id): Path<Uuid>,
-    uri: Uri,
 ) -> Result<Response, ApiError> {
-    start_or_stop(&s, &caller, id, false, &uri).await
+    start_or_stop(&s, &caller, id, false).await
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

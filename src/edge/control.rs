@@ -16,9 +16,9 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use super::event_log::EventSync;
-use crate::boot::{EdgeBoot, plan_edge};
 use crate::control::{Clock, Reason, Side};
 use crate::proto::{ResponseBody, WireError};
+use crate::reconciler::Reconciler;
 use crate::runtime::Runtime;
 use crate::store::{Event, EventKind, Store};
 
@@ -26,11 +26,12 @@ use crate::store::{Event, EventKind, Store};
 pub struct SiteControl {
     edge_id: Uuid,
     runtime: Runtime,
+    /// Runs the site's modules while this edge holds it (`set_held`).
+    reconciler: Reconciler,
     store: Store,
     clock: Clock,
     events: Arc<EventSync>,
-    /// Held while the site starts or stops (and while the replicator
-    /// applies changes to a running site); `true` while the site runs here.
+    /// Held while the site starts or stops; `true` while the site runs here.
     running: Mutex<bool>,
     /// The last epoch the master gave (0: none yet).
     epoch: AtomicU64,
@@ -40,6 +41,7 @@ impl SiteControl {
     pub async fn new(
         edge_id: Uuid,
         runtime: Runtime,
+        reconciler: Reconciler,
         store: Store,
         clock: Clock,
         events: Arc<EventSync>,
@@ -51,6 +53,7 @@ impl SiteControl {
         Ok(Self {
             edge_id,
             runtime,
+            reconciler,
             store,
             clock,
             events,
@@ -81,10 +84,9 @@ impl SiteControl {
         *self.running.lock().await
     }
 
-    /// Holds the site's state still (the replicator applies changes under
-    /// it, and only to a running site).
-    pub async fn hold(&self) -> tokio::sync::MutexGuard<'_, bool> {
-        self.running.lock().await
+    /// Waits until the runtime follows the replica as it is now.
+    pub async fn follow_documents(&self) {
+        self.reconciler.settle().await;
     }
 
     /// The answer to the master's `ControlReport`.
@@ -172,40 +174,22 @@ impl SiteControl {
         Ok(())
     }
 
+    /// Tells the reconciler this edge holds its site and waits until its
+    /// modules run (with an empty replica, they start once the first
+    /// snapshot arrives).
     async fn start_site(&self, running: &mut bool) -> Result<(), WireError> {
-        let plan = match plan_edge(&self.store, self.edge_id).await {
-            Ok(EdgeBoot::Ready(plan)) => plan,
-            Ok(EdgeBoot::Waiting) => {
-                // Nothing to run yet; the replicator starts the site once
-                // the first snapshot arrives.
-                *running = true;
-                return Ok(());
-            }
-            Err(e) => return Err(WireError::failed(format!("cannot read the replica: {e}"))),
-        };
-        // Modules are loaded at boot (standing by costs memory, not
-        // devices); load what arrived since.
-        let missing: Vec<_> = plan
-            .modules
-            .iter()
-            .filter(|m| self.runtime.module_info(m.id).is_none())
-            .cloned()
-            .collect();
-        let report = self.runtime.load_many(&missing).await;
-        for (id, why) in &report.failed {
-            tracing::error!(module = %id, error = %why, "module failed to load");
-        }
-        for system in &plan.systems {
-            if let Err(e) = self.runtime.start_system(system).await {
-                tracing::error!(system = %system.id, error = %e, "system failed to start");
-            }
-        }
+        self.reconciler.set_held(self.edge_id, true);
+        self.reconciler.settle().await;
         *running = true;
-        tracing::info!(modules = plan.modules.len(), "site running at this edge");
+        tracing::info!("site running at this edge");
         Ok(())
     }
 
+    /// A safety stop: stops every module at once with the reconciler held
+    /// off, then tells it the site is no longer held, so it keeps them
+    /// loaded but stopped.
     async fn stop_site(&self, running: &mut bool) {
+        let paused = self.reconciler.pause().await;
         // Stopped modules keep their code and status, and hold no device
         // connection: starting again is quick when control comes back.
         let stops = self.runtime.modules().into_iter().map(|info| {
@@ -217,6 +201,8 @@ impl SiteControl {
             }
         });
         futures_util::future::join_all(stops).await;
+        self.reconciler.set_held(self.edge_id, false);
+        drop(paused);
         if *running {
             tracing::info!("site stopped at this edge");
         }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::link::repository::EdgeRepo;
 use crate::link::{Handler, RequestCtx};
 use crate::local_ops::{ModuleRequests, internal, runtime_err};
-use crate::model::{ControlSystem, Kind, Module};
+use crate::model::{ControlSystem, Kind};
 use crate::proto::{RepoOp, RequestBody, ResponseBody, WireError};
 use crate::runtime::Runtime;
 use crate::store::Store;
@@ -49,8 +49,8 @@ impl EdgeHandler {
         }
     }
 
-    /// Loads one of this edge's systems from the replica, with its modules.
-    async fn system(&self, id: Uuid) -> Result<(ControlSystem, Vec<Module>), WireError> {
+    /// One of this edge's systems from the replica.
+    async fn system(&self, id: Uuid) -> Result<ControlSystem, WireError> {
         let doc = match self.store.get(id).await.map_err(internal)? {
             Some(d) if d.kind == Kind::System.as_str() => d,
             _ => return Err(WireError::not_found(format!("system {id}"))),
@@ -61,32 +61,7 @@ impl EdgeHandler {
                 message: format!("system {id} does not belong to this edge location"),
             });
         }
-        let docs = self
-            .store
-            .get_many(&system.module_ids)
-            .await
-            .map_err(internal)?;
-        let modules = docs
-            .iter()
-            .map(|d| d.parse())
-            .collect::<Result<Vec<Module>, _>>()
-            .map_err(internal)?;
-        Ok((system, modules))
-    }
-
-    /// Loads (or updates) a system's modules and teaches the runtime its
-    /// membership.
-    async fn prepare(&self, system: &ControlSystem, modules: &[Module]) -> Result<(), WireError> {
-        for m in modules {
-            let result = if self.runtime.module_info(m.id).is_some() {
-                self.runtime.update(m).await
-            } else {
-                self.runtime.load(m).await
-            };
-            result.map_err(runtime_err)?;
-        }
-        self.runtime.register_system(system);
-        Ok(())
+        Ok(system)
     }
 }
 
@@ -122,25 +97,15 @@ impl Handler for EdgeHandler {
                         message: "this edge stands by: the master controls its site".into(),
                     });
                 }
-                let (system, modules) = self.system(system).await?;
-                self.prepare(&system, &modules).await?;
-                let report = self
-                    .runtime
-                    .start_system(&system)
-                    .await
-                    .map_err(runtime_err)?;
-                if let Some((id, why)) = report.failed.first() {
-                    return Err(WireError::failed(format!(
-                        "module {id} did not start: {why}"
-                    )));
-                }
+                // The system's documents (its `stopped` field included) are
+                // the replica's; the reconciler follows them.
+                self.system(system).await?;
+                self.control.follow_documents().await;
                 Ok(ResponseBody::Done)
             }
-            RequestBody::StopSystem { system, .. } => {
-                self.runtime
-                    .stop_system(system)
-                    .await
-                    .map_err(runtime_err)?;
+            RequestBody::StopSystem { system, .. } | RequestBody::ExpireSystemCache { system } => {
+                self.system(system).await?;
+                self.control.follow_documents().await;
                 Ok(ResponseBody::Done)
             }
             RequestBody::ReloadDriver { name, source } => {
@@ -157,14 +122,6 @@ impl Handler for EdgeHandler {
                 Ok(ResponseBody::Reloaded {
                     drivers: vec![report.driver],
                 })
-            }
-            RequestBody::ExpireSystemCache { system } => {
-                // Drop what was built for the system and build it again from
-                // the replica: module settings, membership.
-                let (system, modules) = self.system(system).await?;
-                self.runtime.forget_system(system.id);
-                self.prepare(&system, &modules).await?;
-                Ok(ResponseBody::Done)
             }
             RequestBody::Repository {
                 op: RepoOp::Sync { commit },

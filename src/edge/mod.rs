@@ -38,6 +38,7 @@ use crate::certs;
 use crate::config::{Config, ConfigError, Role};
 use crate::control::Clock;
 use crate::link::{EdgeLinkConfig, EdgeLinkEvent};
+use crate::reconciler::{Reconciler, Scope};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::Store;
 
@@ -46,6 +47,8 @@ pub struct Edge {
     pub edge_id: Uuid,
     pub api_addr: std::net::SocketAddr,
     pub runtime: Runtime,
+    /// The only code that changes what runs for documents.
+    pub reconciler: Reconciler,
     pub store: Store,
     /// What this edge runs and the epoch it was told.
     pub control: Arc<SiteControl>,
@@ -74,7 +77,90 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
         .ok_or_else(|| ConfigError::new("edge_id", "required to run an edge"))?;
     let store = boot::open_store(&config).await?;
     let runtime = Runtime::new(RuntimeConfig::new(config.modules_dir.clone()));
-    match boot::plan_edge(&store, edge_id).await? {
+    log_plan(&store, edge_id).await?;
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    // Loaded, not started: nothing touches a device until the master
+    // decides or cannot be reached.
+    let (scope, dir) = (Scope::Edge(edge_id), config.modules_dir.clone());
+    let reconciler = Reconciler::start(scope, &store, &runtime, dir, &stop, &tasks).await;
+    let event_sync = event_sync(&config, edge_id, &store);
+    let control = Arc::new(
+        SiteControl::new(
+            edge_id,
+            runtime.clone(),
+            reconciler.clone(),
+            store.clone(),
+            clock,
+            event_sync.clone(),
+        )
+        .await?,
+    );
+    let link = EdgeLinkConfig::from_config(&config)
+        .map_err(|e| ConfigError::new("ca_cert", e.to_string()))?;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let handler = Arc::new(EdgeHandler::new(
+        edge_id,
+        runtime.clone(),
+        store.clone(),
+        config.modules_dir.clone(),
+        wake.clone(),
+        control.clone(),
+    ));
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (peer_tx, peer_rx) = tokio::sync::watch::channel(None);
+    let link_loop = crate::link::edge::run(link, handler, events_tx, stop.clone());
+    tasks.spawn(link_loop);
+    // Not tracked: it ends when the link loop drops its sender.
+    tokio::spawn(follow_link_events(events_rx, peer_tx, control.clone()));
+    let replicator = sync::Replicator {
+        store: store.clone(),
+        page: config.replica_page_size,
+        wake,
+        reconciler: reconciler.clone(),
+    };
+    tasks.spawn(event_sync.clone().record(runtime.clone(), stop.clone()));
+    tasks.spawn(event_sync.clone().push(peer_rx.clone(), stop.clone()));
+    let master_link = peer_rx.clone();
+    tasks.spawn(replicator.run(peer_rx, stop.clone()));
+
+    let ops = crate::api::Ops {
+        master: Some(master_link),
+        edge_id: Some(edge_id),
+        reconciler: Some(reconciler.clone()),
+        ..crate::api::Ops::new(runtime.clone(), None, &config)
+    };
+    let api = crate::api::start(&config, &store, Role::Edge, ops).await?;
+    tracing::info!(%edge_id, api = %api.addr, "edge ready");
+    Ok(Edge {
+        edge_id,
+        api_addr: api.addr,
+        runtime,
+        reconciler,
+        store,
+        control,
+        event_log: event_sync,
+        api,
+        stop,
+        tasks,
+        grace: Duration::from_millis(config.shutdown_grace_ms),
+    })
+}
+
+/// The site's event log and its sync to the master.
+fn event_sync(config: &Config, edge_id: Uuid, store: &Store) -> Arc<event_log::EventSync> {
+    Arc::new(event_log::EventSync {
+        edge_id,
+        store: store.clone(),
+        max_events: config.event_log_max,
+        retry: Duration::from_millis(config.event_retry_ms),
+        wake: tokio::sync::Notify::new(),
+    })
+}
+
+/// Logs what the replica holds for this edge at boot.
+async fn log_plan(store: &Store, edge_id: Uuid) -> Result<(), RunError> {
+    match boot::plan_edge(store, edge_id).await? {
         EdgeBoot::Waiting => tracing::warn!(
             %edge_id,
             "this edge location is not in the local replica yet: waiting for the first sync from the master"
@@ -92,90 +178,9 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
                 "boot plan loaded ({})",
                 plan.timings
             );
-            // Loaded, not started: nothing touches a device until the
-            // master decides or cannot be reached.
-            let report = runtime.load_many(&plan.modules).await;
-            for (id, why) in &report.failed {
-                tracing::error!(module = %id, error = %why, "module failed to load");
-            }
-            for system in &plan.systems {
-                runtime.register_system(system);
-            }
         }
     }
-    let event_sync = Arc::new(event_log::EventSync {
-        edge_id,
-        store: store.clone(),
-        max_events: config.event_log_max,
-        retry: Duration::from_millis(config.event_retry_ms),
-        wake: tokio::sync::Notify::new(),
-    });
-    let control = Arc::new(
-        SiteControl::new(
-            edge_id,
-            runtime.clone(),
-            store.clone(),
-            clock,
-            event_sync.clone(),
-        )
-        .await?,
-    );
-
-    let link = EdgeLinkConfig::from_config(&config)
-        .map_err(|e| ConfigError::new("ca_cert", e.to_string()))?;
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let handler = Arc::new(EdgeHandler::new(
-        edge_id,
-        runtime.clone(),
-        store.clone(),
-        config.modules_dir.clone(),
-        wake.clone(),
-        control.clone(),
-    ));
-    let stop = CancellationToken::new();
-    let tasks = TaskTracker::new();
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let (peer_tx, peer_rx) = tokio::sync::watch::channel(None);
-    tasks.spawn(crate::link::edge::run(
-        link,
-        handler,
-        events_tx,
-        stop.clone(),
-    ));
-    // Not tracked: it ends when the link loop drops its sender.
-    tokio::spawn(follow_link_events(events_rx, peer_tx, control.clone()));
-    let replicator = sync::Replicator {
-        edge_id,
-        store: store.clone(),
-        runtime: runtime.clone(),
-        page: config.replica_page_size,
-        wake,
-        control: control.clone(),
-    };
-    tasks.spawn(event_sync.clone().record(runtime.clone(), stop.clone()));
-    tasks.spawn(event_sync.clone().push(peer_rx.clone(), stop.clone()));
-    let master_link = peer_rx.clone();
-    tasks.spawn(replicator.run(peer_rx, stop.clone()));
-
-    let ops = crate::api::Ops {
-        master: Some(master_link),
-        edge_id: Some(edge_id),
-        ..crate::api::Ops::new(runtime.clone(), None, &config)
-    };
-    let api = crate::api::start(&config, &store, Role::Edge, ops).await?;
-    tracing::info!(%edge_id, api = %api.addr, "edge ready");
-    Ok(Edge {
-        edge_id,
-        api_addr: api.addr,
-        runtime,
-        store,
-        control,
-        event_log: event_sync,
-        api,
-        stop,
-        tasks,
-        grace: Duration::from_millis(config.shutdown_grace_ms),
-    })
+    Ok(())
 }
 
 impl Edge {

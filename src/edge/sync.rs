@@ -3,9 +3,9 @@
 //! `POLL` as a backstop, the edge pulls the master's changes after its
 //! checkpoint, page by page, and applies each page with its checkpoint in
 //! one transaction (a link that drops mid-way resumes from the last page).
-//! A fresh edge's first pull is its snapshot. Then the runtime is brought in
-//! line with what changed: new modules load, changed ones reload their
-//! settings, removed ones unload, changed systems start again.
+//! A fresh edge's first pull is its snapshot. Then the reconciler is poked:
+//! it brings the runtime in line with the replica (see
+//! [`crate::reconciler`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,11 +15,10 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::boot::{EdgeBoot, plan_edge};
 use crate::link::Peer;
 use crate::model::index_document;
 use crate::proto::{RequestBody, ResponseBody};
-use crate::runtime::Runtime;
+use crate::reconciler::Reconciler;
 use crate::store::{Document, Replicated, Store};
 
 /// Pull even without a notice this often (a master restarted by another
@@ -28,16 +27,14 @@ const POLL: Duration = Duration::from_secs(5);
 const CALL: Duration = Duration::from_secs(30);
 
 pub(super) struct Replicator {
-    pub edge_id: Uuid,
     pub store: Store,
-    pub runtime: Runtime,
     /// Documents per request (`replica_page_size`): the unit a snapshot
     /// resumes from.
     pub page: u32,
     /// Woken by the master's notices.
     pub wake: Arc<Notify>,
-    /// Changes reach the runtime's devices only while the site runs here.
-    pub control: Arc<super::SiteControl>,
+    /// Follows the replica's applies.
+    pub reconciler: Reconciler,
 }
 
 impl Replicator {
@@ -51,7 +48,8 @@ impl Replicator {
             let current = peer.borrow_and_update().clone();
             if let Some(p) = current {
                 match self.pull(&p).await {
-                    Ok(changed) if !changed.is_empty() => self.reconcile(&changed).await,
+                    // The reconciler brings the runtime in line.
+                    Ok(changed) if !changed.is_empty() => self.reconciler.poke(),
                     Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "replication pull failed; retrying on the next notice")
@@ -137,57 +135,5 @@ impl Replicator {
             tracing::debug!(documents = batch.len(), checkpoint = last, "replicated");
             cursor = last;
         }
-    }
-
-    /// Brings the runtime in line with the replica after `changed` documents.
-    /// A standing-by edge loads and updates modules but starts nothing.
-    async fn reconcile(&self, changed: &HashSet<Uuid>) {
-        let running = self.control.hold().await;
-        let plan = match plan_edge(&self.store, self.edge_id).await {
-            Ok(EdgeBoot::Ready(plan)) => plan,
-            Ok(EdgeBoot::Waiting) => return,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the replica to apply changes");
-                return;
-            }
-        };
-        let wanted: HashSet<Uuid> = plan.modules.iter().map(|m| m.id).collect();
-        let mut touched = HashSet::new();
-        for module in &plan.modules {
-            let result = if self.runtime.module_info(module.id).is_none() {
-                self.runtime.load(module).await
-            } else if changed.contains(&module.id) {
-                self.runtime.update(module).await
-            } else {
-                continue;
-            };
-            touched.insert(module.id);
-            if let Err(e) = result {
-                tracing::error!(module = %module.id, error = %e, "module not (re)loaded after a change");
-            }
-        }
-        for info in self.runtime.modules() {
-            if !wanted.contains(&info.id)
-                && let Err(e) = self.runtime.unload(info.id).await
-            {
-                tracing::warn!(module = %info.id, error = %e, "cannot unload a removed module");
-            }
-        }
-        for system in &plan.systems {
-            self.runtime.register_system(system);
-            let affected = changed.contains(&system.id)
-                || system.module_ids.iter().any(|m| touched.contains(m));
-            if *running
-                && affected
-                && let Err(e) = self.runtime.start_system(system).await
-            {
-                tracing::error!(system = %system.id, error = %e, "system not started after a change");
-            }
-        }
-        tracing::info!(
-            changed = changed.len(),
-            modules = wanted.len(),
-            "replica changes applied"
-        );
     }
 }

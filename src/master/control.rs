@@ -40,11 +40,11 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::api::{ControlLoop, RestoreError};
-use crate::boot::{EdgeBoot, plan_edge};
 use crate::control::{Clock, Facts, HOLD_DOWN_PERIOD_MS, Reason, Side, held_down, negotiate};
 use crate::link::{CallError, MasterLinkEvent, Peer};
 use crate::model::{EdgeLocation, Kind};
 use crate::proto::{RequestBody, ResponseBody, WireError};
+use crate::reconciler::Reconciler;
 use crate::runtime::Runtime;
 use crate::store::{ControlRecord, ControlState, Store, StoreError};
 use crate::util::{Unpoisoned, UnpoisonedRw};
@@ -71,6 +71,8 @@ enum Msg {
 struct ControlShared {
     store: Store,
     runtime: Runtime,
+    /// Runs the sites this master holds (told through `set_held`).
+    reconciler: Reconciler,
     clock: Clock,
     max_changes: u32,
     /// When this master started (clock ms): the boot rule counts from it.
@@ -96,6 +98,7 @@ impl Control {
     pub fn new(
         store: Store,
         runtime: Runtime,
+        reconciler: Reconciler,
         clock: Clock,
         max_changes: u32,
         stop: CancellationToken,
@@ -105,6 +108,7 @@ impl Control {
             store,
             runtime,
             started_ms: clock.now_ms(),
+            reconciler,
             clock,
             max_changes,
             booted: AtomicBool::new(false),
@@ -132,7 +136,10 @@ impl Control {
             .extend(states.into_iter().map(|s| (s.edge_id, s)));
         for id in &held {
             tracing::info!(edge = %id, "this master held the site when it stopped: running it again");
-            start_site(&self.0, *id).await;
+            self.0.reconciler.set_held(*id, true);
+        }
+        if !held.is_empty() {
+            self.0.reconciler.settle().await;
         }
         for id in locations {
             self.actor(*id, held.contains(id));
@@ -702,38 +709,21 @@ impl Location {
     }
 }
 
-/// Loads and starts a location's modules in the master's runtime.
+/// Tells the reconciler the master holds a location, and waits until its
+/// modules run.
 async fn start_site(sh: &ControlShared, edge_id: Uuid) {
-    let plan = match plan_edge(&sh.store, edge_id).await {
-        Ok(EdgeBoot::Ready(plan)) => plan,
-        Ok(EdgeBoot::Waiting) => return,
-        Err(e) => {
-            tracing::error!(edge = %edge_id, error = %e, "cannot read the site to run it");
-            return;
-        }
-    };
-    let report = sh.runtime.load_many(&plan.modules).await;
-    for (id, why) in &report.failed {
-        tracing::error!(module = %id, error = %why, "module failed to load");
-    }
-    for system in &plan.systems {
-        if let Err(e) = sh.runtime.start_system(system).await {
-            tracing::error!(system = %system.id, error = %e, "system failed to start");
-        }
-    }
-    tracing::info!(edge = %edge_id, modules = plan.modules.len(), "the master runs this site");
+    sh.reconciler.set_held(edge_id, true);
+    sh.reconciler.settle().await;
+    tracing::info!(edge = %edge_id, "the master runs this site");
 }
 
-/// The modules of a location's systems as the master's runtime has them
-/// registered (what it started), with the systems.
-fn site_modules(sh: &ControlShared, edge_id: Uuid) -> (Vec<Uuid>, Vec<Uuid>) {
-    sh.runtime.location_modules(Some(edge_id))
-}
-
-/// Stops a location's modules in the master's runtime: their device
-/// connections are closed when this returns.
+/// A safety stop: stops a location's modules in the master's runtime at
+/// once (their device connections are closed when this returns), with the
+/// reconciler held off, then tells it the site is no longer held so it
+/// does not start them again.
 async fn stop_site(sh: &ControlShared, edge_id: Uuid) {
-    let (_, modules) = site_modules(sh, edge_id);
+    let paused = sh.reconciler.pause().await;
+    let (_, modules) = sh.runtime.location_modules(Some(edge_id));
     let stops = modules.into_iter().map(|id| {
         let runtime = sh.runtime.clone();
         async move {
@@ -741,22 +731,16 @@ async fn stop_site(sh: &ControlShared, edge_id: Uuid) {
         }
     });
     futures_util::future::join_all(stops).await;
+    sh.reconciler.set_held(edge_id, false);
+    drop(paused);
     tracing::info!(edge = %edge_id, "the master stopped running this site");
 }
 
-/// Forgets a stopped location's systems and unloads its modules.
+/// Lets the reconciler forget a released location's systems and unload
+/// its modules.
 async fn unload_site(sh: &ControlShared, edge_id: Uuid) {
-    let (systems, modules) = site_modules(sh, edge_id);
-    for id in systems {
-        sh.runtime.forget_system(id);
-    }
-    let unloads = modules.into_iter().map(|id| {
-        let runtime = sh.runtime.clone();
-        async move {
-            let _ = runtime.unload(id).await;
-        }
-    });
-    futures_util::future::join_all(unloads).await;
+    sh.reconciler.set_held(edge_id, false);
+    sh.reconciler.settle().await;
 }
 
 impl ControlLoop for Control {

@@ -3,9 +3,10 @@
 //!
 //! Boot follows the design's order (see [`crate::boot`]): certificates,
 //! store, boot plan (edge locations, their systems, the set of edge-owned
-//! modules, the master's own modules), start the master's modules, listen
-//! for edges, serve the API (reads at once; `health` says `booting`), and
-//! wait up to `boot_wait_ms` for edges before deciding about missing ones.
+//! modules, the master's own modules), start the master's modules (through
+//! the [`Reconciler`], which then follows every change), listen for edges,
+//! serve the API (reads at once; `health` says `booting`), and wait up to
+//! `boot_wait_ms` for edges before deciding about missing ones.
 
 mod control;
 mod handler;
@@ -32,6 +33,7 @@ use crate::certs;
 use crate::config::{Config, ConfigError, Role, check_readable};
 use crate::control::Clock;
 use crate::link::{MasterLinkConfig, Registry};
+use crate::reconciler::{Reconciler, Scope};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::Store;
 
@@ -46,6 +48,8 @@ pub struct Master {
     /// Connected edges.
     pub registry: Registry,
     pub runtime: Runtime,
+    /// The only code that changes what runs for documents.
+    pub reconciler: Reconciler,
     pub store: Store,
     /// Edge locations that had not connected when the boot wait ended.
     pub missing_at_boot: Vec<Uuid>,
@@ -73,6 +77,138 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
     // Location edits after this point reach the control loop.
     let feed_from = store.last_seq().await?;
     let plan = boot::plan_master(&store).await?;
+    log_plan(&plan);
+    let runtime = Runtime::new(RuntimeConfig::new(config.modules_dir.clone()));
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    // The master's own systems run before any edge can connect.
+    let dir = config.modules_dir.clone();
+    let reconciler = Reconciler::start(Scope::Master, &store, &runtime, dir, &stop, &tasks).await;
+
+    let (listener, link, link_addr) = bind_link(&config).await?;
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let registry = Registry::new(events_tx);
+    let (edge_events, _) = tokio::sync::broadcast::channel(1024);
+    let control = Control::new(
+        store.clone(),
+        runtime.clone(),
+        reconciler.clone(),
+        clock,
+        config.max_control_changes_per_minute,
+        stop.clone(),
+        tasks.clone(),
+    );
+    let expected: Vec<Uuid> = plan.edges.iter().map(|e| e.id).collect();
+    control.resume(&expected).await?; // held sites run before edges connect
+
+    let (handler, edge_status) = link_handler(&config, &store, &runtime, &control, &edge_events);
+    let (links, _) = tokio::sync::broadcast::channel(256);
+    let keys = StoredKeys(store.clone());
+    spawn_link(listener, link, keys, handler, &registry, &stop, &tasks);
+    // Not tracked: it ends when the last sender (held by the registry or the
+    // link loop) is dropped, which may be after the stop has finished.
+    tokio::spawn(control.clone().follow(events_rx, links.clone()));
+    spawn_feeds(&config, &store, &registry, &stop, &tasks);
+    tasks.spawn(control.clone().follow_locations(feed_from, LOCATION_POLL));
+    tracing::info!(link = %link_addr, "listening for edges");
+
+    // The API answers from the first second: reads at once, device calls
+    // on sites not decided yet 503 with Retry-After until the boot wait ends.
+    let ops = api::Ops {
+        edge_status: Some(edge_status),
+        edge_events: Some(edge_events.clone()),
+        links: Some(links),
+        control: Some(Arc::new(control.clone())),
+        reconciler: Some(reconciler.clone()),
+        edge_id: None,
+        ..api::Ops::new(runtime.clone(), Some(registry.clone()), &config)
+    };
+    let api = api::start(&config, &store, Role::Master, ops).await?;
+    tracing::info!(api = %api.addr, "API serving while the master boots");
+    let missing_at_boot = boot_wait(&registry, &expected, &config, &control).await;
+    tracing::info!(api = %api.addr, link = %link_addr, "master ready");
+    Ok(Master {
+        api_addr: api.addr,
+        link_addr,
+        registry,
+        runtime,
+        reconciler,
+        store,
+        missing_at_boot,
+        edge_events,
+        control,
+        api,
+        stop,
+        tasks,
+        grace: Duration::from_millis(config.shutdown_grace_ms),
+    })
+}
+
+/// What answers edges over the link, and the feed of their modules' status
+/// changes it publishes (the API's WebSocket hub follows it).
+fn link_handler(
+    config: &Config,
+    store: &Store,
+    runtime: &Runtime,
+    control: &Control,
+    edge_events: &api::EdgeEventFeed,
+) -> (MasterHandler, api::EdgeStatusFeed) {
+    let (edge_status, _) = tokio::sync::broadcast::channel(1024);
+    let handler = MasterHandler::new(
+        runtime.clone(),
+        config.modules_dir.clone(),
+        edge_events.clone(),
+        store.clone(),
+        control.clone(),
+    )
+    .with_status_feed(edge_status.clone());
+    (handler, edge_status)
+}
+
+/// Serves the link on `tasks` until `stop`.
+fn spawn_link(
+    listener: tokio::net::TcpListener,
+    link: MasterLinkConfig,
+    keys: StoredKeys,
+    handler: MasterHandler,
+    registry: &Registry,
+    stop: &CancellationToken,
+    tasks: &TaskTracker,
+) {
+    let serve = crate::link::master::serve(
+        listener,
+        link,
+        Arc::new(keys),
+        Arc::new(handler),
+        registry.clone(),
+        stop.clone(),
+    );
+    tasks.spawn(async move {
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "the link listener stopped");
+        }
+    });
+}
+
+/// Edges retry every few seconds: gives each a chance before deciding
+/// anything about the ones that did not come.
+async fn boot_wait(
+    registry: &Registry,
+    expected: &[Uuid],
+    config: &Config,
+    control: &Control,
+) -> Vec<Uuid> {
+    let missing = registry
+        .wait_for(expected, Duration::from_millis(config.boot_wait_ms))
+        .await;
+    if !missing.is_empty() {
+        tracing::warn!(missing = ?missing, "edge locations not connected after the boot wait");
+    }
+    control.booted(&missing);
+    missing
+}
+
+fn log_plan(plan: &boot::MasterPlan) {
     tracing::info!(
         edges = plan.edges.len(),
         edge_systems = plan.edge_systems.len(),
@@ -83,65 +219,43 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
         "boot plan loaded ({})",
         plan.timings
     );
+}
 
-    let runtime = Runtime::new(RuntimeConfig::new(config.modules_dir.clone()));
-    let report = runtime.load_many(&plan.master_modules).await;
-    for (id, why) in &report.failed {
-        tracing::error!(module = %id, error = %why, "module failed to load");
-    }
-    for system in &plan.master_systems {
-        if let Err(e) = runtime.start_system(system).await {
-            tracing::error!(system = %system.id, error = %e, "system failed to start");
-        }
-    }
+/// Binds the link's listener.
+async fn bind_link(
+    config: &Config,
+) -> Result<
+    (
+        tokio::net::TcpListener,
+        MasterLinkConfig,
+        std::net::SocketAddr,
+    ),
+    RunError,
+> {
+    let link = MasterLinkConfig::from_config(config)
+        .map_err(|e| ConfigError::new("tls_cert", e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(config.link_addr)
+        .await
+        .map_err(|e| {
+            ConfigError::new(
+                "link_addr",
+                format!("cannot listen on {}: {e}", config.link_addr),
+            )
+        })?;
+    let link_addr = listener
+        .local_addr()
+        .map_err(|e| ConfigError::new("link_addr", e.to_string()))?;
+    Ok((listener, link, link_addr))
+}
 
-    let (link, listener, link_addr) = bind_link(&config).await?;
-    let stop = CancellationToken::new();
-    let tasks = TaskTracker::new();
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let registry = Registry::new(events_tx);
-    let (edge_events, _) = tokio::sync::broadcast::channel(1024);
-    let control = Control::new(
-        store.clone(),
-        runtime.clone(),
-        clock,
-        config.max_control_changes_per_minute,
-        stop.clone(),
-        tasks.clone(),
-    );
-    let expected: Vec<Uuid> = plan.edges.iter().map(|e| e.id).collect();
-    // Sites this master held when it stopped run again before any edge
-    // can connect, so a returning edge negotiates with a master that has
-    // them loaded.
-    control.resume(&expected).await?;
-    let (edge_status, _) = tokio::sync::broadcast::channel(1024);
-    let (links, _) = tokio::sync::broadcast::channel(256);
-    let handler = Arc::new(
-        MasterHandler::new(
-            runtime.clone(),
-            config.modules_dir.clone(),
-            edge_events.clone(),
-            store.clone(),
-            control.clone(),
-        )
-        .with_status_feed(edge_status.clone()),
-    );
-    let serve = crate::link::master::serve(
-        listener,
-        link,
-        Arc::new(StoredKeys(store.clone())),
-        handler,
-        registry.clone(),
-        stop.clone(),
-    );
-    tasks.spawn(async move {
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "the link listener stopped");
-        }
-    });
-    // Not tracked: it ends when the last sender (held by the registry or the
-    // link loop) is dropped, which may be after the stop has finished.
-    tokio::spawn(control.clone().follow(events_rx, links.clone()));
+/// The passive event sync and the data-model notices to edges.
+fn spawn_feeds(
+    config: &Config,
+    store: &Store,
+    registry: &Registry,
+    stop: &CancellationToken,
+    tasks: &TaskTracker,
+) {
     tasks.spawn(passive_sync(
         store.clone(),
         registry.clone(),
@@ -157,73 +271,6 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
         registry.clone(),
         stop.clone(),
     ));
-    tasks.spawn(control.clone().follow_locations(feed_from, LOCATION_POLL));
-    tracing::info!(link = %link_addr, "listening for edges");
-
-    // The API answers from the first second: reads at once, device calls
-    // on sites not decided yet 503 with Retry-After until the boot wait ends.
-    let ops = api::Ops {
-        edge_status: Some(edge_status),
-        edge_events: Some(edge_events.clone()),
-        links: Some(links),
-        control: Some(Arc::new(control.clone())),
-        edge_id: None,
-        ..api::Ops::new(runtime.clone(), Some(registry.clone()), &config)
-    };
-    let api = api::start(&config, &store, Role::Master, ops).await?;
-    tracing::info!(api = %api.addr, "API serving while the master boots");
-
-    // Edges retry every few seconds: give each a chance before deciding
-    // anything about the ones that did not come.
-    let missing_at_boot = registry
-        .wait_for(&expected, Duration::from_millis(config.boot_wait_ms))
-        .await;
-    if !missing_at_boot.is_empty() {
-        tracing::warn!(missing = ?missing_at_boot, "edge locations not connected after the boot wait");
-    }
-    control.booted(&missing_at_boot);
-    tracing::info!(api = %api.addr, link = %link_addr, "master ready");
-    Ok(Master {
-        api_addr: api.addr,
-        link_addr,
-        registry,
-        runtime,
-        store,
-        missing_at_boot,
-        edge_events,
-        control,
-        api,
-        stop,
-        tasks,
-        grace: Duration::from_millis(config.shutdown_grace_ms),
-    })
-}
-
-/// The link's TLS settings and its listening socket.
-async fn bind_link(
-    config: &Config,
-) -> Result<
-    (
-        MasterLinkConfig,
-        tokio::net::TcpListener,
-        std::net::SocketAddr,
-    ),
-    ConfigError,
-> {
-    let link = MasterLinkConfig::from_config(config)
-        .map_err(|e| ConfigError::new("tls_cert", e.to_string()))?;
-    let listener = tokio::net::TcpListener::bind(config.link_addr)
-        .await
-        .map_err(|e| {
-            ConfigError::new(
-                "link_addr",
-                format!("cannot listen on {}: {e}", config.link_addr),
-            )
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| ConfigError::new("link_addr", e.to_string()))?;
-    Ok((link, listener, addr))
 }
 
 impl Master {

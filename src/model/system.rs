@@ -24,6 +24,12 @@ pub struct ControlSystem {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub settings: Map<String, Value>,
+    /// Set by `POST /api/v1/systems/{id}/stop`, cleared by `…/start`: the
+    /// system's modules do not run (unless another running system lists
+    /// them). Replicated like any field, so a stop holds across restarts,
+    /// hand-overs and the edge's replica.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
 }
 
 impl Doc for ControlSystem {

@@ -62,6 +62,7 @@ async fn status_exec_logs_and_version_answer_from_a_running_master() {
                 edge_id: None,
                 module_ids: vec![display.id],
                 settings: Default::default(),
+                stopped: false,
             }],
             modules: vec![display.clone()],
             ..Default::default()

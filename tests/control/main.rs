@@ -19,6 +19,7 @@ mod live_config;
 #[path = "../support/proxy.rs"]
 mod proxy;
 mod readme;
+mod reconcile;
 #[path = "../support/roles.rs"]
 mod roles;
 mod roles_api;

@@ -12,6 +12,18 @@ use crate::roles::{Room, Site, device, eventually};
 
 const CALL: Duration = Duration::from_secs(10);
 
+/// Writes a system's `stopped` field, as `POST /systems/{id}/stop` does.
+async fn set_stopped(store: &outpost::store::Store, id: Uuid, stopped: bool) {
+    use outpost::store::{Expect, Write};
+    let doc = store.get(id).await.unwrap().unwrap();
+    let mut system: outpost::model::ControlSystem = doc.parse().unwrap();
+    system.stopped = stopped;
+    store
+        .apply(&[Write::put(&system, Expect::Rev(doc.rev))])
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn master_drives_an_edge_module_over_the_link() {
     let site = Site::new();
@@ -217,7 +229,14 @@ async fn master_drives_an_edge_module_over_the_link() {
         "the device connection survived the reload"
     );
 
-    // Stop and start the system; expire its cache.
+    // Stop and start the system: its `stopped` field, written at the
+    // master, reaches the edge through its replica. The link's requests
+    // make the edge follow its replica at once; expire its cache too.
+    set_stopped(&master.store, room, true).await;
+    eventually(10, "the projector connection to close", async || {
+        sim.connections() == 0
+    })
+    .await;
     peer.request(
         RequestBody::StopSystem {
             system: room,
@@ -227,8 +246,9 @@ async fn master_drives_an_edge_module_over_the_link() {
     )
     .await
     .unwrap();
-    eventually(10, "the projector connection to close", async || {
-        sim.connections() == 0
+    set_stopped(&master.store, room, false).await;
+    eventually(10, "the projector to reconnect", async || {
+        sim.connections() == 1
     })
     .await;
     peer.request(
@@ -240,10 +260,6 @@ async fn master_drives_an_edge_module_over_the_link() {
     )
     .await
     .unwrap();
-    eventually(10, "the projector to reconnect", async || {
-        sim.connections() == 1
-    })
-    .await;
     peer.request(RequestBody::ExpireSystemCache { system: room }, CALL)
         .await
         .unwrap();

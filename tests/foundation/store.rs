@@ -38,6 +38,7 @@ fn system(name: &str, edge: Option<Uuid>, modules: &[Uuid]) -> ControlSystem {
         edge_id: edge,
         module_ids: modules.to_vec(),
         settings: Default::default(),
+        stopped: false,
     }
 }
 

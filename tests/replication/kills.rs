@@ -278,6 +278,7 @@ async fn one_room_in(store: &Store) -> Room {
         edge_id: Some(edge_id),
         module_ids: vec![],
         settings: Default::default(),
+        stopped: false,
     };
     let site = outpost::admin::SiteFile {
         edges: vec![serde_json::from_value(json!({"id": edge_id, "name": "Site"})).unwrap()],

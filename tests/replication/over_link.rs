@@ -225,6 +225,16 @@ async fn passive_sync_collects_what_the_edge_did_not_push() {
         master.registry.peer(edge_id).is_some()
     })
     .await;
+    // The edge's own control events (it assumes its site) wake its pusher:
+    // wait until they are pushed, so the pusher sleeps from here on.
+    eventually(10, "the edge to control its site", async || {
+        edge.control.is_running().await
+    })
+    .await;
+    eventually(10, "the edge's control events to be pushed", async || {
+        edge.store.event_counts().await.unwrap().0 == 0
+    })
+    .await;
 
     // The edge's own control record (the master's assume) wakes its
     // pusher: let that settle first, so nothing wakes it afterwards.

@@ -256,6 +256,7 @@ async fn connected_devices_aggregate_per_set_and_location() {
         edge_id: Some(edge),
         module_ids: vec![up.id, down.id, logic.id],
         settings: Default::default(),
+        stopped: false,
     };
     let report = rt.start_system(&system).await.unwrap();
     assert_eq!(report.done, vec![up.id, down.id, logic.id]);

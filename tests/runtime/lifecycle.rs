@@ -176,6 +176,7 @@ async fn room_logic_powers_on_every_projector_of_its_system() {
         edge_id: None,
         module_ids: vec![room.id, m1.id, m2.id, off.id, missing],
         settings: Default::default(),
+        stopped: false,
     };
     let report = rt.start_system(&system).await.unwrap();
     assert_eq!(report.done, vec![room.id, m1.id, m2.id]);
@@ -362,6 +363,7 @@ async fn handover_between_two_runtimes_keeps_one_connection() {
         edge_id: Some(Uuid::now_v7()),
         module_ids: vec![m.id],
         settings: Default::default(),
+        stopped: false,
     };
     for rt in [&edge, &master] {
         rt.load(&m).await.unwrap();

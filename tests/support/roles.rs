@@ -168,6 +168,7 @@ impl Site {
             edge_id: Some(edge_id),
             module_ids: modules.iter().map(|m| m.id).collect(),
             settings: Default::default(),
+            stopped: false,
         };
         let site = outpost::admin::SiteFile {
             edges: vec![serde_json::from_value(doc).unwrap()],
