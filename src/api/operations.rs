@@ -332,7 +332,9 @@ async fn exec(
     if let Some(r) = redirect(&s, &route, &uri) {
         return Ok(r);
     }
-    if route.local(s.role) && ops(&s)?.runtime.module_info(id).is_none() {
+    // A disabled module may be loaded (stopped) by the reconciler: it
+    // still does not run, and says so.
+    if route.local(s.role) && (!module.enabled || ops(&s)?.runtime.module_info(id).is_none()) {
         return Err(not_running(&s, &module, &ops(&s)?.runtime).await);
     }
     let call: ExecBody = serde_json::from_slice(&body).map_err(|e| {
@@ -388,8 +390,8 @@ async fn status(
     let values = if route.local(s.role) {
         let runtime = &ops(&s)?.runtime;
         match runtime.status(id) {
-            Ok(values) => values,
-            Err(_) => return Err(not_running(&s, &module, runtime).await),
+            Ok(values) if module.enabled => values,
+            _ => return Err(not_running(&s, &module, runtime).await),
         }
     } else {
         match proxy(
@@ -463,7 +465,7 @@ async fn status_key(
     }
     let value = if route.local(s.role) {
         let runtime = &ops(&s)?.runtime;
-        if runtime.module_info(id).is_none() {
+        if !module.enabled || runtime.module_info(id).is_none() {
             return Err(not_running(&s, &module, runtime).await);
         }
         runtime

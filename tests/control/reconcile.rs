@@ -484,3 +484,103 @@ async fn a_master_holding_a_site_follows_edits_to_it() {
     .await;
     master.stop().await;
 }
+
+/// A driver change reloads the module under its new driver (here onto
+/// another kind of device); a module deleted from the only system that
+/// listed it is unloaded, and its document can then be deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_change_reloads_and_a_deleted_module_is_unloaded() {
+    let site = Site::new();
+    let sim = projector().await;
+    let line = outpost::sim::LineSim::start(
+        "127.0.0.1:0".parse().unwrap(),
+        outpost::sim::LineOptions::default(),
+    )
+    .await
+    .unwrap();
+    let admin = "a".repeat(48);
+    let mut config = site.master_config();
+    config.admin_key = Some(SecretString::new(admin.clone()));
+    let master = outpost::master::start(config).await.unwrap();
+    let m = master.api_addr;
+    let uri = format!("tcp://{}", sim.addr());
+    let r = call(
+        m,
+        &admin,
+        "POST",
+        "/api/v1/modules",
+        Some(&json!({"name": "Device", "driver": "pjlink.lua", "uri": uri}).to_string()),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let module: uuid::Uuid = r.json()["id"].as_str().unwrap().parse().unwrap();
+    let r = call(
+        m,
+        &admin,
+        "POST",
+        "/api/v1/systems",
+        Some(&json!({"name": "Room", "module_ids": [module]}).to_string()),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let system: uuid::Uuid = r.json()["id"].as_str().unwrap().parse().unwrap();
+    eventually(10, "the projector to connect", async || {
+        sim.connections() == 1
+    })
+    .await;
+
+    // Another driver (and its device): the projector is let go, the line
+    // device taken, and the module runs the new driver.
+    let uri = format!("tcp://{}", line.addr());
+    let path = format!("/api/v1/modules/{module}");
+    let r = call(
+        m,
+        &admin,
+        "PATCH",
+        &path,
+        Some(&json!({"rev": 1, "driver": "line.lua", "uri": uri}).to_string()),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    eventually(10, "the move to the line device", async || {
+        line.connections() == 1 && sim.connections() == 0
+    })
+    .await;
+    let info = master.runtime.module_info(module).unwrap();
+    assert_eq!(
+        (info.state, info.driver.as_str()),
+        (ModuleState::Running, "line.lua")
+    );
+
+    // Out of its only system: unloaded. Then the document can go too.
+    let r = call(
+        m,
+        &admin,
+        "PATCH",
+        &format!("/api/v1/systems/{system}"),
+        Some(&json!({"rev": 1, "module_ids": []}).to_string()),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    eventually(10, "the module to be unloaded", async || {
+        state(&master, module).is_none() && line.connections() == 0
+    })
+    .await;
+    let auth = format!("Bearer {admin}");
+    let r = request(
+        m,
+        "DELETE",
+        &path,
+        &[("Authorization", auth.as_str()), ("If-Match", "\"2\"")],
+        None,
+    )
+    .await;
+    assert!(
+        r.status == 200 || r.status == 204,
+        "{} {}",
+        r.status,
+        r.body
+    );
+    assert!(state(&master, module).is_none());
+    master.stop().await;
+}
