@@ -428,6 +428,14 @@ async fn not_running(s: &ApiState, module: &Module, runtime: &Runtime) -> ApiErr
     if systems.as_ref().is_ok_and(Vec::is_empty) {
         return ApiError::Conflict(format!("{name} is not running: not in any system"));
     }
+    let failure = s
+        .ops
+        .as_ref()
+        .and_then(|o| o.reconciler.as_ref())
+        .and_then(|r| r.load_failure(module.id));
+    if let Some(why) = failure {
+        return ApiError::Conflict(format!("{name} is not running: driver failed: {why}"));
+    }
     let driver = runtime.config().modules_dir.join(&module.driver);
     if !driver.is_file() {
         return ApiError::Conflict(format!(

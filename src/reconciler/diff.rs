@@ -10,6 +10,7 @@ use super::{Scope, State};
 use crate::model::{ControlSystem, EdgeLocation, Kind, Module};
 use crate::runtime::{ModuleState, Runtime};
 use crate::store::{Store, StoreError};
+use crate::util::Unpoisoned;
 
 /// Modules acted on at once (loads, updates, starts, stops).
 const PARALLEL: usize = 64;
@@ -26,6 +27,9 @@ pub struct Actions {
 
 #[derive(Default)]
 pub(super) struct Counters {
+    /// Why each module whose last load failed did, for the API's status
+    /// answer (an entry goes when the module loads).
+    pub(super) load_failures: std::sync::Mutex<std::collections::HashMap<Uuid, String>>,
     loads: AtomicU64,
     updates: AtomicU64,
     starts: AtomicU64,
@@ -174,13 +178,16 @@ async fn load_new(rt: &Runtime, n: &Counters, state: &mut State, desired: &Desir
     }
     let report = rt.load_many(&new).await;
     let failed: HashSet<Uuid> = report.failed.iter().map(|(id, _)| *id).collect();
+    let mut failures = n.load_failures.lock_unpoisoned();
     for (id, why) in &report.failed {
         tracing::error!(module = %id, error = %why, "module failed to load");
+        failures.insert(*id, why.to_string());
     }
     for m in new {
         if failed.contains(&m.id) {
             state.failed.insert(m.id, m);
         } else {
+            failures.remove(&m.id);
             n.loads.fetch_add(1, Ordering::AcqRel);
             state.failed.remove(&m.id);
             state.applied.insert(m.id, m);

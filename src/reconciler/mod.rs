@@ -207,6 +207,16 @@ impl Reconciler {
         self.0.actions.snapshot()
     }
 
+    /// Why `module` failed to load, if its last load failed.
+    pub fn load_failure(&self, module: Uuid) -> Option<String> {
+        self.0
+            .actions
+            .load_failures
+            .lock_unpoisoned()
+            .get(&module)
+            .cloned()
+    }
+
     /// Whether the feed moved past the last pass or a driver file changed.
     async fn outdated(&self) -> bool {
         let Ok(state) = self.0.pass.try_lock() else {

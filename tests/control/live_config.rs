@@ -292,3 +292,34 @@ async fn the_status_of_a_module_that_does_not_run_says_why() {
     let _ = room;
     master.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_that_fails_to_load_is_named_in_the_status() {
+    let site = Site::new();
+    let dir = modules_dir(&site);
+    std::fs::write(dir.join("broken.lua"), "this is not Lua (\n").unwrap();
+    let master = outpost::master::start(Config {
+        modules_dir: dir.clone(),
+        ..config(&site)
+    })
+    .await
+    .unwrap();
+    let m = master.api_addr;
+    let r = call(
+        m,
+        "POST",
+        "/api/v1/modules",
+        Some(&json!({"name": "Broken", "driver": "broken.lua"}).to_string()),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let system = json!({"name": "Lobby", "module_ids": [id]}).to_string();
+    let r = call(m, "POST", "/api/v1/systems", Some(&system)).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    master.reconciler.settle().await;
+    let r = call(m, "GET", &format!("/api/v1/modules/{id}/status"), None).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("driver failed"), "{}", r.body);
+    master.stop().await;
+}
