@@ -23,7 +23,7 @@ const MAX_FUNCTION_LINES: usize = 80;
 /// length they may not exceed. The list only shrinks: an entry whose
 /// function got shorter than the limit must be removed, and a listed
 /// function may not grow.
-const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[("src/edge/handler.rs", "handle", 114)];
+const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

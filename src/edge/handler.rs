@@ -91,74 +91,23 @@ impl Handler for EdgeHandler {
                 self.control.release(epoch, &reason).await?;
                 Ok(ResponseBody::Done)
             }
-            RequestBody::StartSystem { system, .. } => {
-                if !self.control.is_running().await {
-                    return Err(WireError::Unavailable {
-                        message: "this edge stands by: the master controls its site".into(),
-                    });
-                }
-                // The system's documents (its `stopped` field included) are
-                // the replica's; the reconciler follows them.
-                self.system(system).await?;
-                self.control.follow_documents().await;
-                Ok(ResponseBody::Done)
-            }
+            RequestBody::StartSystem { system, .. } => self.start_system(system).await,
             RequestBody::StopSystem { system, .. } | RequestBody::ExpireSystemCache { system } => {
                 self.system(system).await?;
                 self.control.follow_documents().await;
                 Ok(ResponseBody::Done)
             }
-            RequestBody::ReloadDriver { name, source } => {
-                let report = self
-                    .runtime
-                    .reload_driver(&name, source)
-                    .await
-                    .map_err(runtime_err)?;
-                if let Some((id, why)) = report.failed.first() {
-                    return Err(WireError::failed(format!(
-                        "module {id} kept the old {name}: {why}"
-                    )));
-                }
-                Ok(ResponseBody::Reloaded {
-                    drivers: vec![report.driver],
-                })
-            }
+            RequestBody::ReloadDriver { name, source } => self.reload_driver(name, source).await,
             RequestBody::Repository {
                 op: RepoOp::Sync { commit },
-            } => {
-                let report = self
-                    .repo
-                    .sync(&ctx.peer, &commit, REPO_REQUEST)
-                    .await
-                    .map_err(|e| WireError::failed(e.to_string()))?;
-                let mut reloaded = Vec::new();
-                for driver in report.changed_drivers() {
-                    match self.runtime.reload_driver(&driver, None).await {
-                        Ok(_) => reloaded.push(driver),
-                        // A driver no module uses yet has nothing to reload.
-                        Err(e) => tracing::warn!(%driver, error = %e, "synced driver not reloaded"),
-                    }
-                }
-                tracing::info!(commit = %report.commit, reloaded = ?reloaded, "driver repository synced");
-                Ok(ResponseBody::Commit {
-                    commit: report.commit,
-                    changed: reloaded,
-                })
-            }
+            } => self.sync_repository(&ctx, &commit).await,
             RequestBody::Repository { .. }
             | RequestBody::RepoTree { .. }
             | RequestBody::RepoBlob { .. } => Err(WireError::Unavailable {
                 message: "the driver repository is served by the master".into(),
             }),
             RequestBody::UnsyncedEvents { after, limit } => {
-                let page = self
-                    .store
-                    .unsynced_events(after, limit.clamp(1, 10_000))
-                    .await
-                    .map_err(internal)?;
-                Ok(ResponseBody::Events {
-                    events: page.into_iter().map(super::event_log::to_wire).collect(),
-                })
+                self.unsynced_events(after, limit).await
             }
             RequestBody::EventsSynced { ids } => {
                 self.store.mark_synced(&ids).await.map_err(internal)?;
@@ -168,5 +117,79 @@ impl Handler for EdgeHandler {
                 message: format!("{} is not served by an edge", other.kind()),
             }),
         }
+    }
+}
+
+impl EdgeHandler {
+    async fn start_system(&self, system: Uuid) -> Result<ResponseBody, WireError> {
+        if !self.control.is_running().await {
+            return Err(WireError::Unavailable {
+                message: "this edge stands by: the master controls its site".into(),
+            });
+        }
+        // The system's documents (its `stopped` field included) are the
+        // replica's; the reconciler follows them.
+        self.system(system).await?;
+        self.control.follow_documents().await;
+        Ok(ResponseBody::Done)
+    }
+
+    async fn reload_driver(
+        &self,
+        name: String,
+        source: Option<String>,
+    ) -> Result<ResponseBody, WireError> {
+        let report = self
+            .runtime
+            .reload_driver(&name, source)
+            .await
+            .map_err(runtime_err)?;
+        if let Some((id, why)) = report.failed.first() {
+            return Err(WireError::failed(format!(
+                "module {id} kept the old {name}: {why}"
+            )));
+        }
+        Ok(ResponseBody::Reloaded {
+            drivers: vec![report.driver],
+        })
+    }
+
+    /// Fetches `commit`'s changed driver files from the master, then
+    /// reloads the drivers that changed.
+    async fn sync_repository(
+        &self,
+        ctx: &RequestCtx,
+        commit: &str,
+    ) -> Result<ResponseBody, WireError> {
+        let report = self
+            .repo
+            .sync(&ctx.peer, commit, REPO_REQUEST)
+            .await
+            .map_err(|e| WireError::failed(e.to_string()))?;
+        let mut reloaded = Vec::new();
+        for driver in report.changed_drivers() {
+            match self.runtime.reload_driver(&driver, None).await {
+                Ok(_) => reloaded.push(driver),
+                // A driver no module uses yet has nothing to reload.
+                Err(e) => tracing::warn!(%driver, error = %e, "synced driver not reloaded"),
+            }
+        }
+        tracing::info!(commit = %report.commit, reloaded = ?reloaded, "driver repository synced");
+        Ok(ResponseBody::Commit {
+            commit: report.commit,
+            changed: reloaded,
+        })
+    }
+
+    /// Passive sync: a page of this edge's unsynced events.
+    async fn unsynced_events(&self, after: i64, limit: u32) -> Result<ResponseBody, WireError> {
+        let page = self
+            .store
+            .unsynced_events(after, limit.clamp(1, 10_000))
+            .await
+            .map_err(internal)?;
+        Ok(ResponseBody::Events {
+            events: page.into_iter().map(super::event_log::to_wire).collect(),
+        })
     }
 }
