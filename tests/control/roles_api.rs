@@ -484,8 +484,8 @@ async fn check_metrics(master: std::net::SocketAddr) {
         .find(|p| p.is_file());
     let Some(promtool) = promtool else {
         assert!(
-            std::env::var_os("OUTPOST_REQUIRE_TOOLS").is_none(),
-            "promtool is not installed and OUTPOST_REQUIRE_TOOLS is set"
+            std::env::var_os("CI").is_none(),
+            "promtool is not installed, and under CI a skip is a failure"
         );
         eprintln!(
             "\n********\nSKIPPED: promtool check metrics: `promtool` is not installed (apt-get install prometheus; .ci/run installs it)\n********\n"
