@@ -427,9 +427,33 @@ impl RunningApi {
     }
 }
 
-/// Serves the API on `api_addr`. On a master, first makes sure an admin
-/// key exists; an edge only knows the keys replicated from its master.
+/// Binds `api_addr`. Roles bind before they drive any device, so that a
+/// port taken by another process fails the start at once.
+pub async fn bind(config: &Config) -> Result<tokio::net::TcpListener, ConfigError> {
+    tokio::net::TcpListener::bind(config.api_addr)
+        .await
+        .map_err(|e| {
+            ConfigError::new(
+                "api_addr",
+                format!("cannot listen on {}: {e}", config.api_addr),
+            )
+        })
+}
+
+/// Serves the API on `api_addr` (see [`start_on`]).
 pub async fn start(
+    config: &Config,
+    store: &crate::store::Store,
+    role: Role,
+    ops: Ops,
+) -> Result<RunningApi, crate::boot::RunError> {
+    start_on(bind(config).await?, config, store, role, ops).await
+}
+
+/// Serves the API on a bound listener. On a master, first makes sure an
+/// admin key exists; an edge only knows the keys replicated from its master.
+pub async fn start_on(
+    listener: tokio::net::TcpListener,
     config: &Config,
     store: &crate::store::Store,
     role: Role,
@@ -459,14 +483,6 @@ pub async fn start(
             ValidationContext::default()
         }
     };
-    let listener = tokio::net::TcpListener::bind(config.api_addr)
-        .await
-        .map_err(|e| {
-            ConfigError::new(
-                "api_addr",
-                format!("cannot listen on {}: {e}", config.api_addr),
-            )
-        })?;
     let addr = listener
         .local_addr()
         .map_err(|e| ConfigError::new("api_addr", e.to_string()))?;

@@ -59,6 +59,8 @@ pub struct Edge {
     stop: CancellationToken,
     tasks: TaskTracker,
     grace: Duration,
+    /// Released when the edge is dropped, after its stop.
+    _lock: boot::DatabaseLock,
 }
 
 /// Starts an edge (replica, boot plan, runtime, link, API) whose control
@@ -75,7 +77,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
     let edge_id = config
         .edge_id
         .ok_or_else(|| ConfigError::new("edge_id", "required to run an edge"))?;
-    let store = boot::open_store(&config).await?;
+    let (lock, api_listener, store) = claim(&config).await?;
     let runtime = Runtime::new(RuntimeConfig::new(config.modules_dir.clone()));
     log_plan(&store, edge_id).await?;
     let stop = CancellationToken::new();
@@ -130,7 +132,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
         reconciler: Some(reconciler.clone()),
         ..crate::api::Ops::new(runtime.clone(), None, &config)
     };
-    let api = crate::api::start(&config, &store, Role::Edge, ops).await?;
+    let api = crate::api::start_on(api_listener, &config, &store, Role::Edge, ops).await?;
     tracing::info!(%edge_id, api = %api.addr, "edge ready");
     Ok(Edge {
         edge_id,
@@ -144,7 +146,18 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
         stop,
         tasks,
         grace: Duration::from_millis(config.shutdown_grace_ms),
+        _lock: lock,
     })
+}
+
+/// As on the master: one process per database, the API's port bound
+/// before any device is driven, then the store.
+async fn claim(
+    config: &Config,
+) -> Result<(boot::DatabaseLock, tokio::net::TcpListener, Store), RunError> {
+    let lock = boot::lock_database(config)?;
+    let api_listener = crate::api::bind(config).await?;
+    Ok((lock, api_listener, boot::open_store(config).await?))
 }
 
 /// The site's event log and its sync to the master.

@@ -61,6 +61,8 @@ pub struct Master {
     stop: CancellationToken,
     tasks: TaskTracker,
     grace: Duration,
+    /// Released when the master is dropped, after its stop.
+    _lock: boot::DatabaseLock,
 }
 
 /// Starts a master whose control decisions read the system clock.
@@ -73,6 +75,11 @@ pub async fn start(config: Config) -> Result<Master, RunError> {
 pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, RunError> {
     certs::install_crypto_provider();
     ensure_certificates(&config)?;
+    // Claimed and bound before any device is driven: a second master on
+    // this database, or a port in use, fails here and touches nothing.
+    let lock = boot::lock_database(&config)?;
+    let api_listener = api::bind(&config).await?;
+    let (listener, link, link_addr) = bind_link(&config).await?;
     let store = boot::open_store(&config).await?;
     // Location edits after this point reach the control loop.
     let feed_from = store.last_seq().await?;
@@ -85,7 +92,6 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
     let dir = config.modules_dir.clone();
     let reconciler = Reconciler::start(Scope::Master, &store, &runtime, dir, &stop, &tasks).await;
 
-    let (listener, link, link_addr) = bind_link(&config).await?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let registry = Registry::new(events_tx);
     let (edge_events, _) = tokio::sync::broadcast::channel(1024);
@@ -123,7 +129,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
         edge_id: None,
         ..api::Ops::new(runtime.clone(), Some(registry.clone()), &config)
     };
-    let api = api::start(&config, &store, Role::Master, ops).await?;
+    let api = api::start_on(api_listener, &config, &store, Role::Master, ops).await?;
     tracing::info!(api = %api.addr, "API serving while the master boots");
     let missing_at_boot = boot_wait(&registry, &expected, &config, &control).await;
     tracing::info!(api = %api.addr, link = %link_addr, "master ready");
@@ -141,6 +147,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
         stop,
         tasks,
         grace: Duration::from_millis(config.shutdown_grace_ms),
+        _lock: lock,
     })
 }
 

@@ -32,6 +32,7 @@ mod sql;
 
 pub use control::{ControlRecord, ControlState};
 pub use events::{Event, EventKind, LoggedEvent};
+pub use open::sqlite_file;
 pub use replica::Replicated;
 
 use sqlx::migrate::MigrateError;

@@ -16,3 +16,4 @@ mod liveness;
 mod repository;
 mod requests;
 mod support;
+mod versions;
