@@ -169,6 +169,10 @@ fn describe_metrics() {
         "outpost_edges_connected",
         "Edges whose link to this master is up"
     );
+    describe_counter!(
+        "outpost_edge_duplicate_sessions_total",
+        "Times a second live process authenticated with an edge's id and the older one stood down"
+    );
     describe_gauge!(
         "outpost_location_controller_master",
         "Per edge location: 1 when the master controls it, 0 when its edge does"

@@ -98,21 +98,16 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
         )
         .await?,
     );
-    let link = EdgeLinkConfig::from_config(&config)
-        .map_err(|e| ConfigError::new("ca_cert", e.to_string()))?;
     let wake = Arc::new(tokio::sync::Notify::new());
-    let handler = Arc::new(EdgeHandler::new(
-        edge_id,
-        runtime.clone(),
-        store.clone(),
-        config.modules_dir.clone(),
-        wake.clone(),
-        control.clone(),
-    ));
+    let (link, handler) = link_parts(&config, edge_id, &runtime, &store, &control, &wake)?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (peer_tx, peer_rx) = tokio::sync::watch::channel(None);
-    let link_loop = crate::link::edge::run(link, handler, events_tx, stop.clone());
-    tasks.spawn(link_loop);
+    tasks.spawn(crate::link::edge::run(
+        link,
+        handler,
+        events_tx,
+        stop.clone(),
+    ));
     // Not tracked: it ends when the link loop drops its sender.
     tokio::spawn(follow_link_events(events_rx, peer_tx, control.clone()));
     let replicator = sync::Replicator {
@@ -148,6 +143,30 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
         grace: Duration::from_millis(config.shutdown_grace_ms),
         _lock: lock,
     })
+}
+
+/// The link's settings, and the handler that answers the master (it shares
+/// the connect loop's stand-down switch).
+fn link_parts(
+    config: &Config,
+    edge_id: Uuid,
+    runtime: &Runtime,
+    store: &Store,
+    control: &Arc<SiteControl>,
+    wake: &Arc<tokio::sync::Notify>,
+) -> Result<(EdgeLinkConfig, Arc<EdgeHandler>), RunError> {
+    let link = EdgeLinkConfig::from_config(config)
+        .map_err(|e| ConfigError::new("ca_cert", e.to_string()))?;
+    let handler = EdgeHandler::new(
+        edge_id,
+        runtime.clone(),
+        store.clone(),
+        config.modules_dir.clone(),
+        wake.clone(),
+        control.clone(),
+    )
+    .with_stand_down(link.stand_down.clone());
+    Ok((link, Arc::new(handler)))
 }
 
 /// As on the master: one process per database, the API's port bound

@@ -419,6 +419,7 @@ pub fn edge_config(certs: &Certs, id: &EdgeIdentity, masters: Vec<String>) -> Ed
         boot_id: Uuid::now_v7(),
         commit: CommitCell::default(),
         bind: None,
+        stand_down: Default::default(),
     }
 }
 
