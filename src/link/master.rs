@@ -77,6 +77,9 @@ pub struct MasterLinkConfig {
     /// Connections accepted but not yet authenticated, in all and per
     /// source; more are closed at once.
     pub admission: AdmissionLimits,
+    /// The store this master serves, told to refused edges (version 2) so
+    /// that an edge whose location was deleted here can stand down.
+    pub store_id: Option<Uuid>,
     /// How long `serve` waits for links to finish after shutdown.
     pub shutdown_grace: Duration,
 }
@@ -95,6 +98,7 @@ impl MasterLinkConfig {
             boot_id: Uuid::now_v7(),
             max_handshakes: 256,
             admission: AdmissionLimits::default(),
+            store_id: None,
             shutdown_grace: Duration::from_millis(c.shutdown_grace_ms),
         })
     }
@@ -261,6 +265,7 @@ impl Accept {
                 },
                 self.cfg.peer.max_in_flight,
                 self.cfg.boot_id,
+                self.cfg.store_id,
             )
             .await?;
             Ok::<_, HandshakeError>((tls, accepted))

@@ -79,8 +79,9 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
     // this database, or a port in use, fails here and touches nothing.
     let lock = boot::lock_database(&config)?;
     let api_listener = api::bind(&config).await?;
-    let (listener, link, link_addr) = bind_link(&config).await?;
+    let (listener, mut link, link_addr) = bind_link(&config).await?;
     let store = boot::open_store(&config).await?;
+    link.store_id = Some(store.store_id());
     // Location edits after this point reach the control loop.
     let feed_from = store.last_seq().await?;
     let plan = boot::plan_master(&store).await?;
