@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn a_full_page_leaves_the_replica_behind_and_a_short_one_catches_up() {
         let facts = SyncFacts::new();
-        let edge = Uuid::new_v4();
+        let edge = crate::model::new_id();
         let mut rx = facts.subscribe();
         facts.served(edge, page(0, 2, Some(4), 9), Some(3));
         assert_eq!(facts.get(edge).unwrap().replica_seq, 4);
