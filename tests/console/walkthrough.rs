@@ -292,11 +292,23 @@ async fn an_operator_signs_in_execs_watches_a_failover_and_restores() {
     );
     browser.shot("08-field-error").await;
 
+    // The cluster view: this master as the one node, MASTER, until masters
+    // form a cluster.
+    browser.click("a[href='#/cluster']").await;
+    browser
+        .until(
+            "the single node",
+            "const t = document.querySelector('#view').textContent; return t.includes('MASTER') && t.includes('single node')",
+            vec![],
+        )
+        .await;
+    browser.shot("09-cluster").await;
+
     // A phone-width screen: the overview's table becomes stacked cards.
     browser.client.set_window_size(390, 844).await.unwrap();
     browser.click("a[href='#/']").await;
     browser.until_css("the overview", &row).await;
-    browser.shot("09-phone-overview").await;
+    browser.shot("10-phone-overview").await;
 
     // 7. The module page follows the projector to the master: with the
     // page open, the edge dies and the master takes over; status, state,
@@ -355,7 +367,7 @@ async fn an_operator_signs_in_execs_watches_a_failover_and_restores() {
             vec![],
         )
         .await;
-    browser.shot("10-module-after-takeover").await;
+    browser.shot("11-module-after-takeover").await;
 
     browser.close().await;
     master.stop().await;
