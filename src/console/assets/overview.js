@@ -57,7 +57,13 @@ export function render(ctx, root) {
       if (m.type === 'link') row.link(m);
     });
     syncSub = ctx.live.subscribe({ topic: 'sync' }, (m) => {
-      if (m.type === 'feed') {
+      if (m.type === 'dropped') {
+        // Notices were lost (a slow page, or the burst of a thousand
+        // sites' current facts): one fresh read makes up for them.
+        if (refreshTimer === null) {
+          refreshTimer = setTimeout(() => { refreshTimer = null; if (!gone) refresh().catch(() => {}); }, 500);
+        }
+      } else if (m.type === 'feed') {
         if (m.last_seq === lastSeq) return;
         lastSeq = m.last_seq;
         for (const row of rows.values()) row.paintSync(lastSeq);
@@ -67,6 +73,7 @@ export function render(ctx, root) {
     });
   };
   let subscribed = false;
+  let refreshTimer = null;
   const refresh = async () => {
     const sites = await api('GET', '/api/v1/sites');
     for (const s of sites) rows.get(s.id)?.update(s);
