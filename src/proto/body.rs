@@ -306,7 +306,7 @@ mod tests {
             assert_eq!(tag, body.kind(), "{body:?}");
             assert!(RequestBody::KINDS.contains(&body.kind()));
         }
-        assert_eq!(RequestBody::KINDS.len(), 19);
+        assert_eq!(RequestBody::KINDS.len(), 20);
         for kind in RequestBody::KINDS {
             assert!(!kind.contains(char::is_uppercase), "{kind}");
         }
