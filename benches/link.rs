@@ -352,6 +352,7 @@ impl LinkBench {
                 max_unauthenticated: 20_000,
                 per_source: 20_000,
             },
+            failure_report_interval: Duration::ZERO,
             shutdown_grace: Duration::from_secs(1),
         };
         let (tx, mut events) = mpsc::unbounded_channel();
@@ -630,6 +631,7 @@ fn edges() {
                 max_unauthenticated: 20_000,
                 per_source: 20_000,
             },
+            failure_report_interval: Duration::ZERO,
             shutdown_grace: Duration::from_secs(2),
         };
         cfg.peer.timing.handshake_timeout = Duration::from_secs(30);

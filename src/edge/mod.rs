@@ -76,7 +76,10 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
         .edge_id
         .ok_or_else(|| ConfigError::new("edge_id", "required to run an edge"))?;
     let store = boot::open_store(&config).await?;
-    let runtime = Runtime::new(RuntimeConfig::new(config.modules_dir.clone()));
+    let runtime = Runtime::new(RuntimeConfig {
+        driver_threads: config.driver_threads,
+        ..RuntimeConfig::new(config.modules_dir.clone())
+    });
     log_plan(&store, edge_id).await?;
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();

@@ -30,6 +30,11 @@ pub struct RuntimeConfig {
     /// Requests (exec, lifecycle) waiting in one module's mailbox; callers
     /// wait for room, which is the backpressure on a slow module.
     pub mailbox: usize,
+    /// Worker threads of the executor module tasks (drivers) run on: a
+    /// tokio runtime of their own, so a busy driver never holds a worker of
+    /// the runtime that serves the link and the API. 0 runs them on the
+    /// caller's runtime instead (tests that pause tokio's clock).
+    pub driver_threads: usize,
     pub transport: TransportConfig,
 }
 
@@ -44,6 +49,7 @@ impl RuntimeConfig {
             max_exec_args: 1024 * 1024,
             command_queue: 256,
             mailbox: 64,
+            driver_threads: 2,
             transport: TransportConfig::default(),
         }
     }

@@ -16,6 +16,7 @@ mod failover;
 mod http;
 mod live_api;
 mod live_config;
+mod load;
 #[path = "../support/proxy.rs"]
 mod proxy;
 mod readme;
