@@ -116,6 +116,10 @@ pub(crate) struct Timers {
     next_id: u64,
     heap: BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
     map: HashMap<u64, Timer>,
+    /// Repeating timers whose last call has not finished: a call is
+    /// time-sliced, so a tick may come due while the previous one still
+    /// runs; it is skipped rather than piling calls up.
+    running: std::collections::HashSet<u64>,
 }
 
 impl Timers {
@@ -158,9 +162,15 @@ impl Timers {
         None
     }
 
-    /// Takes the functions of every timer due at `now`, rescheduling
-    /// repeating ones.
-    pub(crate) fn due(&mut self, now: Instant) -> Vec<Function> {
+    /// The call of timer `id` has finished.
+    pub(crate) fn finished(&mut self, id: u64) {
+        self.running.remove(&id);
+    }
+
+    /// Takes the functions of every timer due at `now` (with their ids),
+    /// rescheduling repeating ones; a repeating timer whose previous call
+    /// still runs skips this tick.
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<(u64, Function)> {
         let mut out = Vec::new();
         while let Some(at) = self.next_deadline() {
             if at > now {
@@ -172,14 +182,17 @@ impl Timers {
             let Some(t) = self.map.get_mut(&id) else {
                 continue;
             };
-            out.push(t.func.clone());
             match t.every {
                 Some(every) => {
+                    if self.running.insert(id) {
+                        out.push((id, t.func.clone()));
+                    }
                     // Skip missed ticks rather than firing a burst.
                     t.at = (t.at + every).max(now);
                     self.heap.push(std::cmp::Reverse((t.at, id)));
                 }
                 None => {
+                    out.push((id, t.func.clone()));
                     self.map.remove(&id);
                 }
             }

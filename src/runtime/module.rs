@@ -109,7 +109,8 @@ enum CallKind {
     /// The exec's caller went away; its call was dropped.
     Cancelled(u64),
     Hook(&'static str),
-    Timer,
+    /// A call of the timer with this id.
+    Timer(u64),
 }
 
 struct CallDone {
@@ -473,8 +474,8 @@ impl Task {
                 conn.write(&data);
             }
         }
-        for f in due {
-            self.spawn_call(f, MultiValue::new(), CallKind::Timer);
+        for (id, f) in due {
+            self.spawn_call(f, MultiValue::new(), CallKind::Timer(id));
         }
     }
 
@@ -560,6 +561,9 @@ impl Task {
 
     fn on_done(&mut self, done: CallDone) {
         self.shared.set_lua_memory(self.lua.used_memory());
+        if let CallKind::Timer(id) = done.kind {
+            self.host().timers.finished(id);
+        }
         let reply = match &done.kind {
             CallKind::Exec(id) => self
                 .waiting
@@ -605,7 +609,7 @@ impl Task {
                         }
                         self.shared.log(LogLevel::Error, msg);
                     }
-                    (CallKind::Timer, _) => {
+                    (CallKind::Timer(_), _) => {
                         let msg = format!("timer failed: {}", c.message());
                         if !matches!(c, Classified::Contained(_)) {
                             self.shared.driver_error(&msg, false);
