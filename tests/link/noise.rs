@@ -39,6 +39,9 @@ async fn two_hundred_silent_sockets_make_a_handful_of_warnings() {
         })
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Another test's thread may have cached "nobody listens" for these
+    // call sites before this subscriber existed.
+    tracing::callsite::rebuild_interest_cache();
 
     let certs = dev_certs();
     let id = EdgeIdentity::new();
@@ -83,5 +86,55 @@ async fn two_hundred_silent_sockets_make_a_handful_of_warnings() {
         (1..=5).contains(&reported),
         "{reported} failures reported to the control loop"
     );
+    m.stop().await;
+}
+
+/// What unauthenticated peers put into the control loop's event queue is
+/// bounded: reports that do not fit are dropped (and counted) until the
+/// consumer takes some.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_handshakes_take_a_bounded_share_of_the_event_queue() {
+    let certs = dev_certs();
+    let id = EdgeIdentity::new();
+    let mut opts = MasterOpts::new(keys(&[&id]));
+    opts.timing = fast_timing();
+    opts.timing.handshake_timeout = Duration::from_millis(200);
+    opts.admission = outpost::link::AdmissionLimits {
+        max_unauthenticated: 1024,
+        per_source: 1024,
+    };
+    // Every failure is reported: only the queue's bound holds them back.
+    opts.failure_report_interval = Duration::ZERO;
+    let mut m = start_master(&certs, opts).await;
+    let sockets = outpost::link::AUTH_FAILED_QUEUED + 100;
+    let mut held = Vec::new();
+    for _ in 0..sockets {
+        let tcp = TcpStream::connect(m.addr).await.unwrap();
+        held.push(tokio::spawn(async move {
+            let mut tcp = tcp;
+            let mut buf = [0u8; 16];
+            let _ = tcp.read(&mut buf).await;
+        }));
+    }
+    for h in held {
+        within("the master to close a silent socket", h)
+            .await
+            .unwrap();
+    }
+    // The last failures may still be on their way into the queue.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut queued = Vec::new();
+    while let Ok(ev) = m.events.try_recv() {
+        if let MasterLinkEvent::AuthFailed { .. } = ev {
+            queued.push(ev);
+        }
+    }
+    assert_eq!(queued.len(), outpost::link::AUTH_FAILED_QUEUED);
+    // Taken and dropped: there is room again.
+    drop(queued);
+    let tcp = TcpStream::connect(m.addr).await.unwrap();
+    let (_, reason) = m.next_auth_failure().await;
+    assert!(reason.contains("timed out"), "{reason}");
+    drop(tcp);
     m.stop().await;
 }
