@@ -23,6 +23,9 @@ use crate::store::{Event, EventKind, Store};
 const BATCH: u32 = 500;
 /// Events written in one transaction at most.
 const RECORD_BATCH: usize = 1000;
+/// How long the recorder waits after an event for others to join its
+/// batch (each transaction costs an fsync).
+const RECORD_LINGER: Duration = Duration::from_millis(20);
 /// How often the unsynced gauge is recounted.
 const COUNTS_EVERY: Duration = Duration::from_secs(1);
 const CALL: Duration = Duration::from_secs(30);
@@ -38,9 +41,9 @@ pub struct EventSync {
 
 impl EventSync {
     /// Records every status change, finished exec and driver error of the
-    /// runtime until `stop`. What arrived while the previous batch was being
-    /// written goes into the next one, so a burst costs one transaction per
-    /// batch, not one per event.
+    /// runtime until `stop`. What arrives within `RECORD_LINGER` of an event
+    /// or while the previous batch was being written goes into one batch,
+    /// so a burst costs one transaction per batch, not one per event.
     pub async fn record(self: Arc<Self>, runtime: Runtime, stop: CancellationToken) {
         let mut changes = runtime.subscribe_all_status();
         let mut activity = runtime.subscribe_activity();
@@ -54,6 +57,11 @@ impl EventSync {
                 a = activity.recv() => if let Some(a) = received(a, "execs and driver errors") {
                     batch.push(self.activity(a));
                 },
+            }
+            // A burst is one transaction, not one per event that happened to
+            // arrive alone: give the next ones a moment to come.
+            if !batch.is_empty() {
+                tokio::time::sleep(RECORD_LINGER).await;
             }
             while batch.len() < RECORD_BATCH {
                 let before = batch.len();

@@ -78,10 +78,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
     let feed_from = store.last_seq().await?;
     let plan = boot::plan_master(&store).await?;
     log_plan(&plan);
-    let runtime = Runtime::new(RuntimeConfig {
-        driver_threads: config.driver_threads,
-        ..RuntimeConfig::new(config.modules_dir.clone())
-    });
+    let runtime = runtime(&config);
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     // The master's own systems run before any edge can connect.
@@ -280,6 +277,14 @@ fn spawn_feeds(
         registry.clone(),
         stop.clone(),
     ));
+}
+
+/// The module runtime, its drivers on `driver_threads` threads of their own.
+fn runtime(config: &Config) -> Runtime {
+    Runtime::new(RuntimeConfig {
+        driver_threads: config.driver_threads,
+        ..RuntimeConfig::new(config.modules_dir.clone())
+    })
 }
 
 /// How often (by the control clock) collected events are checked against

@@ -46,7 +46,12 @@ impl Runtime {
                 .map_err(|message| DriverError::Compile { driver, message })
         };
         match self.inner.executor.handle.spawn_blocking(work).await {
-            Ok(r) => r,
+            Ok(r) => {
+                if r.is_ok() {
+                    self.inner.compiled.fetch_add(1, Ordering::Relaxed);
+                }
+                r
+            }
             Err(e) => Err(DriverError::Compile {
                 driver: name.to_owned(),
                 message: format!("compilation did not finish: {e}"),

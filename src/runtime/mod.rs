@@ -98,6 +98,8 @@ pub(crate) struct Inner {
     /// text once.
     drivers: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Code>>>>,
     executor: Executor,
+    /// Driver compilations so far.
+    compiled: std::sync::atomic::AtomicU64,
     events: broadcast::Sender<StatusChange>,
     activity: broadcast::Sender<Activity>,
     tracker: TaskTracker,
@@ -164,6 +166,7 @@ impl Runtime {
                 systems: RwLock::new(HashMap::new()),
                 drivers: Mutex::new(HashMap::new()),
                 executor,
+                compiled: std::sync::atomic::AtomicU64::new(0),
                 events: broadcast::channel(1024).0,
                 activity: broadcast::channel(1024).0,
                 tracker: TaskTracker::new(),
@@ -174,6 +177,12 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.cfg
+    }
+
+    /// Driver texts compiled so far (tests, benchmarks): one per driver
+    /// version, however many modules load it at once.
+    pub fn compilations(&self) -> u64 {
+        self.inner.compiled.load(Ordering::Relaxed)
     }
 
     fn entry(&self, id: Uuid) -> Option<Entry> {

@@ -299,7 +299,7 @@ impl Store {
         }))
     }
 
-    /// Benchmark baseline only (`benches/store.rs`): the log as it was
+    /// Benchmark baseline only (`benches/robust.rs`): the log as it was
     /// written before batching, one transaction per event with a
     /// `COUNT(*)` of the whole log in each. Does not keep the size counter.
     #[doc(hidden)]

@@ -76,6 +76,10 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
         "control log author",
         include_str!("migrations/sqlite/0005_control_log_by.sql"),
     ),
+    (
+        "events coalesce index",
+        include_str!("migrations/sqlite/0006_events_coalesce.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
@@ -97,6 +101,10 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
         "control log author",
         include_str!("migrations/postgres/0005_control_log_by.sql"),
+    ),
+    (
+        "events coalesce index",
+        include_str!("migrations/postgres/0006_events_coalesce.sql"),
     ),
 ];
 

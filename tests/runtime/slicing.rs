@@ -141,3 +141,25 @@ return M
         json!({"first": 5000050000u64, "second": "done", "ok": true, "a": 1, "b": 2, "c": 3})
     );
 }
+
+/// 64 modules of a driver nobody has loaded yet, loaded at once: the
+/// driver is read and compiled once, and the others wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_loads_compile_a_driver_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("fresh.lua"),
+        "local M = {}\nfunction M.ping() return 'pong' end\nreturn M\n",
+    )
+    .unwrap();
+    let mut cfg = config();
+    cfg.modules_dir = dir.path().to_owned();
+    let rt = Runtime::new(cfg);
+    let modules: Vec<_> = (0..64)
+        .map(|i| module(&format!("m{i}"), "fresh.lua", None, json!({})))
+        .collect();
+    let report = rt.load_many(&modules).await;
+    assert_eq!(report.loaded, 64, "{:?}", report.failed);
+    assert_eq!(rt.compilations(), 1);
+    rt.shutdown().await;
+}
