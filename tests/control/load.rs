@@ -63,14 +63,17 @@ async fn drivers_looping_on_every_master_module_get_no_edge_declared_dead() {
     let burners = import_burners(&site).await;
     let master = outpost::master::start(Config {
         modules_dir: dir,
-        heartbeat_ms: 200,
-        dead_after_ms: 1_000,
+        // The defaults' ratio, shorter: this test shares two cores with
+        // the rest of the suite.
+        heartbeat_ms: 500,
+        dead_after_ms: 2_000,
         ..site.master_config()
     })
     .await
     .unwrap();
     let edge = outpost::edge::start(Config {
-        dead_after_ms: 1_000,
+        heartbeat_ms: 500,
+        dead_after_ms: 2_000,
         ..site.edge_config(room.edge_id, &room.secret, master.link_addr)
     })
     .await
