@@ -352,6 +352,7 @@ impl LinkBench {
                 max_unauthenticated: 20_000,
                 per_source: 20_000,
             },
+            failure_report_interval: Duration::ZERO,
             shutdown_grace: Duration::from_secs(1),
             store_id: None,
         };
@@ -632,6 +633,7 @@ fn edges() {
                 max_unauthenticated: 20_000,
                 per_source: 20_000,
             },
+            failure_report_interval: Duration::ZERO,
             shutdown_grace: Duration::from_secs(2),
             store_id: None,
         };

@@ -125,6 +125,17 @@ pub struct Config {
     /// Edge: events kept in the local log at most (synced ones are dropped
     /// first, then the oldest status changes; control changes never).
     pub event_log_max: u64,
+    /// Master: collected events older than this many days (by the time
+    /// their edge stamped them) are deleted, checked at start and hourly.
+    /// 0 keeps them regardless of age.
+    pub event_retention_days: u64,
+    /// Master: at most this many collected events are kept; the oldest go
+    /// first. 0: no bound by count.
+    pub event_retention_max: u64,
+    /// Worker threads of the driver executor: module tasks (Lua drivers)
+    /// run there, apart from the runtime that serves the link and the API,
+    /// so a busy driver cannot delay a heartbeat.
+    pub driver_threads: usize,
     /// Master: a location may change controller at most this many times
     /// in a minute; after that, the master keeps a site it took over even
     /// from an edge that reaches its devices (the hold-down against a
@@ -198,6 +209,9 @@ impl Default for Config {
             sync_batch_size: 1_000,
             sync_step_sleep_ms: 100,
             max_control_changes_per_minute: 4,
+            event_retention_days: 90,
+            event_retention_max: 10_000_000,
+            driver_threads: 2,
             master_api: None,
             redirect_to_master: false,
             ws_queue: 256,

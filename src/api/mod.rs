@@ -145,6 +145,24 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// HELP texts of what bounds the process keeps: retention, refused
+/// strangers, full queues.
+fn describe_bounds() {
+    use metrics::describe_counter;
+    describe_counter!(
+        "outpost_events_pruned_total",
+        "Collected events the master deleted past their retention (age or count)"
+    );
+    describe_counter!(
+        "outpost_link_handshake_failures_total",
+        "Link connections that failed before they were authenticated"
+    );
+    describe_counter!(
+        "outpost_channel_full_total",
+        "Times a bounded internal queue was full (channel; what happened: waited or dropped)"
+    );
+}
+
 /// HELP text for every metric family, the build's identity, and the
 /// counters that must show before their first increment.
 fn describe_metrics() {
@@ -211,6 +229,7 @@ fn describe_metrics() {
         "outpost_events_unsynced",
         "Events in an edge's log not yet acknowledged by the master"
     );
+    describe_bounds();
     describe_gauge!("outpost_ws_clients", "Open WebSocket clients");
     describe_counter!(
         "outpost_ws_dropped_total",

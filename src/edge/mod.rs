@@ -78,7 +78,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
         .edge_id
         .ok_or_else(|| ConfigError::new("edge_id", "required to run an edge"))?;
     let (lock, api_listener, store) = claim(&config).await?;
-    let runtime = Runtime::new(RuntimeConfig::new(config.modules_dir.clone()));
+    let runtime = Runtime::new(RuntimeConfig::from_config(&config));
     log_plan(&store, edge_id).await?;
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();

@@ -86,7 +86,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
     let feed_from = store.last_seq().await?;
     let plan = boot::plan_master(&store).await?;
     log_plan(&plan);
-    let runtime = Runtime::new(RuntimeConfig::new(config.modules_dir.clone()));
+    let runtime = Runtime::new(RuntimeConfig::from_config(&config));
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     // The master's own systems run before any edge can connect.
@@ -96,6 +96,12 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let registry = Registry::new(events_tx);
     let (edge_events, _) = tokio::sync::broadcast::channel(1024);
+    tasks.spawn(retain_events(
+        store.clone(),
+        clock.clone(),
+        &config,
+        stop.clone(),
+    ));
     let control = Control::new(
         store.clone(),
         runtime.clone(),
@@ -282,6 +288,44 @@ fn spawn_feeds(
         registry.clone(),
         stop.clone(),
     ));
+}
+
+/// How often (by the control clock) collected events are checked against
+/// the retention bounds.
+const PRUNE_EVERY_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 86_400_000;
+
+/// Keeps the collected events within `event_retention_days` (judged by
+/// `clock`) and `event_retention_max`: at start, then every hour.
+fn retain_events(
+    store: Store,
+    clock: Clock,
+    config: &Config,
+    stop: CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static {
+    let days = i64::try_from(config.event_retention_days).unwrap_or(i64::MAX);
+    let keep = config.event_retention_max;
+    async move {
+        loop {
+            let before = match days {
+                0 => i64::MIN,
+                d => clock.now_ms().saturating_sub(d.saturating_mul(DAY_MS)),
+            };
+            match store.prune_events(before, keep).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    metrics::counter!("outpost_events_pruned_total").increment(n);
+                    tracing::info!(pruned = n, "collected events past their retention deleted");
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot prune collected events"),
+            }
+            let next = clock.now_ms().saturating_add(PRUNE_EVERY_MS);
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = clock.sleep_until(next) => {}
+            }
+        }
+    }
 }
 
 impl Master {

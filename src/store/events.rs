@@ -90,6 +90,9 @@ type EventRow = (
 /// (benches/replication.rs, passive case).
 const ROWS_PER_STATEMENT: usize = 25;
 
+/// Rows one retention transaction deletes at most.
+const PRUNE_BATCH: i64 = 10_000;
+
 fn to_logged(row: EventRow) -> Result<LoggedEvent, StoreError> {
     let bad = |what: &str, v: &str| StoreError::Corrupt {
         id: Uuid::nil(),
@@ -112,30 +115,205 @@ fn to_logged(row: EventRow) -> Result<LoggedEvent, StoreError> {
     })
 }
 
+/// Binds one event's columns as a row of [`sql::INSERT_EVENTS_HEAD`].
+fn push_event<DB>(
+    mut row: sqlx::query_builder::Separated<'_, DB, &'static str>,
+    e: &Event,
+    synced: bool,
+) where
+    DB: sqlx::Database,
+    String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i64>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    bool: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    row.push_bind(e.id.to_string())
+        .push_bind(e.edge_id.to_string())
+        .push_bind(e.at_ms)
+        .push_bind(e.module_id.map(|m| m.to_string()))
+        .push_bind(e.kind.as_str().to_owned())
+        .push_bind(e.key.clone())
+        .push_bind(e.epoch)
+        .push_bind(e.body.clone())
+        .push_bind(synced);
+}
+
 /// Order in which a full log gives up rows: status changes first (they are
 /// superseded by newer values anyway), then exec results and driver errors.
 /// Control changes are never dropped.
 const DROP_ORDER: [EventKind; 3] = [EventKind::Status, EventKind::Exec, EventKind::DriverError];
 
+/// What one append to the edge's log did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// Events newly in the log (an id already there is not added twice;
+    /// a status change replaced by a newer one in the same batch is not
+    /// added at all).
+    pub added: u64,
+    /// Older events given up because the log was full.
+    pub dropped: u64,
+    /// Rows in the log after the append.
+    pub size: i64,
+}
+
+/// The events of a batch worth storing: a status change followed in the
+/// same batch by another of its module and key is superseded before it is
+/// stored (what the log's coalescing would do to it anyway).
+fn coalesce(events: &[Event]) -> Vec<&Event> {
+    let mut last = std::collections::HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        if let Some(pair) = status_pair(e) {
+            last.insert(pair, i);
+        }
+    }
+    let superseded = |i: usize, e: &Event| status_pair(e).is_some_and(|p| last.get(&p) != Some(&i));
+    let kept = events
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| !superseded(*i, e));
+    kept.map(|(_, e)| e).collect()
+}
+
+fn status_pair(e: &Event) -> Option<(String, String)> {
+    match (e.kind, e.module_id, &e.key) {
+        (EventKind::Status, Some(m), Some(k)) => Some((m.to_string(), k.clone())),
+        _ => None,
+    }
+}
+
+/// Deletes up to `$excess` rows of a full log inside `$tx`: synced rows
+/// first, then unsynced ones in [`DROP_ORDER`]. Evaluates to (rows deleted,
+/// of which unsynced, counted as dropped).
+macro_rules! trim_log {
+    ($tx:expr, $excess:expr) => {{
+        let mut excess: i64 = $excess;
+        let mut deleted = 0i64;
+        let mut dropped = 0i64;
+        if excess > 0 {
+            let n = sqlx::query(sql::TRIM_SYNCED)
+                .bind(excess)
+                .execute(&mut *$tx)
+                .await?
+                .rows_affected() as i64;
+            excess -= n;
+            deleted += n;
+        }
+        for kind in DROP_ORDER {
+            if excess <= 0 {
+                break;
+            }
+            let n = sqlx::query(sql::TRIM_UNSYNCED_KIND)
+                .bind(excess)
+                .bind(kind.as_str())
+                .execute(&mut *$tx)
+                .await?
+                .rows_affected() as i64;
+            excess -= n;
+            deleted += n;
+            dropped += n;
+        }
+        if dropped > 0 {
+            sqlx::query(sql::ADD_DROPPED)
+                .bind(dropped)
+                .execute(&mut *$tx)
+                .await?;
+        }
+        (deleted, dropped)
+    }};
+}
+
 impl Store {
-    /// Edge: appends an event to the local log, unsynced. An unsynced status
-    /// change for the same module and key is replaced (coalesced). When the
-    /// log holds more than `max_events`, synced rows go first, then the
-    /// oldest unsynced status changes, exec results and driver errors; those
-    /// are counted as dropped. Returns the event's place in the log.
+    /// Edge: appends a batch of events to the local log, unsynced, in one
+    /// transaction. An unsynced status change for the same module and key is
+    /// replaced (coalesced). When the log holds more than `max_events`,
+    /// synced rows go first, then the oldest unsynced status changes, exec
+    /// results and driver errors; those are counted as dropped. The log's
+    /// size is counted once per process and then kept by the appends, not
+    /// recounted.
+    pub async fn append_events(
+        &self,
+        events: &[Event],
+        max_events: u64,
+    ) -> Result<Appended, StoreError> {
+        use std::sync::atomic::Ordering;
+        let kept = coalesce(events);
+        if kept.is_empty() {
+            return Ok(Appended::default());
+        }
+        let pairs: Vec<(String, String)> = kept.iter().filter_map(|e| status_pair(e)).collect();
+        let known = self.event_log_size.load(Ordering::Acquire);
+        let max = i64::try_from(max_events).unwrap_or(i64::MAX);
+        let (before, added, deleted, dropped) = on_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let before: i64 = if known >= 0 {
+                known
+            } else {
+                sqlx::query_scalar(sql::COUNT_EVENTS).fetch_one(&mut *tx).await?
+            };
+            let mut deleted = 0i64;
+            for chunk in pairs.chunks(ROWS_PER_STATEMENT) {
+                deleted += sql::delete_coalesced(chunk).build().execute(&mut *tx).await?.rows_affected() as i64;
+            }
+            let mut added = 0i64;
+            for chunk in kept.chunks(ROWS_PER_STATEMENT) {
+                let mut q = sql::values(sql::INSERT_EVENTS_HEAD, chunk, |row, e| push_event(row, e, false), sql::INSERT_EVENTS_TAIL);
+                added += q.build_query_scalar::<i64>().fetch_all(&mut *tx).await?.len() as i64;
+            }
+            let (trimmed, dropped) = trim_log!(tx, before + added - deleted - max);
+            tx.commit().await?;
+            (before, added, deleted + trimmed, dropped)
+        });
+        let delta = added - deleted;
+        // Another append may have moved the count meanwhile: add, never set,
+        // once it is known.
+        let size = match self.event_log_size.compare_exchange(
+            -1,
+            before + delta,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => before + delta,
+            Err(_) => self.event_log_size.fetch_add(delta, Ordering::AcqRel) + delta,
+        };
+        if dropped > 0 {
+            metrics::counter!("outpost_events_dropped_total").increment(dropped as u64);
+        }
+        Ok(Appended {
+            added: added as u64,
+            dropped: dropped as u64,
+            size,
+        })
+    }
+
+    /// Edge: appends one event (see [`Store::append_events`]) and returns
+    /// its place in the log (an id already in the log keeps its place).
     pub async fn log_event(&self, event: &Event, max_events: u64) -> Result<i64, StoreError> {
+        self.append_events(std::slice::from_ref(event), max_events)
+            .await?;
+        Ok(on_reader!(self, pool => {
+            sqlx::query_scalar(sql::EVENT_SEQ)
+                .bind(event.id.to_string())
+                .fetch_one(pool)
+                .await?
+        }))
+    }
+
+    /// Benchmark baseline only (`benches/robust.rs`): the log as it was
+    /// written before batching, one transaction per event with a
+    /// `COUNT(*)` of the whole log in each. Does not keep the size counter.
+    #[doc(hidden)]
+    pub async fn log_event_counting(
+        &self,
+        event: &Event,
+        max_events: u64,
+    ) -> Result<(), StoreError> {
         on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
-            if event.kind == EventKind::Status
-                && let (Some(module), Some(key)) = (event.module_id, &event.key)
-            {
-                sqlx::query(sql::DELETE_COALESCED)
-                    .bind(module.to_string())
-                    .bind(key)
-                    .execute(&mut *tx)
-                    .await?;
+            if let Some((module, key)) = status_pair(event) {
+                sqlx::query(sql::DELETE_COALESCED).bind(module).bind(key).execute(&mut *tx).await?;
             }
-            let seq: Option<i64> = sqlx::query_scalar(sql::INSERT_EVENT)
+            sqlx::query_scalar::<_, i64>(sql::INSERT_EVENT)
                 .bind(event.id.to_string())
                 .bind(event.edge_id.to_string())
                 .bind(event.at_ms)
@@ -148,42 +326,11 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
             let count: i64 = sqlx::query_scalar(sql::COUNT_EVENTS).fetch_one(&mut *tx).await?;
-            let mut excess = count - i64::try_from(max_events).unwrap_or(i64::MAX);
-            if excess > 0 {
-                excess -= sqlx::query(sql::TRIM_SYNCED).bind(excess).execute(&mut *tx).await?.rows_affected() as i64;
-            }
-            let mut dropped = 0i64;
-            for kind in DROP_ORDER {
-                if excess <= 0 {
-                    break;
-                }
-                let n = sqlx::query(sql::TRIM_UNSYNCED_KIND)
-                    .bind(excess)
-                    .bind(kind.as_str())
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected() as i64;
-                excess -= n;
-                dropped += n;
-            }
-            if dropped > 0 {
-                sqlx::query(sql::ADD_DROPPED).bind(dropped).execute(&mut *tx).await?;
-            }
+            let max = i64::try_from(max_events).unwrap_or(i64::MAX);
+            trim_log!(tx, count - max);
             tx.commit().await?;
-            if dropped > 0 {
-                metrics::counter!("outpost_events_dropped_total").increment(dropped as u64);
-            }
-            // An id already in the log (a retried append) keeps its place.
-            match seq {
-                Some(seq) => Ok(seq),
-                None => Ok(on_reader!(self, pool => {
-                    sqlx::query_scalar(sql::EVENT_SEQ)
-                        .bind(event.id.to_string())
-                        .fetch_one(pool)
-                        .await?
-                })),
-            }
-        })
+        });
+        Ok(())
     }
 
     /// Edge: unsynced events after `after_seq`, oldest first.
@@ -237,17 +384,7 @@ impl Store {
             let mut tx = pool.begin().await?;
             let mut new = 0;
             for chunk in events.chunks(ROWS_PER_STATEMENT) {
-                let mut q = sql::values(sql::INSERT_EVENTS_HEAD, chunk, |mut row, e| {
-                    row.push_bind(e.id.to_string())
-                        .push_bind(e.edge_id.to_string())
-                        .push_bind(e.at_ms)
-                        .push_bind(e.module_id.map(|m| m.to_string()))
-                        .push_bind(e.kind.as_str())
-                        .push_bind(e.key.clone())
-                        .push_bind(e.epoch)
-                        .push_bind(e.body.clone())
-                        .push_bind(true);
-                }, sql::INSERT_EVENTS_TAIL);
+                let mut q = sql::values(sql::INSERT_EVENTS_HEAD, chunk, |row, e| push_event(row, e, true), sql::INSERT_EVENTS_TAIL);
                 new += q.build_query_scalar::<i64>().fetch_all(&mut *tx).await?.len();
             }
             if let Some(cursor) = cursor {
@@ -260,6 +397,41 @@ impl Store {
             tx.commit().await?;
             Ok(new)
         })
+    }
+
+    /// Master: deletes the collected events stamped before `before_ms`,
+    /// then the oldest beyond the newest `keep` (0: no bound by count), at
+    /// most `PRUNE_BATCH` per transaction so writers are never held long.
+    /// Returns how many were deleted.
+    pub async fn prune_events(&self, before_ms: i64, keep: u64) -> Result<u64, StoreError> {
+        let mut deleted = 0u64;
+        loop {
+            let n = on_writer!(self, pool => {
+                sqlx::query(sql::PRUNE_OLD_EVENTS).bind(before_ms).bind(PRUNE_BATCH).execute(pool).await?.rows_affected()
+            });
+            deleted += n;
+            if n < PRUNE_BATCH as u64 {
+                break;
+            }
+        }
+        if keep == 0 {
+            return Ok(deleted);
+        }
+        let count: i64 = on_reader!(self, pool => {
+            sqlx::query_scalar(sql::COUNT_EVENTS).fetch_one(pool).await?
+        });
+        let mut excess = count - i64::try_from(keep).unwrap_or(i64::MAX);
+        while excess > 0 {
+            let n = on_writer!(self, pool => {
+                sqlx::query(sql::PRUNE_FIRST_EVENTS).bind(excess.min(PRUNE_BATCH)).execute(pool).await?.rows_affected()
+            });
+            if n == 0 {
+                break;
+            }
+            deleted += n;
+            excess -= n as i64;
+        }
+        Ok(deleted)
     }
 
     /// Master: where passive sync got to in `edge_id`'s log (0: nowhere yet).

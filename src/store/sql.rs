@@ -186,6 +186,27 @@ pub(crate) const RESET_SEQ: &str = "UPDATE outpost_meta SET value = 0 WHERE key 
 
 pub(crate) const DELETE_COALESCED: &str = "DELETE FROM events \
      WHERE NOT synced AND kind = 'status' AND module_id = $1 AND key = $2";
+/// The unsynced status rows of these (module, key) pairs, which newer values
+/// replace: one indexed lookup per pair (`events_coalesce`), in one statement.
+pub(crate) fn delete_coalesced<DB>(pairs: &[(String, String)]) -> QueryBuilder<DB>
+where
+    DB: Database,
+    DB::Arguments: Default,
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::new("DELETE FROM events WHERE seq IN (");
+    for (i, (module, key)) in pairs.iter().enumerate() {
+        if i > 0 {
+            q.push(" UNION ALL ");
+        }
+        q.push("SELECT seq FROM events WHERE NOT synced AND kind = 'status' AND module_id = ");
+        q.push_bind(module.clone());
+        q.push(" AND key = ");
+        q.push_bind(key.clone());
+    }
+    q.push(")");
+    q
+}
 pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (id, edge_id, at_ms, module_id, kind, key, epoch, body, synced) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING RETURNING seq";
 /// Events, for [`values`]: each at most once (by id); returns the places of
@@ -209,6 +230,12 @@ pub(crate) const UNSYNCED_EVENTS: &str = "SELECT seq, id, edge_id, at_ms, module
      FROM events WHERE NOT synced AND seq > $1 ORDER BY seq LIMIT $2";
 pub(crate) const EVENTS_OF: &str = "SELECT seq, id, edge_id, at_ms, module_id, kind, key, epoch, body, synced \
      FROM events WHERE edge_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+/// Master retention: up to `$2` events stamped before `$1`.
+pub(crate) const PRUNE_OLD_EVENTS: &str = "DELETE FROM events WHERE seq IN \
+     (SELECT seq FROM events WHERE at_ms < $1 ORDER BY seq LIMIT $2)";
+/// Master retention: the `$1` oldest events.
+pub(crate) const PRUNE_FIRST_EVENTS: &str = "DELETE FROM events WHERE seq IN \
+     (SELECT seq FROM events ORDER BY seq LIMIT $1)";
 pub(crate) const GET_CURSOR: &str = "SELECT last_seq FROM sync_progress WHERE edge_id = $1";
 pub(crate) const SET_CURSOR: &str = "INSERT INTO sync_progress (edge_id, last_seq) VALUES ($1, $2) \
      ON CONFLICT (edge_id) DO UPDATE SET last_seq = excluded.last_seq \

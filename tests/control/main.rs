@@ -17,6 +17,7 @@ mod http;
 mod instances;
 mod live_api;
 mod live_config;
+mod load;
 #[path = "../support/proxy.rs"]
 mod proxy;
 mod readme;

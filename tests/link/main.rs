@@ -13,6 +13,7 @@
 mod adversarial;
 mod fuzz;
 mod liveness;
+mod noise;
 mod repository;
 mod requests;
 mod support;

@@ -1,12 +1,13 @@
 //! The edge's bounded event log and the master's idempotent collection.
 
 use outpost::model::new_id;
-use outpost::store::{Event, EventKind, Store};
+use outpost::store::{Appended, Event, EventKind, Store};
 use uuid::Uuid;
 
 crate::both_backends!(
     status_changes_coalesce_while_unsynced,
     a_full_log_drops_status_first_and_never_control,
+    a_batch_coalesces_within_itself_and_the_kept_size_holds_the_bound,
     collection_is_idempotent_and_moves_the_cursor_with_the_events,
     batches_larger_than_one_statement_are_stored_and_marked_once,
     only_the_controlling_side_writes_history,
@@ -76,6 +77,69 @@ async fn status_changes_coalesce_while_unsynced(store: &Store) {
     let b = store.log_event(&e, 100).await.unwrap();
     assert_eq!(a, b);
     assert_eq!(store.event_counts().await.unwrap(), (3, 0));
+}
+
+/// One transaction per batch: a status change superseded in the same batch
+/// is never stored, and the size the store keeps (counted once, then kept
+/// by the appends) bounds the log as a count would.
+async fn a_batch_coalesces_within_itself_and_the_kept_size_holds_the_bound(store: &Store) {
+    let (edge, module) = (new_id(), new_id());
+    let max = 5;
+    let status = |key: &str, body: &str| event(edge, module, EventKind::Status, Some(key), body);
+    let exec = |body: &str| event(edge, module, EventKind::Exec, None, body);
+    let batch = vec![
+        status("power", "\"on\""),
+        status("power", "\"off\""),
+        exec("\"e1\""),
+        status("input", "\"a\""),
+        exec("\"e2\""),
+        exec("\"e3\""),
+        exec("\"e4\""),
+    ];
+    let a = store.append_events(&batch, max).await.unwrap();
+    assert_eq!(
+        a,
+        Appended {
+            added: 6,
+            dropped: 1,
+            size: 5
+        }
+    );
+    let bodies = |log: Vec<outpost::store::LoggedEvent>| -> Vec<String> {
+        log.into_iter().map(|e| e.event.body).collect()
+    };
+    assert_eq!(
+        bodies(store.unsynced_events(0, 100).await.unwrap()),
+        ["\"e1\"", "\"a\"", "\"e2\"", "\"e3\"", "\"e4\""],
+        "\"on\" was superseded in its batch; \"off\" was the oldest status change"
+    );
+    let controls: Vec<Event> = (0..3)
+        .map(|i| event(edge, module, EventKind::Control, None, &format!("{i}")))
+        .collect();
+    let a = store.append_events(&controls, max).await.unwrap();
+    assert_eq!(
+        a,
+        Appended {
+            added: 3,
+            dropped: 3,
+            size: 5
+        }
+    );
+    assert_eq!(
+        bodies(store.unsynced_events(0, 100).await.unwrap()),
+        ["\"e3\"", "\"e4\"", "0", "1", "2"]
+    );
+    assert_eq!(store.event_counts().await.unwrap(), (5, 4));
+    // A status change replacing a stored one does not grow the log.
+    store
+        .append_events(&[status("power", "1")], max)
+        .await
+        .unwrap();
+    let a = store
+        .append_events(&[status("power", "2")], max)
+        .await
+        .unwrap();
+    assert_eq!((a.added, a.size), (1, 5));
 }
 
 async fn a_full_log_drops_status_first_and_never_control(store: &Store) {

@@ -16,6 +16,7 @@ mod http;
 mod kills;
 mod over_link;
 mod replica;
+mod retention;
 #[path = "../support/roles.rs"]
 mod roles;
 #[path = "../support/mod.rs"]
