@@ -125,6 +125,10 @@ pub struct Config {
     /// Edge: events kept in the local log at most (synced ones are dropped
     /// first, then the oldest status changes; control changes never).
     pub event_log_max: u64,
+    /// Master: how long it waits for an edge's answer to a control request
+    /// (report, assume, release). A call that times out is followed up by
+    /// asking the edge for its state; the edge finishes the change anyway.
+    pub control_call_ms: u64,
     /// Master: a location may change controller at most this many times
     /// in a minute; after that, the master keeps a site it took over even
     /// from an edge that reaches its devices (the hold-down against a
@@ -198,6 +202,7 @@ impl Default for Config {
             sync_batch_size: 1_000,
             sync_step_sleep_ms: 100,
             max_control_changes_per_minute: 4,
+            control_call_ms: 10_000,
             master_api: None,
             redirect_to_master: false,
             ws_queue: 256,
@@ -379,6 +384,7 @@ impl Config {
             ("heartbeat_ms", self.heartbeat_ms),
             ("dead_after_ms", self.dead_after_ms),
             ("reconnect_ms", self.reconnect_ms),
+            ("control_call_ms", self.control_call_ms),
         ] {
             if value == 0 {
                 return Err(ConfigError::new(key, "must be greater than 0"));

@@ -195,7 +195,7 @@ fn describe_metrics() {
     );
     describe_counter!(
         "outpost_events_refused_total",
-        "Edge events the master refused"
+        "Edge events the master stored marked refused (not produced under an epoch the edge controlled)"
     );
     describe_counter!(
         "outpost_events_dropped_total",

@@ -75,6 +75,10 @@ pub enum Reason {
     RestoreWindow,
     /// An operator restored the site.
     ManualRestore,
+    /// The edge did not confirm a hand-back within the location's failover
+    /// timeout on a healthy link: the master took the site back (it starts
+    /// only once the edge confirms its release, or its link is dead).
+    HandBackUnconfirmed,
 }
 
 impl Reason {
@@ -86,6 +90,7 @@ impl Reason {
             Reason::Boot => "boot",
             Reason::RestoreWindow => "restore_window",
             Reason::ManualRestore => "manual_restore",
+            Reason::HandBackUnconfirmed => "hand_back_unconfirmed",
         }
     }
 
@@ -95,6 +100,7 @@ impl Reason {
             "boot" => Reason::Boot,
             "restore_window" => Reason::RestoreWindow,
             "manual_restore" => Reason::ManualRestore,
+            "hand_back_unconfirmed" => Reason::HandBackUnconfirmed,
             other => Reason::Negotiation(Rule::parse(other)?),
         })
     }

@@ -297,6 +297,7 @@ mod tests {
             Reason::Boot,
             Reason::RestoreWindow,
             Reason::ManualRestore,
+            Reason::HandBackUnconfirmed,
         ] {
             assert_eq!(Reason::parse(reason.as_str()), Some(reason));
         }

@@ -84,7 +84,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
     // decides or cannot be reached.
     let (scope, dir) = (Scope::Edge(edge_id), config.modules_dir.clone());
     let reconciler = Reconciler::start(scope, &store, &runtime, dir, &stop, &tasks).await;
-    let event_sync = event_sync(&config, edge_id, &store);
+    let event_sync = event_sync(&config, edge_id, &store, clock.clone());
     let control = Arc::new(
         SiteControl::new(
             edge_id,
@@ -148,10 +148,17 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
 }
 
 /// The site's event log and its sync to the master.
-fn event_sync(config: &Config, edge_id: Uuid, store: &Store) -> Arc<event_log::EventSync> {
+fn event_sync(
+    config: &Config,
+    edge_id: Uuid,
+    store: &Store,
+    clock: Clock,
+) -> Arc<event_log::EventSync> {
     Arc::new(event_log::EventSync {
         edge_id,
         store: store.clone(),
+        epoch: std::sync::atomic::AtomicU64::new(0),
+        clock,
         max_events: config.event_log_max,
         retry: Duration::from_millis(config.event_retry_ms),
         wake: tokio::sync::Notify::new(),

@@ -49,9 +49,8 @@ use crate::runtime::Runtime;
 use crate::store::{ControlRecord, ControlState, Store, StoreError};
 use crate::util::{Unpoisoned, UnpoisonedRw};
 
-/// How long the master waits for an edge's answer to a control request.
-const CALL: Duration = Duration::from_secs(10);
-/// After a failed hand-back, try again this much later.
+/// After a failed hand-back, or while a change is not confirmed, try (or
+/// ask) again this much later.
 const RETRY_MS: i64 = 1_000;
 
 enum Msg {
@@ -75,6 +74,8 @@ struct ControlShared {
     reconciler: Reconciler,
     clock: Clock,
     max_changes: u32,
+    /// How long a control request may take (`control_call_ms`).
+    call: Duration,
     /// When this master started (clock ms): the boot rule counts from it.
     started_ms: i64,
     booted: AtomicBool,
@@ -100,7 +101,7 @@ impl Control {
         runtime: Runtime,
         reconciler: Reconciler,
         clock: Clock,
-        max_changes: u32,
+        (max_changes, call): (u32, Duration),
         stop: CancellationToken,
         tasks: TaskTracker,
     ) -> Control {
@@ -111,6 +112,7 @@ impl Control {
             reconciler,
             clock,
             max_changes,
+            call,
             booted: AtomicBool::new(false),
             stop,
             tasks,
@@ -295,11 +297,26 @@ impl Control {
             watching: false,
             seen: false,
             retry_at: None,
+            unconfirmed: None,
             recent: VecDeque::new(),
         };
         self.0.tasks.spawn(actor.run(rx));
         tx
     }
+}
+
+/// An assume or release the edge did not confirm (its call failed or timed
+/// out). The edge carries it out whatever became of the call, so the
+/// master asks for its state until the edge confirms, never guessing.
+#[derive(Debug, Clone, Copy)]
+struct Unconfirmed {
+    /// `true`: a hand-back (assume); `false`: a release.
+    assume: bool,
+    epoch: u64,
+    reason: Reason,
+    /// When it was sent (clock ms): a hand-back is taken back after the
+    /// location's failover timeout.
+    since_ms: i64,
 }
 
 /// One location's control task.
@@ -319,8 +336,11 @@ struct Location {
     watching: bool,
     /// The edge connected to this master at least once.
     seen: bool,
-    /// Try a due hand-back again at this time.
+    /// Try a due hand-back again (or ask after an unconfirmed change) at
+    /// this time.
     retry_at: Option<i64>,
+    /// A change sent to the edge that it has not confirmed yet.
+    unconfirmed: Option<Unconfirmed>,
     /// When the recent changes of controller happened (hold-down).
     recent: VecDeque<i64>,
 }
@@ -423,6 +443,8 @@ impl Location {
                 self.watching = false;
                 self.seen = true;
                 self.retry_at = None;
+                // The negotiation's report is the edge's state now.
+                self.unconfirmed = None;
                 self.link = Some(peer.clone());
                 self.negotiate(&peer).await;
             }
@@ -432,6 +454,7 @@ impl Location {
                 }
                 self.link = None;
                 self.retry_at = None;
+                self.unconfirmed = None;
                 self.set_absent(Some(self.sh.clock.now_ms()));
                 self.watching = true;
                 if self.holds() {
@@ -479,6 +502,13 @@ impl Location {
         }
         if self.retry_at.is_some_and(|t| t <= now) {
             self.retry_at = None;
+            if let (Some(u), Some(peer)) = (self.unconfirmed, self.link.clone()) {
+                self.follow_up(&peer, u).await;
+                return;
+            }
+        }
+        if self.unconfirmed.is_some() {
+            return; // the edge is asked until it confirms
         }
         if self.holds()
             && let Some(peer) = self.link.clone()
@@ -526,11 +556,12 @@ impl Location {
 
     /// Asks the edge what it runs, decides, and carries the decision out.
     async fn negotiate(&mut self, peer: &Peer) {
-        let report = match peer.request(RequestBody::ControlReport, CALL).await {
+        let report = match peer.request(RequestBody::ControlReport, self.sh.call).await {
             Ok(ResponseBody::ControlReport {
                 running,
                 devices_connected,
                 epoch,
+                ..
             }) => (running, devices_connected, epoch),
             Ok(other) => {
                 tracing::error!(edge = %self.id, answer = ?other, "unexpected answer to a control report");
@@ -585,23 +616,92 @@ impl Location {
             }
             Side::Master => {
                 let epoch = epoch.unwrap_or(0) as u64;
-                let release = RequestBody::ControlRelease {
-                    epoch,
-                    reason: reason.as_str().to_owned(),
-                };
-                match peer.request(release, CALL).await {
-                    Ok(_) => {
-                        if !self.running {
-                            self.start().await;
-                        }
-                    }
-                    // The devices stay unclaimed by the master until the
-                    // edge confirms or its link is declared dead.
-                    Err(e) => {
-                        tracing::warn!(edge = %self.id, error = %e, "the edge did not confirm the release")
-                    }
-                }
+                self.release(peer, epoch, reason).await;
             }
+        }
+    }
+
+    /// Tells the edge to release the site at `epoch` (the master already
+    /// holds it), and starts the master's copies once the edge confirms.
+    /// Unconfirmed, the devices stay unclaimed by the master until the
+    /// edge confirms (it is asked again) or its link is declared dead.
+    async fn release(&mut self, peer: &Peer, epoch: u64, reason: Reason) {
+        let release = RequestBody::ControlRelease {
+            epoch,
+            reason: reason.as_str().to_owned(),
+        };
+        let answer = peer.request(release, self.sh.call).await;
+        let _ = self.settle_change(false, epoch, reason, &answer).await;
+    }
+
+    /// Acts on an edge's answer to an assume or release (or to a report
+    /// asked for after one): confirmed, a release lets the master start;
+    /// not confirmed, the change is followed up after [`RETRY_MS`].
+    /// Returns why it is not confirmed.
+    async fn settle_change(
+        &mut self,
+        assume: bool,
+        epoch: u64,
+        reason: Reason,
+        answer: &Result<ResponseBody, CallError>,
+    ) -> Result<(), String> {
+        match confirms(answer, assume, epoch) {
+            Ok(()) => {
+                self.unconfirmed = None;
+                if !assume && !self.running {
+                    self.start().await;
+                }
+                Ok(())
+            }
+            Err(why) => {
+                let now = self.sh.clock.now_ms();
+                let since_ms = match self.unconfirmed {
+                    Some(u) if u.assume == assume && u.epoch == epoch => u.since_ms,
+                    _ => now,
+                };
+                tracing::warn!(edge = %self.id, epoch, assume, %why, "the edge did not confirm the change; asking it again");
+                self.unconfirmed = Some(Unconfirmed {
+                    assume,
+                    epoch,
+                    reason,
+                    since_ms,
+                });
+                self.retry_at = Some(now + RETRY_MS);
+                Err(why)
+            }
+        }
+    }
+
+    /// Asks the edge for its state after an unconfirmed change and
+    /// reconciles: confirmed, done; a change still under way at the edge is
+    /// waited for; one the edge does not have is sent again. A hand-back
+    /// still unconfirmed after the location's failover timeout is taken
+    /// back: recorded, then released by the edge (after its assume, which
+    /// it finishes first), and only then run by the master.
+    async fn follow_up(&mut self, peer: &Peer, u: Unconfirmed) {
+        let report = peer.request(RequestBody::ControlReport, self.sh.call).await;
+        let pending = matches!(
+            report,
+            Ok(ResponseBody::ControlReport {
+                pending: Some(_),
+                ..
+            })
+        );
+        let settled = self.settle_change(u.assume, u.epoch, u.reason, &report);
+        if settled.await.is_ok() {
+            tracing::info!(edge = %self.id, epoch = u.epoch, assume = u.assume, "the edge confirmed the change");
+            return;
+        }
+        let bound = self
+            .location()
+            .await
+            .map_or(0, |l| l.failover_timeout_ms as i64);
+        if u.assume && self.sh.clock.now_ms() - u.since_ms >= bound {
+            self.take_back(peer, u.epoch).await;
+        } else if !pending && report.is_ok() {
+            // The edge has not got it (or could not carry it out): again,
+            // under the same epoch (idempotent).
+            self.resend(peer, u).await;
         }
     }
 
@@ -637,14 +737,57 @@ impl Location {
             epoch: record.epoch as u64,
             reason: reason.as_str().to_owned(),
         };
-        let answer = peer.request(assume, CALL).await;
+        let answer = peer.request(assume, self.sh.call).await;
         // The devices are the edge's now; unloading (which runs each
         // driver's `on_unload`) can wait until it has them.
         unload_site(&self.sh, self.id).await;
-        match answer {
-            Ok(_) => Ok(record),
-            Err(CallError::Remote(e)) => Err(RestoreError::Edge(e.to_string())),
-            Err(e) => Err(RestoreError::Edge(e.to_string())),
+        // Unconfirmed, the edge is asked for its state until it confirms
+        // (its assume runs to completion whatever became of the call).
+        self.settle_change(true, record.epoch as u64, reason, &answer)
+            .await
+            .map_err(RestoreError::Edge)?;
+        Ok(record)
+    }
+
+    /// Sends an unconfirmed change again, under the same epoch (the edge
+    /// carries out a repeated one as one).
+    async fn resend(&mut self, peer: &Peer, u: Unconfirmed) {
+        let reason = u.reason.as_str().to_owned();
+        let body = if u.assume {
+            RequestBody::ControlAssume {
+                epoch: u.epoch,
+                reason,
+            }
+        } else {
+            RequestBody::ControlRelease {
+                epoch: u.epoch,
+                reason,
+            }
+        };
+        let answer = peer.request(body, self.sh.call).await;
+        let _ = self
+            .settle_change(u.assume, u.epoch, u.reason, &answer)
+            .await;
+    }
+
+    /// A hand-back at `epoch` the edge did not confirm within the failover
+    /// timeout on a link that is up: the master records itself as
+    /// controller (`hand_back_unconfirmed`) and tells the edge to release,
+    /// which the edge does after its assume, never during it. The master
+    /// runs the site only once the release is confirmed, or the link is
+    /// declared dead.
+    async fn take_back(&mut self, peer: &Peer, epoch: u64) {
+        let reason = Reason::HandBackUnconfirmed;
+        match self.change(Some(epoch as i64), Side::Master, reason).await {
+            Ok(record) => {
+                tracing::warn!(edge = %self.id, epoch = record.epoch, "the edge did not confirm the hand-back in time: the master takes the site back once the edge releases it");
+                self.unconfirmed = None;
+                self.release(peer, record.epoch as u64, reason).await;
+            }
+            Err(e) => {
+                tracing::error!(edge = %self.id, error = %e, "take-back not recorded");
+                self.retry_at = Some(self.sh.clock.now_ms() + RETRY_MS);
+            }
         }
     }
 
@@ -706,6 +849,36 @@ impl Location {
     async fn start(&mut self) {
         start_site(&self.sh, self.id).await;
         self.running = true;
+    }
+}
+
+/// Whether an edge's answer confirms an assume (`assume`) or a release at
+/// `epoch`: its report says it runs the site (or not) under that epoch or a
+/// later one. An older edge answers a finished change with `Done`.
+fn confirms(
+    answer: &Result<ResponseBody, CallError>,
+    assume: bool,
+    epoch: u64,
+) -> Result<(), String> {
+    match answer {
+        Ok(ResponseBody::Done) => Ok(()),
+        Ok(ResponseBody::ControlReport {
+            running,
+            epoch: at,
+            pending,
+            ..
+        }) => {
+            if *running == assume && *at >= epoch {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the edge reports running={running} at epoch {at}, under way: {pending:?} \
+                     (wanted running={assume} at epoch {epoch} or later)"
+                ))
+            }
+        }
+        Ok(other) => Err(format!("unexpected answer: {other:?}")),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -14,7 +14,7 @@ mod link_keys;
 
 pub use crate::api::RestoreError;
 pub use control::Control;
-pub use handler::{MasterHandler, accept_from_controller};
+pub use handler::{MasterHandler, accept_from_controller, judge_events};
 pub use link_keys::StoredKeys;
 
 use std::future::Future;
@@ -94,7 +94,10 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
         runtime.clone(),
         reconciler.clone(),
         clock,
-        config.max_control_changes_per_minute,
+        (
+            config.max_control_changes_per_minute,
+            Duration::from_millis(config.control_call_ms),
+        ),
         stop.clone(),
         tasks.clone(),
     );
@@ -442,24 +445,20 @@ pub async fn sync_edge(
         }
         let last = events.iter().filter_map(|e| e.seq).max().unwrap_or(after);
         let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-        let batch: Vec<crate::store::Event> = events
-            .into_iter()
-            .filter_map(|e| {
-                Some(crate::store::Event {
-                    id: e.id,
-                    edge_id,
-                    at_ms: e.at_ms,
-                    module_id: e.module_id,
-                    kind: crate::store::EventKind::parse(&e.kind)?,
-                    key: e.key,
-                    epoch: e.epoch,
-                    body: e.body,
-                })
-            })
+        // Judged and stored like pushed events: refused ones marked, unknown
+        // kinds kept as they came.
+        let batch = events
+            .iter()
+            .map(|e| handler::from_wire(edge_id, e))
             .collect();
+        let judged = judge_events(store, edge_id, batch)
+            .await
+            .map_err(|e| e.to_string())?;
         let store_and_ack = async {
+            let rows: Vec<(&crate::store::Event, Option<&str>)> =
+                judged.iter().map(|(e, why)| (e, why.as_deref())).collect();
             let new = store
-                .collect_events(edge_id, &batch, Some(last))
+                .collect_judged(edge_id, &rows, Some(last))
                 .await
                 .map_err(|e| e.to_string())?;
             metrics::counter!("outpost_events_collected_total").increment(new as u64);

@@ -191,7 +191,7 @@ pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (id, edge_id, at_ms, m
 /// Events, for [`values`]: each at most once (by id); returns the places of
 /// the ones that were new.
 pub(crate) const INSERT_EVENTS_HEAD: &str =
-    "INSERT INTO events (id, edge_id, at_ms, module_id, kind, key, epoch, body, synced) ";
+    "INSERT INTO events (id, edge_id, at_ms, module_id, kind, key, epoch, body, synced, refused) ";
 pub(crate) const INSERT_EVENTS_TAIL: &str = " ON CONFLICT (id) DO NOTHING RETURNING seq";
 /// Marks events (by id) synced, for [`id_list`].
 pub(crate) const MARK_SYNCED_HEAD: &str = "UPDATE events SET synced = TRUE WHERE id IN ";
@@ -205,9 +205,9 @@ pub(crate) const ADD_DROPPED: &str =
     "UPDATE outpost_meta SET value = value + $1 WHERE key = 'events_dropped'";
 pub(crate) const GET_DROPPED: &str = "SELECT value FROM outpost_meta WHERE key = 'events_dropped'";
 pub(crate) const COUNT_UNSYNCED: &str = "SELECT COUNT(*) FROM events WHERE NOT synced";
-pub(crate) const UNSYNCED_EVENTS: &str = "SELECT seq, id, edge_id, at_ms, module_id, kind, key, epoch, body, synced \
+pub(crate) const UNSYNCED_EVENTS: &str = "SELECT seq, id, edge_id, at_ms, module_id, kind, key, epoch, body, synced, refused \
      FROM events WHERE NOT synced AND seq > $1 ORDER BY seq LIMIT $2";
-pub(crate) const EVENTS_OF: &str = "SELECT seq, id, edge_id, at_ms, module_id, kind, key, epoch, body, synced \
+pub(crate) const EVENTS_OF: &str = "SELECT seq, id, edge_id, at_ms, module_id, kind, key, epoch, body, synced, refused \
      FROM events WHERE edge_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 pub(crate) const GET_CURSOR: &str = "SELECT last_seq FROM sync_progress WHERE edge_id = $1";
 pub(crate) const SET_CURSOR: &str = "INSERT INTO sync_progress (edge_id, last_seq) VALUES ($1, $2) \

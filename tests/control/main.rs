@@ -11,7 +11,9 @@
 )]
 
 mod epochs;
+mod event_epochs;
 mod failover;
+mod handover;
 #[path = "../support/http.rs"]
 mod http;
 mod live_api;
