@@ -131,6 +131,21 @@ pub enum AdminCommand {
         #[arg(long)]
         key_file: Option<PathBuf>,
     },
+    /// Hand an edge location its edge controls to the master now, for
+    /// planned work on the edge: the edge releases it first, then the master
+    /// starts (asks the running master over its web API).
+    Handover {
+        /// The edge location's id.
+        edge_id: uuid::Uuid,
+        /// The master's API, e.g. `http://10.0.0.5:8080` (default: the
+        /// configured `api_addr`).
+        #[arg(long)]
+        api: Option<String>,
+        /// A file holding an admin or operator API key (default:
+        /// `admin_key` from the configuration, else `<data_dir>/admin-key`).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
     /// Export every document as stable JSON, each with its `rev`.
     Export {
         /// Write here instead of standard output.
@@ -273,9 +288,18 @@ fn run_admin(file: Option<PathBuf>, command: AdminCommand) -> ExitCode {
         edge_id,
         api,
         key_file,
-    } = command
+    }
+    | AdminCommand::Handover {
+        edge_id,
+        api,
+        key_file,
+    } = &command
     {
-        let result = runtime().block_on(restore(&config, edge_id, api, key_file));
+        let to_master = matches!(command, AdminCommand::Handover { .. });
+        let (api, key_file) = (api.clone(), key_file.clone());
+        let result = runtime().block_on(change_controller(
+            &config, *edge_id, api, key_file, to_master,
+        ));
         return match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -302,7 +326,9 @@ fn run_admin(file: Option<PathBuf>, command: AdminCommand) -> ExitCode {
             } => import(&store, &config, &file, dry_run, force).await,
             AdminCommand::Export { output } => export(&store, output).await,
             AdminCommand::RotateSecret { edge_id } => rotate_secret(&store, edge_id).await,
-            AdminCommand::Restore { .. } => unreachable!("handled above"),
+            AdminCommand::Restore { .. } | AdminCommand::Handover { .. } => {
+                unreachable!("handled above")
+            }
         };
         store.close().await;
         out
@@ -427,32 +453,40 @@ async fn rotate_secret(store: &crate::store::Store, edge_id: uuid::Uuid) -> Resu
     Ok(())
 }
 
-async fn restore(
+/// `admin restore` (`to_master` false) or `admin handover`, through the
+/// running master's API.
+async fn change_controller(
     config: &Config,
     edge_id: uuid::Uuid,
     api: Option<String>,
     key_file: Option<PathBuf>,
+    to_master: bool,
 ) -> Result<(), String> {
+    let (action, done, holder) = if to_master {
+        ("handover", "handed over", "master")
+    } else {
+        ("restore", "restored", "edge")
+    };
     let key = match (key_file, &config.admin_key) {
         (Some(path), _) => read_key(&path)?,
         (None, Some(key)) => key.expose().to_owned(),
         (None, None) => read_key(&config.data_dir.join("admin-key"))?,
     };
     let api = api.unwrap_or_else(|| format!("http://{}", config.api_addr));
-    let path = format!("/api/v1/edges/{edge_id}/restore");
+    let path = format!("/api/v1/edges/{edge_id}/{action}");
     let (status, body) = crate::http::post(&api, &path, &key)
         .await
         .map_err(|e| format!("cannot reach the master's API at {api}: {e}"))?;
     let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     if status == 200 {
         println!(
-            "edge location {edge_id}: restored; the edge controls it at epoch {}",
+            "edge location {edge_id}: {done}; the {holder} controls it at epoch {}",
             json["epoch"]
         );
         Ok(())
     } else {
         let why = json["error"].as_str().unwrap_or(body.as_str());
-        Err(format!("restore refused ({status}): {why}"))
+        Err(format!("{action} refused ({status}): {why}"))
     }
 }
 

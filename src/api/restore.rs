@@ -1,6 +1,8 @@
 //! `POST /api/v1/edges/{id}/restore`: hand a site the master holds back to
-//! its edge now (the master stops its copies of the site's modules first).
-//! Operators of the location may do it, as may admins.
+//! its edge now (the master stops its copies of the site's modules first);
+//! `POST /api/v1/edges/{id}/handover`, its mirror: hand a site to the master
+//! on purpose, for planned work on the edge (the edge releases first).
+//! Operators of the location may do both, as may admins.
 
 use std::sync::Arc;
 
@@ -22,6 +24,13 @@ use crate::store::{ControlRecord, StoreError};
 /// implements it; the API only names the trait.
 pub trait ControlLoop: Send + Sync + 'static {
     fn restore(
+        &self,
+        edge_id: Uuid,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<ControlRecord, RestoreError>> + Send + '_>>;
+
+    /// Hands a site its edge controls to the master now: the edge releases
+    /// it, then the master starts.
+    fn handover(
         &self,
         edge_id: Uuid,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<ControlRecord, RestoreError>> + Send + '_>>;
@@ -49,6 +58,12 @@ pub enum RestoreError {
     NotConnected(Uuid),
     #[error("the edge did not take control: {0}")]
     Edge(String),
+    #[error("the master already controls location {0}")]
+    MasterHolds(Uuid),
+    #[error(
+        "the edge has not confirmed its release yet ({0}); the master runs the site once it does, or once its link is declared dead"
+    )]
+    NotReleased(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the master is stopping")]
@@ -58,7 +73,7 @@ pub enum RestoreError {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct RestoreOut {
     pub edge: Uuid,
-    /// Always `edge` after a restore.
+    /// `edge` after a restore, `master` after a handover.
     pub controller: &'static str,
     /// The new control epoch.
     pub epoch: i64,
@@ -75,6 +90,33 @@ async fn restore(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Json<RestoreOut>, ApiError> {
+    change(&s, &caller, id, false).await
+}
+
+/// Hands control of an edge location to the master now, for planned work on
+/// the edge: the edge stops its modules first, then the master starts its
+/// own copies (no overlap). The mirror of `restore`.
+#[utoipa::path(post, path = "/api/v1/edges/{id}/handover", tag = "edges", params(("id" = Uuid, Path)),
+    responses((status = 200, body = RestoreOut), (status = 403), (status = 404),
+        (status = 409, description = "the master already controls the site, or the edge is not connected"),
+        (status = 502, description = "the edge has not confirmed its release yet (the master starts once it does)")),
+    security(("bearer" = [])))]
+async fn handover(
+    State(s): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<RestoreOut>, ApiError> {
+    change(&s, &caller, id, true).await
+}
+
+/// A restore (`to_master` false) or a handover, with the location's role
+/// rules, recorded with the caller's user in the audit log.
+async fn change(
+    s: &ApiState,
+    caller: &Caller,
+    id: Uuid,
+    to_master: bool,
+) -> Result<Json<RestoreOut>, ApiError> {
     let location: EdgeLocation = match s.store.get(id).await? {
         Some(d) if d.kind == Kind::Edge.as_str() => d.parse()?,
         _ => return Err(ApiError::NotFound(format!("no edge with id {id}"))),
@@ -84,13 +126,18 @@ async fn restore(
         .ops
         .as_ref()
         .and_then(|o| o.control.as_ref())
-        .ok_or_else(|| ApiError::Unavailable("sites are restored on the master".into()))?;
-    let record = control.restore(id).await.map_err(|e| match e {
+        .ok_or_else(|| ApiError::Unavailable("sites change hands on the master".into()))?;
+    let result = if to_master {
+        control.handover(id).await
+    } else {
+        control.restore(id).await
+    };
+    let record = result.map_err(|e| match e {
         RestoreError::NoSuchLocation(_) => ApiError::NotFound(e.to_string()),
-        RestoreError::NotHeld(_) | RestoreError::NotConnected(_) => {
+        RestoreError::NotHeld(_) | RestoreError::NotConnected(_) | RestoreError::MasterHolds(_) => {
             ApiError::Conflict(e.to_string())
         }
-        RestoreError::Edge(_) => ApiError::Upstream(e.to_string()),
+        RestoreError::Edge(_) | RestoreError::NotReleased(_) => ApiError::Upstream(e.to_string()),
         RestoreError::Store(e) => e.into(),
         RestoreError::Stopping => ApiError::Unavailable(e.to_string()),
     })?;
@@ -109,5 +156,7 @@ async fn restore(
 }
 
 pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
-    OpenApiRouter::new().routes(routes!(restore))
+    OpenApiRouter::new()
+        .routes(routes!(restore))
+        .routes(routes!(handover))
 }

@@ -79,6 +79,9 @@ pub enum Reason {
     /// timeout on a healthy link: the master took the site back (it starts
     /// only once the edge confirms its release, or its link is dead).
     HandBackUnconfirmed,
+    /// An operator handed the site to the master on purpose (planned work
+    /// on the edge): the edge released it first.
+    ManualHandover,
 }
 
 impl Reason {
@@ -91,6 +94,7 @@ impl Reason {
             Reason::RestoreWindow => "restore_window",
             Reason::ManualRestore => "manual_restore",
             Reason::HandBackUnconfirmed => "hand_back_unconfirmed",
+            Reason::ManualHandover => "manual_handover",
         }
     }
 
@@ -101,6 +105,7 @@ impl Reason {
             "restore_window" => Reason::RestoreWindow,
             "manual_restore" => Reason::ManualRestore,
             "hand_back_unconfirmed" => Reason::HandBackUnconfirmed,
+            "manual_handover" => Reason::ManualHandover,
             other => Reason::Negotiation(Rule::parse(other)?),
         })
     }

@@ -298,6 +298,7 @@ mod tests {
             Reason::RestoreWindow,
             Reason::ManualRestore,
             Reason::HandBackUnconfirmed,
+            Reason::ManualHandover,
         ] {
             assert_eq!(Reason::parse(reason.as_str()), Some(reason));
         }

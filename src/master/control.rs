@@ -23,6 +23,14 @@
 //! - **Restore**: when a restore window opens while the master holds the
 //!   site and the edge is connected, or when an operator restores it, the
 //!   master stops its copies and then hands control to the edge.
+//! - **Handover** (an operator, for planned work on the edge): the mirror of
+//!   a restore. The master records itself, the edge releases, and only
+//!   then does the master start.
+//! - **Unconfirmed changes**: a control call that fails or times out on a
+//!   link that is up is followed up by asking the edge for its state until
+//!   it confirms (the edge finishes a change whatever became of the call);
+//!   a hand-back unconfirmed after the location's failover timeout is
+//!   taken back by a release, never while the edge's assume may complete.
 //! - Every change goes through the store's epoch compare-and-set and its
 //!   audit log; control held by the master survives a restart.
 //! - **Hold-down**: a location that changed hands
@@ -61,6 +69,8 @@ enum Msg {
         session: u64,
     },
     Restore(oneshot::Sender<Result<ControlRecord, RestoreError>>),
+    /// An operator hands the site to the master (planned work on the edge).
+    Handover(oneshot::Sender<Result<ControlRecord, RestoreError>>),
     /// The boot wait ended and the edge had not come.
     MissingAtBoot,
     /// The location's document changed (or may have): reschedule.
@@ -234,12 +244,29 @@ impl Control {
 
     /// Hands a site the master holds back to its (connected) edge now.
     pub async fn restore(&self, edge_id: Uuid) -> Result<ControlRecord, RestoreError> {
+        self.ask(edge_id, Msg::Restore).await
+    }
+
+    /// Hands a site its (connected) edge controls to the master now, for
+    /// planned work on the edge: the edge releases it (stops its modules),
+    /// and only then does the master start its copies. Unconfirmed, the
+    /// master keeps asking and starts once the edge confirms, or once its
+    /// link is declared dead.
+    pub async fn handover(&self, edge_id: Uuid) -> Result<ControlRecord, RestoreError> {
+        self.ask(edge_id, Msg::Handover).await
+    }
+
+    async fn ask(
+        &self,
+        edge_id: Uuid,
+        msg: impl FnOnce(oneshot::Sender<Result<ControlRecord, RestoreError>>) -> Msg,
+    ) -> Result<ControlRecord, RestoreError> {
         match self.0.store.get(edge_id).await? {
             Some(d) if d.kind == Kind::Edge.as_str() => {}
             _ => return Err(RestoreError::NoSuchLocation(edge_id)),
         }
         let (tx, rx) = oneshot::channel();
-        self.send(edge_id, Msg::Restore(tx));
+        self.send(edge_id, msg(tx));
         rx.await.unwrap_or(Err(RestoreError::Stopping))
     }
 
@@ -484,6 +511,33 @@ impl Location {
                 };
                 let _ = reply.send(result);
             }
+            Msg::Handover(reply) => {
+                let result = match self.link.clone() {
+                    _ if self.holds() => Err(RestoreError::MasterHolds(self.id)),
+                    Some(peer) => self.hand_over(&peer).await,
+                    None => Err(RestoreError::NotConnected(self.id)),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// The master records itself as controller, tells the edge to release,
+    /// and starts its copies once the edge confirms (see
+    /// [`Location::release`]).
+    async fn hand_over(&mut self, peer: &Peer) -> Result<ControlRecord, RestoreError> {
+        let reason = Reason::ManualHandover;
+        let record = self
+            .change(self.state().map(|s| s.epoch), Side::Master, reason)
+            .await?;
+        tracing::info!(edge = %self.id, epoch = record.epoch, "an operator hands the site to the master");
+        self.release(peer, record.epoch as u64, reason).await;
+        match self.unconfirmed {
+            Some(_) => Err(RestoreError::NotReleased(format!(
+                "control epoch {}",
+                record.epoch
+            ))),
+            None => Ok(record),
         }
     }
 
@@ -923,6 +977,14 @@ impl ControlLoop for Control {
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<ControlRecord, RestoreError>> + Send + '_>>
     {
         Box::pin(Control::restore(self, edge_id))
+    }
+
+    fn handover(
+        &self,
+        edge_id: Uuid,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<ControlRecord, RestoreError>> + Send + '_>>
+    {
+        Box::pin(Control::handover(self, edge_id))
     }
 
     fn takeover_due(&self, edge_id: Uuid) -> Option<i64> {

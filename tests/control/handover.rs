@@ -13,6 +13,7 @@ use outpost::master::Master;
 use outpost::proto::{RequestBody, ResponseBody};
 
 use crate::failover::{Scene, TIMEOUT_MS, failover_on, scene, settle};
+use crate::http::request;
 use crate::roles::eventually;
 
 /// The master's control calls time out after this (real time).
@@ -197,6 +198,96 @@ async fn a_hand_back_whose_call_times_out_ends_with_exactly_one_controller() {
             "master:hand_back_unconfirmed"
         ]
     );
+    edge.stop().await;
+    master.stop().await;
+}
+
+/// `POST /api/v1/edges/{id}/handover` and `outpost admin handover`: the
+/// mirror of a restore, for planned work on an edge. The edge stops first,
+/// then the master runs the site; never both at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_hands_a_site_to_the_master_with_no_overlap() {
+    let s = scene(failover_on()).await;
+    let admin = "h".repeat(48);
+    let config = outpost::config::Config {
+        admin_key: Some(outpost::config::SecretString::new(admin.clone())),
+        control_call_ms: CALL_MS,
+        ..s.master_config()
+    };
+    let master = outpost::master::start_with_clock(config, s.clock.clone())
+        .await
+        .unwrap();
+    let handover = format!("/api/v1/edges/{}/handover", s.room.edge_id);
+    let post = async |path: &str| {
+        let auth = format!("Bearer {admin}");
+        request(
+            master.api_addr,
+            "POST",
+            path,
+            &[("Authorization", &auth)],
+            Some(""),
+        )
+        .await
+    };
+    // No edge to release it yet.
+    let r = post(&handover).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("not connected"), "{}", r.body);
+
+    let edge = s.edge(&master).await;
+    s.wait_controller(&master, Side::Edge, 1).await;
+    s.wait_connections(1).await;
+    eventually(10, "the edge to run its site", async || {
+        edge.control.is_running().await
+    })
+    .await;
+    s.sim.reset_max_connections();
+
+    // The command line asks the running master.
+    let key_file = s.site.path().join("admin.key");
+    std::fs::write(&key_file, &admin).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(["admin", "handover", &s.room.edge_id.to_string(), "--api"])
+        .arg(format!("http://{}", master.api_addr))
+        .arg("--key-file")
+        .arg(&key_file)
+        .env_clear()
+        .current_dir(s.site.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout} {stderr}");
+    assert!(
+        stdout.contains("handed over") && stdout.contains("master controls it at epoch 2"),
+        "{stdout}"
+    );
+    s.wait_connections(1).await;
+    settle().await;
+    assert!(!edge.control.is_running().await);
+    assert_eq!(edge.control.epoch(), 2);
+    assert_eq!(s.sim.max_connections_seen(), 1, "the handover overlapped");
+    let log = master
+        .store
+        .control_log(s.room.edge_id, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(log[0].reason.as_str(), "manual_handover");
+    assert!(log[0].by.is_some(), "the audit log names who did it");
+
+    // Again: the master already has it.
+    let r = post(&handover).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("already controls"), "{}", r.body);
+    // The work is done: a restore gives it back the same way.
+    let r = post(&format!("/api/v1/edges/{}/restore", s.room.edge_id)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    eventually(10, "the edge to run its site again", async || {
+        edge.control.is_running().await && s.sim.connections() == 1
+    })
+    .await;
+    assert_eq!(s.sim.max_connections_seen(), 1, "the restore overlapped");
     edge.stop().await;
     master.stop().await;
 }
