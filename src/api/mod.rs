@@ -198,6 +198,10 @@ fn describe_metrics() {
         "Edge events the master stored marked refused (not produced under an epoch the edge controlled)"
     );
     describe_counter!(
+        "outpost_edge_stops_total",
+        "Edge links that ended, by how: planned (a graceful stop) or lost"
+    );
+    describe_counter!(
         "outpost_events_dropped_total",
         "Events an edge's full log dropped"
     );

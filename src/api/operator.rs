@@ -92,6 +92,9 @@ pub(super) struct SiteOut {
     /// When the master will take the site over if the edge stays away
     /// (ms since the Unix epoch, as the control clock counts).
     pub takeover_due_ms: Option<i64>,
+    /// While the edge is away: `planned` (it stopped gracefully, saying it
+    /// would restart; the failover timeout applies all the same) or `lost`.
+    pub last_stop: Option<&'static str>,
     /// When the next restore window opens (ms since the Unix epoch).
     pub next_window_ms: Option<i64>,
 }
@@ -134,6 +137,7 @@ async fn sites(
             epoch: state.map_or(0, |c| c.epoch),
             controller_since_ms: state.map(|c| c.since_ms),
             takeover_due_ms: control.and_then(|c| c.takeover_due(location.id)),
+            last_stop: control.and_then(|c| c.last_stop(location.id)),
             next_window_ms: location
                 .restore_window()
                 .and_then(|w| w.next_open(now))

@@ -38,6 +38,11 @@ pub trait ControlLoop: Send + Sync + 'static {
     /// When (control clock, ms) the master takes over a lost site, if due.
     fn takeover_due(&self, edge_id: Uuid) -> Option<i64>;
 
+    /// How an absent edge went away: `planned` or `lost`.
+    fn last_stop(&self, _edge_id: Uuid) -> Option<&'static str> {
+        None
+    }
+
     /// False during the master's boot wait: control of missing sites is
     /// not decided yet.
     fn booted(&self) -> bool {

@@ -56,6 +56,8 @@ pub struct Edge {
     /// records control changes through it (`record_control`).
     pub event_log: Arc<event_log::EventSync>,
     api: crate::api::RunningApi,
+    /// The current link to the master (told of a graceful stop).
+    link: tokio::sync::watch::Receiver<Option<crate::link::Peer>>,
     stop: CancellationToken,
     tasks: TaskTracker,
     grace: Duration,
@@ -122,6 +124,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
     tasks.spawn(event_sync.clone().record(runtime.clone(), stop.clone()));
     tasks.spawn(event_sync.clone().push(peer_rx.clone(), stop.clone()));
     let master_link = peer_rx.clone();
+    let link = peer_rx.clone();
     tasks.spawn(replicator.run(peer_rx, stop.clone()));
 
     let ops = crate::api::Ops {
@@ -141,6 +144,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
         control,
         event_log: event_sync,
         api,
+        link,
         stop,
         tasks,
         grace: Duration::from_millis(config.shutdown_grace_ms),
@@ -191,10 +195,17 @@ async fn log_plan(store: &Store, edge_id: Uuid) -> Result<(), RunError> {
 }
 
 impl Edge {
-    /// A graceful stop: the API drains, the link closes, modules unload
-    /// (releasing their devices), the store closes.
+    /// A graceful stop: the master is told it is a restart (not a loss),
+    /// the API drains, the link closes, modules unload (releasing their
+    /// devices), the store closes.
     pub async fn stop(self) {
         tracing::info!("edge stopping");
+        let peer = self.link.borrow().clone();
+        if let Some(peer) = peer {
+            let said = peer.event(crate::proto::EventBody::Stopping { restart: true });
+            // A master that cannot be told in a second learns of the loss.
+            let _ = tokio::time::timeout(Duration::from_secs(1), said).await;
+        }
         boot::graceful_stop(
             self.api.stop(self.grace),
             self.stop,

@@ -68,6 +68,11 @@ enum Msg {
     LinkLost {
         session: u64,
     },
+    /// The edge on link `session` says it stops on purpose (`restart`).
+    Stopping {
+        session: u64,
+        restart: bool,
+    },
     Restore(oneshot::Sender<Result<ControlRecord, RestoreError>>),
     /// An operator hands the site to the master (planned work on the edge).
     Handover(oneshot::Sender<Result<ControlRecord, RestoreError>>),
@@ -99,6 +104,9 @@ struct ControlShared {
     due: RwLock<HashMap<Uuid, i64>>,
     /// Since when each absent edge has been away (clock ms).
     absent: RwLock<HashMap<Uuid, i64>>,
+    /// How each absent edge's link ended: `planned` (it said it was
+    /// restarting) or `lost`.
+    stops: RwLock<HashMap<Uuid, &'static str>>,
 }
 
 /// A handle on the master's control loop.
@@ -130,6 +138,7 @@ impl Control {
             states: RwLock::new(HashMap::new()),
             due: RwLock::new(HashMap::new()),
             absent: RwLock::new(HashMap::new()),
+            stops: RwLock::new(HashMap::new()),
         }))
     }
 
@@ -288,6 +297,18 @@ impl Control {
         self.0.absent.read_unpoisoned().get(&edge_id).copied()
     }
 
+    /// How the absent edge of a location went away: `planned` (a graceful
+    /// stop, which said it was a restart) or `lost`; `None` while it is
+    /// connected, or never came.
+    pub fn last_stop(&self, edge_id: Uuid) -> Option<&'static str> {
+        self.0.stops.read_unpoisoned().get(&edge_id).copied()
+    }
+
+    /// The edge on link `session` says it is stopping on purpose.
+    pub fn stopping(&self, edge_id: Uuid, session: u64, restart: bool) {
+        self.send(edge_id, Msg::Stopping { session, restart });
+    }
+
     /// Refuses a request from `edge_id`'s link that carries an epoch other
     /// than the location's current one.
     pub fn check_epoch(&self, edge_id: Uuid, sent: Option<u64>) -> Result<(), WireError> {
@@ -325,6 +346,7 @@ impl Control {
             seen: false,
             retry_at: None,
             unconfirmed: None,
+            planned_stop: false,
             recent: VecDeque::new(),
         };
         self.0.tasks.spawn(actor.run(rx));
@@ -368,6 +390,8 @@ struct Location {
     retry_at: Option<i64>,
     /// A change sent to the edge that it has not confirmed yet.
     unconfirmed: Option<Unconfirmed>,
+    /// The edge on the current link said it is stopping on purpose.
+    planned_stop: bool,
     /// When the recent changes of controller happened (hold-down).
     recent: VecDeque<i64>,
 }
@@ -426,6 +450,20 @@ impl Location {
         };
     }
 
+    /// Records how the link ended: a planned stop (the edge said it was
+    /// restarting) or a loss. Either way the failover timeout applies: a
+    /// restart usually comes back within it.
+    fn record_stop(&mut self) {
+        let how = if std::mem::take(&mut self.planned_stop) {
+            tracing::info!(edge = %self.id, "the edge stopped on purpose (a restart): the failover timeout applies as usual");
+            "planned"
+        } else {
+            "lost"
+        };
+        metrics::counter!("outpost_edge_stops_total", "how" => how).increment(1);
+        self.sh.stops.write_unpoisoned().insert(self.id, how);
+    }
+
     fn holds(&self) -> bool {
         self.state().is_some_and(|s| s.controller == Side::Master)
     }
@@ -472,6 +510,8 @@ impl Location {
                 self.retry_at = None;
                 // The negotiation's report is the edge's state now.
                 self.unconfirmed = None;
+                self.planned_stop = false;
+                self.sh.stops.write_unpoisoned().remove(&self.id);
                 self.link = Some(peer.clone());
                 self.negotiate(&peer).await;
             }
@@ -482,6 +522,7 @@ impl Location {
                 self.link = None;
                 self.retry_at = None;
                 self.unconfirmed = None;
+                self.record_stop();
                 self.set_absent(Some(self.sh.clock.now_ms()));
                 self.watching = true;
                 if self.holds() {
@@ -493,6 +534,11 @@ impl Location {
                     return;
                 }
                 self.schedule(true).await;
+            }
+            Msg::Stopping { session, restart } => {
+                if self.link.as_ref().map(|p| p.meta().session) == Some(session) {
+                    self.planned_stop = restart;
+                }
             }
             Msg::MissingAtBoot => {
                 if self.link.is_none() {
@@ -989,6 +1035,10 @@ impl ControlLoop for Control {
 
     fn takeover_due(&self, edge_id: Uuid) -> Option<i64> {
         Control::takeover_due(self, edge_id)
+    }
+
+    fn last_stop(&self, edge_id: Uuid) -> Option<&'static str> {
+        Control::last_stop(self, edge_id)
     }
 
     fn booted(&self) -> bool {

@@ -123,6 +123,11 @@ impl Handler for MasterHandler {
     /// Fans an edge's events out to whoever subscribed (a slow subscriber
     /// lags and loses lines; the link's reader never waits).
     fn event(&self, peer: &Peer, body: EventBody) {
+        if let EventBody::Stopping { restart } = body {
+            self.control
+                .stopping(peer.meta().edge_id, peer.meta().session, restart);
+            return;
+        }
         let _ = self.events.send((peer.meta().edge_id, body));
     }
 

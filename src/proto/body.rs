@@ -268,6 +268,14 @@ pub enum EventBody {
     /// Master → edges: the data model changed up to `seq`; pull the changes
     /// after your checkpoint.
     DataModelUpdated { seq: i64 },
+    /// Edge → master, just before a graceful stop (SIGTERM): the edge is
+    /// going away on purpose and expects to be back (`restart`). The master
+    /// records the stop as planned, and still waits the failover timeout.
+    /// An older master ignores it (an unknown event).
+    Stopping {
+        #[serde(default)]
+        restart: bool,
+    },
 }
 
 #[cfg(test)]

@@ -291,3 +291,57 @@ async fn an_operator_hands_a_site_to_the_master_with_no_overlap() {
     edge.stop().await;
     master.stop().await;
 }
+
+/// A graceful stop of an edge (SIGTERM) tells the master it is a restart:
+/// recorded as planned, not as a loss, and the master still waits the
+/// failover timeout, because a restart usually comes back within it. A
+/// kill is a loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_of_an_edge_is_a_planned_stop_and_a_kill_is_a_loss() {
+    let s = scene(failover_on()).await;
+    let master = master(&s).await;
+    let config = s.edge_config(master.link_addr);
+    let edge = crate::roles::EdgeProcess::spawn(&config);
+    s.wait_controller(&master, Side::Edge, 1).await;
+    s.wait_connections(1).await;
+    let id = s.room.edge_id;
+    let sites = async || {
+        let key = std::fs::read_to_string(s.site.path().join("master/admin-key")).unwrap();
+        let auth = format!("Bearer {}", key.trim());
+        let r = request(
+            master.api_addr,
+            "GET",
+            "/api/v1/sites",
+            &[("Authorization", &auth)],
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()[0]["last_stop"].clone()
+    };
+    assert_eq!(sites().await, serde_json::Value::Null, "connected");
+
+    edge.terminate().await;
+    s.wait_due(&master).await;
+    assert_eq!(master.control.last_stop(id), Some("planned"));
+    assert_eq!(sites().await, "planned");
+    assert_eq!(
+        master.control.takeover_due(id),
+        Some(master.control.absent_since(id).unwrap() + TIMEOUT_MS as i64),
+        "a planned stop waits the failover timeout as usual"
+    );
+    assert_eq!(s.state(&master).await.controller, Side::Edge);
+
+    // Back within the timeout: the site is its again; then it is killed.
+    let edge = crate::roles::EdgeProcess::spawn(&config);
+    eventually(20, "the edge to return", async || {
+        master.control.last_stop(id).is_none()
+    })
+    .await;
+    s.wait_connections(1).await;
+    edge.kill().await;
+    s.wait_due(&master).await;
+    assert_eq!(master.control.last_stop(id), Some("lost"));
+    assert_eq!(sites().await, "lost");
+    master.stop().await;
+}
