@@ -95,6 +95,8 @@ pub(super) struct SiteOut {
     /// While the edge is away: `planned` (it stopped gracefully, saying it
     /// would restart; the failover timeout applies all the same) or `lost`.
     pub last_stop: Option<&'static str>,
+    /// Since when the site is in maintenance (no takeover), if it is.
+    pub maintenance_since_ms: Option<i64>,
     /// When the next restore window opens (ms since the Unix epoch).
     pub next_window_ms: Option<i64>,
 }
@@ -138,6 +140,7 @@ async fn sites(
             controller_since_ms: state.map(|c| c.since_ms),
             takeover_due_ms: control.and_then(|c| c.takeover_due(location.id)),
             last_stop: control.and_then(|c| c.last_stop(location.id)),
+            maintenance_since_ms: control.and_then(|c| c.in_maintenance(location.id)),
             next_window_ms: location
                 .restore_window()
                 .and_then(|w| w.next_open(now))

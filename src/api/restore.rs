@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -42,6 +42,20 @@ pub trait ControlLoop: Send + Sync + 'static {
     fn last_stop(&self, _edge_id: Uuid) -> Option<&'static str> {
         None
     }
+
+    /// Since when (ms) a site is in maintenance (no takeover), if it is.
+    fn in_maintenance(&self, _edge_id: Uuid) -> Option<i64> {
+        None
+    }
+
+    /// Puts a site in maintenance or takes it out, recorded with `by`;
+    /// since when it is in maintenance afterwards.
+    fn set_maintenance<'a>(
+        &'a self,
+        edge_id: Uuid,
+        on: bool,
+        by: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<i64>, RestoreError>> + Send + 'a>>;
 
     /// False during the master's boot wait: control of missing sites is
     /// not decided yet.
@@ -160,8 +174,93 @@ async fn change(
     }))
 }
 
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(super) struct MaintenanceIn {
+    /// `true`: in maintenance (the master does not take the site over
+    /// while its edge is away); `false`: out of it.
+    pub on: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct MaintenanceOut {
+    pub edge: Uuid,
+    pub maintenance: bool,
+    /// Since when (ms since the Unix epoch, control clock).
+    pub since_ms: Option<i64>,
+}
+
+/// Puts a site in maintenance (no takeover while its edge is serviced) or
+/// takes it out; recorded in the site's audit log with the caller.
+#[utoipa::path(put, path = "/api/v1/edges/{id}/maintenance", tag = "edges", params(("id" = Uuid, Path)),
+    request_body = MaintenanceIn,
+    responses((status = 200, body = MaintenanceOut), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+async fn maintenance(
+    State(s): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Json(body): Json<MaintenanceIn>,
+) -> Result<Json<MaintenanceOut>, ApiError> {
+    let location: EdgeLocation = match s.store.get(id).await? {
+        Some(d) if d.kind == Kind::Edge.as_str() => d.parse()?,
+        _ => return Err(ApiError::NotFound(format!("no edge with id {id}"))),
+    };
+    caller.require_operator(Some(&location))?;
+    let control = s
+        .ops
+        .as_ref()
+        .and_then(|o| o.control.as_ref())
+        .ok_or_else(|| ApiError::Unavailable("maintenance is set on the master".into()))?;
+    let since_ms = control
+        .set_maintenance(id, body.on, &caller.user)
+        .await
+        .map_err(|e| match e {
+            RestoreError::NoSuchLocation(_) => ApiError::NotFound(e.to_string()),
+            RestoreError::Store(e) => e.into(),
+            other => ApiError::Unavailable(other.to_string()),
+        })?;
+    Ok(Json(MaintenanceOut {
+        edge: id,
+        maintenance: since_ms.is_some(),
+        since_ms,
+    }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct SiteActionOut {
+    pub at_ms: i64,
+    /// `maintenance_on` or `maintenance_off`.
+    pub action: String,
+    /// The API key's user who did it.
+    pub by: Option<String>,
+}
+
+/// A site's audit log of operators' actions that are not changes of
+/// controller (those are in `control-log`), newest first.
+#[utoipa::path(get, path = "/api/v1/edges/{id}/audit", tag = "edges", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Vec<SiteActionOut>)), security(("bearer" = [])))]
+async fn audit(
+    State(s): State<Arc<ApiState>>,
+    _caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Vec<SiteActionOut>>, ApiError> {
+    let actions = s.store.site_actions(id, 1_000).await?;
+    Ok(Json(
+        actions
+            .into_iter()
+            .map(|a| SiteActionOut {
+                at_ms: a.at_ms,
+                action: a.action,
+                by: a.by,
+            })
+            .collect(),
+    ))
+}
+
 pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
     OpenApiRouter::new()
         .routes(routes!(restore))
         .routes(routes!(handover))
+        .routes(routes!(maintenance))
+        .routes(routes!(audit))
 }

@@ -107,6 +107,8 @@ struct ControlShared {
     /// How each absent edge's link ended: `planned` (it said it was
     /// restarting) or `lost`.
     stops: RwLock<HashMap<Uuid, &'static str>>,
+    /// Sites in maintenance (no takeover), since when (clock ms).
+    maintenance: RwLock<HashMap<Uuid, i64>>,
 }
 
 /// A handle on the master's control loop.
@@ -139,6 +141,7 @@ impl Control {
             due: RwLock::new(HashMap::new()),
             absent: RwLock::new(HashMap::new()),
             stops: RwLock::new(HashMap::new()),
+            maintenance: RwLock::new(HashMap::new()),
         }))
     }
 
@@ -155,6 +158,8 @@ impl Control {
             .states
             .write_unpoisoned()
             .extend(states.into_iter().map(|s| (s.edge_id, s)));
+        let maintenance = self.0.store.sites_in_maintenance().await?;
+        self.0.maintenance.write_unpoisoned().extend(maintenance);
         for id in &held {
             tracing::info!(edge = %id, "this master held the site when it stopped: running it again");
             self.0.reconciler.set_held(*id, true);
@@ -302,6 +307,50 @@ impl Control {
     /// connected, or never came.
     pub fn last_stop(&self, edge_id: Uuid) -> Option<&'static str> {
         self.0.stops.read_unpoisoned().get(&edge_id).copied()
+    }
+
+    /// Since when (ms) a location is in maintenance: no takeover while it is.
+    pub fn in_maintenance(&self, edge_id: Uuid) -> Option<i64> {
+        self.0.maintenance.read_unpoisoned().get(&edge_id).copied()
+    }
+
+    /// Puts a location in maintenance (`on`) or takes it out, recorded in
+    /// the site audit log with `by`. In maintenance the master does not take
+    /// the site over, however long its edge is away (a pending takeover is
+    /// cancelled); out of it, a lost edge's takeover is due its failover
+    /// timeout after the loss, as if maintenance had never been. Returns
+    /// since when the site is in maintenance (`None`: not).
+    pub async fn set_maintenance(
+        &self,
+        edge_id: Uuid,
+        on: bool,
+        by: Option<&str>,
+    ) -> Result<Option<i64>, RestoreError> {
+        match self.0.store.get(edge_id).await? {
+            Some(d) if d.kind == Kind::Edge.as_str() => {}
+            _ => return Err(RestoreError::NoSuchLocation(edge_id)),
+        }
+        let now = self.0.clock.now_ms();
+        if self.in_maintenance(edge_id).is_some() != on {
+            let action = if on {
+                "maintenance_on"
+            } else {
+                "maintenance_off"
+            };
+            self.0
+                .store
+                .record_site_action(edge_id, action, now, by)
+                .await?;
+            let mut map = self.0.maintenance.write_unpoisoned();
+            if on {
+                map.insert(edge_id, now);
+            } else {
+                map.remove(&edge_id);
+            }
+            tracing::warn!(edge = %edge_id, on, by, "maintenance");
+        }
+        self.send(edge_id, Msg::Edited);
+        Ok(self.in_maintenance(edge_id))
     }
 
     /// The edge on link `session` says it is stopping on purpose.
@@ -464,6 +513,11 @@ impl Location {
         self.sh.stops.write_unpoisoned().insert(self.id, how);
     }
 
+    /// In maintenance: no takeover.
+    fn serviced(&self) -> bool {
+        self.sh.maintenance.read_unpoisoned().contains_key(&self.id)
+    }
+
     fn holds(&self) -> bool {
         self.state().is_some_and(|s| s.controller == Side::Master)
     }
@@ -591,7 +645,7 @@ impl Location {
         let now = self.sh.clock.now_ms();
         if self.failover_at.is_some_and(|t| t <= now) {
             self.set_due(None);
-            if self.link.is_none() && !self.holds() {
+            if self.link.is_none() && !self.holds() && !self.serviced() {
                 let reason = if self.seen {
                     Reason::FailoverTimeout
                 } else {
@@ -636,14 +690,18 @@ impl Location {
             return; // a site the master holds is never dropped here
         }
         let location = self.location().await;
+        let serviced = self.serviced();
         let at = match &location {
-            Some(l) if l.failover => Some(since + l.failover_timeout_ms as i64),
+            Some(l) if l.failover && !serviced => Some(since + l.failover_timeout_ms as i64),
             _ => None,
         };
         if at != self.failover_at || log {
             match (at, &location) {
                 (Some(at), Some(l)) => {
                     tracing::info!(edge = %self.id, timeout_ms = l.failover_timeout_ms, due_ms = at, "takeover scheduled unless the edge returns")
+                }
+                (None, Some(_)) if serviced => {
+                    tracing::info!(edge = %self.id, "the location is in maintenance: the master will not take over")
                 }
                 (None, Some(_)) => {
                     tracing::info!(edge = %self.id, "failover is off for this location: the master will not take over")
@@ -1039,6 +1097,20 @@ impl ControlLoop for Control {
 
     fn last_stop(&self, edge_id: Uuid) -> Option<&'static str> {
         Control::last_stop(self, edge_id)
+    }
+
+    fn in_maintenance(&self, edge_id: Uuid) -> Option<i64> {
+        Control::in_maintenance(self, edge_id)
+    }
+
+    fn set_maintenance<'a>(
+        &'a self,
+        edge_id: Uuid,
+        on: bool,
+        by: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<i64>, RestoreError>> + Send + 'a>>
+    {
+        Box::pin(Control::set_maintenance(self, edge_id, on, Some(by)))
     }
 
     fn booted(&self) -> bool {

@@ -79,6 +79,10 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
         "refused events",
         include_str!("migrations/sqlite/0006_events_refused.sql"),
     ),
+    (
+        "site audit",
+        include_str!("migrations/sqlite/0007_site_audit.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
@@ -104,6 +108,10 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
         "refused events",
         include_str!("migrations/postgres/0006_events_refused.sql"),
+    ),
+    (
+        "site audit",
+        include_str!("migrations/postgres/0007_site_audit.sql"),
     ),
 ];
 

@@ -161,6 +161,14 @@ pub(crate) const LOG_HAS_EPOCH: &str =
     "SELECT epoch FROM control_log WHERE edge_id = $1 AND epoch = $2";
 pub(crate) const SET_LOG_AUTHOR: &str =
     "UPDATE control_log SET by_user = $3 WHERE edge_id = $1 AND epoch = $2";
+pub(crate) const INSERT_SITE_ACTION: &str =
+    "INSERT INTO site_audit (edge_id, at_ms, action, by_user) VALUES ($1, $2, $3, $4)";
+pub(crate) const SITE_ACTIONS: &str = "SELECT edge_id, at_ms, action, by_user FROM site_audit \
+     WHERE edge_id = $1 ORDER BY seq DESC LIMIT $2";
+/// Sites whose last maintenance action turned it on, with when.
+pub(crate) const IN_MAINTENANCE: &str = "SELECT a.edge_id, a.at_ms FROM site_audit a \
+     WHERE a.action = 'maintenance_on' AND NOT EXISTS (SELECT 1 FROM site_audit b \
+     WHERE b.edge_id = a.edge_id AND b.seq > a.seq AND b.action IN ('maintenance_on', 'maintenance_off'))";
 pub(crate) const LOG_PAGE: &str = "SELECT id, edge_id, epoch, from_side, to_side, reason, at_ms, by_user FROM control_log \
      WHERE edge_id = $1 AND epoch < $2 ORDER BY epoch DESC LIMIT $3";
 

@@ -18,6 +18,7 @@ mod handover;
 mod http;
 mod live_api;
 mod live_config;
+mod maintenance;
 #[path = "../support/proxy.rs"]
 mod proxy;
 mod readme;
