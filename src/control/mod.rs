@@ -98,6 +98,18 @@ impl Reason {
         }
     }
 
+    /// The reason an edge of the previous protocol version understands in
+    /// a `control_assume` or `control_release` (it refuses a reason it does
+    /// not know as a bad request): the newer reasons as the older ones
+    /// closest to them. The master's own log keeps the true reason.
+    pub fn for_older_edge(self) -> Reason {
+        match self {
+            Reason::HandBackUnconfirmed => Reason::FailoverTimeout,
+            Reason::ManualHandover => Reason::ManualRestore,
+            other => other,
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Reason> {
         Some(match s {
             "failover_timeout" => Reason::FailoverTimeout,

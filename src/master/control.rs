@@ -784,11 +784,16 @@ impl Location {
     /// Unconfirmed, the devices stay unclaimed by the master until the
     /// edge confirms (it is asked again) or its link is declared dead.
     async fn release(&mut self, peer: &Peer, epoch: u64, reason: Reason) {
-        let release = RequestBody::ControlRelease {
+        let release = |reason: Reason| RequestBody::ControlRelease {
             epoch,
             reason: reason.as_str().to_owned(),
         };
-        let answer = peer.request(release, self.sh.call).await;
+        let mut answer = peer.request(release(reason), self.sh.call).await;
+        if refused_reason(&answer) && reason.for_older_edge() != reason {
+            // An edge of the previous version: the closest reason it knows.
+            let older = release(reason.for_older_edge());
+            answer = peer.request(older, self.sh.call).await;
+        }
         let _ = self.settle_change(false, epoch, reason, &answer).await;
     }
 
@@ -910,17 +915,12 @@ impl Location {
     /// Sends an unconfirmed change again, under the same epoch (the edge
     /// carries out a repeated one as one).
     async fn resend(&mut self, peer: &Peer, u: Unconfirmed) {
-        let reason = u.reason.as_str().to_owned();
-        let body = if u.assume {
-            RequestBody::ControlAssume {
-                epoch: u.epoch,
-                reason,
-            }
-        } else {
-            RequestBody::ControlRelease {
-                epoch: u.epoch,
-                reason,
-            }
+        if !u.assume {
+            return self.release(peer, u.epoch, u.reason).await;
+        }
+        let body = RequestBody::ControlAssume {
+            epoch: u.epoch,
+            reason: u.reason.as_str().to_owned(),
         };
         let answer = peer.request(body, self.sh.call).await;
         let _ = self
@@ -1008,6 +1008,13 @@ impl Location {
         start_site(&self.sh, self.id).await;
         self.running = true;
     }
+}
+
+/// Whether the edge refused a control request for its reason (an edge of
+/// the previous version, which does not know the newer reasons).
+fn refused_reason(answer: &Result<ResponseBody, CallError>) -> bool {
+    matches!(answer, Err(CallError::Remote(WireError::BadRequest { message }))
+        if message.contains("unknown control reason"))
 }
 
 /// Whether an edge's answer confirms an assume (`assume`) or a release at
