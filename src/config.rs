@@ -136,6 +136,10 @@ pub struct Config {
     /// run there, apart from the runtime that serves the link and the API,
     /// so a busy driver cannot delay a heartbeat.
     pub driver_threads: usize,
+    /// Master: how long it waits for an edge's answer to a control request
+    /// (report, assume, release). A call that times out is followed up by
+    /// asking the edge for its state; the edge finishes the change anyway.
+    pub control_call_ms: u64,
     /// Master: a location may change controller at most this many times
     /// in a minute; after that, the master keeps a site it took over even
     /// from an edge that reaches its devices (the hold-down against a
@@ -212,6 +216,7 @@ impl Default for Config {
             event_retention_days: 90,
             event_retention_max: 10_000_000,
             driver_threads: 2,
+            control_call_ms: 10_000,
             master_api: None,
             redirect_to_master: false,
             ws_queue: 256,
@@ -393,6 +398,7 @@ impl Config {
             ("heartbeat_ms", self.heartbeat_ms),
             ("dead_after_ms", self.dead_after_ms),
             ("reconnect_ms", self.reconnect_ms),
+            ("control_call_ms", self.control_call_ms),
         ] {
             if value == 0 {
                 return Err(ConfigError::new(key, "must be greater than 0"));

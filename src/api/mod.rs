@@ -146,9 +146,13 @@ pub fn metrics_handle() -> PrometheusHandle {
 }
 
 /// HELP texts of what bounds the process keeps: retention, refused
-/// strangers, full queues.
+/// strangers, duplicate edges, full queues.
 fn describe_bounds() {
     use metrics::describe_counter;
+    describe_counter!(
+        "outpost_edge_duplicate_sessions_total",
+        "Times a second live process authenticated with an edge's id and the older one stood down"
+    );
     describe_counter!(
         "outpost_events_pruned_total",
         "Collected events the master deleted past their retention (age or count)"
@@ -189,10 +193,6 @@ fn describe_metrics() {
         "outpost_edges_connected",
         "Edges whose link to this master is up"
     );
-    describe_counter!(
-        "outpost_edge_duplicate_sessions_total",
-        "Times a second live process authenticated with an edge's id and the older one stood down"
-    );
     describe_gauge!(
         "outpost_location_controller_master",
         "Per edge location: 1 when the master controls it, 0 when its edge does"
@@ -219,7 +219,11 @@ fn describe_metrics() {
     );
     describe_counter!(
         "outpost_events_refused_total",
-        "Edge events the master refused"
+        "Edge events the master stored marked refused (not produced under an epoch the edge controlled)"
+    );
+    describe_counter!(
+        "outpost_edge_stops_total",
+        "Edge links that ended, by how: planned (a graceful stop) or lost"
     );
     describe_counter!(
         "outpost_events_dropped_total",

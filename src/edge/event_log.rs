@@ -8,12 +8,14 @@
 //! lost acknowledgement is harmless.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::control::Clock;
 use crate::link::Peer;
 use crate::proto::{RequestBody, WireEvent};
 use crate::runtime::{Activity, Runtime, StatusChange};
@@ -33,6 +35,12 @@ const CALL: Duration = Duration::from_secs(30);
 pub struct EventSync {
     pub edge_id: Uuid,
     pub store: Store,
+    /// The control epoch this edge was last given (0: none yet), kept by
+    /// [`crate::edge::SiteControl`]: every event is stamped with it, and
+    /// the master judges events by it, never by this host's clock.
+    pub epoch: AtomicU64,
+    /// Stamps events' times (`at_ms`): shown to people, never judged.
+    pub clock: Clock,
     pub max_events: u64,
     /// Offer unsynced events again this often even without new ones.
     pub retry: Duration,
@@ -108,11 +116,11 @@ impl EventSync {
         Event {
             id: Uuid::now_v7(),
             edge_id: self.edge_id,
-            at_ms: crate::util::unix_ms(),
+            at_ms: self.clock.now_ms(),
             module_id,
             kind,
             key,
-            epoch: None,
+            epoch: Some(self.epoch.load(Ordering::Acquire) as i64),
             body,
         }
     }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::{Store, StoreError, on_reader, on_writer, sql};
 
 /// What an event records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum EventKind {
     /// A status variable changed (coalesced per module and key while unsynced).
     Status,
@@ -19,19 +19,25 @@ pub enum EventKind {
     Control,
     /// A driver failed.
     DriverError,
+    /// A kind this build does not know (a newer edge's): kept as it came,
+    /// opaque, so nothing a newer peer records is lost.
+    Other(String),
 }
 
 impl EventKind {
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             EventKind::Status => "status",
             EventKind::Exec => "exec",
             EventKind::Control => "control",
             EventKind::DriverError => "driver_error",
+            EventKind::Other(kind) => kind,
         }
     }
 
-    pub(crate) fn parse(s: &str) -> Option<EventKind> {
+    /// The kind named `s`; a name this build does not know is
+    /// [`EventKind::Other`].
+    pub fn parse(s: &str) -> EventKind {
         [
             EventKind::Status,
             EventKind::Exec,
@@ -40,6 +46,7 @@ impl EventKind {
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
+        .unwrap_or_else(|| EventKind::Other(s.to_owned()))
     }
 }
 
@@ -65,6 +72,10 @@ pub struct LoggedEvent {
     pub seq: i64,
     pub synced: bool,
     pub event: Event,
+    /// At the master: why the event was refused (it was not produced while
+    /// its edge controlled the location); stored all the same. `None`:
+    /// accepted.
+    pub refused: Option<String>,
 }
 
 type EventRow = (
@@ -78,9 +89,10 @@ type EventRow = (
     Option<i64>,
     String,
     bool,
+    Option<String>,
 );
 
-/// Rows per multi-row statement (9 parameters each for an insert). One
+/// Rows per multi-row statement (10 parameters each for an insert). One
 /// statement per event made a batch of a thousand cost a thousand round
 /// trips to SQLite's connection thread; one statement per batch is worse
 /// still, because binding `$N` parameters costs SQLite a walk of the
@@ -107,11 +119,12 @@ fn to_logged(row: EventRow) -> Result<LoggedEvent, StoreError> {
             edge_id: uuid(&row.2)?,
             at_ms: row.3,
             module_id: row.4.as_deref().map(uuid).transpose()?,
-            kind: EventKind::parse(&row.5).ok_or_else(|| bad("kind", &row.5))?,
+            kind: EventKind::parse(&row.5),
             key: row.6,
             epoch: row.7,
             body: row.8,
         },
+        refused: row.10,
     })
 }
 
@@ -120,6 +133,7 @@ fn push_event<DB>(
     mut row: sqlx::query_builder::Separated<'_, DB, &'static str>,
     e: &Event,
     synced: bool,
+    refused: Option<&str>,
 ) where
     DB: sqlx::Database,
     String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
@@ -136,7 +150,8 @@ fn push_event<DB>(
         .push_bind(e.key.clone())
         .push_bind(e.epoch)
         .push_bind(e.body.clone())
-        .push_bind(synced);
+        .push_bind(synced)
+        .push_bind(refused.map(str::to_owned));
 }
 
 /// Order in which a full log gives up rows: status changes first (they are
@@ -176,7 +191,7 @@ fn coalesce(events: &[Event]) -> Vec<&Event> {
 }
 
 fn status_pair(e: &Event) -> Option<(String, String)> {
-    match (e.kind, e.module_id, &e.key) {
+    match (&e.kind, e.module_id, &e.key) {
         (EventKind::Status, Some(m), Some(k)) => Some((m.to_string(), k.clone())),
         _ => None,
     }
@@ -257,7 +272,7 @@ impl Store {
             }
             let mut added = 0i64;
             for chunk in kept.chunks(ROWS_PER_STATEMENT) {
-                let mut q = sql::values(sql::INSERT_EVENTS_HEAD, chunk, |row, e| push_event(row, e, false), sql::INSERT_EVENTS_TAIL);
+                let mut q = sql::values(sql::INSERT_EVENTS_HEAD, chunk, |row, e| push_event(row, e, false, None), sql::INSERT_EVENTS_TAIL);
                 added += q.build_query_scalar::<i64>().fetch_all(&mut *tx).await?.len() as i64;
             }
             let (trimmed, dropped) = trim_log!(tx, before + added - deleted - max);
@@ -380,11 +395,23 @@ impl Store {
         events: &[Event],
         cursor: Option<i64>,
     ) -> Result<usize, StoreError> {
+        let judged: Vec<(&Event, Option<&str>)> = events.iter().map(|e| (e, None)).collect();
+        self.collect_judged(edge_id, &judged, cursor).await
+    }
+
+    /// [`Store::collect_events`], each event with why it was refused
+    /// (`None`: accepted): refused events are stored too, marked.
+    pub async fn collect_judged(
+        &self,
+        edge_id: Uuid,
+        events: &[(&Event, Option<&str>)],
+        cursor: Option<i64>,
+    ) -> Result<usize, StoreError> {
         on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut new = 0;
             for chunk in events.chunks(ROWS_PER_STATEMENT) {
-                let mut q = sql::values(sql::INSERT_EVENTS_HEAD, chunk, |row, e| push_event(row, e, true), sql::INSERT_EVENTS_TAIL);
+                let mut q = sql::values(sql::INSERT_EVENTS_HEAD, chunk, |row, (e, refused)| push_event(row, e, true, *refused), sql::INSERT_EVENTS_TAIL);
                 new += q.build_query_scalar::<i64>().fetch_all(&mut *tx).await?.len();
             }
             if let Some(cursor) = cursor {

@@ -30,7 +30,7 @@ mod open;
 mod replica;
 mod sql;
 
-pub use control::{ControlRecord, ControlState};
+pub use control::{ControlRecord, ControlState, SiteAction};
 pub use events::{Appended, Event, EventKind, LoggedEvent};
 pub use open::sqlite_file;
 pub use replica::Replicated;

@@ -80,6 +80,14 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
         "events coalesce index",
         include_str!("migrations/sqlite/0006_events_coalesce.sql"),
     ),
+    (
+        "refused events",
+        include_str!("migrations/sqlite/0007_events_refused.sql"),
+    ),
+    (
+        "site audit",
+        include_str!("migrations/sqlite/0008_site_audit.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
@@ -105,6 +113,14 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
         "events coalesce index",
         include_str!("migrations/postgres/0006_events_coalesce.sql"),
+    ),
+    (
+        "refused events",
+        include_str!("migrations/postgres/0007_events_refused.sql"),
+    ),
+    (
+        "site audit",
+        include_str!("migrations/postgres/0008_site_audit.sql"),
     ),
 ];
 

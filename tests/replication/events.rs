@@ -189,7 +189,7 @@ async fn a_full_log_drops_status_first_and_never_control(store: &Store) {
         .await
         .unwrap()
         .iter()
-        .map(|e| e.event.kind)
+        .map(|e| e.event.kind.clone())
         .collect();
     assert_eq!(
         kinds,
@@ -214,7 +214,7 @@ async fn a_full_log_drops_status_first_and_never_control(store: &Store) {
         .await
         .unwrap()
         .iter()
-        .map(|e| e.event.kind)
+        .map(|e| e.event.kind.clone())
         .collect();
     assert_eq!(
         kinds.iter().filter(|k| **k == EventKind::Control).count(),
@@ -256,13 +256,18 @@ async fn collection_is_idempotent_and_moves_the_cursor_with_the_events(store: &S
     assert!(store.events_of(new_id(), 0, 100).await.unwrap().is_empty());
 }
 
-/// The AURA rule: events recorded by the edge while the master controlled
-/// the location are refused; before, after and without takeovers they count.
+/// The AURA rule, by epochs: events the edge produced under an epoch whose
+/// control record gives the site to the master are refused (whatever their
+/// time says), and stored all the same, marked with the reason; events
+/// under the edge's epochs, before any record, and its own control records
+/// are accepted. Events without an epoch (an older edge) are judged by
+/// time, as before.
 async fn only_the_controlling_side_writes_history(store: &Store) {
     use outpost::control::{Reason, Side};
     let (edge, module) = (new_id(), new_id());
-    let at = |ms: i64| Event {
+    let under = |epoch: Option<i64>, ms: i64| Event {
         at_ms: ms,
+        epoch,
         ..event(edge, module, EventKind::Exec, None, &ms.to_string())
     };
     let kept = |events: Vec<Event>| {
@@ -277,7 +282,7 @@ async fn only_the_controlling_side_writes_history(store: &Store) {
         }
     };
     assert_eq!(
-        kept(vec![at(1), at(2)]).await,
+        kept(vec![under(Some(0), 1), under(None, 2)]).await,
         vec![1, 2],
         "no takeover recorded"
     );
@@ -293,18 +298,58 @@ async fn only_the_controlling_side_writes_history(store: &Store) {
         .change_controller(edge, Some(2), Side::Edge, Reason::RestoreWindow, 3_000)
         .await
         .unwrap();
+    // Times that would mislead: the edge's clock is far off.
     assert_eq!(
         kept(vec![
-            at(500),
-            at(1_500),
-            at(2_000),
-            at(2_500),
-            at(3_000),
-            at(3_500)
+            under(Some(0), 9_000),
+            under(Some(1), 2_500),
+            under(Some(2), 500),
+            under(Some(3), 2_400),
+            under(Some(4), 3_500),
         ])
         .await,
-        vec![500, 1_500, 3_000, 3_500],
-        "events from the master's tenure are refused"
+        vec![9_000, 2_500, 2_400],
+        "only the edge's epochs count, never the time"
+    );
+    assert_eq!(
+        kept(vec![
+            under(None, 500),
+            under(None, 2_500),
+            under(None, 3_500)
+        ])
+        .await,
+        vec![500, 3_500],
+        "without an epoch, the time decides"
+    );
+
+    // Refused events are stored, marked with the reason; the edge's control
+    // records under the master's epoch (its autonomy) are accepted.
+    let autonomy = Event {
+        epoch: Some(2),
+        ..event(
+            edge,
+            module,
+            EventKind::Control,
+            None,
+            "{\"event\":\"autonomy\"}",
+        )
+    };
+    let batch = vec![under(Some(2), 10), under(Some(3), 11), autonomy];
+    let judged = outpost::master::judge_events(store, edge, batch)
+        .await
+        .unwrap();
+    let rows: Vec<(&Event, Option<&str>)> =
+        judged.iter().map(|(e, why)| (e, why.as_deref())).collect();
+    assert_eq!(store.collect_judged(edge, &rows, None).await.unwrap(), 3);
+    let stored = store.events_of(edge, 0, 100).await.unwrap();
+    let reasons: Vec<Option<&str>> = stored.iter().map(|e| e.refused.as_deref()).collect();
+    assert_eq!(
+        reasons,
+        [
+            Some("produced under epoch 2, when the master controlled the location"),
+            None,
+            None
+        ]
     );
 }
 

@@ -13,6 +13,7 @@ mod events;
 mod history;
 #[path = "../support/http.rs"]
 mod http;
+mod judged;
 mod kills;
 mod over_link;
 mod replica;
