@@ -153,25 +153,43 @@ impl Browser {
         v.as_str().unwrap_or_default().to_owned()
     }
 
+    /// Clicks the element `css`. A live view may re-render between a wait
+    /// and the click (a notice arrived), so a missing or stale element is
+    /// looked up again until the usual wait is over.
     pub async fn click(&self, css: &str) {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .click()
-            .await
-            .unwrap();
+        self.with_element(css, async |el| el.click().await.map(|_| ()))
+            .await;
     }
 
     /// Replaces the value of the input `css` by typing `text`.
     pub async fn fill(&self, css: &str, text: &str) {
-        let el = self
-            .client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"));
-        el.clear().await.unwrap();
-        el.send_keys(text).await.unwrap();
+        self.with_element(css, async |el| {
+            el.clear().await?;
+            el.send_keys(text).await
+        })
+        .await;
+    }
+
+    async fn with_element(
+        &self,
+        css: &str,
+        act: impl AsyncFn(fantoccini::elements::Element) -> Result<(), fantoccini::error::CmdError>,
+    ) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let outcome = match self.client.find(Locator::Css(css)).await {
+                Ok(el) => act(el).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(()) => return,
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    let _ = self.shot("failed").await;
+                    panic!("{css}: {e}");
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 
     pub async fn close(mut self) {

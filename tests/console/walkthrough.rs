@@ -369,7 +369,7 @@ async fn an_operator_signs_in_execs_watches_a_failover_and_restores() {
     })
     .await;
     clock.advance(Duration::from_millis(TIMEOUT_MS));
-    wait_controller(Side::Master, 4).await;
+    wait_controller(Side::Master, 6).await;
     browser
         .until_css(
             "the projector's page, running at the master",
