@@ -8,6 +8,7 @@
 //! serve the API (reads at once; `health` says `booting`), and wait up to
 //! `boot_wait_ms` for edges before deciding about missing ones.
 
+pub mod authorize;
 mod control;
 mod handler;
 mod link_keys;

@@ -28,11 +28,13 @@ mod documents;
 mod events;
 mod open;
 mod replica;
+mod scope;
 mod sql;
 
 pub use control::{ControlRecord, ControlState};
 pub use events::{Event, EventKind, LoggedEvent};
 pub use replica::Replicated;
+pub use scope::Site;
 
 use sqlx::migrate::MigrateError;
 use sqlx::postgres::PgPool;

@@ -56,6 +56,14 @@ pub(crate) const REFERENCING: &str = "SELECT d.id, d.kind, d.rev, d.seq, d.delet
      FROM doc_refs r JOIN documents d ON d.id = r.from_id \
      WHERE r.to_id = $1 AND d.kind = $2 AND NOT d.deleted ORDER BY d.id";
 
+/// The owners of the live systems listing a module (`store/scope.rs`).
+pub(crate) const MODULE_OWNERS: &str = "SELECT d.owner FROM doc_refs r JOIN documents d ON d.id = r.from_id \
+     WHERE r.to_id = $1 AND d.kind = $2 AND NOT d.deleted";
+
+/// The owner of a live system (`store/scope.rs`).
+pub(crate) const SYSTEM_OWNER: &str =
+    "SELECT owner FROM documents WHERE id = $1 AND kind = $2 AND NOT deleted";
+
 pub(crate) const CHANGES_SINCE: &str = "SELECT id, kind, rev, seq, deleted, owner, body FROM documents \
      WHERE seq > $1 ORDER BY seq LIMIT $2";
 

@@ -6,11 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use outpost::link::CallError;
 use outpost::link::handshake::{self, HandshakeError, Hello};
 use outpost::link::master::HANDSHAKE_THROTTLE;
 use outpost::link::{CloseReason, tls};
 use outpost::proto::frame::with_length_prefix;
-use outpost::proto::{Handshake, PROTOCOL_VERSION, Preface};
+use outpost::proto::{
+    Handshake, PROTOCOL_VERSION, Preface, RepoOp, RequestBody, ResponseBody, WireError,
+};
 use outpost::util::FailureThrottle;
 use rustls_pki_types::ServerName;
 use serde_json::json;
@@ -20,6 +23,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use uuid::Uuid;
 
+use crate::roles;
 use crate::support::*;
 
 async fn tls_connect(certs: &Certs, addr: std::net::SocketAddr) -> TlsStream<TcpStream> {
@@ -710,4 +714,173 @@ async fn a_panicking_handler_answers_an_internal_error_and_frees_its_slot() {
     );
     e.stop().await;
     m.stop().await;
+}
+
+/// Imports a system of the master's own (no edge location) listing `module`.
+async fn master_room(site: &roles::Site, module: &outpost::model::Module) -> Uuid {
+    let system = outpost::model::ControlSystem {
+        id: outpost::model::new_id(),
+        name: "Master room".into(),
+        description: String::new(),
+        edge_id: None,
+        module_ids: vec![module.id],
+        settings: Default::default(),
+        stopped: false,
+    };
+    let file = outpost::admin::SiteFile {
+        edges: vec![],
+        systems: vec![system.clone()],
+        modules: vec![module.clone()],
+    };
+    let store = site.master_store().await;
+    outpost::admin::import(&store, &file, &Default::default())
+        .await
+        .unwrap();
+    store.close().await;
+    system.id
+}
+
+/// Every request kind an edge could send about `module` and `system`,
+/// under `epoch`.
+fn every_kind_on(module: Uuid, system: Uuid, epoch: Option<u64>) -> Vec<RequestBody> {
+    let module = module.to_string();
+    vec![
+        RequestBody::Exec {
+            module: module.clone(),
+            method: "projectors".into(),
+            args: json!([]),
+            epoch,
+        },
+        RequestBody::Status {
+            module: module.clone(),
+            key: None,
+        },
+        RequestBody::Status {
+            module: module.clone(),
+            key: Some("power".into()),
+        },
+        RequestBody::DebugSubscribe {
+            module: module.clone(),
+        },
+        RequestBody::DebugUnsubscribe { module },
+        RequestBody::StartSystem { system, epoch },
+        RequestBody::StopSystem { system, epoch },
+        RequestBody::ExpireSystemCache { system },
+    ]
+}
+
+fn refused_by(r: Result<ResponseBody, CallError>) -> String {
+    match r {
+        Err(CallError::Remote(WireError::Forbidden { rule, .. })) => rule,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// An edge that authenticated with its own secret, then asks for what is
+/// not its site: every request kind on another site's module and system
+/// (a site the master took over, so it runs there), and on the master's
+/// own, is refused with the rule named; kinds only the master sends are
+/// refused too. Its own site's module is served, with its epoch only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authenticated_edge_reaches_only_its_own_site() {
+    let site = roles::Site::new();
+    let lost = json!({"failover": true, "failover_timeout_ms": 0});
+    let own = roles::device("A room", "room.lua", None);
+    let other = roles::device("B room", "room.lua", None);
+    let masters = roles::device("Master room", "room.lua", None);
+    let a = site
+        .one_room(lost.clone(), std::slice::from_ref(&own))
+        .await;
+    let b = site.one_room(lost, std::slice::from_ref(&other)).await;
+    let master_system = master_room(&site, &masters).await;
+    let master = outpost::master::start(site.master_config()).await.unwrap();
+    roles::eventually(10, "the master to run both sites", async || {
+        [own.id, other.id, masters.id]
+            .iter()
+            .all(|id| master.runtime.module_info(*id).is_some())
+            && [a.edge_id, b.edge_id].iter().all(|e| {
+                master
+                    .control
+                    .state(*e)
+                    .is_some_and(|s| s.controller == outpost::control::Side::Master)
+            })
+    })
+    .await;
+
+    // The malicious edge holds site A's real secret.
+    let mut cfg = edge_config_with_ca(
+        &site.path().join("certs/ca.pem"),
+        &EdgeIdentity::new(),
+        vec![master.link_addr.to_string()],
+    );
+    cfg.edge_id = a.edge_id;
+    cfg.key = outpost::secret::EdgeSecret::from_string(a.secret.clone())
+        .unwrap()
+        .link_key(a.edge_id);
+    let mut edge = start_edge(cfg, TestHandler::default());
+    let peer = edge.connected().await;
+    let epoch = Some(master.control.state(a.edge_id).unwrap().epoch as u64);
+    let ask = |body: RequestBody| {
+        let peer = peer.clone();
+        async move { peer.request(body, Duration::from_secs(10)).await }
+    };
+
+    for (module, system) in [(other.id, b.system.id), (masters.id, master_system)] {
+        for body in every_kind_on(module, system, epoch) {
+            let kind = body.kind();
+            assert_eq!(
+                refused_by(ask(body).await),
+                "own_site",
+                "{kind} on {module}"
+            );
+        }
+    }
+    let master_only = [
+        RequestBody::ReloadDriver {
+            name: "room.lua".into(),
+            source: None,
+        },
+        RequestBody::Repository { op: RepoOp::Pull },
+        RequestBody::UnsyncedEvents { after: 0, limit: 1 },
+        RequestBody::EventsSynced { ids: vec![] },
+        RequestBody::ControlReport,
+        RequestBody::ControlAssume {
+            epoch: 99,
+            reason: "mine".into(),
+        },
+        RequestBody::ControlRelease {
+            epoch: 99,
+            reason: "yours".into(),
+        },
+    ];
+    for body in master_only {
+        let kind = body.kind();
+        assert_eq!(refused_by(ask(body).await), "master_only", "{kind}");
+    }
+    // Every kind the link knows was tried above (the edge's own business
+    // aside: changes, events, repo_tree, repo_blob).
+    assert_eq!(RequestBody::KINDS.len(), 7 + 7 + 4);
+
+    // Its own site, which the master runs now: served under its epoch,
+    // refused without one.
+    let exec = |epoch| RequestBody::Exec {
+        module: own.id.to_string(),
+        method: "projectors".into(),
+        args: json!([]),
+        epoch,
+    };
+    assert!(matches!(
+        ask(exec(epoch)).await,
+        Ok(ResponseBody::Value { .. })
+    ));
+    assert_eq!(refused_by(ask(exec(None)).await), "epoch_required");
+    let status = RequestBody::Status {
+        module: own.id.to_string(),
+        key: None,
+    };
+    assert!(matches!(ask(status).await, Ok(ResponseBody::Status { .. })));
+    // The refusals did not cost the link.
+    assert!(!peer.is_closed());
+    edge.stop().await;
+    master.stop().await;
 }

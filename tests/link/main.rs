@@ -15,4 +15,6 @@ mod fuzz;
 mod liveness;
 mod repository;
 mod requests;
+#[path = "../support/roles.rs"]
+mod roles;
 mod support;
