@@ -348,6 +348,7 @@ pub async fn import_with(
                 id: edge.id,
                 expect: Expect::Absent,
                 link_key: secret.link_key(edge.id).as_bytes().to_vec(),
+                grace_until_ms: None,
             });
             report.secrets.push((edge.id, edge.name.clone(), secret));
         }
@@ -413,8 +414,14 @@ pub async fn export(store: &Store) -> Result<String, AdminError> {
 }
 
 /// Gives an edge location a new secret and returns it (shown once). The old
-/// secret stops working for new link handshakes at once.
-pub async fn rotate_secret(store: &Store, edge_id: Uuid) -> Result<EdgeSecret, AdminError> {
+/// secret keeps authenticating new link handshakes for `grace` (zero: it
+/// stops at once, for a compromised secret); a running master closes the
+/// edge's live session at once either way.
+pub async fn rotate_secret(
+    store: &Store,
+    edge_id: Uuid,
+    grace: std::time::Duration,
+) -> Result<EdgeSecret, AdminError> {
     match store.get(edge_id).await? {
         Some(doc) if doc.kind == Kind::Edge.as_str() => {}
         _ => return Err(AdminError::NoSuchEdge(edge_id)),
@@ -431,6 +438,8 @@ pub async fn rotate_secret(store: &Store, edge_id: Uuid) -> Result<EdgeSecret, A
             id: edge_id,
             expect,
             link_key: secret.link_key(edge_id).as_bytes().to_vec(),
+            grace_until_ms: (!grace.is_zero())
+                .then(|| crate::util::unix_ms().saturating_add(grace.as_millis() as i64)),
         }])
         .await?;
     Ok(secret)

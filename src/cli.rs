@@ -112,10 +112,15 @@ pub enum AdminCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Give an edge location a new secret, printed once.
+    /// Give an edge location a new secret, printed once. A running master
+    /// closes that edge's link at once; the old secret keeps working for
+    /// `secret_rotation_grace_ms` (10 minutes by default).
     RotateSecret {
         /// The edge location's id.
         edge_id: uuid::Uuid,
+        /// Stop the old secret at once (it is compromised).
+        #[arg(long)]
+        no_grace: bool,
     },
     /// Hand an edge location the master holds back to its edge now (asks
     /// the running master over its web API).
@@ -301,7 +306,14 @@ fn run_admin(file: Option<PathBuf>, command: AdminCommand) -> ExitCode {
                 force,
             } => import(&store, &config, &file, dry_run, force).await,
             AdminCommand::Export { output } => export(&store, output).await,
-            AdminCommand::RotateSecret { edge_id } => rotate_secret(&store, edge_id).await,
+            AdminCommand::RotateSecret { edge_id, no_grace } => {
+                let grace = if no_grace {
+                    std::time::Duration::ZERO
+                } else {
+                    std::time::Duration::from_millis(config.secret_rotation_grace_ms)
+                };
+                rotate_secret(&store, edge_id, grace).await
+            }
             AdminCommand::Restore { .. } => unreachable!("handled above"),
         };
         store.close().await;
@@ -416,14 +428,26 @@ async fn export(store: &crate::store::Store, output: Option<PathBuf>) -> Result<
     }
 }
 
-async fn rotate_secret(store: &crate::store::Store, edge_id: uuid::Uuid) -> Result<(), String> {
-    let secret = crate::admin::rotate_secret(store, edge_id)
+async fn rotate_secret(
+    store: &crate::store::Store,
+    edge_id: uuid::Uuid,
+    grace: std::time::Duration,
+) -> Result<(), String> {
+    let secret = crate::admin::rotate_secret(store, edge_id, grace)
         .await
         .map_err(|e| report(&e))?;
     println!(
-        "edge location {edge_id}: new secret {} (shown once; set OUTPOST_EDGE_SECRET on that edge)",
+        "edge location {edge_id}: new secret {} (shown once; set OUTPOST_EDGE_SECRET or edge_secret_file on that edge)",
         secret.expose()
     );
+    if grace.is_zero() {
+        eprintln!("the old secret stopped working at once; the edge's link is closed");
+    } else {
+        eprintln!(
+            "warning: the old secret keeps working for {} s; the edge's link is closed and it reconnects",
+            grace.as_secs()
+        );
+    }
     Ok(())
 }
 

@@ -124,6 +124,7 @@ impl ApiDoc for EdgeLocation {
             id: doc.id,
             expect: Expect::Absent,
             link_key: secret.link_key(doc.id).as_bytes().to_vec(),
+            grace_until_ms: None,
         };
         (vec![write], Some(secret))
     }
@@ -560,17 +561,38 @@ document_routes!(
     ]
 );
 
-/// Gives an edge location a new secret, shown once in the answer.
-#[utoipa::path(post, path = "/api/v1/edges/{id}/secret", tag = "edges", params(("id" = Uuid, Path)),
+/// Query of a secret rotation.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct RotateQuery {
+    /// The old secret stops at once (a compromised secret) instead of
+    /// working for `secret_rotation_grace_ms`.
+    #[serde(default)]
+    pub no_grace: bool,
+}
+
+/// Gives an edge location a new secret, shown once in the answer. The live
+/// link of that edge is closed at once; the old secret keeps authenticating
+/// for `secret_rotation_grace_ms` unless `no_grace` is set.
+#[utoipa::path(post, path = "/api/v1/edges/{id}/secret", tag = "edges",
+    params(("id" = Uuid, Path), RotateQuery),
     responses((status = 200, body = SecretOut), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn rotate_secret(
     State(s): State<Arc<ApiState>>,
     caller: Caller,
     Path(id): Path<Uuid>,
+    Query(q): Query<RotateQuery>,
 ) -> Result<Json<SecretOut>, ApiError> {
     caller.require_admin()?;
-    let secret = crate::admin::rotate_secret(&s.store, id)
+    let grace = match (&s.ops, q.no_grace) {
+        (Some(ops), false) => ops.rotation_grace,
+        (None, false) => std::time::Duration::from_millis(
+            crate::config::Config::default().secret_rotation_grace_ms,
+        ),
+        (_, true) => std::time::Duration::ZERO,
+    };
+    let secret = crate::admin::rotate_secret(&s.store, id, grace)
         .await
         .map_err(|e| match e {
             crate::admin::AdminError::NoSuchEdge(id) => {
@@ -578,6 +600,8 @@ pub(super) async fn rotate_secret(
             }
             other => ApiError::Internal(crate::util::describe(&other)),
         })?;
+    tracing::warn!(edge = %id, grace_ms = grace.as_millis() as u64,
+        "edge secret rotated through the API; its live link will be closed");
     Ok(Json(SecretOut {
         id,
         secret: secret.expose().to_owned(),

@@ -72,6 +72,9 @@ pub struct Ops {
     /// Messages a WebSocket client may have queued before the excess is
     /// dropped.
     pub ws_queue: usize,
+    /// How long a rotated secret keeps authenticating
+    /// (`secret_rotation_grace_ms`).
+    pub rotation_grace: Duration,
 }
 
 impl Ops {
@@ -90,6 +93,7 @@ impl Ops {
             links: None,
             master: None,
             master_api: config.master_api.clone(),
+            rotation_grace: Duration::from_millis(config.secret_rotation_grace_ms),
             redirect_to_master: config.redirect_to_master,
             ws_queue: config.ws_queue.max(1),
             control: None,
@@ -607,6 +611,20 @@ pub(super) struct EdgeStatus {
     /// first; control changes never), since the log was created. `null`
     /// where not known, as above.
     pub events_dropped: Option<i64>,
+    /// What the operator must act on: the edge authenticated with a
+    /// rotated secret during its grace (master only).
+    pub warning: Option<String>,
+    /// The credential audit log, newest first (at most 20 entries):
+    /// creation, rotations, deletion. Empty on an edge.
+    pub credentials: Vec<CredentialEvent>,
+}
+
+/// One entry of the credential audit log.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct CredentialEvent {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    pub action: String,
 }
 
 /// What the master knows of an edge location right now; on an edge, about
@@ -649,12 +667,23 @@ async fn edge_status(
             .map(|d| d.as_millis() as u64),
         address: info.as_ref().map(|i| i.addr.to_string()),
         protocol_version: info.as_ref().map(|i| i.version),
-        commit: info.and_then(|i| i.commit),
+        commit: info.as_ref().and_then(|i| i.commit.clone()),
         // No decision recorded yet: the edge never connected.
         controller: control.map_or("none", |c| c.controller.as_str()),
         epoch,
         events_unsynced,
         events_dropped,
+        warning: info.and_then(|i| i.warning),
+        credentials: s
+            .store
+            .credential_log(id, 20)
+            .await?
+            .into_iter()
+            .map(|r| CredentialEvent {
+                at_ms: r.at_ms,
+                action: r.action,
+            })
+            .collect(),
     }))
 }
 

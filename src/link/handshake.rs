@@ -58,6 +58,9 @@ pub struct Accepted {
     pub commit: Option<String>,
     pub version: u16,
     pub max_in_flight: u32,
+    /// The edge proved a key other than its current one (a rotated
+    /// secret during its grace): the warning it was sent.
+    pub warning: Option<String>,
 }
 
 /// What the edge learns from a successful handshake.
@@ -66,6 +69,8 @@ pub struct Welcomed {
     pub boot_id: Uuid,
     pub version: u16,
     pub max_in_flight: u32,
+    /// What the master asks this edge's operator to act on.
+    pub warning: Option<String>,
 }
 
 /// What the edge announces.
@@ -153,7 +158,25 @@ async fn exchange_preface<IO: AsyncRead + AsyncWrite + Unpin>(
     Ok(Preface::check(&theirs)?.version)
 }
 
-/// Master side. `lookup` maps an edge id to its link key.
+/// What authenticates an edge now: its current key, and a rotated
+/// secret's key during its grace, with the warning to send when that one
+/// is used.
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    pub current: Option<LinkKey>,
+    pub previous: Option<(LinkKey, String)>,
+}
+
+impl From<Option<LinkKey>> for KeySet {
+    fn from(current: Option<LinkKey>) -> Self {
+        Self {
+            current,
+            previous: None,
+        }
+    }
+}
+
+/// Master side. `lookup` maps an edge id to the keys that authenticate it.
 pub async fn accept<IO, F, Fut>(
     io: &mut IO,
     exporter: [u8; 32],
@@ -164,7 +187,7 @@ pub async fn accept<IO, F, Fut>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
     F: FnOnce(Uuid) -> Fut,
-    Fut: std::future::Future<Output = Option<LinkKey>>,
+    Fut: std::future::Future<Output = KeySet>,
 {
     let version = exchange_preface(io).await?;
     let Handshake::Hello {
@@ -185,17 +208,27 @@ where
         },
     )
     .await?;
-    let key = lookup(edge_id).await;
+    let keys = lookup(edge_id).await;
     let Handshake::Proof { mac } = read_msg(io).await? else {
         return Err(HandshakeError::Unexpected { expected: "proof" });
     };
     // An unknown edge is checked against a random key, so that the work
     // done and the answer sent do not depend on whether the id exists.
-    let known = key.is_some();
-    let hkey = key.unwrap_or_else(|| LinkKey(nonce())).hmac_key();
+    let known = keys.current.is_some();
     let input = mac_input(EDGE_CONTEXT, edge_id, &nonce_e.0, &nonce_m, &exporter);
-    let valid = hmac::verify(&hkey, &input, &mac.0).is_ok();
-    if !(known && valid) {
+    let current = keys.current.unwrap_or_else(|| LinkKey(nonce())).hmac_key();
+    let mut proved = hmac::verify(&current, &input, &mac.0)
+        .is_ok()
+        .then_some((current, None));
+    if proved.is_none()
+        && let Some((old, warning)) = keys.previous
+    {
+        let old = old.hmac_key();
+        if hmac::verify(&old, &input, &mac.0).is_ok() {
+            proved = Some((old, Some(warning)));
+        }
+    }
+    let Some((hkey, warning)) = proved.filter(|_| known) else {
         // Best effort: the peer learns only "denied".
         let _ = write_msg(io, &Handshake::Denied).await;
         return Err(if known {
@@ -203,7 +236,7 @@ where
         } else {
             HandshakeError::UnknownEdge
         });
-    }
+    };
     let input = mac_input(MASTER_CONTEXT, edge_id, &nonce_e.0, &nonce_m, &exporter);
     write_msg(
         io,
@@ -211,6 +244,7 @@ where
             mac: sign(&hkey, &input),
             boot_id,
             max_in_flight,
+            warning: warning.clone(),
         },
     )
     .await?;
@@ -220,6 +254,7 @@ where
         commit,
         version,
         max_in_flight: edge_max,
+        warning,
     })
 }
 
@@ -269,6 +304,7 @@ where
             mac,
             boot_id,
             max_in_flight,
+            warning,
         } => {
             let input = mac_input(MASTER_CONTEXT, hello.edge_id, &nonce_e, &nonce_m, &exporter);
             hmac::verify(&hkey, &input, &mac.0).map_err(|_| HandshakeError::MasterProof)?;
@@ -276,6 +312,7 @@ where
                 boot_id,
                 version,
                 max_in_flight,
+                warning,
             })
         }
         Handshake::Denied => Err(HandshakeError::Denied),

@@ -22,22 +22,22 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::handshake::{self, HandshakeError};
+use super::handshake::{self, HandshakeError, KeySet};
 use super::peer::{self, CloseReason, Handler, Peer, PeerConfig, PeerMeta, PeerRole};
 use super::registry::{EdgeInfo, Registry};
 use super::{LinkError, LinkTiming, tls};
 use crate::secret::LinkKey;
 use crate::util::{Admission, AdmissionLimits, FailureThrottle, ThrottlePolicy};
 
-/// Where the master finds an edge's link key.
+/// Where the master finds the keys that authenticate an edge now.
 pub trait KeyLookup: Send + Sync + 'static {
-    fn link_key(&self, edge_id: Uuid) -> impl Future<Output = Option<LinkKey>> + Send;
+    fn link_keys(&self, edge_id: Uuid) -> impl Future<Output = KeySet> + Send;
 }
 
 /// A fixed table (tests, benchmarks).
 impl KeyLookup for HashMap<Uuid, LinkKey> {
-    async fn link_key(&self, edge_id: Uuid) -> Option<LinkKey> {
-        self.get(&edge_id).cloned()
+    async fn link_keys(&self, edge_id: Uuid) -> KeySet {
+        self.get(&edge_id).cloned().into()
     }
 }
 
@@ -257,7 +257,7 @@ impl Accept {
                 |id| {
                     claimed = Some(id);
                     let keys = keys.clone();
-                    async move { keys.link_key(id).await }
+                    async move { keys.link_keys(id).await }
                 },
                 self.cfg.peer.max_in_flight,
                 self.cfg.boot_id,
@@ -294,12 +294,16 @@ impl Accept {
             version: acc.version,
             boot_id: acc.boot_id,
             commit: acc.commit.clone(),
+            warning: acc.warning.clone(),
         };
         let (session_no, edge_id) = (meta.session, meta.edge_id);
         let (peer, session) =
             peer::session(tls, meta, &self.cfg.peer, acc.max_in_flight, &self.shutdown);
         let session = session.swept_by(&self.sweeper);
         tracing::info!(%edge_id, %addr, session = session_no, "edge link up");
+        if let Some(warning) = &acc.warning {
+            tracing::warn!(%edge_id, %addr, "{warning}");
+        }
         self.registry.insert(info, peer);
         let mut reason = session.run(handler).await;
         if self.shutdown.is_cancelled() && reason == CloseReason::Local {

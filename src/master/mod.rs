@@ -106,6 +106,12 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
     let (links, _) = tokio::sync::broadcast::channel(256);
     let keys = StoredKeys(store.clone());
     spawn_link(listener, link, keys, handler, &registry, &stop, &tasks);
+    tasks.spawn(link_keys::follow_credentials(
+        store.clone(),
+        registry.clone(),
+        Duration::from_millis((config.heartbeat_ms / 2).max(1)),
+        stop.clone(),
+    ));
     // Not tracked: it ends when the last sender (held by the registry or the
     // link loop) is dropped, which may be after the stop has finished.
     tokio::spawn(control.clone().follow(events_rx, links.clone()));

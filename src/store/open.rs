@@ -75,6 +75,10 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
         "control log author",
         include_str!("migrations/sqlite/0005_control_log_by.sql"),
     ),
+    (
+        "credential lifecycle",
+        include_str!("migrations/sqlite/0006_credential_lifecycle.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
@@ -96,6 +100,10 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
         "control log author",
         include_str!("migrations/postgres/0005_control_log_by.sql"),
+    ),
+    (
+        "credential lifecycle",
+        include_str!("migrations/postgres/0006_credential_lifecycle.sql"),
     ),
 ];
 

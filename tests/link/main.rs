@@ -11,7 +11,10 @@
 )]
 
 mod adversarial;
+mod credentials;
 mod fuzz;
+#[path = "../support/http.rs"]
+mod http;
 mod liveness;
 mod repository;
 mod requests;
