@@ -141,6 +141,10 @@ pub enum AdminCommand {
         /// Write here instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Write secret settings' values instead of "<redacted>" (the file
+        /// is then created with mode 0600; standard output is refused).
+        #[arg(long)]
+        include_secrets: bool,
     },
 }
 
@@ -305,7 +309,10 @@ fn run_admin(file: Option<PathBuf>, command: AdminCommand) -> ExitCode {
                 dry_run,
                 force,
             } => import(&store, &config, &file, dry_run, force).await,
-            AdminCommand::Export { output } => export(&store, output).await,
+            AdminCommand::Export {
+                output,
+                include_secrets,
+            } => export(&store, &config, output, include_secrets).await,
             AdminCommand::RotateSecret { edge_id, no_grace } => {
                 let grace = if no_grace {
                     std::time::Duration::ZERO
@@ -415,17 +422,51 @@ async fn import(
     Ok(())
 }
 
-async fn export(store: &crate::store::Store, output: Option<PathBuf>) -> Result<(), String> {
-    let text = crate::admin::export(store).await.map_err(|e| report(&e))?;
-    match output {
-        Some(path) => {
+async fn export(
+    store: &crate::store::Store,
+    config: &Config,
+    output: Option<PathBuf>,
+    include_secrets: bool,
+) -> Result<(), String> {
+    // Without the drivers, only the default secret names are known.
+    let ctx =
+        crate::model::ValidationContext::with_modules_dir(&config.modules_dir).unwrap_or_default();
+    let text = crate::admin::export_with(store, &ctx, include_secrets)
+        .await
+        .map_err(|e| report(&e))?;
+    match (output, include_secrets) {
+        (Some(path), true) => write_private(&path, &text),
+        (Some(path), false) => {
             std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
         }
-        None => {
+        (None, true) => Err(
+            "--include-secrets needs --output FILE (written with mode 0600), not standard output"
+                .into(),
+        ),
+        (None, false) => {
             print!("{text}");
             Ok(())
         }
     }
+}
+
+/// Writes `text` to a new file only its owner may read (mode 0600), or
+/// replaces an existing one after tightening its mode.
+fn write_private(path: &std::path::Path, text: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        options.mode(0o600);
+        if path.exists() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+        }
+    }
+    let mut file = options.open(path).map_err(fail)?;
+    file.write_all(text.as_bytes()).map_err(fail)
 }
 
 async fn rotate_secret(

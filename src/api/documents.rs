@@ -6,7 +6,10 @@
 //! expect, as `If-Match` or as `rev` in the body: a stale one is 409. A body
 //! that is not JSON is 400; one that does not fit the document, or breaks a
 //! rule, is 422 naming the field. An edge location's secret is in the answer
-//! to its creation and to a rotation, never anywhere else.
+//! to its creation and to a rotation, never anywhere else. Secret settings
+//! of modules and systems (`model/secrets.rs`) are write-only: every answer
+//! shows `"<redacted>"`, and a write that omits them or sends that back
+//! keeps the stored value.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,7 +28,7 @@ use uuid::Uuid;
 use super::ApiState;
 use super::auth::Caller;
 use super::error::ApiError;
-use crate::model::{ControlSystem, Doc, EdgeLocation, FieldError, Kind, Module, new_id};
+use crate::model::{ControlSystem, Doc, EdgeLocation, FieldError, Kind, Module, new_id, secrets};
 use crate::secret::EdgeSecret;
 use crate::store::{Expect, Write};
 
@@ -277,8 +280,22 @@ async fn fetch<D: ApiDoc>(state: &ApiState, id: Uuid) -> Result<(i64, D), ApiErr
 
 /// Validates and writes a document under the API's write lock, so checks
 /// that read other documents cannot race another API write.
-async fn put<D: ApiDoc>(state: &ApiState, doc: D, expect: Expect) -> Result<Response, ApiError> {
+async fn put<D: ApiDoc>(
+    state: &ApiState,
+    mut doc: D,
+    expect: Expect,
+    keep_secrets: bool,
+) -> Result<Response, ApiError> {
     state.require_writable()?;
+    // Secret settings are write-only: omitted or sent back redacted, the
+    // stored value stays (a patch was merged onto the stored values).
+    if keep_secrets {
+        let stored = match expect {
+            Expect::Rev(_) => fetch::<D>(state, doc.id()).await.ok().map(|(_, d)| d),
+            Expect::Absent => None,
+        };
+        secrets::keep_doc(&mut doc, stored.as_ref(), &declared(state));
+    }
     doc.validate(&state.validation)?;
     let _guard = state.write_lock.lock().await;
     D::check_put(state, &doc).await?;
@@ -294,6 +311,7 @@ async fn put<D: ApiDoc>(state: &ApiState, doc: D, expect: Expect) -> Result<Resp
         StatusCode::OK
     };
     let rev = done[0].rev;
+    secrets::redact_doc(&mut doc, &declared(state));
     Ok(with_etag(
         status,
         rev,
@@ -303,6 +321,12 @@ async fn put<D: ApiDoc>(state: &ApiState, doc: D, expect: Expect) -> Result<Resp
             secret: secret.map(|s| s.expose().to_owned()),
         },
     ))
+}
+
+/// The settings each driver declares secret, read from the modules
+/// directory this process validates against.
+fn declared(state: &ApiState) -> impl Fn(&str) -> Vec<String> + '_ {
+    |driver| state.validation.declared_secrets(driver)
 }
 
 pub(super) async fn list<D: ApiDoc>(
@@ -318,9 +342,11 @@ pub(super) async fn list<D: ApiDoc>(
     let items = docs
         .iter()
         .map(|d| {
+            let mut doc: D = d.parse()?;
+            secrets::redact_doc(&mut doc, &declared(state));
             Ok(Versioned {
                 rev: d.rev,
-                doc: d.parse()?,
+                doc,
                 secret: None,
             })
         })
@@ -333,7 +359,8 @@ pub(super) async fn get<D: ApiDoc + Serialize>(
     _caller: &Caller,
     id: Uuid,
 ) -> Result<Response, ApiError> {
-    let (rev, doc) = fetch::<D>(state, id).await?;
+    let (rev, mut doc) = fetch::<D>(state, id).await?;
+    secrets::redact_doc(&mut doc, &declared(state));
     Ok(with_etag(
         StatusCode::OK,
         rev,
@@ -360,7 +387,7 @@ pub(super) async fn create<D: ApiDoc>(
             .ok_or_else(|| invalid::<D>(Uuid::nil(), "id", "must be a uuid"))?,
     };
     let doc = into_doc::<D>(v, id)?;
-    put(state, doc, Expect::Absent).await
+    put(state, doc, Expect::Absent, true).await
 }
 
 pub(super) async fn replace<D: ApiDoc>(
@@ -375,7 +402,7 @@ pub(super) async fn replace<D: ApiDoc>(
     let rev = expected_rev(headers, Some(&v))?;
     fetch::<D>(state, id).await?;
     let doc = into_doc::<D>(v, id)?;
-    put(state, doc, Expect::Rev(rev)).await
+    put(state, doc, Expect::Rev(rev), true).await
 }
 
 /// JSON merge patch (RFC 7386) onto the current document.
@@ -394,10 +421,14 @@ pub(super) async fn patch<D: ApiDoc + Serialize>(
     let mut patch = patch;
     if let Some(obj) = patch.as_object_mut() {
         obj.remove("rev");
+        // A redacted secret sent back changes nothing; `null` removes it.
+        if let Some(Value::Object(settings)) = obj.get_mut("settings") {
+            secrets::strip_redacted(settings);
+        }
     }
     merge_patch(&mut v, &patch);
     let doc = into_doc::<D>(v, id)?;
-    put(state, doc, Expect::Rev(rev)).await
+    put(state, doc, Expect::Rev(rev), false).await
 }
 
 /// JSON merge patch (RFC 7396). Ours rather than the `json-patch` crate's:

@@ -632,3 +632,58 @@ fn the_pjlink_simulator_logs_each_command_and_state_change() {
     let _ = child.wait();
     assert!(wanted.is_empty(), "missing {wanted:?} in {log:#?}");
 }
+
+/// `outpost admin export` writes `"<redacted>"` for secret settings (the
+/// example site's projector password); `--include-secrets` writes the
+/// values, only to a file, created with mode 0600; re-importing the
+/// redacted export keeps the stored password.
+#[test]
+fn export_redacts_secrets_unless_asked_and_then_writes_a_private_file() {
+    let dir = checkout();
+    let out = run(
+        dir.path(),
+        &["admin", "import", "config/example-site.json"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let password = "JBMIAProjectorLink";
+    let out = run(dir.path(), &["admin", "export", "-o", "plain.json"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plain = std::fs::read_to_string(dir.path().join("plain.json")).unwrap();
+    assert!(
+        plain.contains("\"password\": \"<redacted>\"") && !plain.contains(password),
+        "{plain}"
+    );
+    let out = run(dir.path(), &["admin", "export", "--include-secrets"], &[]);
+    assert_eq!(out.status.code(), Some(1), "standard output is refused");
+    assert!(stderr(&out).contains("--output"), "{}", stderr(&out));
+    let out = run(
+        dir.path(),
+        &["admin", "export", "--include-secrets", "-o", "full.json"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let full = dir.path().join("full.json");
+    assert!(std::fs::read_to_string(&full).unwrap().contains(password));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&full).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    // The redacted file imported again: nothing changes, the password stays.
+    let out = run(dir.path(), &["admin", "import", "plain.json"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("0 created, 0 replaced"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = run(
+        dir.path(),
+        &["admin", "export", "--include-secrets", "-o", "full.json"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::read_to_string(&full).unwrap().contains(password));
+}
