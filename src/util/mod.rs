@@ -5,12 +5,14 @@
 
 mod admission;
 mod error_chain;
+mod private;
 mod sync;
 mod throttle;
 mod time;
 
 pub use admission::{Admission, AdmissionLimits, Refusal, Ticket};
 pub use error_chain::describe;
+pub use private::{private_dir, private_file, tighten};
 pub use sync::{Unpoisoned, UnpoisonedRw};
 pub use throttle::{FailureThrottle, ThrottlePolicy, source_of};
 pub use time::unix_ms;
