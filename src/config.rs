@@ -374,6 +374,17 @@ impl Config {
 
     /// Settings both roles read.
     fn check_common(&self) -> Result<(), ConfigError> {
+        if let Some(key) = &self.admin_key
+            && key.expose().len() < crate::model::MIN_KEY_LEN
+        {
+            return Err(ConfigError::new(
+                "admin_key",
+                format!(
+                    "must be at least {} characters (it is an API key with every right)",
+                    crate::model::MIN_KEY_LEN
+                ),
+            ));
+        }
         if let Some(url) = &self.database_url
             && !(url.starts_with("sqlite:")
                 || url.starts_with("postgres:")

@@ -687,3 +687,43 @@ fn export_redacts_secrets_unless_asked_and_then_writes_a_private_file() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(std::fs::read_to_string(&full).unwrap().contains(password));
 }
+
+/// A short operator-supplied admin key is refused at start, naming the key,
+/// before anything is opened; `edge_secret_file` must be private (0600)
+/// and is then read as the secret.
+#[test]
+fn a_short_admin_key_and_a_readable_secret_file_are_configuration_errors() {
+    let dir = checkout();
+    let out = run(
+        dir.path(),
+        &["master"],
+        &[("OUTPOST_ADMIN_KEY", "short-admin-key")],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("`admin_key`") && err.contains("32"), "{err}");
+    assert!(!dir.path().join("data").exists(), "the master started");
+
+    let edge_id = "0191e9a0-0000-7000-8000-0000000000e1";
+    let file = dir.path().join("edge.secret");
+    std::fs::write(&file, format!("{}\n", "s".repeat(40))).unwrap();
+    let env = [
+        ("OUTPOST_EDGE_ID", edge_id),
+        ("OUTPOST_EDGE_SECRET_FILE", "edge.secret"),
+    ];
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = run(dir.path(), &["edge"], &env);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("`edge_secret_file`") && err.contains("0644"), "{err}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    // Private: the secret is taken, and the next missing piece is named.
+    let out = run(dir.path(), &["edge"], &env);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("`ca_cert`"), "{err}");
+}
