@@ -40,6 +40,8 @@ pub enum HandshakeError {
     UnknownEdge,
     #[error("wrong edge proof (wrong secret, or a replayed message)")]
     BadProof,
+    #[error("the client certificate was issued for another edge (it does not name {0})")]
+    WrongCertificate(Uuid),
     #[error("denied by the master")]
     Denied,
     #[error("the master failed to prove it knows the edge's key")]

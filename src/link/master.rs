@@ -251,18 +251,38 @@ impl Accept {
                 .map_err(|e| HandshakeError::Tls(e.to_string()))?;
             let exporter =
                 tls::exporter(tls.get_ref().1).map_err(|e| HandshakeError::Tls(e.to_string()))?;
+            // With mutual TLS, the client certificate must name the edge id
+            // the peer claims: one edge's certificate opens no other's door.
+            let leaf = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.clone().into_owned());
+            let mut wrong_cert = None;
             let accepted = handshake::accept(
                 &mut tls,
                 exporter,
                 |id| {
                     claimed = Some(id);
+                    let fits = leaf.as_ref().is_none_or(|c| tls::names_edge(c, id));
+                    if !fits {
+                        wrong_cert = Some(id);
+                    }
                     let keys = keys.clone();
-                    async move { keys.link_keys(id).await }
+                    async move {
+                        if fits {
+                            keys.link_keys(id).await
+                        } else {
+                            KeySet::default()
+                        }
+                    }
                 },
                 self.cfg.peer.max_in_flight,
                 self.cfg.boot_id,
             )
-            .await?;
+            .await
+            .map_err(|e| wrong_cert.map_or(e, HandshakeError::WrongCertificate))?;
             Ok::<_, HandshakeError>((tls, accepted))
         })
         .await

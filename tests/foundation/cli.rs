@@ -718,7 +718,10 @@ fn a_short_admin_key_and_a_readable_secret_file_are_configuration_errors() {
         let out = run(dir.path(), &["edge"], &env);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{err}");
-        assert!(err.contains("`edge_secret_file`") && err.contains("0644"), "{err}");
+        assert!(
+            err.contains("`edge_secret_file`") && err.contains("0644"),
+            "{err}"
+        );
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     // Private: the secret is taken, and the next missing piece is named.

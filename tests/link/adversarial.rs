@@ -546,6 +546,7 @@ fn repeated_failures_from_one_address_are_slowed_down() {
 /// (ca.pem, client.pem, client-key.pem).
 fn client_ca(
     dir: &std::path::Path,
+    edge_id: Uuid,
 ) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     use rcgen::{
         BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -561,7 +562,7 @@ fn client_ca(
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca, &ca_key);
     let key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["edge.example".to_string()]).unwrap();
+    let mut leaf = CertificateParams::new(vec![outpost::certs::edge_dns_name(edge_id)]).unwrap();
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let cert = leaf.signed_by(&key, &issuer).unwrap();
     let paths = (
@@ -579,8 +580,8 @@ fn client_ca(
 async fn mutual_tls_refuses_edges_without_a_client_certificate() {
     let certs = dev_certs();
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = client_ca(dir.path());
     let id = EdgeIdentity::new();
+    let (ca, cert, key) = client_ca(dir.path(), id.id);
     let mut opts = MasterOpts::new(keys(&[&id]));
     opts.client_ca = Some(ca);
     let mut m = start_master(&certs, opts).await;
@@ -883,4 +884,42 @@ async fn an_authenticated_edge_reaches_only_its_own_site() {
     assert!(!peer.is_closed());
     edge.stop().await;
     master.stop().await;
+}
+
+/// With mutual TLS, the client certificate names its edge id (a DNS SAN
+/// written by `outpost certs issue-edge`): an edge presenting another
+/// edge's certificate is refused, even with its own correct secret, and
+/// the reason is recorded; its own certificate lets it in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_refuses_a_certificate_issued_for_another_edge() {
+    let certs = dev_certs();
+    let a = EdgeIdentity::new();
+    let b = EdgeIdentity::new();
+    let dir = certs.paths.ca_cert.parent().unwrap();
+    let (a_cert, a_key) = outpost::certs::issue_edge(dir, a.id, false).unwrap();
+    let (b_cert, b_key) = outpost::certs::issue_edge(dir, b.id, false).unwrap();
+    let mut opts = MasterOpts::new(keys(&[&a, &b]));
+    opts.client_ca = Some(certs.paths.ca_cert.clone());
+    let mut m = start_master(&certs, opts).await;
+
+    // Edge B, its own secret, edge A's certificate: denied.
+    let mut cfg = edge_config(&certs, &b, vec![m.addr.to_string()]);
+    cfg.tls = tls::client_config(&certs.paths.ca_cert, Some((&a_cert, &a_key))).unwrap();
+    let e = start_edge(cfg, TestHandler::default());
+    let (claimed, reason) = m.next_auth_failure().await;
+    assert_eq!(claimed, Some(b.id));
+    assert!(reason.contains("issued for another edge"), "{reason}");
+    e.shutdown.cancel();
+    let _ = e.task.await;
+    assert!(m.registry.peer(b.id).is_none());
+
+    // Each with its own certificate: both in.
+    for (id, cert, key) in [(&a, &a_cert, &a_key), (&b, &b_cert, &b_key)] {
+        let mut cfg = edge_config(&certs, id, vec![m.addr.to_string()]);
+        cfg.tls = tls::client_config(&certs.paths.ca_cert, Some((cert, key))).unwrap();
+        let mut e = start_edge(cfg, TestHandler::default());
+        e.connected().await;
+        e.stop().await;
+    }
+    m.stop().await;
 }
