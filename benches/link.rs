@@ -12,7 +12,7 @@
 //! - `authz`: exec round trips from an edge to the master at 256 in flight,
 //!   through the master's per-site check (`master::authorize::SiteGuard`,
 //!   a store of 10,000 modules in 1,000 sites) and without it, in
-//!   interleaved rounds (issue 12).
+//!   interleaved rounds (issue 12; `BENCH_SECS`, `BENCH_ROUNDS`).
 //!
 //! `cargo bench --bench link -- rpc`, `-- edges` or `-- authz` runs one part.
 
@@ -847,12 +847,12 @@ fn authz() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dev_certs(&dir.path().join("certs"));
     let dur = Duration::from_secs(
-        std::env::var("OUTPOST_BENCH_SECS")
+        std::env::var("BENCH_SECS")
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(3),
     );
-    let rounds: usize = std::env::var("OUTPOST_BENCH_ROUNDS")
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
