@@ -880,8 +880,16 @@ async fn an_authenticated_edge_reaches_only_its_own_site() {
         key: None,
     };
     assert!(matches!(ask(status).await, Ok(ResponseBody::Status { .. })));
-    // The refusals did not cost the link.
+    // The refusals did not cost the link, and each rule is counted.
     assert!(!peer.is_closed());
+    let metrics = crate::http::request(master.api_addr, "GET", "/metrics", &[], None).await;
+    for rule in ["own_site", "master_only", "epoch_required"] {
+        let counted = metrics.body.lines().any(|l| {
+            l.starts_with("outpost_link_refused_requests_total")
+                && l.contains(&format!("rule=\"{rule}\""))
+        });
+        assert!(counted, "no {rule} in {}", metrics.body);
+    }
     edge.stop().await;
     master.stop().await;
 }
