@@ -10,6 +10,7 @@
 //! changed (rotated, or deleted with its location), whichever process made
 //! the change (`outpost admin rotate-secret`, an import): it reads the
 //! store's credential counter every `poll`, and the revisions when it moved.
+//! It also closes a link opened with a rotated secret once its grace ends.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -50,6 +51,22 @@ impl KeyLookup for StoredKeys {
     }
 }
 
+/// Closes the links that authenticated with a rotated secret whose grace
+/// has ended: the edge reconnects, and only its new secret lets it in.
+async fn close_expired_graces(store: &Store, registry: &Registry) {
+    for info in registry.list().into_iter().filter(|i| i.warning.is_some()) {
+        let in_grace = match store.edge_keys(info.edge_id, crate::util::unix_ms()).await {
+            Ok(keys) => keys.is_some_and(|k| k.previous.is_some()),
+            Err(_) => continue,
+        };
+        if !in_grace && let Some(peer) = registry.peer(info.edge_id) {
+            tracing::warn!(edge = %info.edge_id,
+                "the rotated secret's grace is over: closing the link it opened");
+            peer.close(CloseReason::CredentialChanged);
+        }
+    }
+}
+
 /// Closes the live link of every edge whose credential changed since the
 /// last look (see the module docs), until `stop`. The edge reconnects and
 /// must authenticate again: with its new secret, or with the old one during
@@ -73,6 +90,7 @@ pub(super) async fn follow_credentials(
             () = stop.cancelled() => return,
             () = tokio::time::sleep(poll) => {}
         }
+        close_expired_graces(&store, &registry).await;
         let now = match store.credentials_version().await {
             Ok(v) => v,
             Err(e) => {

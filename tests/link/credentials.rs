@@ -243,3 +243,27 @@ async fn a_credential_without_its_location_authenticates_nothing() {
     edge.stop().await;
     master.stop().await;
 }
+
+/// A link opened with a rotated secret during its grace is closed when the
+/// grace ends, and the old secret is then denied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_opened_during_the_grace_is_closed_when_it_ends() {
+    let site = roles::Site::new();
+    let (master, id, secret) = master_with_location(&site).await;
+    let mut edge = edge_with(&site, &master, id, &secret);
+    edge.connected().await;
+    outpost::admin::rotate_secret(&master.store, id, Duration::from_millis(3_000))
+        .await
+        .unwrap();
+    cut_and_back(&mut edge).await;
+    roles::eventually(10, "the grace warning in the registry", async || {
+        master
+            .registry
+            .info(id)
+            .is_some_and(|i| i.warning.is_some())
+    })
+    .await;
+    cut_off_and_denied(&mut edge, 1).await;
+    edge.stop().await;
+    master.stop().await;
+}
