@@ -382,6 +382,7 @@ impl LinkBench {
             boot_id: Uuid::now_v7(),
             commit: CommitCell::default(),
             bind: None,
+            stand_down: Default::default(),
         };
         let (etx, mut erx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -777,6 +778,7 @@ fn edge_sim(args: &[String]) {
                     0,
                     10 + (i % SOURCES as usize) as u8,
                 ])),
+                stand_down: Default::default(),
             };
             tokio::spawn(edge::run(cfg, handler.clone(), tx.clone(), stop.clone()));
         }
@@ -889,6 +891,7 @@ fn authz() {
             boot_id: Uuid::now_v7(),
             commit: CommitCell::default(),
             bind: None,
+            stand_down: Default::default(),
         };
         let (etx, mut erx) = mpsc::unbounded_channel();
         tokio::spawn(edge::run(ecfg, Arc::new(Echo), etx, stop.clone()));

@@ -200,6 +200,59 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Boot(#[from] BootError),
+    #[error(
+        "another outpost process already runs on {database} (it holds the lock {lock}); stop it first, or give this one another data_dir"
+    )]
+    AlreadyRunning { database: String, lock: String },
+    #[error("cannot lock {lock}: {source}")]
+    Lock {
+        lock: String,
+        source: std::io::Error,
+    },
+}
+
+/// Proof that this process alone runs a role on its SQLite database: an
+/// exclusive `flock` on `<database>.lock`, held until dropped (the kernel
+/// drops it with the process, however it dies). The lock is beside the
+/// database, not on it, so that `outpost admin` and other readers still
+/// open the database itself. PostgreSQL databases are shared on purpose
+/// (a cluster) and take no lock file.
+#[derive(Debug)]
+pub struct DatabaseLock {
+    _file: Option<std::fs::File>,
+}
+
+/// Takes the [`DatabaseLock`] before anything drives a device, so that a
+/// second process on the same database fails at once instead of driving
+/// the same devices beside the first.
+pub fn lock_database(config: &crate::config::Config) -> Result<DatabaseLock, RunError> {
+    let Some(database) = crate::store::sqlite_file(&config.database_url()) else {
+        return Ok(DatabaseLock { _file: None });
+    };
+    let mut name = database.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    let lock = database.with_file_name(name);
+    let failed = |source| RunError::Lock {
+        lock: lock.display().to_string(),
+        source,
+    };
+    if let Some(dir) = lock.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(failed)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => Ok(DatabaseLock { _file: Some(file) }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(RunError::AlreadyRunning {
+            database: database.display().to_string(),
+            lock: lock.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(failed(e)),
+    }
 }
 
 /// Opens the configured store, logging where it is (never credentials).

@@ -169,6 +169,10 @@ fn describe_metrics() {
         "outpost_edges_connected",
         "Edges whose link to this master is up"
     );
+    describe_counter!(
+        "outpost_edge_duplicate_sessions_total",
+        "Times a second live process authenticated with an edge's id and the older one stood down"
+    );
     describe_gauge!(
         "outpost_location_controller_master",
         "Per edge location: 1 when the master controls it, 0 when its edge does"
@@ -427,9 +431,33 @@ impl RunningApi {
     }
 }
 
-/// Serves the API on `api_addr`. On a master, first makes sure an admin
-/// key exists; an edge only knows the keys replicated from its master.
+/// Binds `api_addr`. Roles bind before they drive any device, so that a
+/// port taken by another process fails the start at once.
+pub async fn bind(config: &Config) -> Result<tokio::net::TcpListener, ConfigError> {
+    tokio::net::TcpListener::bind(config.api_addr)
+        .await
+        .map_err(|e| {
+            ConfigError::new(
+                "api_addr",
+                format!("cannot listen on {}: {e}", config.api_addr),
+            )
+        })
+}
+
+/// Serves the API on `api_addr` (see [`start_on`]).
 pub async fn start(
+    config: &Config,
+    store: &crate::store::Store,
+    role: Role,
+    ops: Ops,
+) -> Result<RunningApi, crate::boot::RunError> {
+    start_on(bind(config).await?, config, store, role, ops).await
+}
+
+/// Serves the API on a bound listener. On a master, first makes sure an
+/// admin key exists; an edge only knows the keys replicated from its master.
+pub async fn start_on(
+    listener: tokio::net::TcpListener,
     config: &Config,
     store: &crate::store::Store,
     role: Role,
@@ -459,14 +487,6 @@ pub async fn start(
             ValidationContext::default()
         }
     };
-    let listener = tokio::net::TcpListener::bind(config.api_addr)
-        .await
-        .map_err(|e| {
-            ConfigError::new(
-                "api_addr",
-                format!("cannot listen on {}: {e}", config.api_addr),
-            )
-        })?;
     let addr = listener
         .local_addr()
         .map_err(|e| ConfigError::new("api_addr", e.to_string()))?;

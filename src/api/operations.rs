@@ -617,6 +617,11 @@ pub(super) struct EdgeStatus {
     /// The credential audit log, newest first (at most 20 entries):
     /// creation, rotations, deletion. Empty on an edge.
     pub credentials: Vec<CredentialEvent>,
+    /// Master: the last time a second live process authenticated with this
+    /// location's id and secret (the older one stood down). Absent when it
+    /// never happened since the master started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_sessions: Option<DuplicateOut>,
 }
 
 /// One entry of the credential audit log.
@@ -625,6 +630,19 @@ pub(super) struct CredentialEvent {
     /// Milliseconds since the Unix epoch.
     pub at_ms: i64,
     pub action: String,
+}
+
+/// Two live processes with one edge id: an operator's mistake to fix.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct DuplicateOut {
+    /// How many times since the master started.
+    pub count: u64,
+    /// The address of the session that stood down.
+    pub stood_down: String,
+    /// The address of the session that replaced it.
+    pub replaced_by: String,
+    /// When (milliseconds since the Unix epoch).
+    pub at_ms: u64,
 }
 
 /// What the master knows of an edge location right now; on an edge, about
@@ -640,11 +658,19 @@ async fn edge_status(
     if route.location.is_none() {
         return Err(ApiError::NotFound(format!("no edge with id {id}")));
     }
-    let info = s
-        .ops
-        .as_ref()
-        .and_then(|o| o.registry.as_ref())
-        .and_then(|r| r.info(id));
+    let registry = s.ops.as_ref().and_then(|o| o.registry.as_ref());
+    let info = registry.and_then(|r| r.info(id));
+    let duplicate_sessions = registry
+        .and_then(|r| r.duplicate(id))
+        .map(|d| DuplicateOut {
+            count: d.count,
+            stood_down: d.stood_down.to_string(),
+            replaced_by: d.replaced_by.to_string(),
+            at_ms: d
+                .at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |t| t.as_millis() as u64),
+        });
     let control = s.store.control_state(id).await?;
     let epoch = control.map_or(0, |c| c.epoch);
     let own = s.ops.as_ref().filter(|o| o.edge_id == Some(id));
@@ -684,6 +710,7 @@ async fn edge_status(
                 action: r.action,
             })
             .collect(),
+        duplicate_sessions,
     }))
 }
 

@@ -130,6 +130,14 @@ impl SiteControl {
         self.adopt(Side::Master, epoch, reason).await
     }
 
+    /// Another process with this edge's id took over the link: stop the
+    /// site, without a change of controller (the master negotiates with
+    /// the other process as it would with us).
+    pub async fn stand_by(&self) {
+        let mut running = self.running.lock().await;
+        self.stop_site(&mut running).await;
+    }
+
     /// The link is declared disconnected: run the site if it is not running.
     pub async fn autonomy(&self) {
         let mut running = self.running.lock().await;

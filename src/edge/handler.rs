@@ -24,6 +24,9 @@ pub struct EdgeHandler {
     /// Wakes the replicator when the master says the data model changed.
     data_changed: std::sync::Arc<tokio::sync::Notify>,
     control: std::sync::Arc<super::SiteControl>,
+    /// Told when the master says another process with our id replaced
+    /// this session; the connect loop then stands by.
+    stand_down: crate::link::edge::StandDown,
 }
 
 /// How long one file request of a repository sync may take.
@@ -46,7 +49,14 @@ impl EdgeHandler {
             runtime,
             data_changed,
             control,
+            stand_down: Default::default(),
         }
+    }
+
+    /// Shares the connect loop's stand-down switch.
+    pub fn with_stand_down(mut self, stand_down: crate::link::edge::StandDown) -> Self {
+        self.stand_down = stand_down;
+        self
     }
 
     /// One of this edge's systems from the replica.
@@ -89,6 +99,16 @@ impl Handler for EdgeHandler {
             }
             RequestBody::ControlRelease { epoch, reason } => {
                 self.control.release(epoch, &reason).await?;
+                Ok(ResponseBody::Done)
+            }
+            RequestBody::Superseded { by } => {
+                tracing::error!(
+                    edge_id = %self.edge_id,
+                    duplicate = %by,
+                    "another process with this edge's id and secret connected to the master from {by}: this one stops its modules and stands by (two processes must never share an edge id)"
+                );
+                self.control.stand_by().await;
+                self.stand_down.superseded();
                 Ok(ResponseBody::Done)
             }
             RequestBody::StartSystem { system, .. } => self.start_system(system).await,

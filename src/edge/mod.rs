@@ -59,6 +59,8 @@ pub struct Edge {
     stop: CancellationToken,
     tasks: TaskTracker,
     grace: Duration,
+    /// Released when the edge is dropped, after its stop.
+    _lock: boot::DatabaseLock,
 }
 
 /// Starts an edge (replica, boot plan, runtime, link, API) whose control
@@ -75,7 +77,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
     let edge_id = config
         .edge_id
         .ok_or_else(|| ConfigError::new("edge_id", "required to run an edge"))?;
-    let store = boot::open_store(&config).await?;
+    let (lock, api_listener, store) = claim(&config).await?;
     let runtime = Runtime::new(RuntimeConfig::new(config.modules_dir.clone()));
     log_plan(&store, edge_id).await?;
     let stop = CancellationToken::new();
@@ -96,21 +98,16 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
         )
         .await?,
     );
-    let link = EdgeLinkConfig::from_config(&config)
-        .map_err(|e| ConfigError::new("ca_cert", e.to_string()))?;
     let wake = Arc::new(tokio::sync::Notify::new());
-    let handler = Arc::new(EdgeHandler::new(
-        edge_id,
-        runtime.clone(),
-        store.clone(),
-        config.modules_dir.clone(),
-        wake.clone(),
-        control.clone(),
-    ));
+    let (link, handler) = link_parts(&config, edge_id, &runtime, &store, &control, &wake)?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (peer_tx, peer_rx) = tokio::sync::watch::channel(None);
-    let link_loop = crate::link::edge::run(link, handler, events_tx, stop.clone());
-    tasks.spawn(link_loop);
+    tasks.spawn(crate::link::edge::run(
+        link,
+        handler,
+        events_tx,
+        stop.clone(),
+    ));
     // Not tracked: it ends when the link loop drops its sender.
     tokio::spawn(follow_link_events(events_rx, peer_tx, control.clone()));
     let replicator = sync::Replicator {
@@ -130,7 +127,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
         reconciler: Some(reconciler.clone()),
         ..crate::api::Ops::new(runtime.clone(), None, &config)
     };
-    let api = crate::api::start(&config, &store, Role::Edge, ops).await?;
+    let api = crate::api::start_on(api_listener, &config, &store, Role::Edge, ops).await?;
     tracing::info!(%edge_id, api = %api.addr, "edge ready");
     Ok(Edge {
         edge_id,
@@ -144,7 +141,42 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
         stop,
         tasks,
         grace: Duration::from_millis(config.shutdown_grace_ms),
+        _lock: lock,
     })
+}
+
+/// The link's settings, and the handler that answers the master (it shares
+/// the connect loop's stand-down switch).
+fn link_parts(
+    config: &Config,
+    edge_id: Uuid,
+    runtime: &Runtime,
+    store: &Store,
+    control: &Arc<SiteControl>,
+    wake: &Arc<tokio::sync::Notify>,
+) -> Result<(EdgeLinkConfig, Arc<EdgeHandler>), RunError> {
+    let link = EdgeLinkConfig::from_config(config)
+        .map_err(|e| ConfigError::new("ca_cert", e.to_string()))?;
+    let handler = EdgeHandler::new(
+        edge_id,
+        runtime.clone(),
+        store.clone(),
+        config.modules_dir.clone(),
+        wake.clone(),
+        control.clone(),
+    )
+    .with_stand_down(link.stand_down.clone());
+    Ok((link, Arc::new(handler)))
+}
+
+/// As on the master: one process per database, the API's port bound
+/// before any device is driven, then the store.
+async fn claim(
+    config: &Config,
+) -> Result<(boot::DatabaseLock, tokio::net::TcpListener, Store), RunError> {
+    let lock = boot::lock_database(config)?;
+    let api_listener = crate::api::bind(config).await?;
+    Ok((lock, api_listener, boot::open_store(config).await?))
 }
 
 /// The site's event log and its sync to the master.

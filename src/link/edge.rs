@@ -51,6 +51,48 @@ pub enum EdgeLinkEvent {
     },
 }
 
+/// The first wait after this edge's session was superseded by another
+/// process with its id; it doubles at each further one, up to the cap.
+const STAND_DOWN_FIRST: Duration = Duration::from_secs(10);
+const STAND_DOWN_CAP: Duration = Duration::from_secs(300);
+
+/// Set when the master said another process with this edge's id replaced
+/// our session: the connect loop then waits a back-off that grows, capped
+/// at five minutes, before it tries again, so two processes with one id do
+/// not replace each other in a tight loop.
+#[derive(Debug, Clone, Default)]
+pub struct StandDown(Arc<std::sync::Mutex<StandDownState>>);
+
+#[derive(Debug, Default)]
+struct StandDownState {
+    pending: bool,
+    strikes: u32,
+}
+
+impl StandDown {
+    /// Our session was superseded: stand by before the next connect.
+    pub fn superseded(&self) {
+        let mut s = crate::util::Unpoisoned::lock_unpoisoned(&*self.0);
+        s.pending = true;
+        s.strikes = s.strikes.saturating_add(1);
+    }
+
+    /// The wait owed before the next connect, if a supersede is pending.
+    fn take(&self) -> Option<Duration> {
+        let mut s = crate::util::Unpoisoned::lock_unpoisoned(&*self.0);
+        if !std::mem::take(&mut s.pending) {
+            return None;
+        }
+        let doubled = STAND_DOWN_FIRST.saturating_mul(1 << s.strikes.saturating_sub(1).min(10));
+        Some(doubled.min(STAND_DOWN_CAP))
+    }
+
+    /// A session that lasted past the cap: the duplicate is gone.
+    fn forgive(&self) {
+        crate::util::Unpoisoned::lock_unpoisoned(&*self.0).strikes = 0;
+    }
+}
+
 /// The edge's link settings.
 #[derive(Clone)]
 pub struct EdgeLinkConfig {
@@ -67,6 +109,9 @@ pub struct EdgeLinkConfig {
     /// Local address to connect from (benchmarks spread edges over
     /// several 127.0.0.x); `None` lets the system choose.
     pub bind: Option<IpAddr>,
+    /// Shared with the request handler, which sets it when the master says
+    /// this session was superseded.
+    pub stand_down: StandDown,
 }
 
 impl EdgeLinkConfig {
@@ -104,6 +149,7 @@ impl EdgeLinkConfig {
             boot_id: Uuid::now_v7(),
             commit: CommitCell::default(),
             bind: None,
+            stand_down: StandDown::default(),
         })
     }
 }
@@ -169,6 +215,22 @@ pub async fn run<H: Handler>(
         });
         if shutdown.is_cancelled() {
             return;
+        }
+        if started.elapsed() >= STAND_DOWN_CAP {
+            cfg.stand_down.forgive();
+        }
+        if let Some(wait) = cfg.stand_down.take() {
+            tracing::error!(
+                edge_id = %cfg.edge_id,
+                wait_s = wait.as_secs(),
+                "another process uses this edge's id: standing by before reconnecting"
+            );
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            immediate = true;
+            continue;
         }
         // One immediate retry after a session that lasted; a session that
         // ends at once (say, replaced) waits like any failure.

@@ -14,9 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use uuid::Uuid;
 
 use crate::proto::handshake::Bytes32;
-use crate::proto::{
-    Handshake, MAX_HANDSHAKE_FRAME, PREFACE_LEN, PROTOCOL_VERSION, Preface, PrefaceError,
-};
+use crate::proto::{Handshake, MAX_HANDSHAKE_FRAME, PREFACE_LEN, Preface, PrefaceError};
 use crate::secret::LinkKey;
 
 const EDGE_CONTEXT: &[u8] = b"outpost link edge proof v1\0";
@@ -98,6 +96,7 @@ fn nonce() -> [u8; 32] {
 
 fn mac_input(
     context: &[u8],
+    version: u16,
     edge_id: Uuid,
     nonce_e: &[u8; 32],
     nonce_m: &[u8; 32],
@@ -105,7 +104,7 @@ fn mac_input(
 ) -> Vec<u8> {
     let mut m = Vec::with_capacity(context.len() + 2 + 16 + 96);
     m.extend_from_slice(context);
-    m.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+    m.extend_from_slice(&version.to_be_bytes());
     m.extend_from_slice(edge_id.as_bytes());
     m.extend_from_slice(nonce_e);
     m.extend_from_slice(nonce_m);
@@ -148,16 +147,34 @@ pub fn parse_msg(buf: &[u8]) -> Result<Handshake, HandshakeError> {
     serde_json::from_slice(buf).map_err(|e| HandshakeError::Malformed(e.to_string()))
 }
 
-async fn exchange_preface<IO: AsyncRead + AsyncWrite + Unpin>(
+/// Edge side: announce our version, learn the one the link speaks.
+async fn announce_version<IO: AsyncRead + AsyncWrite + Unpin>(
     io: &mut IO,
 ) -> Result<u16, HandshakeError> {
-    // Both sides write first, so each learns the other's version even when
-    // they differ and can report the mismatch clearly.
     io.write_all(&Preface::ours().encode()).await?;
     io.flush().await?;
     let mut theirs = [0u8; PREFACE_LEN];
     io.read_exact(&mut theirs).await?;
-    Ok(Preface::check(&theirs)?.version)
+    Ok(Preface::check(&theirs)?)
+}
+
+/// Master side: read the edge's version first and answer with the one the
+/// link speaks. An edge of the previous version accepts only its own
+/// version, so the answer must not be ours. On a mismatch the answer is
+/// ours, so that the edge can report both versions.
+async fn answer_version<IO: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut IO,
+) -> Result<u16, HandshakeError> {
+    let mut theirs = [0u8; PREFACE_LEN];
+    io.read_exact(&mut theirs).await?;
+    let negotiated = Preface::check(&theirs);
+    let answer = match negotiated {
+        Ok(v) => Preface::speaking(v),
+        Err(_) => Preface::ours(),
+    };
+    io.write_all(&answer.encode()).await?;
+    io.flush().await?;
+    Ok(negotiated?)
 }
 
 /// What authenticates an edge now: its current key, and a rotated
@@ -191,7 +208,7 @@ where
     F: FnOnce(Uuid) -> Fut,
     Fut: std::future::Future<Output = KeySet>,
 {
-    let version = exchange_preface(io).await?;
+    let version = answer_version(io).await?;
     let Handshake::Hello {
         edge_id,
         nonce: nonce_e,
@@ -217,7 +234,14 @@ where
     // An unknown edge is checked against a random key, so that the work
     // done and the answer sent do not depend on whether the id exists.
     let known = keys.current.is_some();
-    let input = mac_input(EDGE_CONTEXT, edge_id, &nonce_e.0, &nonce_m, &exporter);
+    let input = mac_input(
+        EDGE_CONTEXT,
+        version,
+        edge_id,
+        &nonce_e.0,
+        &nonce_m,
+        &exporter,
+    );
     let current = keys.current.unwrap_or_else(|| LinkKey(nonce())).hmac_key();
     let mut proved = hmac::verify(&current, &input, &mac.0)
         .is_ok()
@@ -239,7 +263,14 @@ where
             HandshakeError::UnknownEdge
         });
     };
-    let input = mac_input(MASTER_CONTEXT, edge_id, &nonce_e.0, &nonce_m, &exporter);
+    let input = mac_input(
+        MASTER_CONTEXT,
+        version,
+        edge_id,
+        &nonce_e.0,
+        &nonce_m,
+        &exporter,
+    );
     write_msg(
         io,
         &Handshake::Welcome {
@@ -270,7 +301,7 @@ pub async fn connect<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let version = exchange_preface(io).await?;
+    let version = announce_version(io).await?;
     let nonce_e = nonce();
     write_msg(
         io,
@@ -293,7 +324,14 @@ where
         }
     };
     let hkey = key.hmac_key();
-    let input = mac_input(EDGE_CONTEXT, hello.edge_id, &nonce_e, &nonce_m, &exporter);
+    let input = mac_input(
+        EDGE_CONTEXT,
+        version,
+        hello.edge_id,
+        &nonce_e,
+        &nonce_m,
+        &exporter,
+    );
     write_msg(
         io,
         &Handshake::Proof {
@@ -308,7 +346,14 @@ where
             max_in_flight,
             warning,
         } => {
-            let input = mac_input(MASTER_CONTEXT, hello.edge_id, &nonce_e, &nonce_m, &exporter);
+            let input = mac_input(
+                MASTER_CONTEXT,
+                version,
+                hello.edge_id,
+                &nonce_e,
+                &nonce_m,
+                &exporter,
+            );
             hmac::verify(&hkey, &input, &mac.0).map_err(|_| HandshakeError::MasterProof)?;
             Ok(Welcomed {
                 boot_id,

@@ -324,12 +324,67 @@ impl Accept {
         if let Some(warning) = &acc.warning {
             tracing::warn!(%edge_id, %addr, "{warning}");
         }
-        self.registry.insert(info, peer);
-        let mut reason = session.run(handler).await;
+        // The new session is served at once, but registered (which starts
+        // the control negotiation) only once an older session of the same
+        // edge has stood down or proved dead.
+        let run = session.run(handler);
+        tokio::pin!(run);
+        let ended_early = tokio::select! {
+            reason = &mut run => Some(reason),
+            () = self.supersede(edge_id, acc.boot_id, addr) => None,
+        };
+        let registered = ended_early.is_none();
+        if registered {
+            self.registry.insert(info, peer);
+        }
+        let mut reason = match ended_early {
+            Some(reason) => reason,
+            None => run.await,
+        };
         if self.shutdown.is_cancelled() && reason == CloseReason::Local {
             reason = CloseReason::Shutdown;
         }
         tracing::info!(%edge_id, %addr, session = session_no, %reason, "edge link lost");
-        self.registry.remove(edge_id, session_no, reason);
+        if registered {
+            self.registry.remove(edge_id, session_no, reason);
+        }
+    }
+
+    /// Before a new session of `edge_id` (from `by`) replaces a live one:
+    /// a reconnect of the same process (same boot id) replaces it at once.
+    /// Otherwise the old session is told it is superseded and answers once
+    /// its modules have stopped; an old session that does not answer
+    /// within the dead interval is dead (a restarted edge) or too old to
+    /// know the request, and is replaced all the same. One that answers
+    /// was a second live process with the same id: that is an operator's
+    /// mistake, logged at ERROR and counted.
+    async fn supersede(&self, edge_id: Uuid, boot_id: Uuid, by: SocketAddr) {
+        let Some(old) = self.registry.peer(edge_id) else {
+            return;
+        };
+        if old.meta().remote_boot_id == boot_id || old.meta().version < 2 {
+            return;
+        }
+        let request = crate::proto::RequestBody::Superseded { by: by.to_string() };
+        let wait = self.cfg.peer.timing.dead_after;
+        match old.request(request, wait).await {
+            Ok(_) => {
+                metrics::counter!("outpost_edge_duplicate_sessions_total").increment(1);
+                self.registry.note_duplicate(edge_id, old.meta().addr, by);
+                tracing::error!(
+                    %edge_id,
+                    standing_by = %old.meta().addr,
+                    replacing = %by,
+                    "two live processes use this edge's id and secret; the older one stopped its modules and stands by"
+                );
+            }
+            Err(e) => tracing::warn!(
+                %edge_id,
+                old = %old.meta().addr,
+                new = %by,
+                error = %e,
+                "an earlier session of this edge did not stand down (a restarted edge?); replacing it"
+            ),
+        }
     }
 }

@@ -40,8 +40,24 @@ struct Entry {
     peer: Peer,
 }
 
+/// The last time two live processes authenticated as one edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    /// How many times since this master started.
+    pub count: u64,
+    /// The session that stood down, and the one that replaced it.
+    pub stood_down: SocketAddr,
+    pub replaced_by: SocketAddr,
+    pub at: SystemTime,
+}
+
+/// At most this many edges' duplicate records (authenticated ids only, so
+/// only a fleet this large could fill it).
+const MAX_DUPLICATE_RECORDS: usize = 100_000;
+
 struct Inner {
     edges: Mutex<HashMap<Uuid, Entry>>,
+    duplicates: Mutex<HashMap<Uuid, Duplicate>>,
     changed: Notify,
     events: mpsc::UnboundedSender<MasterLinkEvent>,
 }
@@ -55,6 +71,7 @@ impl Registry {
     pub fn new(events: mpsc::UnboundedSender<MasterLinkEvent>) -> Self {
         Self(Arc::new(Inner {
             edges: Mutex::new(HashMap::new()),
+            duplicates: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             events,
         }))
@@ -116,6 +133,35 @@ impl Registry {
             drop(edges);
             self.0.changed.notify_waiters();
         }
+    }
+
+    /// Records that a session of `edge_id` at `stood_down` stood down for
+    /// another live process at `replaced_by`.
+    pub(crate) fn note_duplicate(
+        &self,
+        edge_id: Uuid,
+        stood_down: SocketAddr,
+        replaced_by: SocketAddr,
+    ) {
+        let mut all = self.0.duplicates.lock_unpoisoned();
+        if all.len() >= MAX_DUPLICATE_RECORDS && !all.contains_key(&edge_id) {
+            return;
+        }
+        let count = all.get(&edge_id).map_or(0, |d| d.count) + 1;
+        all.insert(
+            edge_id,
+            Duplicate {
+                count,
+                stood_down,
+                replaced_by,
+                at: SystemTime::now(),
+            },
+        );
+    }
+
+    /// The last duplicate session of an edge, if it ever had one.
+    pub fn duplicate(&self, edge_id: Uuid) -> Option<Duplicate> {
+        self.0.duplicates.lock_unpoisoned().get(&edge_id).cloned()
     }
 
     /// The live link of an edge.

@@ -146,7 +146,8 @@ impl SiteGuard {
             | R::EventsSynced { .. }
             | R::ControlReport
             | R::ControlAssume { .. }
-            | R::ControlRelease { .. } => {
+            | R::ControlRelease { .. }
+            | R::Superseded { .. } => {
                 return Ok(Some((
                     Rule::MasterOnly,
                     format!("only the master sends '{}'", body.kind()),

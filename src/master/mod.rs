@@ -62,6 +62,8 @@ pub struct Master {
     stop: CancellationToken,
     tasks: TaskTracker,
     grace: Duration,
+    /// Released when the master is dropped, after its stop.
+    _lock: boot::DatabaseLock,
 }
 
 /// Starts a master whose control decisions read the system clock.
@@ -74,6 +76,11 @@ pub async fn start(config: Config) -> Result<Master, RunError> {
 pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, RunError> {
     certs::install_crypto_provider();
     ensure_certificates(&config)?;
+    // Claimed and bound before any device is driven: a second master on
+    // this database, or a port in use, fails here and touches nothing.
+    let lock = boot::lock_database(&config)?;
+    let api_listener = api::bind(&config).await?;
+    let (listener, link, link_addr) = bind_link(&config).await?;
     let store = boot::open_store(&config).await?;
     // Location edits after this point reach the control loop.
     let feed_from = store.last_seq().await?;
@@ -86,7 +93,6 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
     let dir = config.modules_dir.clone();
     let reconciler = Reconciler::start(Scope::Master, &store, &runtime, dir, &stop, &tasks).await;
 
-    let (listener, link, link_addr) = bind_link(&config).await?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let registry = Registry::new(events_tx);
     let (edge_events, _) = tokio::sync::broadcast::channel(1024);
@@ -106,12 +112,6 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
     let (links, _) = tokio::sync::broadcast::channel(256);
     let keys = StoredKeys(store.clone());
     spawn_link(listener, link, keys, handler, &registry, &stop, &tasks);
-    tasks.spawn(link_keys::follow_credentials(
-        store.clone(),
-        registry.clone(),
-        Duration::from_millis((config.heartbeat_ms / 2).max(1)),
-        stop.clone(),
-    ));
     // Not tracked: it ends when the last sender (held by the registry or the
     // link loop) is dropped, which may be after the stop has finished.
     tokio::spawn(control.clone().follow(events_rx, links.clone()));
@@ -130,7 +130,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
         edge_id: None,
         ..api::Ops::new(runtime.clone(), Some(registry.clone()), &config)
     };
-    let api = api::start(&config, &store, Role::Master, ops).await?;
+    let api = api::start_on(api_listener, &config, &store, Role::Master, ops).await?;
     tracing::info!(api = %api.addr, "API serving while the master boots");
     let missing_at_boot = boot_wait(&registry, &expected, &config, &control).await;
     tracing::info!(api = %api.addr, link = %link_addr, "master ready");
@@ -148,6 +148,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
         stop,
         tasks,
         grace: Duration::from_millis(config.shutdown_grace_ms),
+        _lock: lock,
     })
 }
 
@@ -255,7 +256,8 @@ async fn bind_link(
     Ok((listener, link, link_addr))
 }
 
-/// The passive event sync and the data-model notices to edges.
+/// The credential watcher, the passive event sync and the data-model
+/// notices to edges.
 fn spawn_feeds(
     config: &Config,
     store: &Store,
@@ -263,6 +265,13 @@ fn spawn_feeds(
     stop: &CancellationToken,
     tasks: &TaskTracker,
 ) {
+    // Credential changes close the edge's link within one heartbeat.
+    tasks.spawn(link_keys::follow_credentials(
+        store.clone(),
+        registry.clone(),
+        Duration::from_millis((config.heartbeat_ms / 2).max(1)),
+        stop.clone(),
+    ));
     tasks.spawn(passive_sync(
         store.clone(),
         registry.clone(),

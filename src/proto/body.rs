@@ -108,6 +108,14 @@ pub enum RequestBody {
         epoch: u64,
         reason: String,
     },
+    /// Master → edge (version 2): another process authenticated as this
+    /// edge, from `by`, and replaces this session. The edge stops its
+    /// modules and only then answers; it then stands by and reconnects
+    /// only after a back-off that grows, so two processes sharing an edge
+    /// id never drive the site at once on a healthy link.
+    Superseded {
+        by: String,
+    },
 }
 
 impl RequestBody {
@@ -278,7 +286,7 @@ mod tests {
             assert_eq!(tag, body.kind(), "{body:?}");
             assert!(RequestBody::KINDS.contains(&body.kind()));
         }
-        assert_eq!(RequestBody::KINDS.len(), 18);
+        assert_eq!(RequestBody::KINDS.len(), 19);
         for kind in RequestBody::KINDS {
             assert!(!kind.contains(char::is_uppercase), "{kind}");
         }

@@ -1,7 +1,10 @@
 //! The preface and the handshake messages.
 //!
 //! After TLS, each side writes a 10-byte preface: [`MAGIC`](super::MAGIC)
-//! then the protocol version (u16, big-endian). Then the edge and the
+//! then a protocol version (u16, big-endian). The edge writes its own
+//! version first; the master reads it and answers with the version the link
+//! will speak (see [`negotiate`]), so an edge of the previous version, which
+//! insists on an equal version, still connects. Then the edge and the
 //! master exchange length-delimited JSON [`Handshake`] messages:
 //!
 //! ```text
@@ -32,8 +35,19 @@ pub struct Preface {
 pub enum PrefaceError {
     #[error("not an Outpost link peer (bad magic bytes)")]
     BadMagic,
-    #[error("protocol version mismatch: we speak {ours}, the peer speaks {theirs}")]
+    #[error(
+        "protocol version mismatch: we speak {ours} (and accept one version either side), the peer speaks {theirs}"
+    )]
     Version { ours: u16, theirs: u16 },
+}
+
+/// The version a link speaks when one side speaks `ours` and the other
+/// `theirs`: the lower of the two, if they are at most one apart.
+pub fn negotiate(ours: u16, theirs: u16) -> Result<u16, PrefaceError> {
+    if ours.abs_diff(theirs) > 1 {
+        return Err(PrefaceError::Version { ours, theirs });
+    }
+    Ok(ours.min(theirs))
 }
 
 impl Preface {
@@ -41,6 +55,12 @@ impl Preface {
         Self {
             version: PROTOCOL_VERSION,
         }
+    }
+
+    /// A preface announcing `version`: the master's answer once it has
+    /// negotiated.
+    pub fn speaking(version: u16) -> Self {
+        Self { version }
     }
 
     pub fn encode(&self) -> [u8; PREFACE_LEN] {
@@ -60,16 +80,10 @@ impl Preface {
         })
     }
 
-    /// Checks a peer's preface against ours.
-    pub fn check(b: &[u8; PREFACE_LEN]) -> Result<Self, PrefaceError> {
-        let p = Self::decode(b)?;
-        if p.version != PROTOCOL_VERSION {
-            return Err(PrefaceError::Version {
-                ours: PROTOCOL_VERSION,
-                theirs: p.version,
-            });
-        }
-        Ok(p)
+    /// Checks a peer's preface against ours; answers the version the link
+    /// speaks.
+    pub fn check(b: &[u8; PREFACE_LEN]) -> Result<u16, PrefaceError> {
+        negotiate(PROTOCOL_VERSION, Self::decode(b)?.version)
     }
 }
 

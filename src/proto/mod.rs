@@ -15,10 +15,20 @@ pub use error::WireError;
 pub use frame::{Frame, FrameError, Message, RawFrame};
 pub use handshake::{Handshake, PREFACE_LEN, Preface, PrefaceError};
 
-/// The protocol version this build speaks. Bump it on any incompatible
-/// change of the handshake or envelope (new request kinds do not need it:
-/// an unknown kind gets a typed error, not a disconnect).
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version this build speaks. Bump it on any change of the
+/// handshake, the envelope or a body that a peer of the previous version
+/// must be protected from (new request kinds alone do not need it: an
+/// unknown kind gets a typed error, not a disconnect).
+///
+/// Both sides accept a peer within one version of their own and speak the
+/// lower of the two (see [`handshake::negotiate`]), so a fleet can upgrade
+/// its masters first and its edges after (README.md, "Upgrades"). Code
+/// that sends something only a newer peer understands checks the
+/// negotiated version of the link first.
+///
+/// Version 2 adds optional fields and request kinds only; a version-1
+/// edge keeps working against a version-2 master.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Magic bytes that open every link connection (inside TLS).
 pub const MAGIC: [u8; 8] = *b"OUTPOST\x4c";

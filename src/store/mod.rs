@@ -34,6 +34,7 @@ mod sql;
 pub use control::{ControlRecord, ControlState};
 pub use credentials::{CredentialRecord, EdgeKeys};
 pub use events::{Event, EventKind, LoggedEvent};
+pub use open::sqlite_file;
 pub use replica::Replicated;
 pub use scope::Site;
 

@@ -124,6 +124,18 @@ fn migrator(files: &[(&'static str, &'static str)]) -> Migrator {
     Migrator::with_migrations(migrations)
 }
 
+/// The database file a `sqlite://` URL names; `None` for other URLs and
+/// for in-memory databases.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    if !url.starts_with("sqlite:") {
+        return None;
+    }
+    let connect = SqliteConnectOptions::from_str(url).ok()?;
+    let file = connect.get_filename();
+    let name = file.to_string_lossy();
+    (!name.is_empty() && name != ":memory:").then(|| file.to_path_buf())
+}
+
 async fn open_sqlite(options: &StoreOptions, display_url: &str) -> Result<Backend, StoreError> {
     let connect = SqliteConnectOptions::from_str(&options.url)
         .map_err(|e| StoreError::Url {

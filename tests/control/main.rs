@@ -14,6 +14,7 @@ mod epochs;
 mod failover;
 #[path = "../support/http.rs"]
 mod http;
+mod instances;
 mod live_api;
 mod live_config;
 #[path = "../support/proxy.rs"]

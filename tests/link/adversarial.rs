@@ -26,7 +26,7 @@ use uuid::Uuid;
 use crate::roles;
 use crate::support::*;
 
-async fn tls_connect(certs: &Certs, addr: std::net::SocketAddr) -> TlsStream<TcpStream> {
+pub(crate) async fn tls_connect(certs: &Certs, addr: std::net::SocketAddr) -> TlsStream<TcpStream> {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let cfg = tls::client_config(&certs.paths.ca_cert, None).unwrap();
     TlsConnector::from(cfg)
@@ -35,7 +35,7 @@ async fn tls_connect(certs: &Certs, addr: std::net::SocketAddr) -> TlsStream<Tcp
         .unwrap()
 }
 
-fn exporter(s: &TlsStream<TcpStream>) -> [u8; 32] {
+pub(crate) fn exporter(s: &TlsStream<TcpStream>) -> [u8; 32] {
     tls::exporter(s.get_ref().1).unwrap()
 }
 
@@ -59,12 +59,12 @@ async fn raw_edge(
     s
 }
 
-async fn send_raw(s: &mut TlsStream<TcpStream>, payload: &[u8]) {
+pub(crate) async fn send_raw(s: &mut TlsStream<TcpStream>, payload: &[u8]) {
     s.write_all(&with_length_prefix(payload)).await.unwrap();
     s.flush().await.unwrap();
 }
 
-async fn read_frame(s: &mut TlsStream<TcpStream>) -> serde_json::Value {
+pub(crate) async fn read_frame(s: &mut TlsStream<TcpStream>) -> serde_json::Value {
     let len = within("a frame", s.read_u32()).await.unwrap() as usize;
     let mut b = vec![0u8; len];
     s.read_exact(&mut b).await.unwrap();
@@ -280,7 +280,7 @@ async fn version_mismatch_is_a_clear_error_on_both_sides() {
     let mut s = tls_connect(&certs, m.addr).await;
     s.write_all(
         &Preface {
-            version: PROTOCOL_VERSION + 1,
+            version: PROTOCOL_VERSION + 2,
         }
         .encode(),
     )
@@ -323,7 +323,9 @@ async fn version_mismatch_is_a_clear_error_on_both_sides() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("protocol version mismatch: we speak {PROTOCOL_VERSION}, the peer speaks 9")
+        format!(
+            "protocol version mismatch: we speak {PROTOCOL_VERSION} (and accept one version either side), the peer speaks 9"
+        )
     );
     peer.await.unwrap();
 
@@ -341,8 +343,11 @@ async fn unknown_kinds_get_typed_errors_and_malformed_frames_close_the_link() {
     let certs = dev_certs();
     let id = EdgeIdentity::new();
     let mut opts = MasterOpts::new(keys(&[&id]));
-    // Quick keepalives (the master answers pings with them), no death.
-    opts.timing.heartbeat = Duration::from_millis(50);
+    // The master's keepalive (a Pong after `dead_after - 2 × heartbeat` of
+    // quiet) must come well before it declares this ping-less raw peer
+    // dead: 800 ms apart, so a loaded machine does not lose the race.
+    opts.timing.heartbeat = Duration::from_millis(400);
+    opts.timing.dead_after = Duration::from_secs(2);
     let mut m = start_master(&certs, opts).await;
     let mut s = raw_edge(&certs, m.addr, &id).await;
     let (_, session, _) = m.next_up().await;
@@ -853,6 +858,9 @@ async fn an_authenticated_edge_reaches_only_its_own_site() {
             epoch: 99,
             reason: "yours".into(),
         },
+        RequestBody::Superseded {
+            by: "127.0.0.1:1".into(),
+        },
     ];
     for body in master_only {
         let kind = body.kind();
@@ -860,7 +868,7 @@ async fn an_authenticated_edge_reaches_only_its_own_site() {
     }
     // Every kind the link knows was tried above (the edge's own business
     // aside: changes, events, repo_tree, repo_blob).
-    assert_eq!(RequestBody::KINDS.len(), 7 + 7 + 4);
+    assert_eq!(RequestBody::KINDS.len(), 7 + 8 + 4);
 
     // Its own site, which the master runs now: served under its epoch,
     // refused without one.

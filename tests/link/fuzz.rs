@@ -186,18 +186,25 @@ fn random_and_mutated_input_never_panics() {
 fn preface_and_frame_tables() {
     // (input, expected) tables for the pure decoders.
     let ours = Preface::ours().encode();
+    let mut newer = ours;
+    newer[9] = newer[9].wrapping_add(1);
+    let mut older = ours;
+    older[9] = older[9].wrapping_sub(1);
     let mut other = ours;
-    other[9] = other[9].wrapping_add(1);
+    other[9] = other[9].wrapping_add(2);
     let mut bad = ours;
     bad[0] = b'X';
     let cases: Vec<([u8; PREFACE_LEN], Result<u16, &str>)> = vec![
         (ours, Ok(outpost::proto::PROTOCOL_VERSION)),
+        // A peer one version either side is accepted; the lower one is spoken.
+        (newer, Ok(outpost::proto::PROTOCOL_VERSION)),
+        (older, Ok(outpost::proto::PROTOCOL_VERSION - 1)),
         (other, Err("protocol version mismatch")),
         (bad, Err("bad magic")),
     ];
     for (input, expected) in cases {
         match (Preface::check(&input), expected) {
-            (Ok(p), Ok(v)) => assert_eq!(p.version, v),
+            (Ok(spoken), Ok(v)) => assert_eq!(spoken, v),
             (Err(e), Err(msg)) => assert!(e.to_string().contains(msg), "{e}"),
             (got, want) => panic!("{input:?}: got {got:?}, want {want:?}"),
         }

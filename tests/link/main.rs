@@ -21,3 +21,4 @@ mod requests;
 #[path = "../support/roles.rs"]
 mod roles;
 mod support;
+mod versions;

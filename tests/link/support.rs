@@ -428,6 +428,7 @@ pub fn edge_config_with_ca(
         boot_id: Uuid::now_v7(),
         commit: CommitCell::default(),
         bind: None,
+        stand_down: Default::default(),
     }
 }
 

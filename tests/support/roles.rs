@@ -188,6 +188,32 @@ impl Site {
     }
 }
 
+impl Site {
+    /// Imports into the master's store one room that the master runs
+    /// itself (no `edge_id`), listing `modules`.
+    pub async fn master_room(&self, config: &Config, modules: &[outpost::model::Module]) {
+        let system = outpost::model::ControlSystem {
+            id: outpost::model::new_id(),
+            name: "Boardroom".into(),
+            description: String::new(),
+            edge_id: None,
+            module_ids: modules.iter().map(|m| m.id).collect(),
+            settings: Default::default(),
+            stopped: false,
+        };
+        let site = outpost::admin::SiteFile {
+            edges: vec![],
+            systems: vec![system],
+            modules: modules.to_vec(),
+        };
+        let store = open_store(config).await;
+        outpost::admin::import(&store, &site, &Default::default())
+            .await
+            .unwrap();
+        store.close().await;
+    }
+}
+
 /// An edge running as its own `outpost edge` process, so a test can kill
 /// it the way a power cut does (SIGKILL: no goodbye on the link, the
 /// kernel closes its sockets).
@@ -224,6 +250,7 @@ impl EdgeProcess {
             ("OUTPOST_HEARTBEAT_MS", config.heartbeat_ms.to_string()),
             ("OUTPOST_DEAD_AFTER_MS", config.dead_after_ms.to_string()),
             ("OUTPOST_RECONNECT_MS", config.reconnect_ms.to_string()),
+            ("OUTPOST_EVENT_RETRY_MS", config.event_retry_ms.to_string()),
             (
                 "OUTPOST_SHUTDOWN_GRACE_MS",
                 config.shutdown_grace_ms.to_string(),
@@ -242,6 +269,11 @@ impl EdgeProcess {
             .spawn()
             .expect("cannot start the outpost binary");
         EdgeProcess { child, log }
+    }
+
+    /// The process id, for signals other than SIGKILL.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the edge process is still running")
     }
 
     /// SIGKILL, and wait for the process to be gone.

@@ -1,0 +1,459 @@
+//! One run of the fault suite: the processes, their simulators and proxies,
+//! the settle check after each heal, and the invariants at the end.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use outpost::config::Config;
+use outpost::sim::{PjlinkOptions, PjlinkSim};
+use outpost::store::{Store, StoreOptions};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::faults::Fault;
+use crate::http::request;
+use crate::proxy::Proxy;
+use crate::roles::{EdgeProcess, Site, device};
+
+/// How long a site may take to settle after a heal before the run fails.
+/// Generous on purpose: the figure that matters is printed, not asserted.
+const SETTLE_BOUND: Duration = Duration::from_secs(45);
+const EDGES: usize = 2;
+
+/// What a run measured.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub faults: Vec<String>,
+    pub settles: Vec<Duration>,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (fault, settle) in self.faults.iter().zip(&self.settles) {
+            write!(f, "[{fault} settled in {settle:.1?}] ")?;
+        }
+        Ok(())
+    }
+}
+
+/// An edge process with its simulator and the proxy in front of its link.
+pub struct EdgeUnit {
+    pub id: Uuid,
+    config: Config,
+    process: Option<EdgeProcess>,
+    pub proxy: Proxy,
+    pub sim: PjlinkSim,
+}
+
+impl EdgeUnit {
+    pub fn spawn(&mut self) {
+        self.process = Some(EdgeProcess::spawn(&self.config));
+    }
+
+    pub async fn kill(&mut self) {
+        if let Some(p) = self.process.take() {
+            p.kill().await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().expect("the edge runs").pid()
+    }
+
+    fn log(&self) -> String {
+        self.process
+            .as_ref()
+            .map(EdgeProcess::log_text)
+            .unwrap_or_default()
+    }
+}
+
+/// The master as an `outpost master` process on fixed ports.
+pub struct MasterProcess {
+    child: tokio::process::Child,
+}
+
+impl MasterProcess {
+    pub async fn kill(&mut self) {
+        self.child.kill().await.unwrap();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the master runs")
+    }
+}
+
+pub struct World {
+    /// Holds the run's directory (certificates, databases, logs).
+    _site: Site,
+    pub master: MasterProcess,
+    master_config: Config,
+    api: SocketAddr,
+    admin: String,
+    pub edges: Vec<EdgeUnit>,
+    master_sim: PjlinkSim,
+    pub dead_after: Duration,
+}
+
+fn reserve() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+async fn sim() -> PjlinkSim {
+    PjlinkSim::start("127.0.0.1:0".parse().unwrap(), PjlinkOptions::default())
+        .await
+        .unwrap()
+}
+
+impl World {
+    async fn new() -> World {
+        let site = Site::new();
+        let mut master_config = site.master_config();
+        master_config.api_addr = reserve();
+        master_config.link_addr = reserve();
+        let master_sim = sim().await;
+        let projector = device("Projector", "pjlink.lua", Some(master_sim.addr()));
+        site.master_room(&master_config, &[projector]).await;
+        let mut edges = Vec::new();
+        for n in 0..EDGES {
+            let sim = sim().await;
+            let room = site
+                .one_room(
+                    json!({"name": format!("Site {n}"), "failover": true, "failover_timeout_ms": 1000}),
+                    &[device("Projector", "pjlink.lua", Some(sim.addr()))],
+                )
+                .await;
+            let proxy = Proxy::start(master_config.link_addr).await;
+            let mut config = site.edge_config(room.edge_id, &room.secret, proxy.addr());
+            config.event_retry_ms = 500;
+            edges.push(EdgeUnit {
+                id: room.edge_id,
+                config,
+                process: None,
+                proxy,
+                sim,
+            });
+        }
+        let admin = "c".repeat(48);
+        let master = MasterProcess {
+            child: spawn_master(&master_config, &admin),
+        };
+        let mut world = World {
+            dead_after: Duration::from_millis(edges[0].config.dead_after_ms),
+            api: master_config.api_addr,
+            _site: site,
+            master,
+            master_config,
+            admin,
+            edges,
+            master_sim,
+        };
+        world.wait_for_master().await;
+        for e in &mut world.edges {
+            e.spawn();
+        }
+        world
+    }
+
+    /// Starts the master again on its ports (a killed one's ports may take
+    /// a moment to be free: it retries while the new process fails).
+    pub fn spawn_master(&mut self) {
+        self.master = MasterProcess {
+            child: spawn_master(&self.master_config, &self.admin),
+        };
+    }
+
+    async fn wait_for_master(&mut self) {
+        let deadline = Instant::now() + SETTLE_BOUND;
+        loop {
+            if self.get("/api/v1/health").await.is_some() {
+                return;
+            }
+            if let Ok(Some(_)) = self.master.child.try_wait() {
+                self.spawn_master();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the master did not start:\n{}",
+                self.master_log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// An operator's restore of site `i` (409 when the edge already holds
+    /// it or is not connected: both fine here).
+    pub async fn restore(&self, i: usize) {
+        let auth = format!("Bearer {}", self.admin);
+        let path = format!("/api/v1/edges/{}/restore", self.edges[i].id);
+        let r = request(
+            self.api,
+            "POST",
+            &path,
+            &[("Authorization", &auth)],
+            Some("{}"),
+        )
+        .await;
+        assert!(
+            matches!(r.status, 200 | 409 | 503),
+            "restore: {} {}",
+            r.status,
+            r.body
+        );
+    }
+
+    async fn get(&self, path: &str) -> Option<Value> {
+        let auth = format!("Bearer {}", self.admin);
+        let api = self.api;
+        let path = path.to_owned();
+        // A stopped master accepts but never answers: bound each call.
+        let call = async move {
+            if tokio::net::TcpStream::connect(api).await.is_err() {
+                return None;
+            }
+            let r = request(api, "GET", &path, &[("Authorization", &auth)], None).await;
+            (r.status == 200).then(|| r.json())
+        };
+        tokio::time::timeout(Duration::from_secs(2), tokio::spawn(call))
+            .await
+            .ok()
+            .and_then(|joined| joined.ok().flatten())
+    }
+
+    fn master_log(&self) -> String {
+        let log = self.master_config.data_dir.join("master.log");
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        text.lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn devices(&self) -> impl Iterator<Item = &PjlinkSim> {
+        self.edges
+            .iter()
+            .map(|e| &e.sim)
+            .chain(std::iter::once(&self.master_sim))
+    }
+
+    /// Every site's edge connected and one controller decided, every
+    /// device held by exactly one side. Answers how long that took.
+    async fn settle(&mut self) -> Duration {
+        let start = Instant::now();
+        let mut last = Value::Null;
+        loop {
+            if let Some(sites) = self.get("/api/v1/sites").await {
+                // A restarted edge drives nothing until told to, so the
+                // master may keep a site it took over (until a restore or
+                // a window): either side is a settled controller.
+                let decided = sites.as_array().is_some_and(|s| {
+                    s.len() == EDGES
+                        && s.iter().all(|x| {
+                            x["connected"] == json!(true)
+                                && (x["controller"] == json!("edge")
+                                    || x["controller"] == json!("master"))
+                        })
+                });
+                if decided && self.devices().all(|d| d.connections() == 1) {
+                    return start.elapsed();
+                }
+                last = sites;
+            } else if let Ok(Some(status)) = self.master.child.try_wait() {
+                panic!("the master exited ({status}):\n{}", self.master_log());
+            }
+            if start.elapsed() > SETTLE_BOUND {
+                let counts: Vec<usize> = self.devices().map(PjlinkSim::connections).collect();
+                let logs: Vec<String> = self.edges.iter().map(EdgeUnit::log).collect();
+                panic!(
+                    "not settled after {SETTLE_BOUND:?}: sites {last}, device connections {counts:?}\nmaster:\n{}\nedges:\n{}",
+                    self.master_log(),
+                    logs.join("\n----\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn reset_device_counts(&self) {
+        for d in self.devices() {
+            d.reset_max_connections();
+        }
+    }
+
+    /// No device had two controllers since the last reset (a healthy span).
+    fn assert_one_controller_per_device(&self, span: &str) {
+        for (n, d) in self.devices().enumerate() {
+            if d.max_connections_seen() > 1 {
+                let logs: Vec<String> = self.edges.iter().map(EdgeUnit::log).collect();
+                panic!(
+                    "device {n} had {} connections at once while the links were healthy ({span})\nmaster:\n{}\nedges:\n{}",
+                    d.max_connections_seen(),
+                    self.master_log(),
+                    logs.join("\n----\n")
+                );
+            }
+        }
+    }
+}
+
+fn spawn_master(config: &Config, admin: &str) -> tokio::process::Child {
+    std::fs::create_dir_all(&config.data_dir).unwrap();
+    let log = config.data_dir.join("master.log");
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let vars: Vec<(&str, String)> = vec![
+        ("OUTPOST_DATA_DIR", config.data_dir.display().to_string()),
+        ("OUTPOST_DATABASE_URL", config.database_url()),
+        ("OUTPOST_API_ADDR", config.api_addr.to_string()),
+        ("OUTPOST_LINK_ADDR", config.link_addr.to_string()),
+        ("OUTPOST_CA_CERT", config.ca_cert.display().to_string()),
+        ("OUTPOST_TLS_CERT", config.tls_cert.display().to_string()),
+        ("OUTPOST_TLS_KEY", config.tls_key.display().to_string()),
+        (
+            "OUTPOST_MODULES_DIR",
+            config.modules_dir.display().to_string(),
+        ),
+        ("OUTPOST_ADMIN_KEY", admin.to_owned()),
+        ("OUTPOST_BOOT_WAIT_MS", "300".into()),
+        ("OUTPOST_HEARTBEAT_MS", "200".into()),
+        ("OUTPOST_DEAD_AFTER_MS", "600".into()),
+        // The hold-down would keep a flapping site at the master on
+        // purpose; the suite checks the hand-overs themselves.
+        ("OUTPOST_MAX_CONTROL_CHANGES_PER_MINUTE", "0".into()),
+        ("OUTPOST_SYNC_INTERVAL_MS", "1000".into()),
+        ("OUTPOST_SHUTDOWN_GRACE_MS", "2000".into()),
+        ("OUTPOST_LOG", "info".into()),
+    ];
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .arg("master")
+        .current_dir(config.data_dir.parent().unwrap())
+        .env_clear()
+        .envs(vars)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("cannot start the outpost binary")
+}
+
+/// One seeded run: settle, `faults` faults each followed by a settle, then
+/// the end-of-run invariants.
+pub async fn run(seed: u64, faults: u64) -> Report {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut world = World::new().await;
+    let mut report = Report::default();
+    world.settle().await;
+    world.reset_device_counts();
+    for _ in 0..faults {
+        let fault = Fault::pick(&mut rng, EDGES);
+        world.assert_one_controller_per_device(&format!("before {fault:?}"));
+        let hold = Duration::from_millis(rng.u64(300..=2_000));
+        fault.run(&mut world, &mut rng, hold).await;
+        if matches!(fault, Fault::KillMaster) {
+            world.wait_for_master().await;
+        }
+        report.faults.push(format!("{fault:?} for {hold:?}"));
+        report.settles.push(world.settle().await);
+        world.reset_device_counts();
+    }
+    // A healthy span after the last heal, then the records.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    world.assert_one_controller_per_device("after the last heal");
+    world.check_control_logs().await;
+    world.check_events().await;
+    report
+}
+
+impl World {
+    /// Epochs go up by one at every change of controller, and the audit log
+    /// has every one of them, ending at the epoch the master reports.
+    async fn check_control_logs(&self) {
+        let sites = self.get("/api/v1/sites").await.expect("the sites");
+        for e in &self.edges {
+            let log = self
+                .get(&format!("/api/v1/edges/{}/control-log?limit=1000", e.id))
+                .await
+                .expect("the control log");
+            let mut epochs: Vec<i64> = log
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["epoch"].as_i64().unwrap())
+                .collect();
+            epochs.reverse(); // newest first on the wire
+            let expected: Vec<i64> = (1..=epochs.len() as i64).collect();
+            assert_eq!(
+                epochs, expected,
+                "edge {}: epochs with gaps or repeats",
+                e.id
+            );
+            let current = sites
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["id"] == json!(e.id))
+                .map(|s| s["epoch"].as_i64().unwrap());
+            assert_eq!(
+                current,
+                epochs.last().copied(),
+                "edge {}: the log ends at the current epoch",
+                e.id
+            );
+        }
+    }
+
+    /// Every event each edge logged reaches the master exactly once.
+    async fn check_events(&self) {
+        let master = open(&self.master_config).await;
+        for e in &self.edges {
+            let edge = open(&e.config).await;
+            let deadline = Instant::now() + SETTLE_BOUND;
+            while edge.event_counts().await.unwrap().0 > 0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "edge {}: events never synced",
+                    e.id
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let logged = edge.events_of(e.id, 0, 1_000_000).await.unwrap();
+            let stored = master.events_of(e.id, 0, 1_000_000).await.unwrap();
+            let mut seen = HashSet::new();
+            for s in &stored {
+                assert!(
+                    seen.insert(s.event.id),
+                    "edge {}: event {} stored twice",
+                    e.id,
+                    s.event.id
+                );
+            }
+            for l in &logged {
+                assert!(
+                    seen.contains(&l.event.id),
+                    "edge {}: event {} lost",
+                    e.id,
+                    l.event.id
+                );
+            }
+            edge.close().await;
+        }
+        master.close().await;
+    }
+}
+
+async fn open(config: &Config) -> Store {
+    Store::open(&StoreOptions::new(config.database_url()))
+        .await
+        .unwrap()
+}
