@@ -360,6 +360,7 @@ impl LinkBench {
                 per_source: 20_000,
             },
             shutdown_grace: Duration::from_secs(1),
+            store_id: None,
         };
         let (tx, mut events) = mpsc::unbounded_channel();
         let registry = Registry::new(tx);
@@ -639,6 +640,7 @@ fn edges() {
                 per_source: 20_000,
             },
             shutdown_grace: Duration::from_secs(2),
+            store_id: None,
         };
         cfg.peer.timing.handshake_timeout = Duration::from_secs(30);
         let (tx, mut events) = mpsc::unbounded_channel();
@@ -877,6 +879,7 @@ fn authz() {
             max_handshakes: 64,
             admission: outpost::link::AdmissionLimits::default(),
             shutdown_grace: Duration::from_secs(1),
+            store_id: None,
         };
         let (tx, _events) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();

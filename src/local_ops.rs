@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::link::{Peer, RequestCtx};
 use crate::proto::{EventBody, RequestBody, ResponseBody, WireError};
-use crate::runtime::{DebugEvent, ExecError, Runtime, RuntimeError};
+use crate::runtime::{DebugEvent, ExecError, ModuleState, Runtime, RuntimeError};
 use crate::util::Unpoisoned;
 
 /// Exec, status and debug requests on one runtime.
@@ -57,6 +57,7 @@ impl ModuleRequests {
                 }
             }
             RequestBody::Status { module, key } => self.status(&module, key),
+            RequestBody::ModuleState { module } => self.state(&module),
             RequestBody::DebugSubscribe { module } => self.subscribe(&ctx.peer, module),
             RequestBody::DebugUnsubscribe { module } => module_id(&module).and_then(|id| {
                 let key = (ctx.peer.meta().session, id);
@@ -88,6 +89,20 @@ impl ModuleRequests {
                     .unwrap_or_default(),
             }),
         }
+    }
+
+    fn state(&self, module: &str) -> Result<ResponseBody, WireError> {
+        let id = module_id(module)?;
+        let info = self
+            .runtime
+            .module_info(id)
+            .ok_or_else(|| WireError::not_found(format!("module {id} is not loaded here")))?;
+        Ok(ResponseBody::ModuleState {
+            state: state_name(info.state).to_owned(),
+            failure: info.failure,
+            has_device: info.has_device,
+            connected: info.connected,
+        })
     }
 
     /// Forwards a module's debug stream to `peer` as events until
@@ -131,6 +146,16 @@ impl ModuleRequests {
             token.cancel();
         });
         Ok(ResponseBody::Done)
+    }
+}
+
+/// A module state's name on the wire and in the API.
+pub fn state_name(state: ModuleState) -> &'static str {
+    match state {
+        ModuleState::Loaded => "loaded",
+        ModuleState::Running => "running",
+        ModuleState::Stopped => "stopped",
+        ModuleState::Failed => "failed",
     }
 }
 

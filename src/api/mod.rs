@@ -16,6 +16,7 @@ mod operations;
 mod operator;
 mod restore;
 mod server;
+mod sync;
 mod ws;
 
 pub use auth::{BootstrapError, Caller, bootstrap_admin};
@@ -23,6 +24,7 @@ pub use error::ApiError;
 pub use operations::{EdgeEventFeed, EdgeStatusFeed, Ops};
 pub use restore::{ControlLoop, RestoreError};
 pub use server::HttpLimits;
+pub use sync::{EdgeSync, ServedPage, SyncFacts};
 pub use ws::LinkNotice;
 
 use std::future::Future;

@@ -61,6 +61,8 @@ pub struct Ops {
     pub edge_events: Option<EdgeEventFeed>,
     /// Master: edges connecting and disconnecting.
     pub links: Option<broadcast::Sender<LinkNotice>>,
+    /// Master: each edge's replica position and unsynced events.
+    pub sync: Option<super::SyncFacts>,
     /// Edge: the current link to the master, for calls on modules the
     /// master controls.
     pub master: Option<watch::Receiver<Option<Peer>>>,
@@ -91,6 +93,7 @@ impl Ops {
             edge_status: None,
             edge_events: None,
             links: None,
+            sync: None,
             master: None,
             master_api: config.master_api.clone(),
             rotation_grace: Duration::from_millis(config.secret_rotation_grace_ms),

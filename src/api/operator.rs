@@ -16,9 +16,10 @@ use uuid::Uuid;
 use super::ApiState;
 use super::auth::Caller;
 use super::error::ApiError;
-use super::operations::module_route;
+use super::operations::{module_route, proxy};
 use crate::config::Role;
 use crate::model::{EdgeLocation, KeyRole, Kind};
+use crate::proto::{RequestBody, ResponseBody};
 
 /// The version of this binary and the commit it was built from.
 pub(super) const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -94,6 +95,14 @@ pub(super) struct SiteOut {
     pub takeover_due_ms: Option<i64>,
     /// When the next restore window opens (ms since the Unix epoch).
     pub next_window_ms: Option<i64>,
+    /// Changes of the master's feed the edge's replica has not been sent
+    /// yet (`null`: the edge has not pulled since this master started).
+    pub replica_lag: Option<i64>,
+    /// The feed position the edge's replica has been sent up to.
+    pub replica_seq: Option<i64>,
+    /// Events in the edge's log not yet acknowledged by the master, as the
+    /// edge last reported (`null`: not reported since this master started).
+    pub events_unsynced: Option<u64>,
 }
 
 /// Every edge location with its link, controller, epoch, failover
@@ -115,13 +124,22 @@ async fn sites(
     let ops = s.ops.as_ref();
     let registry = ops.and_then(|o| o.registry.as_ref());
     let control = ops.and_then(|o| o.control.as_ref());
+    let sync = ops.and_then(|o| o.sync.as_ref());
+    let last_seq = match sync {
+        Some(_) => s.store.last_seq().await?,
+        None => 0,
+    };
     let now = chrono::Utc::now();
     let mut out = Vec::with_capacity(docs.len());
     for doc in &docs {
         let location: EdgeLocation = doc.parse()?;
         let info = registry.and_then(|r| r.info(location.id));
         let state = states.get(&location.id);
+        let synced = sync.and_then(|f| f.get(location.id));
         out.push(SiteOut {
+            replica_lag: synced.map(|f| super::sync::lag(last_seq, f.replica_seq)),
+            replica_seq: synced.map(|f| f.replica_seq),
+            events_unsynced: synced.and_then(|f| f.unsynced),
             rev: doc.rev,
             connected: info.is_some(),
             link_since_ms: info
@@ -144,25 +162,35 @@ async fn sites(
     Ok(Json(out))
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub(super) struct ModuleStateOut {
     pub id: Uuid,
     /// The side that runs the module now: `master` or `edge`.
     pub controller: &'static str,
     /// The edge location that owns it (`null`: the master's).
     pub edge_id: Option<Uuid>,
-    /// `loaded`, `running`, `stopped` or `failed`; `null` when the module
-    /// runs on another side (its state is known there).
-    pub state: Option<&'static str>,
+    /// `loaded`, `running`, `stopped` or `failed`; `null` when it is not
+    /// known (the side that runs it cannot be asked: see `unknown`).
+    pub state: Option<String>,
     /// Why it failed.
     pub failure: Option<String>,
     /// Whether it has a device, and is connected to it.
     pub has_device: Option<bool>,
     pub connected: Option<bool>,
+    /// `master` or `edge`: the side whose runtime answered (on a master,
+    /// `edge` for a module its edge runs, asked over the link).
+    pub answered_by: Option<&'static str>,
+    /// Why the state is not known (the edge is not connected, or too old
+    /// to answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown: Option<String>,
 }
 
-/// Where a module runs and, when it runs in this process, its state and
-/// device connection.
+/// How long the master waits for an edge's answer about a module's state.
+const STATE_CALL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Where a module runs and its state and device connection: from this
+/// process's runtime, or, on a master, asked of the edge that runs it.
 #[utoipa::path(get, path = "/api/v1/modules/{id}/state", tag = "modules", params(("id" = Uuid, Path)),
     responses((status = 200, body = ModuleStateOut), (status = 404)), security(("bearer" = [])))]
 async fn module_state(
@@ -171,25 +199,58 @@ async fn module_state(
     Path(id): Path<Uuid>,
 ) -> Result<Json<ModuleStateOut>, ApiError> {
     let (_, route) = module_route(&s, id).await?;
-    let info = if route.local(s.role) {
-        s.ops.as_ref().and_then(|o| o.runtime.module_info(id))
-    } else {
-        None
-    };
-    Ok(Json(ModuleStateOut {
+    let mut out = ModuleStateOut {
         id,
         controller: route.controller.as_str(),
         edge_id: route.location.as_ref().map(|l| l.id),
-        state: info.as_ref().map(|i| match i.state {
-            crate::runtime::ModuleState::Loaded => "loaded",
-            crate::runtime::ModuleState::Running => "running",
-            crate::runtime::ModuleState::Stopped => "stopped",
-            crate::runtime::ModuleState::Failed => "failed",
-        }),
-        failure: info.as_ref().and_then(|i| i.failure.clone()),
-        has_device: info.as_ref().map(|i| i.has_device),
-        connected: info.as_ref().map(|i| i.connected),
-    }))
+        ..Default::default()
+    };
+    if route.local(s.role) {
+        if let Some(info) = s.ops.as_ref().and_then(|o| o.runtime.module_info(id)) {
+            out.state = Some(crate::local_ops::state_name(info.state).to_owned());
+            out.failure = info.failure;
+            out.has_device = Some(info.has_device);
+            out.connected = Some(info.connected);
+            out.answered_by = Some(node(s.role));
+        }
+        return Ok(Json(out));
+    }
+    if s.role != Role::Master {
+        out.unknown = Some("it runs at the master: ask the master's API".into());
+        return Ok(Json(out));
+    }
+    let body = RequestBody::ModuleState {
+        module: id.to_string(),
+    };
+    match proxy(&s, &route, body, STATE_CALL).await {
+        Ok(ResponseBody::ModuleState {
+            state,
+            failure,
+            has_device,
+            connected,
+        }) => {
+            out.state = Some(state);
+            out.failure = failure;
+            out.has_device = Some(has_device);
+            out.connected = Some(connected);
+            out.answered_by = Some("edge");
+        }
+        Ok(other) => {
+            out.unknown = Some(format!(
+                "unexpected answer from the edge: {}",
+                other_kind(&other)
+            ))
+        }
+        Err(e) => out.unknown = Some(e.to_string()),
+    }
+    Ok(Json(out))
+}
+
+fn other_kind(body: &ResponseBody) -> String {
+    serde_json::to_value(body)
+        .ok()
+        .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
+        .unwrap_or_default()
 }
 
 #[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]

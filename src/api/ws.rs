@@ -13,7 +13,11 @@
 //! current value or values, then each change), `debug`, `control` (first
 //! the current controller of every location, marked `"current": true`, then
 //! each change of controller), `link` (an edge, or on an edge the master, connected or
-//! lost), `unsubscribed`, `error`.
+//! lost), `unsubscribed`, `error`. On a master, `{"op":"subscribe","id":4,"topic":"sync"}`
+//! sends `feed` (the change feed's `last_seq`, first and after each
+//! commit) and `sync` (an edge's `replica_seq` and `unsynced` events: first
+//! every edge known, marked `"current": true`, then each change); an
+//! edge's replica lag is `last_seq - replica_seq`.
 //!
 //! Where the data comes from: modules this process runs, its runtime; on a
 //! master, modules an edge runs, the edge's event pushes (status) and a
@@ -124,6 +128,7 @@ enum Topic {
     Status,
     Debug,
     Control,
+    Sync,
 }
 
 /// The client's queue, as producers see it: they never wait.
@@ -349,6 +354,7 @@ fn handle(
                     (Topic::Status, Some(m)) => sub.status(m, key).await,
                     (Topic::Debug, Some(m)) => sub.debug(m).await,
                     (Topic::Control, _) => sub.control().await,
+                    (Topic::Sync, _) => sub.sync().await,
                     (_, None) => Err(ApiError::BadRequest("this topic needs a module".into())),
                 };
                 if let Err(e) = result
@@ -850,6 +856,66 @@ impl Sub {
                     "peer": "master",
                     "connected": connected,
                 }),
+            };
+            if !self.send(msg) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A `sync` message for one edge.
+fn sync_msg(e: &super::EdgeSync, current: bool) -> Value {
+    json!({
+        "type": "sync",
+        "current": current,
+        "edge_id": e.edge_id,
+        "replica_seq": e.replica_seq,
+        "unsynced": e.unsynced,
+    })
+}
+
+impl Sub {
+    /// Each edge's replica position and unsynced events (master only):
+    /// the feed's last sequence number and every edge known, then each
+    /// change and each commit's new sequence number.
+    async fn sync(&self) -> Result<(), ApiError> {
+        let Some(facts) = self.state.ops.as_ref().and_then(|o| o.sync.clone()) else {
+            return Err(ApiError::Unavailable(
+                "replica lag and unsynced events are known at the master".into(),
+            ));
+        };
+        // Subscribed before reading, so no change falls between the two.
+        let mut changes = facts.subscribe();
+        let mut commits = self.state.store.subscribe_commits();
+        self.send(json!({"type": "subscribed"}));
+        let last_seq = self.state.store.last_seq().await?;
+        self.send(json!({"type": "feed", "last_seq": last_seq}));
+        for e in facts.all() {
+            self.send(sync_msg(&e, true));
+        }
+        loop {
+            let msg = tokio::select! {
+                () = self.token.cancelled() => return Ok(()),
+                ev = next(&mut changes) => match ev {
+                    Next::Item(e) => sync_msg(&e, false),
+                    Next::Lagged(n) => {
+                        // What was lost is in the current facts.
+                        self.out.lost(n);
+                        for e in facts.all() {
+                            self.send(sync_msg(&e, true));
+                        }
+                        continue;
+                    }
+                    Next::End => return Ok(()),
+                },
+                r = commits.changed() => {
+                    if r.is_err() {
+                        return Ok(());
+                    }
+                    let seq = *commits.borrow_and_update();
+                    json!({"type": "feed", "last_seq": seq})
+                }
             };
             if !self.send(msg) {
                 return Ok(());

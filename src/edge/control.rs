@@ -35,6 +35,9 @@ pub struct SiteControl {
     running: Mutex<bool>,
     /// The last epoch the master gave (0: none yet).
     epoch: AtomicU64,
+    /// The master serving our store said our location no longer exists:
+    /// the site stays dark instead of running on its own.
+    decommissioned: std::sync::atomic::AtomicBool,
 }
 
 impl SiteControl {
@@ -59,6 +62,7 @@ impl SiteControl {
             events,
             running: Mutex::new(false),
             epoch: AtomicU64::new(epoch),
+            decommissioned: Default::default(),
         })
     }
 
@@ -138,10 +142,32 @@ impl SiteControl {
         self.stop_site(&mut running).await;
     }
 
-    /// The link is declared disconnected: run the site if it is not running.
+    /// The master that serves the store this edge replicates says this
+    /// edge's location no longer exists: stop the site and keep it stopped,
+    /// even without a master, until a master accepts this edge again.
+    pub async fn decommission(&self) {
+        let mut running = self.running.lock().await;
+        if !self.decommissioned.swap(true, Ordering::AcqRel) {
+            tracing::error!(
+                edge_id = %self.edge_id,
+                "the master says this edge's location was deleted: its modules are stopped and it stays dark; it asks again every 5 minutes"
+            );
+        }
+        self.stop_site(&mut running).await;
+    }
+
+    /// A master accepted this edge again.
+    pub fn recommission(&self) {
+        if self.decommissioned.swap(false, Ordering::AcqRel) {
+            tracing::warn!(edge_id = %self.edge_id, "a master accepts this edge again");
+        }
+    }
+
+    /// The link is declared disconnected: run the site if it is not running
+    /// (and this edge was not decommissioned).
     pub async fn autonomy(&self) {
         let mut running = self.running.lock().await;
-        if *running {
+        if *running || self.decommissioned.load(Ordering::Acquire) {
             return;
         }
         tracing::warn!(edge_id = %self.edge_id, "no master: this edge runs its site on its own");

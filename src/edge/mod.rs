@@ -100,6 +100,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
     );
     let wake = Arc::new(tokio::sync::Notify::new());
     let (link, handler) = link_parts(&config, edge_id, &runtime, &store, &control, &wake)?;
+    let stand_down = link.stand_down.clone();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (peer_tx, peer_rx) = tokio::sync::watch::channel(None);
     tasks.spawn(crate::link::edge::run(
@@ -109,7 +110,13 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
         stop.clone(),
     ));
     // Not tracked: it ends when the link loop drops its sender.
-    tokio::spawn(follow_link_events(events_rx, peer_tx, control.clone()));
+    let stood_down = (store.clone(), stand_down);
+    tokio::spawn(follow_link_events(
+        events_rx,
+        peer_tx,
+        control.clone(),
+        stood_down,
+    ));
     let replicator = sync::Replicator {
         store: store.clone(),
         page: config.replica_page_size,
@@ -246,6 +253,7 @@ async fn follow_link_events(
     mut events: mpsc::UnboundedReceiver<EdgeLinkEvent>,
     peer: tokio::sync::watch::Sender<Option<crate::link::Peer>>,
     control: Arc<SiteControl>,
+    (store, stand_down): (Store, crate::link::edge::StandDown),
 ) {
     while let Some(ev) = events.recv().await {
         match ev {
@@ -253,8 +261,20 @@ async fn follow_link_events(
                 master, peer: p, ..
             } => {
                 tracing::info!(%master, "connected to the master");
+                control.recommission();
                 peer.send_replace(Some(p));
             }
+            EdgeLinkEvent::Refused {
+                reason: Some(crate::proto::DenyReason::UnknownEdge),
+                store_id: Some(theirs),
+                ..
+            } if store.upstream().await.ok().flatten() == Some(theirs) => {
+                // Handled before the Disconnected event that follows this
+                // failed round, so the site never starts on its own.
+                stand_down.decommissioned();
+                control.decommission().await;
+            }
+            EdgeLinkEvent::Refused { .. } => {}
             EdgeLinkEvent::ConnectionLost { reason, .. } => {
                 tracing::warn!(?reason, "link to the master lost");
                 peer.send_replace(None);

@@ -71,12 +71,20 @@ impl Replicator {
         let mut changed = HashSet::new();
         let mut cursor = self.store.last_seq().await.map_err(|e| e.to_string())?;
         let mut checked_upstream = false;
+        // Reported to the master with every page: its console shows it.
+        let unsynced = self
+            .store
+            .event_counts()
+            .await
+            .ok()
+            .map(|(n, _)| n.max(0) as u64);
         loop {
             let answer = peer
                 .request(
                     RequestBody::Changes {
                         after: cursor,
                         limit: self.page,
+                        unsynced,
                     },
                     CALL,
                 )

@@ -45,6 +45,14 @@ pub enum EdgeLinkEvent {
         error: String,
         at: SystemTime,
     },
+    /// A master refused this edge (from version 2 with its reason and the
+    /// store it serves: a location deleted there is not an outage).
+    Refused {
+        master: String,
+        reason: Option<crate::proto::DenyReason>,
+        store_id: Option<Uuid>,
+        at: SystemTime,
+    },
     /// No traffic for `dead_after` and the following reconnect failed.
     Disconnected {
         at: SystemTime,
@@ -67,7 +75,12 @@ pub struct StandDown(Arc<std::sync::Mutex<StandDownState>>);
 struct StandDownState {
     pending: bool,
     strikes: u32,
+    /// The master said this edge's location no longer exists.
+    decommissioned: bool,
 }
+
+/// How often a decommissioned edge asks again.
+const DECOMMISSIONED_RETRY: Duration = Duration::from_secs(300);
 
 impl StandDown {
     /// Our session was superseded: stand by before the next connect.
@@ -85,6 +98,25 @@ impl StandDown {
         }
         let doubled = STAND_DOWN_FIRST.saturating_mul(1 << s.strikes.saturating_sub(1).min(10));
         Some(doubled.min(STAND_DOWN_CAP))
+    }
+
+    /// The master serving our store says our location is gone: retry
+    /// rarely until a connect succeeds.
+    pub fn decommissioned(&self) {
+        crate::util::Unpoisoned::lock_unpoisoned(&*self.0).decommissioned = true;
+    }
+
+    /// The wait between connect rounds.
+    fn retry_wait(&self, reconnect: Duration) -> Duration {
+        if crate::util::Unpoisoned::lock_unpoisoned(&*self.0).decommissioned {
+            DECOMMISSIONED_RETRY
+        } else {
+            reconnect
+        }
+    }
+
+    fn reconnected(&self) {
+        crate::util::Unpoisoned::lock_unpoisoned(&*self.0).decommissioned = false;
     }
 
     /// A session that lasted past the cap: the duplicate is gone.
@@ -170,16 +202,18 @@ pub async fn run<H: Handler>(
     let mut last_traffic = Instant::now();
     let mut raised = false;
     let mut immediate = true;
+    let mut refusals = RefusalLog::default();
     loop {
         if !immediate {
+            let wait = jittered(cfg.stand_down.retry_wait(cfg.reconnect));
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(jittered(cfg.reconnect)) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
         let connected = tokio::select! {
             _ = shutdown.cancelled() => return,
-            c = connect_any(&cfg, &events, &shutdown) => c,
+            c = connect_any(&cfg, &events, &shutdown, &mut refusals) => c,
         };
         let Some((peer, session, master)) = connected else {
             immediate = false;
@@ -193,6 +227,7 @@ pub async fn run<H: Handler>(
             continue;
         };
         raised = false;
+        cfg.stand_down.reconnected();
         tracing::info!(edge_id = %cfg.edge_id, %master, "link up");
         let _ = events.send(EdgeLinkEvent::Connected {
             peer,
@@ -213,28 +248,58 @@ pub async fn run<H: Handler>(
             reason,
             at: SystemTime::now(),
         });
-        if shutdown.is_cancelled() {
+        if shutdown.is_cancelled() || !stand_down_if_superseded(&cfg, started, &shutdown).await {
             return;
-        }
-        if started.elapsed() >= STAND_DOWN_CAP {
-            cfg.stand_down.forgive();
-        }
-        if let Some(wait) = cfg.stand_down.take() {
-            tracing::error!(
-                edge_id = %cfg.edge_id,
-                wait_s = wait.as_secs(),
-                "another process uses this edge's id: standing by before reconnecting"
-            );
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
-            }
-            immediate = true;
-            continue;
         }
         // One immediate retry after a session that lasted; a session that
         // ends at once (say, replaced) waits like any failure.
         immediate = started.elapsed() >= cfg.reconnect;
+    }
+}
+
+/// After a session that the master said was superseded, waits the
+/// stand-down back-off. False if `shutdown` came first.
+async fn stand_down_if_superseded(
+    cfg: &EdgeLinkConfig,
+    started: Instant,
+    shutdown: &CancellationToken,
+) -> bool {
+    if started.elapsed() >= STAND_DOWN_CAP {
+        cfg.stand_down.forgive();
+    }
+    let Some(wait) = cfg.stand_down.take() else {
+        return true;
+    };
+    tracing::error!(
+        edge_id = %cfg.edge_id,
+        wait_s = wait.as_secs(),
+        "another process uses this edge's id: standing by before reconnecting"
+    );
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(wait) => true,
+    }
+}
+
+/// Refusals and certificate failures are logged at ERROR, but the same
+/// one only once a minute: an edge retries every few seconds.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<(String, Instant)>,
+}
+
+impl RefusalLog {
+    const QUIET: Duration = Duration::from_secs(60);
+
+    fn should_log(&mut self, text: &str) -> bool {
+        let fresh = self
+            .last
+            .as_ref()
+            .is_none_or(|(t, at)| t != text || at.elapsed() >= Self::QUIET);
+        if fresh {
+            self.last = Some((text.to_owned(), Instant::now()));
+        }
+        fresh
     }
 }
 
@@ -244,6 +309,7 @@ async fn connect_any(
     cfg: &EdgeLinkConfig,
     events: &mpsc::UnboundedSender<EdgeLinkEvent>,
     shutdown: &CancellationToken,
+    refusals: &mut RefusalLog,
 ) -> Option<Connected> {
     for master in &cfg.masters {
         match tokio::time::timeout(
@@ -254,17 +320,50 @@ async fn connect_any(
         .unwrap_or(Err(ConnectError::Handshake(HandshakeError::Timeout)))
         {
             Ok((peer, session)) => return Some((peer, session, master.clone())),
-            Err(e) => {
-                tracing::debug!(edge_id = %cfg.edge_id, %master, error = %e, "connect failed");
-                let _ = events.send(EdgeLinkEvent::ConnectFailed {
-                    master: master.clone(),
-                    error: e.to_string(),
-                    at: SystemTime::now(),
-                });
-            }
+            Err(e) => report_failure(cfg, master, e, events, refusals),
         }
     }
     None
+}
+
+/// A refusal by a master (a wrong secret, a deleted location) or a master
+/// certificate that does not verify is an operator's problem, and said at
+/// ERROR; anything else is an outage, said by the control loop.
+fn report_failure(
+    cfg: &EdgeLinkConfig,
+    master: &str,
+    error: ConnectError,
+    events: &mpsc::UnboundedSender<EdgeLinkEvent>,
+    refusals: &mut RefusalLog,
+) {
+    let text = error.to_string();
+    let operator_problem = matches!(
+        error,
+        ConnectError::Tls(_)
+            | ConnectError::Handshake(HandshakeError::Denied { .. } | HandshakeError::MasterProof)
+    );
+    if operator_problem && refusals.should_log(&text) {
+        tracing::error!(edge_id = %cfg.edge_id, %master, error = %text, "the master refused this edge or could not be verified; the site runs on its own meanwhile");
+    } else {
+        tracing::debug!(edge_id = %cfg.edge_id, %master, error = %text, "connect failed");
+    }
+    let at = SystemTime::now();
+    let event = match error {
+        ConnectError::Handshake(HandshakeError::Denied { reason, store_id }) => {
+            EdgeLinkEvent::Refused {
+                master: master.to_owned(),
+                reason,
+                store_id,
+                at,
+            }
+        }
+        _ => EdgeLinkEvent::ConnectFailed {
+            master: master.to_owned(),
+            error: text,
+            at,
+        },
+    };
+    let _ = events.send(event);
 }
 
 /// Why one connection attempt failed.

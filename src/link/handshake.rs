@@ -14,14 +14,16 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use uuid::Uuid;
 
 use crate::proto::handshake::Bytes32;
-use crate::proto::{Handshake, MAX_HANDSHAKE_FRAME, PREFACE_LEN, Preface, PrefaceError};
+use crate::proto::{
+    DenyReason, Handshake, MAX_HANDSHAKE_FRAME, PREFACE_LEN, Preface, PrefaceError,
+};
 use crate::secret::LinkKey;
 
 const EDGE_CONTEXT: &[u8] = b"outpost link edge proof v1\0";
 const MASTER_CONTEXT: &[u8] = b"outpost link master proof v1\0";
 
-/// Why a handshake failed. The master records it; the edge only ever
-/// receives `Denied`.
+/// Why a handshake failed. The master records it; the edge receives
+/// `Denied`, with the reason on a link speaking version 2.
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
     #[error("I/O during handshake: {0}")]
@@ -40,8 +42,12 @@ pub enum HandshakeError {
     BadProof,
     #[error("the client certificate was issued for another edge (it does not name {0})")]
     WrongCertificate(Uuid),
-    #[error("denied by the master")]
-    Denied,
+    #[error("denied by the master{}", reason.map(|r| format!(": {r}")).unwrap_or_default())]
+    Denied {
+        reason: Option<DenyReason>,
+        /// The store the refusing master serves.
+        store_id: Option<Uuid>,
+    },
     #[error("the master failed to prove it knows the edge's key")]
     MasterProof,
     #[error("handshake timed out")]
@@ -202,6 +208,7 @@ pub async fn accept<IO, F, Fut>(
     lookup: F,
     max_in_flight: u32,
     boot_id: Uuid,
+    store_id: Option<Uuid>,
 ) -> Result<Accepted, HandshakeError>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -255,8 +262,25 @@ where
         }
     }
     let Some((hkey, warning)) = proved.filter(|_| known) else {
-        // Best effort: the peer learns only "denied".
-        let _ = write_msg(io, &Handshake::Denied).await;
+        // Best effort. From version 2 the peer learns why: an edge whose
+        // location is gone stands down instead of running its site (ids are
+        // random UUIDs, so this tells a prober nothing it could use).
+        let reason = if known {
+            DenyReason::BadProof
+        } else {
+            DenyReason::UnknownEdge
+        };
+        let denied = match version {
+            1 => Handshake::Denied {
+                reason: None,
+                store_id: None,
+            },
+            _ => Handshake::Denied {
+                reason: Some(reason),
+                store_id,
+            },
+        };
+        let _ = write_msg(io, &denied).await;
         return Err(if known {
             HandshakeError::BadProof
         } else {
@@ -316,7 +340,9 @@ where
     .await?;
     let nonce_m = match read_msg(io).await? {
         Handshake::Challenge { nonce } => nonce.0,
-        Handshake::Denied => return Err(HandshakeError::Denied),
+        Handshake::Denied { reason, store_id } => {
+            return Err(HandshakeError::Denied { reason, store_id });
+        }
         _ => {
             return Err(HandshakeError::Unexpected {
                 expected: "challenge",
@@ -362,7 +388,7 @@ where
                 warning,
             })
         }
-        Handshake::Denied => Err(HandshakeError::Denied),
+        Handshake::Denied { reason, store_id } => Err(HandshakeError::Denied { reason, store_id }),
         _ => Err(HandshakeError::Unexpected {
             expected: "welcome",
         }),

@@ -77,6 +77,9 @@ pub struct MasterLinkConfig {
     /// Connections accepted but not yet authenticated, in all and per
     /// source; more are closed at once.
     pub admission: AdmissionLimits,
+    /// The store this master serves, told to refused edges (version 2) so
+    /// that an edge whose location was deleted here can stand down.
+    pub store_id: Option<Uuid>,
     /// How long `serve` waits for links to finish after shutdown.
     pub shutdown_grace: Duration,
 }
@@ -95,6 +98,7 @@ impl MasterLinkConfig {
             boot_id: Uuid::now_v7(),
             max_handshakes: 256,
             admission: AdmissionLimits::default(),
+            store_id: None,
             shutdown_grace: Duration::from_millis(c.shutdown_grace_ms),
         })
     }
@@ -274,12 +278,17 @@ impl Accept {
                         if fits {
                             keys.link_keys(id).await
                         } else {
-                            KeySet::default()
+                            // A key nobody holds: the edge is told "bad
+                            // proof", an outage it rides out, never
+                            // "unknown edge", which would make it stand down.
+                            let random = crate::secret::EdgeSecret::generate();
+                            Some(random.link_key(id)).into()
                         }
                     }
                 },
                 self.cfg.peer.max_in_flight,
                 self.cfg.boot_id,
+                self.cfg.store_id,
             )
             .await
             .map_err(|e| wrong_cert.map_or(e, HandshakeError::WrongCertificate))?;

@@ -2,7 +2,8 @@
 //! requests are limited to its own site. The link authenticates an edge;
 //! this decides what that edge may ask for, before any handler runs.
 //!
-//! - `exec`, `status`, `debug_subscribe`, `debug_unsubscribe`: only on a
+//! - `exec`, `status`, `module_state`, `debug_subscribe`,
+//!   `debug_unsubscribe`: only on a
 //!   module of a system whose `edge_id` is the caller (rule `own_site`),
 //!   the proxy path of an edge's clients after a takeover;
 //! - `start_system`, `stop_system`, `expire_system_cache`: only on a system
@@ -132,6 +133,7 @@ impl SiteGuard {
         let target = match body {
             R::Exec { module, .. }
             | R::Status { module, .. }
+            | R::ModuleState { module }
             | R::DebugSubscribe { module }
             | R::DebugUnsubscribe { module } => Target::Module(module_id(module)?),
             R::StartSystem { system, .. }

@@ -6,7 +6,7 @@
 
 use uuid::Uuid;
 
-use crate::api::{EdgeEventFeed, EdgeStatusFeed};
+use crate::api::{EdgeEventFeed, EdgeStatusFeed, ServedPage, SyncFacts};
 use crate::link::repository::MasterRepo;
 use crate::link::{Handler, Peer, RequestCtx};
 use crate::local_ops::ModuleRequests;
@@ -22,6 +22,7 @@ pub struct MasterHandler {
     control: super::Control,
     status_feed: Option<EdgeStatusFeed>,
     guard: super::authorize::SiteGuard,
+    sync_facts: Option<SyncFacts>,
 }
 
 /// Most documents one `changes` answer carries.
@@ -43,12 +44,19 @@ impl MasterHandler {
             store,
             control,
             status_feed: None,
+            sync_facts: None,
         }
     }
 
     /// Also publishes every accepted status event into `feed`.
     pub fn with_status_feed(mut self, feed: EdgeStatusFeed) -> Self {
         self.status_feed = Some(feed);
+        self
+    }
+
+    /// Also records each edge's replica position and unsynced events there.
+    pub fn with_sync_facts(mut self, facts: SyncFacts) -> Self {
+        self.sync_facts = Some(facts);
         self
     }
 
@@ -96,6 +104,7 @@ impl MasterHandler {
         edge_id: Uuid,
         after: i64,
         limit: u32,
+        unsynced: Option<u64>,
     ) -> Result<ResponseBody, WireError> {
         let last_seq = self
             .store
@@ -109,6 +118,16 @@ impl MasterHandler {
             .changes_since(after, limit.clamp(1, MAX_PAGE))
             .await
             .map_err(crate::local_ops::internal)?;
+        if let Some(facts) = &self.sync_facts {
+            let page = ServedPage {
+                after,
+                limit: limit.clamp(1, MAX_PAGE),
+                sent: docs.len(),
+                last_doc: docs.last().map(|d| d.seq),
+                last_seq,
+            };
+            facts.served(edge_id, page, unsynced);
+        }
         Ok(ResponseBody::Changes {
             store_id: self.store.store_id(),
             docs: docs
@@ -148,8 +167,13 @@ impl Handler for MasterHandler {
                     .await
                     .unwrap_or_else(|| Err(WireError::failed("unreachable")));
             }
-            RequestBody::Changes { after, limit } => {
-                return self.changes(ctx.peer.meta().edge_id, *after, *limit).await;
+            RequestBody::Changes {
+                after,
+                limit,
+                unsynced,
+            } => {
+                let edge = ctx.peer.meta().edge_id;
+                return self.changes(edge, *after, *limit, *unsynced).await;
             }
             RequestBody::Events { events } => {
                 return self.events(ctx.peer.meta().edge_id, events).await;

@@ -80,8 +80,9 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
     // this database, or a port in use, fails here and touches nothing.
     let lock = boot::lock_database(&config)?;
     let api_listener = api::bind(&config).await?;
-    let (listener, link, link_addr) = bind_link(&config).await?;
+    let (listener, mut link, link_addr) = bind_link(&config).await?;
     let store = boot::open_store(&config).await?;
+    link.store_id = Some(store.store_id());
     // Location edits after this point reach the control loop.
     let feed_from = store.last_seq().await?;
     let plan = boot::plan_master(&store).await?;
@@ -108,7 +109,9 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
     let expected: Vec<Uuid> = plan.edges.iter().map(|e| e.id).collect();
     control.resume(&expected).await?; // held sites run before edges connect
 
+    let sync_facts = api::SyncFacts::new();
     let (handler, edge_status) = link_handler(&config, &store, &runtime, &control, &edge_events);
+    let handler = handler.with_sync_facts(sync_facts.clone());
     let (links, _) = tokio::sync::broadcast::channel(256);
     let keys = StoredKeys(store.clone());
     spawn_link(listener, link, keys, handler, &registry, &stop, &tasks);
@@ -125,6 +128,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
         edge_status: Some(edge_status),
         edge_events: Some(edge_events.clone()),
         links: Some(links),
+        sync: Some(sync_facts),
         control: Some(Arc::new(control.clone())),
         reconciler: Some(reconciler.clone()),
         edge_id: None,

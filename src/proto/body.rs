@@ -54,6 +54,12 @@ pub enum RequestBody {
     DebugSubscribe {
         module: String,
     },
+    /// A module's lifecycle state and device connection, for the API's
+    /// module state of a module the other side runs. A peer that predates
+    /// it answers `UnknownKind`, and the API says the state is not known.
+    ModuleState {
+        module: String,
+    },
     DebugUnsubscribe {
         module: String,
     },
@@ -74,6 +80,11 @@ pub enum RequestBody {
     Changes {
         after: i64,
         limit: u32,
+        /// Events in the edge's log the master has not acknowledged yet,
+        /// as the edge counted them before asking (for the console's
+        /// overview). Absent from a peer that predates it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unsynced: Option<u64>,
     },
     /// Edge → master: events recorded at the edge (active sync). The master
     /// stores each at most once and attributes them to the link's edge,
@@ -200,6 +211,15 @@ pub enum ResponseBody {
     },
     /// A page of an edge's event log (passive sync).
     Events { events: Vec<WireEvent> },
+    /// The answer to `ModuleState`: `loaded`, `running`, `stopped` or
+    /// `failed` (with its reason), and the device connection.
+    ModuleState {
+        state: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failure: Option<String>,
+        has_device: bool,
+        connected: bool,
+    },
     /// The edge's answer to `ControlReport`.
     ControlReport {
         /// The edge runs its location's modules.
@@ -286,7 +306,7 @@ mod tests {
             assert_eq!(tag, body.kind(), "{body:?}");
             assert!(RequestBody::KINDS.contains(&body.kind()));
         }
-        assert_eq!(RequestBody::KINDS.len(), 19);
+        assert_eq!(RequestBody::KINDS.len(), 20);
         for kind in RequestBody::KINDS {
             assert!(!kind.contains(char::is_uppercase), "{kind}");
         }

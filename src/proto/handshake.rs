@@ -12,7 +12,7 @@
 //! master -> edge    Challenge { nonce_m }
 //! edge   -> master  Proof     { mac = HMAC(K, "outpost link edge proof v1" | ...) }
 //! master -> edge    Welcome   { mac = HMAC(K, "outpost link master proof v1" | ...), boot_id, max_in_flight }
-//!                 | Denied
+//!                 | Denied    { reason?, store_id? }   (both only from version 2)
 //! ```
 //!
 //! Both MACs cover the version, the edge id, both nonces and a TLS exporter
@@ -147,6 +147,37 @@ pub enum Handshake {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         warning: Option<String>,
     },
-    /// Authentication failed; the reason is only in the master's log.
-    Denied,
+    /// Authentication failed. On a link speaking version 2 the master says
+    /// why and which store it serves, so that an edge whose location was
+    /// deleted can tell that from an outage; a version-1 edge gets a bare
+    /// `{"msg":"denied"}`.
+    Denied {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<DenyReason>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        store_id: Option<Uuid>,
+    },
+}
+
+/// Why a master refused an edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenyReason {
+    /// No edge location with this id (deleted, or never created).
+    UnknownEdge,
+    /// The proof did not check out: a wrong or rotated secret.
+    BadProof,
+    /// A reason this build does not know (a newer master).
+    #[serde(other)]
+    Other,
+}
+
+impl std::fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::UnknownEdge => "no edge location with this id",
+            Self::BadProof => "wrong edge proof (a wrong or rotated secret)",
+            Self::Other => "a reason this edge does not know",
+        })
+    }
 }

@@ -13,7 +13,7 @@ pub mod handshake;
 pub use body::{DocChange, EventBody, RepoOp, RequestBody, ResponseBody, TreeEntry, WireEvent};
 pub use error::WireError;
 pub use frame::{Frame, FrameError, Message, RawFrame};
-pub use handshake::{Handshake, PREFACE_LEN, Preface, PrefaceError};
+pub use handshake::{DenyReason, Handshake, PREFACE_LEN, Preface, PrefaceError};
 
 /// The protocol version this build speaks. Bump it on any change of the
 /// handshake, the envelope or a body that a peer of the previous version

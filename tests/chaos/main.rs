@@ -82,3 +82,14 @@ async fn seeded_fault_runs_keep_every_invariant() {
         pct(99),
     );
 }
+
+/// A stopped process (SIGSTOP) keeps its sockets open and its kernel keeps
+/// acknowledging, so only the link's own liveness can see it: each side
+/// declares the other dead, and all is well again after SIGCONT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_processes_are_declared_dead_by_the_link() {
+    let (edge_detected, master_detected) = world::stopped_processes().await;
+    println!(
+        "SIGSTOP detected: edge stopped -> master saw it lost after {edge_detected:?}; master stopped -> edge saw it lost after {master_detected:?}"
+    );
+}

@@ -457,3 +457,48 @@ async fn open(config: &Config) -> Store {
         .await
         .unwrap()
 }
+
+/// SIGSTOP of an edge, then of the master, each past the dead interval.
+/// Answers how long each side took to declare the stopped one lost.
+pub async fn stopped_processes() -> (Duration, Duration) {
+    let mut world = World::new().await;
+    world.settle().await;
+
+    let pid = world.edges[0].pid();
+    crate::faults::signal("-STOP", pid);
+    let stopped = Instant::now();
+    let id = world.edges[0].id;
+    let mut edge_detected = None;
+    while stopped.elapsed() < SETTLE_BOUND {
+        let sites = world.get("/api/v1/sites").await.unwrap_or_default();
+        let lost = sites
+            .as_array()
+            .and_then(|s| s.iter().find(|x| x["id"] == json!(id)))
+            .is_some_and(|x| x["connected"] == json!(false));
+        if lost {
+            edge_detected = Some(stopped.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    crate::faults::signal("-CONT", pid);
+    let edge_detected = edge_detected.expect("the master never declared the stopped edge lost");
+    world.settle().await;
+
+    let log_before = world.edges[1].log().matches("link lost").count();
+    let pid = world.master.pid();
+    crate::faults::signal("-STOP", pid);
+    let stopped = Instant::now();
+    let mut master_detected = None;
+    while stopped.elapsed() < SETTLE_BOUND {
+        if world.edges[1].log().matches("link lost").count() > log_before {
+            master_detected = Some(stopped.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    crate::faults::signal("-CONT", pid);
+    let master_detected = master_detected.expect("the edge never declared the stopped master lost");
+    world.settle().await;
+    (edge_detected, master_detected)
+}

@@ -14,6 +14,7 @@ mod cli;
 mod demo;
 #[path = "../support/http.rs"]
 mod http;
+mod overview_data;
 #[path = "../support/roles.rs"]
 mod roles;
 #[path = "../support/mod.rs"]

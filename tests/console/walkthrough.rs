@@ -2,7 +2,10 @@
 //! real `outpost edge` process: sign in, see both sites, exec on the
 //! projector (the simulator receives it), kill the edge and watch the site
 //! turn to "master" without a reload, restore from the button, and see a
-//! 422 next to the field of a bad module. Screenshots of each step go to
+//! 422 next to the field of a bad module. Along the way: the overview's
+//! unsynced events and replica lag (live), the state of the edge-run
+//! projector, and the module page following the projector across a change
+//! of controller. Screenshots of each step go to
 //! `target/console-screens/walkthrough/`.
 //!
 //! Control decisions read a manual clock, so the failover timeout passes
@@ -118,6 +121,23 @@ async fn an_operator_signs_in_execs_watches_a_failover_and_restores() {
         .until_css("Perth", &format!("tr[data-site='{}']", perth.id))
         .await;
     assert!(browser.text(&row).await.contains("epoch 1"));
+    // The edge has pulled its replica and reported its event log: numbers,
+    // where Perth, which never came, shows "—".
+    let cell = |site: &str, name: &str| format!("tr[data-site='{site}'] td[data-cell='{name}']");
+    browser
+        .until(
+            "Sydney's replica lag and unsynced events",
+            "return /^[0-9]+$/.test(document.querySelector(arguments[0]).textContent) \
+             && document.querySelector(arguments[1]).textContent === '0'",
+            vec![
+                json!(cell(&sydney, "unsynced")),
+                json!(cell(&sydney, "lag")),
+            ],
+        )
+        .await;
+    let perth_id = perth.id.to_string();
+    assert_eq!(browser.text(&cell(&perth_id, "lag")).await, "—");
+    assert_eq!(browser.text(&cell(&perth_id, "unsynced")).await, "—");
     browser.shot("02-overview").await;
 
     // 3. Exec on the projector: the simulator powers on.
@@ -128,6 +148,15 @@ async fn an_operator_signs_in_execs_watches_a_failover_and_restores() {
             &format!("tr[data-module='{}'] a", projector.id),
         )
         .await;
+    // The edge runs the projector: its state comes from the edge.
+    let projector_row = format!("tr[data-module='{}']", projector.id);
+    browser
+        .until_css(
+            "the projector running at the edge, connected",
+            &format!("{projector_row}[data-state='running'] td[data-connected='true']"),
+        )
+        .await;
+    assert!(browser.text(&projector_row).await.contains("at the edge"));
     browser.shot("03-site").await;
     browser
         .click(&format!("tr[data-module='{}'] a", projector.id))
@@ -164,6 +193,25 @@ async fn an_operator_signs_in_execs_watches_a_failover_and_restores() {
     .await;
     browser
         .until_css("the link shown lost", &format!("{row}[data-link='lost']"))
+        .await;
+    // A document written while the edge is away: its replica falls behind,
+    // shown without a reload.
+    let auth = format!("Bearer {key}");
+    let written = crate::http::request(
+        master.api_addr,
+        "POST",
+        "/api/v1/edges",
+        &[("Authorization", &auth)],
+        Some(r#"{"name": "Darwin"}"#),
+    )
+    .await;
+    assert_eq!(written.status, 201, "{}", written.body);
+    browser
+        .until(
+            "Sydney's replica lag to grow",
+            "return Number(document.querySelector(arguments[0]).textContent) > 0",
+            vec![json!(cell(&sydney, "lag"))],
+        )
         .await;
     eventually(10, "the takeover to be scheduled", async || {
         master.control.takeover_due(room.edge_id).is_some()
@@ -244,13 +292,83 @@ async fn an_operator_signs_in_execs_watches_a_failover_and_restores() {
     );
     browser.shot("08-field-error").await;
 
+    // The cluster view: this master as the one node, MASTER, until masters
+    // form a cluster.
+    browser.click("a[href='#/cluster']").await;
+    browser
+        .until(
+            "the single node",
+            "const t = document.querySelector('#view').textContent; return t.includes('MASTER') && t.includes('single node')",
+            vec![],
+        )
+        .await;
+    browser.shot("09-cluster").await;
+
     // A phone-width screen: the overview's table becomes stacked cards.
     browser.client.set_window_size(390, 844).await.unwrap();
     browser.click("a[href='#/']").await;
     browser.until_css("the overview", &row).await;
-    browser.shot("09-phone-overview").await;
+    browser.shot("10-phone-overview").await;
+
+    // 7. The module page follows the projector to the master: with the
+    // page open, the edge dies and the master takes over; status, state,
+    // exec and the debug stream then come from the master.
+    browser.client.set_window_size(1280, 900).await.unwrap();
+    browser
+        .goto(&format!("{base}/#/module/{}", projector.id))
+        .await;
+    browser
+        .until_css(
+            "the projector's page, running at the edge",
+            "#runs-at[data-controller='edge'] ~ #state[data-state='running']",
+        )
+        .await;
+    browser.until_css("the debug stream", "#debug").await;
+    edge.kill().await;
+    eventually(10, "the master to see the link lost", async || {
+        master.registry.peer(room.edge_id).is_none()
+    })
+    .await;
+    eventually(10, "the takeover to be scheduled", async || {
+        master.control.takeover_due(room.edge_id).is_some()
+    })
+    .await;
+    clock.advance(Duration::from_millis(TIMEOUT_MS));
+    wait_controller(Side::Master, 4).await;
+    browser
+        .until_css(
+            "the projector's page, running at the master",
+            "#runs-at[data-controller='master'] ~ #state[data-state='running']",
+        )
+        .await;
+    browser
+        .until_css(
+            "the debug stream from the master",
+            "#debug[data-subscribed='true']",
+        )
+        .await;
+    // The lamp's hours: the projector answers them while it warms up.
+    browser.fill("#exec-method", "lamp").await;
+    browser.click("#exec-run").await;
+    browser
+        .until_css("the exec answer", "#exec-result.ok")
+        .await;
+    browser
+        .until(
+            "the lamp hours from the master",
+            "return !!document.querySelector(\"#status dd[data-key='lamp_hours']\")",
+            vec![],
+        )
+        .await;
+    browser
+        .until(
+            "the master's debug lines",
+            "return [...document.querySelectorAll('#debug li')].some(l => l.textContent.includes('LAMP ?'))",
+            vec![],
+        )
+        .await;
+    browser.shot("11-module-after-takeover").await;
 
     browser.close().await;
-    edge.kill().await;
     master.stop().await;
 }

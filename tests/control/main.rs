@@ -21,6 +21,7 @@ mod live_config;
 mod proxy;
 mod readme;
 mod reconcile;
+mod refusals;
 #[path = "../support/roles.rs"]
 mod roles;
 mod roles_api;

@@ -12,7 +12,7 @@ use outpost::link::master::HANDSHAKE_THROTTLE;
 use outpost::link::{CloseReason, tls};
 use outpost::proto::frame::with_length_prefix;
 use outpost::proto::{
-    Handshake, PROTOCOL_VERSION, Preface, RepoOp, RequestBody, ResponseBody, WireError,
+    DenyReason, Handshake, PROTOCOL_VERSION, Preface, RepoOp, RequestBody, ResponseBody, WireError,
 };
 use outpost::util::FailureThrottle;
 use rustls_pki_types::ServerName;
@@ -126,24 +126,30 @@ async fn wrong_secret_and_unknown_edge_are_denied_and_recorded() {
     let err = handshake::connect(&mut s, ex, &liar.key(), &hello)
         .await
         .unwrap_err();
-    assert!(matches!(err, HandshakeError::Denied), "{err}");
+    assert!(
+        matches!(
+            err,
+            HandshakeError::Denied {
+                reason: Some(DenyReason::BadProof),
+                ..
+            }
+        ),
+        "{err}"
+    );
     let (edge, reason) = m.next_auth_failure().await;
     assert_eq!(edge, Some(good.id));
     assert!(reason.contains("wrong edge proof"), "{reason}");
 
-    // Unknown edge id: the same answer on the wire, a different record.
+    // Unknown edge id: on a link speaking version 2 the edge learns why
+    // (ids are random UUIDs: this helps no prober), and the master records it.
     let stranger = EdgeIdentity::new();
     let mut e = start_edge(
         edge_config(&certs, &stranger, vec![m.addr.to_string()]),
         TestHandler::default(),
     );
     loop {
-        if let outpost::link::EdgeLinkEvent::ConnectFailed { error, .. } = e.next_event().await {
-            assert!(error.contains("denied"), "{error}");
-            assert!(
-                !error.contains("unknown"),
-                "the edge must only learn 'denied': {error}"
-            );
+        if let outpost::link::EdgeLinkEvent::Refused { reason, .. } = e.next_event().await {
+            assert_eq!(reason, Some(DenyReason::UnknownEdge));
             break;
         }
     }
@@ -230,7 +236,10 @@ async fn replayed_handshake_messages_are_denied() {
     ));
     assert_eq!(
         handshake::read_msg(&mut s).await.unwrap(),
-        Handshake::Denied
+        Handshake::Denied {
+            reason: Some(DenyReason::BadProof),
+            store_id: None
+        }
     );
     let (edge, reason) = m.next_auth_failure().await;
     assert_eq!(edge, Some(id.id));
@@ -765,6 +774,9 @@ fn every_kind_on(module: Uuid, system: Uuid, epoch: Option<u64>) -> Vec<RequestB
             module: module.clone(),
             key: Some("power".into()),
         },
+        RequestBody::ModuleState {
+            module: module.clone(),
+        },
         RequestBody::DebugSubscribe {
             module: module.clone(),
         },
@@ -868,7 +880,7 @@ async fn an_authenticated_edge_reaches_only_its_own_site() {
     }
     // Every kind the link knows was tried above (the edge's own business
     // aside: changes, events, repo_tree, repo_blob).
-    assert_eq!(RequestBody::KINDS.len(), 7 + 8 + 4);
+    assert_eq!(RequestBody::KINDS.len(), 8 + 8 + 4);
 
     // Its own site, which the master runs now: served under its epoch,
     // refused without one.

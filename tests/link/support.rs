@@ -317,6 +317,7 @@ pub async fn start_master(certs: &Certs, opts: MasterOpts) -> Master {
         max_handshakes: 64,
         admission: opts.admission,
         shutdown_grace: Duration::from_secs(2),
+        store_id: None,
     };
     let (tx, events) = mpsc::unbounded_channel();
     let registry = Registry::new(tx);

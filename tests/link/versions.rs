@@ -145,7 +145,15 @@ async fn edges_of_this_version_speak_it_and_accept_a_master_one_ahead() {
         let mut x = [0u8; 10];
         b.read_exact(&mut x).await.unwrap();
         let hello = read_msg(&mut b).await.unwrap();
-        write_msg(&mut b, &Handshake::Denied).await.unwrap();
+        write_msg(
+            &mut b,
+            &Handshake::Denied {
+                reason: None,
+                store_id: None,
+            },
+        )
+        .await
+        .unwrap();
         (Preface::decode(&x).unwrap().version, hello)
     });
     let hello = Hello {
@@ -160,8 +168,55 @@ async fn edges_of_this_version_speak_it_and_accept_a_master_one_ahead() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, handshake::HandshakeError::Denied), "{err}");
+    assert!(
+        matches!(err, handshake::HandshakeError::Denied { .. }),
+        "{err}"
+    );
     let (announced, sent) = newer.await.unwrap();
     assert_eq!(announced, PROTOCOL_VERSION);
     assert!(matches!(sent, Handshake::Hello { .. }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_edge_of_the_previous_version_gets_a_bare_denial() {
+    let certs = dev_certs();
+    let id = EdgeIdentity::new();
+    let mut m = start_master(&certs, MasterOpts::new(keys(&[&id]))).await;
+    let mut s = tls_connect(&certs, m.addr).await;
+    s.write_all(&Preface { version: 1 }.encode()).await.unwrap();
+    s.flush().await.unwrap();
+    let mut theirs = [0u8; 10];
+    within("the master's preface", s.read_exact(&mut theirs))
+        .await
+        .unwrap();
+    let hello = Handshake::Hello {
+        edge_id: id.id,
+        nonce: Bytes32([7u8; 32]),
+        boot_id: Uuid::now_v7(),
+        commit: None,
+        max_in_flight: 8,
+    };
+    write_msg(&mut s, &hello).await.unwrap();
+    let Handshake::Challenge { .. } = read_msg(&mut s).await.unwrap() else {
+        panic!("expected a challenge");
+    };
+    write_msg(
+        &mut s,
+        &Handshake::Proof {
+            mac: Bytes32([0; 32]),
+        },
+    )
+    .await
+    .unwrap();
+    // Exactly what a version-1 edge parses: no reason, no store id.
+    assert_eq!(
+        read_msg(&mut s).await.unwrap(),
+        Handshake::Denied {
+            reason: None,
+            store_id: None
+        }
+    );
+    let (_, reason) = m.next_auth_failure().await;
+    assert!(reason.contains("wrong edge proof"), "{reason}");
+    m.stop().await;
 }

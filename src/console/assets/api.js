@@ -120,3 +120,42 @@ export class Live {
     this.ws.close();
   }
 }
+
+// A subscription made again when the server ends it with an error: the
+// side that just took control has not loaded the module yet, or the edge
+// that runs it is not connected. Tried again after 250 ms, doubling up to
+// 5 s, until closed; `restart()` makes it afresh at once (after a change
+// of controller the answer comes from the other side).
+export function follow(live, spec, handler) {
+  let id = null;
+  let timer = null;
+  let delay = 250;
+  let closed = false;
+  const open = () => {
+    timer = null;
+    if (closed) return;
+    const mine = live.subscribe(spec, (m) => {
+      if (m.type === 'error' && mine === id) {
+        live.unsubscribe(mine);
+        id = null;
+        timer = setTimeout(open, delay);
+        delay = Math.min(delay * 2, 5000);
+      } else if (m.type === 'subscribed') {
+        delay = 250;
+      }
+      handler(m);
+    });
+    id = mine;
+  };
+  const stop = () => {
+    if (timer !== null) clearTimeout(timer);
+    timer = null;
+    if (id !== null) live.unsubscribe(id);
+    id = null;
+  };
+  open();
+  return {
+    restart() { stop(); delay = 250; open(); },
+    close() { closed = true; stop(); },
+  };
+}

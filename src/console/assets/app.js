@@ -70,8 +70,12 @@ function signOut(message) {
 }
 
 async function start() {
-  const me = await api('GET', '/api/v1/whoami');
-  const version = await api('GET', '/api/v1/version');
+  // Everything the first paint needs is asked at once: who the key is, the
+  // version, the live connection, and the data of the view being opened.
+  const prefetch = new Map();
+  if (/^#?\/?(overview)?$/.test(location.hash)) prefetch.set('sites', api('GET', '/api/v1/sites'));
+  for (const p of prefetch.values()) p.catch(() => {});
+  const [me, version] = await Promise.all([api('GET', '/api/v1/whoami'), api('GET', '/api/v1/version')]);
   const live = new Live();
   ctx = {
     me,
@@ -81,6 +85,8 @@ async function start() {
     // list their user: the API answers 403 otherwise, so no button shows.
     canOperate: (location) => me.role === 'admin'
       || (me.role === 'operator' && (!location || (location.admins || []).includes(me.user))),
+    // A request started before the view was loaded, taken once.
+    prefetched: (name) => { const p = prefetch.get(name); prefetch.delete(name); return p; },
   };
   nav.hidden = false;
   who.textContent = `${me.user} · ${me.role}`;

@@ -34,13 +34,19 @@ export function replace(el, ...kids) {
   return el;
 }
 
-// A date and time in the viewer's zone, or in `tz` (an IANA name).
+// A date and time in the viewer's zone, or in `tz` (an IANA name). One
+// formatter per zone: building an Intl.DateTimeFormat costs far more than
+// using one, and the overview formats two times per site.
+const formatters = new Map();
 export function fmtTime(ms, tz) {
   if (ms === null || ms === undefined) return '—';
   try {
-    return new Intl.DateTimeFormat(undefined, {
-      dateStyle: 'medium', timeStyle: 'short', timeZone: tz || undefined,
-    }).format(new Date(ms));
+    let f = formatters.get(tz || '');
+    if (!f) {
+      f = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short', timeZone: tz || undefined });
+      formatters.set(tz || '', f);
+    }
+    return f.format(new Date(ms));
   } catch {
     return new Date(ms).toISOString();
   }

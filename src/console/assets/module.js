@@ -1,7 +1,7 @@
 // Module: live status, an exec form for the driver's public functions, and
 // the live debug stream with pause and filter (operators of its location).
 
-import { api } from './api.js';
+import { api, follow } from './api.js';
 import { h, replace, show, notice } from './dom.js';
 
 const MAX_LINES = 500;
@@ -16,35 +16,94 @@ export function render(ctx, root, id) {
   replace(root, h('p', { class: 'crumbs' }, h('a', { href: '#/', text: 'Overview' })), title, msg, facts,
     h('h2', { text: 'Status' }), statusEl, execEl, debugEl);
   const subs = [];
-  const values = {};
+  let values = {};
+  let statusSub = null;
+  let debug = null;
+  let gone = false;
+  let module = null;
+  let location = null;
+  let st = null;
 
   const paintStatus = () => {
     const keys = Object.keys(values).sort();
     replace(statusEl, keys.length ? keys.map((k) => [h('dt', { text: k }), h('dd', { 'data-key': k, text: show(values[k]) })]) : h('dd', { class: 'muted', text: 'No status yet.' }));
   };
 
-  const load = async () => {
-    const [m, st] = await Promise.all([api('GET', `/api/v1/modules/${id}`), api('GET', `/api/v1/modules/${id}/state`)]);
-    const location = st.edge_id ? await api('GET', `/api/v1/edges/${st.edge_id}`) : null;
-    title.textContent = m.name;
+  const paintFacts = () => {
     replace(facts,
-      h('dt', { text: 'Driver' }), h('dd', { text: m.driver }),
-      h('dt', { text: 'Device' }), h('dd', { text: m.uri || 'none (logic module)' }),
-      h('dt', { text: 'Runs at' }), h('dd', {}, location ? h('a', { href: `#/site/${location.id}`, text: location.name }) : 'the master', ` (controller: ${st.controller})`),
-      h('dt', { text: 'State' }), h('dd', { text: st.state ? `${st.state}${st.failure ? `: ${st.failure}` : ''}${st.has_device ? (st.connected ? ', connected' : ', not connected') : ''}` : `known at the ${st.controller}` }));
-    subs.push(ctx.live.subscribe({ topic: 'status', module: id }, (s) => {
+      h('dt', { text: 'Driver' }), h('dd', { text: module.driver }),
+      h('dt', { text: 'Device' }), h('dd', { text: module.uri || 'none (logic module)' }),
+      h('dt', { text: 'Runs at' }), h('dd', { id: 'runs-at', 'data-controller': st.controller },
+        location ? h('a', { href: `#/site/${location.id}`, text: location.name }) : 'the master', ` (controller: ${st.controller})`),
+      h('dt', { text: 'State' }), h('dd', { id: 'state', 'data-state': st.state || 'unknown' }, stateText(st)));
+  };
+
+  const refreshState = async () => {
+    const next = await api('GET', `/api/v1/modules/${id}/state`);
+    if (gone) return;
+    st = next;
+    paintFacts();
+  };
+
+  // The status subscription follows the controller: a module that moved
+  // between the master and its edge is answered by the other side.
+  const subscribeStatus = () => {
+    if (statusSub !== null) { statusSub.restart(); return; }
+    statusSub = follow(ctx.live, { topic: 'status', module: id }, (s) => {
+      if (s.type === 'subscribed') { values = {}; return; }
       if (s.type !== 'status') return;
       if (s.values) Object.assign(values, s.values); else values[s.key] = s.value;
       paintStatus();
-    }));
+      // A device connecting or dropping is a change of the module's state
+      // (and the first values arrive once the module runs where asked).
+      if (s.key === 'connected' || s.values) refreshState().catch(() => {});
+    });
+  };
+
+  const load = async () => {
+    [module, st] = await Promise.all([api('GET', `/api/v1/modules/${id}`), api('GET', `/api/v1/modules/${id}/state`)]);
+    location = st.edge_id ? await api('GET', `/api/v1/edges/${st.edge_id}`) : null;
+    if (gone) return;
+    title.textContent = module.name;
+    paintFacts();
+    subscribeStatus();
     if (ctx.canOperate(location)) {
-      const fns = await api('GET', `/api/v1/drivers/${encodeURIComponent(m.driver)}/functions`).catch(() => []);
+      const fns = await api('GET', `/api/v1/drivers/${encodeURIComponent(module.driver)}/functions`).catch(() => []);
+      if (gone) return;
       execForm(execEl, id, fns);
-      subs.push(debugStream(ctx, debugEl, id));
+      debug = debugStream(ctx, debugEl, id);
     }
+    if (!location) return;
+    let epoch = null;
+    subs.push(ctx.live.subscribe({ topic: 'control' }, (m) => {
+      if (m.edge_id !== location.id || gone) return;
+      if (m.type === 'control') {
+        // The first message per site is its current controller.
+        if (m.current && (epoch === null || m.epoch === epoch)) { epoch = m.epoch; return; }
+        epoch = m.epoch;
+        notice(msg, `Control of ${location.name} moved to the ${m.to} (epoch ${m.epoch}).`);
+        refreshState().catch((e) => notice(msg, e.message, 'error'));
+        subscribeStatus();
+        if (debug) debug.resubscribe();
+      } else if (m.type === 'link') {
+        refreshState().catch(() => {});
+      }
+    }));
   };
   load().catch((e) => notice(msg, `Cannot load this module: ${e.message}`, 'error'));
-  return () => { for (const s of subs) ctx.live.unsubscribe(s); };
+  return () => {
+    gone = true;
+    for (const s of subs) ctx.live.unsubscribe(s);
+    if (statusSub !== null) statusSub.close();
+    if (debug) debug.close();
+  };
+}
+
+// running / stopped / failed (with why), and the device connection.
+export function stateText(st) {
+  if (!st.state) return `not known here (runs at the ${st.controller}${st.unknown ? `: ${st.unknown}` : ''})`;
+  const where = st.answered_by ? ` at the ${st.answered_by}` : '';
+  return `${st.state}${where}${st.failure ? `: ${st.failure}` : ''}${st.has_device ? (st.connected ? ', connected' : ', not connected') : ''}`;
 }
 
 // Each argument is read as JSON when it parses (true, 3, "x", [1]), else
@@ -116,8 +175,12 @@ function debugStream(ctx, el, id) {
     if (!paused) { append(held); held = []; info.textContent = ''; }
   });
   replace(el, h('h2', { text: 'Debug stream' }), h('div', { class: 'toolbar' }, filter, pause, info), lines);
-  return ctx.live.subscribe({ topic: 'debug', module: id }, (m) => {
-    if (m.type === 'debug') {
+  let lastError = null;
+  const onMessage = (m) => {
+    if (m.type === 'subscribed') {
+      lines.dataset.subscribed = 'true';
+      lastError = null;
+    } else if (m.type === 'debug') {
       const li = h('li', { class: `lvl-${m.level}` }, h('span', { class: 'lvl', text: m.level }), ' ', m.message);
       if (paused) {
         held.push(li);
@@ -127,7 +190,20 @@ function debugStream(ctx, el, id) {
     } else if (m.type === 'dropped') {
       append([h('li', { class: 'lvl-warn', text: `${m.count} message(s) dropped: the connection was too slow` })]);
     } else if (m.type === 'error') {
-      append([h('li', { class: 'lvl-error', text: m.error })]);
+      lines.dataset.subscribed = 'false';
+      // Tried again until it works: say so once, not at every try.
+      if (m.error !== lastError) append([h('li', { class: 'lvl-error', text: m.error })]);
+      lastError = m.error;
     }
-  });
+  };
+  const sub = follow(ctx.live, { topic: 'debug', module: id }, onMessage);
+  return {
+    // After a change of controller the stream comes from the other side.
+    resubscribe() {
+      append([h('li', { class: 'lvl-info', text: 'control moved: following the new controller' })]);
+      lines.dataset.subscribed = 'false';
+      sub.restart();
+    },
+    close() { sub.close(); },
+  };
 }

@@ -2,7 +2,7 @@
 // its systems and modules with state and live status, the Restore button
 // for operators, and the control log as a timeline.
 
-import { api, listAll } from './api.js';
+import { api, listAll, follow } from './api.js';
 import { h, replace, fmtTime, show, notice } from './dom.js';
 
 export function render(ctx, root, id) {
@@ -78,6 +78,12 @@ export function render(ctx, root, id) {
     }
   };
 
+  // Live status; a device connecting or dropping changes the state too.
+  const subscribeRow = (mid, row) => follow(ctx.live, { topic: 'status', module: mid }, (msg) => {
+    row.status(msg);
+    if (msg.type === 'status' && (msg.key === 'connected' || msg.values) && !gone) loadModuleState({ id: mid }, row);
+  });
+
   const load = async () => {
     if (!isMaster) {
       const [loc, st, log] = await Promise.all([
@@ -106,7 +112,7 @@ export function render(ctx, root, id) {
           const row = new ModuleRow(m);
           modRows.set(m.id, row);
           loadModuleState(m, row);
-          row.sub = ctx.live.subscribe({ topic: 'status', module: m.id }, (msg) => row.status(msg));
+          row.sub = subscribeRow(m.id, row);
           return row.tr;
         }))))) : h('p', { class: 'muted', text: 'No systems.' }));
     if (!isMaster) {
@@ -120,12 +126,14 @@ export function render(ctx, root, id) {
           // The module now runs on the other side: its status comes from there.
           for (const [mid, row] of modRows) {
             loadModuleState({ id: mid }, row);
-            ctx.live.unsubscribe(row.sub);
-            row.sub = ctx.live.subscribe({ topic: 'status', module: mid }, (msg) => row.status(msg));
+            row.sub.restart();
           }
         } else if (m.type === 'link') {
           state = { ...state, connected: m.connected, since_ms: m.at_ms };
           paintHead();
+          // An edge that comes or goes can (or can no longer) say how its
+          // modules are.
+          for (const [mid, row] of modRows) loadModuleState({ id: mid }, row);
         }
       }));
     }
@@ -134,7 +142,7 @@ export function render(ctx, root, id) {
   return () => {
     gone = true;
     for (const s of subs) ctx.live.unsubscribe(s);
-    for (const row of modRows.values()) ctx.live.unsubscribe(row.sub);
+    for (const row of modRows.values()) row.sub.close();
   };
 }
 
@@ -142,7 +150,8 @@ class ModuleRow {
   constructor(m) {
     this.values = {};
     this.stateCell = h('td', { class: 'muted', text: '…' });
-    this.deviceCell = h('td', { text: m.uri || 'none (logic)' });
+    this.conn = h('div', { class: 'sub' });
+    this.deviceCell = h('td', {}, m.uri || 'none (logic)', this.conn);
     this.statusCell = h('td', { class: 'status' });
     this.tr = h('tr', { 'data-module': m.id },
       h('th', { scope: 'row' }, h('a', { href: `#/module/${m.id}`, text: m.name }), h('div', { class: 'sub', text: m.driver })),
@@ -151,16 +160,22 @@ class ModuleRow {
 
   state(st) {
     if (st.error) { replace(this.stateCell, h('span', { class: 'badge bad', text: st.error })); return; }
+    this.tr.dataset.state = st.state || 'unknown';
     if (!st.state) {
-      replace(this.stateCell, h('span', { class: `badge side-${st.controller}`, text: `at ${st.controller}` }));
+      replace(this.stateCell, h('span', { class: `badge side-${st.controller}`, text: `at ${st.controller}` }),
+        h('div', { class: 'sub', text: st.unknown ? `state not known: ${st.unknown}` : 'state not known here' }));
+      delete this.deviceCell.dataset.connected;
+      this.conn.textContent = '';
       return;
     }
     const cls = st.state === 'running' ? 'ok' : st.state === 'failed' ? 'bad' : 'warn';
     replace(this.stateCell, h('span', { class: `badge ${cls}`, text: st.state }),
+      h('div', { class: 'sub', text: `at the ${st.answered_by || st.controller}` }),
       st.failure ? h('div', { class: 'sub error', text: st.failure }) : null);
     if (st.has_device) {
       this.deviceCell.dataset.connected = st.connected;
       this.deviceCell.classList.toggle('ok', st.connected);
+      this.conn.textContent = st.connected ? 'connected' : 'not connected';
     }
   }
 

@@ -1,0 +1,112 @@
+//! An edge the master refuses: with a wrong secret it says why at ERROR and
+//! runs its site (a credentials mistake never darkens a site); with its
+//! location deleted at the master that serves its store, it stands down
+//! and stays dark.
+
+use std::time::Duration;
+
+use outpost::sim::{PjlinkOptions, PjlinkSim};
+use serde_json::json;
+
+use crate::http::request;
+use crate::roles::{EdgeProcess, Site, device, eventually};
+
+async fn projector() -> PjlinkSim {
+    PjlinkSim::start("127.0.0.1:0".parse().unwrap(), PjlinkOptions::default())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_with_a_wrong_secret_says_why_and_runs_its_site() {
+    let site = Site::new();
+    let sim = projector().await;
+    let room = site
+        .one_room(
+            json!({"name": "Sydney"}),
+            &[device("Projector", "pjlink.lua", Some(sim.addr()))],
+        )
+        .await;
+    site.seed_replica(room.edge_id).await;
+    let master = outpost::master::start(site.master_config()).await.unwrap();
+    let wrong = outpost::secret::EdgeSecret::generate();
+    let edge =
+        EdgeProcess::spawn(&site.edge_config(room.edge_id, wrong.expose(), master.link_addr));
+    eventually(20, "the edge runs its site on its own", async || {
+        sim.connections() == 1
+    })
+    .await;
+    let log = edge.log_text();
+    let refusal = log
+        .lines()
+        .find(|l| l.contains("the master refused this edge"))
+        .unwrap_or_else(|| panic!("no refusal in the edge's log:\n{log}"));
+    assert!(refusal.contains("ERROR"), "{refusal}");
+    assert!(refusal.contains("wrong edge proof"), "{refusal}");
+    edge.kill().await;
+    master.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_whose_location_was_deleted_stands_down() {
+    let site = Site::new();
+    let sim = projector().await;
+    let room = site
+        .one_room(
+            json!({"name": "Sydney"}),
+            &[device("Projector", "pjlink.lua", Some(sim.addr()))],
+        )
+        .await;
+    let admin = "a".repeat(48);
+    let mut config = site.master_config();
+    config.admin_key = Some(outpost::config::SecretString::new(admin.clone()));
+    let master = outpost::master::start(config).await.unwrap();
+    let edge_config = site.edge_config(room.edge_id, &room.secret, master.link_addr);
+    let edge = EdgeProcess::spawn(&edge_config);
+    eventually(20, "the edge drives its projector", async || {
+        sim.connections() == 1
+    })
+    .await;
+    // Powered off while the location is deleted: its replica still holds
+    // the site, so only the master's word keeps it dark.
+    edge.kill().await;
+    let auth = format!("Bearer {admin}");
+    for path in [
+        format!("/api/v1/systems/{}", room.system.id),
+        format!("/api/v1/edges/{}", room.edge_id),
+    ] {
+        let r = request(
+            master.api_addr,
+            "DELETE",
+            &path,
+            &[("Authorization", &auth), ("If-Match", "\"1\"")],
+            None,
+        )
+        .await;
+        assert!(
+            r.status == 200 || r.status == 204,
+            "{path}: {} {}",
+            r.status,
+            r.body
+        );
+    }
+    let connections_before = sim.total_connections();
+    let edge = EdgeProcess::spawn(&edge_config);
+    eventually(20, "the edge says its location was deleted", async || {
+        edge.log_text().contains("location was deleted")
+    })
+    .await;
+    // Past the dead interval and a reconnect, when an edge refused for any
+    // other reason runs its site on its own.
+    tokio::time::sleep(Duration::from_millis(
+        edge_config.dead_after_ms + 2 * edge_config.reconnect_ms,
+    ))
+    .await;
+    assert_eq!(
+        sim.total_connections(),
+        connections_before,
+        "the decommissioned edge drove its projector"
+    );
+    edge.kill().await;
+    master.stop().await;
+}
