@@ -359,6 +359,7 @@ impl LinkBench {
                 max_unauthenticated: 20_000,
                 per_source: 20_000,
             },
+            failure_report_interval: Duration::ZERO,
             shutdown_grace: Duration::from_secs(1),
             store_id: None,
         };
@@ -639,6 +640,7 @@ fn edges() {
                 max_unauthenticated: 20_000,
                 per_source: 20_000,
             },
+            failure_report_interval: Duration::ZERO,
             shutdown_grace: Duration::from_secs(2),
             store_id: None,
         };
@@ -880,6 +882,7 @@ fn authz() {
             admission: outpost::link::AdmissionLimits::default(),
             shutdown_grace: Duration::from_secs(1),
             store_id: None,
+            failure_report_interval: Duration::ZERO,
         };
         let (tx, _events) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();

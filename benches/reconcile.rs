@@ -15,6 +15,11 @@
 //!   the edge's system (PATCH at the master) → connected at the edge, p50/p99
 //!   over 200 trials (target p99 ≤ 150 ms).
 //!
+//! - **Safety stop during a pass** (issue 13): a pass loading 1,000 logic
+//!   modules, and `Reconciler::pause` (what a release takes) asked for as
+//!   soon as it has begun: how long the stop waits, as a ratio to the whole
+//!   pass (what it waited before passes gave way; same run). Target ≤ 0.5×.
+//!
 //! Run: `cargo bench --bench reconcile` (BENCH_TRIALS, default 200).
 
 #![allow(
@@ -57,7 +62,74 @@ fn main() {
             master_one(trials).await;
             master_import().await;
             edge_one(trials).await;
+            safety_stop().await;
         });
+}
+
+/// 1,000 logic modules in 10 systems, imported into `site`'s master store
+/// (as another process would); their ids.
+async fn import_logic(site: &Site) -> Vec<uuid::Uuid> {
+    let mut file = outpost::admin::SiteFile::default();
+    for s in 0..10 {
+        let modules: Vec<_> = (0..100)
+            .map(|i| device(&format!("Logic {s}-{i}"), "room.lua", None))
+            .collect();
+        file.systems.push(ControlSystem {
+            id: new_id(),
+            name: format!("Room {s}"),
+            description: String::new(),
+            edge_id: None,
+            module_ids: modules.iter().map(|m| m.id).collect(),
+            settings: Default::default(),
+            stopped: false,
+        });
+        file.modules.extend(modules);
+    }
+    let drivers = outpost::model::ValidationContext {
+        drivers: Some(["room.lua".to_owned()].into_iter().collect()),
+        dir: None,
+    };
+    let store = site.master_store().await;
+    outpost::admin::import(&store, &file, &drivers)
+        .await
+        .unwrap();
+    store.close().await;
+    file.modules.iter().map(|m| m.id).collect()
+}
+
+async fn safety_stop() {
+    let site = Site::new();
+    let master = outpost::master::start(config(&site)).await.unwrap();
+    let running = |ids: &[uuid::Uuid]| {
+        ids.iter().all(|id| {
+            master.runtime.module_info(*id).map(|i| i.state)
+                == Some(outpost::runtime::ModuleState::Running)
+        })
+    };
+    // The baseline: a whole pass, from the import's commit.
+    let started = Instant::now();
+    let ids = import_logic(&site).await;
+    wait("the first 1,000 to run", 60, || running(&ids)).await;
+    let pass = started.elapsed().as_secs_f64() * 1e3;
+    // The stop, asked for as soon as the next pass has begun loading.
+    let before = master.reconciler.actions().loads;
+    let ids = import_logic(&site).await;
+    wait("the pass to begin", 60, || {
+        master.reconciler.actions().loads > before
+    })
+    .await;
+    let asked = Instant::now();
+    let paused = master.reconciler.pause().await;
+    let stop = asked.elapsed().as_secs_f64() * 1e3;
+    let loaded = master.reconciler.actions().loads - before;
+    drop(paused);
+    wait("the second 1,000 to run", 60, || running(&ids)).await;
+    println!(
+        "safety stop during a 1,000-module pass: waited {stop:.1} ms (the pass had loaded {loaded}); \
+         the whole pass: {pass:.1} ms; ratio {:.2}× (target ≤ 0.5×)",
+        stop / pass
+    );
+    master.stop().await;
 }
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {

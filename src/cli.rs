@@ -136,6 +136,39 @@ pub enum AdminCommand {
         #[arg(long)]
         key_file: Option<PathBuf>,
     },
+    /// Hand an edge location its edge controls to the master now, for
+    /// planned work on the edge: the edge releases it first, then the master
+    /// starts (asks the running master over its web API).
+    Handover {
+        /// The edge location's id.
+        edge_id: uuid::Uuid,
+        /// The master's API, e.g. `http://10.0.0.5:8080` (default: the
+        /// configured `api_addr`).
+        #[arg(long)]
+        api: Option<String>,
+        /// A file holding an admin or operator API key (default:
+        /// `admin_key` from the configuration, else `<data_dir>/admin-key`).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+    /// Put an edge location in maintenance (`on`: the master does not take
+    /// it over while its edge is serviced) or take it out (`off`); asks the
+    /// running master over its web API.
+    Maintenance {
+        /// The edge location's id.
+        edge_id: uuid::Uuid,
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        /// The master's API, e.g. `http://10.0.0.5:8080` (default: the
+        /// configured `api_addr`).
+        #[arg(long)]
+        api: Option<String>,
+        /// A file holding an admin or operator API key (default:
+        /// `admin_key` from the configuration, else `<data_dir>/admin-key`).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
     /// Export every document as stable JSON, each with its `rev`.
     Export {
         /// Write here instead of standard output.
@@ -278,13 +311,7 @@ fn run_admin(file: Option<PathBuf>, command: AdminCommand) -> ExitCode {
         log: "warn".into(),
         ..config.clone()
     });
-    if let AdminCommand::Restore {
-        edge_id,
-        api,
-        key_file,
-    } = command
-    {
-        let result = runtime().block_on(restore(&config, edge_id, api, key_file));
+    if let Some(result) = master_api_call(&config, &command) {
         return match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -321,7 +348,11 @@ fn run_admin(file: Option<PathBuf>, command: AdminCommand) -> ExitCode {
                 };
                 rotate_secret(&store, edge_id, grace).await
             }
-            AdminCommand::Restore { .. } => unreachable!("handled above"),
+            AdminCommand::Restore { .. }
+            | AdminCommand::Handover { .. }
+            | AdminCommand::Maintenance { .. } => {
+                unreachable!("handled above")
+            }
         };
         store.close().await;
         out
@@ -492,32 +523,113 @@ async fn rotate_secret(
     Ok(())
 }
 
-async fn restore(
+/// The admin commands that ask the running master over its API (restore,
+/// handover, maintenance); `None` for the others, which open the store.
+fn master_api_call(config: &Config, command: &AdminCommand) -> Option<Result<(), String>> {
+    let call = match command {
+        AdminCommand::Maintenance {
+            edge_id,
+            state,
+            api,
+            key_file,
+        } => runtime().block_on(maintenance(
+            config,
+            *edge_id,
+            state == "on",
+            api.clone(),
+            key_file.clone(),
+        )),
+        AdminCommand::Restore {
+            edge_id,
+            api,
+            key_file,
+        }
+        | AdminCommand::Handover {
+            edge_id,
+            api,
+            key_file,
+        } => runtime().block_on(change_controller(
+            config,
+            *edge_id,
+            api.clone(),
+            key_file.clone(),
+            matches!(command, AdminCommand::Handover { .. }),
+        )),
+        _ => return None,
+    };
+    Some(call)
+}
+
+/// `admin maintenance EDGE on|off`, through the running master's API.
+async fn maintenance(
+    config: &Config,
+    edge_id: uuid::Uuid,
+    on: bool,
+    api: Option<String>,
+    key_file: Option<PathBuf>,
+) -> Result<(), String> {
+    let key = admin_key(config, key_file)?;
+    let api = api.unwrap_or_else(|| format!("http://{}", config.api_addr));
+    let path = format!("/api/v1/edges/{edge_id}/maintenance");
+    let body = serde_json::json!({ "on": on }).to_string();
+    let (status, answer) = crate::http::request(&api, "PUT", &path, &key, Some(&body))
+        .await
+        .map_err(|e| format!("cannot reach the master's API at {api}: {e}"))?;
+    let json: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+    if status == 200 {
+        match json["since_ms"].as_i64() {
+            Some(since) => println!(
+                "edge location {edge_id}: in maintenance since {since} ms; the master does not take it over"
+            ),
+            None => println!("edge location {edge_id}: out of maintenance; failover applies again"),
+        }
+        Ok(())
+    } else {
+        let why = json["error"].as_str().unwrap_or(answer.as_str());
+        Err(format!("maintenance refused ({status}): {why}"))
+    }
+}
+
+/// The API key a command-line call to the master uses: `--key-file`, else
+/// the configured `admin_key`, else `<data_dir>/admin-key`.
+fn admin_key(config: &Config, key_file: Option<PathBuf>) -> Result<String, String> {
+    match (key_file, &config.admin_key) {
+        (Some(path), _) => read_key(&path),
+        (None, Some(key)) => Ok(key.expose().to_owned()),
+        (None, None) => read_key(&config.data_dir.join("admin-key")),
+    }
+}
+
+/// `admin restore` (`to_master` false) or `admin handover`, through the
+/// running master's API.
+async fn change_controller(
     config: &Config,
     edge_id: uuid::Uuid,
     api: Option<String>,
     key_file: Option<PathBuf>,
+    to_master: bool,
 ) -> Result<(), String> {
-    let key = match (key_file, &config.admin_key) {
-        (Some(path), _) => read_key(&path)?,
-        (None, Some(key)) => key.expose().to_owned(),
-        (None, None) => read_key(&config.data_dir.join("admin-key"))?,
+    let (action, done, holder) = if to_master {
+        ("handover", "handed over", "master")
+    } else {
+        ("restore", "restored", "edge")
     };
+    let key = admin_key(config, key_file)?;
     let api = api.unwrap_or_else(|| format!("http://{}", config.api_addr));
-    let path = format!("/api/v1/edges/{edge_id}/restore");
+    let path = format!("/api/v1/edges/{edge_id}/{action}");
     let (status, body) = crate::http::post(&api, &path, &key)
         .await
         .map_err(|e| format!("cannot reach the master's API at {api}: {e}"))?;
     let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     if status == 200 {
         println!(
-            "edge location {edge_id}: restored; the edge controls it at epoch {}",
+            "edge location {edge_id}: {done}; the {holder} controls it at epoch {}",
             json["epoch"]
         );
         Ok(())
     } else {
         let why = json["error"].as_str().unwrap_or(body.as_str());
-        Err(format!("restore refused ({status}): {why}"))
+        Err(format!("{action} refused ({status}): {why}"))
     }
 }
 

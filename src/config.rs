@@ -133,6 +133,21 @@ pub struct Config {
     /// Edge: events kept in the local log at most (synced ones are dropped
     /// first, then the oldest status changes; control changes never).
     pub event_log_max: u64,
+    /// Master: collected events older than this many days (by the time
+    /// their edge stamped them) are deleted, checked at start and hourly.
+    /// 0 keeps them regardless of age.
+    pub event_retention_days: u64,
+    /// Master: at most this many collected events are kept; the oldest go
+    /// first. 0: no bound by count.
+    pub event_retention_max: u64,
+    /// Worker threads of the driver executor: module tasks (Lua drivers)
+    /// run there, apart from the runtime that serves the link and the API,
+    /// so a busy driver cannot delay a heartbeat.
+    pub driver_threads: usize,
+    /// Master: how long it waits for an edge's answer to a control request
+    /// (report, assume, release). A call that times out is followed up by
+    /// asking the edge for its state; the edge finishes the change anyway.
+    pub control_call_ms: u64,
     /// Master: a location may change controller at most this many times
     /// in a minute; after that, the master keeps a site it took over even
     /// from an edge that reaches its devices (the hold-down against a
@@ -208,6 +223,10 @@ impl Default for Config {
             sync_batch_size: 1_000,
             sync_step_sleep_ms: 100,
             max_control_changes_per_minute: 4,
+            event_retention_days: 90,
+            event_retention_max: 10_000_000,
+            driver_threads: 2,
+            control_call_ms: 10_000,
             master_api: None,
             redirect_to_master: false,
             ws_queue: 256,
@@ -410,6 +429,7 @@ impl Config {
             ("heartbeat_ms", self.heartbeat_ms),
             ("dead_after_ms", self.dead_after_ms),
             ("reconnect_ms", self.reconnect_ms),
+            ("control_call_ms", self.control_call_ms),
         ] {
             if value == 0 {
                 return Err(ConfigError::new(key, "must be greater than 0"));

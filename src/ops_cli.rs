@@ -216,10 +216,15 @@ pub fn status_table(sites: &[Value]) -> String {
         .map(|s| {
             let link = if s["connected"].as_bool() == Some(true) {
                 "connected".to_owned()
+            } else if s["last_stop"] == "planned" {
+                // It stopped gracefully, saying it would restart.
+                "restarting".to_owned()
             } else {
                 "lost".to_owned()
             };
-            let failover = if s["failover"].as_bool() == Some(true) {
+            let failover = if s["maintenance_since_ms"].is_i64() {
+                "maintenance".to_owned()
+            } else if s["failover"].as_bool() == Some(true) {
                 format!("on ({} ms)", s["failover_timeout_ms"])
             } else {
                 "off".to_owned()
@@ -381,13 +386,15 @@ mod tests {
         let sites = serde_json::json!([
             {"name": "Sydney", "connected": false, "controller": "master", "epoch": 2, "failover": true, "failover_timeout_ms": 5000},
             {"name": "Perth", "connected": true, "controller": "edge", "epoch": 1, "failover": false},
+            {"name": "Oslo", "connected": false, "last_stop": "planned", "controller": "edge", "epoch": 3, "failover": true, "maintenance_since_ms": 1},
         ]);
         let table = status_table(sites.as_array().unwrap());
         assert_eq!(
             table,
-            "SITE    LINK       CONTROLLER  EPOCH  FAILOVER      UNSYNCED\n\
-             Perth   connected  edge        1      off           -\n\
-             Sydney  lost       master      2      on (5000 ms)  -\n"
+            "SITE    LINK        CONTROLLER  EPOCH  FAILOVER      UNSYNCED\n\
+             Oslo    restarting  edge        3      maintenance   -\n\
+             Perth   connected   edge        1      off           -\n\
+             Sydney  lost        master      2      on (5000 ms)  -\n"
         );
     }
 

@@ -145,6 +145,28 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// HELP texts of what bounds the process keeps: retention, refused
+/// strangers, duplicate edges, full queues.
+fn describe_bounds() {
+    use metrics::describe_counter;
+    describe_counter!(
+        "outpost_edge_duplicate_sessions_total",
+        "Times a second live process authenticated with an edge's id and the older one stood down"
+    );
+    describe_counter!(
+        "outpost_events_pruned_total",
+        "Collected events the master deleted past their retention (age or count)"
+    );
+    describe_counter!(
+        "outpost_link_handshake_failures_total",
+        "Link connections that failed before they were authenticated"
+    );
+    describe_counter!(
+        "outpost_channel_full_total",
+        "Times a bounded internal queue was full (channel; what happened: waited or dropped)"
+    );
+}
+
 /// HELP text for every metric family, the build's identity, and the
 /// counters that must show before their first increment.
 fn describe_metrics() {
@@ -170,10 +192,6 @@ fn describe_metrics() {
     describe_gauge!(
         "outpost_edges_connected",
         "Edges whose link to this master is up"
-    );
-    describe_counter!(
-        "outpost_edge_duplicate_sessions_total",
-        "Times a second live process authenticated with an edge's id and the older one stood down"
     );
     describe_gauge!(
         "outpost_location_controller_master",
@@ -201,7 +219,11 @@ fn describe_metrics() {
     );
     describe_counter!(
         "outpost_events_refused_total",
-        "Edge events the master refused"
+        "Edge events the master stored marked refused (not produced under an epoch the edge controlled)"
+    );
+    describe_counter!(
+        "outpost_edge_stops_total",
+        "Edge links that ended, by how: planned (a graceful stop) or lost"
     );
     describe_counter!(
         "outpost_events_dropped_total",
@@ -211,6 +233,7 @@ fn describe_metrics() {
         "outpost_events_unsynced",
         "Events in an edge's log not yet acknowledged by the master"
     );
+    describe_bounds();
     describe_gauge!("outpost_ws_clients", "Open WebSocket clients");
     describe_counter!(
         "outpost_ws_dropped_total",

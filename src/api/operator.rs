@@ -93,6 +93,11 @@ pub(super) struct SiteOut {
     /// When the master will take the site over if the edge stays away
     /// (ms since the Unix epoch, as the control clock counts).
     pub takeover_due_ms: Option<i64>,
+    /// While the edge is away: `planned` (it stopped gracefully, saying it
+    /// would restart; the failover timeout applies all the same) or `lost`.
+    pub last_stop: Option<&'static str>,
+    /// Since when the site is in maintenance (no takeover), if it is.
+    pub maintenance_since_ms: Option<i64>,
     /// When the next restore window opens (ms since the Unix epoch).
     pub next_window_ms: Option<i64>,
     /// Changes of the master's feed the edge's replica has not been sent
@@ -152,6 +157,8 @@ async fn sites(
             epoch: state.map_or(0, |c| c.epoch),
             controller_since_ms: state.map(|c| c.since_ms),
             takeover_due_ms: control.and_then(|c| c.takeover_due(location.id)),
+            last_stop: control.and_then(|c| c.last_stop(location.id)),
+            maintenance_since_ms: control.and_then(|c| c.in_maintenance(location.id)),
             next_window_ms: location
                 .restore_window()
                 .and_then(|w| w.next_open(now))

@@ -75,6 +75,13 @@ pub enum Reason {
     RestoreWindow,
     /// An operator restored the site.
     ManualRestore,
+    /// The edge did not confirm a hand-back within the location's failover
+    /// timeout on a healthy link: the master took the site back (it starts
+    /// only once the edge confirms its release, or its link is dead).
+    HandBackUnconfirmed,
+    /// An operator handed the site to the master on purpose (planned work
+    /// on the edge): the edge released it first.
+    ManualHandover,
 }
 
 impl Reason {
@@ -86,6 +93,20 @@ impl Reason {
             Reason::Boot => "boot",
             Reason::RestoreWindow => "restore_window",
             Reason::ManualRestore => "manual_restore",
+            Reason::HandBackUnconfirmed => "hand_back_unconfirmed",
+            Reason::ManualHandover => "manual_handover",
+        }
+    }
+
+    /// The reason an edge of the previous protocol version understands in
+    /// a `control_assume` or `control_release` (it refuses a reason it does
+    /// not know as a bad request): the newer reasons as the older ones
+    /// closest to them. The master's own log keeps the true reason.
+    pub fn for_older_edge(self) -> Reason {
+        match self {
+            Reason::HandBackUnconfirmed => Reason::FailoverTimeout,
+            Reason::ManualHandover => Reason::ManualRestore,
+            other => other,
         }
     }
 
@@ -95,6 +116,8 @@ impl Reason {
             "boot" => Reason::Boot,
             "restore_window" => Reason::RestoreWindow,
             "manual_restore" => Reason::ManualRestore,
+            "hand_back_unconfirmed" => Reason::HandBackUnconfirmed,
+            "manual_handover" => Reason::ManualHandover,
             other => Reason::Negotiation(Rule::parse(other)?),
         })
     }

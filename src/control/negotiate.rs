@@ -297,8 +297,18 @@ mod tests {
             Reason::Boot,
             Reason::RestoreWindow,
             Reason::ManualRestore,
+            Reason::HandBackUnconfirmed,
+            Reason::ManualHandover,
         ] {
             assert_eq!(Reason::parse(reason.as_str()), Some(reason));
+            // What an edge of the previous version knows.
+            assert!(matches!(
+                reason.for_older_edge(),
+                Reason::FailoverTimeout
+                    | Reason::Boot
+                    | Reason::RestoreWindow
+                    | Reason::ManualRestore
+            ));
         }
     }
 }

@@ -8,24 +8,39 @@
 //! lost acknowledgement is harmless.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::control::Clock;
 use crate::link::Peer;
 use crate::proto::{RequestBody, WireEvent};
-use crate::runtime::{Activity, Runtime};
+use crate::runtime::{Activity, Runtime, StatusChange};
 use crate::store::{Event, EventKind, Store};
 
 /// Events per push.
 const BATCH: u32 = 500;
+/// Events written in one transaction at most.
+const RECORD_BATCH: usize = 1000;
+/// How long the recorder waits after an event for others to join its
+/// batch (each transaction costs an fsync).
+const RECORD_LINGER: Duration = Duration::from_millis(20);
+/// How often the unsynced gauge is recounted.
+const COUNTS_EVERY: Duration = Duration::from_secs(1);
 const CALL: Duration = Duration::from_secs(30);
 
 pub struct EventSync {
     pub edge_id: Uuid,
     pub store: Store,
+    /// The control epoch this edge was last given (0: none yet), kept by
+    /// [`crate::edge::SiteControl`]: every event is stamped with it, and
+    /// the master judges events by it, never by this host's clock.
+    pub epoch: AtomicU64,
+    /// Stamps events' times (`at_ms`): shown to people, never judged.
+    pub clock: Clock,
     pub max_events: u64,
     /// Offer unsynced events again this often even without new ones.
     pub retry: Duration,
@@ -34,24 +49,52 @@ pub struct EventSync {
 
 impl EventSync {
     /// Records every status change, finished exec and driver error of the
-    /// runtime until `stop`.
+    /// runtime until `stop`. What arrives within `RECORD_LINGER` of an event
+    /// or while the previous batch was being written goes into one batch,
+    /// so a burst costs one transaction per batch, not one per event.
     pub async fn record(self: Arc<Self>, runtime: Runtime, stop: CancellationToken) {
         let mut changes = runtime.subscribe_all_status();
         let mut activity = runtime.subscribe_activity();
+        let mut batch = Vec::new();
         loop {
-            let event = tokio::select! {
+            tokio::select! {
                 () = stop.cancelled() => return,
-                c = changes.recv() => match received(c, "status changes") {
-                    Some(c) => self.event(Some(c.module), EventKind::Status, Some(c.key), c.value.to_string()),
-                    None => continue,
+                c = changes.recv() => if let Some(c) = received(c, "status changes") {
+                    batch.push(self.status(c));
                 },
-                a = activity.recv() => match received(a, "execs and driver errors") {
-                    Some(a) => self.activity(a),
-                    None => continue,
+                a = activity.recv() => if let Some(a) = received(a, "execs and driver errors") {
+                    batch.push(self.activity(a));
                 },
-            };
-            self.append(&event).await;
+            }
+            // A burst is one transaction, not one per event that happened to
+            // arrive alone: give the next ones a moment to come.
+            if !batch.is_empty() {
+                tokio::time::sleep(RECORD_LINGER).await;
+            }
+            while batch.len() < RECORD_BATCH {
+                let before = batch.len();
+                if let Some(c) = waiting(changes.try_recv(), "status changes") {
+                    batch.push(self.status(c));
+                }
+                if let Some(a) = waiting(activity.try_recv(), "execs and driver errors") {
+                    batch.push(self.activity(a));
+                }
+                if batch.len() == before {
+                    break;
+                }
+            }
+            self.append(&batch).await;
+            batch.clear();
         }
+    }
+
+    fn status(&self, c: StatusChange) -> Event {
+        self.event(
+            Some(c.module),
+            EventKind::Status,
+            Some(c.key),
+            c.value.to_string(),
+        )
     }
 
     /// Records a change of controller of this location (never dropped from
@@ -60,7 +103,7 @@ impl EventSync {
     pub async fn record_control(&self, epoch: i64, body: serde_json::Value) {
         let mut event = self.event(None, EventKind::Control, None, body.to_string());
         event.epoch = Some(epoch);
-        self.append(&event).await;
+        self.append(std::slice::from_ref(&event)).await;
     }
 
     fn event(
@@ -73,11 +116,11 @@ impl EventSync {
         Event {
             id: Uuid::now_v7(),
             edge_id: self.edge_id,
-            at_ms: crate::util::unix_ms(),
+            at_ms: self.clock.now_ms(),
             module_id,
             kind,
             key,
-            epoch: None,
+            epoch: Some(self.epoch.load(Ordering::Acquire) as i64),
             body,
         }
     }
@@ -109,11 +152,14 @@ impl EventSync {
         }
     }
 
-    async fn append(&self, event: &Event) {
-        match self.store.log_event(event, self.max_events).await {
+    async fn append(&self, events: &[Event]) {
+        if events.is_empty() {
+            return;
+        }
+        match self.store.append_events(events, self.max_events).await {
             Ok(_) => self.wake.notify_one(),
             Err(e) => {
-                tracing::error!(error = %e, kind = event.kind.as_str(), "cannot record an event")
+                tracing::error!(error = %e, events = events.len(), "cannot record events")
             }
         }
     }
@@ -124,6 +170,7 @@ impl EventSync {
         mut peer: watch::Receiver<Option<Peer>>,
         stop: CancellationToken,
     ) {
+        let mut counted = tokio::time::Instant::now() - COUNTS_EVERY;
         loop {
             let current = peer.borrow_and_update().clone();
             if let Some(p) = current
@@ -137,7 +184,12 @@ impl EventSync {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(self.retry) => {}
             }
-            self.publish_counts().await;
+            // The gauge counts the unsynced rows: at most once a second,
+            // not after every batch.
+            if counted.elapsed() >= COUNTS_EVERY {
+                counted = tokio::time::Instant::now();
+                self.publish_counts().await;
+            }
         }
     }
 
@@ -168,6 +220,21 @@ impl EventSync {
                 .await
                 .map_err(|e| e.to_string())?;
         }
+    }
+}
+
+/// What a broadcast receiver had waiting, with a lag logged and skipped.
+fn waiting<T>(r: Result<T, tokio::sync::broadcast::error::TryRecvError>, what: &str) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
+            tracing::warn!(
+                missed = n,
+                "{what} came faster than the event log could record them"
+            );
+            None
+        }
+        Err(_) => None,
     }
 }
 

@@ -92,14 +92,12 @@ impl Handler for EdgeHandler {
             Err(body) => body,
         };
         match body {
-            RequestBody::ControlReport => Ok(self.control.report().await),
+            RequestBody::ControlReport => Ok(self.control.report()),
             RequestBody::ControlAssume { epoch, reason } => {
-                self.control.assume(epoch, &reason).await?;
-                Ok(ResponseBody::Done)
+                self.control.assume(epoch, &reason).await
             }
             RequestBody::ControlRelease { epoch, reason } => {
-                self.control.release(epoch, &reason).await?;
-                Ok(ResponseBody::Done)
+                self.control.release(epoch, &reason).await
             }
             RequestBody::Superseded { by } => {
                 tracing::error!(

@@ -56,6 +56,8 @@ pub struct Edge {
     /// records control changes through it (`record_control`).
     pub event_log: Arc<event_log::EventSync>,
     api: crate::api::RunningApi,
+    /// The current link to the master (told of a graceful stop).
+    link: tokio::sync::watch::Receiver<Option<crate::link::Peer>>,
     stop: CancellationToken,
     tasks: TaskTracker,
     grace: Duration,
@@ -78,7 +80,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
         .edge_id
         .ok_or_else(|| ConfigError::new("edge_id", "required to run an edge"))?;
     let (lock, api_listener, store) = claim(&config).await?;
-    let runtime = Runtime::new(RuntimeConfig::new(config.modules_dir.clone()));
+    let runtime = Runtime::new(RuntimeConfig::from_config(&config));
     log_plan(&store, edge_id).await?;
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -86,7 +88,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
     // decides or cannot be reached.
     let (scope, dir) = (Scope::Edge(edge_id), config.modules_dir.clone());
     let reconciler = Reconciler::start(scope, &store, &runtime, dir, &stop, &tasks).await;
-    let event_sync = event_sync(&config, edge_id, &store);
+    let event_sync = event_sync(&config, edge_id, &store, clock.clone());
     let control = Arc::new(
         SiteControl::new(
             edge_id,
@@ -98,25 +100,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
         )
         .await?,
     );
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let (link, handler) = link_parts(&config, edge_id, &runtime, &store, &control, &wake)?;
-    let stand_down = link.stand_down.clone();
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let (peer_tx, peer_rx) = tokio::sync::watch::channel(None);
-    tasks.spawn(crate::link::edge::run(
-        link,
-        handler,
-        events_tx,
-        stop.clone(),
-    ));
-    // Not tracked: it ends when the link loop drops its sender.
-    let stood_down = (store.clone(), stand_down);
-    tokio::spawn(follow_link_events(
-        events_rx,
-        peer_tx,
-        control.clone(),
-        stood_down,
-    ));
+    let (peer_rx, wake) = spawn_link(&config, edge_id, &runtime, &store, &control, &tasks, &stop)?;
     let replicator = sync::Replicator {
         store: store.clone(),
         page: config.replica_page_size,
@@ -126,6 +110,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
     tasks.spawn(event_sync.clone().record(runtime.clone(), stop.clone()));
     tasks.spawn(event_sync.clone().push(peer_rx.clone(), stop.clone()));
     let master_link = peer_rx.clone();
+    let link = peer_rx.clone();
     tasks.spawn(replicator.run(peer_rx, stop.clone()));
 
     let ops = crate::api::Ops {
@@ -145,12 +130,49 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Edge, RunE
         control,
         event_log: event_sync,
         api,
+        link,
         stop,
         tasks,
         grace: Duration::from_millis(config.shutdown_grace_ms),
         _lock: lock,
     })
 }
+
+/// Starts the connect loop, and the task that follows its events. Answers
+/// the link to the master as it comes and goes, and what wakes the
+/// replicator when the master says the documents changed.
+fn spawn_link(
+    config: &Config,
+    edge_id: Uuid,
+    runtime: &Runtime,
+    store: &Store,
+    control: &Arc<SiteControl>,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) -> Result<(PeerWatch, Arc<tokio::sync::Notify>), RunError> {
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let (link, handler) = link_parts(config, edge_id, runtime, store, control, &wake)?;
+    let stood_down = (store.clone(), link.stand_down.clone());
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (peer_tx, peer_rx) = tokio::sync::watch::channel(None);
+    tasks.spawn(crate::link::edge::run(
+        link,
+        handler,
+        events_tx,
+        stop.clone(),
+    ));
+    // Not tracked: it ends when the link loop drops its sender.
+    tokio::spawn(follow_link_events(
+        events_rx,
+        peer_tx,
+        control.clone(),
+        stood_down,
+    ));
+    Ok((peer_rx, wake))
+}
+
+/// The edge's link to the master, `None` while it is down.
+type PeerWatch = tokio::sync::watch::Receiver<Option<crate::link::Peer>>;
 
 /// The link's settings, and the handler that answers the master (it shares
 /// the connect loop's stand-down switch).
@@ -187,10 +209,17 @@ async fn claim(
 }
 
 /// The site's event log and its sync to the master.
-fn event_sync(config: &Config, edge_id: Uuid, store: &Store) -> Arc<event_log::EventSync> {
+fn event_sync(
+    config: &Config,
+    edge_id: Uuid,
+    store: &Store,
+    clock: Clock,
+) -> Arc<event_log::EventSync> {
     Arc::new(event_log::EventSync {
         edge_id,
         store: store.clone(),
+        epoch: std::sync::atomic::AtomicU64::new(0),
+        clock,
         max_events: config.event_log_max,
         retry: Duration::from_millis(config.event_retry_ms),
         wake: tokio::sync::Notify::new(),
@@ -223,10 +252,17 @@ async fn log_plan(store: &Store, edge_id: Uuid) -> Result<(), RunError> {
 }
 
 impl Edge {
-    /// A graceful stop: the API drains, the link closes, modules unload
-    /// (releasing their devices), the store closes.
+    /// A graceful stop: the master is told it is a restart (not a loss),
+    /// the API drains, the link closes, modules unload (releasing their
+    /// devices), the store closes.
     pub async fn stop(self) {
         tracing::info!("edge stopping");
+        let peer = self.link.borrow().clone();
+        if let Some(peer) = peer {
+            let said = peer.event(crate::proto::EventBody::Stopping { restart: true });
+            // A master that cannot be told in a second learns of the loss.
+            let _ = tokio::time::timeout(Duration::from_secs(1), said).await;
+        }
         boot::graceful_stop(
             self.api.stop(self.grace),
             self.stop,

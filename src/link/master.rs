@@ -24,10 +24,10 @@ use uuid::Uuid;
 
 use super::handshake::{self, HandshakeError, KeySet};
 use super::peer::{self, CloseReason, Handler, Peer, PeerConfig, PeerMeta, PeerRole};
-use super::registry::{EdgeInfo, Registry};
+use super::registry::{EdgeInfo, QueueSlot, Registry};
 use super::{LinkError, LinkTiming, tls};
 use crate::secret::LinkKey;
-use crate::util::{Admission, AdmissionLimits, FailureThrottle, ThrottlePolicy};
+use crate::util::{Admission, AdmissionLimits, FailureThrottle, Noise, ThrottlePolicy};
 
 /// Where the master finds the keys that authenticate an edge now.
 pub trait KeyLookup: Send + Sync + 'static {
@@ -55,12 +55,18 @@ pub enum MasterLinkEvent {
         reason: CloseReason,
         at: SystemTime,
     },
-    /// A connection failed before it was authenticated.
+    /// A connection failed before it was authenticated: the first from its
+    /// source in `failure_report_interval`, standing for `failures` (those
+    /// held back since the source's last report, and this one).
     AuthFailed {
         edge_id: Option<Uuid>,
         addr: SocketAddr,
         reason: String,
         at: SystemTime,
+        failures: u64,
+        /// Its place in the registry's bounded share of the event queue,
+        /// given back when the event is dropped.
+        slot: QueueSlot,
     },
 }
 
@@ -80,6 +86,11 @@ pub struct MasterLinkConfig {
     /// The store this master serves, told to refused edges (version 2) so
     /// that an edge whose location was deleted here can stand down.
     pub store_id: Option<Uuid>,
+    /// A source's failed handshakes are logged and reported
+    /// ([`MasterLinkEvent::AuthFailed`]) once per this interval, with the
+    /// count; the rest are counted only (`outpost_link_handshake_failures_total`).
+    /// Zero reports every one.
+    pub failure_report_interval: Duration,
     /// How long `serve` waits for links to finish after shutdown.
     pub shutdown_grace: Duration,
 }
@@ -99,6 +110,7 @@ impl MasterLinkConfig {
             max_handshakes: 256,
             admission: AdmissionLimits::default(),
             store_id: None,
+            failure_report_interval: FAILURE_REPORT_INTERVAL,
             shutdown_grace: Duration::from_millis(c.shutdown_grace_ms),
         })
     }
@@ -115,6 +127,11 @@ pub const HANDSHAKE_THROTTLE: ThrottlePolicy = ThrottlePolicy {
     max_tracked: 65_536,
 };
 
+/// How often one source's failed handshakes are logged, by default.
+pub const FAILURE_REPORT_INTERVAL: Duration = Duration::from_secs(60);
+/// Sources whose failures are held back at most (see `util::Noise`).
+const FAILURE_SOURCES: usize = 4096;
+
 /// Accepts edge links on `listener` until `shutdown`; then closes every link
 /// and waits at most `shutdown_grace` for their tasks.
 pub async fn serve<K: KeyLookup, H: Handler>(
@@ -130,6 +147,7 @@ pub async fn serve<K: KeyLookup, H: Handler>(
         handshakes: Semaphore::new(cfg.max_handshakes.max(1)),
         admission: Admission::new(cfg.admission),
         limiter: FailureThrottle::new(HANDSHAKE_THROTTLE),
+        noise: Noise::new(cfg.failure_report_interval, FAILURE_SOURCES),
         cfg: cfg.clone(),
         registry,
         shutdown: shutdown.clone(),
@@ -166,6 +184,7 @@ struct Accept {
     handshakes: Semaphore,
     admission: Admission,
     limiter: FailureThrottle,
+    noise: Noise,
     cfg: MasterLinkConfig,
     registry: Registry,
     shutdown: CancellationToken,
@@ -208,15 +227,24 @@ impl Accept {
                 self.limiter.success(addr.ip());
                 self.run_link(tls, accepted, addr, handler).await;
             }
-            Err((claimed, e)) => {
-                self.limiter.failure(addr.ip(), Instant::now());
-                tracing::warn!(edge_id = ?claimed, %addr, reason = %e, "link handshake failed");
-                self.registry.emit(MasterLinkEvent::AuthFailed {
-                    edge_id: claimed,
-                    addr,
-                    reason: e.to_string(),
-                    at: SystemTime::now(),
-                });
+            Err((claimed, e)) => self.failed(claimed, addr, &e),
+        }
+    }
+
+    /// A handshake failed: throttled, counted, and reported once per source
+    /// per interval (200 idle sockets are one line, not 200).
+    fn failed(&self, claimed: Option<Uuid>, addr: SocketAddr, e: &HandshakeError) {
+        let now = Instant::now();
+        self.limiter.failure(addr.ip(), now);
+        metrics::counter!("outpost_link_handshake_failures_total").increment(1);
+        match self.noise.note(addr.ip(), now) {
+            Some(failures) => {
+                tracing::warn!(edge_id = ?claimed, %addr, reason = %e, failures, "link handshake failed");
+                self.registry
+                    .auth_failed(claimed, addr, e.to_string(), failures);
+            }
+            None => {
+                tracing::debug!(edge_id = ?claimed, %addr, reason = %e, "link handshake failed (reported once per source and interval)")
             }
         }
     }

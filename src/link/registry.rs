@@ -5,13 +5,20 @@
 //! and `LinkLost { reason: Replaced }` is raised *before* the new
 //! `LinkUp`, and the old session's teardown removes the entry only if it
 //! still holds its own session number, so it can never clobber the new one.
+//!
+//! The event queue's receiver is the control loop. Link-up and link-lost
+//! come only from authenticated sessions; what unauthenticated peers cause
+//! (`AuthFailed`) takes one of `AUTH_FAILED_QUEUED` slots, held by the
+//! event until its consumer drops it, and is dropped and counted
+//! (`outpost_channel_full_total{channel="link_events"}`) when none is free,
+//! so strangers cannot grow the queue.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use uuid::Uuid;
 
 use super::master::MasterLinkEvent;
@@ -34,6 +41,14 @@ pub struct EdgeInfo {
     /// grace: what its operator must do.
     pub warning: Option<String>,
 }
+
+/// `AuthFailed` events that may wait in the event queue at once.
+pub const AUTH_FAILED_QUEUED: usize = 256;
+
+/// An event's place in a bounded share of a queue: freed when the last
+/// copy of the event is dropped.
+#[derive(Debug, Clone)]
+pub struct QueueSlot(#[allow(dead_code, reason = "held for its drop")] Arc<OwnedSemaphorePermit>);
 
 struct Entry {
     info: EdgeInfo,
@@ -60,6 +75,7 @@ struct Inner {
     duplicates: Mutex<HashMap<Uuid, Duplicate>>,
     changed: Notify,
     events: mpsc::UnboundedSender<MasterLinkEvent>,
+    auth_failed: Arc<Semaphore>,
 }
 
 /// Shared handle to the registry.
@@ -74,7 +90,31 @@ impl Registry {
             duplicates: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             events,
+            auth_failed: Arc::new(Semaphore::new(AUTH_FAILED_QUEUED)),
         }))
+    }
+
+    /// Reports a failed handshake, if the queue has room for one more.
+    pub(crate) fn auth_failed(
+        &self,
+        edge_id: Option<Uuid>,
+        addr: SocketAddr,
+        reason: String,
+        failures: u64,
+    ) {
+        let Ok(permit) = self.0.auth_failed.clone().try_acquire_owned() else {
+            metrics::counter!("outpost_channel_full_total", "channel" => "link_events", "outcome" => "dropped")
+                .increment(1);
+            return;
+        };
+        self.emit(MasterLinkEvent::AuthFailed {
+            edge_id,
+            addr,
+            reason,
+            at: SystemTime::now(),
+            failures,
+            slot: QueueSlot(Arc::new(permit)),
+        });
     }
 
     pub(crate) fn emit(&self, ev: MasterLinkEvent) {

@@ -23,6 +23,14 @@
 //! - **Restore**: when a restore window opens while the master holds the
 //!   site and the edge is connected, or when an operator restores it, the
 //!   master stops its copies and then hands control to the edge.
+//! - **Handover** (an operator, for planned work on the edge): the mirror of
+//!   a restore. The master records itself, the edge releases, and only
+//!   then does the master start.
+//! - **Unconfirmed changes**: a control call that fails or times out on a
+//!   link that is up is followed up by asking the edge for its state until
+//!   it confirms (the edge finishes a change whatever became of the call);
+//!   a hand-back unconfirmed after the location's failover timeout is
+//!   taken back by a release, never while the edge's assume may complete.
 //! - Every change goes through the store's epoch compare-and-set and its
 //!   audit log; control held by the master survives a restart.
 //! - **Hold-down**: a location that changed hands
@@ -49,9 +57,8 @@ use crate::runtime::Runtime;
 use crate::store::{ControlRecord, ControlState, Store, StoreError};
 use crate::util::{Unpoisoned, UnpoisonedRw};
 
-/// How long the master waits for an edge's answer to a control request.
-const CALL: Duration = Duration::from_secs(10);
-/// After a failed hand-back, try again this much later.
+/// After a failed hand-back, or while a change is not confirmed, try (or
+/// ask) again this much later.
 const RETRY_MS: i64 = 1_000;
 
 enum Msg {
@@ -61,7 +68,14 @@ enum Msg {
     LinkLost {
         session: u64,
     },
+    /// The edge on link `session` says it stops on purpose (`restart`).
+    Stopping {
+        session: u64,
+        restart: bool,
+    },
     Restore(oneshot::Sender<Result<ControlRecord, RestoreError>>),
+    /// An operator hands the site to the master (planned work on the edge).
+    Handover(oneshot::Sender<Result<ControlRecord, RestoreError>>),
     /// The boot wait ended and the edge had not come.
     MissingAtBoot,
     /// The location's document changed (or may have): reschedule.
@@ -75,6 +89,8 @@ struct ControlShared {
     reconciler: Reconciler,
     clock: Clock,
     max_changes: u32,
+    /// How long a control request may take (`control_call_ms`).
+    call: Duration,
     /// When this master started (clock ms): the boot rule counts from it.
     started_ms: i64,
     booted: AtomicBool,
@@ -88,6 +104,11 @@ struct ControlShared {
     due: RwLock<HashMap<Uuid, i64>>,
     /// Since when each absent edge has been away (clock ms).
     absent: RwLock<HashMap<Uuid, i64>>,
+    /// How each absent edge's link ended: `planned` (it said it was
+    /// restarting) or `lost`.
+    stops: RwLock<HashMap<Uuid, &'static str>>,
+    /// Sites in maintenance (no takeover), since when (clock ms).
+    maintenance: RwLock<HashMap<Uuid, i64>>,
 }
 
 /// A handle on the master's control loop.
@@ -100,7 +121,7 @@ impl Control {
         runtime: Runtime,
         reconciler: Reconciler,
         clock: Clock,
-        max_changes: u32,
+        (max_changes, call): (u32, Duration),
         stop: CancellationToken,
         tasks: TaskTracker,
     ) -> Control {
@@ -111,6 +132,7 @@ impl Control {
             reconciler,
             clock,
             max_changes,
+            call,
             booted: AtomicBool::new(false),
             stop,
             tasks,
@@ -118,6 +140,8 @@ impl Control {
             states: RwLock::new(HashMap::new()),
             due: RwLock::new(HashMap::new()),
             absent: RwLock::new(HashMap::new()),
+            stops: RwLock::new(HashMap::new()),
+            maintenance: RwLock::new(HashMap::new()),
         }))
     }
 
@@ -134,6 +158,8 @@ impl Control {
             .states
             .write_unpoisoned()
             .extend(states.into_iter().map(|s| (s.edge_id, s)));
+        let maintenance = self.0.store.sites_in_maintenance().await?;
+        self.0.maintenance.write_unpoisoned().extend(maintenance);
         for id in &held {
             tracing::info!(edge = %id, "this master held the site when it stopped: running it again");
             self.0.reconciler.set_held(*id, true);
@@ -232,12 +258,29 @@ impl Control {
 
     /// Hands a site the master holds back to its (connected) edge now.
     pub async fn restore(&self, edge_id: Uuid) -> Result<ControlRecord, RestoreError> {
+        self.ask(edge_id, Msg::Restore).await
+    }
+
+    /// Hands a site its (connected) edge controls to the master now, for
+    /// planned work on the edge: the edge releases it (stops its modules),
+    /// and only then does the master start its copies. Unconfirmed, the
+    /// master keeps asking and starts once the edge confirms, or once its
+    /// link is declared dead.
+    pub async fn handover(&self, edge_id: Uuid) -> Result<ControlRecord, RestoreError> {
+        self.ask(edge_id, Msg::Handover).await
+    }
+
+    async fn ask(
+        &self,
+        edge_id: Uuid,
+        msg: impl FnOnce(oneshot::Sender<Result<ControlRecord, RestoreError>>) -> Msg,
+    ) -> Result<ControlRecord, RestoreError> {
         match self.0.store.get(edge_id).await? {
             Some(d) if d.kind == Kind::Edge.as_str() => {}
             _ => return Err(RestoreError::NoSuchLocation(edge_id)),
         }
         let (tx, rx) = oneshot::channel();
-        self.send(edge_id, Msg::Restore(tx));
+        self.send(edge_id, msg(tx));
         rx.await.unwrap_or(Err(RestoreError::Stopping))
     }
 
@@ -257,6 +300,62 @@ impl Control {
     /// is connected (or its task has not started).
     pub fn absent_since(&self, edge_id: Uuid) -> Option<i64> {
         self.0.absent.read_unpoisoned().get(&edge_id).copied()
+    }
+
+    /// How the absent edge of a location went away: `planned` (a graceful
+    /// stop, which said it was a restart) or `lost`; `None` while it is
+    /// connected, or never came.
+    pub fn last_stop(&self, edge_id: Uuid) -> Option<&'static str> {
+        self.0.stops.read_unpoisoned().get(&edge_id).copied()
+    }
+
+    /// Since when (ms) a location is in maintenance: no takeover while it is.
+    pub fn in_maintenance(&self, edge_id: Uuid) -> Option<i64> {
+        self.0.maintenance.read_unpoisoned().get(&edge_id).copied()
+    }
+
+    /// Puts a location in maintenance (`on`) or takes it out, recorded in
+    /// the site audit log with `by`. In maintenance the master does not take
+    /// the site over, however long its edge is away (a pending takeover is
+    /// cancelled); out of it, a lost edge's takeover is due its failover
+    /// timeout after the loss, as if maintenance had never been. Returns
+    /// since when the site is in maintenance (`None`: not).
+    pub async fn set_maintenance(
+        &self,
+        edge_id: Uuid,
+        on: bool,
+        by: Option<&str>,
+    ) -> Result<Option<i64>, RestoreError> {
+        match self.0.store.get(edge_id).await? {
+            Some(d) if d.kind == Kind::Edge.as_str() => {}
+            _ => return Err(RestoreError::NoSuchLocation(edge_id)),
+        }
+        let now = self.0.clock.now_ms();
+        if self.in_maintenance(edge_id).is_some() != on {
+            let action = if on {
+                "maintenance_on"
+            } else {
+                "maintenance_off"
+            };
+            self.0
+                .store
+                .record_site_action(edge_id, action, now, by)
+                .await?;
+            let mut map = self.0.maintenance.write_unpoisoned();
+            if on {
+                map.insert(edge_id, now);
+            } else {
+                map.remove(&edge_id);
+            }
+            tracing::warn!(edge = %edge_id, on, by, "maintenance");
+        }
+        self.send(edge_id, Msg::Edited);
+        Ok(self.in_maintenance(edge_id))
+    }
+
+    /// The edge on link `session` says it is stopping on purpose.
+    pub fn stopping(&self, edge_id: Uuid, session: u64, restart: bool) {
+        self.send(edge_id, Msg::Stopping { session, restart });
     }
 
     /// Refuses a request from `edge_id`'s link that carries an epoch other
@@ -295,11 +394,27 @@ impl Control {
             watching: false,
             seen: false,
             retry_at: None,
+            unconfirmed: None,
+            planned_stop: false,
             recent: VecDeque::new(),
         };
         self.0.tasks.spawn(actor.run(rx));
         tx
     }
+}
+
+/// An assume or release the edge did not confirm (its call failed or timed
+/// out). The edge carries it out whatever became of the call, so the
+/// master asks for its state until the edge confirms, never guessing.
+#[derive(Debug, Clone, Copy)]
+struct Unconfirmed {
+    /// `true`: a hand-back (assume); `false`: a release.
+    assume: bool,
+    epoch: u64,
+    reason: Reason,
+    /// When it was sent (clock ms): a hand-back is taken back after the
+    /// location's failover timeout.
+    since_ms: i64,
 }
 
 /// One location's control task.
@@ -319,8 +434,13 @@ struct Location {
     watching: bool,
     /// The edge connected to this master at least once.
     seen: bool,
-    /// Try a due hand-back again at this time.
+    /// Try a due hand-back again (or ask after an unconfirmed change) at
+    /// this time.
     retry_at: Option<i64>,
+    /// A change sent to the edge that it has not confirmed yet.
+    unconfirmed: Option<Unconfirmed>,
+    /// The edge on the current link said it is stopping on purpose.
+    planned_stop: bool,
     /// When the recent changes of controller happened (hold-down).
     recent: VecDeque<i64>,
 }
@@ -379,6 +499,25 @@ impl Location {
         };
     }
 
+    /// Records how the link ended: a planned stop (the edge said it was
+    /// restarting) or a loss. Either way the failover timeout applies: a
+    /// restart usually comes back within it.
+    fn record_stop(&mut self) {
+        let how = if std::mem::take(&mut self.planned_stop) {
+            tracing::info!(edge = %self.id, "the edge stopped on purpose (a restart): the failover timeout applies as usual");
+            "planned"
+        } else {
+            "lost"
+        };
+        metrics::counter!("outpost_edge_stops_total", "how" => how).increment(1);
+        self.sh.stops.write_unpoisoned().insert(self.id, how);
+    }
+
+    /// In maintenance: no takeover.
+    fn serviced(&self) -> bool {
+        self.sh.maintenance.read_unpoisoned().contains_key(&self.id)
+    }
+
     fn holds(&self) -> bool {
         self.state().is_some_and(|s| s.controller == Side::Master)
     }
@@ -423,6 +562,10 @@ impl Location {
                 self.watching = false;
                 self.seen = true;
                 self.retry_at = None;
+                // The negotiation's report is the edge's state now.
+                self.unconfirmed = None;
+                self.planned_stop = false;
+                self.sh.stops.write_unpoisoned().remove(&self.id);
                 self.link = Some(peer.clone());
                 self.negotiate(&peer).await;
             }
@@ -432,6 +575,8 @@ impl Location {
                 }
                 self.link = None;
                 self.retry_at = None;
+                self.unconfirmed = None;
+                self.record_stop();
                 self.set_absent(Some(self.sh.clock.now_ms()));
                 self.watching = true;
                 if self.holds() {
@@ -443,6 +588,11 @@ impl Location {
                     return;
                 }
                 self.schedule(true).await;
+            }
+            Msg::Stopping { session, restart } => {
+                if self.link.as_ref().map(|p| p.meta().session) == Some(session) {
+                    self.planned_stop = restart;
+                }
             }
             Msg::MissingAtBoot => {
                 if self.link.is_none() {
@@ -461,6 +611,33 @@ impl Location {
                 };
                 let _ = reply.send(result);
             }
+            Msg::Handover(reply) => {
+                let result = match self.link.clone() {
+                    _ if self.holds() => Err(RestoreError::MasterHolds(self.id)),
+                    Some(peer) => self.hand_over(&peer).await,
+                    None => Err(RestoreError::NotConnected(self.id)),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// The master records itself as controller, tells the edge to release,
+    /// and starts its copies once the edge confirms (see
+    /// [`Location::release`]).
+    async fn hand_over(&mut self, peer: &Peer) -> Result<ControlRecord, RestoreError> {
+        let reason = Reason::ManualHandover;
+        let record = self
+            .change(self.state().map(|s| s.epoch), Side::Master, reason)
+            .await?;
+        tracing::info!(edge = %self.id, epoch = record.epoch, "an operator hands the site to the master");
+        self.release(peer, record.epoch as u64, reason).await;
+        match self.unconfirmed {
+            Some(_) => Err(RestoreError::NotReleased(format!(
+                "control epoch {}",
+                record.epoch
+            ))),
+            None => Ok(record),
         }
     }
 
@@ -468,7 +645,7 @@ impl Location {
         let now = self.sh.clock.now_ms();
         if self.failover_at.is_some_and(|t| t <= now) {
             self.set_due(None);
-            if self.link.is_none() && !self.holds() {
+            if self.link.is_none() && !self.holds() && !self.serviced() {
                 let reason = if self.seen {
                     Reason::FailoverTimeout
                 } else {
@@ -479,6 +656,13 @@ impl Location {
         }
         if self.retry_at.is_some_and(|t| t <= now) {
             self.retry_at = None;
+            if let (Some(u), Some(peer)) = (self.unconfirmed, self.link.clone()) {
+                self.follow_up(&peer, u).await;
+                return;
+            }
+        }
+        if self.unconfirmed.is_some() {
+            return; // the edge is asked until it confirms
         }
         if self.holds()
             && let Some(peer) = self.link.clone()
@@ -506,14 +690,18 @@ impl Location {
             return; // a site the master holds is never dropped here
         }
         let location = self.location().await;
+        let serviced = self.serviced();
         let at = match &location {
-            Some(l) if l.failover => Some(since + l.failover_timeout_ms as i64),
+            Some(l) if l.failover && !serviced => Some(since + l.failover_timeout_ms as i64),
             _ => None,
         };
         if at != self.failover_at || log {
             match (at, &location) {
                 (Some(at), Some(l)) => {
                     tracing::info!(edge = %self.id, timeout_ms = l.failover_timeout_ms, due_ms = at, "takeover scheduled unless the edge returns")
+                }
+                (None, Some(_)) if serviced => {
+                    tracing::info!(edge = %self.id, "the location is in maintenance: the master will not take over")
                 }
                 (None, Some(_)) => {
                     tracing::info!(edge = %self.id, "failover is off for this location: the master will not take over")
@@ -526,11 +714,12 @@ impl Location {
 
     /// Asks the edge what it runs, decides, and carries the decision out.
     async fn negotiate(&mut self, peer: &Peer) {
-        let report = match peer.request(RequestBody::ControlReport, CALL).await {
+        let report = match peer.request(RequestBody::ControlReport, self.sh.call).await {
             Ok(ResponseBody::ControlReport {
                 running,
                 devices_connected,
                 epoch,
+                ..
             }) => (running, devices_connected, epoch),
             Ok(other) => {
                 tracing::error!(edge = %self.id, answer = ?other, "unexpected answer to a control report");
@@ -585,23 +774,97 @@ impl Location {
             }
             Side::Master => {
                 let epoch = epoch.unwrap_or(0) as u64;
-                let release = RequestBody::ControlRelease {
-                    epoch,
-                    reason: reason.as_str().to_owned(),
-                };
-                match peer.request(release, CALL).await {
-                    Ok(_) => {
-                        if !self.running {
-                            self.start().await;
-                        }
-                    }
-                    // The devices stay unclaimed by the master until the
-                    // edge confirms or its link is declared dead.
-                    Err(e) => {
-                        tracing::warn!(edge = %self.id, error = %e, "the edge did not confirm the release")
-                    }
-                }
+                self.release(peer, epoch, reason).await;
             }
+        }
+    }
+
+    /// Tells the edge to release the site at `epoch` (the master already
+    /// holds it), and starts the master's copies once the edge confirms.
+    /// Unconfirmed, the devices stay unclaimed by the master until the
+    /// edge confirms (it is asked again) or its link is declared dead.
+    async fn release(&mut self, peer: &Peer, epoch: u64, reason: Reason) {
+        let release = |reason: Reason| RequestBody::ControlRelease {
+            epoch,
+            reason: reason.as_str().to_owned(),
+        };
+        let mut answer = peer.request(release(reason), self.sh.call).await;
+        if refused_reason(&answer) && reason.for_older_edge() != reason {
+            // An edge of the previous version: the closest reason it knows.
+            let older = release(reason.for_older_edge());
+            answer = peer.request(older, self.sh.call).await;
+        }
+        let _ = self.settle_change(false, epoch, reason, &answer).await;
+    }
+
+    /// Acts on an edge's answer to an assume or release (or to a report
+    /// asked for after one): confirmed, a release lets the master start;
+    /// not confirmed, the change is followed up after [`RETRY_MS`].
+    /// Returns why it is not confirmed.
+    async fn settle_change(
+        &mut self,
+        assume: bool,
+        epoch: u64,
+        reason: Reason,
+        answer: &Result<ResponseBody, CallError>,
+    ) -> Result<(), String> {
+        match confirms(answer, assume, epoch) {
+            Ok(()) => {
+                self.unconfirmed = None;
+                if !assume && !self.running {
+                    self.start().await;
+                }
+                Ok(())
+            }
+            Err(why) => {
+                let now = self.sh.clock.now_ms();
+                let since_ms = match self.unconfirmed {
+                    Some(u) if u.assume == assume && u.epoch == epoch => u.since_ms,
+                    _ => now,
+                };
+                tracing::warn!(edge = %self.id, epoch, assume, %why, "the edge did not confirm the change; asking it again");
+                self.unconfirmed = Some(Unconfirmed {
+                    assume,
+                    epoch,
+                    reason,
+                    since_ms,
+                });
+                self.retry_at = Some(now + RETRY_MS);
+                Err(why)
+            }
+        }
+    }
+
+    /// Asks the edge for its state after an unconfirmed change and
+    /// reconciles: confirmed, done; a change still under way at the edge is
+    /// waited for; one the edge does not have is sent again. A hand-back
+    /// still unconfirmed after the location's failover timeout is taken
+    /// back: recorded, then released by the edge (after its assume, which
+    /// it finishes first), and only then run by the master.
+    async fn follow_up(&mut self, peer: &Peer, u: Unconfirmed) {
+        let report = peer.request(RequestBody::ControlReport, self.sh.call).await;
+        let pending = matches!(
+            report,
+            Ok(ResponseBody::ControlReport {
+                pending: Some(_),
+                ..
+            })
+        );
+        let settled = self.settle_change(u.assume, u.epoch, u.reason, &report);
+        if settled.await.is_ok() {
+            tracing::info!(edge = %self.id, epoch = u.epoch, assume = u.assume, "the edge confirmed the change");
+            return;
+        }
+        let bound = self
+            .location()
+            .await
+            .map_or(0, |l| l.failover_timeout_ms as i64);
+        if u.assume && self.sh.clock.now_ms() - u.since_ms >= bound {
+            self.take_back(peer, u.epoch).await;
+        } else if !pending && report.is_ok() {
+            // The edge has not got it (or could not carry it out): again,
+            // under the same epoch (idempotent).
+            self.resend(peer, u).await;
         }
     }
 
@@ -637,14 +900,52 @@ impl Location {
             epoch: record.epoch as u64,
             reason: reason.as_str().to_owned(),
         };
-        let answer = peer.request(assume, CALL).await;
+        let answer = peer.request(assume, self.sh.call).await;
         // The devices are the edge's now; unloading (which runs each
         // driver's `on_unload`) can wait until it has them.
         unload_site(&self.sh, self.id).await;
-        match answer {
-            Ok(_) => Ok(record),
-            Err(CallError::Remote(e)) => Err(RestoreError::Edge(e.to_string())),
-            Err(e) => Err(RestoreError::Edge(e.to_string())),
+        // Unconfirmed, the edge is asked for its state until it confirms
+        // (its assume runs to completion whatever became of the call).
+        self.settle_change(true, record.epoch as u64, reason, &answer)
+            .await
+            .map_err(RestoreError::Edge)?;
+        Ok(record)
+    }
+
+    /// Sends an unconfirmed change again, under the same epoch (the edge
+    /// carries out a repeated one as one).
+    async fn resend(&mut self, peer: &Peer, u: Unconfirmed) {
+        if !u.assume {
+            return self.release(peer, u.epoch, u.reason).await;
+        }
+        let body = RequestBody::ControlAssume {
+            epoch: u.epoch,
+            reason: u.reason.as_str().to_owned(),
+        };
+        let answer = peer.request(body, self.sh.call).await;
+        let _ = self
+            .settle_change(u.assume, u.epoch, u.reason, &answer)
+            .await;
+    }
+
+    /// A hand-back at `epoch` the edge did not confirm within the failover
+    /// timeout on a link that is up: the master records itself as
+    /// controller (`hand_back_unconfirmed`) and tells the edge to release,
+    /// which the edge does after its assume, never during it. The master
+    /// runs the site only once the release is confirmed, or the link is
+    /// declared dead.
+    async fn take_back(&mut self, peer: &Peer, epoch: u64) {
+        let reason = Reason::HandBackUnconfirmed;
+        match self.change(Some(epoch as i64), Side::Master, reason).await {
+            Ok(record) => {
+                tracing::warn!(edge = %self.id, epoch = record.epoch, "the edge did not confirm the hand-back in time: the master takes the site back once the edge releases it");
+                self.unconfirmed = None;
+                self.release(peer, record.epoch as u64, reason).await;
+            }
+            Err(e) => {
+                tracing::error!(edge = %self.id, error = %e, "take-back not recorded");
+                self.retry_at = Some(self.sh.clock.now_ms() + RETRY_MS);
+            }
         }
     }
 
@@ -709,6 +1010,43 @@ impl Location {
     }
 }
 
+/// Whether the edge refused a control request for its reason (an edge of
+/// the previous version, which does not know the newer reasons).
+fn refused_reason(answer: &Result<ResponseBody, CallError>) -> bool {
+    matches!(answer, Err(CallError::Remote(WireError::BadRequest { message }))
+        if message.contains("unknown control reason"))
+}
+
+/// Whether an edge's answer confirms an assume (`assume`) or a release at
+/// `epoch`: its report says it runs the site (or not) under that epoch or a
+/// later one. An older edge answers a finished change with `Done`.
+fn confirms(
+    answer: &Result<ResponseBody, CallError>,
+    assume: bool,
+    epoch: u64,
+) -> Result<(), String> {
+    match answer {
+        Ok(ResponseBody::Done) => Ok(()),
+        Ok(ResponseBody::ControlReport {
+            running,
+            epoch: at,
+            pending,
+            ..
+        }) => {
+            if *running == assume && *at >= epoch {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the edge reports running={running} at epoch {at}, under way: {pending:?} \
+                     (wanted running={assume} at epoch {epoch} or later)"
+                ))
+            }
+        }
+        Ok(other) => Err(format!("unexpected answer: {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Tells the reconciler the master holds a location, and waits until its
 /// modules run.
 async fn start_site(sh: &ControlShared, edge_id: Uuid) {
@@ -752,8 +1090,34 @@ impl ControlLoop for Control {
         Box::pin(Control::restore(self, edge_id))
     }
 
+    fn handover(
+        &self,
+        edge_id: Uuid,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<ControlRecord, RestoreError>> + Send + '_>>
+    {
+        Box::pin(Control::handover(self, edge_id))
+    }
+
     fn takeover_due(&self, edge_id: Uuid) -> Option<i64> {
         Control::takeover_due(self, edge_id)
+    }
+
+    fn last_stop(&self, edge_id: Uuid) -> Option<&'static str> {
+        Control::last_stop(self, edge_id)
+    }
+
+    fn in_maintenance(&self, edge_id: Uuid) -> Option<i64> {
+        Control::in_maintenance(self, edge_id)
+    }
+
+    fn set_maintenance<'a>(
+        &'a self,
+        edge_id: Uuid,
+        on: bool,
+        by: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<i64>, RestoreError>> + Send + 'a>>
+    {
+        Box::pin(Control::set_maintenance(self, edge_id, on, Some(by)))
     }
 
     fn booted(&self) -> bool {

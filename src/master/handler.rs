@@ -62,38 +62,33 @@ impl MasterHandler {
 
     /// Stores events pushed by an edge, each once. They are attributed to
     /// the edge the link authenticated, never to what the payload claims.
+    /// Each is judged by the control epoch it was produced under; refused
+    /// ones are stored too, marked (never acknowledged and lost). A kind
+    /// this build does not know is stored as it came.
     async fn events(
         &self,
         edge_id: uuid::Uuid,
         events: &[crate::proto::WireEvent],
     ) -> Result<ResponseBody, WireError> {
-        let mut batch = Vec::with_capacity(events.len());
-        for e in events {
-            let kind = EventKind::parse(&e.kind).ok_or_else(|| {
-                WireError::bad_request(format!("unknown event kind '{}'", e.kind))
-            })?;
-            batch.push(Event {
-                id: e.id,
-                edge_id,
-                at_ms: e.at_ms,
-                module_id: e.module_id,
-                kind,
-                key: e.key.clone(),
-                epoch: e.epoch,
-                body: e.body.clone(),
-            });
-        }
-        let batch = accept_from_controller(&self.store, edge_id, batch)
+        let batch = events.iter().map(|e| from_wire(edge_id, e)).collect();
+        let judged = judge_events(&self.store, edge_id, batch)
             .await
             .map_err(crate::local_ops::internal)?;
+        let rows: Vec<(&Event, Option<&str>)> =
+            judged.iter().map(|(e, why)| (e, why.as_deref())).collect();
         let new = self
             .store
-            .collect_events(edge_id, &batch, None)
+            .collect_judged(edge_id, &rows, None)
             .await
             .map_err(crate::local_ops::internal)?;
         metrics::counter!("outpost_events_collected_total").increment(new as u64);
         if let Some(feed) = &self.status_feed {
-            publish_status(feed, edge_id, &batch);
+            let accepted: Vec<&Event> = judged
+                .iter()
+                .filter(|(_, why)| why.is_none())
+                .map(|(e, _)| e)
+                .collect();
+            publish_status(feed, edge_id, &accepted);
         }
         Ok(ResponseBody::Done)
     }
@@ -151,6 +146,11 @@ impl Handler for MasterHandler {
     /// Fans an edge's events out to whoever subscribed (a slow subscriber
     /// lags and loses lines; the link's reader never waits).
     fn event(&self, peer: &Peer, body: EventBody) {
+        if let EventBody::Stopping { restart } = body {
+            self.control
+                .stopping(peer.meta().edge_id, peer.meta().session, restart);
+            return;
+        }
         let _ = self.events.send((peer.meta().edge_id, body));
     }
 
@@ -195,12 +195,12 @@ impl Handler for MasterHandler {
 
 /// Sends the status events of `batch` to the feed's subscribers (none
 /// listening is fine).
-fn publish_status(feed: &EdgeStatusFeed, edge_id: Uuid, batch: &[Event]) {
+fn publish_status(feed: &EdgeStatusFeed, edge_id: Uuid, batch: &[&Event]) {
     if feed.receiver_count() == 0 {
         return;
     }
     for e in batch {
-        if let (EventKind::Status, Some(module), Some(key)) = (e.kind, e.module_id, &e.key) {
+        if let (EventKind::Status, Some(module), Some(key)) = (&e.kind, e.module_id, &e.key) {
             let value = serde_json::from_str(&e.body).unwrap_or(serde_json::Value::Null);
             let change = crate::runtime::StatusChange {
                 module,
@@ -212,35 +212,115 @@ fn publish_status(feed: &EdgeStatusFeed, edge_id: Uuid, batch: &[Event]) {
     }
 }
 
+/// An event as an edge sent it, attributed to `edge_id` (the link's).
+pub(super) fn from_wire(edge_id: Uuid, e: &crate::proto::WireEvent) -> Event {
+    Event {
+        id: e.id,
+        edge_id,
+        at_ms: e.at_ms,
+        module_id: e.module_id,
+        kind: EventKind::parse(&e.kind),
+        key: e.key.clone(),
+        epoch: e.epoch,
+        body: e.body.clone(),
+    }
+}
+
 /// Keeps the events the edge was entitled to record: only the side that
-/// controlled the location at an event's time writes its history (the AURA
-/// rule: only the active engine's records are valid). The others are
-/// refused, counted and logged; the edge still marks them synced, so they
-/// are not offered again.
+/// controlled the location writes its history (the AURA rule: only the
+/// active engine's records are valid). Judged by control epochs, never by
+/// comparing two hosts' clocks; see [`judge_events`]. Returns the accepted
+/// ones.
 pub async fn accept_from_controller(
     store: &Store,
     edge_id: uuid::Uuid,
     events: Vec<Event>,
 ) -> Result<Vec<Event>, crate::store::StoreError> {
-    let log = store.control_log(edge_id, None, 10_000).await?;
-    if log.is_empty() {
-        // No change of controller was ever recorded: the edge runs its site.
-        return Ok(events);
+    Ok(judge_events(store, edge_id, events)
+        .await?
+        .into_iter()
+        .filter_map(|(e, why)| why.is_none().then_some(e))
+        .collect())
+}
+
+/// Judges each event of an edge: accepted (`None`) when it was produced
+/// under an epoch whose control record gives the location to the edge, or
+/// under an epoch before any record (the edge ran its site before anyone
+/// decided); refused with the reason otherwise. The edge's own control
+/// records (what it was told, its autonomy) are always accepted: they
+/// are its audit trail. An event without an epoch (an older edge) is
+/// judged by its time against the control log, as older masters did.
+/// Refused events are counted (`outpost_events_refused_total`) and logged.
+pub async fn judge_events(
+    store: &Store,
+    edge_id: uuid::Uuid,
+    events: Vec<Event>,
+) -> Result<Vec<(Event, Option<String>)>, crate::store::StoreError> {
+    let mut by_epoch: std::collections::HashMap<i64, Option<String>> = Default::default();
+    let mut log: Option<Vec<crate::store::ControlRecord>> = None;
+    let mut judged = Vec::with_capacity(events.len());
+    for e in events {
+        let why = if e.kind == EventKind::Control {
+            None
+        } else if let Some(epoch) = e.epoch {
+            match by_epoch.get(&epoch) {
+                Some(why) => why.clone(),
+                None => {
+                    let why = refusal_at(store, edge_id, epoch).await?;
+                    by_epoch.insert(epoch, why.clone());
+                    why
+                }
+            }
+        } else {
+            if log.is_none() {
+                log = Some(store.control_log(edge_id, None, 10_000).await?);
+            }
+            refusal_by_time(log.as_deref().unwrap_or_default(), e.at_ms)
+        };
+        judged.push((e, why));
     }
-    let (accepted, refused): (Vec<Event>, Vec<Event>) = events.into_iter().partition(|e| {
-        // The newest change at or before the event decides; before the
-        // first recorded change, the edge ran its site.
-        log.iter()
-            .find(|r| r.at_ms <= e.at_ms)
-            .is_none_or(|r| r.to == crate::control::Side::Edge)
-    });
-    if !refused.is_empty() {
-        metrics::counter!("outpost_events_refused_total").increment(refused.len() as u64);
+    let refused = judged.iter().filter(|(_, why)| why.is_some()).count();
+    if refused > 0 {
+        metrics::counter!("outpost_events_refused_total").increment(refused as u64);
         tracing::warn!(
             edge = %edge_id,
-            refused = refused.len(),
-            "events recorded by the edge while the master controlled the location were refused"
+            refused,
+            "events the edge produced while it did not control the location were stored as refused"
         );
     }
-    Ok(accepted)
+    Ok(judged)
+}
+
+/// Why an event produced under `epoch` is refused, if it is.
+async fn refusal_at(
+    store: &Store,
+    edge_id: Uuid,
+    epoch: i64,
+) -> Result<Option<String>, crate::store::StoreError> {
+    // The record of `epoch`, or the newest before it.
+    let record = store
+        .control_log(edge_id, Some(epoch.saturating_add(1)), 1)
+        .await?;
+    Ok(match record.first() {
+        None => None,
+        Some(r) if r.epoch == epoch && r.to == crate::control::Side::Edge => None,
+        Some(r) if r.epoch == epoch => Some(format!(
+            "produced under epoch {epoch}, when the master controlled the location"
+        )),
+        Some(_) => Some(format!(
+            "produced under epoch {epoch}, which the master never recorded"
+        )),
+    })
+}
+
+/// The judgement of an event without an epoch: the newest change at or
+/// before its time decides; before the first recorded change, the edge ran
+/// its site. `log` is newest first.
+fn refusal_by_time(log: &[crate::store::ControlRecord], at_ms: i64) -> Option<String> {
+    match log.iter().find(|r| r.at_ms <= at_ms) {
+        Some(r) if r.to == crate::control::Side::Master => Some(format!(
+            "recorded without an epoch at {at_ms} ms by the edge's clock, while the master controlled the location"
+        )),
+        _ => None,
+    }
 }

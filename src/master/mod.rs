@@ -15,7 +15,7 @@ mod link_keys;
 
 pub use crate::api::RestoreError;
 pub use control::Control;
-pub use handler::{MasterHandler, accept_from_controller};
+pub use handler::{MasterHandler, accept_from_controller, judge_events};
 pub use link_keys::StoredKeys;
 
 use std::future::Future;
@@ -76,18 +76,13 @@ pub async fn start(config: Config) -> Result<Master, RunError> {
 pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, RunError> {
     certs::install_crypto_provider();
     ensure_certificates(&config)?;
-    // Claimed and bound before any device is driven: a second master on
-    // this database, or a port in use, fails here and touches nothing.
-    let lock = boot::lock_database(&config)?;
-    let api_listener = api::bind(&config).await?;
-    let (listener, mut link, link_addr) = bind_link(&config).await?;
-    let store = boot::open_store(&config).await?;
-    link.store_id = Some(store.store_id());
+    #[rustfmt::skip]
+    let Claimed { lock, api_listener, listener, link, link_addr, store } = claim(&config).await?;
     // Location edits after this point reach the control loop.
     let feed_from = store.last_seq().await?;
     let plan = boot::plan_master(&store).await?;
     log_plan(&plan);
-    let runtime = Runtime::new(RuntimeConfig::new(config.modules_dir.clone()));
+    let runtime = Runtime::new(RuntimeConfig::from_config(&config));
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     // The master's own systems run before any edge can connect.
@@ -97,15 +92,8 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let registry = Registry::new(events_tx);
     let (edge_events, _) = tokio::sync::broadcast::channel(1024);
-    let control = Control::new(
-        store.clone(),
-        runtime.clone(),
-        reconciler.clone(),
-        clock,
-        config.max_control_changes_per_minute,
-        stop.clone(),
-        tasks.clone(),
-    );
+    let parts = (&store, &runtime, &reconciler);
+    let control = control_loop(&config, parts, clock.clone(), &stop, &tasks);
     let expected: Vec<Uuid> = plan.edges.iter().map(|e| e.id).collect();
     control.resume(&expected).await?; // held sites run before edges connect
 
@@ -119,6 +107,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
     // link loop) is dropped, which may be after the stop has finished.
     tokio::spawn(control.clone().follow(events_rx, links.clone()));
     spawn_feeds(&config, &store, &registry, &stop, &tasks);
+    tasks.spawn(retain_events(store.clone(), clock, &config, stop.clone()));
     tasks.spawn(control.clone().follow_locations(feed_from, LOCATION_POLL));
     tracing::info!(link = %link_addr, "listening for edges");
 
@@ -153,6 +142,58 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
         tasks,
         grace: Duration::from_millis(config.shutdown_grace_ms),
         _lock: lock,
+    })
+}
+
+/// The master's control loop, with the configuration's hold-down and
+/// control call timeout.
+fn control_loop(
+    config: &Config,
+    (store, runtime, reconciler): (&Store, &Runtime, &Reconciler),
+    clock: Clock,
+    stop: &CancellationToken,
+    tasks: &TaskTracker,
+) -> Control {
+    Control::new(
+        store.clone(),
+        runtime.clone(),
+        reconciler.clone(),
+        clock,
+        (
+            config.max_control_changes_per_minute,
+            Duration::from_millis(config.control_call_ms),
+        ),
+        stop.clone(),
+        tasks.clone(),
+    )
+}
+
+/// What a master holds before it drives any device.
+struct Claimed {
+    lock: boot::DatabaseLock,
+    api_listener: tokio::net::TcpListener,
+    listener: tokio::net::TcpListener,
+    link: MasterLinkConfig,
+    link_addr: std::net::SocketAddr,
+    store: Store,
+}
+
+/// Claims the database and binds both listeners before any device is
+/// driven: a second master on this database, or a port in use, fails here
+/// and touches nothing. Then opens the store.
+async fn claim(config: &Config) -> Result<Claimed, RunError> {
+    let lock = boot::lock_database(config)?;
+    let api_listener = api::bind(config).await?;
+    let (listener, mut link, link_addr) = bind_link(config).await?;
+    let store = boot::open_store(config).await?;
+    link.store_id = Some(store.store_id());
+    Ok(Claimed {
+        lock,
+        api_listener,
+        listener,
+        link,
+        link_addr,
+        store,
     })
 }
 
@@ -291,6 +332,44 @@ fn spawn_feeds(
         registry.clone(),
         stop.clone(),
     ));
+}
+
+/// How often (by the control clock) collected events are checked against
+/// the retention bounds.
+const PRUNE_EVERY_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 86_400_000;
+
+/// Keeps the collected events within `event_retention_days` (judged by
+/// `clock`) and `event_retention_max`: at start, then every hour.
+fn retain_events(
+    store: Store,
+    clock: Clock,
+    config: &Config,
+    stop: CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static {
+    let days = i64::try_from(config.event_retention_days).unwrap_or(i64::MAX);
+    let keep = config.event_retention_max;
+    async move {
+        loop {
+            let before = match days {
+                0 => i64::MIN,
+                d => clock.now_ms().saturating_sub(d.saturating_mul(DAY_MS)),
+            };
+            match store.prune_events(before, keep).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    metrics::counter!("outpost_events_pruned_total").increment(n);
+                    tracing::info!(pruned = n, "collected events past their retention deleted");
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot prune collected events"),
+            }
+            let next = clock.now_ms().saturating_add(PRUNE_EVERY_MS);
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = clock.sleep_until(next) => {}
+            }
+        }
+    }
 }
 
 impl Master {
@@ -462,24 +541,20 @@ pub async fn sync_edge(
         }
         let last = events.iter().filter_map(|e| e.seq).max().unwrap_or(after);
         let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-        let batch: Vec<crate::store::Event> = events
-            .into_iter()
-            .filter_map(|e| {
-                Some(crate::store::Event {
-                    id: e.id,
-                    edge_id,
-                    at_ms: e.at_ms,
-                    module_id: e.module_id,
-                    kind: crate::store::EventKind::parse(&e.kind)?,
-                    key: e.key,
-                    epoch: e.epoch,
-                    body: e.body,
-                })
-            })
+        // Judged and stored like pushed events: refused ones marked, unknown
+        // kinds kept as they came.
+        let batch = events
+            .iter()
+            .map(|e| handler::from_wire(edge_id, e))
             .collect();
+        let judged = judge_events(store, edge_id, batch)
+            .await
+            .map_err(|e| e.to_string())?;
         let store_and_ack = async {
+            let rows: Vec<(&crate::store::Event, Option<&str>)> =
+                judged.iter().map(|(e, why)| (e, why.as_deref())).collect();
             let new = store
-                .collect_events(edge_id, &batch, Some(last))
+                .collect_judged(edge_id, &rows, Some(last))
                 .await
                 .map_err(|e| e.to_string())?;
             metrics::counter!("outpost_events_collected_total").increment(new as u64);

@@ -107,14 +107,18 @@ pub enum RequestBody {
     /// edge's side of the negotiation facts).
     ControlReport,
     /// Master → edge: the edge controls its location from `epoch` on; it
-    /// starts its modules (if they are not running) and then answers.
+    /// starts its modules (if they are not running) and then answers with
+    /// its `ControlReport` (an older edge: `Done`). It runs to completion
+    /// even if the request is cancelled; one under an epoch older than the
+    /// edge's is not carried out, only answered with the edge's state.
     ControlAssume {
         epoch: u64,
         reason: String,
     },
     /// Master → edge: the master controls the location from `epoch` on;
     /// the edge stops its modules and closes its device connections, and
-    /// only then answers.
+    /// only then answers (like an assume: with its report, to completion,
+    /// and a late one only answered).
     ControlRelease {
         epoch: u64,
         reason: String,
@@ -228,7 +232,21 @@ pub enum ResponseBody {
         devices_connected: u32,
         /// The last epoch the edge was told (0: none yet).
         epoch: u64,
+        /// An assume or release the edge is carrying out now (it runs to
+        /// completion whatever happens to the request that started it).
+        /// Absent from an older edge, whose report waits for it instead.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pending: Option<PendingControl>,
     },
+}
+
+/// A change of controller an edge is carrying out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingControl {
+    /// `true`: an assume (starting the site); `false`: a release (stopping it).
+    pub assume: bool,
+    /// The epoch it was sent under.
+    pub epoch: u64,
 }
 
 /// One event recorded at an edge.
@@ -278,6 +296,14 @@ pub enum EventBody {
     /// Master → edges: the data model changed up to `seq`; pull the changes
     /// after your checkpoint.
     DataModelUpdated { seq: i64 },
+    /// Edge → master, just before a graceful stop (SIGTERM): the edge is
+    /// going away on purpose and expects to be back (`restart`). The master
+    /// records the stop as planned, and still waits the failover timeout.
+    /// An older master ignores it (an unknown event).
+    Stopping {
+        #[serde(default)]
+        restart: bool,
+    },
 }
 
 #[cfg(test)]

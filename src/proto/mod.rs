@@ -10,7 +10,9 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 
-pub use body::{DocChange, EventBody, RepoOp, RequestBody, ResponseBody, TreeEntry, WireEvent};
+pub use body::{
+    DocChange, EventBody, PendingControl, RepoOp, RequestBody, ResponseBody, TreeEntry, WireEvent,
+};
 pub use error::WireError;
 pub use frame::{Frame, FrameError, Message, RawFrame};
 pub use handshake::{DenyReason, Handshake, PREFACE_LEN, Preface, PrefaceError};

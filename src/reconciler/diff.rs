@@ -14,6 +14,8 @@ use crate::util::Unpoisoned;
 
 /// Modules acted on at once (loads, updates, starts, stops).
 const PARALLEL: usize = 64;
+/// Modules loaded between two looks at whether a safety stop waits.
+const LOAD_CHUNK: usize = 4 * PARALLEL;
 
 /// Runtime actions taken by the reconciler since it was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -126,8 +128,16 @@ pub(super) async fn desired(
 }
 
 /// Brings the runtime to `desired`: systems, unloads, loads, updates, then
-/// starts and stops.
-pub(super) async fn apply(rt: &Runtime, n: &Counters, state: &mut State, desired: &Desired) {
+/// starts and stops. Gives way (returns `false`, the pass unfinished) as
+/// soon as `wait` says a safety stop waits, between chunks of actions, so
+/// a stop never waits for a whole pass.
+pub(super) async fn apply(
+    rt: &Runtime,
+    n: &Counters,
+    state: &mut State,
+    desired: &Desired,
+    wait: &(dyn Fn() -> bool + Sync),
+) -> bool {
     sync_systems(rt, state, desired);
     for info in rt.modules() {
         if !desired.modules.contains_key(&info.id) {
@@ -141,9 +151,13 @@ pub(super) async fn apply(rt: &Runtime, n: &Counters, state: &mut State, desired
     state
         .failed
         .retain(|id, _| desired.modules.contains_key(id));
-    load_new(rt, n, state, desired).await;
-    update_changed(rt, n, state, desired).await;
-    start_and_stop(rt, n, desired).await;
+    if wait() || !load_new(rt, n, state, desired, wait).await {
+        return false;
+    }
+    if wait() || !update_changed(rt, n, state, desired, wait).await {
+        return false;
+    }
+    !wait() && start_and_stop(rt, n, desired, wait).await
 }
 
 /// Registers the desired systems, forgets the others.
@@ -164,7 +178,13 @@ fn sync_systems(rt: &Runtime, state: &mut State, desired: &Desired) {
     }
 }
 
-async fn load_new(rt: &Runtime, n: &Counters, state: &mut State, desired: &Desired) {
+async fn load_new(
+    rt: &Runtime,
+    n: &Counters,
+    state: &mut State,
+    desired: &Desired,
+    wait: &(dyn Fn() -> bool + Sync),
+) -> bool {
     let new: Vec<Module> = desired
         .order
         .iter()
@@ -173,29 +193,38 @@ async fn load_new(rt: &Runtime, n: &Counters, state: &mut State, desired: &Desir
         .filter(|m| rt.module_info(m.id).is_none() && state.failed.get(&m.id) != Some(*m))
         .cloned()
         .collect();
-    if new.is_empty() {
-        return;
-    }
-    let report = rt.load_many(&new).await;
-    let failed: HashSet<Uuid> = report.failed.iter().map(|(id, _)| *id).collect();
-    let mut failures = n.load_failures.lock_unpoisoned();
-    for (id, why) in &report.failed {
-        tracing::error!(module = %id, error = %why, "module failed to load");
-        failures.insert(*id, why.to_string());
-    }
-    for m in new {
-        if failed.contains(&m.id) {
-            state.failed.insert(m.id, m);
-        } else {
-            failures.remove(&m.id);
-            n.loads.fetch_add(1, Ordering::AcqRel);
-            state.failed.remove(&m.id);
-            state.applied.insert(m.id, m);
+    for chunk in new.chunks(LOAD_CHUNK) {
+        if wait() {
+            return false;
+        }
+        let report = rt.load_many(chunk).await;
+        let failed: HashSet<Uuid> = report.failed.iter().map(|(id, _)| *id).collect();
+        let mut failures = n.load_failures.lock_unpoisoned();
+        for (id, why) in &report.failed {
+            tracing::error!(module = %id, error = %why, "module failed to load");
+            failures.insert(*id, why.to_string());
+        }
+        for m in chunk {
+            if failed.contains(&m.id) {
+                state.failed.insert(m.id, m.clone());
+            } else {
+                failures.remove(&m.id);
+                n.loads.fetch_add(1, Ordering::AcqRel);
+                state.failed.remove(&m.id);
+                state.applied.insert(m.id, m.clone());
+            }
         }
     }
+    true
 }
 
-async fn update_changed(rt: &Runtime, n: &Counters, state: &mut State, desired: &Desired) {
+async fn update_changed(
+    rt: &Runtime,
+    n: &Counters,
+    state: &mut State,
+    desired: &Desired,
+    wait: &(dyn Fn() -> bool + Sync),
+) -> bool {
     let changed: Vec<&Module> = desired
         .order
         .iter()
@@ -204,6 +233,9 @@ async fn update_changed(rt: &Runtime, n: &Counters, state: &mut State, desired: 
         .filter(|m| rt.module_info(m.id).is_some() && state.applied.get(&m.id) != Some(*m))
         .collect();
     for chunk in changed.chunks(PARALLEL) {
+        if wait() {
+            return false;
+        }
         let updates = chunk
             .iter()
             .map(|m| async move { (*m, rt.update(m).await) });
@@ -217,10 +249,16 @@ async fn update_changed(rt: &Runtime, n: &Counters, state: &mut State, desired: 
             state.applied.insert(m.id, m.clone());
         }
     }
+    true
 }
 
 /// Starts what should run and stops what should not, in system order.
-async fn start_and_stop(rt: &Runtime, n: &Counters, desired: &Desired) {
+async fn start_and_stop(
+    rt: &Runtime,
+    n: &Counters,
+    desired: &Desired,
+    wait: &(dyn Fn() -> bool + Sync),
+) -> bool {
     let mut starts = Vec::new();
     let mut stops = Vec::new();
     for id in &desired.order {
@@ -245,6 +283,9 @@ async fn start_and_stop(rt: &Runtime, n: &Counters, desired: &Desired) {
         }
     }
     for chunk in starts.chunks(PARALLEL) {
+        if wait() {
+            return false;
+        }
         let calls = chunk
             .iter()
             .map(|id| async move { (*id, rt.start(*id).await) });
@@ -255,4 +296,5 @@ async fn start_and_stop(rt: &Runtime, n: &Counters, desired: &Desired) {
             }
         }
     }
+    true
 }

@@ -29,7 +29,10 @@
 //!
 //! Safety stops (a site released to the other side) do not wait in the
 //! queue: the control loop takes [`Reconciler::pause`], stops the modules
-//! itself, marks the site not held, and lets go.
+//! itself, marks the site not held, and lets go. Nor do they wait for a
+//! whole pass: a pass gives way between chunks of actions when a stop
+//! waits, and runs again after it (so a replica's snapshot of thousands of
+//! modules never holds a release up).
 
 mod diff;
 
@@ -87,6 +90,9 @@ struct Inner {
     held: std::sync::Mutex<HashSet<Uuid>>,
     /// Held by a pass, and by a safety stop ([`Reconciler::pause`]).
     pass: Arc<Mutex<State>>,
+    /// Safety stops waiting for `pass`: a pass gives way to them between
+    /// chunks of actions instead of finishing first.
+    stops_waiting: Arc<AtomicU64>,
     wake: Notify,
     /// Pass generations asked for and completed.
     asked: AtomicU64,
@@ -103,6 +109,15 @@ pub struct Paused {
     _pass: OwnedMutexGuard<State>,
 }
 
+/// Counts a safety stop as waiting until it has the pass lock (or gave up).
+struct Waiting(Arc<AtomicU64>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Reconciler {
     pub fn new(scope: Scope, store: Store, runtime: Runtime, modules_dir: PathBuf) -> Reconciler {
         Reconciler(Arc::new(Inner {
@@ -112,6 +127,7 @@ impl Reconciler {
             modules_dir,
             held: std::sync::Mutex::new(HashSet::new()),
             pass: Arc::new(Mutex::new(State::default())),
+            stops_waiting: Arc::new(AtomicU64::new(0)),
             wake: Notify::new(),
             asked: AtomicU64::new(0),
             done: watch::channel(0).0,
@@ -145,8 +161,9 @@ impl Reconciler {
             let asked = self.0.asked.load(Ordering::Acquire);
             let due = asked > *self.0.done.borrow() || self.outdated().await;
             if due {
-                self.pass().await;
-                self.0.done.send_replace(asked);
+                if self.pass().await {
+                    self.0.done.send_replace(asked);
+                }
                 continue;
             }
             tokio::select! {
@@ -194,9 +211,12 @@ impl Reconciler {
         self.0.held.lock_unpoisoned().contains(&location)
     }
 
-    /// Waits for a running pass to finish and holds passes off until the
-    /// guard drops: a safety stop runs under it.
+    /// Holds passes off until the guard drops: a safety stop runs under
+    /// it. A running pass gives way at its next chunk of actions (and is
+    /// run again afterwards), so this never waits for a whole pass.
     pub async fn pause(&self) -> Paused {
+        self.0.stops_waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(self.0.stops_waiting.clone());
         Paused {
             _pass: self.0.pass.clone().lock_owned().await,
         }
@@ -233,14 +253,15 @@ impl Reconciler {
             .any(|(name, seen)| modified(&self.0.modules_dir.join(name)) != *seen)
     }
 
-    /// One pass: read the desired state, act on the difference.
-    async fn pass(&self) {
+    /// One pass: read the desired state, act on the difference. `false`:
+    /// it gave way to a safety stop before it finished.
+    async fn pass(&self) -> bool {
         let mut state = self.0.pass.lock().await;
         let seq = match self.0.store.last_seq().await {
             Ok(seq) => seq,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the feed; next pass retries");
-                return;
+                return true;
             }
         };
         let held: HashSet<Uuid> = self.0.held.lock_unpoisoned().clone();
@@ -248,15 +269,29 @@ impl Reconciler {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the documents; next pass retries");
-                return;
+                return true;
             }
         };
         let reloaded = self.reload_changed_drivers(&mut state, &desired).await;
         if reloaded {
             state.failed.clear();
         }
-        diff::apply(&self.0.runtime, &self.0.actions, &mut state, &desired).await;
+        let waiting = &self.0.stops_waiting;
+        let wait = || waiting.load(Ordering::Acquire) > 0;
+        if !diff::apply(
+            &self.0.runtime,
+            &self.0.actions,
+            &mut state,
+            &desired,
+            &wait,
+        )
+        .await
+        {
+            tracing::debug!("pass gave way to a safety stop; it runs again after it");
+            return false;
+        }
         state.seq = seq;
+        true
     }
 
     /// Reloads drivers whose file changed since the last pass (every module

@@ -30,10 +30,24 @@ pub struct RuntimeConfig {
     /// Requests (exec, lifecycle) waiting in one module's mailbox; callers
     /// wait for room, which is the backpressure on a slow module.
     pub mailbox: usize,
+    /// Worker threads of the executor module tasks (drivers) run on: a
+    /// tokio runtime of their own, so a busy driver never holds a worker of
+    /// the runtime that serves the link and the API. 0 runs them on the
+    /// caller's runtime instead (tests that pause tokio's clock).
+    pub driver_threads: usize,
     pub transport: TransportConfig,
 }
 
 impl RuntimeConfig {
+    /// The defaults, with the process configuration's modules directory
+    /// and driver threads.
+    pub fn from_config(config: &crate::config::Config) -> RuntimeConfig {
+        RuntimeConfig {
+            driver_threads: config.driver_threads,
+            ..RuntimeConfig::new(config.modules_dir.clone())
+        }
+    }
+
     pub fn new(modules_dir: impl Into<PathBuf>) -> RuntimeConfig {
         RuntimeConfig {
             modules_dir: modules_dir.into(),
@@ -44,6 +58,7 @@ impl RuntimeConfig {
             max_exec_args: 1024 * 1024,
             command_queue: 256,
             mailbox: 64,
+            driver_threads: 2,
             transport: TransportConfig::default(),
         }
     }

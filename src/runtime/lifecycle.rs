@@ -14,26 +14,49 @@ use crate::model::{Endpoint, Module, check_driver_name};
 use crate::util::{Unpoisoned, UnpoisonedRw};
 
 impl Runtime {
-    /// The compiled driver: from the cache, or read and compiled once.
-    fn driver_code(&self, name: &str) -> Result<Code, DriverError> {
+    /// The compiled driver: from the cache, or read and compiled once, off
+    /// the runtime. Loads that ask while it compiles wait for that one
+    /// compilation (a failed one is not cached: the next load tries again).
+    async fn driver_code(&self, name: &str) -> Result<Code, DriverError> {
         check_driver_name(name).map_err(|_| DriverError::BadName(name.to_owned()))?;
-        if let Some(s) = self.inner.drivers.lock_unpoisoned().get(name) {
-            return Ok(s.clone());
-        }
-        let path = self.inner.cfg.modules_dir.join(name);
-        let text = std::fs::read_to_string(&path).map_err(|source| DriverError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let text = module::compile(name, &text).map_err(|message| DriverError::Compile {
-            driver: name.to_owned(),
-            message,
-        })?;
-        self.inner
+        let cell = self
+            .inner
             .drivers
             .lock_unpoisoned()
-            .insert(name.to_owned(), text.clone());
-        Ok(text)
+            .entry(name.to_owned())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| self.compile_driver(name, None))
+            .await
+            .cloned()
+    }
+
+    /// Reads (unless `text` is given) and compiles a driver on the
+    /// executor's blocking threads.
+    async fn compile_driver(&self, name: &str, text: Option<String>) -> Result<Code, DriverError> {
+        let path = self.inner.cfg.modules_dir.join(name);
+        let driver = name.to_owned();
+        let work = move || {
+            let text = match text {
+                Some(t) => t,
+                None => std::fs::read_to_string(&path)
+                    .map_err(|source| DriverError::Io { path, source })?,
+            };
+            module::compile(&driver, &text)
+                .map_err(|message| DriverError::Compile { driver, message })
+        };
+        match self.inner.executor.handle.spawn_blocking(work).await {
+            Ok(r) => {
+                if r.is_ok() {
+                    self.inner.compiled.fetch_add(1, Ordering::Relaxed);
+                }
+                r
+            }
+            Err(e) => Err(DriverError::Compile {
+                driver: name.to_owned(),
+                message: format!("compilation did not finish: {e}"),
+            }),
+        }
     }
 
     /// Loads a module: creates its Lua state, runs the driver and its
@@ -48,7 +71,7 @@ impl Runtime {
                 module: module.id,
                 message,
             })?;
-        let source = self.driver_code(&module.driver)?;
+        let source = self.driver_code(&module.driver).await?;
         let shared = Arc::new(ModuleShared::new(
             module,
             endpoint != Endpoint::None,
@@ -72,7 +95,7 @@ impl Runtime {
             );
         }
         let (ready_tx, ready_rx) = oneshot::channel();
-        self.inner.tracker.spawn(module::run(Spawn {
+        let task = module::run(Spawn {
             module: module.clone(),
             endpoint,
             source,
@@ -81,7 +104,10 @@ impl Runtime {
             cfg: self.inner.cfg.clone(),
             rx,
             ready: ready_tx,
-        }));
+        });
+        self.inner
+            .tracker
+            .spawn_on(task, &self.inner.executor.handle);
         let res = match ready_rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(message)) => Err(RuntimeError::LoadFailed {
@@ -188,7 +214,7 @@ impl Runtime {
                 message,
             })?;
         let source = if entry.module.driver != module.driver {
-            Some(self.driver_code(&module.driver)?)
+            Some(self.driver_code(&module.driver).await?)
         } else {
             None
         };
@@ -222,21 +248,12 @@ impl Runtime {
         source: Option<String>,
     ) -> Result<ReloadReport, RuntimeError> {
         check_driver_name(name).map_err(|_| DriverError::BadName(name.to_owned()))?;
-        let text = match source {
-            Some(s) => s,
-            None => {
-                let path = self.inner.cfg.modules_dir.join(name);
-                std::fs::read_to_string(&path).map_err(|source| DriverError::Io { path, source })?
-            }
-        };
-        let text = module::compile(name, &text).map_err(|message| DriverError::Compile {
-            driver: name.to_owned(),
-            message,
-        })?;
+        let text = self.compile_driver(name, source).await?;
+        let cell = tokio::sync::OnceCell::new_with(Some(text.clone()));
         self.inner
             .drivers
             .lock_unpoisoned()
-            .insert(name.to_owned(), text.clone());
+            .insert(name.to_owned(), Arc::new(cell));
         let users: Vec<Uuid> = {
             let map = self.inner.modules.read_unpoisoned();
             let mut v: Vec<Uuid> = map

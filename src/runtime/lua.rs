@@ -30,6 +30,15 @@ use super::{ExecError, Inner, LogLevel, Runtime};
 /// these steps.
 pub(crate) const HOOK_EVERY: u32 = 1000;
 
+/// A driver call yields back to the module task (and the task to the
+/// executor) after this many instructions, so busy drivers take turns: a
+/// driver burning its whole budget delays another module by one slice, not
+/// by its whole call.
+pub(crate) const YIELD_EVERY: i64 = 10 * HOOK_EVERY as i64;
+
+/// Registry name of the set of coroutines a driver made itself.
+const DRIVER_THREADS: &str = "outpost.driver_threads";
+
 /// Most timers one module may have pending at once.
 const MAX_TIMERS: usize = 1024;
 
@@ -41,6 +50,8 @@ pub(crate) struct Budget {
     /// longer than the time limit without yielding, even if each
     /// instruction is cheap (a loop around an expensive library call).
     pub resumed_at: std::time::Instant,
+    /// Instructions left in the current slice (see [`YIELD_EVERY`]).
+    pub slice: i64,
     /// Set once a call broke a limit; from then on every error is rethrown
     /// past `pcall`, and the module task marks the module failed.
     pub tripped: Option<String>,
@@ -105,6 +116,10 @@ pub(crate) struct Timers {
     next_id: u64,
     heap: BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
     map: HashMap<u64, Timer>,
+    /// Repeating timers whose last call has not finished: a call is
+    /// time-sliced, so a tick may come due while the previous one still
+    /// runs; it is skipped rather than piling calls up.
+    running: std::collections::HashSet<u64>,
 }
 
 impl Timers {
@@ -147,9 +162,15 @@ impl Timers {
         None
     }
 
-    /// Takes the functions of every timer due at `now`, rescheduling
-    /// repeating ones.
-    pub(crate) fn due(&mut self, now: Instant) -> Vec<Function> {
+    /// The call of timer `id` has finished.
+    pub(crate) fn finished(&mut self, id: u64) {
+        self.running.remove(&id);
+    }
+
+    /// Takes the functions of every timer due at `now` (with their ids),
+    /// rescheduling repeating ones; a repeating timer whose previous call
+    /// still runs skips this tick.
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<(u64, Function)> {
         let mut out = Vec::new();
         while let Some(at) = self.next_deadline() {
             if at > now {
@@ -161,14 +182,17 @@ impl Timers {
             let Some(t) = self.map.get_mut(&id) else {
                 continue;
             };
-            out.push(t.func.clone());
             match t.every {
                 Some(every) => {
+                    if self.running.insert(id) {
+                        out.push((id, t.func.clone()));
+                    }
                     // Skip missed ticks rather than firing a burst.
                     t.at = (t.at + every).max(now);
                     self.heap.push(std::cmp::Reverse((t.at, id)));
                 }
                 None => {
+                    out.push((id, t.func.clone()));
                     self.map.remove(&id);
                 }
             }
@@ -220,6 +244,7 @@ pub(crate) fn new_state(host: Host, limits: &Limits) -> mlua::Result<Lua> {
     lua.set_app_data(Budget {
         left: limits.instructions as i64,
         resumed_at: std::time::Instant::now(),
+        slice: YIELD_EVERY,
         tripped: None,
     });
     let budget = limits.instructions;
@@ -245,22 +270,49 @@ pub(crate) fn new_state(host: Host, limits: &Limits) -> mlua::Result<Lua> {
                 b.tripped = Some(r.to_string());
                 return Err(mlua::Error::external(r));
             }
-            Ok(VmState::Continue)
+            b.slice -= i64::from(HOOK_EVERY);
+            if b.slice > 0 {
+                return Ok(VmState::Continue);
+            }
+            b.slice = YIELD_EVERY;
+            drop(b);
+            // Where Lua cannot yield (a C call, the main thread) mlua ignores
+            // the request; a coroutine of the driver's own would take the
+            // engine's yield for its own, so it runs on.
+            if in_driver_coroutine(lua) {
+                return Ok(VmState::Continue);
+            }
+            Ok(VmState::Yield)
         },
     )?;
+    let threads = lua.create_table()?;
+    let weak = lua.create_table()?;
+    weak.set("__mode", "k")?;
+    threads.set_metatable(Some(weak))?;
+    lua.set_named_registry_value(DRIVER_THREADS, &threads)?;
+    lua.globals().set("__threads", threads)?;
     install_api(&lua, &host)?;
     lua.set_app_data(host);
     lua.load(sandbox_code())
         .set_name("=sandbox")
-        .set_mode(mlua::ChunkMode::Binary)
+        .set_mode(mlua::chunk::ChunkMode::Binary)
         .exec()?;
     lua.set_memory_limit(limits.memory)?;
     Ok(lua)
 }
 
+/// Whether the running Lua thread is a coroutine the driver created.
+fn in_driver_coroutine(lua: &Lua) -> bool {
+    match lua.named_registry_value::<Option<Table>>(DRIVER_THREADS) {
+        Ok(Some(threads)) => threads.contains_key(lua.current_thread()).unwrap_or(true),
+        _ => true,
+    }
+}
+
 /// Lua-side part of the sandbox: `pcall`, `xpcall` and `coroutine.resume`
 /// rethrow once a limit is broken, so a driver cannot catch its way around
-/// the budget; `load` only takes text.
+/// the budget; `load` only takes text; coroutines a driver makes are
+/// registered, so the time-slicing yield leaves them alone.
 const SANDBOX: &str = r#"
 local rawpcall, rawxpcall, rawresume, contained = pcall, xpcall, coroutine.resume, __contained
 local rawload, rawcollect, error = load, collectgarbage, error
@@ -272,6 +324,21 @@ end
 pcall = function(f, ...) return pass(rawpcall(f, ...)) end
 xpcall = function(f, h, ...) return pass(rawxpcall(f, h, ...)) end
 coroutine.resume = function(co, ...) return pass(rawresume(co, ...)) end
+local resume, rawcreate, threads = coroutine.resume, coroutine.create, __threads
+__threads = nil
+coroutine.create = function(f)
+  local co = rawcreate(f)
+  threads[co] = true
+  return co
+end
+local function unwrap(ok, ...)
+  if ok then return ... end
+  error((...), 0)
+end
+coroutine.wrap = function(f)
+  local co = coroutine.create(f)
+  return function(...) return unwrap(resume(co, ...)) end
+end
 load = function(chunk, name, _mode, env) return rawload(chunk, name, "t", env) end
 collectgarbage = function(opt, ...)
   if opt == nil or opt == "collect" or opt == "count" or opt == "step" then
@@ -316,7 +383,7 @@ fn join_args(args: Variadic<LuaValue>) -> mlua::Result<String> {
 
 fn command_from(
     lua: &Lua,
-    data: mlua::String,
+    data: mlua::LuaString,
     opts: Option<Table>,
     defaults: &CommandDefaults,
     request: bool,
@@ -344,7 +411,7 @@ fn command_from(
         if let Some(p) = o.get::<Option<i32>>("priority")? {
             cmd.priority = p;
         }
-        if let Some(e) = o.get::<Option<mlua::String>>("expect")? {
+        if let Some(e) = o.get::<Option<mlua::LuaString>>("expect")? {
             cmd.expect = Some(e.as_bytes().to_vec());
         }
     }
@@ -397,7 +464,7 @@ fn install_basics(lua: &Lua, g: &Table, h: &Host) -> mlua::Result<()> {
 fn install_device(lua: &Lua, g: &Table) -> mlua::Result<()> {
     g.set(
         "send",
-        lua.create_function(|lua, (data, opts): (mlua::String, Option<Table>)| {
+        lua.create_function(|lua, (data, opts): (mlua::LuaString, Option<Table>)| {
             let mut h = host(lua)?;
             if !h.has_transport {
                 return Err(mlua::Error::external(Raised::Request(
@@ -421,7 +488,7 @@ fn install_device(lua: &Lua, g: &Table) -> mlua::Result<()> {
     g.set(
         "request",
         lua.create_async_function(
-            |lua, (data, opts): (mlua::String, Option<Table>)| async move {
+            |lua, (data, opts): (mlua::LuaString, Option<Table>)| async move {
                 let rx = {
                     let mut h = host(&lua)?;
                     if !h.has_transport {
@@ -635,7 +702,7 @@ fn install_calls(lua: &Lua, g: &Table) -> mlua::Result<()> {
 fn install_helpers(lua: &Lua, g: &Table) -> mlua::Result<()> {
     g.set(
         "md5_hex",
-        lua.create_function(|_, s: mlua::String| {
+        lua.create_function(|_, s: mlua::LuaString| {
             let d = Md5::digest(s.as_bytes().as_ref());
             Ok(hex::encode(d))
         })?,
@@ -678,7 +745,7 @@ pub(crate) fn driver_spec(
         other => other,
     };
     if let LuaValue::Table(t) = f {
-        if let Some(d) = t.get::<Option<mlua::String>>("delimiter")? {
+        if let Some(d) = t.get::<Option<mlua::LuaString>>("delimiter")? {
             let d = d.as_bytes().to_vec();
             if d.is_empty() {
                 return Err(mlua::Error::runtime("framing.delimiter must not be empty"));

@@ -13,6 +13,12 @@
 //! (`request`) or another module (`call`) suspends, and the task keeps
 //! serving other calls, frames and timers meanwhile.
 //!
+//! Module tasks run on an executor of their own (`RuntimeConfig::driver_threads`
+//! worker threads), not on the runtime that serves the link and the API, and
+//! a driver call yields back to it every few thousand Lua instructions, so
+//! the executor time-slices among busy drivers. Drivers are compiled off the
+//! runtime, once per driver version, however many modules load at once.
+//!
 //! Status variables live outside Lua (in `ModuleShared`), so reads never wait for
 //! a busy driver and survive a live reload.
 //!
@@ -86,14 +92,62 @@ pub(crate) struct Inner {
     cfg: Arc<RuntimeConfig>,
     modules: RwLock<HashMap<Uuid, Entry>>,
     systems: RwLock<HashMap<Uuid, Arc<ControlSystem>>>,
-    /// Compiled drivers by file name: read and compiled once, replaced by
-    /// reloads. Modules load this bytecode, so 10,000 modules of one driver
-    /// parse its text once.
-    drivers: Mutex<HashMap<String, Code>>,
+    /// Compiled drivers by file name: read and compiled once (the first
+    /// load compiles, concurrent ones wait for it), replaced by reloads.
+    /// Modules load this bytecode, so 10,000 modules of one driver parse its
+    /// text once.
+    drivers: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Code>>>>,
+    executor: Executor,
+    /// Driver compilations so far.
+    compiled: std::sync::atomic::AtomicU64,
     events: broadcast::Sender<StatusChange>,
     activity: broadcast::Sender<Activity>,
     tracker: TaskTracker,
     closing: AtomicBool,
+}
+
+/// Where module tasks and driver compilation run.
+struct Executor {
+    /// The runtime of our own (none: tasks run on the caller's runtime).
+    own: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+}
+
+impl Executor {
+    fn new(threads: usize) -> Executor {
+        if threads == 0
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            return Executor { own: None, handle };
+        }
+        let built = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("outpost-driver")
+            .enable_all()
+            .build();
+        match built {
+            Ok(rt) => Executor {
+                handle: rt.handle().clone(),
+                own: Some(rt),
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the driver executor; drivers share the I/O runtime");
+                Executor {
+                    own: None,
+                    handle: tokio::runtime::Handle::current(),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        // Not `drop`: that blocks, which tokio forbids inside a runtime.
+        if let Some(rt) = self.own.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Handle to the module runtime; clones share it.
@@ -104,12 +158,15 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(cfg: RuntimeConfig) -> Runtime {
+        let executor = Executor::new(cfg.driver_threads);
         Runtime {
             inner: Arc::new(Inner {
                 cfg: Arc::new(cfg),
                 modules: RwLock::new(HashMap::new()),
                 systems: RwLock::new(HashMap::new()),
                 drivers: Mutex::new(HashMap::new()),
+                executor,
+                compiled: std::sync::atomic::AtomicU64::new(0),
                 events: broadcast::channel(1024).0,
                 activity: broadcast::channel(1024).0,
                 tracker: TaskTracker::new(),
@@ -120,6 +177,12 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.cfg
+    }
+
+    /// Driver texts compiled so far (tests, benchmarks): one per driver
+    /// version, however many modules load it at once.
+    pub fn compilations(&self) -> u64 {
+        self.inner.compiled.load(Ordering::Relaxed)
     }
 
     fn entry(&self, id: Uuid) -> Option<Entry> {

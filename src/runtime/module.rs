@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use mlua::{ChunkMode, Function, Lua, LuaSerdeExt, MultiValue, Table, Value as LuaValue};
+use mlua::chunk::ChunkMode;
+use mlua::{Function, Lua, LuaSerdeExt, MultiValue, Table, Value as LuaValue};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -93,6 +94,7 @@ impl<F: Future> Future for Budgeted<F> {
         if let Some(mut b) = this.lua.app_data_mut::<Budget>() {
             b.left = this.left;
             b.resumed_at = std::time::Instant::now();
+            b.slice = lua::YIELD_EVERY;
         }
         let r = this.inner.as_mut().poll(cx);
         if let Some(b) = this.lua.app_data_ref::<Budget>() {
@@ -107,7 +109,8 @@ enum CallKind {
     /// The exec's caller went away; its call was dropped.
     Cancelled(u64),
     Hook(&'static str),
-    Timer,
+    /// A call of the timer with this id.
+    Timer(u64),
 }
 
 struct CallDone {
@@ -471,8 +474,8 @@ impl Task {
                 conn.write(&data);
             }
         }
-        for f in due {
-            self.spawn_call(f, MultiValue::new(), CallKind::Timer);
+        for (id, f) in due {
+            self.spawn_call(f, MultiValue::new(), CallKind::Timer(id));
         }
     }
 
@@ -558,6 +561,9 @@ impl Task {
 
     fn on_done(&mut self, done: CallDone) {
         self.shared.set_lua_memory(self.lua.used_memory());
+        if let CallKind::Timer(id) = done.kind {
+            self.host().timers.finished(id);
+        }
         let reply = match &done.kind {
             CallKind::Exec(id) => self
                 .waiting
@@ -587,6 +593,11 @@ impl Task {
             }
             Err(e) => {
                 let c = classify(&e, self.tripped().as_deref());
+                // Failed before anyone hears of it: a caller on another
+                // thread that reads the state next sees it.
+                if let Classified::Contained(msg) = &c {
+                    self.fail(msg.clone());
+                }
                 match (&done.kind, reply) {
                     (CallKind::Exec(_), Some(reply)) => {
                         let _ = reply.send(Err(exec_error(&c)));
@@ -598,7 +609,7 @@ impl Task {
                         }
                         self.shared.log(LogLevel::Error, msg);
                     }
-                    (CallKind::Timer, _) => {
+                    (CallKind::Timer(_), _) => {
                         let msg = format!("timer failed: {}", c.message());
                         if !matches!(c, Classified::Contained(_)) {
                             self.shared.driver_error(&msg, false);
@@ -606,9 +617,6 @@ impl Task {
                         self.shared.log(LogLevel::Error, msg);
                     }
                     _ => {}
-                }
-                if let Classified::Contained(msg) = c {
-                    self.fail(msg);
                 }
             }
         }
@@ -623,16 +631,18 @@ impl Task {
         self.failed = true;
         self.running = false;
         self.shared.set_failure(Some(msg.clone()));
-        self.shared.set_state(ModuleState::Failed);
-        self.shared.driver_error(&msg, true);
-        self.shared
-            .log(LogLevel::Error, format!("module failed: {msg}"));
         if let Some(conn) = &mut self.connection {
             conn.stop();
         }
         self.lost_device();
         self.calls = FuturesUnordered::new();
         self.host().timers.clear();
+        // Last, once the device is released: a reader on another thread
+        // that sees the state sees the rest.
+        self.shared.set_state(ModuleState::Failed);
+        self.shared.driver_error(&msg, true);
+        self.shared
+            .log(LogLevel::Error, format!("module failed: {msg}"));
         for (_, reply) in self.waiting.drain() {
             if let Some(r) = reply.lock_unpoisoned().take() {
                 let _ = r.send(Err(ExecError::Failed {

@@ -18,6 +18,17 @@ pub struct ControlState {
     pub since_ms: i64,
 }
 
+/// An operator's action on a site that is not a change of controller
+/// (`maintenance_on`, `maintenance_off`), as the site audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteAction {
+    pub edge_id: Uuid,
+    pub at_ms: i64,
+    pub action: String,
+    /// The API key's user who did it.
+    pub by: Option<String>,
+}
+
 /// One change of controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlRecord {
@@ -263,6 +274,61 @@ impl Store {
                 .await?;
         });
         Ok(())
+    }
+
+    /// Appends an operator's action on `edge_id` to the site audit log.
+    pub async fn record_site_action(
+        &self,
+        edge_id: Uuid,
+        action: &str,
+        at_ms: i64,
+        by: Option<&str>,
+    ) -> Result<(), StoreError> {
+        on_writer!(self, pool => {
+            sqlx::query(sql::INSERT_SITE_ACTION)
+                .bind(edge_id.to_string())
+                .bind(at_ms)
+                .bind(action)
+                .bind(by)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The site audit log of `edge_id`, newest first, at most `limit`.
+    pub async fn site_actions(
+        &self,
+        edge_id: Uuid,
+        limit: u32,
+    ) -> Result<Vec<SiteAction>, StoreError> {
+        let rows: Vec<(String, i64, String, Option<String>)> = on_reader!(self, pool => {
+            sqlx::query_as(sql::SITE_ACTIONS)
+                .bind(edge_id.to_string())
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter()
+            .map(|r| {
+                Ok(SiteAction {
+                    edge_id: parse_uuid(&r.0)?,
+                    at_ms: r.1,
+                    action: r.2,
+                    by: r.3,
+                })
+            })
+            .collect()
+    }
+
+    /// The sites in maintenance now, with since when (ms).
+    pub async fn sites_in_maintenance(&self) -> Result<Vec<(Uuid, i64)>, StoreError> {
+        let rows: Vec<(String, i64)> = on_reader!(self, pool => {
+            sqlx::query_as(sql::IN_MAINTENANCE).fetch_all(pool).await?
+        });
+        rows.into_iter()
+            .map(|(id, at)| Ok((parse_uuid(&id)?, at)))
+            .collect()
     }
 
     /// The audit log of `edge_id`, newest first: `limit` records with an

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::{Store, StoreError, on_reader, on_writer, sql};
 
 /// What an event records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum EventKind {
     /// A status variable changed (coalesced per module and key while unsynced).
     Status,
@@ -19,19 +19,25 @@ pub enum EventKind {
     Control,
     /// A driver failed.
     DriverError,
+    /// A kind this build does not know (a newer edge's): kept as it came,
+    /// opaque, so nothing a newer peer records is lost.
+    Other(String),
 }
 
 impl EventKind {
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             EventKind::Status => "status",
             EventKind::Exec => "exec",
             EventKind::Control => "control",
             EventKind::DriverError => "driver_error",
+            EventKind::Other(kind) => kind,
         }
     }
 
-    pub(crate) fn parse(s: &str) -> Option<EventKind> {
+    /// The kind named `s`; a name this build does not know is
+    /// [`EventKind::Other`].
+    pub fn parse(s: &str) -> EventKind {
         [
             EventKind::Status,
             EventKind::Exec,
@@ -40,6 +46,7 @@ impl EventKind {
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
+        .unwrap_or_else(|| EventKind::Other(s.to_owned()))
     }
 }
 
@@ -65,6 +72,10 @@ pub struct LoggedEvent {
     pub seq: i64,
     pub synced: bool,
     pub event: Event,
+    /// At the master: why the event was refused (it was not produced while
+    /// its edge controlled the location); stored all the same. `None`:
+    /// accepted.
+    pub refused: Option<String>,
 }
 
 type EventRow = (
@@ -78,9 +89,10 @@ type EventRow = (
     Option<i64>,
     String,
     bool,
+    Option<String>,
 );
 
-/// Rows per multi-row statement (9 parameters each for an insert). One
+/// Rows per multi-row statement (10 parameters each for an insert). One
 /// statement per event made a batch of a thousand cost a thousand round
 /// trips to SQLite's connection thread; one statement per batch is worse
 /// still, because binding `$N` parameters costs SQLite a walk of the
@@ -89,6 +101,9 @@ type EventRow = (
 /// `sqlite3_bind_parameter_name`). A few dozen rows keep binding cheap
 /// (benches/replication.rs, passive case).
 const ROWS_PER_STATEMENT: usize = 25;
+
+/// Rows one retention transaction deletes at most.
+const PRUNE_BATCH: i64 = 10_000;
 
 fn to_logged(row: EventRow) -> Result<LoggedEvent, StoreError> {
     let bad = |what: &str, v: &str| StoreError::Corrupt {
@@ -104,12 +119,39 @@ fn to_logged(row: EventRow) -> Result<LoggedEvent, StoreError> {
             edge_id: uuid(&row.2)?,
             at_ms: row.3,
             module_id: row.4.as_deref().map(uuid).transpose()?,
-            kind: EventKind::parse(&row.5).ok_or_else(|| bad("kind", &row.5))?,
+            kind: EventKind::parse(&row.5),
             key: row.6,
             epoch: row.7,
             body: row.8,
         },
+        refused: row.10,
     })
+}
+
+/// Binds one event's columns as a row of [`sql::INSERT_EVENTS_HEAD`].
+fn push_event<DB>(
+    mut row: sqlx::query_builder::Separated<'_, DB, &'static str>,
+    e: &Event,
+    synced: bool,
+    refused: Option<&str>,
+) where
+    DB: sqlx::Database,
+    String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i64>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    bool: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    row.push_bind(e.id.to_string())
+        .push_bind(e.edge_id.to_string())
+        .push_bind(e.at_ms)
+        .push_bind(e.module_id.map(|m| m.to_string()))
+        .push_bind(e.kind.as_str().to_owned())
+        .push_bind(e.key.clone())
+        .push_bind(e.epoch)
+        .push_bind(e.body.clone())
+        .push_bind(synced)
+        .push_bind(refused.map(str::to_owned));
 }
 
 /// Order in which a full log gives up rows: status changes first (they are
@@ -117,25 +159,176 @@ fn to_logged(row: EventRow) -> Result<LoggedEvent, StoreError> {
 /// Control changes are never dropped.
 const DROP_ORDER: [EventKind; 3] = [EventKind::Status, EventKind::Exec, EventKind::DriverError];
 
+/// What one append to the edge's log did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// Events newly in the log (an id already there is not added twice;
+    /// a status change replaced by a newer one in the same batch is not
+    /// added at all).
+    pub added: u64,
+    /// Older events given up because the log was full.
+    pub dropped: u64,
+    /// Rows in the log after the append.
+    pub size: i64,
+}
+
+/// The events of a batch worth storing: a status change followed in the
+/// same batch by another of its module and key is superseded before it is
+/// stored (what the log's coalescing would do to it anyway).
+fn coalesce(events: &[Event]) -> Vec<&Event> {
+    let mut last = std::collections::HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        if let Some(pair) = status_pair(e) {
+            last.insert(pair, i);
+        }
+    }
+    let superseded = |i: usize, e: &Event| status_pair(e).is_some_and(|p| last.get(&p) != Some(&i));
+    let kept = events
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| !superseded(*i, e));
+    kept.map(|(_, e)| e).collect()
+}
+
+fn status_pair(e: &Event) -> Option<(String, String)> {
+    match (&e.kind, e.module_id, &e.key) {
+        (EventKind::Status, Some(m), Some(k)) => Some((m.to_string(), k.clone())),
+        _ => None,
+    }
+}
+
+/// Deletes up to `$excess` rows of a full log inside `$tx`: synced rows
+/// first, then unsynced ones in [`DROP_ORDER`]. Evaluates to (rows deleted,
+/// of which unsynced, counted as dropped).
+macro_rules! trim_log {
+    ($tx:expr, $excess:expr) => {{
+        let mut excess: i64 = $excess;
+        let mut deleted = 0i64;
+        let mut dropped = 0i64;
+        if excess > 0 {
+            let n = sqlx::query(sql::TRIM_SYNCED)
+                .bind(excess)
+                .execute(&mut *$tx)
+                .await?
+                .rows_affected() as i64;
+            excess -= n;
+            deleted += n;
+        }
+        for kind in DROP_ORDER {
+            if excess <= 0 {
+                break;
+            }
+            let n = sqlx::query(sql::TRIM_UNSYNCED_KIND)
+                .bind(excess)
+                .bind(kind.as_str())
+                .execute(&mut *$tx)
+                .await?
+                .rows_affected() as i64;
+            excess -= n;
+            deleted += n;
+            dropped += n;
+        }
+        if dropped > 0 {
+            sqlx::query(sql::ADD_DROPPED)
+                .bind(dropped)
+                .execute(&mut *$tx)
+                .await?;
+        }
+        (deleted, dropped)
+    }};
+}
+
 impl Store {
-    /// Edge: appends an event to the local log, unsynced. An unsynced status
-    /// change for the same module and key is replaced (coalesced). When the
-    /// log holds more than `max_events`, synced rows go first, then the
-    /// oldest unsynced status changes, exec results and driver errors; those
-    /// are counted as dropped. Returns the event's place in the log.
+    /// Edge: appends a batch of events to the local log, unsynced, in one
+    /// transaction. An unsynced status change for the same module and key is
+    /// replaced (coalesced). When the log holds more than `max_events`,
+    /// synced rows go first, then the oldest unsynced status changes, exec
+    /// results and driver errors; those are counted as dropped. The log's
+    /// size is counted once per process and then kept by the appends, not
+    /// recounted.
+    pub async fn append_events(
+        &self,
+        events: &[Event],
+        max_events: u64,
+    ) -> Result<Appended, StoreError> {
+        use std::sync::atomic::Ordering;
+        let kept = coalesce(events);
+        if kept.is_empty() {
+            return Ok(Appended::default());
+        }
+        let pairs: Vec<(String, String)> = kept.iter().filter_map(|e| status_pair(e)).collect();
+        let known = self.event_log_size.load(Ordering::Acquire);
+        let max = i64::try_from(max_events).unwrap_or(i64::MAX);
+        let (before, added, deleted, dropped) = on_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let before: i64 = if known >= 0 {
+                known
+            } else {
+                sqlx::query_scalar(sql::COUNT_EVENTS).fetch_one(&mut *tx).await?
+            };
+            let mut deleted = 0i64;
+            for chunk in pairs.chunks(ROWS_PER_STATEMENT) {
+                deleted += sql::delete_coalesced(chunk).build().execute(&mut *tx).await?.rows_affected() as i64;
+            }
+            let mut added = 0i64;
+            for chunk in kept.chunks(ROWS_PER_STATEMENT) {
+                let mut q = sql::values(sql::INSERT_EVENTS_HEAD, chunk, |row, e| push_event(row, e, false, None), sql::INSERT_EVENTS_TAIL);
+                added += q.build_query_scalar::<i64>().fetch_all(&mut *tx).await?.len() as i64;
+            }
+            let (trimmed, dropped) = trim_log!(tx, before + added - deleted - max);
+            tx.commit().await?;
+            (before, added, deleted + trimmed, dropped)
+        });
+        let delta = added - deleted;
+        // Another append may have moved the count meanwhile: add, never set,
+        // once it is known.
+        let size = match self.event_log_size.compare_exchange(
+            -1,
+            before + delta,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => before + delta,
+            Err(_) => self.event_log_size.fetch_add(delta, Ordering::AcqRel) + delta,
+        };
+        if dropped > 0 {
+            metrics::counter!("outpost_events_dropped_total").increment(dropped as u64);
+        }
+        Ok(Appended {
+            added: added as u64,
+            dropped: dropped as u64,
+            size,
+        })
+    }
+
+    /// Edge: appends one event (see [`Store::append_events`]) and returns
+    /// its place in the log (an id already in the log keeps its place).
     pub async fn log_event(&self, event: &Event, max_events: u64) -> Result<i64, StoreError> {
+        self.append_events(std::slice::from_ref(event), max_events)
+            .await?;
+        Ok(on_reader!(self, pool => {
+            sqlx::query_scalar(sql::EVENT_SEQ)
+                .bind(event.id.to_string())
+                .fetch_one(pool)
+                .await?
+        }))
+    }
+
+    /// Benchmark baseline only (`benches/robust.rs`): the log as it was
+    /// written before batching, one transaction per event with a
+    /// `COUNT(*)` of the whole log in each. Does not keep the size counter.
+    #[doc(hidden)]
+    pub async fn log_event_counting(
+        &self,
+        event: &Event,
+        max_events: u64,
+    ) -> Result<(), StoreError> {
         on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
-            if event.kind == EventKind::Status
-                && let (Some(module), Some(key)) = (event.module_id, &event.key)
-            {
-                sqlx::query(sql::DELETE_COALESCED)
-                    .bind(module.to_string())
-                    .bind(key)
-                    .execute(&mut *tx)
-                    .await?;
+            if let Some((module, key)) = status_pair(event) {
+                sqlx::query(sql::DELETE_COALESCED).bind(module).bind(key).execute(&mut *tx).await?;
             }
-            let seq: Option<i64> = sqlx::query_scalar(sql::INSERT_EVENT)
+            sqlx::query_scalar::<_, i64>(sql::INSERT_EVENT)
                 .bind(event.id.to_string())
                 .bind(event.edge_id.to_string())
                 .bind(event.at_ms)
@@ -148,42 +341,11 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
             let count: i64 = sqlx::query_scalar(sql::COUNT_EVENTS).fetch_one(&mut *tx).await?;
-            let mut excess = count - i64::try_from(max_events).unwrap_or(i64::MAX);
-            if excess > 0 {
-                excess -= sqlx::query(sql::TRIM_SYNCED).bind(excess).execute(&mut *tx).await?.rows_affected() as i64;
-            }
-            let mut dropped = 0i64;
-            for kind in DROP_ORDER {
-                if excess <= 0 {
-                    break;
-                }
-                let n = sqlx::query(sql::TRIM_UNSYNCED_KIND)
-                    .bind(excess)
-                    .bind(kind.as_str())
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected() as i64;
-                excess -= n;
-                dropped += n;
-            }
-            if dropped > 0 {
-                sqlx::query(sql::ADD_DROPPED).bind(dropped).execute(&mut *tx).await?;
-            }
+            let max = i64::try_from(max_events).unwrap_or(i64::MAX);
+            trim_log!(tx, count - max);
             tx.commit().await?;
-            if dropped > 0 {
-                metrics::counter!("outpost_events_dropped_total").increment(dropped as u64);
-            }
-            // An id already in the log (a retried append) keeps its place.
-            match seq {
-                Some(seq) => Ok(seq),
-                None => Ok(on_reader!(self, pool => {
-                    sqlx::query_scalar(sql::EVENT_SEQ)
-                        .bind(event.id.to_string())
-                        .fetch_one(pool)
-                        .await?
-                })),
-            }
-        })
+        });
+        Ok(())
     }
 
     /// Edge: unsynced events after `after_seq`, oldest first.
@@ -233,21 +395,23 @@ impl Store {
         events: &[Event],
         cursor: Option<i64>,
     ) -> Result<usize, StoreError> {
+        let judged: Vec<(&Event, Option<&str>)> = events.iter().map(|e| (e, None)).collect();
+        self.collect_judged(edge_id, &judged, cursor).await
+    }
+
+    /// [`Store::collect_events`], each event with why it was refused
+    /// (`None`: accepted): refused events are stored too, marked.
+    pub async fn collect_judged(
+        &self,
+        edge_id: Uuid,
+        events: &[(&Event, Option<&str>)],
+        cursor: Option<i64>,
+    ) -> Result<usize, StoreError> {
         on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut new = 0;
             for chunk in events.chunks(ROWS_PER_STATEMENT) {
-                let mut q = sql::values(sql::INSERT_EVENTS_HEAD, chunk, |mut row, e| {
-                    row.push_bind(e.id.to_string())
-                        .push_bind(e.edge_id.to_string())
-                        .push_bind(e.at_ms)
-                        .push_bind(e.module_id.map(|m| m.to_string()))
-                        .push_bind(e.kind.as_str())
-                        .push_bind(e.key.clone())
-                        .push_bind(e.epoch)
-                        .push_bind(e.body.clone())
-                        .push_bind(true);
-                }, sql::INSERT_EVENTS_TAIL);
+                let mut q = sql::values(sql::INSERT_EVENTS_HEAD, chunk, |row, (e, refused)| push_event(row, e, true, *refused), sql::INSERT_EVENTS_TAIL);
                 new += q.build_query_scalar::<i64>().fetch_all(&mut *tx).await?.len();
             }
             if let Some(cursor) = cursor {
@@ -260,6 +424,41 @@ impl Store {
             tx.commit().await?;
             Ok(new)
         })
+    }
+
+    /// Master: deletes the collected events stamped before `before_ms`,
+    /// then the oldest beyond the newest `keep` (0: no bound by count), at
+    /// most `PRUNE_BATCH` per transaction so writers are never held long.
+    /// Returns how many were deleted.
+    pub async fn prune_events(&self, before_ms: i64, keep: u64) -> Result<u64, StoreError> {
+        let mut deleted = 0u64;
+        loop {
+            let n = on_writer!(self, pool => {
+                sqlx::query(sql::PRUNE_OLD_EVENTS).bind(before_ms).bind(PRUNE_BATCH).execute(pool).await?.rows_affected()
+            });
+            deleted += n;
+            if n < PRUNE_BATCH as u64 {
+                break;
+            }
+        }
+        if keep == 0 {
+            return Ok(deleted);
+        }
+        let count: i64 = on_reader!(self, pool => {
+            sqlx::query_scalar(sql::COUNT_EVENTS).fetch_one(pool).await?
+        });
+        let mut excess = count - i64::try_from(keep).unwrap_or(i64::MAX);
+        while excess > 0 {
+            let n = on_writer!(self, pool => {
+                sqlx::query(sql::PRUNE_FIRST_EVENTS).bind(excess.min(PRUNE_BATCH)).execute(pool).await?.rows_affected()
+            });
+            if n == 0 {
+                break;
+            }
+            deleted += n;
+            excess -= n as i64;
+        }
+        Ok(deleted)
     }
 
     /// Master: where passive sync got to in `edge_id`'s log (0: nowhere yet).

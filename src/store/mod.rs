@@ -31,9 +31,9 @@ mod replica;
 mod scope;
 mod sql;
 
-pub use control::{ControlRecord, ControlState};
+pub use control::{ControlRecord, ControlState, SiteAction};
 pub use credentials::{CredentialRecord, EdgeKeys};
-pub use events::{Event, EventKind, LoggedEvent};
+pub use events::{Appended, Event, EventKind, LoggedEvent};
 pub use open::sqlite_file;
 pub use replica::Replicated;
 pub use scope::Site;
@@ -236,6 +236,10 @@ pub struct Store {
     committed: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
     /// Every change of controller committed through this process.
     control_changes: tokio::sync::broadcast::Sender<control::ControlRecord>,
+    /// Rows in the edge's event log as this process counts them (-1: not
+    /// counted yet): appends keep it, so the log's bound costs no
+    /// `COUNT(*)` per event.
+    event_log_size: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl std::fmt::Debug for Store {

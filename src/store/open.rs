@@ -33,6 +33,7 @@ impl Store {
             store_id: Uuid::nil(),
             committed: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
             control_changes: tokio::sync::broadcast::channel(256).0,
+            event_log_size: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-1)),
         };
         store.store_id = store.init_store_id().await?;
         store.committed.send_replace(store.last_seq().await?);
@@ -76,8 +77,20 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/sqlite/0005_control_log_by.sql"),
     ),
     (
+        "events coalesce index",
+        include_str!("migrations/sqlite/0006_events_coalesce.sql"),
+    ),
+    (
+        "refused events",
+        include_str!("migrations/sqlite/0007_events_refused.sql"),
+    ),
+    (
+        "site audit",
+        include_str!("migrations/sqlite/0008_site_audit.sql"),
+    ),
+    (
         "credential lifecycle",
-        include_str!("migrations/sqlite/0006_credential_lifecycle.sql"),
+        include_str!("migrations/sqlite/0009_credential_lifecycle.sql"),
     ),
 ];
 const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
@@ -102,8 +115,20 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/postgres/0005_control_log_by.sql"),
     ),
     (
+        "events coalesce index",
+        include_str!("migrations/postgres/0006_events_coalesce.sql"),
+    ),
+    (
+        "refused events",
+        include_str!("migrations/postgres/0007_events_refused.sql"),
+    ),
+    (
+        "site audit",
+        include_str!("migrations/postgres/0008_site_audit.sql"),
+    ),
+    (
         "credential lifecycle",
-        include_str!("migrations/postgres/0006_credential_lifecycle.sql"),
+        include_str!("migrations/postgres/0009_credential_lifecycle.sql"),
     ),
 ];
 

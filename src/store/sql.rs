@@ -186,6 +186,14 @@ pub(crate) const LOG_HAS_EPOCH: &str =
     "SELECT epoch FROM control_log WHERE edge_id = $1 AND epoch = $2";
 pub(crate) const SET_LOG_AUTHOR: &str =
     "UPDATE control_log SET by_user = $3 WHERE edge_id = $1 AND epoch = $2";
+pub(crate) const INSERT_SITE_ACTION: &str =
+    "INSERT INTO site_audit (edge_id, at_ms, action, by_user) VALUES ($1, $2, $3, $4)";
+pub(crate) const SITE_ACTIONS: &str = "SELECT edge_id, at_ms, action, by_user FROM site_audit \
+     WHERE edge_id = $1 ORDER BY seq DESC LIMIT $2";
+/// Sites whose last maintenance action turned it on, with when.
+pub(crate) const IN_MAINTENANCE: &str = "SELECT a.edge_id, a.at_ms FROM site_audit a \
+     WHERE a.action = 'maintenance_on' AND NOT EXISTS (SELECT 1 FROM site_audit b \
+     WHERE b.edge_id = a.edge_id AND b.seq > a.seq AND b.action IN ('maintenance_on', 'maintenance_off'))";
 pub(crate) const LOG_PAGE: &str = "SELECT id, edge_id, epoch, from_side, to_side, reason, at_ms, by_user FROM control_log \
      WHERE edge_id = $1 AND epoch < $2 ORDER BY epoch DESC LIMIT $3";
 
@@ -211,12 +219,33 @@ pub(crate) const RESET_SEQ: &str = "UPDATE outpost_meta SET value = 0 WHERE key 
 
 pub(crate) const DELETE_COALESCED: &str = "DELETE FROM events \
      WHERE NOT synced AND kind = 'status' AND module_id = $1 AND key = $2";
+/// The unsynced status rows of these (module, key) pairs, which newer values
+/// replace: one indexed lookup per pair (`events_coalesce`), in one statement.
+pub(crate) fn delete_coalesced<DB>(pairs: &[(String, String)]) -> QueryBuilder<DB>
+where
+    DB: Database,
+    DB::Arguments: Default,
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::new("DELETE FROM events WHERE seq IN (");
+    for (i, (module, key)) in pairs.iter().enumerate() {
+        if i > 0 {
+            q.push(" UNION ALL ");
+        }
+        q.push("SELECT seq FROM events WHERE NOT synced AND kind = 'status' AND module_id = ");
+        q.push_bind(module.clone());
+        q.push(" AND key = ");
+        q.push_bind(key.clone());
+    }
+    q.push(")");
+    q
+}
 pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (id, edge_id, at_ms, module_id, kind, key, epoch, body, synced) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING RETURNING seq";
 /// Events, for [`values`]: each at most once (by id); returns the places of
 /// the ones that were new.
 pub(crate) const INSERT_EVENTS_HEAD: &str =
-    "INSERT INTO events (id, edge_id, at_ms, module_id, kind, key, epoch, body, synced) ";
+    "INSERT INTO events (id, edge_id, at_ms, module_id, kind, key, epoch, body, synced, refused) ";
 pub(crate) const INSERT_EVENTS_TAIL: &str = " ON CONFLICT (id) DO NOTHING RETURNING seq";
 /// Marks events (by id) synced, for [`id_list`].
 pub(crate) const MARK_SYNCED_HEAD: &str = "UPDATE events SET synced = TRUE WHERE id IN ";
@@ -230,10 +259,16 @@ pub(crate) const ADD_DROPPED: &str =
     "UPDATE outpost_meta SET value = value + $1 WHERE key = 'events_dropped'";
 pub(crate) const GET_DROPPED: &str = "SELECT value FROM outpost_meta WHERE key = 'events_dropped'";
 pub(crate) const COUNT_UNSYNCED: &str = "SELECT COUNT(*) FROM events WHERE NOT synced";
-pub(crate) const UNSYNCED_EVENTS: &str = "SELECT seq, id, edge_id, at_ms, module_id, kind, key, epoch, body, synced \
+pub(crate) const UNSYNCED_EVENTS: &str = "SELECT seq, id, edge_id, at_ms, module_id, kind, key, epoch, body, synced, refused \
      FROM events WHERE NOT synced AND seq > $1 ORDER BY seq LIMIT $2";
-pub(crate) const EVENTS_OF: &str = "SELECT seq, id, edge_id, at_ms, module_id, kind, key, epoch, body, synced \
+pub(crate) const EVENTS_OF: &str = "SELECT seq, id, edge_id, at_ms, module_id, kind, key, epoch, body, synced, refused \
      FROM events WHERE edge_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+/// Master retention: up to `$2` events stamped before `$1`.
+pub(crate) const PRUNE_OLD_EVENTS: &str = "DELETE FROM events WHERE seq IN \
+     (SELECT seq FROM events WHERE at_ms < $1 ORDER BY seq LIMIT $2)";
+/// Master retention: the `$1` oldest events.
+pub(crate) const PRUNE_FIRST_EVENTS: &str = "DELETE FROM events WHERE seq IN \
+     (SELECT seq FROM events ORDER BY seq LIMIT $1)";
 pub(crate) const GET_CURSOR: &str = "SELECT last_seq FROM sync_progress WHERE edge_id = $1";
 pub(crate) const SET_CURSOR: &str = "INSERT INTO sync_progress (edge_id, last_seq) VALUES ($1, $2) \
      ON CONFLICT (edge_id) DO UPDATE SET last_seq = excluded.last_seq \

@@ -265,6 +265,41 @@ async fn an_operator_signs_in_execs_watches_a_failover_and_restores() {
     assert_eq!(browser.text("#epoch").await, "3");
     browser.shot("07-restored").await;
 
+    // Planned work on the edge: hand the site to the master from the
+    // button (the edge releases first), then restore it again.
+    browser
+        .until(
+            "the handover button enabled",
+            "const b = document.querySelector('#handover'); return !!b && !b.disabled",
+            vec![],
+        )
+        .await;
+    browser.click("#handover").await;
+    browser
+        .until_css("the confirmation", "#confirm-handover[open]")
+        .await;
+    browser.click("#confirm").await;
+    wait_controller(Side::Master, 4).await;
+    browser
+        .until_css(
+            "Sydney controlled by the master",
+            "#controller[data-controller='master']",
+        )
+        .await;
+    browser
+        .until(
+            "the restore button enabled again",
+            "const b = document.querySelector('#restore'); return !!b && !b.disabled",
+            vec![],
+        )
+        .await;
+    browser.click("#restore").await;
+    browser
+        .until_css("the confirmation", "#confirm-restore[open]")
+        .await;
+    browser.click("#confirm").await;
+    wait_controller(Side::Edge, 5).await;
+
     // 6. A module with a bad device address: 422 next to the field.
     browser.click("a[href='#/documents']").await;
     browser.click("a[href='#/documents/modules']").await;

@@ -17,19 +17,19 @@ use crate::proxy::Proxy;
 use crate::roles::{EdgeProcess, Room, Site, device, eventually};
 
 /// 2026-11-22 10:00 UTC: outside the 03:00 window.
-const T0: i64 = 1_795_341_600_000;
+pub(crate) const T0: i64 = 1_795_341_600_000;
 /// The next 03:00 UTC after T0.
 const WINDOW: i64 = 1_795_402_800_000;
-const TIMEOUT_MS: u64 = 30_000;
+pub(crate) const TIMEOUT_MS: u64 = 30_000;
 
-struct Scene {
-    site: Site,
-    sim: PjlinkSim,
-    room: Room,
-    clock: Clock,
+pub(crate) struct Scene {
+    pub(crate) site: Site,
+    pub(crate) sim: PjlinkSim,
+    pub(crate) room: Room,
+    pub(crate) clock: Clock,
 }
 
-async fn scene(location: serde_json::Value) -> Scene {
+pub(crate) async fn scene(location: serde_json::Value) -> Scene {
     let site = Site::new();
     let sim = PjlinkSim::start("127.0.0.1:0".parse().unwrap(), PjlinkOptions::default())
         .await
@@ -49,7 +49,7 @@ async fn scene(location: serde_json::Value) -> Scene {
     }
 }
 
-fn failover_on() -> serde_json::Value {
+pub(crate) fn failover_on() -> serde_json::Value {
     json!({
         "failover": true,
         "failover_timeout_ms": TIMEOUT_MS,
@@ -60,7 +60,7 @@ fn failover_on() -> serde_json::Value {
 }
 
 impl Scene {
-    fn master_config(&self) -> outpost::config::Config {
+    pub(crate) fn master_config(&self) -> outpost::config::Config {
         outpost::config::Config {
             heartbeat_ms: 200,
             dead_after_ms: 600,
@@ -68,7 +68,7 @@ impl Scene {
         }
     }
 
-    async fn master(&self) -> Master {
+    pub(crate) async fn master(&self) -> Master {
         outpost::master::start_with_clock(self.master_config(), self.clock.clone())
             .await
             .unwrap()
@@ -90,12 +90,12 @@ impl Scene {
         })
     }
 
-    fn edge_config(&self, master_link: std::net::SocketAddr) -> outpost::config::Config {
+    pub(crate) fn edge_config(&self, master_link: std::net::SocketAddr) -> outpost::config::Config {
         self.site
             .edge_config(self.room.edge_id, &self.room.secret, master_link)
     }
 
-    async fn state(&self, master: &Master) -> ControlState {
+    pub(crate) async fn state(&self, master: &Master) -> ControlState {
         master
             .store
             .control_state(self.room.edge_id)
@@ -104,7 +104,7 @@ impl Scene {
             .expect("a controller is recorded")
     }
 
-    async fn wait_controller(&self, master: &Master, side: Side, epoch: i64) {
+    pub(crate) async fn wait_controller(&self, master: &Master, side: Side, epoch: i64) {
         let what = format!("{side} to control at epoch {epoch}");
         eventually(20, &what, async || {
             master
@@ -115,7 +115,7 @@ impl Scene {
         .await;
     }
 
-    async fn wait_connections(&self, n: usize) {
+    pub(crate) async fn wait_connections(&self, n: usize) {
         eventually(20, &format!("{n} projector connection(s)"), async || {
             self.sim.connections() == n
         })
@@ -123,7 +123,7 @@ impl Scene {
     }
 
     /// Waits until the master has scheduled the takeover of the lost edge.
-    async fn wait_due(&self, master: &Master) {
+    pub(crate) async fn wait_due(&self, master: &Master) {
         eventually(10, "the takeover to be scheduled", async || {
             master.control.takeover_due(self.room.edge_id).is_some()
         })
@@ -146,7 +146,7 @@ impl Scene {
     }
 
     /// An edge in this process, on the test's clock.
-    async fn edge(&self, master: &Master) -> outpost::edge::Edge {
+    pub(crate) async fn edge(&self, master: &Master) -> outpost::edge::Edge {
         outpost::edge::start_with_clock(self.edge_config(master.link_addr), self.clock.clone())
             .await
             .unwrap()
@@ -159,7 +159,7 @@ impl Scene {
         .await;
     }
 
-    async fn reasons(&self, master: &Master) -> Vec<String> {
+    pub(crate) async fn reasons(&self, master: &Master) -> Vec<String> {
         let mut log = master
             .store
             .control_log(self.room.edge_id, None, 100)
@@ -180,7 +180,7 @@ fn reserve() -> std::net::SocketAddr {
 }
 
 /// Gives the control loop a moment to do what it must not do.
-async fn settle() {
+pub(crate) async fn settle() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
 

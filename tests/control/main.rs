@@ -11,12 +11,16 @@
 )]
 
 mod epochs;
+mod event_epochs;
 mod failover;
+mod handover;
 #[path = "../support/http.rs"]
 mod http;
 mod instances;
 mod live_api;
 mod live_config;
+mod load;
+mod maintenance;
 #[path = "../support/proxy.rs"]
 mod proxy;
 mod readme;

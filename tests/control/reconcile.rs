@@ -584,3 +584,41 @@ async fn a_driver_change_reloads_and_a_deleted_module_is_unloaded() {
     assert!(state(&master, module).is_none());
     master.stop().await;
 }
+
+/// A safety stop (a site released to the other side) takes the
+/// reconciler's pause; a pass in progress gives way to it between chunks
+/// of actions instead of finishing first, so a release never waits for a
+/// whole pass (here: loading 1,000 modules), and the pass runs again after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_safety_stop_never_waits_for_a_whole_reconcile_pass() {
+    let site = Site::new();
+    let master = outpost::master::start(site.master_config()).await.unwrap();
+    let file = logic_site(10, 100);
+    let other = site.master_store().await;
+    outpost::admin::import(&other, &file, &crate::support::example_drivers())
+        .await
+        .unwrap();
+    other.close().await;
+    // The pass that follows the import has begun loading.
+    let started = tokio::time::Instant::now();
+    while master.reconciler.actions().loads == 0 {
+        assert!(started.elapsed() < Duration::from_secs(20), "no pass began");
+        tokio::task::yield_now().await;
+    }
+    let paused = master.reconciler.pause().await;
+    let at_pause = master.reconciler.actions();
+    assert!(
+        at_pause.loads < 1000 && at_pause.starts == 0,
+        "the stop waited for the whole pass: {at_pause:?}"
+    );
+    drop(paused);
+    eventually(20, "the pass to run again and finish", async || {
+        file.modules
+            .iter()
+            .all(|m| state(&master, m.id) == Some(ModuleState::Running))
+    })
+    .await;
+    let after = master.reconciler.actions();
+    assert_eq!((after.loads, after.starts), (1000, 1000));
+    master.stop().await;
+}

@@ -16,6 +16,7 @@ mod fuzz;
 #[path = "../support/http.rs"]
 mod http;
 mod liveness;
+mod noise;
 mod repository;
 mod requests;
 #[path = "../support/roles.rs"]

@@ -278,6 +278,8 @@ pub struct MasterOpts {
     pub addr: Option<SocketAddr>,
     pub client_ca: Option<PathBuf>,
     pub admission: outpost::link::AdmissionLimits,
+    /// Zero (the default here): every failed handshake is reported.
+    pub failure_report_interval: Duration,
 }
 
 impl MasterOpts {
@@ -292,6 +294,7 @@ impl MasterOpts {
             addr: None,
             client_ca: None,
             admission: Default::default(),
+            failure_report_interval: Duration::ZERO,
         }
     }
 }
@@ -316,6 +319,7 @@ pub async fn start_master(certs: &Certs, opts: MasterOpts) -> Master {
         boot_id: Uuid::now_v7(),
         max_handshakes: 64,
         admission: opts.admission,
+        failure_report_interval: opts.failure_report_interval,
         shutdown_grace: Duration::from_secs(2),
         store_id: None,
     };

@@ -1,12 +1,13 @@
 //! The edge's bounded event log and the master's idempotent collection.
 
 use outpost::model::new_id;
-use outpost::store::{Event, EventKind, Store};
+use outpost::store::{Appended, Event, EventKind, Store};
 use uuid::Uuid;
 
 crate::both_backends!(
     status_changes_coalesce_while_unsynced,
     a_full_log_drops_status_first_and_never_control,
+    a_batch_coalesces_within_itself_and_the_kept_size_holds_the_bound,
     collection_is_idempotent_and_moves_the_cursor_with_the_events,
     batches_larger_than_one_statement_are_stored_and_marked_once,
     only_the_controlling_side_writes_history,
@@ -78,6 +79,69 @@ async fn status_changes_coalesce_while_unsynced(store: &Store) {
     assert_eq!(store.event_counts().await.unwrap(), (3, 0));
 }
 
+/// One transaction per batch: a status change superseded in the same batch
+/// is never stored, and the size the store keeps (counted once, then kept
+/// by the appends) bounds the log as a count would.
+async fn a_batch_coalesces_within_itself_and_the_kept_size_holds_the_bound(store: &Store) {
+    let (edge, module) = (new_id(), new_id());
+    let max = 5;
+    let status = |key: &str, body: &str| event(edge, module, EventKind::Status, Some(key), body);
+    let exec = |body: &str| event(edge, module, EventKind::Exec, None, body);
+    let batch = vec![
+        status("power", "\"on\""),
+        status("power", "\"off\""),
+        exec("\"e1\""),
+        status("input", "\"a\""),
+        exec("\"e2\""),
+        exec("\"e3\""),
+        exec("\"e4\""),
+    ];
+    let a = store.append_events(&batch, max).await.unwrap();
+    assert_eq!(
+        a,
+        Appended {
+            added: 6,
+            dropped: 1,
+            size: 5
+        }
+    );
+    let bodies = |log: Vec<outpost::store::LoggedEvent>| -> Vec<String> {
+        log.into_iter().map(|e| e.event.body).collect()
+    };
+    assert_eq!(
+        bodies(store.unsynced_events(0, 100).await.unwrap()),
+        ["\"e1\"", "\"a\"", "\"e2\"", "\"e3\"", "\"e4\""],
+        "\"on\" was superseded in its batch; \"off\" was the oldest status change"
+    );
+    let controls: Vec<Event> = (0..3)
+        .map(|i| event(edge, module, EventKind::Control, None, &format!("{i}")))
+        .collect();
+    let a = store.append_events(&controls, max).await.unwrap();
+    assert_eq!(
+        a,
+        Appended {
+            added: 3,
+            dropped: 3,
+            size: 5
+        }
+    );
+    assert_eq!(
+        bodies(store.unsynced_events(0, 100).await.unwrap()),
+        ["\"e3\"", "\"e4\"", "0", "1", "2"]
+    );
+    assert_eq!(store.event_counts().await.unwrap(), (5, 4));
+    // A status change replacing a stored one does not grow the log.
+    store
+        .append_events(&[status("power", "1")], max)
+        .await
+        .unwrap();
+    let a = store
+        .append_events(&[status("power", "2")], max)
+        .await
+        .unwrap();
+    assert_eq!((a.added, a.size), (1, 5));
+}
+
 async fn a_full_log_drops_status_first_and_never_control(store: &Store) {
     let (edge, module) = (new_id(), new_id());
     let max = 6;
@@ -125,7 +189,7 @@ async fn a_full_log_drops_status_first_and_never_control(store: &Store) {
         .await
         .unwrap()
         .iter()
-        .map(|e| e.event.kind)
+        .map(|e| e.event.kind.clone())
         .collect();
     assert_eq!(
         kinds,
@@ -150,7 +214,7 @@ async fn a_full_log_drops_status_first_and_never_control(store: &Store) {
         .await
         .unwrap()
         .iter()
-        .map(|e| e.event.kind)
+        .map(|e| e.event.kind.clone())
         .collect();
     assert_eq!(
         kinds.iter().filter(|k| **k == EventKind::Control).count(),
@@ -192,13 +256,18 @@ async fn collection_is_idempotent_and_moves_the_cursor_with_the_events(store: &S
     assert!(store.events_of(new_id(), 0, 100).await.unwrap().is_empty());
 }
 
-/// The AURA rule: events recorded by the edge while the master controlled
-/// the location are refused; before, after and without takeovers they count.
+/// The AURA rule, by epochs: events the edge produced under an epoch whose
+/// control record gives the site to the master are refused (whatever their
+/// time says), and stored all the same, marked with the reason; events
+/// under the edge's epochs, before any record, and its own control records
+/// are accepted. Events without an epoch (an older edge) are judged by
+/// time, as before.
 async fn only_the_controlling_side_writes_history(store: &Store) {
     use outpost::control::{Reason, Side};
     let (edge, module) = (new_id(), new_id());
-    let at = |ms: i64| Event {
+    let under = |epoch: Option<i64>, ms: i64| Event {
         at_ms: ms,
+        epoch,
         ..event(edge, module, EventKind::Exec, None, &ms.to_string())
     };
     let kept = |events: Vec<Event>| {
@@ -213,7 +282,7 @@ async fn only_the_controlling_side_writes_history(store: &Store) {
         }
     };
     assert_eq!(
-        kept(vec![at(1), at(2)]).await,
+        kept(vec![under(Some(0), 1), under(None, 2)]).await,
         vec![1, 2],
         "no takeover recorded"
     );
@@ -229,18 +298,58 @@ async fn only_the_controlling_side_writes_history(store: &Store) {
         .change_controller(edge, Some(2), Side::Edge, Reason::RestoreWindow, 3_000)
         .await
         .unwrap();
+    // Times that would mislead: the edge's clock is far off.
     assert_eq!(
         kept(vec![
-            at(500),
-            at(1_500),
-            at(2_000),
-            at(2_500),
-            at(3_000),
-            at(3_500)
+            under(Some(0), 9_000),
+            under(Some(1), 2_500),
+            under(Some(2), 500),
+            under(Some(3), 2_400),
+            under(Some(4), 3_500),
         ])
         .await,
-        vec![500, 1_500, 3_000, 3_500],
-        "events from the master's tenure are refused"
+        vec![9_000, 2_500, 2_400],
+        "only the edge's epochs count, never the time"
+    );
+    assert_eq!(
+        kept(vec![
+            under(None, 500),
+            under(None, 2_500),
+            under(None, 3_500)
+        ])
+        .await,
+        vec![500, 3_500],
+        "without an epoch, the time decides"
+    );
+
+    // Refused events are stored, marked with the reason; the edge's control
+    // records under the master's epoch (its autonomy) are accepted.
+    let autonomy = Event {
+        epoch: Some(2),
+        ..event(
+            edge,
+            module,
+            EventKind::Control,
+            None,
+            "{\"event\":\"autonomy\"}",
+        )
+    };
+    let batch = vec![under(Some(2), 10), under(Some(3), 11), autonomy];
+    let judged = outpost::master::judge_events(store, edge, batch)
+        .await
+        .unwrap();
+    let rows: Vec<(&Event, Option<&str>)> =
+        judged.iter().map(|(e, why)| (e, why.as_deref())).collect();
+    assert_eq!(store.collect_judged(edge, &rows, None).await.unwrap(), 3);
+    let stored = store.events_of(edge, 0, 100).await.unwrap();
+    let reasons: Vec<Option<&str>> = stored.iter().map(|e| e.refused.as_deref()).collect();
+    assert_eq!(
+        reasons,
+        [
+            Some("produced under epoch 2, when the master controlled the location"),
+            None,
+            None
+        ]
     );
 }
 

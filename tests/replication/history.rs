@@ -28,7 +28,7 @@ async fn events_at(store: &Store, edge_id: Uuid) -> Vec<(EventKind, Value, Logge
         .into_iter()
         .map(|e| {
             let body = serde_json::from_str(&e.event.body).unwrap_or(Value::Null);
-            (e.event.kind, body, e)
+            (e.event.kind.clone(), body, e)
         })
         .collect()
 }

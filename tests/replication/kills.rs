@@ -374,7 +374,8 @@ async fn kill_mid_batch(sync: Sync, victim: Victim) {
         let e = Event {
             id: new_id(),
             edge_id,
-            at_ms: i,
+            // Recent: the restarted master's retention keeps 90 days.
+            at_ms: outpost::util::unix_ms() + i,
             module_id: Some(new_id()),
             kind: EventKind::Exec,
             key: None,

@@ -13,9 +13,11 @@ mod events;
 mod history;
 #[path = "../support/http.rs"]
 mod http;
+mod judged;
 mod kills;
 mod over_link;
 mod replica;
+mod retention;
 #[path = "../support/roles.rs"]
 mod roles;
 #[path = "../support/mod.rs"]

@@ -340,9 +340,26 @@ async fn queue_retries_timeouts_and_priority_over_tcp() {
         rt.exec(m.id, "silent", json!([2])).await,
         Err(ExecError::Timeout)
     );
-    assert_eq!(sim.commands(), 3, "sent once and retried twice");
+    // The device reads the third copy on its own task, maybe after the
+    // caller has its answer.
+    wait_until("sent once and retried twice", || sim.commands() == 3).await;
 
+    let mut seen = rt.debug_stream(m.id).unwrap();
     exec_ok(&rt, m.id, "burst", no_args()).await;
+    // A waiting `send` takes whatever frame comes next: the three answers
+    // must be in before the `GET` is sent, or it takes one of them. (On
+    // one thread the module used to read them before the test's next
+    // exec arrived; it runs on the driver executor now.)
+    let mut answers = 0;
+    while answers < 3 {
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(10), seen.recv())
+            .await
+            .expect("the device answers the three commands")
+            .unwrap();
+        if matches!(ev, outpost::runtime::DebugEvent::Rx { .. }) {
+            answers += 1;
+        }
+    }
     // "high" was sent before "low", so the device ends with "low".
     assert_eq!(
         exec_ok(&rt, m.id, "order", no_args()).await,

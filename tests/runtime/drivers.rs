@@ -127,7 +127,7 @@ return M
 
 #[tokio::test(start_paused = true)]
 async fn timers_fire_once_and_repeating_on_the_paused_clock() {
-    let rt = runtime();
+    let rt = runtime_on_test_clock();
     driver(&rt, "ticker.lua", TICKER).await;
     let m = module("ticker", "ticker.lua", None, json!({}));
     start(&rt, &m).await;

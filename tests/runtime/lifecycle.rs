@@ -388,8 +388,10 @@ async fn handover_between_two_runtimes_keeps_one_connection() {
         edge.start_system(&system).await.unwrap();
         wait_connected(&edge, m.id).await;
     }
+    // The simulator counts the last connection on its own task, maybe
+    // after the module (on the driver executor) says it is connected.
+    wait_until("seven connections in all", || sim.total_connections() == 7).await;
     assert_eq!(sim.max_connections_seen(), 1);
-    assert_eq!(sim.total_connections(), 7);
     edge.shutdown().await;
     master.shutdown().await;
 }

@@ -15,4 +15,5 @@ mod drivers;
 mod lifecycle;
 mod pjlink;
 mod sandbox;
+mod slicing;
 mod support;

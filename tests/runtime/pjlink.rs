@@ -24,7 +24,7 @@ async fn pjlink_power_cycle_with_warmup_and_cooldown() {
         ..Default::default()
     })
     .await;
-    let rt = runtime();
+    let rt = runtime_on_test_clock();
     let m = module(
         "proj",
         "pjlink.lua",
@@ -128,7 +128,7 @@ async fn pjlink_md5_authentication() {
         ..Default::default()
     })
     .await;
-    let rt = runtime();
+    let rt = runtime_on_test_clock();
     let good = module(
         "good",
         "pjlink.lua",
@@ -176,7 +176,7 @@ async fn pjlink_md5_authentication() {
 #[tokio::test]
 async fn pjlink_error_replies() {
     let sim = sim(PjlinkOptions::default()).await;
-    let rt = runtime();
+    let rt = runtime_on_test_clock();
     let m = module("proj", "pjlink.lua", tcp(sim.addr()), json!({}));
     start(&rt, &m).await;
     wait_connected(&rt, m.id).await;

@@ -183,6 +183,12 @@ async fn runaway_timer_or_hook_fails_the_module_and_releases_its_device() {
     let dev = module("dev", "hooks.lua", tcp(sim.addr()), json!({}));
     start(&rt, &dev).await;
     wait_connected(&rt, dev.id).await;
+    // The module runs on another thread: the simulator may not have taken
+    // the connection yet when the module says it is connected.
+    wait_until("the simulator to hold the connection", || {
+        sim.connections() == 1
+    })
+    .await;
     sim.push_line("loop");
     wait_until("hook module failed", || {
         rt.module_info(dev.id).unwrap().state == ModuleState::Failed

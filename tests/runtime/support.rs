@@ -29,6 +29,14 @@ pub fn runtime() -> Runtime {
     Runtime::new(config())
 }
 
+/// A runtime whose modules run on the test's own tokio runtime, so they
+/// follow its paused clock (the driver executor has a clock of its own).
+pub fn runtime_on_test_clock() -> Runtime {
+    let mut cfg = config();
+    cfg.driver_threads = 0;
+    Runtime::new(cfg)
+}
+
 pub fn module(name: &str, driver: &str, uri: Option<String>, settings: Value) -> Module {
     let settings: Map<String, Value> = match settings {
         Value::Object(m) => m,

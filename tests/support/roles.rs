@@ -281,6 +281,19 @@ impl EdgeProcess {
         self.child.kill().await.unwrap();
     }
 
+    /// SIGTERM (a graceful stop, as a service manager does it), and wait
+    /// for the process to exit.
+    pub async fn terminate(mut self) {
+        let pid = self.child.id().expect("the edge is running");
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let status = self.child.wait().await.unwrap();
+        assert!(status.success(), "{status}: {}", self.log_text());
+    }
+
     /// What the process logged (for failure messages).
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

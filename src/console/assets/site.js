@@ -1,6 +1,6 @@
 // Site: one edge location (or the master's own systems): who controls it,
-// its systems and modules with state and live status, the Restore button
-// for operators, and the control log as a timeline.
+// its systems and modules with state and live status, the Restore and Hand
+// over buttons for operators, and the control log as a timeline.
 
 import { api, listAll, follow } from './api.js';
 import { h, replace, fmtTime, show, notice } from './dom.js';
@@ -27,6 +27,7 @@ export function render(ctx, root, id) {
       return;
     }
     const can = ctx.canOperate(location) && state.controller === 'master' && state.connected;
+    const canHand = ctx.canOperate(location) && state.controller === 'edge' && state.connected;
     replace(head,
       h('dl', { class: 'facts' },
         h('dt', { text: 'Controller' }), h('dd', {}, h('span', { class: `badge side-${state.controller}`, id: 'controller', 'data-controller': state.controller, text: state.controller }), ` · epoch `, h('span', { id: 'epoch', text: state.epoch })),
@@ -36,28 +37,44 @@ export function render(ctx, root, id) {
       ctx.canOperate(location) ? h('button', {
         id: 'restore', class: 'primary', type: 'button', disabled: !can,
         title: can ? 'Hand this site back to its edge now' : 'Possible when the master controls the site and the edge is connected',
-        onclick: () => confirmRestore(),
-      }, 'Restore to edge') : null);
+        onclick: () => confirmChange(RESTORE),
+      }, 'Restore to edge') : null,
+      ctx.canOperate(location) ? h('button', {
+        id: 'handover', type: 'button', disabled: !canHand,
+        title: canHand ? 'Hand this site to the master now, for planned work on the edge' : 'Possible when the edge controls the site and is connected',
+        onclick: () => confirmChange(HANDOVER),
+      }, 'Hand over to master') : null);
   };
 
-  const confirmRestore = () => {
-    const dialog = h('dialog', { id: 'confirm-restore', 'aria-labelledby': 'confirm-title' },
+  const RESTORE = {
+    path: 'restore', verb: 'Restore', doing: 'Restoring…', done: 'Restored: the edge',
+    question: () => `Hand ${location.name} back to its edge now?`,
+    how: 'The master stops its copies of the site’s modules first; then the edge connects to the devices.',
+  };
+  const HANDOVER = {
+    path: 'handover', verb: 'Hand over', doing: 'Handing over…', done: 'Handed over: the master',
+    question: () => `Hand ${location.name} to the master now?`,
+    how: 'The edge stops its modules first; then the master connects to the devices. Restore the site when the work on the edge is done.',
+  };
+
+  const confirmChange = (kind) => {
+    const dialog = h('dialog', { id: `confirm-${kind.path}`, 'aria-labelledby': 'confirm-title' },
       h('form', { method: 'dialog' },
-        h('h2', { id: 'confirm-title', text: `Hand ${location.name} back to its edge now?` }),
-        h('p', { text: 'The master stops its copies of the site’s modules first; then the edge connects to the devices.' }),
+        h('h2', { id: 'confirm-title', text: kind.question() }),
+        h('p', { text: kind.how }),
         h('div', { class: 'buttons' },
           h('button', { value: 'cancel', text: 'Cancel' }),
-          h('button', { id: 'confirm', value: 'ok', class: 'primary', text: 'Restore' }))));
+          h('button', { id: 'confirm', value: 'ok', class: 'primary', text: kind.verb }))));
     document.body.append(dialog);
     dialog.addEventListener('close', async () => {
       dialog.remove();
       if (dialog.returnValue !== 'ok') return;
-      notice(msg, 'Restoring…');
+      notice(msg, kind.doing);
       try {
-        const r = await api('POST', `/api/v1/edges/${id}/restore`);
-        notice(msg, `Restored: the edge controls the site at epoch ${r.epoch}.`, 'ok');
+        const r = await api('POST', `/api/v1/edges/${id}/${kind.path}`);
+        notice(msg, `${kind.done} controls the site at epoch ${r.epoch}.`, 'ok');
       } catch (e) {
-        notice(msg, `Restore refused: ${e.message}`, 'error');
+        notice(msg, `${kind.verb} refused: ${e.message}`, 'error');
       }
     });
     dialog.showModal();
