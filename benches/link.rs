@@ -9,7 +9,12 @@
 //!   127.0.0.x source addresses, held by one master: connect storm time,
 //!   master memory per edge, idle CPU, then a reconnect storm.
 //!
-//! `cargo bench --bench link -- rpc` or `-- edges` runs one part.
+//! - `authz`: exec round trips from an edge to the master at 256 in flight,
+//!   through the master's per-site check (`master::authorize::SiteGuard`,
+//!   a store of 10,000 modules in 1,000 sites) and without it, in
+//!   interleaved rounds (issue 12; `BENCH_SECS`, `BENCH_ROUNDS`).
+//!
+//! `cargo bench --bench link -- rpc`, `-- edges` or `-- authz` runs one part.
 
 #![allow(
     clippy::unwrap_used,
@@ -77,9 +82,11 @@ fn main() {
         Some("rpc") => rpc(),
         Some("profile") => profile(),
         Some("edges") => edges(),
+        Some("authz") => authz(),
         _ => {
             rpc();
             edges();
+            authz();
         }
     }
 }
@@ -780,5 +787,155 @@ fn edge_sim(args: &[String]) {
             tokio::spawn(edge::run(cfg, handler.clone(), tx.clone(), stop.clone()));
         }
         std::future::pending::<()>().await;
+    });
+}
+
+// ---------------------------------------------------------------- authz
+
+/// The master's side for `authz`: the per-site check (when `on`), then an
+/// echo standing in for the module.
+struct Guarded {
+    guard: outpost::master::authorize::SiteGuard,
+    on: std::sync::atomic::AtomicBool,
+}
+
+impl Handler for Guarded {
+    async fn handle(&self, ctx: RequestCtx, body: RequestBody) -> Result<ResponseBody, WireError> {
+        if self.on.load(Ordering::Relaxed) {
+            self.guard.check(ctx.peer.meta().edge_id, &body).await?;
+        }
+        match body {
+            RequestBody::Exec { args, .. } => Ok(ResponseBody::Value { value: args }),
+            _ => Ok(ResponseBody::Done),
+        }
+    }
+}
+
+/// 1,000 edge locations, each with one system of 10 modules; returns the
+/// site in the middle and its modules.
+async fn thousand_sites(store: &outpost::store::Store) -> (Uuid, Vec<Uuid>) {
+    use outpost::model::{ControlSystem, EdgeLocation, Module, new_id};
+    let mut file = outpost::admin::SiteFile::default();
+    for s in 0..1_000 {
+        let edge: EdgeLocation =
+            serde_json::from_value(json!({"id": new_id(), "name": format!("site {s}")})).unwrap();
+        let modules: Vec<Module> = (0..10)
+            .map(|m| Module {
+                id: new_id(),
+                name: format!("module {s}.{m}"),
+                driver: "room.lua".into(),
+                uri: None,
+                settings: Default::default(),
+                enabled: true,
+            })
+            .collect();
+        file.systems.push(ControlSystem {
+            id: new_id(),
+            name: format!("room {s}"),
+            description: String::new(),
+            edge_id: Some(edge.id),
+            module_ids: modules.iter().map(|m| m.id).collect(),
+            settings: Default::default(),
+            stopped: false,
+        });
+        file.edges.push(edge);
+        file.modules.extend(modules);
+    }
+    outpost::admin::import(store, &file, &Default::default())
+        .await
+        .unwrap();
+    let mid = file.edges[500].id;
+    let own = file.modules[5_000..5_010].iter().map(|m| m.id).collect();
+    (mid, own)
+}
+
+fn authz() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dev_certs(&dir.path().join("certs"));
+    let dur = Duration::from_secs(
+        std::env::var("BENCH_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3),
+    );
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    runtime().block_on(async move {
+        let url = format!("sqlite://{}", dir.path().join("master.db").display());
+        let store = outpost::store::Store::open(&outpost::store::StoreOptions::new(url)).await.unwrap();
+        let (edge_id, modules) = thousand_sites(&store).await;
+        let handler = Arc::new(Guarded {
+            guard: outpost::master::authorize::SiteGuard::new(store.clone()),
+            on: true.into(),
+        });
+        let secret = EdgeSecret::generate();
+        let keys: HashMap<Uuid, LinkKey> = [(edge_id, secret.link_key(edge_id))].into();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cfg = MasterLinkConfig {
+            tls: tls::server_config(&certs.cert, &certs.key, None).unwrap(),
+            peer: PeerConfig::new(PeerRole::Master, LinkTiming::default()),
+            boot_id: Uuid::now_v7(),
+            max_handshakes: 64,
+            admission: outpost::link::AdmissionLimits::default(),
+            shutdown_grace: Duration::from_secs(1),
+            store_id: None,
+            failure_report_interval: Duration::ZERO,
+        };
+        let (tx, _events) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        tokio::spawn(master::serve(listener, cfg, Arc::new(keys), handler.clone(), Registry::new(tx), stop.clone()));
+        let ecfg = EdgeLinkConfig {
+            edge_id,
+            key: secret.link_key(edge_id),
+            masters: vec![addr.to_string()],
+            tls: tls::client_config(&certs.ca_cert, None).unwrap(),
+            peer: PeerConfig::new(PeerRole::Edge, LinkTiming::default()),
+            reconnect: Duration::from_secs(3),
+            boot_id: Uuid::now_v7(),
+            commit: CommitCell::default(),
+            bind: None,
+            stand_down: Default::default(),
+        };
+        let (etx, mut erx) = mpsc::unbounded_channel();
+        tokio::spawn(edge::run(ecfg, Arc::new(Echo), etx, stop.clone()));
+        let to_master = loop {
+            if let Some(EdgeLinkEvent::Connected { peer, .. }) = erx.recv().await {
+                break peer;
+            }
+        };
+        // The edge calls its own ten modules in turn, as its clients would
+        // through the proxy path.
+        let next = Arc::new(AtomicUsize::new(0));
+        let modules = Arc::new(modules);
+        let call = move || {
+            let (p, next, modules) = (to_master.clone(), next.clone(), modules.clone());
+            async move {
+                let i = next.fetch_add(1, Ordering::Relaxed) % modules.len();
+                let body = RequestBody::Exec { module: modules[i].to_string(), method: "set".into(), args: args(), epoch: Some(1) };
+                p.request(body, Duration::from_secs(10)).await.unwrap();
+            }
+        };
+        println!("## authz: edge -> master exec at 256 in flight, 10,000 modules in 1,000 sites (SQLite), {rounds} interleaved rounds of {dur:?}");
+        closed_loop(256, Duration::from_millis(500), call.clone()).await;
+        let mut rates: [Vec<f64>; 2] = Default::default();
+        for _ in 0..rounds {
+            for (i, on) in [true, false].into_iter().enumerate() {
+                handler.on.store(on, Ordering::Relaxed);
+                rates[i].push(closed_loop(256, dur, call.clone()).await.rps());
+            }
+        }
+        let mut medians = [0.0; 2];
+        for (i, name) in ["with the per-site check", "without it"].into_iter().enumerate() {
+            rates[i].sort_by(f64::total_cmp);
+            medians[i] = rates[i][rates[i].len() / 2];
+            println!("  {name:<26} {:>10.0} req/s (rounds: {})", medians[i],
+                rates[i].iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "));
+        }
+        println!("  ratio with/without: {:.3} (target >= 0.9)", medians[0] / medians[1]);
+        stop.cancel();
+        tokio::time::sleep(Duration::from_millis(100)).await;
     });
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::model::{
-    Catalog, ControlSystem, Doc, EdgeLocation, Invalid, Kind, Module, ValidationContext,
+    Catalog, ControlSystem, Doc, EdgeLocation, Invalid, Kind, Module, ValidationContext, secrets,
 };
 use crate::secret::EdgeSecret;
 use crate::store::{Expect, Store, StoreError, Write};
@@ -238,6 +238,7 @@ pub async fn import(
 /// against the store's.
 struct Plan<'a> {
     revs: &'a HashMap<Uuid, (Kind, i64)>,
+    ctx: &'a ValidationContext,
     options: &'a ImportOptions,
     seen: HashSet<Uuid>,
     report: ImportReport,
@@ -263,9 +264,14 @@ impl Plan<'_> {
                     kind: D::KIND.as_str(),
                 });
             }
-            let new = serde_json::to_value(doc).unwrap_or_default();
+            // A re-imported export carries "<redacted>" (or nothing) for
+            // secret settings: the stored values stay.
+            let mut doc = doc.clone();
+            let ctx = self.ctx;
+            secrets::keep_doc(&mut doc, into.get(&id), &|d| ctx.declared_secrets(d));
+            let new = serde_json::to_value(&doc).unwrap_or_default();
             let name = new["name"].as_str().unwrap_or_default().to_owned();
-            let change = match into.insert(id, doc.clone()) {
+            let change = match into.insert(id, doc) {
                 None => Change::Create,
                 Some(old) if serde_json::to_value(&old).unwrap_or_default() == new => {
                     Change::Unchanged
@@ -312,6 +318,7 @@ pub async fn import_with(
     let (mut catalog, revs) = load_catalog(store).await?;
     let mut plan = Plan {
         revs: &revs,
+        ctx,
         options,
         seen: HashSet::new(),
         report: ImportReport::default(),
@@ -348,14 +355,18 @@ pub async fn import_with(
                 id: edge.id,
                 expect: Expect::Absent,
                 link_key: secret.link_key(edge.id).as_bytes().to_vec(),
+                grace_until_ms: None,
             });
             report.secrets.push((edge.id, edge.name.clone(), secret));
         }
     }
+    // The catalog's copies: the file's documents with stored secrets kept.
     for module in site.modules.iter().filter(|d| changed.contains(&d.id)) {
+        let module = catalog.modules.get(&module.id).unwrap_or(module);
         writes.push(Write::put(module, expect(module.id)));
     }
     for system in site.systems.iter().filter(|d| changed.contains(&d.id)) {
+        let system = catalog.systems.get(&system.id).unwrap_or(system);
         writes.push(Write::put(system, expect(system.id)));
     }
     if !writes.is_empty() {
@@ -367,9 +378,29 @@ pub async fn import_with(
 /// Exports every live document as pretty JSON, ordered by id, so that two
 /// exports of the same data are byte-identical. Each document carries its
 /// `rev`, so that importing the file again refuses to overwrite documents
-/// changed since.
+/// changed since. Secret settings are `"<redacted>"` (see [`export_with`]).
 pub async fn export(store: &Store) -> Result<String, AdminError> {
-    let (catalog, revs) = load_catalog(store).await?;
+    export_with(store, &ValidationContext::default(), false).await
+}
+
+/// [`export`], with `ctx` naming the drivers' declared secret settings;
+/// `include_secrets` writes their values instead of `"<redacted>"` (the
+/// caller then writes the file with mode 0600).
+pub async fn export_with(
+    store: &Store,
+    ctx: &ValidationContext,
+    include_secrets: bool,
+) -> Result<String, AdminError> {
+    let (mut catalog, revs) = load_catalog(store).await?;
+    if !include_secrets {
+        let declared = |d: &str| ctx.declared_secrets(d);
+        for m in catalog.modules.values_mut() {
+            secrets::redact_doc(m, &declared);
+        }
+        for s in catalog.systems.values_mut() {
+            secrets::redact_doc(s, &declared);
+        }
+    }
     #[derive(Serialize)]
     struct SiteFileOut<'a> {
         edges: Vec<WithRevOut<'a, EdgeLocation>>,
@@ -413,8 +444,14 @@ pub async fn export(store: &Store) -> Result<String, AdminError> {
 }
 
 /// Gives an edge location a new secret and returns it (shown once). The old
-/// secret stops working for new link handshakes at once.
-pub async fn rotate_secret(store: &Store, edge_id: Uuid) -> Result<EdgeSecret, AdminError> {
+/// secret keeps authenticating new link handshakes for `grace` (zero: it
+/// stops at once, for a compromised secret); a running master closes the
+/// edge's live session at once either way.
+pub async fn rotate_secret(
+    store: &Store,
+    edge_id: Uuid,
+    grace: std::time::Duration,
+) -> Result<EdgeSecret, AdminError> {
     match store.get(edge_id).await? {
         Some(doc) if doc.kind == Kind::Edge.as_str() => {}
         _ => return Err(AdminError::NoSuchEdge(edge_id)),
@@ -431,6 +468,8 @@ pub async fn rotate_secret(store: &Store, edge_id: Uuid) -> Result<EdgeSecret, A
             id: edge_id,
             expect,
             link_key: secret.link_key(edge_id).as_bytes().to_vec(),
+            grace_until_ms: (!grace.is_zero())
+                .then(|| crate::util::unix_ms().saturating_add(grace.as_millis() as i64)),
         }])
         .await?;
     Ok(secret)

@@ -155,7 +155,9 @@ pub fn issue_edge(
     })?;
     let issuer = Issuer::new(dev_ca_params()?, &ca_key);
     let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    // The master checks that a client certificate names the edge id it
+    // authenticates (`link::tls::names_edge`).
+    let mut params = CertificateParams::new(vec![edge_dns_name(edge_id)])?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, edge_id.to_string());
     dn.push(DnType::OrganizationName, "Outpost edge");
@@ -166,6 +168,13 @@ pub fn issue_edge(
     write_file(&cert_path, cert.pem().as_bytes(), false)?;
     write_file(&key_path, key.serialize_pem().as_bytes(), true)?;
     Ok((cert_path, key_path))
+}
+
+/// The DNS name a client certificate issued for `edge_id` carries in its
+/// subject alternative names; the master refuses a certificate that does
+/// not name the edge id the peer claims.
+pub fn edge_dns_name(edge_id: uuid::Uuid) -> String {
+    format!("{edge_id}.edge.outpost")
 }
 
 fn san(host: &str) -> Result<SanType, CertError> {

@@ -112,10 +112,15 @@ pub enum AdminCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Give an edge location a new secret, printed once.
+    /// Give an edge location a new secret, printed once. A running master
+    /// closes that edge's link at once; the old secret keeps working for
+    /// `secret_rotation_grace_ms` (10 minutes by default).
     RotateSecret {
         /// The edge location's id.
         edge_id: uuid::Uuid,
+        /// Stop the old secret at once (it is compromised).
+        #[arg(long)]
+        no_grace: bool,
     },
     /// Hand an edge location the master holds back to its edge now (asks
     /// the running master over its web API).
@@ -169,6 +174,10 @@ pub enum AdminCommand {
         /// Write here instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Write secret settings' values instead of "<redacted>" (the file
+        /// is then created with mode 0600; standard output is refused).
+        #[arg(long)]
+        include_secrets: bool,
     },
 }
 
@@ -327,8 +336,18 @@ fn run_admin(file: Option<PathBuf>, command: AdminCommand) -> ExitCode {
                 dry_run,
                 force,
             } => import(&store, &config, &file, dry_run, force).await,
-            AdminCommand::Export { output } => export(&store, output).await,
-            AdminCommand::RotateSecret { edge_id } => rotate_secret(&store, edge_id).await,
+            AdminCommand::Export {
+                output,
+                include_secrets,
+            } => export(&store, &config, output, include_secrets).await,
+            AdminCommand::RotateSecret { edge_id, no_grace } => {
+                let grace = if no_grace {
+                    std::time::Duration::ZERO
+                } else {
+                    std::time::Duration::from_millis(config.secret_rotation_grace_ms)
+                };
+                rotate_secret(&store, edge_id, grace).await
+            }
             AdminCommand::Restore { .. }
             | AdminCommand::Handover { .. }
             | AdminCommand::Maintenance { .. } => {
@@ -434,27 +453,73 @@ async fn import(
     Ok(())
 }
 
-async fn export(store: &crate::store::Store, output: Option<PathBuf>) -> Result<(), String> {
-    let text = crate::admin::export(store).await.map_err(|e| report(&e))?;
-    match output {
-        Some(path) => {
+async fn export(
+    store: &crate::store::Store,
+    config: &Config,
+    output: Option<PathBuf>,
+    include_secrets: bool,
+) -> Result<(), String> {
+    // Without the drivers, only the default secret names are known.
+    let ctx =
+        crate::model::ValidationContext::with_modules_dir(&config.modules_dir).unwrap_or_default();
+    let text = crate::admin::export_with(store, &ctx, include_secrets)
+        .await
+        .map_err(|e| report(&e))?;
+    match (output, include_secrets) {
+        (Some(path), true) => write_private(&path, &text),
+        (Some(path), false) => {
             std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
         }
-        None => {
+        (None, true) => Err(
+            "--include-secrets needs --output FILE (written with mode 0600), not standard output"
+                .into(),
+        ),
+        (None, false) => {
             print!("{text}");
             Ok(())
         }
     }
 }
 
-async fn rotate_secret(store: &crate::store::Store, edge_id: uuid::Uuid) -> Result<(), String> {
-    let secret = crate::admin::rotate_secret(store, edge_id)
+/// Writes `text` to a new file only its owner may read (mode 0600), or
+/// replaces an existing one after tightening its mode.
+fn write_private(path: &std::path::Path, text: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        options.mode(0o600);
+        if path.exists() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+        }
+    }
+    let mut file = options.open(path).map_err(fail)?;
+    file.write_all(text.as_bytes()).map_err(fail)
+}
+
+async fn rotate_secret(
+    store: &crate::store::Store,
+    edge_id: uuid::Uuid,
+    grace: std::time::Duration,
+) -> Result<(), String> {
+    let secret = crate::admin::rotate_secret(store, edge_id, grace)
         .await
         .map_err(|e| report(&e))?;
     println!(
-        "edge location {edge_id}: new secret {} (shown once; set OUTPOST_EDGE_SECRET on that edge)",
+        "edge location {edge_id}: new secret {} (shown once; set OUTPOST_EDGE_SECRET or edge_secret_file on that edge)",
         secret.expose()
     );
+    if grace.is_zero() {
+        eprintln!("the old secret stopped working at once; the edge's link is closed");
+    } else {
+        eprintln!(
+            "warning: the old secret keeps working for {} s; the edge's link is closed and it reconnects",
+            grace.as_secs()
+        );
+    }
     Ok(())
 }
 

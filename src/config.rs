@@ -72,8 +72,16 @@ pub enum Role {
 pub struct Config {
     /// Set: this process is the edge controller of that location.
     pub edge_id: Option<Uuid>,
-    /// The edge's shared secret (required on an edge).
+    /// The edge's shared secret (required on an edge, here or in
+    /// `edge_secret_file`).
     pub edge_secret: Option<SecretString>,
+    /// A file holding the edge's secret (mode 0600: readable by its owner
+    /// only), instead of `edge_secret` in the environment.
+    pub edge_secret_file: Option<PathBuf>,
+    /// Master: how long a rotated edge secret keeps authenticating, so the
+    /// edge can be updated without darkening its site (`outpost admin
+    /// rotate-secret --no-grace` stops the old one at once).
+    pub secret_rotation_grace_ms: u64,
     /// Master link listeners (`host:port`), tried in order by an edge.
     #[serde(deserialize_with = "de_list")]
     pub masters: Vec<String>,
@@ -188,6 +196,8 @@ impl Default for Config {
         Self {
             edge_id: None,
             edge_secret: None,
+            edge_secret_file: None,
+            secret_rotation_grace_ms: 600_000,
             masters: vec!["127.0.0.1:17400".into()],
             database_url: None,
             data_dir: PathBuf::from("data"),
@@ -331,7 +341,17 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         figment = figment.merge(env);
-        let config: Config = figment.extract().map_err(from_figment)?;
+        let mut config: Config = figment.extract().map_err(from_figment)?;
+        if let Some(path) = &config.edge_secret_file {
+            if config.edge_secret.is_some() {
+                return Err(ConfigError::new(
+                    "edge_secret_file",
+                    "set either edge_secret or edge_secret_file, not both",
+                ));
+            }
+            config.edge_secret =
+                Some(read_secret_file(path).map_err(|p| ConfigError::new("edge_secret_file", p))?);
+        }
         config.check(sources.role)?;
         Ok(config)
     }
@@ -373,6 +393,17 @@ impl Config {
 
     /// Settings both roles read.
     fn check_common(&self) -> Result<(), ConfigError> {
+        if let Some(key) = &self.admin_key
+            && key.expose().len() < crate::model::MIN_KEY_LEN
+        {
+            return Err(ConfigError::new(
+                "admin_key",
+                format!(
+                    "must be at least {} characters (it is an API key with every right)",
+                    crate::model::MIN_KEY_LEN
+                ),
+            ));
+        }
         if let Some(url) = &self.database_url
             && !(url.starts_with("sqlite:")
                 || url.starts_with("postgres:")
@@ -475,6 +506,25 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Reads a secret from a file that only its owner may read (mode 0600 or
+/// stricter); surrounding whitespace is dropped.
+pub fn read_secret_file(path: &std::path::Path) -> Result<SecretString, String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{} has mode {mode:04o}; it must be readable by its owner only (chmod 600)",
+                path.display()
+            ));
+        }
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(SecretString::new(text.trim()))
 }
 
 fn check_host_port(s: &str) -> Result<(), String> {

@@ -152,7 +152,7 @@ pub async fn bootstrap_admin(
     }
     let key = ApiKey::generate();
     let path = data_dir.join("admin-key");
-    std::fs::create_dir_all(data_dir).map_err(|e| BootstrapError::Write(path.clone(), e))?;
+    crate::util::private_dir(data_dir).map_err(|e| BootstrapError::Write(path.clone(), e))?;
     write_private(&path, &key).map_err(|e| BootstrapError::Write(path.clone(), e))?;
     let doc = ApiKey::new("admin (generated)", "admin", KeyRole::Admin, &key);
     store.apply(&[Write::put(&doc, Expect::Absent)]).await?;

@@ -6,7 +6,10 @@
 //! expect, as `If-Match` or as `rev` in the body: a stale one is 409. A body
 //! that is not JSON is 400; one that does not fit the document, or breaks a
 //! rule, is 422 naming the field. An edge location's secret is in the answer
-//! to its creation and to a rotation, never anywhere else.
+//! to its creation and to a rotation, never anywhere else. Secret settings
+//! of modules and systems (`model/secrets.rs`) are write-only: every answer
+//! shows `"<redacted>"`, and a write that omits them or sends that back
+//! keeps the stored value.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,7 +28,7 @@ use uuid::Uuid;
 use super::ApiState;
 use super::auth::Caller;
 use super::error::ApiError;
-use crate::model::{ControlSystem, Doc, EdgeLocation, FieldError, Kind, Module, new_id};
+use crate::model::{ControlSystem, Doc, EdgeLocation, FieldError, Kind, Module, new_id, secrets};
 use crate::secret::EdgeSecret;
 use crate::store::{Expect, Write};
 
@@ -124,6 +127,7 @@ impl ApiDoc for EdgeLocation {
             id: doc.id,
             expect: Expect::Absent,
             link_key: secret.link_key(doc.id).as_bytes().to_vec(),
+            grace_until_ms: None,
         };
         (vec![write], Some(secret))
     }
@@ -276,8 +280,22 @@ async fn fetch<D: ApiDoc>(state: &ApiState, id: Uuid) -> Result<(i64, D), ApiErr
 
 /// Validates and writes a document under the API's write lock, so checks
 /// that read other documents cannot race another API write.
-async fn put<D: ApiDoc>(state: &ApiState, doc: D, expect: Expect) -> Result<Response, ApiError> {
+async fn put<D: ApiDoc>(
+    state: &ApiState,
+    mut doc: D,
+    expect: Expect,
+    keep_secrets: bool,
+) -> Result<Response, ApiError> {
     state.require_writable()?;
+    // Secret settings are write-only: omitted or sent back redacted, the
+    // stored value stays (a patch was merged onto the stored values).
+    if keep_secrets {
+        let stored = match expect {
+            Expect::Rev(_) => fetch::<D>(state, doc.id()).await.ok().map(|(_, d)| d),
+            Expect::Absent => None,
+        };
+        secrets::keep_doc(&mut doc, stored.as_ref(), &declared(state));
+    }
     doc.validate(&state.validation)?;
     let _guard = state.write_lock.lock().await;
     D::check_put(state, &doc).await?;
@@ -293,6 +311,7 @@ async fn put<D: ApiDoc>(state: &ApiState, doc: D, expect: Expect) -> Result<Resp
         StatusCode::OK
     };
     let rev = done[0].rev;
+    secrets::redact_doc(&mut doc, &declared(state));
     Ok(with_etag(
         status,
         rev,
@@ -302,6 +321,12 @@ async fn put<D: ApiDoc>(state: &ApiState, doc: D, expect: Expect) -> Result<Resp
             secret: secret.map(|s| s.expose().to_owned()),
         },
     ))
+}
+
+/// The settings each driver declares secret, read from the modules
+/// directory this process validates against.
+fn declared(state: &ApiState) -> impl Fn(&str) -> Vec<String> + '_ {
+    |driver| state.validation.declared_secrets(driver)
 }
 
 pub(super) async fn list<D: ApiDoc>(
@@ -317,9 +342,11 @@ pub(super) async fn list<D: ApiDoc>(
     let items = docs
         .iter()
         .map(|d| {
+            let mut doc: D = d.parse()?;
+            secrets::redact_doc(&mut doc, &declared(state));
             Ok(Versioned {
                 rev: d.rev,
-                doc: d.parse()?,
+                doc,
                 secret: None,
             })
         })
@@ -332,7 +359,8 @@ pub(super) async fn get<D: ApiDoc + Serialize>(
     _caller: &Caller,
     id: Uuid,
 ) -> Result<Response, ApiError> {
-    let (rev, doc) = fetch::<D>(state, id).await?;
+    let (rev, mut doc) = fetch::<D>(state, id).await?;
+    secrets::redact_doc(&mut doc, &declared(state));
     Ok(with_etag(
         StatusCode::OK,
         rev,
@@ -359,7 +387,7 @@ pub(super) async fn create<D: ApiDoc>(
             .ok_or_else(|| invalid::<D>(Uuid::nil(), "id", "must be a uuid"))?,
     };
     let doc = into_doc::<D>(v, id)?;
-    put(state, doc, Expect::Absent).await
+    put(state, doc, Expect::Absent, true).await
 }
 
 pub(super) async fn replace<D: ApiDoc>(
@@ -374,7 +402,7 @@ pub(super) async fn replace<D: ApiDoc>(
     let rev = expected_rev(headers, Some(&v))?;
     fetch::<D>(state, id).await?;
     let doc = into_doc::<D>(v, id)?;
-    put(state, doc, Expect::Rev(rev)).await
+    put(state, doc, Expect::Rev(rev), true).await
 }
 
 /// JSON merge patch (RFC 7386) onto the current document.
@@ -393,10 +421,14 @@ pub(super) async fn patch<D: ApiDoc + Serialize>(
     let mut patch = patch;
     if let Some(obj) = patch.as_object_mut() {
         obj.remove("rev");
+        // A redacted secret sent back changes nothing; `null` removes it.
+        if let Some(Value::Object(settings)) = obj.get_mut("settings") {
+            secrets::strip_redacted(settings);
+        }
     }
     merge_patch(&mut v, &patch);
     let doc = into_doc::<D>(v, id)?;
-    put(state, doc, Expect::Rev(rev)).await
+    put(state, doc, Expect::Rev(rev), false).await
 }
 
 /// JSON merge patch (RFC 7396). Ours rather than the `json-patch` crate's:
@@ -560,17 +592,38 @@ document_routes!(
     ]
 );
 
-/// Gives an edge location a new secret, shown once in the answer.
-#[utoipa::path(post, path = "/api/v1/edges/{id}/secret", tag = "edges", params(("id" = Uuid, Path)),
+/// Query of a secret rotation.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct RotateQuery {
+    /// The old secret stops at once (a compromised secret) instead of
+    /// working for `secret_rotation_grace_ms`.
+    #[serde(default)]
+    pub no_grace: bool,
+}
+
+/// Gives an edge location a new secret, shown once in the answer. The live
+/// link of that edge is closed at once; the old secret keeps authenticating
+/// for `secret_rotation_grace_ms` unless `no_grace` is set.
+#[utoipa::path(post, path = "/api/v1/edges/{id}/secret", tag = "edges",
+    params(("id" = Uuid, Path), RotateQuery),
     responses((status = 200, body = SecretOut), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn rotate_secret(
     State(s): State<Arc<ApiState>>,
     caller: Caller,
     Path(id): Path<Uuid>,
+    Query(q): Query<RotateQuery>,
 ) -> Result<Json<SecretOut>, ApiError> {
     caller.require_admin()?;
-    let secret = crate::admin::rotate_secret(&s.store, id)
+    let grace = match (&s.ops, q.no_grace) {
+        (Some(ops), false) => ops.rotation_grace,
+        (None, false) => std::time::Duration::from_millis(
+            crate::config::Config::default().secret_rotation_grace_ms,
+        ),
+        (_, true) => std::time::Duration::ZERO,
+    };
+    let secret = crate::admin::rotate_secret(&s.store, id, grace)
         .await
         .map_err(|e| match e {
             crate::admin::AdminError::NoSuchEdge(id) => {
@@ -578,6 +631,8 @@ pub(super) async fn rotate_secret(
             }
             other => ApiError::Internal(crate::util::describe(&other)),
         })?;
+    tracing::warn!(edge = %id, grace_ms = grace.as_millis() as u64,
+        "edge secret rotated through the API; its live link will be closed");
     Ok(Json(SecretOut {
         id,
         secret: secret.expose().to_owned(),

@@ -74,6 +74,9 @@ pub struct Ops {
     /// Messages a WebSocket client may have queued before the excess is
     /// dropped.
     pub ws_queue: usize,
+    /// How long a rotated secret keeps authenticating
+    /// (`secret_rotation_grace_ms`).
+    pub rotation_grace: Duration,
 }
 
 impl Ops {
@@ -93,6 +96,7 @@ impl Ops {
             sync: None,
             master: None,
             master_api: config.master_api.clone(),
+            rotation_grace: Duration::from_millis(config.secret_rotation_grace_ms),
             redirect_to_master: config.redirect_to_master,
             ws_queue: config.ws_queue.max(1),
             control: None,
@@ -610,11 +614,25 @@ pub(super) struct EdgeStatus {
     /// first; control changes never), since the log was created. `null`
     /// where not known, as above.
     pub events_dropped: Option<i64>,
+    /// What the operator must act on: the edge authenticated with a
+    /// rotated secret during its grace (master only).
+    pub warning: Option<String>,
+    /// The credential audit log, newest first (at most 20 entries):
+    /// creation, rotations, deletion. Empty on an edge.
+    pub credentials: Vec<CredentialEvent>,
     /// Master: the last time a second live process authenticated with this
     /// location's id and secret (the older one stood down). Absent when it
     /// never happened since the master started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicate_sessions: Option<DuplicateOut>,
+}
+
+/// One entry of the credential audit log.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct CredentialEvent {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    pub action: String,
 }
 
 /// Two live processes with one edge id: an operator's mistake to fix.
@@ -678,12 +696,23 @@ async fn edge_status(
             .map(|d| d.as_millis() as u64),
         address: info.as_ref().map(|i| i.addr.to_string()),
         protocol_version: info.as_ref().map(|i| i.version),
-        commit: info.and_then(|i| i.commit),
+        commit: info.as_ref().and_then(|i| i.commit.clone()),
         // No decision recorded yet: the edge never connected.
         controller: control.map_or("none", |c| c.controller.as_str()),
         epoch,
         events_unsynced,
         events_dropped,
+        warning: info.and_then(|i| i.warning),
+        credentials: s
+            .store
+            .credential_log(id, 20)
+            .await?
+            .into_iter()
+            .map(|r| CredentialEvent {
+                at_ms: r.at_ms,
+                action: r.action,
+            })
+            .collect(),
         duplicate_sessions,
     }))
 }

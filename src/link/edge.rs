@@ -153,10 +153,12 @@ impl EdgeLinkConfig {
         let edge_id = c
             .edge_id
             .ok_or_else(|| LinkError::Config("edge_id is not set".into()))?;
-        let secret = c
-            .edge_secret
-            .as_ref()
-            .ok_or_else(|| LinkError::Config("edge_secret is not set".into()))?;
+        let secret = match (&c.edge_secret, &c.edge_secret_file) {
+            (Some(s), _) => s.clone(),
+            (None, Some(path)) => crate::config::read_secret_file(path)
+                .map_err(|e| LinkError::Config(format!("edge_secret_file {e}")))?,
+            (None, None) => return Err(LinkError::Config("edge_secret is not set".into())),
+        };
         let secret = EdgeSecret::from_string(secret.expose().to_owned())
             .map_err(|e| LinkError::Config(format!("edge_secret {e}")))?;
         let timing = LinkTiming {
@@ -419,6 +421,9 @@ pub async fn connect(
         max_in_flight: cfg.peer.max_in_flight,
     };
     let welcomed = handshake::connect(&mut tls, exporter, &cfg.key, &hello).await?;
+    if let Some(warning) = &welcomed.warning {
+        tracing::warn!(master = %addr, "the master warns: {warning}");
+    }
     let meta = PeerMeta {
         edge_id: cfg.edge_id,
         session: peer::next_session(),

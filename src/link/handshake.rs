@@ -40,6 +40,8 @@ pub enum HandshakeError {
     UnknownEdge,
     #[error("wrong edge proof (wrong secret, or a replayed message)")]
     BadProof,
+    #[error("the client certificate was issued for another edge (it does not name {0})")]
+    WrongCertificate(Uuid),
     #[error("denied by the master{}", reason.map(|r| format!(": {r}")).unwrap_or_default())]
     Denied {
         reason: Option<DenyReason>,
@@ -62,6 +64,9 @@ pub struct Accepted {
     pub commit: Option<String>,
     pub version: u16,
     pub max_in_flight: u32,
+    /// The edge proved a key other than its current one (a rotated
+    /// secret during its grace): the warning it was sent.
+    pub warning: Option<String>,
 }
 
 /// What the edge learns from a successful handshake.
@@ -70,6 +75,8 @@ pub struct Welcomed {
     pub boot_id: Uuid,
     pub version: u16,
     pub max_in_flight: u32,
+    /// What the master asks this edge's operator to act on.
+    pub warning: Option<String>,
 }
 
 /// What the edge announces.
@@ -176,7 +183,25 @@ async fn answer_version<IO: AsyncRead + AsyncWrite + Unpin>(
     Ok(negotiated?)
 }
 
-/// Master side. `lookup` maps an edge id to its link key.
+/// What authenticates an edge now: its current key, and a rotated
+/// secret's key during its grace, with the warning to send when that one
+/// is used.
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    pub current: Option<LinkKey>,
+    pub previous: Option<(LinkKey, String)>,
+}
+
+impl From<Option<LinkKey>> for KeySet {
+    fn from(current: Option<LinkKey>) -> Self {
+        Self {
+            current,
+            previous: None,
+        }
+    }
+}
+
+/// Master side. `lookup` maps an edge id to the keys that authenticate it.
 pub async fn accept<IO, F, Fut>(
     io: &mut IO,
     exporter: [u8; 32],
@@ -188,7 +213,7 @@ pub async fn accept<IO, F, Fut>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
     F: FnOnce(Uuid) -> Fut,
-    Fut: std::future::Future<Output = Option<LinkKey>>,
+    Fut: std::future::Future<Output = KeySet>,
 {
     let version = answer_version(io).await?;
     let Handshake::Hello {
@@ -209,14 +234,13 @@ where
         },
     )
     .await?;
-    let key = lookup(edge_id).await;
+    let keys = lookup(edge_id).await;
     let Handshake::Proof { mac } = read_msg(io).await? else {
         return Err(HandshakeError::Unexpected { expected: "proof" });
     };
     // An unknown edge is checked against a random key, so that the work
     // done and the answer sent do not depend on whether the id exists.
-    let known = key.is_some();
-    let hkey = key.unwrap_or_else(|| LinkKey(nonce())).hmac_key();
+    let known = keys.current.is_some();
     let input = mac_input(
         EDGE_CONTEXT,
         version,
@@ -225,8 +249,19 @@ where
         &nonce_m,
         &exporter,
     );
-    let valid = hmac::verify(&hkey, &input, &mac.0).is_ok();
-    if !(known && valid) {
+    let current = keys.current.unwrap_or_else(|| LinkKey(nonce())).hmac_key();
+    let mut proved = hmac::verify(&current, &input, &mac.0)
+        .is_ok()
+        .then_some((current, None));
+    if proved.is_none()
+        && let Some((old, warning)) = keys.previous
+    {
+        let old = old.hmac_key();
+        if hmac::verify(&old, &input, &mac.0).is_ok() {
+            proved = Some((old, Some(warning)));
+        }
+    }
+    let Some((hkey, warning)) = proved.filter(|_| known) else {
         // Best effort. From version 2 the peer learns why: an edge whose
         // location is gone stands down instead of running its site (ids are
         // random UUIDs, so this tells a prober nothing it could use).
@@ -251,7 +286,7 @@ where
         } else {
             HandshakeError::UnknownEdge
         });
-    }
+    };
     let input = mac_input(
         MASTER_CONTEXT,
         version,
@@ -266,6 +301,7 @@ where
             mac: sign(&hkey, &input),
             boot_id,
             max_in_flight,
+            warning: warning.clone(),
         },
     )
     .await?;
@@ -275,6 +311,7 @@ where
         commit,
         version,
         max_in_flight: edge_max,
+        warning,
     })
 }
 
@@ -333,6 +370,7 @@ where
             mac,
             boot_id,
             max_in_flight,
+            warning,
         } => {
             let input = mac_input(
                 MASTER_CONTEXT,
@@ -347,6 +385,7 @@ where
                 boot_id,
                 version,
                 max_in_flight,
+                warning,
             })
         }
         Handshake::Denied { reason, store_id } => Err(HandshakeError::Denied { reason, store_id }),

@@ -22,22 +22,22 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::handshake::{self, HandshakeError};
+use super::handshake::{self, HandshakeError, KeySet};
 use super::peer::{self, CloseReason, Handler, Peer, PeerConfig, PeerMeta, PeerRole};
 use super::registry::{EdgeInfo, QueueSlot, Registry};
 use super::{LinkError, LinkTiming, tls};
 use crate::secret::LinkKey;
 use crate::util::{Admission, AdmissionLimits, FailureThrottle, Noise, ThrottlePolicy};
 
-/// Where the master finds an edge's link key.
+/// Where the master finds the keys that authenticate an edge now.
 pub trait KeyLookup: Send + Sync + 'static {
-    fn link_key(&self, edge_id: Uuid) -> impl Future<Output = Option<LinkKey>> + Send;
+    fn link_keys(&self, edge_id: Uuid) -> impl Future<Output = KeySet> + Send;
 }
 
 /// A fixed table (tests, benchmarks).
 impl KeyLookup for HashMap<Uuid, LinkKey> {
-    async fn link_key(&self, edge_id: Uuid) -> Option<LinkKey> {
-        self.get(&edge_id).cloned()
+    async fn link_keys(&self, edge_id: Uuid) -> KeySet {
+        self.get(&edge_id).cloned().into()
     }
 }
 
@@ -283,19 +283,43 @@ impl Accept {
                 .map_err(|e| HandshakeError::Tls(e.to_string()))?;
             let exporter =
                 tls::exporter(tls.get_ref().1).map_err(|e| HandshakeError::Tls(e.to_string()))?;
+            // With mutual TLS, the client certificate must name the edge id
+            // the peer claims: one edge's certificate opens no other's door.
+            let leaf = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.clone().into_owned());
+            let mut wrong_cert = None;
             let accepted = handshake::accept(
                 &mut tls,
                 exporter,
                 |id| {
                     claimed = Some(id);
+                    let fits = leaf.as_ref().is_none_or(|c| tls::names_edge(c, id));
+                    if !fits {
+                        wrong_cert = Some(id);
+                    }
                     let keys = keys.clone();
-                    async move { keys.link_key(id).await }
+                    async move {
+                        if fits {
+                            keys.link_keys(id).await
+                        } else {
+                            // A key nobody holds: the edge is told "bad
+                            // proof", an outage it rides out, never
+                            // "unknown edge", which would make it stand down.
+                            let random = crate::secret::EdgeSecret::generate();
+                            Some(random.link_key(id)).into()
+                        }
+                    }
                 },
                 self.cfg.peer.max_in_flight,
                 self.cfg.boot_id,
                 self.cfg.store_id,
             )
-            .await?;
+            .await
+            .map_err(|e| wrong_cert.map_or(e, HandshakeError::WrongCertificate))?;
             Ok::<_, HandshakeError>((tls, accepted))
         })
         .await
@@ -327,12 +351,16 @@ impl Accept {
             version: acc.version,
             boot_id: acc.boot_id,
             commit: acc.commit.clone(),
+            warning: acc.warning.clone(),
         };
         let (session_no, edge_id) = (meta.session, meta.edge_id);
         let (peer, session) =
             peer::session(tls, meta, &self.cfg.peer, acc.max_in_flight, &self.shutdown);
         let session = session.swept_by(&self.sweeper);
         tracing::info!(%edge_id, %addr, session = session_no, "edge link up");
+        if let Some(warning) = &acc.warning {
+            tracing::warn!(%edge_id, %addr, "{warning}");
+        }
         // The new session is served at once, but registered (which starts
         // the control negotiation) only once an older session of the same
         // edge has stood down or proved dead.

@@ -135,6 +135,8 @@ pub enum CloseReason {
     Shutdown,
     #[error("replaced by a newer connection of the same edge")]
     Replaced,
+    #[error("the edge's credential was rotated or deleted")]
+    CredentialChanged,
     #[error("the peer closed the connection")]
     PeerClosed,
     #[error("no frame from the peer for {0:?}")]

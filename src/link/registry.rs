@@ -37,6 +37,9 @@ pub struct EdgeInfo {
     /// The driver repository commit the edge reported (at connect, then
     /// after each repository sync).
     pub commit: Option<String>,
+    /// Set when the edge authenticated with a rotated secret during its
+    /// grace: what its operator must do.
+    pub warning: Option<String>,
 }
 
 /// `AuthFailed` events that may wait in the event queue at once.

@@ -94,3 +94,13 @@ pub fn exporter<D>(conn: &rustls::ConnectionCommon<D>) -> Result<[u8; 32], LinkE
         .map_err(tls_err)?;
     Ok(out)
 }
+
+/// Whether the (already verified) client certificate `cert` names `edge_id`.
+pub fn names_edge(cert: &rustls_pki_types::CertificateDer<'_>, edge_id: uuid::Uuid) -> bool {
+    let Ok(name) = rustls_pki_types::ServerName::try_from(crate::certs::edge_dns_name(edge_id))
+    else {
+        return false;
+    };
+    webpki::EndEntityCert::try_from(cert)
+        .is_ok_and(|c| c.verify_is_valid_for_subject_name(&name).is_ok())
+}

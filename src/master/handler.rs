@@ -1,6 +1,8 @@
 //! What a master answers over the link: the driver repository's files for
 //! an edge's sync, and exec, status and debug streams of the modules the
-//! master runs (an edge proxies its clients' calls for those).
+//! master runs for the caller's site (an edge proxies its clients' calls
+//! for those). Every request passes the per-site check first
+//! (`master/authorize.rs`).
 
 use uuid::Uuid;
 
@@ -19,6 +21,7 @@ pub struct MasterHandler {
     store: Store,
     control: super::Control,
     status_feed: Option<EdgeStatusFeed>,
+    guard: super::authorize::SiteGuard,
     sync_facts: Option<SyncFacts>,
 }
 
@@ -37,6 +40,7 @@ impl MasterHandler {
             repo: MasterRepo::new(modules_dir),
             modules: ModuleRequests::new(runtime),
             events,
+            guard: super::authorize::SiteGuard::new(store.clone()),
             store,
             control,
             status_feed: None,
@@ -151,6 +155,8 @@ impl Handler for MasterHandler {
     }
 
     async fn handle(&self, ctx: RequestCtx, body: RequestBody) -> Result<ResponseBody, WireError> {
+        // An edge's requests are limited to its own site.
+        self.guard.check(ctx.peer.meta().edge_id, &body).await?;
         match &body {
             // An edge fetches a commit's files; it never moves the master's
             // repository (that is an operator's call, on the master).
@@ -171,11 +177,6 @@ impl Handler for MasterHandler {
             }
             RequestBody::Events { events } => {
                 return self.events(ctx.peer.meta().edge_id, events).await;
-            }
-            RequestBody::Repository { .. } => {
-                return Err(WireError::Unavailable {
-                    message: "an edge cannot move the master's driver repository".into(),
-                });
             }
             _ => {}
         }

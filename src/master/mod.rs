@@ -8,6 +8,7 @@
 //! serve the API (reads at once; `health` says `booting`), and wait up to
 //! `boot_wait_ms` for edges before deciding about missing ones.
 
+pub mod authorize;
 mod control;
 mod handler;
 mod link_keys;
@@ -300,7 +301,8 @@ async fn bind_link(
     Ok((listener, link, link_addr))
 }
 
-/// The passive event sync and the data-model notices to edges.
+/// The credential watcher, the passive event sync and the data-model
+/// notices to edges.
 fn spawn_feeds(
     config: &Config,
     store: &Store,
@@ -308,6 +310,13 @@ fn spawn_feeds(
     stop: &CancellationToken,
     tasks: &TaskTracker,
 ) {
+    // Credential changes close the edge's link within one heartbeat.
+    tasks.spawn(link_keys::follow_credentials(
+        store.clone(),
+        registry.clone(),
+        Duration::from_millis((config.heartbeat_ms / 2).max(1)),
+        stop.clone(),
+    ));
     tasks.spawn(passive_sync(
         store.clone(),
         registry.clone(),

@@ -10,6 +10,7 @@ mod apikey;
 mod catalog;
 mod edge;
 mod module;
+pub mod secrets;
 mod system;
 mod validate;
 
@@ -88,6 +89,19 @@ pub trait Doc: Serialize + DeserializeOwned + Clone {
     fn index(&self) -> IndexKeys {
         IndexKeys::default()
     }
+    /// The settings that may hold secrets (`model::secrets`), if any.
+    fn settings(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        None
+    }
+    /// The same, writable, with the driver whose declared secrets apply.
+    fn settings_mut(
+        &mut self,
+    ) -> Option<(
+        &mut serde_json::Map<String, serde_json::Value>,
+        Option<&str>,
+    )> {
+        None
+    }
 }
 
 /// Facts from outside the document that validation needs.
@@ -120,6 +134,19 @@ impl ValidationContext {
             drivers: Some(drivers),
             dir: Some(dir.to_path_buf()),
         })
+    }
+
+    /// The settings the driver `name` declares secret (`model::secrets`);
+    /// none when the directory or the file is not known here.
+    pub fn declared_secrets(&self, name: &str) -> Vec<String> {
+        if check_driver_name(name).is_err() {
+            return Vec::new();
+        }
+        self.dir
+            .as_ref()
+            .and_then(|dir| std::fs::read_to_string(dir.join(name)).ok())
+            .map(|text| secrets::declared_in(&text))
+            .unwrap_or_default()
     }
 
     /// The driver file `name` exists: in the modules directory now when the

@@ -84,6 +84,14 @@ impl Module {
 impl Doc for Module {
     super::doc_identity!(Kind::Module);
 
+    fn settings(&self) -> Option<&Map<String, Value>> {
+        Some(&self.settings)
+    }
+
+    fn settings_mut(&mut self) -> Option<(&mut Map<String, Value>, Option<&str>)> {
+        Some((&mut self.settings, Some(&self.driver)))
+    }
+
     fn validate(&self, ctx: &ValidationContext) -> Result<(), Invalid> {
         let mut c = Checker::new(Self::KIND, self.id);
         c.name("name", &self.name);

@@ -35,6 +35,14 @@ pub struct ControlSystem {
 impl Doc for ControlSystem {
     super::doc_identity!(Kind::System);
 
+    fn settings(&self) -> Option<&Map<String, Value>> {
+        Some(&self.settings)
+    }
+
+    fn settings_mut(&mut self) -> Option<(&mut Map<String, Value>, Option<&str>)> {
+        Some((&mut self.settings, None))
+    }
+
     fn validate(&self, _ctx: &ValidationContext) -> Result<(), Invalid> {
         let mut c = Checker::new(Self::KIND, self.id);
         c.name("name", &self.name);

@@ -33,6 +33,13 @@ pub enum WireError {
     /// was sent under a controller that is no longer (or not yet) in charge.
     #[error("control epoch {sent} is not the current epoch {current}")]
     StaleEpoch { sent: u64, current: u64 },
+    /// The caller may not ask this: `rule` names the rule that refused it
+    /// (`own_site`: an edge acts only on its own site's modules and
+    /// systems; `epoch_required`: a request that acts on devices must carry
+    /// the caller's control epoch; `master_only`: a kind only the master
+    /// sends). A previous-version peer reads it as [`WireError::Unknown`].
+    #[error("refused by rule {rule}: {message}")]
+    Forbidden { rule: String, message: String },
     /// The peer is shutting down.
     #[error("shutting down")]
     ShuttingDown,

@@ -141,6 +141,11 @@ pub enum Handshake {
         mac: Bytes32,
         boot_id: Uuid,
         max_in_flight: u32,
+        /// Something the edge's operator must act on, such as "this edge
+        /// authenticated with a rotated secret that stops working at …".
+        /// Optional: an older peer neither sends nor expects it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        warning: Option<String>,
     },
     /// Authentication failed. On a link speaking version 2 the master says
     /// why and which store it serves, so that an edge whose location was

@@ -123,9 +123,26 @@ impl Runtime {
     }
 
     /// Resolves a module reference given by a driver: a uuid, or the name of
-    /// a module in one of the caller's systems.
+    /// a module in one of the caller's systems. Either way the target must
+    /// share a system with the caller: a driver reaches only its own
+    /// systems' modules, never another room's or another site's by id.
     pub(crate) fn resolve(&self, me: Uuid, target: &str) -> Result<Uuid, ExecError> {
         if let Ok(id) = target.parse::<Uuid>() {
+            let shared = id == me
+                || self
+                    .inner
+                    .systems
+                    .read_unpoisoned()
+                    .values()
+                    .any(|s| s.module_ids.contains(&me) && s.module_ids.contains(&id));
+            if !shared {
+                // The same words whether it exists elsewhere or not at all.
+                return Err(ExecError::Driver {
+                    message: format!(
+                        "module {id} does not share a system with this module (a driver calls only its systems' modules)"
+                    ),
+                });
+            }
             return Ok(id);
         }
         self.system_mates(me)

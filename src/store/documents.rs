@@ -181,7 +181,10 @@ pub(super) trait BatchSteps {
         id: Uuid,
         expect: Expect,
         link_key: &[u8],
+        grace_until_ms: Option<i64>,
     ) -> Result<(), StoreError>;
+    /// Counts a credential change and records it in the credential log.
+    async fn credential_changed(&mut self, id: &str, action: &str) -> Result<(), StoreError>;
     /// The conflict to report for `id`, with its current revision.
     async fn conflict(&mut self, id: Uuid, expect: Expect) -> Result<StoreError, StoreError>;
     /// Adds `from_id`'s references to the index.
@@ -226,8 +229,10 @@ macro_rules! batch_steps {
                             id,
                             expect,
                             link_key,
+                            grace_until_ms,
                         } => {
-                            self.set_credential(*id, *expect, link_key).await?;
+                            self.set_credential(*id, *expect, link_key, *grace_until_ms)
+                                .await?;
                         }
                     }
                     i += 1;
@@ -383,11 +388,33 @@ macro_rules! batch_steps {
                 let Some(rev) = rev else {
                     return Err(self.conflict(id, expect).await?);
                 };
-                sqlx::query(sql::DELETE_CREDENTIAL)
+                // A deleted edge location's credential goes with it.
+                let gone = sqlx::query(sql::DELETE_CREDENTIAL)
                     .bind(&id_text)
                     .execute(&mut **self)
-                    .await?;
+                    .await?
+                    .rows_affected();
+                if gone > 0 {
+                    self.credential_changed(&id_text, "deleted").await?;
+                }
                 Ok(rev)
+            }
+
+            async fn credential_changed(
+                &mut self,
+                id: &str,
+                action: &str,
+            ) -> Result<(), StoreError> {
+                sqlx::query(sql::BUMP_CREDENTIALS)
+                    .execute(&mut **self)
+                    .await?;
+                sqlx::query(sql::INSERT_CREDENTIAL_LOG)
+                    .bind(id)
+                    .bind(crate::util::unix_ms())
+                    .bind(action)
+                    .execute(&mut **self)
+                    .await?;
+                Ok(())
             }
 
             async fn set_credential(
@@ -395,6 +422,7 @@ macro_rules! batch_steps {
                 id: Uuid,
                 expect: Expect,
                 link_key: &[u8],
+                grace_until_ms: Option<i64>,
             ) -> Result<(), StoreError> {
                 let id_text = id.to_string();
                 let now = crate::util::unix_ms();
@@ -413,12 +441,20 @@ macro_rules! batch_steps {
                             .bind(link_key)
                             .bind(now)
                             .bind(expected)
+                            .bind(grace_until_ms)
                             .fetch_optional(&mut **self)
                             .await?
                     }
                 };
                 if rev.is_some() {
-                    return Ok(());
+                    let action = match (expect, grace_until_ms) {
+                        (Expect::Absent, _) => "created",
+                        (Expect::Rev(_), Some(_)) => {
+                            "rotated (the old secret works during the grace)"
+                        }
+                        (Expect::Rev(_), None) => "rotated (the old secret stopped at once)",
+                    };
+                    return self.credential_changed(&id_text, action).await;
                 }
                 let actual: Option<i64> = sqlx::query_scalar(sql::CREDENTIAL_REV)
                     .bind(&id_text)

@@ -28,12 +28,15 @@ mod documents;
 mod events;
 mod open;
 mod replica;
+mod scope;
 mod sql;
 
 pub use control::{ControlRecord, ControlState, SiteAction};
+pub use credentials::{CredentialRecord, EdgeKeys};
 pub use events::{Appended, Event, EventKind, LoggedEvent};
 pub use open::sqlite_file;
 pub use replica::Replicated;
+pub use scope::Site;
 
 use sqlx::migrate::MigrateError;
 use sqlx::postgres::PgPool;
@@ -125,11 +128,15 @@ pub enum Write {
     /// Stores the link key of an edge location (not part of the feed).
     /// `expect` is about the credential, not the document: `Absent` when
     /// the edge is created, the revision read by [`Store::credential_rev`]
-    /// when the key is rotated.
+    /// when the key is rotated. On a rotation, `grace_until_ms` keeps the
+    /// replaced key authenticating until then (none: it stops at once).
+    /// Every credential write is counted and recorded in the credential
+    /// log in the same transaction.
     SetCredential {
         id: Uuid,
         expect: Expect,
         link_key: Vec<u8>,
+        grace_until_ms: Option<i64>,
     },
 }
 
@@ -278,6 +285,14 @@ macro_rules! on_writer {
 
 // Path-based exports so `store`'s submodules can use the macros.
 use {on_reader, on_writer};
+
+/// A stored id as a uuid.
+fn parse_id(s: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(s).map_err(|e| StoreError::Corrupt {
+        id: Uuid::nil(),
+        reason: format!("bad id '{s}': {e}"),
+    })
+}
 
 /// A row of `documents`: id, kind, rev, seq, deleted, owner, body.
 type DocRow = (String, String, i64, i64, bool, Option<String>, String);

@@ -88,6 +88,10 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
         "site audit",
         include_str!("migrations/sqlite/0008_site_audit.sql"),
     ),
+    (
+        "credential lifecycle",
+        include_str!("migrations/sqlite/0009_credential_lifecycle.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
@@ -121,6 +125,10 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
         "site audit",
         include_str!("migrations/postgres/0008_site_audit.sql"),
+    ),
+    (
+        "credential lifecycle",
+        include_str!("migrations/postgres/0009_credential_lifecycle.sql"),
     ),
 ];
 
@@ -165,13 +173,29 @@ async fn open_sqlite(options: &StoreOptions, display_url: &str) -> Result<Backen
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(false);
-    if let Some(dir) = connect.get_filename().parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
-            path: dir.display().to_string(),
+    // The database holds link keys and device passwords: its directory
+    // 0700, the file and its WAL and SHM 0600 (SQLite creates those two with
+    // the mode of the database file, which is created here first).
+    let file = connect.get_filename().to_path_buf();
+    let in_memory = file.as_os_str().is_empty() || file.as_os_str() == ":memory:";
+    if !in_memory {
+        if let Some(dir) = file.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            crate::util::private_dir(dir).map_err(|source| StoreError::DataDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        crate::util::private_file(&file).map_err(|source| StoreError::DataDir {
+            path: file.display().to_string(),
             source,
         })?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = file.clone().into_os_string();
+            side.push(suffix);
+            crate::util::tighten(std::path::Path::new(&side), 0o600);
+        }
     }
     let writer = SqlitePoolOptions::new()
         .max_connections(1)

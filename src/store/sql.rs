@@ -56,6 +56,14 @@ pub(crate) const REFERENCING: &str = "SELECT d.id, d.kind, d.rev, d.seq, d.delet
      FROM doc_refs r JOIN documents d ON d.id = r.from_id \
      WHERE r.to_id = $1 AND d.kind = $2 AND NOT d.deleted ORDER BY d.id";
 
+/// The owners of the live systems listing a module (`store/scope.rs`).
+pub(crate) const MODULE_OWNERS: &str = "SELECT d.owner FROM doc_refs r JOIN documents d ON d.id = r.from_id \
+     WHERE r.to_id = $1 AND d.kind = $2 AND NOT d.deleted";
+
+/// The owner of a live system (`store/scope.rs`).
+pub(crate) const SYSTEM_OWNER: &str =
+    "SELECT owner FROM documents WHERE id = $1 AND kind = $2 AND NOT deleted";
+
 pub(crate) const CHANGES_SINCE: &str = "SELECT id, kind, rev, seq, deleted, owner, body FROM documents \
      WHERE seq > $1 ORDER BY seq LIMIT $2";
 
@@ -133,12 +141,29 @@ pub(crate) const GET_MANY_HEAD: &str =
 pub(crate) const INSERT_CREDENTIAL: &str = "INSERT INTO credentials (id, link_key, updated_ms, rev) \
      VALUES ($1, $2, $3, 1) ON CONFLICT (id) DO NOTHING RETURNING rev";
 /// Replaces a credential at the expected revision.
-pub(crate) const UPDATE_CREDENTIAL: &str = "UPDATE credentials SET link_key = $2, updated_ms = $3, rev = rev + 1 \
+/// With `$5` (the end of the rotation grace), the key replaced is kept as
+/// the previous one until then; without, no previous key authenticates.
+pub(crate) const UPDATE_CREDENTIAL: &str = "UPDATE credentials SET link_key = $2, updated_ms = $3, rev = rev + 1, \
+     prev_link_key = CASE WHEN $5 IS NULL THEN NULL ELSE link_key END, prev_until_ms = $5 \
      WHERE id = $1 AND rev = $4 RETURNING rev";
 pub(crate) const CREDENTIAL_REV: &str = "SELECT rev FROM credentials WHERE id = $1";
 /// A deleted edge location's key authenticates nothing any more.
 pub(crate) const DELETE_CREDENTIAL: &str = "DELETE FROM credentials WHERE id = $1";
 pub(crate) const GET_CREDENTIAL: &str = "SELECT link_key FROM credentials WHERE id = $1";
+/// An edge's current and previous keys, only while its location exists.
+pub(crate) const EDGE_KEYS: &str = "SELECT c.link_key, c.prev_link_key, c.prev_until_ms \
+     FROM credentials c JOIN documents d ON d.id = c.id \
+     WHERE c.id = $1 AND d.kind = $2 AND NOT d.deleted";
+pub(crate) const CREDENTIAL_REVS: &str = "SELECT id, rev FROM credentials";
+/// Every credential write or delete bumps this counter in its transaction.
+pub(crate) const BUMP_CREDENTIALS: &str =
+    "UPDATE outpost_meta SET value = value + 1 WHERE key = 'credentials'";
+pub(crate) const CREDENTIALS_VERSION: &str =
+    "SELECT value FROM outpost_meta WHERE key = 'credentials'";
+pub(crate) const INSERT_CREDENTIAL_LOG: &str =
+    "INSERT INTO credential_log (edge_id, at_ms, action) VALUES ($1, $2, $3)";
+pub(crate) const CREDENTIAL_LOG: &str = "SELECT at_ms, action FROM credential_log \
+     WHERE edge_id = $1 ORDER BY seq DESC LIMIT $2";
 
 // Control state and the control audit log (`store/control.rs`).
 

@@ -6,6 +6,7 @@
 mod admission;
 mod error_chain;
 mod noise;
+mod private;
 mod sync;
 mod throttle;
 mod time;
@@ -13,6 +14,7 @@ mod time;
 pub use admission::{Admission, AdmissionLimits, Refusal, Ticket};
 pub use error_chain::describe;
 pub use noise::Noise;
+pub use private::{private_dir, private_file, tighten};
 pub use sync::{Unpoisoned, UnpoisonedRw};
 pub use throttle::{FailureThrottle, ThrottlePolicy, source_of};
 pub use time::unix_ms;

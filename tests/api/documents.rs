@@ -407,3 +407,111 @@ async fn an_edge_serves_documents_read_only() {
         "edge"
     );
 }
+
+/// Secret settings are write-only: a viewer, an operator and an admin all
+/// read `"<redacted>"` (single reads, lists, and the answer to a write);
+/// GET-then-PUT and a patch that leaves them out keep the stored values;
+/// `null` removes one. The same holds for system settings. No answer
+/// carries a stored key hash.
+#[tokio::test]
+async fn secret_settings_are_write_only_for_every_role() {
+    let api = start_api().await;
+    let viewer = api.key("vera", "viewer").await;
+    let operator = api.key("otto", "operator").await;
+    let body = json!({"name": "Projector", "driver": "pjlink.lua", "uri": "tcp://127.0.0.1:4352",
+        "settings": {"password": "hunter2", "poll_ms": 100, "auth": {"api_key": "k-123"}}});
+    let r = api
+        .admin("POST", "/api/v1/modules", Some(&body.to_string()))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(
+        !r.body.contains("hunter2") && !r.body.contains("k-123"),
+        "{}",
+        r.body
+    );
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/modules/{id}");
+    for key in [&viewer, &operator, &api.admin] {
+        let r = api.call(Some(key), "GET", &path, None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let s = &r.json()["settings"];
+        assert_eq!(s["password"], "<redacted>");
+        assert_eq!(s["auth"]["api_key"], "<redacted>");
+        assert_eq!(s["poll_ms"], 100);
+        let r = api.call(Some(key), "GET", "/api/v1/modules", None).await;
+        assert!(
+            r.body.contains("<redacted>") && !r.body.contains("hunter2"),
+            "{}",
+            r.body
+        );
+    }
+    let stored = |api: &crate::server::TestApi, id: String| {
+        let store = api.store.store.clone();
+        async move {
+            let doc = store.get(id.parse().unwrap()).await.unwrap().unwrap();
+            serde_json::from_str::<serde_json::Value>(&doc.body).unwrap()["settings"].clone()
+        }
+    };
+
+    // GET-then-PUT, with one plain setting changed: the secrets stay.
+    let mut doc = api.admin("GET", &path, None).await.json();
+    doc["settings"]["poll_ms"] = json!(200);
+    let r = api.admin("PUT", &path, Some(&doc.to_string())).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["settings"]["password"], "<redacted>");
+    let s = stored(&api, id.clone()).await;
+    assert_eq!(
+        s,
+        json!({"password": "hunter2", "poll_ms": 200, "auth": {"api_key": "k-123"}})
+    );
+    // A patch that does not name them keeps them; a new value replaces;
+    // null removes.
+    let patch = json!({"rev": 2, "settings": {"password": "swordfish", "auth": {"api_key": null}}});
+    let r = api.admin("PATCH", &path, Some(&patch.to_string())).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let s = stored(&api, id.clone()).await;
+    assert_eq!(s["password"], "swordfish");
+    assert_eq!(s["auth"], json!({}));
+
+    // System settings follow the same rule.
+    let sys = json!({"name": "Room", "settings": {"token": "t-1", "label": "A"}});
+    let r = api
+        .admin("POST", "/api/v1/systems", Some(&sys.to_string()))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["settings"]["token"], "<redacted>");
+    let sid = r.json()["id"].as_str().unwrap().to_owned();
+    let spath = format!("/api/v1/systems/{sid}");
+    let doc = api.call(Some(&viewer), "GET", &spath, None).await.json();
+    assert_eq!(
+        doc["settings"],
+        json!({"token": "<redacted>", "label": "A"})
+    );
+    let r = api.admin("PUT", &spath, Some(&doc.to_string())).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(stored(&api, sid).await["token"], "t-1");
+
+    // Stored key hashes are in no answer.
+    let hashes: Vec<String> = api
+        .store
+        .store
+        .list_all(outpost::model::Kind::ApiKey)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.parse::<outpost::model::ApiKey>().unwrap().hash)
+        .collect();
+    assert_eq!(hashes.len(), 3);
+    for p in [
+        "/api/v1/keys",
+        "/api/v1/whoami",
+        "/api/v1/modules",
+        "/api/v1/systems",
+    ] {
+        let r = api.admin("GET", p, None).await;
+        assert_eq!(r.status, 200, "{p}: {}", r.body);
+        for h in &hashes {
+            assert!(!r.body.contains(h.as_str()), "{p} answers a key hash");
+        }
+    }
+}

@@ -129,3 +129,71 @@ async fn import_is_all_or_nothing_and_export_is_stable() {
     assert_eq!(outpost::admin::export(store).await.unwrap(), first);
     s.cleanup().await;
 }
+
+/// Files at rest: a fresh data directory is created 0700 and the database
+/// with its WAL and SHM 0600; an existing directory and database with
+/// looser modes (as an older version left them) are tightened at open.
+#[cfg(unix)]
+#[tokio::test]
+async fn data_directory_and_database_files_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let root = tempfile::tempdir().unwrap();
+    for role_file in ["master.db", "edge.db"] {
+        // Fresh.
+        let dir = root.path().join(format!("fresh-{role_file}")).join("data");
+        let db = dir.join(role_file);
+        let url = format!("sqlite://{}", db.display());
+        let store = outpost::store::Store::open(&outpost::store::StoreOptions::new(&url))
+            .await
+            .unwrap();
+        let m = outpost::model::new_id();
+        let doc = outpost::model::Module {
+            id: m,
+            name: "m".into(),
+            driver: "line.lua".into(),
+            uri: None,
+            settings: Default::default(),
+            enabled: true,
+        };
+        store
+            .apply(&[outpost::store::Write::put(
+                &doc,
+                outpost::store::Expect::Absent,
+            )])
+            .await
+            .unwrap();
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+        for f in [
+            role_file.to_owned(),
+            format!("{role_file}-wal"),
+            format!("{role_file}-shm"),
+        ] {
+            assert_eq!(mode(&dir.join(&f)), 0o600, "{f}");
+        }
+        store.close().await;
+
+        // Existing, loose: tightened.
+        let dir = root.path().join(format!("old-{role_file}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let db = dir.join(role_file);
+        std::fs::write(&db, b"").unwrap();
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let url = format!("sqlite://{}", db.display());
+        let store = outpost::store::Store::open(&outpost::store::StoreOptions::new(&url))
+            .await
+            .unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&db), 0o600);
+        store.close().await;
+    }
+    // The generated admin key's directory too.
+    let data = root.path().join("keys");
+    let store = crate::support::TestStore::sqlite().await;
+    outpost::api::bootstrap_admin(&store.store, None, &data)
+        .await
+        .unwrap();
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("admin-key")), 0o600);
+}

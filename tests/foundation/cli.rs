@@ -632,3 +632,101 @@ fn the_pjlink_simulator_logs_each_command_and_state_change() {
     let _ = child.wait();
     assert!(wanted.is_empty(), "missing {wanted:?} in {log:#?}");
 }
+
+/// `outpost admin export` writes `"<redacted>"` for secret settings (the
+/// example site's projector password); `--include-secrets` writes the
+/// values, only to a file, created with mode 0600; re-importing the
+/// redacted export keeps the stored password.
+#[test]
+fn export_redacts_secrets_unless_asked_and_then_writes_a_private_file() {
+    let dir = checkout();
+    let out = run(
+        dir.path(),
+        &["admin", "import", "config/example-site.json"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let password = "JBMIAProjectorLink";
+    let out = run(dir.path(), &["admin", "export", "-o", "plain.json"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plain = std::fs::read_to_string(dir.path().join("plain.json")).unwrap();
+    assert!(
+        plain.contains("\"password\": \"<redacted>\"") && !plain.contains(password),
+        "{plain}"
+    );
+    let out = run(dir.path(), &["admin", "export", "--include-secrets"], &[]);
+    assert_eq!(out.status.code(), Some(1), "standard output is refused");
+    assert!(stderr(&out).contains("--output"), "{}", stderr(&out));
+    let out = run(
+        dir.path(),
+        &["admin", "export", "--include-secrets", "-o", "full.json"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let full = dir.path().join("full.json");
+    assert!(std::fs::read_to_string(&full).unwrap().contains(password));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&full).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    // The redacted file imported again: nothing changes, the password stays.
+    let out = run(dir.path(), &["admin", "import", "plain.json"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("0 created, 0 replaced"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = run(
+        dir.path(),
+        &["admin", "export", "--include-secrets", "-o", "full.json"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::read_to_string(&full).unwrap().contains(password));
+}
+
+/// A short operator-supplied admin key is refused at start, naming the key,
+/// before anything is opened; `edge_secret_file` must be private (0600)
+/// and is then read as the secret.
+#[test]
+fn a_short_admin_key_and_a_readable_secret_file_are_configuration_errors() {
+    let dir = checkout();
+    let out = run(
+        dir.path(),
+        &["master"],
+        &[("OUTPOST_ADMIN_KEY", "short-admin-key")],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("`admin_key`") && err.contains("32"), "{err}");
+    assert!(!dir.path().join("data").exists(), "the master started");
+
+    let edge_id = "0191e9a0-0000-7000-8000-0000000000e1";
+    let file = dir.path().join("edge.secret");
+    std::fs::write(&file, format!("{}\n", "s".repeat(40))).unwrap();
+    let env = [
+        ("OUTPOST_EDGE_ID", edge_id),
+        ("OUTPOST_EDGE_SECRET_FILE", "edge.secret"),
+    ];
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = run(dir.path(), &["edge"], &env);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("`edge_secret_file`") && err.contains("0644"),
+            "{err}"
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    // Private: the secret is taken, and the next missing piece is named.
+    let out = run(dir.path(), &["edge"], &env);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("`ca_cert`"), "{err}");
+}

@@ -16,6 +16,7 @@ crate::both_backends!(
     change_feed_is_in_commit_order,
     credentials_stay_out_of_the_feed,
     credential_writes_never_overwrite_silently,
+    credential_lifecycle_grace_log_and_scope,
     concurrent_writers_never_hide_a_change_from_the_feed,
 );
 
@@ -358,6 +359,7 @@ async fn credentials_stay_out_of_the_feed(store: &Store) {
         id: edge,
         expect,
         link_key: vec![key; 32],
+        grace_until_ms: None,
     };
     store.apply(&[set(Expect::Absent, 7)]).await.unwrap();
     assert_eq!(store.link_key(edge).await.unwrap(), Some(vec![7; 32]));
@@ -379,6 +381,7 @@ async fn credential_writes_never_overwrite_silently(store: &Store) {
         id: edge,
         expect,
         link_key: vec![key; 32],
+        grace_until_ms: None,
     };
     store.apply(&[set(Expect::Absent, 1)]).await.unwrap();
     for (expect, actual) in [(Expect::Absent, Some(1)), (Expect::Rev(5), Some(1))] {
@@ -405,6 +408,7 @@ async fn credential_writes_never_overwrite_silently(store: &Store) {
             id: other,
             expect: Expect::Rev(1),
             link_key: vec![4; 32],
+            grace_until_ms: None,
         }])
         .await;
     assert!(
@@ -503,4 +507,95 @@ async fn concurrent_writers_never_hide_a_change_from_the_feed(store: &Store) {
         );
     }
     assert_eq!(seen.len(), committed.len());
+}
+
+/// A rotation with grace keeps the old key until the grace ends; one
+/// without clears it; a credential authenticates only while its location
+/// exists; every change moves the counter and is in the credential log;
+/// deleting the location deletes the credential. Sites: a system's owner,
+/// and a module's through the systems that list it.
+async fn credential_lifecycle_grace_log_and_scope(store: &Store) {
+    let edge: outpost::model::EdgeLocation =
+        serde_json::from_value(serde_json::json!({"id": new_id(), "name": "Lima"})).unwrap();
+    let set = |expect, key: u8, grace| Write::SetCredential {
+        id: edge.id,
+        expect,
+        link_key: vec![key; 32],
+        grace_until_ms: grace,
+    };
+    let v0 = store.credentials_version().await.unwrap();
+    store.apply(&[set(Expect::Absent, 1, None)]).await.unwrap();
+    // No location yet: nothing authenticates.
+    assert_eq!(store.edge_keys(edge.id, 0).await.unwrap(), None);
+    store
+        .apply(&[Write::put(&edge, Expect::Absent)])
+        .await
+        .unwrap();
+    let keys = store.edge_keys(edge.id, 0).await.unwrap().unwrap();
+    assert_eq!((keys.current, keys.previous), (vec![1; 32], None));
+    store
+        .apply(&[set(Expect::Rev(1), 2, Some(1_000))])
+        .await
+        .unwrap();
+    let keys = store.edge_keys(edge.id, 999).await.unwrap().unwrap();
+    assert_eq!(keys.current, vec![2; 32]);
+    assert_eq!(keys.previous, Some((vec![1; 32], 1_000)));
+    let later = store.edge_keys(edge.id, 1_000).await.unwrap().unwrap();
+    assert_eq!(later.previous, None, "the grace is over");
+    store.apply(&[set(Expect::Rev(2), 3, None)]).await.unwrap();
+    let keys = store.edge_keys(edge.id, 0).await.unwrap().unwrap();
+    assert_eq!((keys.current, keys.previous), (vec![3; 32], None));
+
+    let room = module("room");
+    let sys = system("Room", Some(edge.id), &[room.id]);
+    let own = system("Lobby", None, &[]);
+    store
+        .apply(&[
+            Write::put(&room, Expect::Absent),
+            Write::put(&sys, Expect::Absent),
+            Write::put(&own, Expect::Absent),
+        ])
+        .await
+        .unwrap();
+    use outpost::store::Site;
+    assert_eq!(
+        store.module_sites(room.id).await.unwrap(),
+        vec![Site::Edge(edge.id)]
+    );
+    assert_eq!(
+        store.system_site(sys.id).await.unwrap(),
+        Some(Site::Edge(edge.id))
+    );
+    assert_eq!(store.system_site(own.id).await.unwrap(), Some(Site::Master));
+    assert_eq!(store.system_site(room.id).await.unwrap(), None);
+    assert!(store.module_sites(new_id()).await.unwrap().is_empty());
+
+    let rev = store.get(edge.id).await.unwrap().unwrap().rev;
+    store
+        .apply(&[Write::Delete {
+            id: edge.id,
+            expect: Expect::Rev(rev),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(store.link_key(edge.id).await.unwrap(), None);
+    assert_eq!(store.credentials_version().await.unwrap(), v0 + 4);
+    let log: Vec<String> = store
+        .credential_log(edge.id, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.action)
+        .collect();
+    assert_eq!(log.len(), 4, "{log:?}");
+    assert_eq!(log[0], "deleted");
+    assert!(
+        log[1].starts_with("rotated (the old secret stopped"),
+        "{log:?}"
+    );
+    assert!(
+        log[2].starts_with("rotated (the old secret works"),
+        "{log:?}"
+    );
+    assert_eq!(log[3], "created");
 }

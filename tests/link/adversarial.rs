@@ -6,11 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use outpost::link::CallError;
 use outpost::link::handshake::{self, HandshakeError, Hello};
 use outpost::link::master::HANDSHAKE_THROTTLE;
 use outpost::link::{CloseReason, tls};
 use outpost::proto::frame::with_length_prefix;
-use outpost::proto::{DenyReason, Handshake, PROTOCOL_VERSION, Preface};
+use outpost::proto::{
+    DenyReason, Handshake, PROTOCOL_VERSION, Preface, RepoOp, RequestBody, ResponseBody, WireError,
+};
 use outpost::util::FailureThrottle;
 use rustls_pki_types::ServerName;
 use serde_json::json;
@@ -20,6 +23,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use uuid::Uuid;
 
+use crate::roles;
 use crate::support::*;
 
 pub(crate) async fn tls_connect(certs: &Certs, addr: std::net::SocketAddr) -> TlsStream<TcpStream> {
@@ -556,6 +560,7 @@ fn repeated_failures_from_one_address_are_slowed_down() {
 /// (ca.pem, client.pem, client-key.pem).
 fn client_ca(
     dir: &std::path::Path,
+    edge_id: Uuid,
 ) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     use rcgen::{
         BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -571,7 +576,7 @@ fn client_ca(
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca, &ca_key);
     let key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["edge.example".to_string()]).unwrap();
+    let mut leaf = CertificateParams::new(vec![outpost::certs::edge_dns_name(edge_id)]).unwrap();
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let cert = leaf.signed_by(&key, &issuer).unwrap();
     let paths = (
@@ -589,8 +594,8 @@ fn client_ca(
 async fn mutual_tls_refuses_edges_without_a_client_certificate() {
     let certs = dev_certs();
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = client_ca(dir.path());
     let id = EdgeIdentity::new();
+    let (ca, cert, key) = client_ca(dir.path(), id.id);
     let mut opts = MasterOpts::new(keys(&[&id]));
     opts.client_ca = Some(ca);
     let mut m = start_master(&certs, opts).await;
@@ -723,5 +728,226 @@ async fn a_panicking_handler_answers_an_internal_error_and_frees_its_slot() {
         "a panic does not take the link down"
     );
     e.stop().await;
+    m.stop().await;
+}
+
+/// Imports a system of the master's own (no edge location) listing `module`.
+async fn master_room(site: &roles::Site, module: &outpost::model::Module) -> Uuid {
+    let system = outpost::model::ControlSystem {
+        id: outpost::model::new_id(),
+        name: "Master room".into(),
+        description: String::new(),
+        edge_id: None,
+        module_ids: vec![module.id],
+        settings: Default::default(),
+        stopped: false,
+    };
+    let file = outpost::admin::SiteFile {
+        edges: vec![],
+        systems: vec![system.clone()],
+        modules: vec![module.clone()],
+    };
+    let store = site.master_store().await;
+    outpost::admin::import(&store, &file, &Default::default())
+        .await
+        .unwrap();
+    store.close().await;
+    system.id
+}
+
+/// Every request kind an edge could send about `module` and `system`,
+/// under `epoch`.
+fn every_kind_on(module: Uuid, system: Uuid, epoch: Option<u64>) -> Vec<RequestBody> {
+    let module = module.to_string();
+    vec![
+        RequestBody::Exec {
+            module: module.clone(),
+            method: "projectors".into(),
+            args: json!([]),
+            epoch,
+        },
+        RequestBody::Status {
+            module: module.clone(),
+            key: None,
+        },
+        RequestBody::Status {
+            module: module.clone(),
+            key: Some("power".into()),
+        },
+        RequestBody::ModuleState {
+            module: module.clone(),
+        },
+        RequestBody::DebugSubscribe {
+            module: module.clone(),
+        },
+        RequestBody::DebugUnsubscribe { module },
+        RequestBody::StartSystem { system, epoch },
+        RequestBody::StopSystem { system, epoch },
+        RequestBody::ExpireSystemCache { system },
+    ]
+}
+
+fn refused_by(r: Result<ResponseBody, CallError>) -> String {
+    match r {
+        Err(CallError::Remote(WireError::Forbidden { rule, .. })) => rule,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// An edge that authenticated with its own secret, then asks for what is
+/// not its site: every request kind on another site's module and system
+/// (a site the master took over, so it runs there), and on the master's
+/// own, is refused with the rule named; kinds only the master sends are
+/// refused too. Its own site's module is served, with its epoch only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authenticated_edge_reaches_only_its_own_site() {
+    let site = roles::Site::new();
+    let lost = json!({"failover": true, "failover_timeout_ms": 0});
+    let own = roles::device("A room", "room.lua", None);
+    let other = roles::device("B room", "room.lua", None);
+    let masters = roles::device("Master room", "room.lua", None);
+    let a = site
+        .one_room(lost.clone(), std::slice::from_ref(&own))
+        .await;
+    let b = site.one_room(lost, std::slice::from_ref(&other)).await;
+    let master_system = master_room(&site, &masters).await;
+    let master = outpost::master::start(site.master_config()).await.unwrap();
+    roles::eventually(10, "the master to run both sites", async || {
+        [own.id, other.id, masters.id]
+            .iter()
+            .all(|id| master.runtime.module_info(*id).is_some())
+            && [a.edge_id, b.edge_id].iter().all(|e| {
+                master
+                    .control
+                    .state(*e)
+                    .is_some_and(|s| s.controller == outpost::control::Side::Master)
+            })
+    })
+    .await;
+
+    // The malicious edge holds site A's real secret.
+    let mut cfg = edge_config_with_ca(
+        &site.path().join("certs/ca.pem"),
+        &EdgeIdentity::new(),
+        vec![master.link_addr.to_string()],
+    );
+    cfg.edge_id = a.edge_id;
+    cfg.key = outpost::secret::EdgeSecret::from_string(a.secret.clone())
+        .unwrap()
+        .link_key(a.edge_id);
+    let mut edge = start_edge(cfg, TestHandler::default());
+    let peer = edge.connected().await;
+    let epoch = Some(master.control.state(a.edge_id).unwrap().epoch as u64);
+    let ask = |body: RequestBody| {
+        let peer = peer.clone();
+        async move { peer.request(body, Duration::from_secs(10)).await }
+    };
+
+    for (module, system) in [(other.id, b.system.id), (masters.id, master_system)] {
+        for body in every_kind_on(module, system, epoch) {
+            let kind = body.kind();
+            assert_eq!(
+                refused_by(ask(body).await),
+                "own_site",
+                "{kind} on {module}"
+            );
+        }
+    }
+    let master_only = [
+        RequestBody::ReloadDriver {
+            name: "room.lua".into(),
+            source: None,
+        },
+        RequestBody::Repository { op: RepoOp::Pull },
+        RequestBody::UnsyncedEvents { after: 0, limit: 1 },
+        RequestBody::EventsSynced { ids: vec![] },
+        RequestBody::ControlReport,
+        RequestBody::ControlAssume {
+            epoch: 99,
+            reason: "mine".into(),
+        },
+        RequestBody::ControlRelease {
+            epoch: 99,
+            reason: "yours".into(),
+        },
+        RequestBody::Superseded {
+            by: "127.0.0.1:1".into(),
+        },
+    ];
+    for body in master_only {
+        let kind = body.kind();
+        assert_eq!(refused_by(ask(body).await), "master_only", "{kind}");
+    }
+    // Every kind the link knows was tried above (the edge's own business
+    // aside: changes, events, repo_tree, repo_blob).
+    assert_eq!(RequestBody::KINDS.len(), 8 + 8 + 4);
+
+    // Its own site, which the master runs now: served under its epoch,
+    // refused without one.
+    let exec = |epoch| RequestBody::Exec {
+        module: own.id.to_string(),
+        method: "projectors".into(),
+        args: json!([]),
+        epoch,
+    };
+    assert!(matches!(
+        ask(exec(epoch)).await,
+        Ok(ResponseBody::Value { .. })
+    ));
+    assert_eq!(refused_by(ask(exec(None)).await), "epoch_required");
+    let status = RequestBody::Status {
+        module: own.id.to_string(),
+        key: None,
+    };
+    assert!(matches!(ask(status).await, Ok(ResponseBody::Status { .. })));
+    // The refusals did not cost the link, and each rule is counted.
+    assert!(!peer.is_closed());
+    let metrics = crate::http::request(master.api_addr, "GET", "/metrics", &[], None).await;
+    for rule in ["own_site", "master_only", "epoch_required"] {
+        let counted = metrics.body.lines().any(|l| {
+            l.starts_with("outpost_link_refused_requests_total")
+                && l.contains(&format!("rule=\"{rule}\""))
+        });
+        assert!(counted, "no {rule} in {}", metrics.body);
+    }
+    edge.stop().await;
+    master.stop().await;
+}
+
+/// With mutual TLS, the client certificate names its edge id (a DNS SAN
+/// written by `outpost certs issue-edge`): an edge presenting another
+/// edge's certificate is refused, even with its own correct secret, and
+/// the reason is recorded; its own certificate lets it in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_refuses_a_certificate_issued_for_another_edge() {
+    let certs = dev_certs();
+    let a = EdgeIdentity::new();
+    let b = EdgeIdentity::new();
+    let dir = certs.paths.ca_cert.parent().unwrap();
+    let (a_cert, a_key) = outpost::certs::issue_edge(dir, a.id, false).unwrap();
+    let (b_cert, b_key) = outpost::certs::issue_edge(dir, b.id, false).unwrap();
+    let mut opts = MasterOpts::new(keys(&[&a, &b]));
+    opts.client_ca = Some(certs.paths.ca_cert.clone());
+    let mut m = start_master(&certs, opts).await;
+
+    // Edge B, its own secret, edge A's certificate: denied.
+    let mut cfg = edge_config(&certs, &b, vec![m.addr.to_string()]);
+    cfg.tls = tls::client_config(&certs.paths.ca_cert, Some((&a_cert, &a_key))).unwrap();
+    let e = start_edge(cfg, TestHandler::default());
+    let (claimed, reason) = m.next_auth_failure().await;
+    assert_eq!(claimed, Some(b.id));
+    assert!(reason.contains("issued for another edge"), "{reason}");
+    e.shutdown.cancel();
+    let _ = e.task.await;
+    assert!(m.registry.peer(b.id).is_none());
+
+    // Each with its own certificate: both in.
+    for (id, cert, key) in [(&a, &a_cert, &a_key), (&b, &b_cert, &b_key)] {
+        let mut cfg = edge_config(&certs, id, vec![m.addr.to_string()]);
+        cfg.tls = tls::client_config(&certs.paths.ca_cert, Some((cert, key))).unwrap();
+        let mut e = start_edge(cfg, TestHandler::default());
+        e.connected().await;
+        e.stop().await;
+    }
     m.stop().await;
 }

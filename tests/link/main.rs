@@ -11,10 +11,15 @@
 )]
 
 mod adversarial;
+mod credentials;
 mod fuzz;
+#[path = "../support/http.rs"]
+mod http;
 mod liveness;
 mod noise;
 mod repository;
 mod requests;
+#[path = "../support/roles.rs"]
+mod roles;
 mod support;
 mod versions;

@@ -414,11 +414,20 @@ pub fn keys(edges: &[&EdgeIdentity]) -> HashMap<Uuid, LinkKey> {
 }
 
 pub fn edge_config(certs: &Certs, id: &EdgeIdentity, masters: Vec<String>) -> EdgeLinkConfig {
+    edge_config_with_ca(&certs.paths.ca_cert, id, masters)
+}
+
+/// As [`edge_config`], trusting the CA certificate at `ca_cert`.
+pub fn edge_config_with_ca(
+    ca_cert: &std::path::Path,
+    id: &EdgeIdentity,
+    masters: Vec<String>,
+) -> EdgeLinkConfig {
     EdgeLinkConfig {
         edge_id: id.id,
         key: id.key(),
         masters,
-        tls: tls::client_config(&certs.paths.ca_cert, None).unwrap(),
+        tls: tls::client_config(ca_cert, None).unwrap(),
         peer: PeerConfig::new(PeerRole::Edge, LinkTiming::default()),
         reconnect: Duration::from_millis(200),
         boot_id: Uuid::now_v7(),

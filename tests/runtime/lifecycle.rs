@@ -395,3 +395,50 @@ async fn handover_between_two_runtimes_keeps_one_connection() {
     edge.shutdown().await;
     master.shutdown().await;
 }
+
+const CALLER: &str = r#"
+local M = {}
+function M.poke(id) return call(id, "hello") end
+function M.hello() return "hello from " .. setting("name") end
+return M
+"#;
+
+/// A driver's `call(uuid, …)` reaches the modules that share a system with
+/// it, and nothing else: not another room's module, even one this runtime
+/// runs, and the refusal does not say whether that module exists.
+#[tokio::test]
+async fn a_drivers_call_across_systems_is_refused() {
+    let rt = runtime();
+    driver(&rt, "caller.lua", CALLER).await;
+    let me = module("me", "caller.lua", None, json!({"name": "me"}));
+    let mate = module("mate", "caller.lua", None, json!({"name": "mate"}));
+    let stranger = module("stranger", "caller.lua", None, json!({"name": "stranger"}));
+    let system = |modules: Vec<Uuid>| ControlSystem {
+        id: Uuid::now_v7(),
+        name: "Room".into(),
+        description: String::new(),
+        edge_id: None,
+        module_ids: modules,
+        settings: Default::default(),
+        stopped: false,
+    };
+    for m in [&me, &mate, &stranger] {
+        rt.load(m).await.unwrap();
+    }
+    rt.start_system(&system(vec![me.id, mate.id]))
+        .await
+        .unwrap();
+    rt.start_system(&system(vec![stranger.id])).await.unwrap();
+
+    let r = exec_ok(&rt, me.id, "poke", json!([mate.id.to_string()])).await;
+    assert_eq!(r, json!("hello from mate"));
+    for target in [stranger.id, Uuid::now_v7()] {
+        match rt.exec(me.id, "poke", json!([target.to_string()])).await {
+            Err(ExecError::Driver { message }) => {
+                assert!(message.contains("does not share a system"), "{message}")
+            }
+            other => panic!("a call across systems was not refused: {other:?}"),
+        }
+    }
+    rt.shutdown().await;
+}
