@@ -144,6 +144,8 @@ async fn event_phase(log: Log) -> Phase {
             let sync = Arc::new(EventSync {
                 edge_id,
                 store: store.clone(),
+                epoch: Default::default(),
+                clock: outpost::control::Clock::system(),
                 max_events: LOG_MAX,
                 retry: Duration::from_secs(5),
                 wake: tokio::sync::Notify::new(),
