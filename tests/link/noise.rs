@@ -72,8 +72,12 @@ async fn two_hundred_silent_sockets_make_a_handful_of_warnings() {
     }
     let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
     let warnings = text.lines().filter(|l| l.contains("WARN")).count();
+    // At most a handful (before: two per socket). Zero is possible when
+    // another test's thread won the race for tracing's per-call-site cache
+    // against this thread-local subscriber; that the failures were seen
+    // is checked below, by the events the control loop received.
     assert!(
-        (1..=5).contains(&warnings),
+        warnings <= 5,
         "{warnings} warnings for {sockets} silent sockets:\n{text}"
     );
     let mut reported = 0;
