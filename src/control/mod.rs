@@ -8,9 +8,11 @@
 //! ([`crate::store::Store::change_controller`]).
 
 mod clock;
+pub mod leadership;
 mod negotiate;
 
 pub use clock::Clock;
+pub use leadership::{Leadership, LeadershipWatch, NodeState};
 pub use negotiate::{Decision, Facts, Rule, negotiate};
 
 /// Whether a location is held down: it changed controller at least
