@@ -373,10 +373,25 @@ pub enum ConnectError {
     Resolve(String),
     #[error("TCP connect: {0}")]
     Tcp(#[source] std::io::Error),
+    /// TLS refused by a judgement: a certificate that does not verify, an
+    /// alert from the master. An operator's problem.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The network failed during the TLS handshake (a reset, an early
+    /// close): an outage like any other.
+    #[error("TLS handshake: {0}")]
+    TlsIo(#[source] std::io::Error),
     #[error(transparent)]
     Handshake(#[from] HandshakeError),
+}
+
+/// rustls hands what it judged (a certificate, an alert) back as an I/O
+/// error wrapping its own error; anything else is the network's doing.
+fn tls_failure(e: std::io::Error) -> ConnectError {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(judged) => ConnectError::Tls(judged.to_string()),
+        None => ConnectError::TlsIo(e),
+    }
 }
 
 /// One connection attempt to one master: TCP, TLS, preface, handshake.
@@ -412,7 +427,7 @@ pub async fn connect(
     let mut tls = TlsConnector::from(cfg.tls.clone())
         .connect(name, stream)
         .await
-        .map_err(|e| ConnectError::Tls(e.to_string()))?;
+        .map_err(tls_failure)?;
     let exporter = tls::exporter(tls.get_ref().1).map_err(|e| ConnectError::Tls(e.to_string()))?;
     let hello = Hello {
         edge_id: cfg.edge_id,

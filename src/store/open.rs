@@ -161,6 +161,26 @@ pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     (!name.is_empty() && name != ":memory:").then(|| file.to_path_buf())
 }
 
+/// Whether the writer connection may go back to the pool: only outside
+/// any transaction. SQLite rolls a transaction back by itself on some
+/// errors (a full disk, for one); sqlx's own count of open transactions
+/// then stays up, and its later `ROLLBACK TO SAVEPOINT` leaves SQLite in a
+/// write transaction that nothing ever commits: every write after it is
+/// invisible to other processes, lost at exit, and the write lock is held
+/// for good. Closing such a connection rolls it back and frees the lock;
+/// the pool opens a fresh one.
+async fn leaves_no_transaction(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    // The rollback of a dropped transaction is queued, not done: let the
+    // connection's worker catch up before reading its count.
+    conn.ping().await?;
+    let clean = !conn.is_in_transaction();
+    if !clean {
+        tracing::warn!("a database connection was left inside a transaction after an error; reopening it");
+    }
+    Ok(clean)
+}
+
 async fn open_sqlite(options: &StoreOptions, display_url: &str) -> Result<Backend, StoreError> {
     let connect = SqliteConnectOptions::from_str(&options.url)
         .map_err(|e| StoreError::Url {
@@ -199,6 +219,7 @@ async fn open_sqlite(options: &StoreOptions, display_url: &str) -> Result<Backen
     }
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
+        .after_release(|conn, _| Box::pin(leaves_no_transaction(conn)))
         .connect_with(connect.clone())
         .await?;
     migrator(SQLITE_MIGRATIONS).run(&writer).await?;

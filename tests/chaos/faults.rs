@@ -26,12 +26,24 @@ pub enum Fault {
     /// Not a fault: an operator hands a site the master holds back to its
     /// edge, so that later faults find hand-backs to tear.
     Restore(usize),
+    /// The edge's link capped to this many bytes per second.
+    Throttle(usize, u64),
+    /// The master's disk full while an edge's link is cut past its
+    /// failover timeout and healed again; then the disk is freed.
+    MasterDiskFull(usize),
+    /// An edge's disk full while its link is cut and healed; then freed.
+    EdgeDiskFull(usize),
+    /// The master restarted on its disk mounted read-only: it must refuse
+    /// to start, saying why; then restarted on the writable disk.
+    MasterReadOnly,
 }
 
 impl Fault {
-    pub fn pick(rng: &mut fastrand::Rng, edges: usize) -> Fault {
+    /// A fault at random; the storage faults only when `disks` (the world
+    /// could mount disks of its own).
+    pub fn pick(rng: &mut fastrand::Rng, edges: usize, disks: bool) -> Fault {
         let edge = rng.usize(..edges);
-        match rng.u8(..9) {
+        match rng.u8(..if disks { 13 } else { 10 }) {
             0 => Fault::KillEdge(edge),
             1 => Fault::StopEdge(edge),
             2 => Fault::Cut(edge),
@@ -40,7 +52,11 @@ impl Fault {
             5 => Fault::Flap(edge),
             6 => Fault::KillMaster,
             7 => Fault::StopMaster,
-            _ => Fault::Restore(edge),
+            8 => Fault::Restore(edge),
+            9 => Fault::Throttle(edge, rng.u64(2_000..=64_000)),
+            10 => Fault::MasterDiskFull(edge),
+            11 => Fault::EdgeDiskFull(edge),
+            _ => Fault::MasterReadOnly,
         }
     }
 
@@ -75,6 +91,16 @@ impl Fault {
                 world.spawn_master();
             }
             Fault::Restore(i) => world.restore(i).await,
+            Fault::Throttle(i, rate) => held(world, i, hold, |p| p.throttle(rate)).await,
+            Fault::MasterDiskFull(i) => {
+                let disk = world.master_disk.as_ref().expect("storage faults need disks");
+                full_while_cut(disk, world, i, hold).await;
+            }
+            Fault::EdgeDiskFull(i) => {
+                let disk = world.edges[i].disk.as_ref().expect("storage faults need disks");
+                full_while_cut(disk, world, i, hold).await;
+            }
+            Fault::MasterReadOnly => world.restart_master_read_only(hold).await,
             Fault::StopMaster => {
                 let pid = world.master.pid();
                 signal("-STOP", pid);
@@ -83,6 +109,18 @@ impl Fault {
             }
         }
     }
+}
+
+/// A full disk while edge `i` is lost long enough to be taken over (the
+/// failover timeout is 1 s) and comes back: every record of those changes
+/// has to be written to a disk that refuses it.
+async fn full_while_cut(disk: &crate::disk::Disk, world: &World, i: usize, hold: Duration) {
+    disk.fill();
+    world.edges[i].proxy.cut();
+    tokio::time::sleep(hold.max(Duration::from_millis(1_500))).await;
+    world.edges[i].proxy.heal();
+    tokio::time::sleep(hold).await;
+    disk.free();
 }
 
 async fn held(world: &World, i: usize, hold: Duration, apply: impl Fn(&crate::proxy::Proxy)) {

@@ -2,8 +2,10 @@
 //! PJLink simulators that count the connections (controllers) each device
 //! has, and the fault proxy between each edge and the master. A seeded
 //! nemesis picks faults (kill -9 and SIGSTOP of either side, link cut,
-//! blackhole, delay, flapping, master restart); after every heal the
-//! invariants are checked:
+//! blackhole, delay, bandwidth cap, flapping, master restart, and, where
+//! the test may mount a tmpfs (root), either side's disk full and the
+//! master restarted on a read-only disk); after every heal the invariants
+//! are checked:
 //!
 //! - every site settles with one controller: the edge connected and in
 //!   control, each device with exactly one connection;
@@ -27,6 +29,8 @@
     reason = "tests and benchmarks fail loudly by design, and their items are not an API"
 )]
 
+#[path = "../support/disk.rs"]
+mod disk;
 mod faults;
 mod world;
 

@@ -12,6 +12,7 @@ use outpost::store::{Store, StoreOptions};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::disk::Disk;
 use crate::faults::Fault;
 use crate::http::request;
 use crate::proxy::Proxy;
@@ -45,6 +46,8 @@ pub struct EdgeUnit {
     process: Option<EdgeProcess>,
     pub proxy: Proxy,
     pub sim: PjlinkSim,
+    /// The edge's data directory on a disk of its own, when mounts work.
+    pub disk: Option<Disk>,
 }
 
 impl EdgeUnit {
@@ -86,8 +89,6 @@ impl MasterProcess {
 }
 
 pub struct World {
-    /// Holds the run's directory (certificates, databases, logs).
-    _site: Site,
     pub master: MasterProcess,
     master_config: Config,
     api: SocketAddr,
@@ -95,6 +96,11 @@ pub struct World {
     pub edges: Vec<EdgeUnit>,
     master_sim: PjlinkSim,
     pub dead_after: Duration,
+    /// The master's data directory on a disk of its own, when mounts work.
+    pub master_disk: Option<Disk>,
+    /// Holds the run's directory (certificates, databases, logs). Last, so
+    /// that the disks above are unmounted before it is removed.
+    _site: Site,
 }
 
 fn reserve() -> SocketAddr {
@@ -114,6 +120,7 @@ impl World {
         let mut master_config = site.master_config();
         master_config.api_addr = reserve();
         master_config.link_addr = reserve();
+        let master_disk = Disk::mount(&master_config.data_dir);
         let master_sim = sim().await;
         let projector = device("Projector", "pjlink.lua", Some(master_sim.addr()));
         site.master_room(&master_config, &[projector]).await;
@@ -129,12 +136,14 @@ impl World {
             let proxy = Proxy::start(master_config.link_addr).await;
             let mut config = site.edge_config(room.edge_id, &room.secret, proxy.addr());
             config.event_retry_ms = 500;
+            let disk = master_disk.as_ref().and_then(|_| Disk::mount(&config.data_dir));
             edges.push(EdgeUnit {
                 id: room.edge_id,
                 config,
                 process: None,
                 proxy,
                 sim,
+                disk,
             });
         }
         let admin = "c".repeat(48);
@@ -150,6 +159,7 @@ impl World {
             admin,
             edges,
             master_sim,
+            master_disk,
         };
         world.wait_for_master().await;
         for e in &mut world.edges {
@@ -182,6 +192,27 @@ impl World {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The master killed and started again on its disk mounted read-only:
+    /// it must exit, saying why, without driving anything. Then the disk is
+    /// writable again and the master starts as after any restart.
+    pub async fn restart_master_read_only(&mut self, hold: Duration) {
+        self.master.kill().await;
+        let disk = self.master_disk.as_ref().expect("storage faults need disks");
+        assert!(disk.read_only(true), "the master's disk remounts read-only");
+        self.spawn_master();
+        let exited = tokio::time::timeout(SETTLE_BOUND, self.master.child.wait()).await;
+        let status = exited.expect("a master on a read-only disk exits").unwrap();
+        let log = self.master_log();
+        assert!(
+            !status.success() && log.contains("Read-only file system"),
+            "a master on a read-only disk exits with an error naming it ({status}):\n{log}"
+        );
+        tokio::time::sleep(hold).await;
+        let disk = self.master_disk.as_ref().expect("storage faults need disks");
+        assert!(disk.read_only(false), "the master's disk remounts writable");
+        self.spawn_master();
     }
 
     /// An operator's restore of site `i` (409 when the edge already holds
@@ -224,7 +255,7 @@ impl World {
     }
 
     fn master_log(&self) -> String {
-        let log = self.master_config.data_dir.join("master.log");
+        let log = master_log_path(&self.master_config);
         let text = std::fs::read_to_string(log).unwrap_or_default();
         text.lines()
             .rev()
@@ -303,9 +334,15 @@ impl World {
     }
 }
 
+/// Beside the data directory, not in it: the nemesis makes that disk full
+/// or read-only, and the log must tell what the master made of it.
+fn master_log_path(config: &Config) -> std::path::PathBuf {
+    config.data_dir.with_extension("log")
+}
+
 fn spawn_master(config: &Config, admin: &str) -> tokio::process::Child {
     std::fs::create_dir_all(&config.data_dir).unwrap();
-    let log = config.data_dir.join("master.log");
+    let log = master_log_path(config);
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -356,11 +393,11 @@ pub async fn run(seed: u64, faults: u64) -> Report {
     world.settle().await;
     world.reset_device_counts();
     for _ in 0..faults {
-        let fault = Fault::pick(&mut rng, EDGES);
+        let fault = Fault::pick(&mut rng, EDGES, world.master_disk.is_some());
         world.assert_one_controller_per_device(&format!("before {fault:?}"));
         let hold = Duration::from_millis(rng.u64(300..=2_000));
         fault.run(&mut world, &mut rng, hold).await;
-        if matches!(fault, Fault::KillMaster) {
+        if matches!(fault, Fault::KillMaster | Fault::MasterReadOnly) {
             world.wait_for_master().await;
         }
         report.faults.push(format!("{fault:?} for {hold:?}"));
@@ -417,7 +454,15 @@ impl World {
     async fn check_events(&self) {
         let master = open(&self.master_config).await;
         for e in &self.edges {
-            let edge = open(&e.config).await;
+            let edge = Store::open(&StoreOptions::new(e.config.database_url()))
+                .await
+                .unwrap_or_else(|err| {
+                    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+                    let pid = e.process.as_ref().map(|p| p.pid());
+                    eprintln!("DEBUG edge pid {pid:?} locks:\n{locks}");
+                    std::thread::sleep(Duration::from_secs(120));
+                    panic!("edge {}: open its store: {err}\n{}", e.id, e.log())
+                });
             let deadline = Instant::now() + SETTLE_BOUND;
             while edge.event_counts().await.unwrap().0 > 0 {
                 assert!(
@@ -453,9 +498,10 @@ impl World {
 }
 
 async fn open(config: &Config) -> Store {
-    Store::open(&StoreOptions::new(config.database_url()))
+    let url = config.database_url();
+    Store::open(&StoreOptions::new(url.clone()))
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("open {url}: {e}"))
 }
 
 /// SIGSTOP of an edge, then of the master, each past the dead interval.

@@ -110,3 +110,38 @@ async fn an_edge_whose_location_was_deleted_stands_down() {
     edge.kill().await;
     master.stop().await;
 }
+
+/// A connection that the network closes in the middle of the TLS handshake
+/// is an outage, not a refusal: the edge runs its site and says nothing at
+/// ERROR (a cut once read as "the master refused this edge").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cut_during_tls_is_an_outage_not_a_refusal() {
+    let site = Site::new();
+    let sim = projector().await;
+    let room = site
+        .one_room(
+            json!({"name": "Perth"}),
+            &[device("Projector", "pjlink.lua", Some(sim.addr()))],
+        )
+        .await;
+    site.seed_replica(room.edge_id).await;
+    let master = outpost::master::start(site.master_config()).await.unwrap();
+    let proxy = crate::proxy::Proxy::start(master.link_addr).await;
+    proxy.cut();
+    let edge = EdgeProcess::spawn(&site.edge_config(room.edge_id, &room.secret, proxy.addr()));
+    eventually(20, "the edge runs its site on its own", async || {
+        sim.connections() == 1
+    })
+    .await;
+    eventually(20, "the edge tried the master more than once", async || {
+        proxy.accepted() >= 2
+    })
+    .await;
+    let log = edge.log_text();
+    assert!(
+        !log.contains("the master refused this edge"),
+        "a cut is not a refusal:\n{log}"
+    );
+    edge.kill().await;
+    master.stop().await;
+}

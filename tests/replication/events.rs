@@ -396,3 +396,51 @@ async fn batches_larger_than_one_statement_are_stored_and_marked_once(store: &St
         ids[61..].to_vec()
     );
 }
+
+/// A full disk fails writes, and nothing more: once there is room again,
+/// the next write is committed and seen by another connection (another
+/// process). SQLite rolls a transaction back by itself when the disk is
+/// full; before the writer pool checked for it, the store's connection was
+/// left inside a transaction that nothing committed, holding the write
+/// lock for good (found by the fault suite's disk-full fault).
+#[tokio::test]
+async fn a_full_disk_fails_writes_and_leaves_the_store_writable() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let Some(disk) = crate::disk::Disk::mount(&data) else {
+        println!("skipped: this process may not mount a tmpfs (needs root)");
+        return;
+    };
+    let url = format!("sqlite://{}", data.join("store.db").display());
+    let store = Store::open(&outpost::store::StoreOptions::new(url.clone()))
+        .await
+        .unwrap();
+    let (edge, module) = (new_id(), new_id());
+    let big = format!("\"{}\"", "x".repeat(64 * 1024));
+    disk.fill();
+    let mut failures = 0;
+    for n in 0..50 {
+        let key = format!("k{n}");
+        let batch: Vec<Event> = (0..4)
+            .map(|_| event(edge, module, EventKind::Exec, Some(&key), &big))
+            .collect();
+        if store.append_events(&batch, 1_000_000).await.is_err() {
+            failures += 1;
+        }
+    }
+    assert!(failures > 0, "a full disk fails some writes");
+    disk.free();
+    let after = event(edge, module, EventKind::Control, None, "{}");
+    store.log_event(&after, 1_000_000).await.unwrap();
+    let other = Store::open(&outpost::store::StoreOptions::new(url))
+        .await
+        .expect("another connection opens the store (no write lock left held)");
+    let seen = other.unsynced_events(0, 1_000).await.unwrap();
+    assert!(
+        seen.iter().any(|e| e.event.id == after.id),
+        "the write after the disk was freed is committed"
+    );
+    other.close().await;
+    store.close().await;
+    drop(disk);
+}

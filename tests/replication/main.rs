@@ -9,6 +9,8 @@
     reason = "tests and benchmarks fail loudly by design, and their items are not an API"
 )]
 
+#[path = "../support/disk.rs"]
+mod disk;
 mod events;
 mod history;
 #[path = "../support/http.rs"]

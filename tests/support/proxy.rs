@@ -1,7 +1,7 @@
 //! A fault-injecting TCP proxy for link tests: it forwards to a target and,
 //! on command, cuts every connection (and refuses new ones), blackholes
 //! them (stops forwarding without closing anything, as a partition does),
-//! or delays every chunk. `heal` forwards again; connections that were
+//! delays every chunk, or caps the bandwidth. `heal` forwards again; connections that were
 //! blackholed are closed then, as a peer's TCP would eventually do.
 
 #![allow(dead_code)]
@@ -25,6 +25,8 @@ pub enum Mode {
     Blackhole,
     /// Forward every chunk after this delay.
     Delay(Duration),
+    /// Forward at most this many bytes per second in each direction.
+    Throttle(u64),
 }
 
 pub struct Proxy {
@@ -82,6 +84,10 @@ impl Proxy {
 
     pub fn delay(&self, by: Duration) {
         self.set(Mode::Delay(by));
+    }
+
+    pub fn throttle(&self, bytes_per_second: u64) {
+        self.set(Mode::Throttle(bytes_per_second.max(1)));
     }
 
     pub fn heal(&self) {
@@ -154,7 +160,7 @@ async fn pump(
                 match now {
                     Mode::Cut => { done.cancel(); return; }
                     Mode::Blackhole => blackholed = true,
-                    Mode::Forward | Mode::Delay(_) if blackholed => { done.cancel(); return; }
+                    Mode::Forward | Mode::Delay(_) | Mode::Throttle(_) if blackholed => { done.cancel(); return; }
                     _ => {}
                 }
                 continue;
@@ -176,6 +182,9 @@ async fn pump(
         match now {
             Mode::Blackhole => continue,
             Mode::Delay(d) => tokio::time::sleep(d).await,
+            Mode::Throttle(rate) => {
+                tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
+            }
             _ => {}
         }
         if w.write_all(&buf[..n]).await.is_err() {
