@@ -3,6 +3,8 @@
 //! real process. Mounting needs root (CAP_SYS_ADMIN); without it the world
 //! runs on the plain directory and the storage faults are skipped.
 
+#![allow(dead_code)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
