@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::ApiState;
 use super::error::ApiError;
-use crate::model::{ApiKey, EdgeLocation, KeyRole, MIN_KEY_LEN};
+use crate::model::{ApiKey, EdgeLocation, KeyDigest, KeyRole, MIN_KEY_LEN};
 use crate::store::{Expect, Store, StoreError, Write};
 use crate::util::ThrottlePolicy;
 
@@ -101,7 +101,7 @@ pub(super) async fn authenticate(
             state.throttle.success(ip);
             Ok(Caller {
                 key_id: k.id,
-                user: k.user,
+                user: k.user.clone(),
                 role: k.role,
             })
         }
@@ -117,15 +117,16 @@ pub(super) async fn authenticate(
     }
 }
 
-async fn lookup(state: &ApiState, key: &str) -> Result<Option<ApiKey>, ApiError> {
-    let Some(doc) = state.cache.get(&state.store, ApiKey::id_for(key)).await? else {
+async fn lookup(state: &ApiState, key: &str) -> Result<Option<Arc<ApiKey>>, ApiError> {
+    let presented = KeyDigest::of(key);
+    let Some(k) = state
+        .cache
+        .get_parsed::<ApiKey>(&state.store, presented.id())
+        .await?
+    else {
         return Ok(None);
     };
-    if doc.kind != crate::model::Kind::ApiKey.as_str() {
-        return Ok(None);
-    }
-    let k: ApiKey = doc.parse()?;
-    Ok(k.matches(key).then_some(k))
+    Ok(k.matches_digest(&presented).then_some(k))
 }
 
 /// Makes sure an admin key exists. A configured `admin_key` is stored if it

@@ -9,14 +9,15 @@
 //! change of controller committed through this process (the store's
 //! control broadcast).
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
-use crate::model::Kind;
+use crate::model::{Doc, Kind};
 use crate::store::{ControlRecord, ControlState, Document, Store, StoreError};
 use crate::util::Unpoisoned;
 
@@ -64,9 +65,19 @@ struct Entry {
     docs: Vec<Document>,
 }
 
+/// A lookup's answer already parsed into its type, so that a hot path
+/// (every exec looks up the caller's key, the module and its system) pays
+/// neither the JSON parse nor the copy of the text.
+struct ParsedEntry {
+    seq: i64,
+    at: Instant,
+    value: Arc<dyn Any + Send + Sync>,
+}
+
 pub(super) struct ReadCache {
     commits: watch::Receiver<i64>,
     entries: Mutex<HashMap<Key, Entry>>,
+    parsed: Mutex<HashMap<(Key, TypeId), ParsedEntry>>,
     control: Mutex<ControlCache>,
 }
 
@@ -75,6 +86,7 @@ impl ReadCache {
         Self {
             commits: store.subscribe_commits(),
             entries: Mutex::new(HashMap::new()),
+            parsed: Mutex::new(HashMap::new()),
             control: Mutex::new(ControlCache {
                 changes: store.subscribe_control(),
                 generation: 0,
@@ -169,5 +181,64 @@ impl ReadCache {
         let docs = store.referencing(kind, target).await?;
         self.keep(key, seq, &docs);
         Ok(docs)
+    }
+
+    fn cached_parsed<T: Any + Send + Sync>(&self, key: Key, seq: i64) -> Option<Arc<T>> {
+        let parsed = self.parsed.lock_unpoisoned();
+        let e = parsed.get(&(key, TypeId::of::<T>()))?;
+        if e.seq != seq || e.at.elapsed() >= TTL {
+            return None;
+        }
+        e.value.clone().downcast::<T>().ok()
+    }
+
+    fn keep_parsed<T: Any + Send + Sync>(&self, key: Key, seq: i64, value: Arc<T>) {
+        let mut parsed = self.parsed.lock_unpoisoned();
+        if parsed.len() >= MAX_ENTRIES {
+            parsed.clear();
+        }
+        let at = Instant::now();
+        parsed.insert((key, TypeId::of::<T>()), ParsedEntry { seq, at, value });
+    }
+
+    /// [`Store::get`] as a `D`, cached parsed: `None` when there is no such
+    /// document or it is of another kind.
+    pub(super) async fn get_parsed<D: Doc + Send + Sync + 'static>(
+        &self,
+        store: &Store,
+        id: Uuid,
+    ) -> Result<Option<Arc<D>>, StoreError> {
+        let seq = *self.commits.borrow();
+        let key = Key::Get(id);
+        if let Some(hit) = self.cached_parsed::<Option<Arc<D>>>(key, seq) {
+            return Ok(Option::clone(&hit));
+        }
+        let value = match self.get(store, id).await? {
+            Some(d) if d.kind == D::KIND.as_str() => Some(Arc::new(d.parse::<D>()?)),
+            _ => None,
+        };
+        self.keep_parsed(key, seq, Arc::new(value.clone()));
+        Ok(value)
+    }
+
+    /// [`Store::referencing`] as `D`s, cached parsed.
+    pub(super) async fn referencing_parsed<D: Doc + Send + Sync + 'static>(
+        &self,
+        store: &Store,
+        target: Uuid,
+    ) -> Result<Arc<Vec<D>>, StoreError> {
+        let seq = *self.commits.borrow();
+        let key = Key::Referencing(D::KIND.as_str(), target);
+        if let Some(hit) = self.cached_parsed::<Vec<D>>(key, seq) {
+            return Ok(hit);
+        }
+        let docs = self.referencing(store, D::KIND, target).await?;
+        let value = Arc::new(
+            docs.iter()
+                .map(Document::parse)
+                .collect::<Result<Vec<D>, _>>()?,
+        );
+        self.keep_parsed(key, seq, value.clone());
+        Ok(value)
     }
 }

@@ -112,7 +112,7 @@ const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 /// Where a module or system runs.
 pub(super) struct Route {
     /// The edge location that owns it (`None`: the master's).
-    pub(super) location: Option<EdgeLocation>,
+    pub(super) location: Option<Arc<EdgeLocation>>,
     pub(super) controller: Side,
     /// The control epoch of the location as this side knows it (`None`:
     /// no change of controller recorded).
@@ -146,10 +146,10 @@ pub(super) async fn owner_location(
             epoch: None,
         });
     };
-    let location: Option<EdgeLocation> = match state.cache.get(&state.store, edge).await? {
-        Some(d) if d.kind == Kind::Edge.as_str() => Some(d.parse()?),
-        _ => None,
-    };
+    let location = state
+        .cache
+        .get_parsed::<EdgeLocation>(&state.store, edge)
+        .await?;
     // Until a takeover is recorded, an edge location's modules run at the edge.
     let control = state.cache.control_state(&state.store, edge).await?;
     Ok(Route {
@@ -159,19 +159,18 @@ pub(super) async fn owner_location(
     })
 }
 
-pub(super) async fn module_route(state: &ApiState, id: Uuid) -> Result<(Module, Route), ApiError> {
-    let module: Module = match state.cache.get(&state.store, id).await? {
-        Some(d) if d.kind == Kind::Module.as_str() => d.parse()?,
-        _ => return Err(ApiError::NotFound(format!("no module with id {id}"))),
+pub(super) async fn module_route(
+    state: &ApiState,
+    id: Uuid,
+) -> Result<(Arc<Module>, Route), ApiError> {
+    let Some(module) = state.cache.get_parsed::<Module>(&state.store, id).await? else {
+        return Err(ApiError::NotFound(format!("no module with id {id}")));
     };
     let systems = state
         .cache
-        .referencing(&state.store, Kind::System, id)
+        .referencing_parsed::<ControlSystem>(&state.store, id)
         .await?;
-    let owner = match systems.first() {
-        Some(d) => d.parse::<ControlSystem>()?.edge_id,
-        None => None,
-    };
+    let owner = systems.first().and_then(|s| s.edge_id);
     Ok((module, owner_location(state, owner).await?))
 }
 
@@ -335,7 +334,7 @@ async fn exec(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let (module, route) = module_route(&s, id).await?;
-    caller.require_operator(route.location.as_ref())?;
+    caller.require_operator(route.location.as_deref())?;
     if let Some(r) = redirect(&s, &route, &uri) {
         return Ok(r);
     }
@@ -531,7 +530,7 @@ async fn start_or_stop(
     start: bool,
 ) -> Result<Response, ApiError> {
     let (_, route) = system_route(s, id).await?;
-    caller.require_operator(route.location.as_ref())?;
+    caller.require_operator(route.location.as_deref())?;
     s.require_writable()?;
     {
         let _guard = s.write_lock.lock().await;

@@ -569,7 +569,7 @@ impl Sub {
     async fn debug(&self, module: Uuid) -> Result<(), ApiError> {
         let (_, route) = module_route(&self.state, module).await?;
         // Debug streams show raw device traffic: operators of the location.
-        self.caller.require_operator(route.location.as_ref())?;
+        self.caller.require_operator(route.location.as_deref())?;
         let ops = self.ops()?;
         if route.local(self.state.role) {
             return self.debug_local(ops, module).await;

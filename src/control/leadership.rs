@@ -1,7 +1,7 @@
 //! Which node of a master cluster acts, in the form the lower layers need:
 //! the link (redirect an edge that reached a standby), the API (serve reads,
 //! hand writes and device calls to the acting node) and the device paths
-//! (drive nothing unless acting). The cluster itself (`src/cluster/`) owns
+//! (drive nothing unless acting). The master cluster itself owns
 //! the lease and publishes this through a [`LeadershipWatch`]; a master
 //! without a cluster is [`Leadership::alone`] for its whole life.
 

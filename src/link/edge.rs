@@ -388,7 +388,10 @@ pub enum ConnectError {
 /// rustls hands what it judged (a certificate, an alert) back as an I/O
 /// error wrapping its own error; anything else is the network's doing.
 fn tls_failure(e: std::io::Error) -> ConnectError {
-    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
         Some(judged) => ConnectError::Tls(judged.to_string()),
         None => ConnectError::TlsIo(e),
     }

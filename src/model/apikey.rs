@@ -38,6 +38,27 @@ pub struct ApiKey {
     pub hash: String,
 }
 
+/// A presented key's SHA-256. Computed once per request: its first 16
+/// bytes name the key's document, and all of it is compared with the
+/// stored hash.
+#[derive(Clone, Copy)]
+pub struct KeyDigest([u8; 32]);
+
+impl KeyDigest {
+    pub fn of(key: &str) -> Self {
+        let mut d = [0u8; 32];
+        d.copy_from_slice(digest::digest(&digest::SHA256, key.as_bytes()).as_ref());
+        KeyDigest(d)
+    }
+
+    /// The document id of the key.
+    pub fn id(&self) -> Uuid {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&self.0[..16]);
+        Uuid::from_bytes(b)
+    }
+}
+
 /// Shortest key accepted (a configured `admin_key` included).
 pub const MIN_KEY_LEN: usize = 32;
 
@@ -54,19 +75,21 @@ impl ApiKey {
 
     /// The document id of the key with this text.
     pub fn id_for(key: &str) -> Uuid {
-        let d = digest::digest(&digest::SHA256, key.as_bytes());
-        let mut b = [0u8; 16];
-        b.copy_from_slice(&d.as_ref()[..16]);
-        Uuid::from_bytes(b)
+        KeyDigest::of(key).id()
     }
 
     /// Does `key` hash to this document's hash? Constant-time.
     pub fn matches(&self, key: &str) -> bool {
-        let got = hex::encode(digest::digest(&digest::SHA256, key.as_bytes()).as_ref());
-        got.len() == self.hash.len()
-            && got
-                .bytes()
-                .zip(self.hash.bytes())
+        self.matches_digest(&KeyDigest::of(key))
+    }
+
+    /// Is `presented` this document's hash? Constant-time.
+    pub fn matches_digest(&self, presented: &KeyDigest) -> bool {
+        let mut stored = [0u8; 32];
+        hex::decode_to_slice(&self.hash, &mut stored).is_ok()
+            && stored
+                .iter()
+                .zip(presented.0.iter())
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                 == 0
     }

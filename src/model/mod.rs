@@ -14,7 +14,7 @@ pub mod secrets;
 mod system;
 mod validate;
 
-pub use apikey::{ApiKey, KeyRole, MIN_KEY_LEN};
+pub use apikey::{ApiKey, KeyDigest, KeyRole, MIN_KEY_LEN};
 pub use catalog::Catalog;
 pub use edge::{EdgeLocation, RestoreWindow};
 pub use module::{Endpoint, Module, check_driver_name};

@@ -176,7 +176,9 @@ async fn leaves_no_transaction(conn: &mut sqlx::SqliteConnection) -> Result<bool
     conn.ping().await?;
     let clean = !conn.is_in_transaction();
     if !clean {
-        tracing::warn!("a database connection was left inside a transaction after an error; reopening it");
+        tracing::warn!(
+            "a database connection was left inside a transaction after an error; reopening it"
+        );
     }
     Ok(clean)
 }

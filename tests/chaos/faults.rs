@@ -93,11 +93,17 @@ impl Fault {
             Fault::Restore(i) => world.restore(i).await,
             Fault::Throttle(i, rate) => held(world, i, hold, |p| p.throttle(rate)).await,
             Fault::MasterDiskFull(i) => {
-                let disk = world.master_disk.as_ref().expect("storage faults need disks");
+                let disk = world
+                    .master_disk
+                    .as_ref()
+                    .expect("storage faults need disks");
                 full_while_cut(disk, world, i, hold).await;
             }
             Fault::EdgeDiskFull(i) => {
-                let disk = world.edges[i].disk.as_ref().expect("storage faults need disks");
+                let disk = world.edges[i]
+                    .disk
+                    .as_ref()
+                    .expect("storage faults need disks");
                 full_while_cut(disk, world, i, hold).await;
             }
             Fault::MasterReadOnly => world.restart_master_read_only(hold).await,

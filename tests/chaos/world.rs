@@ -136,7 +136,9 @@ impl World {
             let proxy = Proxy::start(master_config.link_addr).await;
             let mut config = site.edge_config(room.edge_id, &room.secret, proxy.addr());
             config.event_retry_ms = 500;
-            let disk = master_disk.as_ref().and_then(|_| Disk::mount(&config.data_dir));
+            let disk = master_disk
+                .as_ref()
+                .and_then(|_| Disk::mount(&config.data_dir));
             edges.push(EdgeUnit {
                 id: room.edge_id,
                 config,
@@ -199,7 +201,10 @@ impl World {
     /// writable again and the master starts as after any restart.
     pub async fn restart_master_read_only(&mut self, hold: Duration) {
         self.master.kill().await;
-        let disk = self.master_disk.as_ref().expect("storage faults need disks");
+        let disk = self
+            .master_disk
+            .as_ref()
+            .expect("storage faults need disks");
         assert!(disk.read_only(true), "the master's disk remounts read-only");
         self.spawn_master();
         let exited = tokio::time::timeout(SETTLE_BOUND, self.master.child.wait()).await;
@@ -210,7 +215,10 @@ impl World {
             "a master on a read-only disk exits with an error naming it ({status}):\n{log}"
         );
         tokio::time::sleep(hold).await;
-        let disk = self.master_disk.as_ref().expect("storage faults need disks");
+        let disk = self
+            .master_disk
+            .as_ref()
+            .expect("storage faults need disks");
         assert!(disk.read_only(false), "the master's disk remounts writable");
         self.spawn_master();
     }
