@@ -14,7 +14,8 @@
 //! Run: `cargo bench --bench api` (needs `wrk` on the PATH: `apt-get
 //! install -y wrk`). BENCH_SECS (default 10) per target, BENCH_CONNS
 //! (default 32) connections, BENCH_THREADS (default 1) wrk threads,
-//! BENCH_ONLY=a|b|c one target (for profiling).
+//! BENCH_ONLY=a|b|c one target (for profiling), BENCH_DRIVER_THREADS
+//! (default: the configuration's) the driver executor's threads (0: none).
 
 #![allow(
     clippy::unwrap_used,
@@ -55,6 +56,12 @@ fn config(dir: &Path, name: &str) -> Config {
         modules_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/modules").into(),
         boot_wait_ms: 0,
         log: "warn".into(),
+        // BENCH_DRIVER_THREADS=0 runs drivers on the I/O runtime, to
+        // measure what the driver executor's thread hop costs.
+        driver_threads: env_u64(
+            "BENCH_DRIVER_THREADS",
+            Config::default().driver_threads as u64,
+        ) as usize,
         ..Config::default()
     }
 }

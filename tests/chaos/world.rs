@@ -71,6 +71,13 @@ impl EdgeUnit {
             .map(EdgeProcess::log_text)
             .unwrap_or_default()
     }
+
+    /// How the edge process ended, if it did: an edge must never exit on
+    /// its own, whatever the fault.
+    fn exited(&mut self) -> Option<String> {
+        let process = self.process.as_mut()?;
+        process.exit_status().map(|s| s.to_string())
+    }
 }
 
 /// The master as an `outpost master` process on fixed ports.
@@ -306,6 +313,11 @@ impl World {
                 last = sites;
             } else if let Ok(Some(status)) = self.master.child.try_wait() {
                 panic!("the master exited ({status}):\n{}", self.master_log());
+            }
+            for e in &mut self.edges {
+                if let Some(status) = e.exited() {
+                    panic!("edge {} exited on its own ({status}):\n{}", e.id, e.log());
+                }
             }
             if start.elapsed() > SETTLE_BOUND {
                 let counts: Vec<usize> = self.devices().map(PjlinkSim::connections).collect();

@@ -226,7 +226,9 @@ impl EdgeProcess {
     /// Starts `outpost edge` with `config` passed as `OUTPOST_*` variables.
     pub fn spawn(config: &Config) -> EdgeProcess {
         std::fs::create_dir_all(&config.data_dir).unwrap();
-        let log = config.data_dir.join("edge.log");
+        // Beside the data directory, not in it: the fault suite fills that
+        // disk, and the log must still say what the edge made of it.
+        let log = config.data_dir.with_extension("log");
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -297,6 +299,11 @@ impl EdgeProcess {
     /// What the process logged (for failure messages).
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// How the process ended, once it has.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 }
 
