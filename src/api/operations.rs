@@ -69,8 +69,13 @@ pub struct Ops {
     /// Edge: the master API's base URL, for redirects.
     pub master_api: Option<String>,
     /// Edge: answer calls on master-controlled modules with 307 to
-    /// `master_api` instead of proxying them over the link.
+    /// `master_api` instead of proxying them over the link. Standby master
+    /// node: answer what it hands to the MASTER with 307 to the MASTER's
+    /// `advertise_api` instead of proxying it.
     pub redirect_to_master: bool,
+    /// Master in a cluster: whether this node acts, and where the acting
+    /// node is (`api::standby`). `None`: a master alone, which always acts.
+    pub leadership: Option<crate::control::LeadershipWatch>,
     /// Messages a WebSocket client may have queued before the excess is
     /// dropped.
     pub ws_queue: usize,
@@ -98,6 +103,7 @@ impl Ops {
             master_api: config.master_api.clone(),
             rotation_grace: Duration::from_millis(config.secret_rotation_grace_ms),
             redirect_to_master: config.redirect_to_master,
+            leadership: None,
             ws_queue: config.ws_queue.max(1),
             control: None,
             reconciler: None,
