@@ -631,6 +631,25 @@ pub(super) struct EdgeStatus {
     /// never happened since the master started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicate_sessions: Option<DuplicateOut>,
+    /// Master: link handshakes of this location's edge that the master
+    /// refused since it started (a wrong or rotated secret, a certificate
+    /// for another edge): why a site is lost although its edge is alive.
+    /// Absent when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusals: Option<RefusalsOut>,
+}
+
+/// Refused link attempts of one location's edge.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct RefusalsOut {
+    /// How many since the master started.
+    pub count: u64,
+    /// Why the last one was refused.
+    pub last_reason: String,
+    /// Where it came from.
+    pub last_address: String,
+    /// When (milliseconds since the Unix epoch).
+    pub last_at_ms: i64,
 }
 
 /// One entry of the credential audit log.
@@ -680,6 +699,12 @@ async fn edge_status(
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |t| t.as_millis() as u64),
         });
+    let refusals = registry.and_then(|r| r.refusals(id)).map(|r| RefusalsOut {
+        count: r.count,
+        last_reason: r.last_reason,
+        last_address: r.last_addr.to_string(),
+        last_at_ms: crate::util::unix_ms_of(r.at),
+    });
     let control = s.store.control_state(id).await?;
     let epoch = control.map_or(0, |c| c.epoch);
     let own = s.ops.as_ref().filter(|o| o.edge_id == Some(id));
@@ -720,6 +745,7 @@ async fn edge_status(
             })
             .collect(),
         duplicate_sessions,
+        refusals,
     }))
 }
 

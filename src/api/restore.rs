@@ -229,7 +229,9 @@ async fn maintenance(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct SiteActionOut {
     pub at_ms: i64,
-    /// `maintenance_on` or `maintenance_off`.
+    /// `maintenance_on` or `maintenance_off` (with the user);
+    /// `duplicate_session` (a second live process authenticated with the
+    /// location's id and secret, and the older one stood down).
     pub action: String,
     /// The API key's user who did it.
     pub by: Option<String>,
