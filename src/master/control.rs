@@ -43,6 +43,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+
+use super::inbox::{Delivery, INBOX, Inbox, Mailbox, Pending, inbox};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -68,18 +70,9 @@ enum Msg {
     LinkLost {
         session: u64,
     },
-    /// The edge on link `session` says it stops on purpose (`restart`).
-    Stopping {
-        session: u64,
-        restart: bool,
-    },
     Restore(oneshot::Sender<Result<ControlRecord, RestoreError>>),
     /// An operator hands the site to the master (planned work on the edge).
     Handover(oneshot::Sender<Result<ControlRecord, RestoreError>>),
-    /// The boot wait ended and the edge had not come.
-    MissingAtBoot,
-    /// The location's document changed (or may have): reschedule.
-    Edited,
 }
 
 struct ControlShared {
@@ -96,7 +89,8 @@ struct ControlShared {
     booted: AtomicBool,
     stop: CancellationToken,
     tasks: TaskTracker,
-    actors: Mutex<HashMap<Uuid, mpsc::UnboundedSender<Msg>>>,
+    /// Each location task's inbox (bounded; see `master/inbox.rs`).
+    actors: Mutex<HashMap<Uuid, Inbox<Msg>>>,
     /// Every location's control state as this master last wrote or read
     /// it (epoch checks on link requests read it without a query).
     states: RwLock<HashMap<Uuid, ControlState>>,
@@ -178,7 +172,7 @@ impl Control {
     /// then negotiate as a booted master.
     pub fn booted(&self, missing: &[Uuid]) {
         for id in missing {
-            self.send(*id, Msg::MissingAtBoot);
+            self.actor(*id, false).raise(|p| p.missing_at_boot = true);
         }
         self.0.booted.store(true, Ordering::Release);
     }
@@ -213,7 +207,7 @@ impl Control {
                 };
                 after = last;
                 for d in docs.iter().filter(|d| d.kind == Kind::Edge.as_str()) {
-                    self.send(d.id, Msg::Edited);
+                    self.edited(d.id);
                 }
             }
         }
@@ -233,7 +227,7 @@ impl Control {
             match ev {
                 MasterLinkEvent::LinkUp { info, peer, .. } => {
                     tracing::info!(edge = %info.edge_id, addr = %info.addr, "edge connected");
-                    self.send(info.edge_id, Msg::LinkUp { peer });
+                    self.send(info.edge_id, Msg::LinkUp { peer }).await;
                 }
                 MasterLinkEvent::LinkLost {
                     edge_id,
@@ -242,7 +236,7 @@ impl Control {
                     ..
                 } => {
                     tracing::warn!(edge = %edge_id, %reason, "edge link lost");
-                    self.send(edge_id, Msg::LinkLost { session });
+                    self.send(edge_id, Msg::LinkLost { session }).await;
                 }
                 MasterLinkEvent::AuthFailed {
                     edge_id,
@@ -280,7 +274,7 @@ impl Control {
             _ => return Err(RestoreError::NoSuchLocation(edge_id)),
         }
         let (tx, rx) = oneshot::channel();
-        self.send(edge_id, msg(tx));
+        self.send(edge_id, msg(tx)).await;
         rx.await.unwrap_or(Err(RestoreError::Stopping))
     }
 
@@ -349,13 +343,20 @@ impl Control {
             }
             tracing::warn!(edge = %edge_id, on, by, "maintenance");
         }
-        self.send(edge_id, Msg::Edited);
+        self.edited(edge_id);
         Ok(self.in_maintenance(edge_id))
     }
 
     /// The edge on link `session` says it is stopping on purpose.
+    /// Never waits: the link's reader calls it.
     pub fn stopping(&self, edge_id: Uuid, session: u64, restart: bool) {
-        self.send(edge_id, Msg::Stopping { session, restart });
+        self.actor(edge_id, false)
+            .raise(|p| p.stopping = Some((session, restart)));
+    }
+
+    /// A location's document changed (or may have): its task reschedules.
+    fn edited(&self, edge_id: Uuid) {
+        self.actor(edge_id, false).raise(|p| p.edited = true);
     }
 
     /// Refuses a request from `edge_id`'s link that carries an epoch other
@@ -368,21 +369,21 @@ impl Control {
         }
     }
 
-    fn send(&self, edge_id: Uuid, msg: Msg) {
-        let tx = self.actor(edge_id, false);
-        let _ = tx.send(msg);
+    async fn send(&self, edge_id: Uuid, msg: Msg) {
+        let inbox = self.actor(edge_id, false);
+        inbox.send(msg).await;
     }
 
     /// The task of a location, started on first use (a location created
     /// after boot, an unknown edge id that authenticated anyway).
-    fn actor(&self, edge_id: Uuid, running: bool) -> mpsc::UnboundedSender<Msg> {
+    fn actor(&self, edge_id: Uuid, running: bool) -> Inbox<Msg> {
         let mut actors = self.0.actors.lock_unpoisoned();
         if let Some(tx) = actors.get(&edge_id)
             && !tx.is_closed()
         {
             return tx.clone();
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = inbox(INBOX);
         actors.insert(edge_id, tx.clone());
         let actor = Location {
             id: edge_id,
@@ -446,7 +447,7 @@ struct Location {
 }
 
 impl Location {
-    async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Msg>) {
+    async fn run(mut self, mut inbox: Mailbox<Msg>) {
         self.set_absent(self.absent_since);
         if let Ok(log) = self.sh.store.control_log(self.id, None, 64).await {
             let since = self.sh.clock.now_ms() - HOLD_DOWN_PERIOD_MS;
@@ -468,8 +469,9 @@ impl Location {
             };
             tokio::select! {
                 () = self.sh.stop.cancelled() => return,
-                msg = inbox.recv() => match msg {
-                    Some(msg) => self.on(msg).await,
+                delivery = inbox.recv() => match delivery {
+                    Some(Delivery::Message(msg)) => self.on(msg).await,
+                    Some(Delivery::Flags(raised)) => self.on_flags(raised).await,
                     None => return,
                 },
                 () = timer => self.on_timer().await,
@@ -589,18 +591,6 @@ impl Location {
                 }
                 self.schedule(true).await;
             }
-            Msg::Stopping { session, restart } => {
-                if self.link.as_ref().map(|p| p.meta().session) == Some(session) {
-                    self.planned_stop = restart;
-                }
-            }
-            Msg::MissingAtBoot => {
-                if self.link.is_none() {
-                    self.watching = true;
-                    self.schedule(true).await;
-                }
-            }
-            Msg::Edited => self.schedule(false).await,
             Msg::Restore(reply) => {
                 let result = if !self.holds() {
                     Err(RestoreError::NotHeld(self.id))
@@ -619,6 +609,24 @@ impl Location {
                 };
                 let _ = reply.send(result);
             }
+        }
+    }
+
+    /// Raised flags, in the order they matter: the edge's word that it
+    /// stops (before the loss of its link), the end of the boot wait, an
+    /// edit.
+    async fn on_flags(&mut self, raised: Pending) {
+        if let Some((session, restart)) = raised.stopping
+            && self.link.as_ref().map(|p| p.meta().session) == Some(session)
+        {
+            self.planned_stop = restart;
+        }
+        if raised.missing_at_boot && self.link.is_none() {
+            self.watching = true;
+            self.schedule(true).await;
+        }
+        if raised.edited {
+            self.schedule(false).await;
         }
     }
 

@@ -11,6 +11,7 @@
 pub mod authorize;
 mod control;
 mod handler;
+mod inbox;
 mod link_keys;
 
 pub use crate::api::RestoreError;
