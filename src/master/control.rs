@@ -70,10 +70,13 @@ enum Msg {
     LinkLost {
         session: u64,
     },
-    Restore(oneshot::Sender<Result<ControlRecord, RestoreError>>),
+    /// An operator (the API key's user, when known) restores the site.
+    Restore(Reply, Option<String>),
     /// An operator hands the site to the master (planned work on the edge).
-    Handover(oneshot::Sender<Result<ControlRecord, RestoreError>>),
+    Handover(Reply, Option<String>),
 }
+
+type Reply = oneshot::Sender<Result<ControlRecord, RestoreError>>;
 
 struct ControlShared {
     store: Store,
@@ -252,7 +255,18 @@ impl Control {
 
     /// Hands a site the master holds back to its (connected) edge now.
     pub async fn restore(&self, edge_id: Uuid) -> Result<ControlRecord, RestoreError> {
-        self.ask(edge_id, Msg::Restore).await
+        self.restore_by(edge_id, None).await
+    }
+
+    /// [`Control::restore`], recording `by` as its author in the control
+    /// log with the change itself.
+    pub async fn restore_by(
+        &self,
+        edge_id: Uuid,
+        by: Option<&str>,
+    ) -> Result<ControlRecord, RestoreError> {
+        let by = by.map(str::to_owned);
+        self.ask(edge_id, |reply| Msg::Restore(reply, by)).await
     }
 
     /// Hands a site its (connected) edge controls to the master now, for
@@ -261,13 +275,24 @@ impl Control {
     /// master keeps asking and starts once the edge confirms, or once its
     /// link is declared dead.
     pub async fn handover(&self, edge_id: Uuid) -> Result<ControlRecord, RestoreError> {
-        self.ask(edge_id, Msg::Handover).await
+        self.handover_by(edge_id, None).await
+    }
+
+    /// [`Control::handover`], recording `by` as its author with the change
+    /// itself: an unconfirmed release (502) keeps its author too.
+    pub async fn handover_by(
+        &self,
+        edge_id: Uuid,
+        by: Option<&str>,
+    ) -> Result<ControlRecord, RestoreError> {
+        let by = by.map(str::to_owned);
+        self.ask(edge_id, |reply| Msg::Handover(reply, by)).await
     }
 
     async fn ask(
         &self,
         edge_id: Uuid,
-        msg: impl FnOnce(oneshot::Sender<Result<ControlRecord, RestoreError>>) -> Msg,
+        msg: impl FnOnce(Reply) -> Msg,
     ) -> Result<ControlRecord, RestoreError> {
         match self.0.store.get(edge_id).await? {
             Some(d) if d.kind == Kind::Edge.as_str() => {}
@@ -398,6 +423,7 @@ impl Control {
             unconfirmed: None,
             planned_stop: false,
             recent: VecDeque::new(),
+            author: None,
         };
         self.0.tasks.spawn(actor.run(rx));
         tx
@@ -444,6 +470,9 @@ struct Location {
     planned_stop: bool,
     /// When the recent changes of controller happened (hold-down).
     recent: VecDeque<i64>,
+    /// The operator whose restore or handover is being carried out: the
+    /// change it commits is recorded with them.
+    author: Option<String>,
 }
 
 impl Location {
@@ -591,7 +620,8 @@ impl Location {
                 }
                 self.schedule(true).await;
             }
-            Msg::Restore(reply) => {
+            Msg::Restore(reply, by) => {
+                self.author = by;
                 let result = if !self.holds() {
                     Err(RestoreError::NotHeld(self.id))
                 } else if let Some(peer) = self.link.clone() {
@@ -599,14 +629,17 @@ impl Location {
                 } else {
                     Err(RestoreError::NotConnected(self.id))
                 };
+                self.author = None;
                 let _ = reply.send(result);
             }
-            Msg::Handover(reply) => {
+            Msg::Handover(reply, by) => {
+                self.author = by;
                 let result = match self.link.clone() {
                     _ if self.holds() => Err(RestoreError::MasterHolds(self.id)),
                     Some(peer) => self.hand_over(&peer).await,
                     None => Err(RestoreError::NotConnected(self.id)),
                 };
+                self.author = None;
                 let _ = reply.send(result);
             }
         }
@@ -983,7 +1016,7 @@ impl Location {
             .store
             .change_controller(self.id, expected, to, reason, now)
             .await;
-        let record = match result {
+        let mut record = match result {
             Ok(r) => r,
             Err(e) => {
                 // Someone else moved the epoch: learn it, so the next
@@ -1003,6 +1036,19 @@ impl Location {
                 since_ms: now,
             },
         );
+        if let Some(by) = self.author.take() {
+            // With the change, before anything can fail after it.
+            let authored = self
+                .sh
+                .store
+                .record_control_author(self.id, record.epoch, &by);
+            match authored.await {
+                Ok(()) => record.by = Some(by),
+                Err(e) => {
+                    tracing::error!(edge = %self.id, epoch = record.epoch, error = %e, "the change's author was not recorded")
+                }
+            }
+        }
         self.recent.push_back(now);
         while self.recent.len() > 64 {
             self.recent.pop_front();
@@ -1090,20 +1136,22 @@ async fn unload_site(sh: &ControlShared, edge_id: Uuid) {
 }
 
 impl ControlLoop for Control {
-    fn restore(
-        &self,
+    fn restore<'a>(
+        &'a self,
         edge_id: Uuid,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<ControlRecord, RestoreError>> + Send + '_>>
+        by: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<ControlRecord, RestoreError>> + Send + 'a>>
     {
-        Box::pin(Control::restore(self, edge_id))
+        Box::pin(Control::restore_by(self, edge_id, Some(by)))
     }
 
-    fn handover(
-        &self,
+    fn handover<'a>(
+        &'a self,
         edge_id: Uuid,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<ControlRecord, RestoreError>> + Send + '_>>
+        by: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<ControlRecord, RestoreError>> + Send + 'a>>
     {
-        Box::pin(Control::handover(self, edge_id))
+        Box::pin(Control::handover_by(self, edge_id, Some(by)))
     }
 
     fn takeover_due(&self, edge_id: Uuid) -> Option<i64> {

@@ -345,3 +345,56 @@ async fn a_sigterm_of_an_edge_is_a_planned_stop_and_a_kill_is_a_loss() {
     assert_eq!(sites().await, "lost");
     master.stop().await;
 }
+
+/// A handover whose release the edge has not confirmed within the call
+/// (502) still names its author in the control log: the control loop
+/// records the caller with the change it commits, before the release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_handover_keeps_its_author() {
+    let s = scene(failover_on()).await;
+    let admin = "h".repeat(48);
+    let config = outpost::config::Config {
+        admin_key: Some(outpost::config::SecretString::new(admin.clone())),
+        control_call_ms: CALL_MS,
+        ..s.master_config()
+    };
+    let master = outpost::master::start_with_clock(config, s.clock.clone())
+        .await
+        .unwrap();
+    let edge = s.edge(&master).await;
+    s.wait_controller(&master, Side::Edge, 1).await;
+    eventually(10, "the edge to run its site", async || {
+        edge.control.is_running().await
+    })
+    .await;
+    // The edge's release hangs (a long reconcile pass holds its runtime).
+    let hold = edge.reconciler.pause().await;
+    let auth = format!("Bearer {admin}");
+    let path = format!("/api/v1/edges/{}/handover", s.room.edge_id);
+    let r = request(
+        master.api_addr,
+        "POST",
+        &path,
+        &[("Authorization", &auth)],
+        Some(""),
+    )
+    .await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    let log = master
+        .store
+        .control_log(s.room.edge_id, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(log[0].reason.as_str(), "manual_handover");
+    assert!(
+        log[0].by.is_some(),
+        "the unconfirmed handover lost its author"
+    );
+    drop(hold);
+    advance_until(&s, "the master to run the site", async || {
+        s.sim.connections() == 1 && !edge.control.is_running().await
+    })
+    .await;
+    edge.stop().await;
+    master.stop().await;
+}
