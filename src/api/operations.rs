@@ -637,6 +637,15 @@ pub(super) struct EdgeStatus {
     /// Absent when none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refusals: Option<RefusalsOut>,
+    /// Master: since when the site is in maintenance (no takeover), if it
+    /// is (ms, control clock).
+    pub maintenance_since_ms: Option<i64>,
+    /// Master, while the edge is away: `planned` (it stopped gracefully to
+    /// restart) or `lost`.
+    pub last_stop: Option<&'static str>,
+    /// Master: when the edge last stopped on purpose (ms, control clock),
+    /// kept across restarts of the master.
+    pub last_planned_stop_ms: Option<i64>,
 }
 
 /// Refused link attempts of one location's edge.
@@ -699,6 +708,7 @@ async fn edge_status(
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |t| t.as_millis() as u64),
         });
+    let control_loop = s.ops.as_ref().and_then(|o| o.control.as_ref());
     let refusals = registry.and_then(|r| r.refusals(id)).map(|r| RefusalsOut {
         count: r.count,
         last_reason: r.last_reason,
@@ -746,6 +756,9 @@ async fn edge_status(
             .collect(),
         duplicate_sessions,
         refusals,
+        maintenance_since_ms: control_loop.and_then(|c| c.in_maintenance(id)),
+        last_stop: control_loop.and_then(|c| c.last_stop(id)),
+        last_planned_stop_ms: control_loop.and_then(|c| c.last_planned_stop(id)),
     }))
 }
 

@@ -49,6 +49,11 @@ pub trait ControlLoop: Send + Sync + 'static {
         None
     }
 
+    /// When (ms) a site's edge last stopped on purpose, if ever recorded.
+    fn last_planned_stop(&self, _edge_id: Uuid) -> Option<i64> {
+        None
+    }
+
     /// Since when (ms) a site is in maintenance (no takeover), if it is.
     fn in_maintenance(&self, _edge_id: Uuid) -> Option<i64> {
         None
@@ -232,7 +237,9 @@ pub(super) struct SiteActionOut {
     pub at_ms: i64,
     /// `maintenance_on` or `maintenance_off` (with the user);
     /// `duplicate_session` (a second live process authenticated with the
-    /// location's id and secret, and the older one stood down).
+    /// location's id and secret, and the older one stood down);
+    /// `planned_stop` (the edge stopped gracefully, to restart), and
+    /// `lost_stop` (its next link ended without warning).
     pub action: String,
     /// The API key's user who did it.
     pub by: Option<String>,

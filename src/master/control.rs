@@ -59,6 +59,9 @@ use crate::runtime::Runtime;
 use crate::store::{ControlRecord, ControlState, Store, StoreError};
 use crate::util::{Unpoisoned, UnpoisonedRw};
 
+/// The site audit log's action for an edge's graceful stop.
+const PLANNED: &str = "planned_stop";
+
 /// After a failed hand-back, or while a change is not confirmed, try (or
 /// ask) again this much later.
 const RETRY_MS: i64 = 1_000;
@@ -104,6 +107,9 @@ struct ControlShared {
     /// How each absent edge's link ended: `planned` (it said it was
     /// restarting) or `lost`.
     stops: RwLock<HashMap<Uuid, &'static str>>,
+    /// When each edge last stopped on purpose (clock ms), as recorded in
+    /// the site audit log (so a restarted master knows it too).
+    planned: RwLock<HashMap<Uuid, i64>>,
     /// Sites in maintenance (no takeover), since when (clock ms).
     maintenance: RwLock<HashMap<Uuid, i64>>,
 }
@@ -138,6 +144,7 @@ impl Control {
             due: RwLock::new(HashMap::new()),
             absent: RwLock::new(HashMap::new()),
             stops: RwLock::new(HashMap::new()),
+            planned: RwLock::new(HashMap::new()),
             maintenance: RwLock::new(HashMap::new()),
         }))
     }
@@ -157,6 +164,14 @@ impl Control {
             .extend(states.into_iter().map(|s| (s.edge_id, s)));
         let maintenance = self.0.store.sites_in_maintenance().await?;
         self.0.maintenance.write_unpoisoned().extend(maintenance);
+        // How each edge's last stop went, from before this master started:
+        // every edge is away now, and stays so reported until it connects.
+        let (last, planned) = self.0.store.last_stops().await?;
+        self.0.stops.write_unpoisoned().extend(
+            last.into_iter()
+                .map(|(id, how, _)| (id, if how == PLANNED { "planned" } else { "lost" })),
+        );
+        self.0.planned.write_unpoisoned().extend(planned);
         for id in &held {
             tracing::info!(edge = %id, "this master held the site when it stopped: running it again");
             self.0.reconciler.set_held(*id, true);
@@ -328,6 +343,13 @@ impl Control {
         self.0.stops.read_unpoisoned().get(&edge_id).copied()
     }
 
+    /// When (clock ms) the edge of a location last stopped on purpose (a
+    /// graceful stop saying it would restart), before or since this
+    /// master started.
+    pub fn last_planned_stop(&self, edge_id: Uuid) -> Option<i64> {
+        self.0.planned.read_unpoisoned().get(&edge_id).copied()
+    }
+
     /// Since when (ms) a location is in maintenance: no takeover while it is.
     pub fn in_maintenance(&self, edge_id: Uuid) -> Option<i64> {
         self.0.maintenance.read_unpoisoned().get(&edge_id).copied()
@@ -410,6 +432,7 @@ impl Control {
         }
         let (tx, rx) = inbox(INBOX);
         actors.insert(edge_id, tx.clone());
+        let recorded_planned = self.0.stops.read_unpoisoned().get(&edge_id) == Some(&"planned");
         let actor = Location {
             id: edge_id,
             sh: self.0.clone(),
@@ -424,6 +447,7 @@ impl Control {
             planned_stop: false,
             recent: VecDeque::new(),
             author: None,
+            recorded_planned,
         };
         self.0.tasks.spawn(actor.run(rx));
         tx
@@ -473,6 +497,10 @@ struct Location {
     /// The operator whose restore or handover is being carried out: the
     /// change it commits is recorded with them.
     author: Option<String>,
+    /// The newest stop in the site audit log is a planned one (a loss is
+    /// recorded only after one, so the log says how the last stop went
+    /// without a row per flap).
+    recorded_planned: bool,
 }
 
 impl Location {
@@ -532,9 +560,13 @@ impl Location {
 
     /// Records how the link ended: a planned stop (the edge said it was
     /// restarting) or a loss. Either way the failover timeout applies: a
-    /// restart usually comes back within it.
-    fn record_stop(&mut self) {
-        let how = if std::mem::take(&mut self.planned_stop) {
+    /// restart usually comes back within it. Planned stops go to the site
+    /// audit log (a master restarted meanwhile still knows), and a loss
+    /// right after one, so the log's newest stop is always how the last
+    /// one went.
+    async fn record_stop(&mut self) {
+        let planned = std::mem::take(&mut self.planned_stop);
+        let how = if planned {
             tracing::info!(edge = %self.id, "the edge stopped on purpose (a restart): the failover timeout applies as usual");
             "planned"
         } else {
@@ -542,6 +574,25 @@ impl Location {
         };
         metrics::counter!("outpost_edge_stops_total", "how" => how).increment(1);
         self.sh.stops.write_unpoisoned().insert(self.id, how);
+        let now = self.sh.clock.now_ms();
+        if planned {
+            self.sh.planned.write_unpoisoned().insert(self.id, now);
+        }
+        if !planned && !self.recorded_planned {
+            return;
+        }
+        let action = if planned { PLANNED } else { "lost_stop" };
+        match self
+            .sh
+            .store
+            .record_site_action(self.id, action, now, None)
+            .await
+        {
+            Ok(()) => self.recorded_planned = planned,
+            Err(e) => {
+                tracing::error!(edge = %self.id, error = %e, "cannot record the edge's stop in the audit log")
+            }
+        }
     }
 
     /// In maintenance: no takeover.
@@ -607,7 +658,7 @@ impl Location {
                 self.link = None;
                 self.retry_at = None;
                 self.unconfirmed = None;
-                self.record_stop();
+                self.record_stop().await;
                 self.set_absent(Some(self.sh.clock.now_ms()));
                 self.watching = true;
                 if self.holds() {
@@ -1164,6 +1215,10 @@ impl ControlLoop for Control {
 
     fn in_maintenance(&self, edge_id: Uuid) -> Option<i64> {
         Control::in_maintenance(self, edge_id)
+    }
+
+    fn last_planned_stop(&self, edge_id: Uuid) -> Option<i64> {
+        Control::last_planned_stop(self, edge_id)
     }
 
     fn set_maintenance<'a>(

@@ -398,3 +398,52 @@ async fn an_unconfirmed_handover_keeps_its_author() {
     edge.stop().await;
     master.stop().await;
 }
+
+/// A planned stop is in the site's audit log, so a master restarted while
+/// the edge is away still reports it (`last_stop`, `last_planned_stop_ms`
+/// in the site's status, which the console shows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_stop_is_remembered_across_a_restart_of_the_master() {
+    let s = scene(failover_on()).await;
+    let first = master(&s).await;
+    let config = s.edge_config(first.link_addr);
+    let edge = crate::roles::EdgeProcess::spawn(&config);
+    s.wait_controller(&first, Side::Edge, 1).await;
+    s.wait_connections(1).await;
+    let id = s.room.edge_id;
+    edge.terminate().await;
+    s.wait_due(&first).await;
+    let at = first.control.last_planned_stop(id).expect("recorded");
+    first.stop().await;
+
+    let again = master(&s).await;
+    assert_eq!(again.control.last_stop(id), Some("planned"));
+    assert_eq!(again.control.last_planned_stop(id), Some(at));
+    let key = std::fs::read_to_string(s.site.path().join("master/admin-key")).unwrap();
+    let auth = format!("Bearer {}", key.trim());
+    let path = format!("/api/v1/edges/{id}/status");
+    let r = request(
+        again.api_addr,
+        "GET",
+        &path,
+        &[("Authorization", &auth)],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let status = r.json();
+    assert_eq!(status["last_stop"], "planned", "{status}");
+    assert_eq!(status["last_planned_stop_ms"], at, "{status}");
+    assert_eq!(status["maintenance_since_ms"], serde_json::Value::Null);
+    let audit = format!("/api/v1/edges/{id}/audit");
+    let r = request(
+        again.api_addr,
+        "GET",
+        &audit,
+        &[("Authorization", &auth)],
+        None,
+    )
+    .await;
+    assert_eq!(r.json()[0]["action"], "planned_stop", "{}", r.body);
+    again.stop().await;
+}
