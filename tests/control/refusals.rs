@@ -72,6 +72,38 @@ async fn an_edge_with_a_wrong_secret_says_why_and_runs_its_site() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_that_cannot_verify_the_master_names_its_certificate_and_runs_its_site() {
+    let site = Site::new();
+    let other = Site::new(); // another development CA
+    let sim = projector().await;
+    let room = site
+        .one_room(
+            json!({"name": "Sydney"}),
+            &[device("Projector", "pjlink.lua", Some(sim.addr()))],
+        )
+        .await;
+    site.seed_replica(room.edge_id).await;
+    let master = outpost::master::start(site.master_config()).await.unwrap();
+    let mut config = site.edge_config(room.edge_id, &room.secret, master.link_addr);
+    config.ca_cert = other.path().join("certs").join("ca.pem");
+    let edge = EdgeProcess::spawn(&config);
+    eventually(20, "the edge runs its site on its own", async || {
+        sim.connections() == 1
+    })
+    .await;
+    let log = edge.log_text();
+    let refusal = log
+        .lines()
+        .find(|l| l.contains("could not be verified"))
+        .unwrap_or_else(|| panic!("no verification failure in the edge's log:\n{log}"));
+    assert!(refusal.contains("ERROR"), "{refusal}");
+    assert!(refusal.contains("CN=Outpost master"), "{refusal}");
+    assert!(refusal.contains("CN=Outpost development CA"), "{refusal}");
+    edge.kill().await;
+    master.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_whose_location_was_deleted_stands_down() {
     let site = Site::new();
     let sim = projector().await;
@@ -131,38 +163,6 @@ async fn an_edge_whose_location_was_deleted_stands_down() {
         connections_before,
         "the decommissioned edge drove its projector"
     );
-    edge.kill().await;
-    master.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_edge_that_cannot_verify_the_master_names_its_certificate_and_runs_its_site() {
-    let site = Site::new();
-    let other = Site::new(); // another development CA
-    let sim = projector().await;
-    let room = site
-        .one_room(
-            json!({"name": "Sydney"}),
-            &[device("Projector", "pjlink.lua", Some(sim.addr()))],
-        )
-        .await;
-    site.seed_replica(room.edge_id).await;
-    let master = outpost::master::start(site.master_config()).await.unwrap();
-    let mut config = site.edge_config(room.edge_id, &room.secret, master.link_addr);
-    config.ca_cert = other.path().join("certs").join("ca.pem");
-    let edge = EdgeProcess::spawn(&config);
-    eventually(20, "the edge runs its site on its own", async || {
-        sim.connections() == 1
-    })
-    .await;
-    let log = edge.log_text();
-    let refusal = log
-        .lines()
-        .find(|l| l.contains("could not be verified"))
-        .unwrap_or_else(|| panic!("no verification failure in the edge's log:\n{log}"));
-    assert!(refusal.contains("ERROR"), "{refusal}");
-    assert!(refusal.contains("CN=Outpost master"), "{refusal}");
-    assert!(refusal.contains("CN=Outpost development CA"), "{refusal}");
     edge.kill().await;
     master.stop().await;
 }
