@@ -13,7 +13,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -282,12 +282,8 @@ fn redirect(state: &ApiState, route: &Route, uri: &Uri) -> Option<Response> {
     if state.role != Role::Edge || route.local(state.role) || !ops.redirect_to_master {
         return None;
     }
-    let base = ops.master_api.as_deref()?.trim_end_matches('/');
-    let target = format!(
-        "{base}{}",
-        uri.path_and_query().map_or(uri.path(), |p| p.as_str())
-    );
-    let mut r = (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, target)]).into_response();
+    let base = ops.master_api.as_deref()?;
+    let mut r = super::standby::temporary_redirect(base, uri);
     r.headers_mut().insert(
         "x-outpost-controller",
         HeaderValue::from_static(route.controller.as_str()),

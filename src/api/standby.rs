@@ -96,7 +96,7 @@ pub(super) async fn gate(State(s): State<Arc<ApiState>>, req: Request, next: Nex
     };
     let redirect = s.ops.as_ref().is_some_and(|o| o.redirect_to_master);
     if redirect {
-        return redirect_to(&base, &req);
+        return temporary_redirect(&base, req.uri());
     }
     match forward(&base, req).await {
         Ok(answer) => answer,
@@ -133,10 +133,10 @@ fn unreachable(leader: &LeaderAddress, base: &str, why: &str) -> String {
     )
 }
 
-/// 307 to the same path and query on the MASTER's API: the client repeats
-/// its request (body and method kept) there.
-fn redirect_to(base: &str, req: &Request) -> Response {
-    let uri = req.uri();
+/// 307 to the same path and query on the API at `base`: the client repeats
+/// its request (body and method kept) there. The one redirect of the API:
+/// a standby's to the MASTER, an edge's to its master.
+pub(super) fn temporary_redirect(base: &str, uri: &axum::http::Uri) -> Response {
     let target = format!(
         "{}{}",
         base.trim_end_matches('/'),
@@ -148,10 +148,8 @@ fn redirect_to(base: &str, req: &Request) -> Response {
             [(header::LOCATION, location)],
         )
             .into_response(),
-        Err(_) => ApiError::Internal(format!(
-            "the MASTER's API address '{base}' is not a valid URL"
-        ))
-        .into_response(),
+        Err(_) => ApiError::Internal(format!("the API address '{base}' is not a valid URL"))
+            .into_response(),
     }
 }
 
