@@ -241,7 +241,13 @@ impl Accept {
         // secret, a certificate for another edge) that leaves its site
         // "lost" although its edge is alive. Every one is counted for the
         // site's status; the log is rate-limited like any failure.
-        let refused = claimed.filter(|_| !matches!(e, HandshakeError::UnknownEdge));
+        // A network failure during the handshake (a cut, a timeout) is an
+        // outage, not a refusal.
+        let judged = !matches!(
+            e,
+            HandshakeError::UnknownEdge | HandshakeError::Io(_) | HandshakeError::Timeout
+        );
+        let refused = claimed.filter(|_| judged);
         if let Some(id) = refused {
             self.registry.note_refusal(id, addr, e.to_string());
         }
