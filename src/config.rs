@@ -170,8 +170,11 @@ pub struct Config {
     pub master_api: Option<String>,
     /// Edge: answer API calls on modules the master controls with a 307
     /// redirect to `master_api` instead of proxying them over the link
-    /// (the default, false). Redirecting saves the edge the work; proxying
-    /// works for clients that cannot reach the master themselves.
+    /// (the default, false). Standby master node: answer writes and device
+    /// calls with a 307 to the MASTER's `advertise_api` instead of
+    /// proxying them to it. Redirecting saves this node the work;
+    /// proxying works for clients that cannot reach the MASTER themselves
+    /// or do not follow redirects.
     pub redirect_to_master: bool,
     /// Messages one WebSocket client may have waiting; beyond it the newest
     /// are dropped and the client told how many (`{"type":"dropped"}`).
@@ -435,7 +438,9 @@ impl Config {
                 return Err(ConfigError::new(key, "must be greater than 0"));
             }
         }
-        if self.redirect_to_master && self.master_api.is_none() {
+        // A standby master redirects to the MASTER's advertised API, which
+        // the cluster knows; an edge needs to be told where its master is.
+        if self.redirect_to_master && self.master_api.is_none() && self.role() == Role::Edge {
             return Err(ConfigError::new(
                 "master_api",
                 "required when redirect_to_master is set (the URL of the master's web API)",

@@ -41,12 +41,18 @@ pub enum ApiError {
     /// this yet: 503 with `Retry-After`.
     #[error("{0}")]
     Booting(String),
+    /// This master node is STANDBY and cannot hand the request to the
+    /// acting node (none known, or it does not answer): 503 with
+    /// `Retry-After`, as a promotion takes about a lease.
+    #[error("{0}")]
+    NoLeader(String),
     #[error("internal error")]
     Internal(String),
 }
 
 /// Seconds a caller is told to wait while the master boots (edges retry
-/// every 3 s, so the boot wait decides within a few seconds).
+/// every 3 s, so the boot wait decides within a few seconds), or while a
+/// cluster has no acting node (a promotion takes about `lease_ms`, 3 s).
 const RETRY_AFTER_BOOT: &str = "2";
 
 /// The JSON body of every error answer.
@@ -92,7 +98,9 @@ impl IntoResponse for ApiError {
             ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             ApiError::ReadOnly => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            ApiError::Unavailable(_) | ApiError::Booting(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Booting(_) | ApiError::NoLeader(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(cause) => {
@@ -110,7 +118,7 @@ impl IntoResponse for ApiError {
                 .collect(),
             _ => Vec::new(),
         };
-        let booting = matches!(self, ApiError::Booting(_));
+        let booting = matches!(self, ApiError::Booting(_) | ApiError::NoLeader(_));
         let body = ErrorBody {
             error: self.to_string(),
             fields,

@@ -16,6 +16,7 @@ mod operations;
 mod operator;
 mod restore;
 mod server;
+mod standby;
 mod sync;
 mod ws;
 
@@ -377,6 +378,7 @@ pub fn router(state: Arc<ApiState>) -> (axum::Router, utoipa::openapi::OpenApi) 
         .merge(drivers::routes())
         .merge(ws::routes())
         .split_for_parts();
+    standby::document(&mut openapi);
     openapi
         .components
         .get_or_insert_with(Default::default)
@@ -386,6 +388,10 @@ pub fn router(state: Arc<ApiState>) -> (axum::Router, utoipa::openapi::OpenApi) 
         );
     let spec = Arc::new(openapi.clone());
     let router = router
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            standby::gate,
+        ))
         .layer(axum::Extension(spec))
         .merge(crate::console::router(state.role))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })

@@ -13,7 +13,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -69,8 +69,13 @@ pub struct Ops {
     /// Edge: the master API's base URL, for redirects.
     pub master_api: Option<String>,
     /// Edge: answer calls on master-controlled modules with 307 to
-    /// `master_api` instead of proxying them over the link.
+    /// `master_api` instead of proxying them over the link. Standby master
+    /// node: answer what it hands to the MASTER with 307 to the MASTER's
+    /// `advertise_api` instead of proxying it.
     pub redirect_to_master: bool,
+    /// Master in a cluster: whether this node acts, and where the acting
+    /// node is (`api::standby`). `None`: a master alone, which always acts.
+    pub leadership: Option<crate::control::LeadershipWatch>,
     /// Messages a WebSocket client may have queued before the excess is
     /// dropped.
     pub ws_queue: usize,
@@ -98,6 +103,7 @@ impl Ops {
             master_api: config.master_api.clone(),
             rotation_grace: Duration::from_millis(config.secret_rotation_grace_ms),
             redirect_to_master: config.redirect_to_master,
+            leadership: None,
             ws_queue: config.ws_queue.max(1),
             control: None,
             reconciler: None,
@@ -275,12 +281,8 @@ fn redirect(state: &ApiState, route: &Route, uri: &Uri) -> Option<Response> {
     if state.role != Role::Edge || route.local(state.role) || !ops.redirect_to_master {
         return None;
     }
-    let base = ops.master_api.as_deref()?.trim_end_matches('/');
-    let target = format!(
-        "{base}{}",
-        uri.path_and_query().map_or(uri.path(), |p| p.as_str())
-    );
-    let mut r = (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, target)]).into_response();
+    let base = ops.master_api.as_deref()?;
+    let mut r = super::standby::temporary_redirect(base, uri);
     r.headers_mut().insert(
         "x-outpost-controller",
         HeaderValue::from_static(route.controller.as_str()),
@@ -624,6 +626,34 @@ pub(super) struct EdgeStatus {
     /// never happened since the master started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicate_sessions: Option<DuplicateOut>,
+    /// Master: link handshakes of this location's edge that the master
+    /// refused since it started (a wrong or rotated secret, a certificate
+    /// for another edge): why a site is lost although its edge is alive.
+    /// Absent when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusals: Option<RefusalsOut>,
+    /// Master: since when the site is in maintenance (no takeover), if it
+    /// is (ms, control clock).
+    pub maintenance_since_ms: Option<i64>,
+    /// Master, while the edge is away: `planned` (it stopped gracefully to
+    /// restart) or `lost`.
+    pub last_stop: Option<&'static str>,
+    /// Master: when the edge last stopped on purpose (ms, control clock),
+    /// kept across restarts of the master.
+    pub last_planned_stop_ms: Option<i64>,
+}
+
+/// Refused link attempts of one location's edge.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct RefusalsOut {
+    /// How many since the master started.
+    pub count: u64,
+    /// Why the last one was refused.
+    pub last_reason: String,
+    /// Where it came from.
+    pub last_address: String,
+    /// When (milliseconds since the Unix epoch).
+    pub last_at_ms: i64,
 }
 
 /// One entry of the credential audit log.
@@ -673,6 +703,13 @@ async fn edge_status(
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |t| t.as_millis() as u64),
         });
+    let control_loop = s.ops.as_ref().and_then(|o| o.control.as_ref());
+    let refusals = registry.and_then(|r| r.refusals(id)).map(|r| RefusalsOut {
+        count: r.count,
+        last_reason: r.last_reason,
+        last_address: r.last_addr.to_string(),
+        last_at_ms: crate::util::unix_ms_of(r.at),
+    });
     let control = s.store.control_state(id).await?;
     let epoch = control.map_or(0, |c| c.epoch);
     let own = s.ops.as_ref().filter(|o| o.edge_id == Some(id));
@@ -713,6 +750,10 @@ async fn edge_status(
             })
             .collect(),
         duplicate_sessions,
+        refusals,
+        maintenance_since_ms: control_loop.and_then(|c| c.in_maintenance(id)),
+        last_stop: control_loop.and_then(|c| c.last_stop(id)),
+        last_planned_stop_ms: control_loop.and_then(|c| c.last_planned_stop(id)),
     }))
 }
 

@@ -98,6 +98,9 @@ pub(super) struct SiteOut {
     pub last_stop: Option<&'static str>,
     /// Since when the site is in maintenance (no takeover), if it is.
     pub maintenance_since_ms: Option<i64>,
+    /// When the edge last stopped on purpose (ms, control clock), kept
+    /// across restarts of the master.
+    pub last_planned_stop_ms: Option<i64>,
     /// When the next restore window opens (ms since the Unix epoch).
     pub next_window_ms: Option<i64>,
     /// Changes of the master's feed the edge's replica has not been sent
@@ -159,6 +162,7 @@ async fn sites(
             takeover_due_ms: control.and_then(|c| c.takeover_due(location.id)),
             last_stop: control.and_then(|c| c.last_stop(location.id)),
             maintenance_since_ms: control.and_then(|c| c.in_maintenance(location.id)),
+            last_planned_stop_ms: control.and_then(|c| c.last_planned_stop(location.id)),
             next_window_ms: location
                 .restore_window()
                 .and_then(|w| w.next_open(now))

@@ -23,23 +23,34 @@ use crate::store::{ControlRecord, StoreError};
 /// its edge now, and say when a lost site's takeover is due. The master
 /// implements it; the API only names the trait.
 pub trait ControlLoop: Send + Sync + 'static {
-    fn restore(
-        &self,
+    /// Hands a site back to its edge now; the change is recorded with
+    /// `by` (the API key's user) as its author.
+    fn restore<'a>(
+        &'a self,
         edge_id: Uuid,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<ControlRecord, RestoreError>> + Send + '_>>;
+        by: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<ControlRecord, RestoreError>> + Send + 'a>>;
 
     /// Hands a site its edge controls to the master now: the edge releases
-    /// it, then the master starts.
-    fn handover(
-        &self,
+    /// it, then the master starts. The change is recorded with `by` as its
+    /// author when it is committed, so an answer of "not released yet"
+    /// keeps it too.
+    fn handover<'a>(
+        &'a self,
         edge_id: Uuid,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<ControlRecord, RestoreError>> + Send + '_>>;
+        by: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<ControlRecord, RestoreError>> + Send + 'a>>;
 
     /// When (control clock, ms) the master takes over a lost site, if due.
     fn takeover_due(&self, edge_id: Uuid) -> Option<i64>;
 
     /// How an absent edge went away: `planned` or `lost`.
     fn last_stop(&self, _edge_id: Uuid) -> Option<&'static str> {
+        None
+    }
+
+    /// When (ms) a site's edge last stopped on purpose, if ever recorded.
+    fn last_planned_stop(&self, _edge_id: Uuid) -> Option<i64> {
         None
     }
 
@@ -129,7 +140,8 @@ async fn handover(
 }
 
 /// A restore (`to_master` false) or a handover, with the location's role
-/// rules, recorded with the caller's user in the audit log.
+/// rules, recorded with the caller's user in the audit log (by the control
+/// loop, with the change).
 async fn change(
     s: &ApiState,
     caller: &Caller,
@@ -146,10 +158,11 @@ async fn change(
         .as_ref()
         .and_then(|o| o.control.as_ref())
         .ok_or_else(|| ApiError::Unavailable("sites change hands on the master".into()))?;
+    // The control loop records the caller with the change it commits.
     let result = if to_master {
-        control.handover(id).await
+        control.handover(id, &caller.user).await
     } else {
-        control.restore(id).await
+        control.restore(id, &caller.user).await
     };
     let record = result.map_err(|e| match e {
         RestoreError::NoSuchLocation(_) => ApiError::NotFound(e.to_string()),
@@ -160,13 +173,6 @@ async fn change(
         RestoreError::Store(e) => e.into(),
         RestoreError::Stopping => ApiError::Unavailable(e.to_string()),
     })?;
-    // The audit log says who handed the site back (a nil id: no change
-    // was recorded).
-    if !record.id.is_nil() {
-        s.store
-            .record_control_author(id, record.epoch, &caller.user)
-            .await?;
-    }
     Ok(Json(RestoreOut {
         edge: id,
         controller: record.to.as_str(),
@@ -229,7 +235,11 @@ async fn maintenance(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct SiteActionOut {
     pub at_ms: i64,
-    /// `maintenance_on` or `maintenance_off`.
+    /// `maintenance_on` or `maintenance_off` (with the user);
+    /// `duplicate_session` (a second live process authenticated with the
+    /// location's id and secret, and the older one stood down);
+    /// `planned_stop` (the edge stopped gracefully, to restart), and
+    /// `lost_stop` (its next link ended without warning).
     pub action: String,
     /// The API key's user who did it.
     pub by: Option<String>,

@@ -350,12 +350,18 @@ fn handle(
                 token: token.clone(),
             };
             tokio::spawn(async move {
-                let result = match (topic, module) {
-                    (Topic::Status, Some(m)) => sub.status(m, key).await,
-                    (Topic::Debug, Some(m)) => sub.debug(m).await,
-                    (Topic::Control, _) => sub.control().await,
-                    (Topic::Sync, _) => sub.sync().await,
-                    (_, None) => Err(ApiError::BadRequest("this topic needs a module".into())),
+                // Device traffic streams from the node that drives devices.
+                let device = matches!(topic, Topic::Status | Topic::Debug);
+                let elsewhere = device.then(|| super::standby::devices_elsewhere(&sub.state));
+                let result = match (topic, module, elsewhere.flatten()) {
+                    (_, _, Some(why)) => Err(ApiError::NoLeader(why)),
+                    (Topic::Status, Some(m), None) => sub.status(m, key).await,
+                    (Topic::Debug, Some(m), None) => sub.debug(m).await,
+                    (Topic::Control, _, None) => sub.control().await,
+                    (Topic::Sync, _, None) => sub.sync().await,
+                    (_, None, None) => {
+                        Err(ApiError::BadRequest("this topic needs a module".into()))
+                    }
                 };
                 if let Err(e) = result
                     && !sub.token.is_cancelled()

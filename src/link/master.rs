@@ -237,9 +237,27 @@ impl Accept {
         let now = Instant::now();
         self.limiter.failure(addr.ip(), now);
         metrics::counter!("outpost_link_handshake_failures_total").increment(1);
+        // A location that exists refused: an operator's problem (a rotated
+        // secret, a certificate for another edge) that leaves its site
+        // "lost" although its edge is alive. Every one is counted for the
+        // site's status; the log is rate-limited like any failure.
+        // A network failure during the handshake (a cut, a timeout) is an
+        // outage, not a refusal.
+        let judged = !matches!(
+            e,
+            HandshakeError::UnknownEdge | HandshakeError::Io(_) | HandshakeError::Timeout
+        );
+        let refused = claimed.filter(|_| judged);
+        if let Some(id) = refused {
+            self.registry.note_refusal(id, addr, e.to_string());
+        }
         match self.noise.note(addr.ip(), now) {
             Some(failures) => {
-                tracing::warn!(edge_id = ?claimed, %addr, reason = %e, failures, "link handshake failed");
+                if let Some(id) = refused {
+                    tracing::error!(edge_id = %id, %addr, reason = %e, failures, "refused the edge of this location; its site is lost to the master until this is fixed");
+                } else {
+                    tracing::warn!(edge_id = ?claimed, %addr, reason = %e, failures, "link handshake failed");
+                }
                 self.registry
                     .auth_failed(claimed, addr, e.to_string(), failures);
             }

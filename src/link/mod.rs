@@ -35,7 +35,7 @@ pub use crate::util::AdmissionLimits;
 pub use edge::{EdgeLinkConfig, EdgeLinkEvent};
 pub use master::{KeyLookup, MasterLinkConfig, MasterLinkEvent};
 pub use peer::{CallError, CloseReason, Handler, Peer, PeerConfig, PeerRole, RequestCtx};
-pub use registry::{AUTH_FAILED_QUEUED, EdgeInfo, QueueSlot, Registry};
+pub use registry::{AUTH_FAILED_QUEUED, Duplicate, EdgeInfo, QueueSlot, Refusals, Registry};
 
 /// Timing of a link, shared by both roles. Defaults follow the mission:
 /// ping every second, dead after three silent seconds.

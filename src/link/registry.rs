@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use uuid::Uuid;
 
 use super::master::MasterLinkEvent;
@@ -67,12 +67,33 @@ pub struct Duplicate {
 }
 
 /// At most this many edges' duplicate records (authenticated ids only, so
-/// only a fleet this large could fill it).
+/// only a fleet this large could fill it), and as many refusal records
+/// (ids of locations that exist only: an unknown id is not recorded).
 const MAX_DUPLICATE_RECORDS: usize = 100_000;
+
+/// Duplicates waiting for the master's audit follower; a follower that
+/// lags this far behind loses the oldest, counted
+/// (`outpost_channel_full_total{channel="duplicates"}`).
+const DUPLICATE_FEED: usize = 64;
+
+/// Handshakes refused for a location that exists: why the master did not
+/// let its edge in, so an operator sees it next to the site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusals {
+    /// How many since this master started.
+    pub count: u64,
+    /// The last one's reason (never a secret: "wrong edge proof", a
+    /// certificate naming another edge, a timeout).
+    pub last_reason: String,
+    pub last_addr: SocketAddr,
+    pub at: SystemTime,
+}
 
 struct Inner {
     edges: Mutex<HashMap<Uuid, Entry>>,
     duplicates: Mutex<HashMap<Uuid, Duplicate>>,
+    duplicate_feed: broadcast::Sender<(Uuid, Duplicate)>,
+    refusals: Mutex<HashMap<Uuid, Refusals>>,
     changed: Notify,
     events: mpsc::UnboundedSender<MasterLinkEvent>,
     auth_failed: Arc<Semaphore>,
@@ -88,6 +109,8 @@ impl Registry {
         Self(Arc::new(Inner {
             edges: Mutex::new(HashMap::new()),
             duplicates: Mutex::new(HashMap::new()),
+            duplicate_feed: broadcast::channel(DUPLICATE_FEED).0,
+            refusals: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             events,
             auth_failed: Arc::new(Semaphore::new(AUTH_FAILED_QUEUED)),
@@ -188,15 +211,44 @@ impl Registry {
             return;
         }
         let count = all.get(&edge_id).map_or(0, |d| d.count) + 1;
+        let duplicate = Duplicate {
+            count,
+            stood_down,
+            replaced_by,
+            at: SystemTime::now(),
+        };
+        all.insert(edge_id, duplicate.clone());
+        drop(all);
+        let _ = self.0.duplicate_feed.send((edge_id, duplicate));
+    }
+
+    /// Each duplicate as it is noted (the master records them in the
+    /// site's audit log).
+    pub fn subscribe_duplicates(&self) -> broadcast::Receiver<(Uuid, Duplicate)> {
+        self.0.duplicate_feed.subscribe()
+    }
+
+    /// Records a handshake refused for `edge_id`, a location that exists.
+    pub(crate) fn note_refusal(&self, edge_id: Uuid, addr: SocketAddr, reason: String) {
+        let mut all = self.0.refusals.lock_unpoisoned();
+        if all.len() >= MAX_DUPLICATE_RECORDS && !all.contains_key(&edge_id) {
+            return;
+        }
+        let count = all.get(&edge_id).map_or(0, |r| r.count) + 1;
         all.insert(
             edge_id,
-            Duplicate {
+            Refusals {
                 count,
-                stood_down,
-                replaced_by,
+                last_reason: reason,
+                last_addr: addr,
                 at: SystemTime::now(),
             },
         );
+    }
+
+    /// The handshakes refused for a location since this master started.
+    pub fn refusals(&self, edge_id: Uuid) -> Option<Refusals> {
+        self.0.refusals.lock_unpoisoned().get(&edge_id).cloned()
     }
 
     /// The last duplicate session of an edge, if it ever had one.

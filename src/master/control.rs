@@ -43,6 +43,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+
+use super::inbox::{Delivery, INBOX, Inbox, Mailbox, Pending, inbox};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -57,6 +59,9 @@ use crate::runtime::Runtime;
 use crate::store::{ControlRecord, ControlState, Store, StoreError};
 use crate::util::{Unpoisoned, UnpoisonedRw};
 
+/// The site audit log's action for an edge's graceful stop.
+const PLANNED: &str = "planned_stop";
+
 /// After a failed hand-back, or while a change is not confirmed, try (or
 /// ask) again this much later.
 const RETRY_MS: i64 = 1_000;
@@ -68,19 +73,13 @@ enum Msg {
     LinkLost {
         session: u64,
     },
-    /// The edge on link `session` says it stops on purpose (`restart`).
-    Stopping {
-        session: u64,
-        restart: bool,
-    },
-    Restore(oneshot::Sender<Result<ControlRecord, RestoreError>>),
+    /// An operator (the API key's user, when known) restores the site.
+    Restore(Reply, Option<String>),
     /// An operator hands the site to the master (planned work on the edge).
-    Handover(oneshot::Sender<Result<ControlRecord, RestoreError>>),
-    /// The boot wait ended and the edge had not come.
-    MissingAtBoot,
-    /// The location's document changed (or may have): reschedule.
-    Edited,
+    Handover(Reply, Option<String>),
 }
+
+type Reply = oneshot::Sender<Result<ControlRecord, RestoreError>>;
 
 struct ControlShared {
     store: Store,
@@ -96,7 +95,8 @@ struct ControlShared {
     booted: AtomicBool,
     stop: CancellationToken,
     tasks: TaskTracker,
-    actors: Mutex<HashMap<Uuid, mpsc::UnboundedSender<Msg>>>,
+    /// Each location task's inbox (bounded; see `master/inbox.rs`).
+    actors: Mutex<HashMap<Uuid, Inbox<Msg>>>,
     /// Every location's control state as this master last wrote or read
     /// it (epoch checks on link requests read it without a query).
     states: RwLock<HashMap<Uuid, ControlState>>,
@@ -107,6 +107,9 @@ struct ControlShared {
     /// How each absent edge's link ended: `planned` (it said it was
     /// restarting) or `lost`.
     stops: RwLock<HashMap<Uuid, &'static str>>,
+    /// When each edge last stopped on purpose (clock ms), as recorded in
+    /// the site audit log (so a restarted master knows it too).
+    planned: RwLock<HashMap<Uuid, i64>>,
     /// Sites in maintenance (no takeover), since when (clock ms).
     maintenance: RwLock<HashMap<Uuid, i64>>,
 }
@@ -141,6 +144,7 @@ impl Control {
             due: RwLock::new(HashMap::new()),
             absent: RwLock::new(HashMap::new()),
             stops: RwLock::new(HashMap::new()),
+            planned: RwLock::new(HashMap::new()),
             maintenance: RwLock::new(HashMap::new()),
         }))
     }
@@ -160,6 +164,14 @@ impl Control {
             .extend(states.into_iter().map(|s| (s.edge_id, s)));
         let maintenance = self.0.store.sites_in_maintenance().await?;
         self.0.maintenance.write_unpoisoned().extend(maintenance);
+        // How each edge's last stop went, from before this master started:
+        // every edge is away now, and stays so reported until it connects.
+        let (last, planned) = self.0.store.last_stops().await?;
+        self.0.stops.write_unpoisoned().extend(
+            last.into_iter()
+                .map(|(id, how, _)| (id, if how == PLANNED { "planned" } else { "lost" })),
+        );
+        self.0.planned.write_unpoisoned().extend(planned);
         for id in &held {
             tracing::info!(edge = %id, "this master held the site when it stopped: running it again");
             self.0.reconciler.set_held(*id, true);
@@ -178,7 +190,7 @@ impl Control {
     /// then negotiate as a booted master.
     pub fn booted(&self, missing: &[Uuid]) {
         for id in missing {
-            self.send(*id, Msg::MissingAtBoot);
+            self.actor(*id, false).raise(|p| p.missing_at_boot = true);
         }
         self.0.booted.store(true, Ordering::Release);
     }
@@ -213,7 +225,7 @@ impl Control {
                 };
                 after = last;
                 for d in docs.iter().filter(|d| d.kind == Kind::Edge.as_str()) {
-                    self.send(d.id, Msg::Edited);
+                    self.edited(d.id);
                 }
             }
         }
@@ -233,7 +245,7 @@ impl Control {
             match ev {
                 MasterLinkEvent::LinkUp { info, peer, .. } => {
                     tracing::info!(edge = %info.edge_id, addr = %info.addr, "edge connected");
-                    self.send(info.edge_id, Msg::LinkUp { peer });
+                    self.send(info.edge_id, Msg::LinkUp { peer }).await;
                 }
                 MasterLinkEvent::LinkLost {
                     edge_id,
@@ -242,7 +254,7 @@ impl Control {
                     ..
                 } => {
                     tracing::warn!(edge = %edge_id, %reason, "edge link lost");
-                    self.send(edge_id, Msg::LinkLost { session });
+                    self.send(edge_id, Msg::LinkLost { session }).await;
                 }
                 MasterLinkEvent::AuthFailed {
                     edge_id,
@@ -258,7 +270,18 @@ impl Control {
 
     /// Hands a site the master holds back to its (connected) edge now.
     pub async fn restore(&self, edge_id: Uuid) -> Result<ControlRecord, RestoreError> {
-        self.ask(edge_id, Msg::Restore).await
+        self.restore_by(edge_id, None).await
+    }
+
+    /// [`Control::restore`], recording `by` as its author in the control
+    /// log with the change itself.
+    pub async fn restore_by(
+        &self,
+        edge_id: Uuid,
+        by: Option<&str>,
+    ) -> Result<ControlRecord, RestoreError> {
+        let by = by.map(str::to_owned);
+        self.ask(edge_id, |reply| Msg::Restore(reply, by)).await
     }
 
     /// Hands a site its (connected) edge controls to the master now, for
@@ -267,20 +290,31 @@ impl Control {
     /// master keeps asking and starts once the edge confirms, or once its
     /// link is declared dead.
     pub async fn handover(&self, edge_id: Uuid) -> Result<ControlRecord, RestoreError> {
-        self.ask(edge_id, Msg::Handover).await
+        self.handover_by(edge_id, None).await
+    }
+
+    /// [`Control::handover`], recording `by` as its author with the change
+    /// itself: an unconfirmed release (502) keeps its author too.
+    pub async fn handover_by(
+        &self,
+        edge_id: Uuid,
+        by: Option<&str>,
+    ) -> Result<ControlRecord, RestoreError> {
+        let by = by.map(str::to_owned);
+        self.ask(edge_id, |reply| Msg::Handover(reply, by)).await
     }
 
     async fn ask(
         &self,
         edge_id: Uuid,
-        msg: impl FnOnce(oneshot::Sender<Result<ControlRecord, RestoreError>>) -> Msg,
+        msg: impl FnOnce(Reply) -> Msg,
     ) -> Result<ControlRecord, RestoreError> {
         match self.0.store.get(edge_id).await? {
             Some(d) if d.kind == Kind::Edge.as_str() => {}
             _ => return Err(RestoreError::NoSuchLocation(edge_id)),
         }
         let (tx, rx) = oneshot::channel();
-        self.send(edge_id, msg(tx));
+        self.send(edge_id, msg(tx)).await;
         rx.await.unwrap_or(Err(RestoreError::Stopping))
     }
 
@@ -307,6 +341,13 @@ impl Control {
     /// connected, or never came.
     pub fn last_stop(&self, edge_id: Uuid) -> Option<&'static str> {
         self.0.stops.read_unpoisoned().get(&edge_id).copied()
+    }
+
+    /// When (clock ms) the edge of a location last stopped on purpose (a
+    /// graceful stop saying it would restart), before or since this
+    /// master started.
+    pub fn last_planned_stop(&self, edge_id: Uuid) -> Option<i64> {
+        self.0.planned.read_unpoisoned().get(&edge_id).copied()
     }
 
     /// Since when (ms) a location is in maintenance: no takeover while it is.
@@ -349,13 +390,20 @@ impl Control {
             }
             tracing::warn!(edge = %edge_id, on, by, "maintenance");
         }
-        self.send(edge_id, Msg::Edited);
+        self.edited(edge_id);
         Ok(self.in_maintenance(edge_id))
     }
 
     /// The edge on link `session` says it is stopping on purpose.
+    /// Never waits: the link's reader calls it.
     pub fn stopping(&self, edge_id: Uuid, session: u64, restart: bool) {
-        self.send(edge_id, Msg::Stopping { session, restart });
+        self.actor(edge_id, false)
+            .raise(|p| p.stopping = Some((session, restart)));
+    }
+
+    /// A location's document changed (or may have): its task reschedules.
+    fn edited(&self, edge_id: Uuid) {
+        self.actor(edge_id, false).raise(|p| p.edited = true);
     }
 
     /// Refuses a request from `edge_id`'s link that carries an epoch other
@@ -368,22 +416,23 @@ impl Control {
         }
     }
 
-    fn send(&self, edge_id: Uuid, msg: Msg) {
-        let tx = self.actor(edge_id, false);
-        let _ = tx.send(msg);
+    async fn send(&self, edge_id: Uuid, msg: Msg) {
+        let inbox = self.actor(edge_id, false);
+        inbox.send(msg).await;
     }
 
     /// The task of a location, started on first use (a location created
     /// after boot, an unknown edge id that authenticated anyway).
-    fn actor(&self, edge_id: Uuid, running: bool) -> mpsc::UnboundedSender<Msg> {
+    fn actor(&self, edge_id: Uuid, running: bool) -> Inbox<Msg> {
         let mut actors = self.0.actors.lock_unpoisoned();
         if let Some(tx) = actors.get(&edge_id)
             && !tx.is_closed()
         {
             return tx.clone();
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = inbox(INBOX);
         actors.insert(edge_id, tx.clone());
+        let recorded_planned = self.0.stops.read_unpoisoned().get(&edge_id) == Some(&"planned");
         let actor = Location {
             id: edge_id,
             sh: self.0.clone(),
@@ -397,6 +446,8 @@ impl Control {
             unconfirmed: None,
             planned_stop: false,
             recent: VecDeque::new(),
+            author: None,
+            recorded_planned,
         };
         self.0.tasks.spawn(actor.run(rx));
         tx
@@ -443,10 +494,17 @@ struct Location {
     planned_stop: bool,
     /// When the recent changes of controller happened (hold-down).
     recent: VecDeque<i64>,
+    /// The operator whose restore or handover is being carried out: the
+    /// change it commits is recorded with them.
+    author: Option<String>,
+    /// The newest stop in the site audit log is a planned one (a loss is
+    /// recorded only after one, so the log says how the last stop went
+    /// without a row per flap).
+    recorded_planned: bool,
 }
 
 impl Location {
-    async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Msg>) {
+    async fn run(mut self, mut inbox: Mailbox<Msg>) {
         self.set_absent(self.absent_since);
         if let Ok(log) = self.sh.store.control_log(self.id, None, 64).await {
             let since = self.sh.clock.now_ms() - HOLD_DOWN_PERIOD_MS;
@@ -468,8 +526,9 @@ impl Location {
             };
             tokio::select! {
                 () = self.sh.stop.cancelled() => return,
-                msg = inbox.recv() => match msg {
-                    Some(msg) => self.on(msg).await,
+                delivery = inbox.recv() => match delivery {
+                    Some(Delivery::Message(msg)) => self.on(msg).await,
+                    Some(Delivery::Flags(raised)) => self.on_flags(raised).await,
                     None => return,
                 },
                 () = timer => self.on_timer().await,
@@ -501,9 +560,13 @@ impl Location {
 
     /// Records how the link ended: a planned stop (the edge said it was
     /// restarting) or a loss. Either way the failover timeout applies: a
-    /// restart usually comes back within it.
-    fn record_stop(&mut self) {
-        let how = if std::mem::take(&mut self.planned_stop) {
+    /// restart usually comes back within it. Planned stops go to the site
+    /// audit log (a master restarted meanwhile still knows), and a loss
+    /// right after one, so the log's newest stop is always how the last
+    /// one went.
+    async fn record_stop(&mut self) {
+        let planned = std::mem::take(&mut self.planned_stop);
+        let how = if planned {
             tracing::info!(edge = %self.id, "the edge stopped on purpose (a restart): the failover timeout applies as usual");
             "planned"
         } else {
@@ -511,6 +574,25 @@ impl Location {
         };
         metrics::counter!("outpost_edge_stops_total", "how" => how).increment(1);
         self.sh.stops.write_unpoisoned().insert(self.id, how);
+        let now = self.sh.clock.now_ms();
+        if planned {
+            self.sh.planned.write_unpoisoned().insert(self.id, now);
+        }
+        if !planned && !self.recorded_planned {
+            return;
+        }
+        let action = if planned { PLANNED } else { "lost_stop" };
+        match self
+            .sh
+            .store
+            .record_site_action(self.id, action, now, None)
+            .await
+        {
+            Ok(()) => self.recorded_planned = planned,
+            Err(e) => {
+                tracing::error!(edge = %self.id, error = %e, "cannot record the edge's stop in the audit log")
+            }
+        }
     }
 
     /// In maintenance: no takeover.
@@ -576,7 +658,7 @@ impl Location {
                 self.link = None;
                 self.retry_at = None;
                 self.unconfirmed = None;
-                self.record_stop();
+                self.record_stop().await;
                 self.set_absent(Some(self.sh.clock.now_ms()));
                 self.watching = true;
                 if self.holds() {
@@ -589,19 +671,8 @@ impl Location {
                 }
                 self.schedule(true).await;
             }
-            Msg::Stopping { session, restart } => {
-                if self.link.as_ref().map(|p| p.meta().session) == Some(session) {
-                    self.planned_stop = restart;
-                }
-            }
-            Msg::MissingAtBoot => {
-                if self.link.is_none() {
-                    self.watching = true;
-                    self.schedule(true).await;
-                }
-            }
-            Msg::Edited => self.schedule(false).await,
-            Msg::Restore(reply) => {
+            Msg::Restore(reply, by) => {
+                self.author = by;
                 let result = if !self.holds() {
                     Err(RestoreError::NotHeld(self.id))
                 } else if let Some(peer) = self.link.clone() {
@@ -609,16 +680,37 @@ impl Location {
                 } else {
                     Err(RestoreError::NotConnected(self.id))
                 };
+                self.author = None;
                 let _ = reply.send(result);
             }
-            Msg::Handover(reply) => {
+            Msg::Handover(reply, by) => {
+                self.author = by;
                 let result = match self.link.clone() {
                     _ if self.holds() => Err(RestoreError::MasterHolds(self.id)),
                     Some(peer) => self.hand_over(&peer).await,
                     None => Err(RestoreError::NotConnected(self.id)),
                 };
+                self.author = None;
                 let _ = reply.send(result);
             }
+        }
+    }
+
+    /// Raised flags, in the order they matter: the edge's word that it
+    /// stops (before the loss of its link), the end of the boot wait, an
+    /// edit.
+    async fn on_flags(&mut self, raised: Pending) {
+        if let Some((session, restart)) = raised.stopping
+            && self.link.as_ref().map(|p| p.meta().session) == Some(session)
+        {
+            self.planned_stop = restart;
+        }
+        if raised.missing_at_boot && self.link.is_none() {
+            self.watching = true;
+            self.schedule(true).await;
+        }
+        if raised.edited {
+            self.schedule(false).await;
         }
     }
 
@@ -975,7 +1067,7 @@ impl Location {
             .store
             .change_controller(self.id, expected, to, reason, now)
             .await;
-        let record = match result {
+        let mut record = match result {
             Ok(r) => r,
             Err(e) => {
                 // Someone else moved the epoch: learn it, so the next
@@ -995,6 +1087,19 @@ impl Location {
                 since_ms: now,
             },
         );
+        if let Some(by) = self.author.take() {
+            // With the change, before anything can fail after it.
+            let authored = self
+                .sh
+                .store
+                .record_control_author(self.id, record.epoch, &by);
+            match authored.await {
+                Ok(()) => record.by = Some(by),
+                Err(e) => {
+                    tracing::error!(edge = %self.id, epoch = record.epoch, error = %e, "the change's author was not recorded")
+                }
+            }
+        }
         self.recent.push_back(now);
         while self.recent.len() > 64 {
             self.recent.pop_front();
@@ -1082,20 +1187,22 @@ async fn unload_site(sh: &ControlShared, edge_id: Uuid) {
 }
 
 impl ControlLoop for Control {
-    fn restore(
-        &self,
+    fn restore<'a>(
+        &'a self,
         edge_id: Uuid,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<ControlRecord, RestoreError>> + Send + '_>>
+        by: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<ControlRecord, RestoreError>> + Send + 'a>>
     {
-        Box::pin(Control::restore(self, edge_id))
+        Box::pin(Control::restore_by(self, edge_id, Some(by)))
     }
 
-    fn handover(
-        &self,
+    fn handover<'a>(
+        &'a self,
         edge_id: Uuid,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<ControlRecord, RestoreError>> + Send + '_>>
+        by: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<ControlRecord, RestoreError>> + Send + 'a>>
     {
-        Box::pin(Control::handover(self, edge_id))
+        Box::pin(Control::handover_by(self, edge_id, Some(by)))
     }
 
     fn takeover_due(&self, edge_id: Uuid) -> Option<i64> {
@@ -1108,6 +1215,10 @@ impl ControlLoop for Control {
 
     fn in_maintenance(&self, edge_id: Uuid) -> Option<i64> {
         Control::in_maintenance(self, edge_id)
+    }
+
+    fn last_planned_stop(&self, edge_id: Uuid) -> Option<i64> {
+        Control::last_planned_stop(self, edge_id)
     }
 
     fn set_maintenance<'a>(

@@ -11,6 +11,7 @@
 pub mod authorize;
 mod control;
 mod handler;
+mod inbox;
 mod link_keys;
 
 pub use crate::api::RestoreError;
@@ -332,6 +333,42 @@ fn spawn_feeds(
         registry.clone(),
         stop.clone(),
     ));
+    tasks.spawn(audit_duplicates(
+        store.clone(),
+        registry.subscribe_duplicates(),
+        stop.clone(),
+    ));
+}
+
+/// Records each duplicate edge session in its site's audit log: two live
+/// processes with one id is an operator's mistake to find later too.
+async fn audit_duplicates(
+    store: Store,
+    mut duplicates: tokio::sync::broadcast::Receiver<(Uuid, crate::link::Duplicate)>,
+    stop: CancellationToken,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let next = tokio::select! {
+            () = stop.cancelled() => return,
+            next = duplicates.recv() => next,
+        };
+        let (edge_id, duplicate) = match next {
+            Ok(d) => d,
+            Err(RecvError::Lagged(n)) => {
+                metrics::counter!("outpost_channel_full_total", "channel" => "duplicates", "outcome" => "dropped").increment(n);
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        let at_ms = crate::util::unix_ms_of(duplicate.at);
+        if let Err(e) = store
+            .record_site_action(edge_id, "duplicate_session", at_ms, None)
+            .await
+        {
+            tracing::error!(edge = %edge_id, error = %crate::util::describe(&e), "cannot record a duplicate session in the audit log");
+        }
+    }
 }
 
 /// How often (by the control clock) collected events are checked against

@@ -331,6 +331,32 @@ impl Store {
             .collect()
     }
 
+    /// Per site, how its edge's newest recorded stop went
+    /// (`planned_stop` or `lost_stop`) and when; and per site, when its
+    /// edge last stopped on purpose. The control loop records planned
+    /// stops, and a loss only after a planned one, so the newest record
+    /// says how the last stop went.
+    #[allow(clippy::type_complexity, reason = "two plain lists of rows")]
+    pub async fn last_stops(
+        &self,
+    ) -> Result<(Vec<(Uuid, String, i64)>, Vec<(Uuid, i64)>), StoreError> {
+        let (last, planned): (Vec<(String, String, i64)>, Vec<(String, i64)>) = on_reader!(self, pool => {
+            (
+                sqlx::query_as(sql::LAST_STOPS).fetch_all(pool).await?,
+                sqlx::query_as(sql::LAST_PLANNED_STOPS).fetch_all(pool).await?,
+            )
+        });
+        let last = last
+            .into_iter()
+            .map(|(id, how, at)| Ok((parse_uuid(&id)?, how, at)))
+            .collect::<Result<_, StoreError>>()?;
+        let planned = planned
+            .into_iter()
+            .map(|(id, at)| Ok((parse_uuid(&id)?, at)))
+            .collect::<Result<_, StoreError>>()?;
+        Ok((last, planned))
+    }
+
     /// The audit log of `edge_id`, newest first: `limit` records with an
     /// epoch below `before_epoch` (`None`: from the newest).
     pub async fn control_log(

@@ -194,6 +194,13 @@ pub(crate) const SITE_ACTIONS: &str = "SELECT edge_id, at_ms, action, by_user FR
 pub(crate) const IN_MAINTENANCE: &str = "SELECT a.edge_id, a.at_ms FROM site_audit a \
      WHERE a.action = 'maintenance_on' AND NOT EXISTS (SELECT 1 FROM site_audit b \
      WHERE b.edge_id = a.edge_id AND b.seq > a.seq AND b.action IN ('maintenance_on', 'maintenance_off'))";
+/// Per site, its newest stop record (`planned_stop` or `lost_stop`), with when.
+pub(crate) const LAST_STOPS: &str = "SELECT a.edge_id, a.action, a.at_ms FROM site_audit a \
+     WHERE a.action IN ('planned_stop', 'lost_stop') AND NOT EXISTS (SELECT 1 FROM site_audit b \
+     WHERE b.edge_id = a.edge_id AND b.seq > a.seq AND b.action IN ('planned_stop', 'lost_stop'))";
+/// Per site, when its edge last stopped on purpose.
+pub(crate) const LAST_PLANNED_STOPS: &str = "SELECT edge_id, MAX(at_ms) FROM site_audit \
+     WHERE action = 'planned_stop' GROUP BY edge_id";
 pub(crate) const LOG_PAGE: &str = "SELECT id, edge_id, epoch, from_side, to_side, reason, at_ms, by_user FROM control_log \
      WHERE edge_id = $1 AND epoch < $2 ORDER BY epoch DESC LIMIT $3";
 

@@ -17,4 +17,4 @@ pub use noise::Noise;
 pub use private::{private_dir, private_file, tighten};
 pub use sync::{Unpoisoned, UnpoisonedRw};
 pub use throttle::{FailureThrottle, ThrottlePolicy, source_of};
-pub use time::unix_ms;
+pub use time::{unix_ms, unix_ms_of};

@@ -15,7 +15,10 @@ mod http;
 mod limits;
 mod live;
 mod openapi;
+#[path = "../support/roles.rs"]
+mod roles;
 mod server;
+mod standby;
 #[path = "../support/mod.rs"]
 mod support;
 #[path = "../support/ws.rs"]

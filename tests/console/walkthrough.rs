@@ -140,8 +140,28 @@ async fn an_operator_signs_in_execs_watches_a_failover_and_restores() {
     assert_eq!(browser.text(&cell(&perth_id, "unsynced")).await, "—");
     browser.shot("02-overview").await;
 
-    // 3. Exec on the projector: the simulator powers on.
+    // 3. Exec on the projector: the simulator powers on. The site is in
+    // maintenance meanwhile, which its view shows, as it shows that its
+    // edge never stopped on purpose.
+    let maintenance = async |on: bool| {
+        let auth = format!("Bearer {key}");
+        let r = crate::http::request(
+            master.api_addr,
+            "PUT",
+            &format!("/api/v1/edges/{sydney}/maintenance"),
+            &[("Authorization", &auth)],
+            Some(&json!({ "on": on }).to_string()),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    maintenance(true).await;
     browser.click(&format!("{row} a")).await;
+    browser.until_css("the site's facts", "#maintenance").await;
+    let shown = browser.text("#maintenance").await;
+    assert!(shown.starts_with("on since"), "{shown}");
+    assert_eq!(browser.text("#planned-stop").await, "none recorded");
+    maintenance(false).await;
     browser
         .until_css(
             "the site's modules",

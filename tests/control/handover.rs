@@ -345,3 +345,105 @@ async fn a_sigterm_of_an_edge_is_a_planned_stop_and_a_kill_is_a_loss() {
     assert_eq!(sites().await, "lost");
     master.stop().await;
 }
+
+/// A handover whose release the edge has not confirmed within the call
+/// (502) still names its author in the control log: the control loop
+/// records the caller with the change it commits, before the release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_handover_keeps_its_author() {
+    let s = scene(failover_on()).await;
+    let admin = "h".repeat(48);
+    let config = outpost::config::Config {
+        admin_key: Some(outpost::config::SecretString::new(admin.clone())),
+        control_call_ms: CALL_MS,
+        ..s.master_config()
+    };
+    let master = outpost::master::start_with_clock(config, s.clock.clone())
+        .await
+        .unwrap();
+    let edge = s.edge(&master).await;
+    s.wait_controller(&master, Side::Edge, 1).await;
+    eventually(10, "the edge to run its site", async || {
+        edge.control.is_running().await
+    })
+    .await;
+    // The edge's release hangs (a long reconcile pass holds its runtime).
+    let hold = edge.reconciler.pause().await;
+    let auth = format!("Bearer {admin}");
+    let path = format!("/api/v1/edges/{}/handover", s.room.edge_id);
+    let r = request(
+        master.api_addr,
+        "POST",
+        &path,
+        &[("Authorization", &auth)],
+        Some(""),
+    )
+    .await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    let log = master
+        .store
+        .control_log(s.room.edge_id, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(log[0].reason.as_str(), "manual_handover");
+    assert!(
+        log[0].by.is_some(),
+        "the unconfirmed handover lost its author"
+    );
+    drop(hold);
+    advance_until(&s, "the master to run the site", async || {
+        s.sim.connections() == 1 && !edge.control.is_running().await
+    })
+    .await;
+    edge.stop().await;
+    master.stop().await;
+}
+
+/// A planned stop is in the site's audit log, so a master restarted while
+/// the edge is away still reports it (`last_stop`, `last_planned_stop_ms`
+/// in the site's status, which the console shows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_stop_is_remembered_across_a_restart_of_the_master() {
+    let s = scene(failover_on()).await;
+    let first = master(&s).await;
+    let config = s.edge_config(first.link_addr);
+    let edge = crate::roles::EdgeProcess::spawn(&config);
+    s.wait_controller(&first, Side::Edge, 1).await;
+    s.wait_connections(1).await;
+    let id = s.room.edge_id;
+    edge.terminate().await;
+    s.wait_due(&first).await;
+    let at = first.control.last_planned_stop(id).expect("recorded");
+    first.stop().await;
+
+    let again = master(&s).await;
+    assert_eq!(again.control.last_stop(id), Some("planned"));
+    assert_eq!(again.control.last_planned_stop(id), Some(at));
+    let key = std::fs::read_to_string(s.site.path().join("master/admin-key")).unwrap();
+    let auth = format!("Bearer {}", key.trim());
+    let path = format!("/api/v1/edges/{id}/status");
+    let r = request(
+        again.api_addr,
+        "GET",
+        &path,
+        &[("Authorization", &auth)],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let status = r.json();
+    assert_eq!(status["last_stop"], "planned", "{status}");
+    assert_eq!(status["last_planned_stop_ms"], at, "{status}");
+    assert_eq!(status["maintenance_since_ms"], serde_json::Value::Null);
+    let audit = format!("/api/v1/edges/{id}/audit");
+    let r = request(
+        again.api_addr,
+        "GET",
+        &audit,
+        &[("Authorization", &auth)],
+        None,
+    )
+    .await;
+    assert_eq!(r.json()[0]["action"], "planned_stop", "{}", r.body);
+    again.stop().await;
+}

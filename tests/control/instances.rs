@@ -150,6 +150,21 @@ async fn two_edge_processes_with_one_id_never_drive_the_site_together() {
         1,
         "the two processes drove the projector at the same time"
     );
+    let audit_path = format!("/api/v1/edges/{}/audit", room.edge_id);
+    eventually(20, "the duplicate is in the site's audit log", async || {
+        let r = request(
+            master.api_addr,
+            "GET",
+            &audit_path,
+            &[("Authorization", &auth)],
+            None,
+        )
+        .await;
+        r.json()
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e["action"] == "duplicate_session"))
+    })
+    .await;
     second.kill().await;
     first.kill().await;
     master.stop().await;

@@ -93,7 +93,11 @@ async fn a_site_in_maintenance_is_not_taken_over_until_it_is_out_of_it() {
         .iter()
         .map(|a| a["action"].as_str().unwrap())
         .collect();
-    assert_eq!(actions, ["maintenance_off", "maintenance_on"]);
+    // The edge's graceful stop for its servicing is in the log too.
+    assert_eq!(
+        actions,
+        ["maintenance_off", "planned_stop", "maintenance_on"]
+    );
     assert!(audit[0]["by"].is_string(), "{audit}");
     master.stop().await;
 }

@@ -28,7 +28,10 @@ async fn an_edge_with_a_wrong_secret_says_why_and_runs_its_site() {
         )
         .await;
     site.seed_replica(room.edge_id).await;
-    let master = outpost::master::start(site.master_config()).await.unwrap();
+    let admin = "a".repeat(48);
+    let mut config = site.master_config();
+    config.admin_key = Some(outpost::config::SecretString::new(admin.clone()));
+    let master = outpost::master::start(config).await.unwrap();
     let wrong = outpost::secret::EdgeSecret::generate();
     let edge =
         EdgeProcess::spawn(&site.edge_config(room.edge_id, wrong.expose(), master.link_addr));
@@ -43,6 +46,59 @@ async fn an_edge_with_a_wrong_secret_says_why_and_runs_its_site() {
         .unwrap_or_else(|| panic!("no refusal in the edge's log:\n{log}"));
     assert!(refusal.contains("ERROR"), "{refusal}");
     assert!(refusal.contains("wrong edge proof"), "{refusal}");
+    // The master shows why the site is lost although its edge is alive.
+    let auth = format!("Bearer {admin}");
+    let path = format!("/api/v1/edges/{}/status", room.edge_id);
+    let status = request(
+        master.api_addr,
+        "GET",
+        &path,
+        &[("Authorization", &auth)],
+        None,
+    )
+    .await;
+    let refusals = &status.json()["refusals"];
+    assert!(refusals["count"].as_u64() >= Some(1), "{}", status.body);
+    assert!(
+        refusals["last_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("wrong edge proof")),
+        "{}",
+        status.body
+    );
+    assert!(refusals["last_at_ms"].as_i64() > Some(0), "{}", status.body);
+    edge.kill().await;
+    master.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_that_cannot_verify_the_master_names_its_certificate_and_runs_its_site() {
+    let site = Site::new();
+    let other = Site::new(); // another development CA
+    let sim = projector().await;
+    let room = site
+        .one_room(
+            json!({"name": "Sydney"}),
+            &[device("Projector", "pjlink.lua", Some(sim.addr()))],
+        )
+        .await;
+    site.seed_replica(room.edge_id).await;
+    let master = outpost::master::start(site.master_config()).await.unwrap();
+    let mut config = site.edge_config(room.edge_id, &room.secret, master.link_addr);
+    config.ca_cert = other.path().join("certs").join("ca.pem");
+    let edge = EdgeProcess::spawn(&config);
+    eventually(20, "the edge runs its site on its own", async || {
+        sim.connections() == 1
+    })
+    .await;
+    let log = edge.log_text();
+    let refusal = log
+        .lines()
+        .find(|l| l.contains("could not be verified"))
+        .unwrap_or_else(|| panic!("no verification failure in the edge's log:\n{log}"));
+    assert!(refusal.contains("ERROR"), "{refusal}");
+    assert!(refusal.contains("CN=Outpost master"), "{refusal}");
+    assert!(refusal.contains("CN=Outpost development CA"), "{refusal}");
     edge.kill().await;
     master.stop().await;
 }

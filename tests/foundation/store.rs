@@ -599,3 +599,58 @@ async fn credential_lifecycle_grace_log_and_scope(store: &Store) {
     );
     assert_eq!(log[3], "created");
 }
+
+/// The site audit log answers how each edge's last recorded stop went and
+/// when it last stopped on purpose, on both backends.
+async fn check_last_stops(s: &crate::support::TestStore) {
+    let store = &s.store;
+    let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    store
+        .record_site_action(a, "planned_stop", 10, None)
+        .await
+        .unwrap();
+    store
+        .record_site_action(a, "maintenance_on", 15, Some("otto"))
+        .await
+        .unwrap();
+    store
+        .record_site_action(a, "lost_stop", 20, None)
+        .await
+        .unwrap();
+    store
+        .record_site_action(b, "planned_stop", 30, None)
+        .await
+        .unwrap();
+    store
+        .record_site_action(b, "planned_stop", 40, None)
+        .await
+        .unwrap();
+    let (mut last, mut planned) = store.last_stops().await.unwrap();
+    last.sort();
+    planned.sort();
+    let mut want_last = vec![
+        (a, "lost_stop".to_owned(), 20),
+        (b, "planned_stop".to_owned(), 40),
+    ];
+    want_last.sort();
+    let mut want_planned = vec![(a, 10), (b, 40)];
+    want_planned.sort();
+    assert_eq!(last, want_last);
+    assert_eq!(planned, want_planned);
+}
+
+#[tokio::test]
+async fn last_stops_on_sqlite() {
+    let s = crate::support::TestStore::sqlite().await;
+    check_last_stops(&s).await;
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn last_stops_on_postgres() {
+    let Some(s) = crate::support::TestStore::postgres().await else {
+        return;
+    };
+    check_last_stops(&s).await;
+    s.cleanup().await;
+}

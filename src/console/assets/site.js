@@ -5,6 +5,13 @@
 import { api, listAll, follow } from './api.js';
 import { h, replace, fmtTime, show, notice } from './dom.js';
 
+// When the edge last stopped on purpose, and whether that is why it is away.
+function plannedStop(state) {
+  if (state.last_planned_stop_ms == null) return 'none recorded';
+  const away = state.last_stop === 'planned' ? ' (the edge is away: a restart)' : '';
+  return `${fmtTime(state.last_planned_stop_ms)}${away}`;
+}
+
 export function render(ctx, root, id) {
   const isMaster = id === 'master';
   const title = h('h1', { text: isMaster ? 'Master' : 'Site' });
@@ -33,7 +40,9 @@ export function render(ctx, root, id) {
         h('dt', { text: 'Controller' }), h('dd', {}, h('span', { class: `badge side-${state.controller}`, id: 'controller', 'data-controller': state.controller, text: state.controller }), ` · epoch `, h('span', { id: 'epoch', text: state.epoch })),
         h('dt', { text: 'Link' }), h('dd', { id: 'link', text: state.connected ? `connected since ${fmtTime(state.since_ms)}` : 'not connected' }),
         h('dt', { text: 'Failover' }), h('dd', { text: location.failover ? `on, after ${location.failover_timeout_ms} ms` : 'off' }),
-        h('dt', { text: 'Restore window' }), h('dd', { text: location.window_start ? `${location.window_start} (${location.timezone}), ${location.window_length_ms} ms` : 'manual restore only' })),
+        h('dt', { text: 'Restore window' }), h('dd', { text: location.window_start ? `${location.window_start} (${location.timezone}), ${location.window_length_ms} ms` : 'manual restore only' }),
+        h('dt', { text: 'Maintenance' }), h('dd', { id: 'maintenance', text: state.maintenance_since_ms != null ? `on since ${fmtTime(state.maintenance_since_ms)} (no takeover)` : 'off' }),
+        h('dt', { text: 'Last planned stop' }), h('dd', { id: 'planned-stop', text: plannedStop(state) })),
       ctx.canOperate(location) ? h('button', {
         id: 'restore', class: 'primary', type: 'button', disabled: !can,
         title: can ? 'Hand this site back to its edge now' : 'Possible when the master controls the site and the edge is connected',
