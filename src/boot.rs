@@ -204,6 +204,10 @@ pub enum RunError {
         "another outpost process already runs on {database} (it holds the lock {lock}); stop it first, or give this one another data_dir"
     )]
     AlreadyRunning { database: String, lock: String },
+    #[error(
+        "this master node lost its cluster lease and stopped acting; restart it to rejoin the cluster as a standby"
+    )]
+    LeaseLost,
     #[error("cannot lock {lock}: {source}")]
     Lock {
         lock: String,
@@ -226,32 +230,26 @@ pub struct DatabaseLock {
 /// second process on the same database fails at once instead of driving
 /// the same devices beside the first.
 pub fn lock_database(config: &crate::config::Config) -> Result<DatabaseLock, RunError> {
+    // Masters sharing a database by a cluster lock file take turns by it.
+    if config.cluster_lock_file.is_some() && config.role() == crate::config::Role::Master {
+        return Ok(DatabaseLock { _file: None });
+    }
     let Some(database) = crate::store::sqlite_file(&config.database_url()) else {
         return Ok(DatabaseLock { _file: None });
     };
     let mut name = database.file_name().unwrap_or_default().to_os_string();
     name.push(".lock");
     let lock = database.with_file_name(name);
-    let failed = |source| RunError::Lock {
-        lock: lock.display().to_string(),
-        source,
-    };
-    if let Some(dir) = lock.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(failed)?;
-    }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock)
-        .map_err(failed)?;
-    match file.try_lock() {
-        Ok(()) => Ok(DatabaseLock { _file: Some(file) }),
-        Err(std::fs::TryLockError::WouldBlock) => Err(RunError::AlreadyRunning {
+    match crate::util::try_lock_file(&lock) {
+        Ok(Some(file)) => Ok(DatabaseLock { _file: Some(file) }),
+        Ok(None) => Err(RunError::AlreadyRunning {
             database: database.display().to_string(),
             lock: lock.display().to_string(),
         }),
-        Err(std::fs::TryLockError::Error(e)) => Err(failed(e)),
+        Err(source) => Err(RunError::Lock {
+            lock: lock.display().to_string(),
+            source,
+        }),
     }
 }
 

@@ -34,6 +34,7 @@ impl Store {
             committed: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
             control_changes: tokio::sync::broadcast::channel(256).0,
             event_log_size: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-1)),
+            fence: std::sync::Arc::new(super::cluster::Fence::default()),
         };
         store.store_id = store.init_store_id().await?;
         store.committed.send_replace(store.last_seq().await?);
@@ -130,6 +131,7 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
         "credential lifecycle",
         include_str!("migrations/postgres/0009_credential_lifecycle.sql"),
     ),
+    ("cluster", include_str!("migrations/postgres/0010_cluster.sql")),
 ];
 
 fn migrator(files: &[(&'static str, &'static str)]) -> Migrator {
