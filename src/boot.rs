@@ -263,13 +263,14 @@ pub async fn open_store(config: &crate::config::Config) -> Result<Store, RunErro
 /// A graceful stop of a role, in the order that releases what it holds:
 /// the API drains its requests, links close (their tasks are waited for, up
 /// to `grace`), modules unload (drivers' `on_unload` run and devices are
-/// released), and the store closes.
+/// released), `before_close` runs (a master gives up its cluster lease),
+/// and the store closes.
 pub(crate) async fn graceful_stop(
     api_drained: impl std::future::Future<Output = ()>,
     stop: tokio_util::sync::CancellationToken,
     tasks: tokio_util::task::TaskTracker,
     runtime: &crate::runtime::Runtime,
-    store: &Store,
+    (store, before_close): (&Store, impl std::future::Future<Output = ()>),
     grace: std::time::Duration,
 ) {
     api_drained.await;
@@ -282,5 +283,6 @@ pub(crate) async fn graceful_stop(
         );
     }
     runtime.shutdown().await;
+    before_close.await;
     store.close().await;
 }

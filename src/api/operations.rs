@@ -77,6 +77,11 @@ pub struct Ops {
     /// How long a rotated secret keeps authenticating
     /// (`secret_rotation_grace_ms`).
     pub rotation_grace: Duration,
+    /// Master in a cluster: whether this node acts, and where the MASTER
+    /// is (`None`: a master alone, or an edge).
+    pub leadership: Option<crate::control::leadership::LeadershipWatch>,
+    /// Master in a cluster: this node's id (`/ha/states`).
+    pub node_id: Option<String>,
 }
 
 impl Ops {
@@ -102,6 +107,8 @@ impl Ops {
             control: None,
             reconciler: None,
             edge_id: None,
+            leadership: None,
+            node_id: None,
         }
     }
 }

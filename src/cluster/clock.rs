@@ -10,7 +10,10 @@ use std::time::Duration;
 /// Time since boot, suspension included.
 pub fn boottime() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
-    Duration::new(t.tv_sec.max(0) as u64, t.tv_nsec.clamp(0, 999_999_999) as u32)
+    Duration::new(
+        t.tv_sec.max(0) as u64,
+        t.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }
 
 /// Until when (boot time, nanoseconds) this node may act; 0: not at all.

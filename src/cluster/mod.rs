@@ -187,7 +187,10 @@ impl Cluster {
         metrics::gauge!("outpost_cluster_state").set(state_code(NodeState::Terminated));
         if let Some(store) = &self.store {
             if was_master {
-                match store.release_lease(&self.settings.node_id, term as i64).await {
+                match store
+                    .release_lease(&self.settings.node_id, term as i64)
+                    .await
+                {
                     Ok(true) => tracing::info!(term, "cluster lease released"),
                     Ok(false) => {}
                     Err(e) => {
@@ -244,7 +247,10 @@ struct Node {
 /// What one turn of the lease loop found.
 enum Turn {
     Standby(Option<LeaderAddress>),
-    Master { term: i64, until: Duration },
+    Master {
+        term: i64,
+        until: Duration,
+    },
     /// The lease is gone (expired, taken, deadline passed, preempted).
     Lost(String),
     /// The database did not answer; nothing changes.
@@ -325,7 +331,10 @@ impl Node {
             } else {
                 state
             };
-            if let Err(e) = store.cluster_heartbeat(&heartbeat(&self.settings, shown)).await {
+            if let Err(e) = store
+                .cluster_heartbeat(&heartbeat(&self.settings, shown))
+                .await
+            {
                 tracing::debug!(error = %crate::util::describe(&e), "cluster heartbeat failed");
             }
             match state {
@@ -369,13 +378,15 @@ impl Node {
                 until: s.deadline_after(sent),
             },
             Ok(None) => match store.lease().await {
-                Ok(view) => Turn::Standby(view.live.then_some(()).and(view.holder).map(
-                    |node_id| LeaderAddress {
-                        node_id,
-                        api: view.api,
-                        link: view.link,
-                    },
-                )),
+                Ok(view) => {
+                    Turn::Standby(view.live.then_some(()).and(view.holder).map(|node_id| {
+                        LeaderAddress {
+                            node_id,
+                            api: view.api,
+                            link: view.link,
+                        }
+                    }))
+                }
                 Err(_) => Turn::Standby(None),
             },
             Err(e) => {

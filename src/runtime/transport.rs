@@ -35,11 +35,16 @@ impl DeviceGate {
 
 impl std::fmt::Debug for DeviceGate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "DeviceGate(some)" } else { "DeviceGate(none)" })
+        f.write_str(if self.0.is_some() {
+            "DeviceGate(some)"
+        } else {
+            "DeviceGate(none)"
+        })
     }
 }
 
-const GATE_CLOSED: &str = "this node may no longer drive devices (its cluster lease may have expired)";
+const GATE_CLOSED: &str =
+    "this node may no longer drive devices (its cluster lease may have expired)";
 
 /// Transport tuning shared by every module of a runtime.
 #[derive(Debug, Clone)]

@@ -236,12 +236,23 @@ impl Store {
     /// stopped acting): a standby need not wait for it to expire.
     pub async fn release_lease(&self, node_id: &str, term: i64) -> Result<bool, StoreError> {
         let pg = self.postgres()?;
+        let mut tx = pg.begin().await?;
         let done = sqlx::query(sql::RELEASE_LEASE)
             .bind(node_id)
             .bind(term)
-            .execute(pg)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        let released = done.rows_affected() > 0;
+        if released {
+            sqlx::query(sql::INSERT_HISTORY)
+                .bind(node_id)
+                .bind(term)
+                .bind("released")
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(released)
     }
 
     /// The lease and its holder's addresses.

@@ -131,7 +131,10 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
         "credential lifecycle",
         include_str!("migrations/postgres/0009_credential_lifecycle.sql"),
     ),
-    ("cluster", include_str!("migrations/postgres/0010_cluster.sql")),
+    (
+        "cluster",
+        include_str!("migrations/postgres/0010_cluster.sql"),
+    ),
 ];
 
 fn migrator(files: &[(&'static str, &'static str)]) -> Migrator {

@@ -17,4 +17,3 @@ pub fn try_lock_file(lock: &std::path::Path) -> std::io::Result<Option<std::fs::
         Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
 }
-

@@ -1,0 +1,122 @@
+//! A master node of a cluster before it acts, and after it lost its lease.
+//!
+//! While STANDBY (or INITIALIZING) it serves API reads (writes answer 503
+//! naming the MASTER) and closes every link connection at once, so an edge
+//! tries its next address without waiting; it drives no device. Once
+//! MASTER, the acting API and link take over the same listening sockets.
+//! A MASTER that loses its lease stops its links and modules at once;
+//! the device gate has already closed with the deadline.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Claimed;
+use crate::api;
+use crate::boot::RunError;
+use crate::cluster::Cluster;
+use crate::config::{Config, ConfigError, Role};
+use crate::control::leadership::{LeadershipWatch, NodeState};
+use crate::runtime::Runtime;
+
+/// The standby's API and link door, closed after promotion.
+pub(super) struct Standby {
+    api: api::RunningApi,
+    link_door: CancellationToken,
+    grace: Duration,
+}
+
+impl Standby {
+    pub(super) async fn stop(self) {
+        self.link_door.cancel();
+        self.api.stop(self.grace).await;
+    }
+}
+
+/// Serves the standby's API and link door on copies of the claimed
+/// listeners until this node is MASTER. An error when the cluster loop
+/// ended without promoting it (the lock file could not be opened).
+pub(super) async fn serve_until_promoted(
+    cluster: &Cluster,
+    config: &Config,
+    claimed: &mut Claimed,
+    runtime: &Runtime,
+) -> Result<Standby, RunError> {
+    let api_copy = copy_listener(&claimed.api_listener, "api_addr")?;
+    let link_copy = copy_listener(&claimed.listener, "link_addr")?;
+    let ops = api::Ops {
+        leadership: Some(cluster.watch()),
+        node_id: Some(cluster.node_id().to_owned()),
+        ..api::Ops::new(runtime.clone(), None, config)
+    };
+    let api = api::start_on(api_copy, config, &claimed.store, Role::Master, ops).await?;
+    let link_door = CancellationToken::new();
+    tokio::spawn(close_links(link_copy, link_door.clone()));
+    tracing::info!(node = cluster.node_id(), api = %api.addr, "serving API reads until this node is MASTER");
+    let standby = Standby {
+        api,
+        link_door,
+        grace: Duration::from_millis(config.shutdown_grace_ms),
+    };
+    if cluster.promoted().await {
+        Ok(standby)
+    } else {
+        standby.stop().await;
+        Err(RunError::LeaseLost)
+    }
+}
+
+/// A second handle on a bound listener: both accept from one socket, so
+/// the acting server can start before the standby's stops.
+fn copy_listener(
+    listener: &tokio::net::TcpListener,
+    key: &str,
+) -> Result<tokio::net::TcpListener, ConfigError> {
+    let copy = || -> std::io::Result<tokio::net::TcpListener> {
+        let socket = socket2::SockRef::from(listener).try_clone()?;
+        let std: std::net::TcpListener = socket.into();
+        std.set_nonblocking(true)?;
+        tokio::net::TcpListener::from_std(std)
+    };
+    copy().map_err(|e| ConfigError::new(key, format!("cannot share the listener: {e}")))
+}
+
+/// A standby holds no edge link: each connection is closed at once, which
+/// sends the edge on to the next address it knows.
+async fn close_links(listener: tokio::net::TcpListener, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => drop(accepted),
+        }
+    }
+}
+
+/// Resolves when this node is no longer MASTER (lost, fenced, preempted).
+pub(super) async fn lost(mut watch: LeadershipWatch) {
+    let failed = watch
+        .wait_for(|l| matches!(l.state, NodeState::Failed))
+        .await
+        .is_ok();
+    if !failed {
+        // The cluster was released: a graceful stop, not a loss.
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Once the lease is lost: edge links close and modules unload (the
+/// device gate closed already, with the deadline).
+pub(super) async fn stop_acting_when_lost(
+    watch: LeadershipWatch,
+    runtime: Runtime,
+    stop: CancellationToken,
+) {
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = lost(watch) => {
+            tracing::error!("lease lost: closing edge links and stopping every module");
+            stop.cancel();
+            runtime.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Real `outpost master` processes sharing one PostgreSQL database.
+
+use outpost::sim::{PjlinkOptions, PjlinkSim};
+
+use crate::{ADMIN_KEY, Database, Node, NodeSpec, certs, eventually, get, send, states};
+
+struct Cluster {
+    db: Database,
+    _dir: tempfile::TempDir,
+    spec: NodeSpec,
+}
+
+impl Cluster {
+    async fn new(lease_ms: u64, renew_ms: u64) -> Option<Cluster> {
+        let db = Database::create().await?;
+        let dir = tempfile::tempdir().unwrap();
+        let spec = NodeSpec {
+            id: String::new(),
+            database_url: db.url.clone(),
+            dir: dir.path().to_owned(),
+            certs: certs(dir.path()),
+            lease_ms,
+            renew_ms,
+            priority: 0,
+        };
+        Some(Cluster {
+            db,
+            _dir: dir,
+            spec,
+        })
+    }
+
+    fn node(&self, id: &str) -> Node {
+        Node::spawn(&NodeSpec {
+            id: id.into(),
+            ..self.spec.clone()
+        })
+    }
+
+    /// Waits until exactly one of `nodes` is MASTER and every other answers
+    /// STANDBY; its index.
+    async fn one_master(&self, nodes: &[Node]) -> usize {
+        let mut master = None;
+        eventually(30, "exactly one MASTER, the rest STANDBY", async || {
+            let s = states(nodes).await;
+            let masters: Vec<usize> = (0..s.len())
+                .filter(|i| s[*i].as_deref() == Some("MASTER"))
+                .collect();
+            let standbys = s.iter().filter(|x| x.as_deref() == Some("STANDBY")).count();
+            master = masters.first().copied();
+            masters.len() == 1 && standbys == nodes.len() - 1
+        })
+        .await;
+        master.unwrap()
+    }
+
+    async fn finish(self, nodes: Vec<Node>) {
+        for mut n in nodes {
+            n.kill().await;
+        }
+        self.db.drop_it().await;
+    }
+}
+
+/// A master-run PJLink projector in the cluster's database.
+async fn projector(db: &Database) -> PjlinkSim {
+    let sim = PjlinkSim::start("127.0.0.1:0".parse().unwrap(), PjlinkOptions::default())
+        .await
+        .unwrap();
+    let module = outpost::model::Module {
+        id: outpost::model::new_id(),
+        name: "Projector".into(),
+        driver: "pjlink.lua".into(),
+        uri: Some(format!("tcp://{}", sim.addr())),
+        settings: Default::default(),
+        enabled: true,
+    };
+    let system = outpost::model::ControlSystem {
+        id: outpost::model::new_id(),
+        name: "Boardroom".into(),
+        description: String::new(),
+        edge_id: None,
+        module_ids: vec![module.id],
+        settings: Default::default(),
+        stopped: false,
+    };
+    let store = outpost::store::Store::open(&outpost::store::StoreOptions::new(db.url.clone()))
+        .await
+        .unwrap();
+    let site = outpost::admin::SiteFile {
+        edges: vec![],
+        systems: vec![system],
+        modules: vec![module],
+    };
+    outpost::admin::import(&store, &site, &Default::default())
+        .await
+        .unwrap();
+    store.close().await;
+    sim
+}
+
+/// A viewer's GET, once the MASTER has stored the configured key (its
+/// API bootstraps it when it starts acting).
+async fn get_ok(node: &Node, path: &str) -> String {
+    let mut answer = String::new();
+    eventually(20, "an answer with the admin key", async || {
+        match get(node.api, path, Some(ADMIN_KEY)).await {
+            Some((200, body)) => {
+                answer = body;
+                true
+            }
+            _ => false,
+        }
+    })
+    .await;
+    answer
+}
+
+async fn history_terms(node: &Node) -> Vec<(String, i64, String)> {
+    let body = get_ok(node, "/api/v1/ha/history").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["node_id"].as_str().unwrap().to_owned(),
+                h["term"].as_i64().unwrap(),
+                h["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_started_at_once_make_exactly_one_master() {
+    let Some(c) = Cluster::new(600, 200).await else {
+        return;
+    };
+    let nodes: Vec<Node> = (1..=5).map(|i| c.node(&format!("n{i}"))).collect();
+    let m = c.one_master(&nodes).await;
+    let body = get_ok(&nodes[m], "/api/v1/ha/states").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["master_id"], nodes[m].spec.id.as_str());
+    assert_eq!(v["own_id"], nodes[m].spec.id.as_str());
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 5, "{body}");
+    // A standby serves reads and refuses writes, naming the MASTER.
+    let standby = &nodes[(m + 1) % 5];
+    let (status, _) = get(standby.api, "/api/v1/systems", Some(ADMIN_KEY))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let (status, body) = send(
+        standby.api,
+        "POST",
+        "/api/v1/systems",
+        Some(ADMIN_KEY),
+        Some(r#"{"name":"Lobby"}"#),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains(&nodes[m].spec.id), "{body}");
+    let (status, body) = send(
+        nodes[m].api,
+        "POST",
+        "/api/v1/systems",
+        Some(ADMIN_KEY),
+        Some(r#"{"name":"Lobby"}"#),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201, "{body}");
+    c.finish(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_master_promotes_a_standby_which_drives_the_projector() {
+    let Some(c) = Cluster::new(600, 200).await else {
+        return;
+    };
+    let sim = projector(&c.db).await;
+    let mut nodes = vec![c.node("a"), c.node("b")];
+    let m = c.one_master(&nodes).await;
+    eventually(20, "the MASTER to connect the projector", async || {
+        sim.connections() == 1
+    })
+    .await;
+    let old_term = history_terms(&nodes[m]).await[0].1;
+    nodes[m].kill().await;
+    let other = 1 - m;
+    eventually(20, "the standby to become MASTER", async || {
+        nodes[other].state().await.as_deref() == Some("MASTER")
+    })
+    .await;
+    let history = history_terms(&nodes[other]).await;
+    assert_eq!(
+        history[0],
+        (nodes[other].spec.id.clone(), old_term + 1, "granted".into())
+    );
+    eventually(20, "the new MASTER to connect the projector", async || {
+        sim.connections() == 1
+    })
+    .await;
+    let (status, body) = send(
+        nodes[other].api,
+        "POST",
+        "/api/v1/systems",
+        Some(ADMIN_KEY),
+        Some(r#"{"name":"Lobby"}"#),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201, "{body}");
+    c.finish(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_the_master_hands_over_without_waiting_out_the_lease() {
+    // A lease far longer than the test may wait: the standby can only be
+    // MASTER in time because the old one released it.
+    let Some(c) = Cluster::new(120_000, 500).await else {
+        return;
+    };
+    let mut nodes = vec![c.node("a"), c.node("b")];
+    let m = c.one_master(&nodes).await;
+    let old_term = history_terms(&nodes[m]).await[0].1;
+    nodes[m].signal("TERM");
+    let status = nodes[m].exited().await;
+    assert!(status.success(), "{status}: {}", nodes[m].log_text());
+    let other = 1 - m;
+    eventually(20, "the standby to become MASTER", async || {
+        nodes[other].state().await.as_deref() == Some("MASTER")
+    })
+    .await;
+    let history = history_terms(&nodes[other]).await;
+    let old = nodes[m].spec.id.clone();
+    assert_eq!(
+        history[..2],
+        [
+            (nodes[other].spec.id.clone(), old_term + 1, "granted".into()),
+            (old, old_term, "released".into()),
+        ],
+        "the release comes before the next grant"
+    );
+    c.finish(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_stopped_past_its_lease_is_fenced_and_drops_its_device() {
+    let Some(c) = Cluster::new(600, 200).await else {
+        return;
+    };
+    let sim = projector(&c.db).await;
+    let mut nodes = vec![c.node("a"), c.node("b")];
+    let m = c.one_master(&nodes).await;
+    eventually(20, "the MASTER to connect the projector", async || {
+        sim.connections() == 1
+    })
+    .await;
+    nodes[m].signal("STOP");
+    let other = 1 - m;
+    eventually(20, "the standby to become MASTER", async || {
+        nodes[other].state().await.as_deref() == Some("MASTER")
+    })
+    .await;
+    // The stopped node's socket is still open: both are connected.
+    eventually(
+        20,
+        "the new MASTER to connect the projector too",
+        async || sim.connections() == 2,
+    )
+    .await;
+    nodes[m].signal("CONT");
+    let status = nodes[m].exited().await;
+    let log = nodes[m].log_text();
+    assert!(
+        !status.success(),
+        "a fenced node exits with an error: {log}"
+    );
+    assert!(log.contains("lease lost"), "{log}");
+    eventually(
+        20,
+        "the fenced node's device connection to close",
+        async || sim.connections() == 1,
+    )
+    .await;
+    assert_eq!(nodes[other].state().await.as_deref(), Some("MASTER"));
+    c.finish(nodes).await;
+}
