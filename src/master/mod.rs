@@ -145,14 +145,7 @@ async fn act(
     spawn_feeds(&config, &store, &registry, &stop, &tasks);
     tasks.spawn(retain_events(store.clone(), clock, &config, stop.clone()));
     tasks.spawn(control.clone().follow_locations(feed_from, LOCATION_POLL));
-    let leadership = cluster.as_ref().map(Cluster::watch);
-    if let Some(watch) = &leadership {
-        tasks.spawn(standby::stop_acting_when_lost(
-            watch.clone(),
-            runtime.clone(),
-            stop.clone(),
-        ));
-    }
+    let leadership = standby::follow(cluster.as_ref(), &runtime, &stop, &tasks);
     tracing::info!(link = %link_addr, "listening for edges");
 
     // The API answers from the first second: reads at once, device calls
@@ -164,10 +157,10 @@ async fn act(
         sync: Some(sync_facts),
         control: Some(Arc::new(control.clone())),
         reconciler: Some(reconciler.clone()),
-        edge_id: None,
-        leadership: leadership.clone(),
-        node_id: cluster.as_ref().map(|c| c.node_id().to_owned()),
-        ..api::Ops::new(runtime.clone(), Some(registry.clone()), &config)
+        ..standby::cluster_ops(
+            api::Ops::new(runtime.clone(), Some(registry.clone()), &config),
+            cluster.as_ref(),
+        )
     };
     let api = api::start_on(api_listener, &config, &store, Role::Master, ops).await?;
     tracing::info!(api = %api.addr, "API serving while the master boots");

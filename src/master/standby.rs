@@ -44,11 +44,7 @@ pub(super) async fn serve_until_promoted(
 ) -> Result<Standby, RunError> {
     let api_copy = copy_listener(&claimed.api_listener, "api_addr")?;
     let link_copy = copy_listener(&claimed.listener, "link_addr")?;
-    let ops = api::Ops {
-        leadership: Some(cluster.watch()),
-        node_id: Some(cluster.node_id().to_owned()),
-        ..api::Ops::new(runtime.clone(), None, config)
-    };
+    let ops = cluster_ops(api::Ops::new(runtime.clone(), None, config), Some(cluster));
     let api = api::start_on(api_copy, config, &claimed.store, Role::Master, ops).await?;
     let link_door = CancellationToken::new();
     tokio::spawn(close_links(link_copy, link_door.clone()));
@@ -119,4 +115,30 @@ pub(super) async fn stop_acting_when_lost(
             runtime.shutdown().await;
         }
     }
+}
+
+/// `ops` with this node's cluster state (none for a master alone).
+pub(super) fn cluster_ops(ops: api::Ops, cluster: Option<&Cluster>) -> api::Ops {
+    api::Ops {
+        leadership: cluster.map(Cluster::watch),
+        node_id: cluster.map(|c| c.node_id().to_owned()),
+        ..ops
+    }
+}
+
+/// The acting master's view of its leadership, with a task that stops it
+/// acting when the lease is lost.
+pub(super) fn follow(
+    cluster: Option<&Cluster>,
+    runtime: &Runtime,
+    stop: &CancellationToken,
+    tasks: &tokio_util::task::TaskTracker,
+) -> Option<LeadershipWatch> {
+    let watch = cluster.map(Cluster::watch)?;
+    tasks.spawn(stop_acting_when_lost(
+        watch.clone(),
+        runtime.clone(),
+        stop.clone(),
+    ));
+    Some(watch)
 }
