@@ -91,6 +91,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
     let mut runtime_config = RuntimeConfig::from_config(&config);
     if let Some(c) = &cluster {
         runtime_config.transport.gate = c.gate();
+        claimed.link.leadership = c.watch();
     }
     let runtime = Runtime::new(runtime_config);
     let standby = match &cluster {

@@ -7,6 +7,7 @@
 //! A MASTER that loses its lease stops its links and modules at once;
 //! the device gate has already closed with the deadline.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -47,7 +48,7 @@ pub(super) async fn serve_until_promoted(
     let ops = cluster_ops(api::Ops::new(runtime.clone(), None, config), Some(cluster));
     let api = api::start_on(api_copy, config, &claimed.store, Role::Master, ops).await?;
     let link_door = CancellationToken::new();
-    tokio::spawn(close_links(link_copy, link_door.clone()));
+    serve_link_door(link_copy, claimed, cluster, &link_door);
     tracing::info!(node = cluster.node_id(), api = %api.addr, "serving API reads until this node is MASTER");
     let standby = Standby {
         api,
@@ -77,14 +78,46 @@ fn copy_listener(
     copy().map_err(|e| ConfigError::new(key, format!("cannot share the listener: {e}")))
 }
 
-/// A standby holds no edge link: each connection is closed at once, which
-/// sends the edge on to the next address it knows.
-async fn close_links(listener: tokio::net::TcpListener, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => drop(accepted),
+/// A standby holds no edge link: it authenticates each edge and sends it
+/// to the MASTER's link address (or closes the connection while it knows
+/// none), so the edge goes on at once.
+fn serve_link_door(
+    listener: tokio::net::TcpListener,
+    claimed: &Claimed,
+    cluster: &Cluster,
+    stop: &CancellationToken,
+) {
+    let mut link = claimed.link.clone();
+    link.leadership = cluster.watch();
+    let (events, _) = tokio::sync::mpsc::unbounded_channel();
+    let serve = crate::link::master::serve(
+        listener,
+        link,
+        Arc::new(super::StoredKeys(claimed.store.clone())),
+        Arc::new(NotActing),
+        crate::link::Registry::new(events),
+        stop.clone(),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "the standby's link door stopped");
         }
+    });
+}
+
+/// Answers nothing: a standby registers no link (every edge is sent on
+/// before its link starts).
+struct NotActing;
+
+impl crate::link::Handler for NotActing {
+    async fn handle(
+        &self,
+        _ctx: crate::link::RequestCtx,
+        _body: crate::proto::RequestBody,
+    ) -> Result<crate::proto::ResponseBody, crate::proto::WireError> {
+        Err(crate::proto::WireError::Unavailable {
+            message: "this master node does not act".into(),
+        })
     }
 }
 

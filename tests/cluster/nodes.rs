@@ -41,8 +41,17 @@ impl Cluster {
     /// STANDBY; its index.
     async fn one_master(&self, nodes: &[Node]) -> usize {
         let mut master = None;
-        eventually(30, "exactly one MASTER, the rest STANDBY", async || {
+        let mut last = Vec::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        eventually(31, "exactly one MASTER, the rest STANDBY", async || {
             let s = states(nodes).await;
+            if tokio::time::Instant::now() > deadline {
+                for n in nodes {
+                    eprintln!("--- {} ---\n{}", n.spec.id, n.log_text());
+                }
+                panic!("states: {last:?}");
+            }
+            last = s.clone();
             let masters: Vec<usize> = (0..s.len())
                 .filter(|i| s[*i].as_deref() == Some("MASTER"))
                 .collect();
@@ -286,5 +295,112 @@ async fn a_master_stopped_past_its_lease_is_fenced_and_drops_its_device() {
     )
     .await;
     assert_eq!(nodes[other].state().await.as_deref(), Some("MASTER"));
+    c.finish(nodes).await;
+}
+
+/// An edge location in the cluster's database: (id, secret).
+async fn edge_location(db: &Database) -> (uuid::Uuid, String) {
+    let id = outpost::model::new_id();
+    let store = outpost::store::Store::open(&outpost::store::StoreOptions::new(db.url.clone()))
+        .await
+        .unwrap();
+    let site = outpost::admin::SiteFile {
+        edges: vec![serde_json::from_value(serde_json::json!({"id": id, "name": "Site"})).unwrap()],
+        systems: vec![],
+        modules: vec![],
+    };
+    let report = outpost::admin::import(&store, &site, &Default::default())
+        .await
+        .unwrap();
+    store.close().await;
+    (id, report.secrets[0].2.expose().to_owned())
+}
+
+/// `outpost edge` connecting to `masters` only.
+fn spawn_edge(c: &Cluster, id: uuid::Uuid, secret: &str, masters: &str) -> tokio::process::Child {
+    let data = c.spec.dir.join(format!("edge-{id}"));
+    std::fs::create_dir_all(&data).unwrap();
+    let out = std::fs::File::create(data.join("edge.log")).unwrap();
+    let vars: Vec<(&str, String)> = vec![
+        ("OUTPOST_EDGE_ID", id.to_string()),
+        ("OUTPOST_EDGE_SECRET", secret.to_owned()),
+        ("OUTPOST_MASTERS", masters.to_owned()),
+        ("OUTPOST_DATA_DIR", data.display().to_string()),
+        (
+            "OUTPOST_DATABASE_URL",
+            format!("sqlite://{}", data.join("edge.db").display()),
+        ),
+        ("OUTPOST_API_ADDR", crate::free_addr().to_string()),
+        (
+            "OUTPOST_CA_CERT",
+            c.spec.certs.join("ca.pem").display().to_string(),
+        ),
+        (
+            "OUTPOST_MODULES_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/modules").into(),
+        ),
+        ("OUTPOST_HEARTBEAT_MS", "200".into()),
+        ("OUTPOST_DEAD_AFTER_MS", "600".into()),
+        ("OUTPOST_RECONNECT_MS", "200".into()),
+        ("OUTPOST_LOG", "info".into()),
+    ];
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .arg("edge")
+        .current_dir(&data)
+        .env_clear()
+        .envs(vars)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+async fn edge_connected(node: &Node, id: uuid::Uuid) -> bool {
+    let Some((200, body)) = get(node.api, "/api/v1/sites", Some(ADMIN_KEY)).await else {
+        return false;
+    };
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    v.as_array().is_some_and(|sites| {
+        sites
+            .iter()
+            .any(|s| s["id"] == id.to_string() && s["connected"] == true)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_given_only_a_standby_ends_on_the_master_and_follows_a_failover() {
+    let Some(c) = Cluster::new(600, 200).await else {
+        return;
+    };
+    let (id, secret) = edge_location(&c.db).await;
+    let mut nodes = vec![c.node("a"), c.node("b")];
+    let m = c.one_master(&nodes).await;
+    let standby = 1 - m;
+    let mut edge = spawn_edge(&c, id, &secret, &nodes[standby].link.to_string());
+    eventually(
+        20,
+        "the edge to reach the MASTER through the standby",
+        async || edge_connected(&nodes[m], id).await,
+    )
+    .await;
+    // The MASTER dies: the edge's one address is now the MASTER's.
+    nodes[m].kill().await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    eventually(21, "the edge to connect to the new MASTER", async || {
+        if tokio::time::Instant::now() > deadline {
+            let log = c.spec.dir.join(format!("edge-{id}")).join("edge.log");
+            eprintln!(
+                "--- edge ---\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+            eprintln!("--- node ---\n{}", nodes[standby].log_text());
+            panic!("not connected");
+        }
+        edge_connected(&nodes[standby], id).await
+    })
+    .await;
+    edge.kill().await.unwrap();
     c.finish(nodes).await;
 }
