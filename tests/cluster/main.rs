@@ -13,6 +13,7 @@
 
 mod fencing;
 mod nodes;
+mod outage;
 #[path = "../support/mod.rs"]
 mod support;
 

@@ -76,11 +76,17 @@ async fn projector(db: &Database) -> PjlinkSim {
     let sim = PjlinkSim::start("127.0.0.1:0".parse().unwrap(), PjlinkOptions::default())
         .await
         .unwrap();
+    import_projector(&db.url, sim.addr()).await;
+    sim
+}
+
+/// Imports a room the master runs, with a PJLink module for `addr`.
+pub async fn import_projector(url: &str, addr: std::net::SocketAddr) {
     let module = outpost::model::Module {
         id: outpost::model::new_id(),
         name: "Projector".into(),
         driver: "pjlink.lua".into(),
-        uri: Some(format!("tcp://{}", sim.addr())),
+        uri: Some(format!("tcp://{addr}")),
         settings: Default::default(),
         enabled: true,
     };
@@ -93,7 +99,7 @@ async fn projector(db: &Database) -> PjlinkSim {
         settings: Default::default(),
         stopped: false,
     };
-    let store = outpost::store::Store::open(&outpost::store::StoreOptions::new(db.url.clone()))
+    let store = outpost::store::Store::open(&outpost::store::StoreOptions::new(url.to_owned()))
         .await
         .unwrap();
     let site = outpost::admin::SiteFile {
@@ -105,7 +111,6 @@ async fn projector(db: &Database) -> PjlinkSim {
         .await
         .unwrap();
     store.close().await;
-    sim
 }
 
 /// A viewer's GET, once the MASTER has stored the configured key (its
