@@ -167,6 +167,8 @@ pub(super) async fn owner_location(
 }
 
 pub(super) async fn module_route(state: &ApiState, id: Uuid) -> Result<(Module, Route), ApiError> {
+    // A standby runs nothing: device calls go to the MASTER.
+    state.require_acting()?;
     let module: Module = match state.cache.get(&state.store, id).await? {
         Some(d) if d.kind == Kind::Module.as_str() => d.parse()?,
         _ => return Err(ApiError::NotFound(format!("no module with id {id}"))),
@@ -512,6 +514,7 @@ async fn status_key(
 }
 
 async fn system_route(state: &ApiState, id: Uuid) -> Result<(ControlSystem, Route), ApiError> {
+    state.require_acting()?;
     let system: ControlSystem = match state.store.get(id).await? {
         Some(d) if d.kind == Kind::System.as_str() => d.parse()?,
         _ => return Err(ApiError::NotFound(format!("no system with id {id}"))),
