@@ -193,6 +193,23 @@ fn describe_bounds() {
     );
 }
 
+/// HELP texts of a master cluster's state.
+fn describe_cluster() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_gauge!(
+        "outpost_cluster_state",
+        "This master node's cluster state: 0 initializing, 1 standby, 2 master, 3 failed, 4 terminated"
+    );
+    describe_gauge!(
+        "outpost_cluster_term",
+        "The fencing term this master node last saw granted to itself"
+    );
+    describe_counter!(
+        "outpost_cluster_promotions_total",
+        "Times this master node became MASTER"
+    );
+}
+
 /// HELP text for every metric family, the build's identity, and the
 /// counters that must show before their first increment.
 fn describe_metrics() {
@@ -260,18 +277,7 @@ fn describe_metrics() {
         "Events in an edge's log not yet acknowledged by the master"
     );
     describe_bounds();
-    describe_gauge!(
-        "outpost_cluster_state",
-        "This master node's cluster state: 0 initializing, 1 standby, 2 master, 3 failed, 4 terminated"
-    );
-    describe_gauge!(
-        "outpost_cluster_term",
-        "The fencing term this master node last saw granted to itself"
-    );
-    describe_counter!(
-        "outpost_cluster_promotions_total",
-        "Times this master node became MASTER"
-    );
+    describe_cluster();
     describe_gauge!("outpost_ws_clients", "Open WebSocket clients");
     describe_counter!(
         "outpost_ws_dropped_total",
