@@ -159,6 +159,7 @@ async fn main() {
         lease_ms,
         renew_ms: lease_ms / 3,
         priority: 0,
+        preempt: false,
     };
     let mut nodes: Vec<Node> = ["a", "b"]
         .iter()

@@ -179,14 +179,16 @@ impl Cluster {
         let lock = self.task.await.ok().flatten();
         self.deadline.close();
         let term = self.published.borrow().term;
-        let was_master = self.published.borrow().state == NodeState::Master;
         self.published.send_modify(|l| {
             l.state = NodeState::Terminated;
             l.leader = None;
         });
         metrics::gauge!("outpost_cluster_state").set(state_code(NodeState::Terminated));
         if let Some(store) = &self.store {
-            if was_master {
+            // Also after a loss: a preempted node still holds the lease, and
+            // gives it up now that it has stopped acting. The release only
+            // matches this node at this term.
+            if term > 0 {
                 match store
                     .release_lease(&self.settings.node_id, term as i64)
                     .await

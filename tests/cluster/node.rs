@@ -78,6 +78,7 @@ pub struct NodeSpec {
     pub lease_ms: u64,
     pub renew_ms: u64,
     pub priority: i32,
+    pub preempt: bool,
 }
 
 /// One `outpost master` process.
@@ -120,6 +121,7 @@ impl Node {
             ("OUTPOST_ADMIN_KEY", ADMIN_KEY.into()),
             ("OUTPOST_NODE_ID", spec.id.clone()),
             ("OUTPOST_NODE_PRIORITY", spec.priority.to_string()),
+            ("OUTPOST_PREEMPT", spec.preempt.to_string()),
             ("OUTPOST_LEASE_MS", spec.lease_ms.to_string()),
             ("OUTPOST_RENEW_MS", spec.renew_ms.to_string()),
             ("OUTPOST_BOOT_WAIT_MS", "50".into()),

@@ -22,6 +22,7 @@ impl Cluster {
             lease_ms,
             renew_ms,
             priority: 0,
+            preempt: false,
         };
         Some(Cluster {
             db,
@@ -407,5 +408,31 @@ async fn an_edge_given_only_a_standby_ends_on_the_master_and_follows_a_failover(
     })
     .await;
     edge.kill().await.unwrap();
+    c.finish(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_higher_priority_node_with_preempt_takes_over_a_running_master() {
+    let Some(c) = Cluster::new(600, 200).await else {
+        return;
+    };
+    let mut nodes = vec![c.node("low")];
+    c.one_master(&nodes).await;
+    let high = Node::spawn(&NodeSpec {
+        id: "high".into(),
+        priority: 10,
+        preempt: true,
+        ..c.spec.clone()
+    });
+    eventually(30, "the higher-priority node to take over", async || {
+        high.state().await.as_deref() == Some("MASTER")
+    })
+    .await;
+    let status = nodes[0].exited().await;
+    assert!(!status.success(), "{}", nodes[0].log_text());
+    assert!(nodes[0].log_text().contains("preempted by high"));
+    let history = history_terms(&high).await;
+    assert_eq!(history[0].0, "high");
+    nodes.push(high);
     c.finish(nodes).await;
 }

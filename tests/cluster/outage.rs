@@ -145,6 +145,7 @@ async fn with_postgres_stopped_the_master_stops_acting_and_one_master_follows_it
         lease_ms: 900,
         renew_ms: 300,
         priority: 0,
+        preempt: false,
     };
     let node = |id: &str| {
         Node::spawn(&NodeSpec {
