@@ -185,26 +185,30 @@ impl Cluster {
         });
         metrics::gauge!("outpost_cluster_state").set(state_code(NodeState::Terminated));
         if let Some(store) = &self.store {
-            // Also after a loss: a preempted node still holds the lease, and
-            // gives it up now that it has stopped acting. The release only
-            // matches this node at this term.
-            if term > 0 {
-                match store
-                    .release_lease(&self.settings.node_id, term as i64)
-                    .await
-                {
-                    Ok(true) => tracing::info!(term, "cluster lease released"),
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %crate::util::describe(&e), "cannot release the cluster lease: standbys take over when it expires")
-                    }
-                }
-            }
-            let beat = heartbeat(&self.settings, NodeState::Terminated);
-            let _ = store.cluster_heartbeat(&beat).await;
+            // Bounded: a database that does not answer must not hold up
+            // the stop (the lease then expires on its own).
+            let limit = self.settings.lease;
+            let _ = tokio::time::timeout(limit, give_up(&self.settings, store, term)).await;
         }
         drop(lock);
     }
+}
+
+/// Also after a loss: a preempted node still holds the lease, and gives it
+/// up now that it has stopped acting. The release only matches this node
+/// at this term.
+async fn give_up(settings: &Settings, store: &Store, term: u64) {
+    if term > 0 {
+        match store.release_lease(&settings.node_id, term as i64).await {
+            Ok(true) => tracing::info!(term, "cluster lease released"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %crate::util::describe(&e), "cannot release the cluster lease: standbys take over when it expires")
+            }
+        }
+    }
+    let beat = heartbeat(settings, NodeState::Terminated);
+    let _ = store.cluster_heartbeat(&beat).await;
 }
 
 fn initial() -> Leadership {
@@ -235,6 +239,21 @@ fn state_code(state: NodeState) -> f64 {
         NodeState::Master => 2.0,
         NodeState::Failed => 3.0,
         NodeState::Terminated => 4.0,
+    }
+}
+
+/// Resolves at the next release of the lease, as PostgreSQL announces it
+/// (never, while no listener can be had: the period applies).
+async fn released(store: &Store, releases: &mut Option<crate::store::LeaseReleases>) {
+    if releases.is_none() {
+        *releases = store.lease_released().await.ok();
+    }
+    let Some(listener) = releases.as_mut() else {
+        return std::future::pending().await;
+    };
+    if listener.next().await.is_err() {
+        *releases = None;
+        std::future::pending::<()>().await;
     }
 }
 
@@ -278,6 +297,7 @@ impl Node {
     async fn run_lease(&self, store: &Store) {
         let mut term = 0i64;
         let mut state = NodeState::Initializing;
+        let mut releases = None;
         loop {
             let sent = boottime();
             let turn = self.lease_turn(store, state, term, sent).await;
@@ -315,6 +335,7 @@ impl Node {
             tokio::select! {
                 () = self.stop.cancelled() => return,
                 () = tokio::time::sleep(pause) => {}
+                () = released(store, &mut releases), if state != NodeState::Master => {}
             }
         }
     }

@@ -62,6 +62,18 @@ impl FenceCheck for Transaction<'_, Sqlite> {
     }
 }
 
+/// Notices of lease releases, from [`Store::lease_released`].
+pub struct LeaseReleases(sqlx::postgres::PgListener);
+
+impl LeaseReleases {
+    /// The next release (an error when the connection broke; it is made
+    /// again on the next call).
+    pub async fn next(&mut self) -> Result<(), StoreError> {
+        self.0.recv().await?;
+        Ok(())
+    }
+}
+
 /// One node's heartbeat, as `/ha/states` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeRecord {
@@ -250,9 +262,19 @@ impl Store {
                 .bind("released")
                 .execute(&mut *tx)
                 .await?;
+            // Delivered at commit: standbys try the lease at once.
+            sqlx::query(sql::NOTIFY_RELEASED).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(released)
+    }
+
+    /// Wakes on every release of the lease (`LISTEN`), so a standby tries
+    /// at once instead of at its next period.
+    pub async fn lease_released(&self) -> Result<LeaseReleases, StoreError> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(self.postgres()?).await?;
+        listener.listen(sql::RELEASE_CHANNEL).await?;
+        Ok(LeaseReleases(listener))
     }
 
     /// The lease and its holder's addresses.

@@ -32,7 +32,7 @@ mod replica;
 mod scope;
 mod sql;
 
-pub use cluster::{Heartbeat, HistoryRecord, LeaseView, NodeRecord};
+pub use cluster::{Heartbeat, HistoryRecord, LeaseReleases, LeaseView, NodeRecord};
 pub use control::{ControlRecord, ControlState, SiteAction};
 pub use credentials::{CredentialRecord, EdgeKeys};
 pub use events::{Appended, Event, EventKind, LoggedEvent};

@@ -315,3 +315,6 @@ pub(crate) const TRIM_HISTORY: &str =
     "DELETE FROM cluster_history WHERE id <= (SELECT max(id) FROM cluster_history) - $1";
 pub(crate) const LIST_HISTORY: &str = "SELECT node_id, term, reason, \
      (extract(epoch FROM at) * 1000)::BIGINT FROM cluster_history ORDER BY id DESC LIMIT $1";
+/// The channel a release is announced on.
+pub(crate) const RELEASE_CHANNEL: &str = "outpost_cluster_released";
+pub(crate) const NOTIFY_RELEASED: &str = "SELECT pg_notify('outpost_cluster_released', '')";
