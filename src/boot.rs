@@ -255,7 +255,14 @@ pub fn lock_database(config: &crate::config::Config) -> Result<DatabaseLock, Run
 
 /// Opens the configured store, logging where it is (never credentials).
 pub async fn open_store(config: &crate::config::Config) -> Result<Store, RunError> {
-    let store = Store::open(&crate::store::StoreOptions::new(config.database_url())).await?;
+    let mut options = crate::store::StoreOptions::new(config.database_url());
+    if config.role() == crate::config::Role::Master {
+        // A cluster member stopped mid-transaction (SIGSTOP, a frozen VM)
+        // must not hold the lease row's lock past its lease: the server
+        // ends such a transaction, and a standby can be granted the lease.
+        options.idle_in_transaction_ms = Some(config.lease_ms);
+    }
+    let store = Store::open(&options).await?;
     tracing::info!(database = store.display_url(), "store open");
     Ok(store)
 }

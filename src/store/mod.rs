@@ -57,6 +57,9 @@ pub struct StoreOptions {
     pub pg_schema: Option<String>,
     /// Connections in the pool (readers, for SQLite).
     pub max_connections: u32,
+    /// PostgreSQL only: the server ends a transaction left idle this long
+    /// (`idle_in_transaction_session_timeout`).
+    pub idle_in_transaction_ms: Option<u64>,
 }
 
 impl StoreOptions {
@@ -65,6 +68,7 @@ impl StoreOptions {
             url: url.into(),
             pg_schema: None,
             max_connections: 8,
+            idle_in_transaction_ms: None,
         }
     }
 }

@@ -240,6 +240,9 @@ async fn open_postgres(options: &StoreOptions, display_url: &str) -> Result<Back
         admin.close().await;
         connect = connect.options([("search_path", schema.as_str())]);
     }
+    if let Some(ms) = options.idle_in_transaction_ms {
+        connect = connect.options([("idle_in_transaction_session_timeout", ms.to_string())]);
+    }
     let pool = PgPoolOptions::new()
         .max_connections(options.max_connections.max(2))
         .acquire_timeout(Duration::from_secs(10))
