@@ -54,7 +54,12 @@ async fn one_master(nodes: &[Node]) -> usize {
         {
             return m;
         }
-        assert!(Instant::now() < deadline, "no single MASTER: {s:?}");
+        if Instant::now() > deadline {
+            for n in nodes {
+                eprintln!("--- {} ---\n{}", n.spec.id, n.log_text());
+            }
+            panic!("no single MASTER: {s:?}");
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
