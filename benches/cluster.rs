@@ -165,6 +165,7 @@ async fn main() {
         renew_ms: lease_ms / 3,
         priority: 0,
         preempt: false,
+        lock_file: None,
     };
     let mut nodes: Vec<Node> = ["a", "b"]
         .iter()

@@ -79,6 +79,8 @@ pub struct NodeSpec {
     pub renew_ms: u64,
     pub priority: i32,
     pub preempt: bool,
+    /// Set: the nodes take turns by this lock file (SQLite).
+    pub lock_file: Option<PathBuf>,
 }
 
 /// One `outpost master` process.
@@ -97,7 +99,7 @@ impl Node {
         let log = data.join("node.log");
         let out = std::fs::File::create(&log).unwrap();
         let (api, link) = (free_addr(), free_addr());
-        let vars: Vec<(&str, String)> = vec![
+        let mut vars: Vec<(&str, String)> = vec![
             ("OUTPOST_DATABASE_URL", spec.database_url.clone()),
             ("OUTPOST_DATA_DIR", data.display().to_string()),
             ("OUTPOST_API_ADDR", api.to_string()),
@@ -128,6 +130,9 @@ impl Node {
             ("OUTPOST_SHUTDOWN_GRACE_MS", "2000".into()),
             ("OUTPOST_LOG", "info".into()),
         ];
+        if let Some(lock) = &spec.lock_file {
+            vars.push(("OUTPOST_CLUSTER_LOCK_FILE", lock.display().to_string()));
+        }
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
             .arg("master")
             .current_dir(&data)

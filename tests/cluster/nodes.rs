@@ -23,6 +23,7 @@ impl Cluster {
             renew_ms,
             priority: 0,
             preempt: false,
+            lock_file: None,
         };
         Some(Cluster {
             db,
@@ -435,4 +436,61 @@ async fn a_higher_priority_node_with_preempt_takes_over_a_running_master() {
     assert_eq!(history[0].0, "high");
     nodes.push(high);
     c.finish(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_masters_on_one_sqlite_file_take_turns_by_the_lock_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = NodeSpec {
+        id: String::new(),
+        database_url: format!("sqlite://{}", dir.path().join("shared.db").display()),
+        dir: dir.path().to_owned(),
+        certs: certs(dir.path()),
+        lease_ms: 600,
+        renew_ms: 200,
+        priority: 0,
+        preempt: false,
+        lock_file: Some(dir.path().join("cluster.lock")),
+    };
+    let node = |id: &str| {
+        Node::spawn(&NodeSpec {
+            id: id.into(),
+            ..spec.clone()
+        })
+    };
+    // The second starts once the first has created the database (two
+    // first starts at once race on SQLite's migrations: a known limit).
+    let mut nodes = vec![node("a")];
+    eventually(20, "the first node to act", async || {
+        nodes[0].state().await.as_deref() == Some("MASTER")
+    })
+    .await;
+    nodes.push(node("b"));
+    let mut m = 0;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    eventually(21, "one MASTER and one STANDBY", async || {
+        let s = states(&nodes).await;
+        if tokio::time::Instant::now() > deadline {
+            for n in &nodes {
+                eprintln!("--- {} ---\n{}", n.spec.id, n.log_text());
+            }
+            panic!("{s:?}");
+        }
+        match s.iter().position(|x| x.as_deref() == Some("MASTER")) {
+            Some(i) => {
+                m = i;
+                s.iter().filter(|x| x.as_deref() == Some("STANDBY")).count() == 1
+            }
+            None => false,
+        }
+    })
+    .await;
+    nodes[m].kill().await;
+    eventually(20, "the other to take the lock and act", async || {
+        nodes[1 - m].state().await.as_deref() == Some("MASTER")
+    })
+    .await;
+    for n in &mut nodes {
+        n.kill().await;
+    }
 }

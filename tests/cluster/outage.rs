@@ -146,6 +146,7 @@ async fn with_postgres_stopped_the_master_stops_acting_and_one_master_follows_it
         renew_ms: 300,
         priority: 0,
         preempt: false,
+        lock_file: None,
     };
     let node = |id: &str| {
         Node::spawn(&NodeSpec {
