@@ -171,6 +171,19 @@ async fn with_postgres_stopped_the_master_stops_acting_and_one_master_follows_it
         sim.connections() == 1
     })
     .await;
+    // Its start is over once its API knows the configured key.
+    eventually(20, "the MASTER's API to answer with the key", async || {
+        matches!(
+            crate::get(
+                nodes[master].api,
+                "/api/v1/ha/history",
+                Some(crate::ADMIN_KEY)
+            )
+            .await,
+            Some((200, _))
+        )
+    })
+    .await;
 
     pg.down();
     // No renewal can succeed: the MASTER stops acting by its deadline and
