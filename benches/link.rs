@@ -362,6 +362,7 @@ impl LinkBench {
             failure_report_interval: Duration::ZERO,
             shutdown_grace: Duration::from_secs(1),
             store_id: None,
+            leadership: outpost::control::leadership::alone_watch(),
         };
         let (tx, mut events) = mpsc::unbounded_channel();
         let registry = Registry::new(tx);
@@ -643,6 +644,7 @@ fn edges() {
             failure_report_interval: Duration::ZERO,
             shutdown_grace: Duration::from_secs(2),
             store_id: None,
+            leadership: outpost::control::leadership::alone_watch(),
         };
         cfg.peer.timing.handshake_timeout = Duration::from_secs(30);
         let (tx, mut events) = mpsc::unbounded_channel();
@@ -882,6 +884,7 @@ fn authz() {
             admission: outpost::link::AdmissionLimits::default(),
             shutdown_grace: Duration::from_secs(1),
             store_id: None,
+            leadership: outpost::control::leadership::alone_watch(),
             failure_report_interval: Duration::ZERO,
         };
         let (tx, _events) = mpsc::unbounded_channel();

@@ -204,6 +204,10 @@ pub enum RunError {
         "another outpost process already runs on {database} (it holds the lock {lock}); stop it first, or give this one another data_dir"
     )]
     AlreadyRunning { database: String, lock: String },
+    #[error(
+        "this master node lost its cluster lease and stopped acting; restart it to rejoin the cluster as a standby"
+    )]
+    LeaseLost,
     #[error("cannot lock {lock}: {source}")]
     Lock {
         lock: String,
@@ -226,38 +230,39 @@ pub struct DatabaseLock {
 /// second process on the same database fails at once instead of driving
 /// the same devices beside the first.
 pub fn lock_database(config: &crate::config::Config) -> Result<DatabaseLock, RunError> {
+    // Masters sharing a database by a cluster lock file take turns by it.
+    if config.cluster_lock_file.is_some() && config.role() == crate::config::Role::Master {
+        return Ok(DatabaseLock { _file: None });
+    }
     let Some(database) = crate::store::sqlite_file(&config.database_url()) else {
         return Ok(DatabaseLock { _file: None });
     };
     let mut name = database.file_name().unwrap_or_default().to_os_string();
     name.push(".lock");
     let lock = database.with_file_name(name);
-    let failed = |source| RunError::Lock {
-        lock: lock.display().to_string(),
-        source,
-    };
-    if let Some(dir) = lock.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(failed)?;
-    }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock)
-        .map_err(failed)?;
-    match file.try_lock() {
-        Ok(()) => Ok(DatabaseLock { _file: Some(file) }),
-        Err(std::fs::TryLockError::WouldBlock) => Err(RunError::AlreadyRunning {
+    match crate::util::try_lock_file(&lock) {
+        Ok(Some(file)) => Ok(DatabaseLock { _file: Some(file) }),
+        Ok(None) => Err(RunError::AlreadyRunning {
             database: database.display().to_string(),
             lock: lock.display().to_string(),
         }),
-        Err(std::fs::TryLockError::Error(e)) => Err(failed(e)),
+        Err(source) => Err(RunError::Lock {
+            lock: lock.display().to_string(),
+            source,
+        }),
     }
 }
 
 /// Opens the configured store, logging where it is (never credentials).
 pub async fn open_store(config: &crate::config::Config) -> Result<Store, RunError> {
-    let store = Store::open(&crate::store::StoreOptions::new(config.database_url())).await?;
+    let mut options = crate::store::StoreOptions::new(config.database_url());
+    if config.role() == crate::config::Role::Master {
+        // A cluster member stopped mid-transaction (SIGSTOP, a frozen VM)
+        // must not hold the lease row's lock past its lease: the server
+        // ends such a transaction, and a standby can be granted the lease.
+        options.idle_in_transaction_ms = Some(config.lease_ms);
+    }
+    let store = Store::open(&options).await?;
     tracing::info!(database = store.display_url(), "store open");
     Ok(store)
 }
@@ -265,13 +270,14 @@ pub async fn open_store(config: &crate::config::Config) -> Result<Store, RunErro
 /// A graceful stop of a role, in the order that releases what it holds:
 /// the API drains its requests, links close (their tasks are waited for, up
 /// to `grace`), modules unload (drivers' `on_unload` run and devices are
-/// released), and the store closes.
+/// released), `before_close` runs (a master gives up its cluster lease),
+/// and the store closes.
 pub(crate) async fn graceful_stop(
     api_drained: impl std::future::Future<Output = ()>,
     stop: tokio_util::sync::CancellationToken,
     tasks: tokio_util::task::TaskTracker,
     runtime: &crate::runtime::Runtime,
-    store: &Store,
+    (store, before_close): (&Store, impl std::future::Future<Output = ()>),
     grace: std::time::Duration,
 ) {
     api_drained.await;
@@ -284,5 +290,6 @@ pub(crate) async fn graceful_stop(
         );
     }
     runtime.shutdown().await;
+    before_close.await;
     store.close().await;
 }

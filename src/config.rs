@@ -192,6 +192,35 @@ pub struct Config {
     pub http_max_connections_per_source: u64,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `outpost=debug`.
     pub log: String,
+    /// Master cluster: this node's name (default: host name and API port).
+    pub node_id: Option<String>,
+    /// Master cluster: among live standbys, the highest priority takes a
+    /// free lease first (ties by node id).
+    pub node_priority: i32,
+    /// Master cluster: base URL of this node's web API as others reach it
+    /// (default `http://` and `api_addr`).
+    pub advertise_api: Option<String>,
+    /// Master cluster: this node's link address as edges reach it
+    /// (`host:port`, default `link_addr`).
+    pub advertise_link: Option<String>,
+    /// Master cluster: how long a grant lasts at the database. A MASTER
+    /// that cannot renew stops acting before it ends; standbys take over
+    /// after it. Lower fails over sooner, and fails over falsely on a
+    /// database pause longer than it.
+    pub lease_ms: u64,
+    /// Master cluster: how often the MASTER renews its lease (and every
+    /// node its heartbeat). At most a third of `lease_ms`.
+    pub renew_ms: u64,
+    /// Master cluster: a standby of higher priority than the MASTER takes
+    /// the lease from it (the MASTER steps down at its next renewal).
+    pub preempt: bool,
+    /// Two masters on one host sharing a SQLite database: the holder of an
+    /// exclusive `flock` on this file is MASTER, the other waits as STANDBY.
+    pub cluster_lock_file: Option<PathBuf>,
+    /// Master cluster: keep acting while the database is unreachable if
+    /// every other node says it cannot reach it either (Patroni's
+    /// failsafe). Not implemented yet: setting it is refused.
+    pub cluster_failsafe: bool,
 }
 
 impl Default for Config {
@@ -237,6 +266,15 @@ impl Default for Config {
             http_max_connections: 4_096,
             http_max_connections_per_source: 256,
             log: "info".into(),
+            node_id: None,
+            node_priority: 0,
+            advertise_api: None,
+            advertise_link: None,
+            lease_ms: 3_000,
+            renew_ms: 1_000,
+            preempt: false,
+            cluster_lock_file: None,
+            cluster_failsafe: false,
         }
     }
 }
@@ -446,6 +484,7 @@ impl Config {
                 "required when redirect_to_master is set (the URL of the master's web API)",
             ));
         }
+        self.check_cluster()?;
         if self.ws_queue == 0 {
             return Err(ConfigError::new("ws_queue", "must be greater than 0"));
         }
@@ -459,6 +498,46 @@ impl Config {
             return Err(ConfigError::new("log", e.to_string()));
         }
         Ok(())
+    }
+
+    /// The lease must outlast several renewals, so one slow renewal is
+    /// not a failover.
+    fn check_cluster(&self) -> Result<(), ConfigError> {
+        if self.renew_ms == 0 {
+            return Err(ConfigError::new("renew_ms", "must be greater than 0"));
+        }
+        if self.lease_ms < self.renew_ms.saturating_mul(3) {
+            return Err(ConfigError::new(
+                "lease_ms",
+                format!("must be at least 3 × renew_ms ({})", self.renew_ms),
+            ));
+        }
+        if self.cluster_failsafe {
+            return Err(ConfigError::new(
+                "cluster_failsafe",
+                "is not implemented in this version: a MASTER that cannot reach the database always stops acting by its deadline",
+            ));
+        }
+        if let Some(id) = &self.node_id
+            && (id.is_empty() || id.len() > 128)
+        {
+            return Err(ConfigError::new("node_id", "must be 1 to 128 characters"));
+        }
+        Ok(())
+    }
+
+    /// This node's name in a master cluster: `node_id`, or the host name
+    /// and API port.
+    pub fn node_name(&self) -> String {
+        if let Some(id) = &self.node_id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        format!("{host}:{}", self.api_addr.port())
     }
 
     /// What an edge needs: its identity, its secret, masters to reach and the

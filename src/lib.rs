@@ -20,6 +20,8 @@
 //!   multiplexed peer, heartbeats, the master's registry, the edge's
 //!   connect loop, and the driver repository transfer.
 //! - [`boot`]: what a master or an edge loads at start (the boot plans).
+//! - [`cluster`]: a master cluster: the lease on PostgreSQL (or a lock
+//!   file), fencing terms, the deadline every device write reads.
 //! - [`reconciler`]: the only code that changes what runs for documents:
 //!   it follows the store's change feed, the controller of each site and
 //!   the driver files, and brings the runtime in line.
@@ -59,6 +61,7 @@ pub mod api;
 pub mod boot;
 pub mod certs;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod control;

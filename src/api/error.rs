@@ -82,6 +82,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { .. } | StoreError::EpochConflict { .. } => {
                 ApiError::Conflict(e.to_string())
             }
+            StoreError::Fenced { .. } => ApiError::Unavailable(e.to_string()),
             other => ApiError::Internal(crate::util::describe(&other)),
         }
     }

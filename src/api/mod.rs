@@ -11,6 +11,7 @@ mod cache;
 mod documents;
 mod drivers;
 mod error;
+mod ha;
 mod keys;
 mod operations;
 mod operator;
@@ -104,9 +105,33 @@ impl ApiState {
     /// replica.
     pub fn require_writable(&self) -> Result<(), ApiError> {
         match self.role {
-            Role::Master => Ok(()),
+            Role::Master => self.require_acting(),
             Role::Edge => Err(ApiError::ReadOnly),
         }
+    }
+
+    /// A master node of a cluster writes only while it is MASTER; the
+    /// others answer 503 naming the MASTER (until writes are proxied).
+    pub fn require_acting(&self) -> Result<(), ApiError> {
+        let Some(watch) = self.ops.as_ref().and_then(|o| o.leadership.as_ref()) else {
+            return Ok(());
+        };
+        let now = watch.borrow().clone();
+        if now.acting() {
+            return Ok(());
+        }
+        let master = match &now.leader {
+            Some(l) => format!(
+                "the MASTER is {} ({})",
+                l.node_id,
+                l.api.as_deref().unwrap_or("no API address advertised")
+            ),
+            None => "no MASTER is known right now".to_owned(),
+        };
+        Err(ApiError::Unavailable(format!(
+            "this node is {} in the master cluster and does not write; {master}",
+            now.state.as_str()
+        )))
     }
 }
 
@@ -121,6 +146,7 @@ impl ApiState {
         (name = "health", description = "Liveness and metrics"),
         (name = "drivers", description = "Drivers and the driver repository"),
         (name = "live", description = "WebSocket: live status, debug streams, control notices"),
+        (name = "cluster", description = "Master cluster: node states and the history of MASTERs"),
     )
 )]
 struct ApiDoc;
@@ -165,6 +191,23 @@ fn describe_bounds() {
     describe_counter!(
         "outpost_channel_full_total",
         "Times a bounded internal queue was full (channel; what happened: waited or dropped)"
+    );
+}
+
+/// HELP texts of a master cluster's state.
+fn describe_cluster() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_gauge!(
+        "outpost_cluster_state",
+        "This master node's cluster state: 0 initializing, 1 standby, 2 master, 3 failed, 4 terminated"
+    );
+    describe_gauge!(
+        "outpost_cluster_term",
+        "The fencing term this master node last saw granted to itself"
+    );
+    describe_counter!(
+        "outpost_cluster_promotions_total",
+        "Times this master node became MASTER"
     );
 }
 
@@ -235,6 +278,7 @@ fn describe_metrics() {
         "Events in an edge's log not yet acknowledged by the master"
     );
     describe_bounds();
+    describe_cluster();
     describe_gauge!("outpost_ws_clients", "Open WebSocket clients");
     describe_counter!(
         "outpost_ws_dropped_total",
@@ -375,6 +419,7 @@ pub fn router(state: Arc<ApiState>) -> (axum::Router, utoipa::openapi::OpenApi) 
         .merge(operations::routes())
         .merge(restore::routes())
         .merge(operator::routes())
+        .merge(ha::routes())
         .merge(drivers::routes())
         .merge(ws::routes())
         .split_for_parts();
@@ -496,9 +541,14 @@ pub async fn start_on(
 ) -> Result<RunningApi, crate::boot::RunError> {
     let configured = config.admin_key.as_ref().map(|k| k.expose());
     // An edge only knows the keys replicated from its master.
+    // A standby of a master cluster writes nothing: the MASTER bootstraps.
+    let standby = ops
+        .leadership
+        .as_ref()
+        .is_some_and(|w| !w.borrow().acting());
     let bootstrap = match role {
-        Role::Master => bootstrap_admin(store, configured, &config.data_dir).await,
-        Role::Edge => Ok(None),
+        Role::Master if !standby => bootstrap_admin(store, configured, &config.data_dir).await,
+        Role::Master | Role::Edge => Ok(None),
     };
     match bootstrap {
         Ok(Some(path)) => tracing::warn!(

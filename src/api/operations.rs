@@ -82,6 +82,8 @@ pub struct Ops {
     /// How long a rotated secret keeps authenticating
     /// (`secret_rotation_grace_ms`).
     pub rotation_grace: Duration,
+    /// Master in a cluster: this node's id (`/ha/states`).
+    pub node_id: Option<String>,
 }
 
 impl Ops {
@@ -108,6 +110,7 @@ impl Ops {
             control: None,
             reconciler: None,
             edge_id: None,
+            node_id: None,
         }
     }
 }
@@ -169,6 +172,9 @@ pub(super) async fn module_route(
     state: &ApiState,
     id: Uuid,
 ) -> Result<(Arc<Module>, Route), ApiError> {
+    // A standby runs nothing: device calls go to the MASTER (the standby
+    // layer hands them on before they get here; this is the backstop).
+    state.require_acting()?;
     let Some(module) = state.cache.get_parsed::<Module>(&state.store, id).await? else {
         return Err(ApiError::NotFound(format!("no module with id {id}")));
     };
@@ -506,6 +512,7 @@ async fn status_key(
 }
 
 async fn system_route(state: &ApiState, id: Uuid) -> Result<(ControlSystem, Route), ApiError> {
+    state.require_acting()?;
     let system: ControlSystem = match state.store.get(id).await? {
         Some(d) if d.kind == Kind::System.as_str() => d.parse()?,
         _ => return Err(ApiError::NotFound(format!("no system with id {id}"))),

@@ -268,7 +268,7 @@ impl Edge {
             self.stop,
             self.tasks,
             &self.runtime,
-            &self.store,
+            (&self.store, async {}),
             self.grace,
         )
         .await;

@@ -305,22 +305,41 @@ impl RefusalLog {
 
 type Connected = (Peer, Session<TlsStream<TcpStream>>, String);
 
+/// Redirects followed in one round, at most: a standby names the MASTER it
+/// sees, which may be stale during a failover; past this the round goes on
+/// with the next configured address.
+const MAX_REDIRECTS: usize = 3;
+
 async fn connect_any(
     cfg: &EdgeLinkConfig,
     events: &mpsc::UnboundedSender<EdgeLinkEvent>,
     shutdown: &CancellationToken,
     refusals: &mut RefusalLog,
 ) -> Option<Connected> {
-    for master in &cfg.masters {
-        match tokio::time::timeout(
-            cfg.peer.timing.handshake_timeout,
-            connect(cfg, master, shutdown),
-        )
-        .await
-        .unwrap_or(Err(ConnectError::Handshake(HandshakeError::Timeout)))
-        {
-            Ok((peer, session)) => return Some((peer, session, master.clone())),
-            Err(e) => report_failure(cfg, master, e, events, refusals),
+    let mut redirects = 0;
+    for configured in &cfg.masters {
+        let mut master = configured.clone();
+        loop {
+            match tokio::time::timeout(
+                cfg.peer.timing.handshake_timeout,
+                connect(cfg, &master, shutdown),
+            )
+            .await
+            .unwrap_or(Err(ConnectError::Handshake(HandshakeError::Timeout)))
+            {
+                Ok((peer, session)) => return Some((peer, session, master)),
+                Err(ConnectError::Handshake(HandshakeError::Redirected { node_id, link }))
+                    if redirects < MAX_REDIRECTS && link != master =>
+                {
+                    redirects += 1;
+                    tracing::info!(edge_id = %cfg.edge_id, from = %master, to = %link, %node_id, "a standby master node sent this edge to the MASTER");
+                    master = link;
+                }
+                Err(e) => {
+                    report_failure(cfg, &master, e, events, refusals);
+                    break;
+                }
+            }
         }
     }
     None

@@ -50,10 +50,26 @@ pub enum HandshakeError {
     },
     #[error("the master failed to prove it knows the edge's key")]
     MasterProof,
+    #[error("this master node does not act; the MASTER {node_id} is at {link}")]
+    Redirected { node_id: String, link: String },
+    #[error("this master node does not act and knows no MASTER yet")]
+    NotActing,
     #[error("handshake timed out")]
     Timeout,
     #[error("TLS: {0}")]
     Tls(String),
+}
+
+/// What the master answers an edge that proved its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Welcome: this node acts.
+    Welcome,
+    /// A standby that knows the acting node's link address.
+    RedirectTo { node_id: String, link: String },
+    /// A standby that knows no acting node: the connection is closed, and
+    /// the edge tries its next address.
+    Close,
 }
 
 /// What the master learns from a successful handshake.
@@ -208,7 +224,7 @@ pub async fn accept<IO, F, Fut>(
     lookup: F,
     max_in_flight: u32,
     boot_id: Uuid,
-    store_id: Option<Uuid>,
+    (store_id, answer): (Option<Uuid>, Answer),
 ) -> Result<Accepted, HandshakeError>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -295,6 +311,9 @@ where
         &nonce_m,
         &exporter,
     );
+    if answer != Answer::Welcome {
+        return Err(not_acting(io, version, answer, sign(&hkey, &input)).await);
+    }
     write_msg(
         io,
         &Handshake::Welcome {
@@ -313,6 +332,33 @@ where
         max_in_flight: edge_max,
         warning,
     })
+}
+
+/// A standby's answer to an edge that proved its key: where the MASTER is
+/// (version 2), a bare `denied` (version 1), or nothing.
+async fn not_acting<IO: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut IO,
+    version: u16,
+    answer: Answer,
+    mac: Bytes32,
+) -> HandshakeError {
+    let Answer::RedirectTo { node_id, link } = answer else {
+        return HandshakeError::NotActing;
+    };
+    let msg = match version {
+        1 => Handshake::Denied {
+            reason: None,
+            store_id: None,
+        },
+        _ => Handshake::Redirect {
+            mac,
+            node_id: node_id.clone(),
+            link: link.clone(),
+        },
+    };
+    // Best effort: the edge tries its next address either way.
+    let _ = write_msg(io, &msg).await;
+    HandshakeError::Redirected { node_id, link }
 }
 
 /// Edge side.
@@ -389,6 +435,18 @@ where
             })
         }
         Handshake::Denied { reason, store_id } => Err(HandshakeError::Denied { reason, store_id }),
+        Handshake::Redirect { mac, node_id, link } => {
+            let input = mac_input(
+                MASTER_CONTEXT,
+                version,
+                hello.edge_id,
+                &nonce_e,
+                &nonce_m,
+                &exporter,
+            );
+            hmac::verify(&hkey, &input, &mac.0).map_err(|_| HandshakeError::MasterProof)?;
+            Err(HandshakeError::Redirected { node_id, link })
+        }
         _ => Err(HandshakeError::Unexpected {
             expected: "welcome",
         }),

@@ -26,6 +26,7 @@ use super::handshake::{self, HandshakeError, KeySet};
 use super::peer::{self, CloseReason, Handler, Peer, PeerConfig, PeerMeta, PeerRole};
 use super::registry::{EdgeInfo, QueueSlot, Registry};
 use super::{LinkError, LinkTiming, tls};
+use crate::control::leadership::LeadershipWatch;
 use crate::secret::LinkKey;
 use crate::util::{Admission, AdmissionLimits, FailureThrottle, Noise, ThrottlePolicy};
 
@@ -93,6 +94,9 @@ pub struct MasterLinkConfig {
     pub failure_report_interval: Duration,
     /// How long `serve` waits for links to finish after shutdown.
     pub shutdown_grace: Duration,
+    /// Whether this master node acts: a node that does not sends an edge
+    /// on to the acting one after authenticating it.
+    pub leadership: LeadershipWatch,
 }
 
 impl MasterLinkConfig {
@@ -112,6 +116,7 @@ impl MasterLinkConfig {
             store_id: None,
             failure_report_interval: FAILURE_REPORT_INTERVAL,
             shutdown_grace: Duration::from_millis(c.shutdown_grace_ms),
+            leadership: crate::control::leadership::alone_watch(),
         })
     }
 }
@@ -234,6 +239,14 @@ impl Accept {
     /// A handshake failed: throttled, counted, and reported once per source
     /// per interval (200 idle sockets are one line, not 200).
     fn failed(&self, claimed: Option<Uuid>, addr: SocketAddr, e: &HandshakeError) {
+        if matches!(
+            e,
+            HandshakeError::Redirected { .. } | HandshakeError::NotActing
+        ) {
+            // An authenticated edge sent on: no failure, no penalty.
+            tracing::debug!(edge_id = ?claimed, %addr, reason = %e, "edge sent to the acting master node");
+            return;
+        }
         let now = Instant::now();
         self.limiter.failure(addr.ip(), now);
         metrics::counter!("outpost_link_handshake_failures_total").increment(1);
@@ -280,6 +293,22 @@ impl Accept {
         tokio::select! {
             _ = self.shutdown.cancelled() => None,
             p = self.handshakes.acquire() => p.ok(),
+        }
+    }
+
+    /// What this node answers an authenticated edge, as its leadership
+    /// stands now.
+    fn answer(&self) -> handshake::Answer {
+        let now = self.cfg.leadership.borrow();
+        if now.acting() {
+            return handshake::Answer::Welcome;
+        }
+        match now.leader.as_ref().and_then(|l| Some((l, l.link.clone()?))) {
+            Some((leader, link)) => handshake::Answer::RedirectTo {
+                node_id: leader.node_id.clone(),
+                link,
+            },
+            None => handshake::Answer::Close,
         }
     }
 
@@ -334,7 +363,7 @@ impl Accept {
                 },
                 self.cfg.peer.max_in_flight,
                 self.cfg.boot_id,
-                self.cfg.store_id,
+                (self.cfg.store_id, self.answer()),
             )
             .await
             .map_err(|e| wrong_cert.map_or(e, HandshakeError::WrongCertificate))?;

@@ -13,6 +13,7 @@ mod control;
 mod handler;
 mod inbox;
 mod link_keys;
+mod standby;
 
 pub use crate::api::RestoreError;
 pub use control::Control;
@@ -32,6 +33,7 @@ use uuid::Uuid;
 use crate::api;
 use crate::boot::{self, RunError};
 use crate::certs;
+use crate::cluster::{self, Cluster};
 use crate::config::{Config, ConfigError, Role, check_readable};
 use crate::control::Clock;
 use crate::link::{MasterLinkConfig, Registry};
@@ -59,10 +61,14 @@ pub struct Master {
     pub edge_events: api::EdgeEventFeed,
     /// Who controls each location; restore.
     pub control: Control,
+    /// In a cluster: this node's state and term (`None`: a master alone).
+    pub leadership: Option<crate::control::leadership::LeadershipWatch>,
     api: api::RunningApi,
     stop: CancellationToken,
     tasks: TaskTracker,
     grace: Duration,
+    /// Its lease, released after the stop.
+    cluster: Option<Cluster>,
     /// Released when the master is dropped, after its stop.
     _lock: boot::DatabaseLock,
 }
@@ -74,16 +80,47 @@ pub async fn start(config: Config) -> Result<Master, RunError> {
 
 /// Starts a master whose control decisions (windows, failover deadlines,
 /// the hold-down) read `clock`: tests and benchmarks pass a manual one.
+///
+/// In a cluster (a `postgres://` database, or `cluster_lock_file`) the node
+/// first serves API reads as a STANDBY and returns once it is MASTER: only
+/// then does it drive devices and take edges.
 pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, RunError> {
     certs::install_crypto_provider();
     ensure_certificates(&config)?;
+    let mut claimed = claim(&config).await?;
+    let cluster = cluster::configured(&config).then(|| Cluster::join(&config, &claimed.store));
+    let mut runtime_config = RuntimeConfig::from_config(&config);
+    if let Some(c) = &cluster {
+        runtime_config.transport.gate = c.gate();
+        claimed.link.leadership = c.watch();
+    }
+    let runtime = Runtime::new(runtime_config);
+    let standby = match &cluster {
+        Some(c) => Some(standby::serve_until_promoted(c, &config, &mut claimed, &runtime).await?),
+        None => None,
+    };
+    let master = act(config, clock, claimed, runtime, cluster).await;
+    if let Some(standby) = standby {
+        standby.stop().await;
+    }
+    master
+}
+
+/// What a master does once it acts (at once when alone, on promotion in a
+/// cluster): boot plan, its own systems, held sites, edges, the API.
+async fn act(
+    config: Config,
+    clock: Clock,
+    claimed: Claimed,
+    runtime: Runtime,
+    cluster: Option<Cluster>,
+) -> Result<Master, RunError> {
     #[rustfmt::skip]
-    let Claimed { lock, api_listener, listener, link, link_addr, store } = claim(&config).await?;
+    let Claimed { lock, api_listener, listener, link, link_addr, store } = claimed;
     // Location edits after this point reach the control loop.
     let feed_from = store.last_seq().await?;
     let plan = boot::plan_master(&store).await?;
     log_plan(&plan);
-    let runtime = Runtime::new(RuntimeConfig::from_config(&config));
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     // The master's own systems run before any edge can connect.
@@ -110,6 +147,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
     spawn_feeds(&config, &store, &registry, &stop, &tasks);
     tasks.spawn(retain_events(store.clone(), clock, &config, stop.clone()));
     tasks.spawn(control.clone().follow_locations(feed_from, LOCATION_POLL));
+    let leadership = standby::follow(cluster.as_ref(), &runtime, &stop, &tasks);
     tracing::info!(link = %link_addr, "listening for edges");
 
     // The API answers from the first second: reads at once, device calls
@@ -121,8 +159,10 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
         sync: Some(sync_facts),
         control: Some(Arc::new(control.clone())),
         reconciler: Some(reconciler.clone()),
-        edge_id: None,
-        ..api::Ops::new(runtime.clone(), Some(registry.clone()), &config)
+        ..standby::cluster_ops(
+            api::Ops::new(runtime.clone(), Some(registry.clone()), &config),
+            cluster.as_ref(),
+        )
     };
     let api = api::start_on(api_listener, &config, &store, Role::Master, ops).await?;
     tracing::info!(api = %api.addr, "API serving while the master boots");
@@ -138,10 +178,12 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
         missing_at_boot,
         edge_events,
         control,
+        leadership,
         api,
         stop,
         tasks,
         grace: Duration::from_millis(config.shutdown_grace_ms),
+        cluster,
         _lock: lock,
     })
 }
@@ -170,7 +212,7 @@ fn control_loop(
 }
 
 /// What a master holds before it drives any device.
-struct Claimed {
+pub(crate) struct Claimed {
     lock: boot::DatabaseLock,
     api_listener: tokio::net::TcpListener,
     listener: tokio::net::TcpListener,
@@ -411,27 +453,54 @@ fn retain_events(
 
 impl Master {
     /// A graceful stop: the API drains, edge links close, modules unload
-    /// (releasing their devices), the store closes.
+    /// (releasing their devices), the cluster lease is released (a standby
+    /// promotes at once), the store closes.
     pub async fn stop(self) {
         tracing::info!("master stopping");
+        let cluster = self.cluster;
         boot::graceful_stop(
             self.api.stop(self.grace),
             self.stop,
             self.tasks,
             &self.runtime,
-            &self.store,
+            (&self.store, async move {
+                if let Some(c) = cluster {
+                    c.release().await;
+                }
+            }),
             self.grace,
         )
         .await;
+    }
+
+    /// Resolves when this node lost its cluster lease (never for a master
+    /// alone).
+    pub async fn lost(&self) {
+        match &self.leadership {
+            Some(w) => standby::lost(w.clone()).await,
+            None => std::future::pending().await,
+        }
     }
 }
 
 /// Runs a master until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-    let master = start(config).await?;
-    shutdown.await;
+    tokio::pin!(shutdown);
+    // A standby waits for promotion inside `start`; a stop meanwhile ends it.
+    let master = tokio::select! {
+        m = start(config) => m?,
+        () = &mut shutdown => return Ok(()),
+    };
+    let lost = tokio::select! {
+        () = &mut shutdown => false,
+        () = master.lost() => true,
+    };
     master.stop().await;
-    Ok(())
+    if lost {
+        Err(RunError::LeaseLost)
+    } else {
+        Ok(())
+    }
 }
 
 /// The master's TLS files must be readable. On a fresh checkout (none of the

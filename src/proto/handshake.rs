@@ -157,6 +157,16 @@ pub enum Handshake {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         store_id: Option<Uuid>,
     },
+    /// Version 2 only: this master node does not act (a STANDBY of a
+    /// cluster); the acting node's link address. Sent after the edge's
+    /// proof, with the master's own proof, so that only a node that knows
+    /// the edge's key can send it elsewhere. A version-1 edge gets a bare
+    /// `denied` instead.
+    Redirect {
+        mac: Bytes32,
+        node_id: String,
+        link: String,
+    },
 }
 
 /// Why a master refused an edge.

@@ -59,7 +59,7 @@ mod types;
 
 pub use config::RuntimeConfig;
 pub use error::{DriverError, ExecError, RuntimeError};
-pub use transport::TransportConfig;
+pub use transport::{DeviceGate, TransportConfig};
 pub use types::{
     ACTIVITY_TEXT, Activity, DebugEvent, DeviceCount, LoadReport, LogLevel, ModuleInfo,
     ModuleState, ReloadReport, StatusChange, SystemReport,

@@ -7,12 +7,44 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::{Instant, Sleep};
 
 use super::framing::{Framer, Framing};
+
+/// Whether this process may send anything to a device now. A master node
+/// of a cluster passes one that reads its lease deadline on a clock that
+/// keeps counting through suspension; the runtime asks it before every
+/// socket write and every connect, so a node resumed past its deadline
+/// sends nothing, whatever its other tasks have not noticed yet.
+#[derive(Clone, Default)]
+pub struct DeviceGate(Option<std::sync::Arc<dyn Fn() -> bool + Send + Sync>>);
+
+impl DeviceGate {
+    pub fn new(open: impl Fn() -> bool + Send + Sync + 'static) -> DeviceGate {
+        DeviceGate(Some(std::sync::Arc::new(open)))
+    }
+
+    /// True when no gate was given (a master alone, an edge).
+    pub fn open(&self) -> bool {
+        self.0.as_ref().is_none_or(|f| f())
+    }
+}
+
+impl std::fmt::Debug for DeviceGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "DeviceGate(some)"
+        } else {
+            "DeviceGate(none)"
+        })
+    }
+}
+
+const GATE_CLOSED: &str =
+    "this node may no longer drive devices (its cluster lease may have expired)";
 
 /// Transport tuning shared by every module of a runtime.
 #[derive(Debug, Clone)]
@@ -38,6 +70,8 @@ pub struct TransportConfig {
     /// Bytes accepted for writing but not yet taken by the socket; past it,
     /// commands stay in the queue instead of growing the buffer.
     pub max_outbound: usize,
+    /// Consulted before every write and connect (see [`DeviceGate`]).
+    pub gate: DeviceGate,
 }
 
 impl Default for TransportConfig {
@@ -52,6 +86,7 @@ impl Default for TransportConfig {
             flood_window: Duration::from_secs(1),
             flood_frames: 5000,
             max_outbound: 64 * 1024,
+            gate: DeviceGate::default(),
         }
     }
 }
@@ -174,6 +209,10 @@ impl DeviceConnection {
     /// Queues bytes for the socket. The caller checks [`DeviceConnection::write_room`]
     /// first; one command may overshoot the bound, never more.
     pub(crate) fn write(&mut self, data: &[u8]) -> bool {
+        if !self.cfg.gate.open() {
+            self.close_gated();
+            return false;
+        }
         match &mut self.state {
             State::Connected(c) => {
                 let mut rest = data;
@@ -189,6 +228,16 @@ impl DeviceConnection {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// The gate closed: the connection goes, with what was waiting to be
+    /// sent, and reconnecting waits for the gate.
+    fn close_gated(&mut self) {
+        if self.is_connected() {
+            tracing::warn!(host = %self.host, port = self.port, "{GATE_CLOSED}: device connection closed");
+            self.framer.reset();
+            self.backoff();
         }
     }
 
@@ -248,11 +297,16 @@ impl DeviceConnection {
                 State::Idle => std::future::pending::<()>().await,
                 State::Backoff(sleep) => {
                     sleep.as_mut().await;
-                    self.state = State::Connecting(self.connect());
+                    if self.cfg.gate.open() {
+                        self.state = State::Connecting(self.connect());
+                    } else {
+                        self.backoff();
+                    }
                 }
                 State::Connecting(fut) => {
                     let res = fut.as_mut().await;
                     match res {
+                        Ok(_) if !self.cfg.gate.open() => self.backoff(),
                         Ok(stream) => {
                             let (read, write) = stream.into_split();
                             let now = Instant::now();
@@ -276,9 +330,19 @@ impl DeviceConnection {
                 State::Connected(c) => {
                     let buf = &mut self.framer.buf;
                     buf.reserve(2048);
+                    let gate = &self.cfg.gate;
+                    let (write, out) = (&mut c.write, &c.out);
+                    // The gate is read at every poll of the write, so bytes
+                    // queued before the deadline are not sent after it.
+                    let gated_write = std::future::poll_fn(|cx| {
+                        if !gate.open() {
+                            return std::task::Poll::Ready(Err(std::io::Error::other(GATE_CLOSED)));
+                        }
+                        std::pin::Pin::new(&mut *write).poll_write(cx, out)
+                    });
                     let io = tokio::select! {
                         r = c.read.read_buf(buf) => Io::Read(r),
-                        r = c.write.write(&c.out), if !c.out.is_empty() => Io::Wrote(r),
+                        r = gated_write, if !out.is_empty() => Io::Wrote(r),
                     };
                     if let Some(ev) = self.on_io(io) {
                         return ev;
@@ -346,6 +410,7 @@ impl DeviceConnection {
     pub(crate) async fn flush(&mut self, limit: Duration) {
         if let State::Connected(c) = &mut self.state
             && !c.out.is_empty()
+            && self.cfg.gate.open()
         {
             let _ = tokio::time::timeout(limit, c.write.write_all(&c.out)).await;
             c.out.clear();

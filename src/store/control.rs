@@ -4,6 +4,7 @@
 
 use uuid::Uuid;
 
+use super::cluster::FenceCheck;
 use super::{Store, StoreError, on_reader, on_writer, sql};
 use crate::control::{Reason, Side};
 
@@ -178,6 +179,7 @@ impl Store {
                 .bind(at_ms)
                 .execute(&mut *tx)
                 .await?;
+            tx.check_fence(&self.fence).await?;
             tx.commit().await?;
             let _ = self.control_changes.send(record.clone());
             Ok(record)
@@ -266,12 +268,15 @@ impl Store {
         user: &str,
     ) -> Result<(), StoreError> {
         on_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
             sqlx::query(sql::SET_LOG_AUTHOR)
                 .bind(edge_id.to_string())
                 .bind(epoch)
                 .bind(user)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?;
+            tx.check_fence(&self.fence).await?;
+            tx.commit().await?;
         });
         Ok(())
     }
@@ -285,13 +290,16 @@ impl Store {
         by: Option<&str>,
     ) -> Result<(), StoreError> {
         on_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
             sqlx::query(sql::INSERT_SITE_ACTION)
                 .bind(edge_id.to_string())
                 .bind(at_ms)
                 .bind(action)
                 .bind(by)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?;
+            tx.check_fence(&self.fence).await?;
+            tx.commit().await?;
         });
         Ok(())
     }

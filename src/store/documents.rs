@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use sqlx::{Postgres, Sqlite, Transaction};
 use uuid::Uuid;
 
+use super::cluster::FenceCheck;
 use super::{
     Committed, DocRow, Document, Expect, Store, StoreError, Write, on_reader, on_writer, sql,
     to_document, to_documents,
@@ -27,6 +28,8 @@ impl Store {
         let done = on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             let done = tx.write_batch(writes).await?;
+            // After the sequence numbers are taken (see `store/cluster.rs`).
+            tx.check_fence(&self.fence).await?;
             tx.commit().await?;
             done
         });

@@ -6,6 +6,7 @@
 
 use uuid::Uuid;
 
+use super::cluster::FenceCheck;
 use super::{Store, StoreError, on_reader, on_writer, sql};
 
 /// What an event records.
@@ -421,6 +422,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
+            tx.check_fence(&self.fence).await?;
             tx.commit().await?;
             Ok(new)
         })
@@ -434,7 +436,11 @@ impl Store {
         let mut deleted = 0u64;
         loop {
             let n = on_writer!(self, pool => {
-                sqlx::query(sql::PRUNE_OLD_EVENTS).bind(before_ms).bind(PRUNE_BATCH).execute(pool).await?.rows_affected()
+                let mut tx = pool.begin().await?;
+                let n = sqlx::query(sql::PRUNE_OLD_EVENTS).bind(before_ms).bind(PRUNE_BATCH).execute(&mut *tx).await?.rows_affected();
+                tx.check_fence(&self.fence).await?;
+                tx.commit().await?;
+                n
             });
             deleted += n;
             if n < PRUNE_BATCH as u64 {
@@ -450,7 +456,11 @@ impl Store {
         let mut excess = count - i64::try_from(keep).unwrap_or(i64::MAX);
         while excess > 0 {
             let n = on_writer!(self, pool => {
-                sqlx::query(sql::PRUNE_FIRST_EVENTS).bind(excess.min(PRUNE_BATCH)).execute(pool).await?.rows_affected()
+                let mut tx = pool.begin().await?;
+                let n = sqlx::query(sql::PRUNE_FIRST_EVENTS).bind(excess.min(PRUNE_BATCH)).execute(&mut *tx).await?.rows_affected();
+                tx.check_fence(&self.fence).await?;
+                tx.commit().await?;
+                n
             });
             if n == 0 {
                 break;

@@ -22,6 +22,7 @@
 //! connection so that concurrent writers queue instead of failing with
 //! "database is locked".
 
+mod cluster;
 mod control;
 mod credentials;
 mod documents;
@@ -31,6 +32,7 @@ mod replica;
 mod scope;
 mod sql;
 
+pub use cluster::{Heartbeat, HistoryRecord, LeaseReleases, LeaseView, NodeRecord};
 pub use control::{ControlRecord, ControlState, SiteAction};
 pub use credentials::{CredentialRecord, EdgeKeys};
 pub use events::{Appended, Event, EventKind, LoggedEvent};
@@ -55,6 +57,9 @@ pub struct StoreOptions {
     pub pg_schema: Option<String>,
     /// Connections in the pool (readers, for SQLite).
     pub max_connections: u32,
+    /// PostgreSQL only: the server ends a transaction left idle this long
+    /// (`idle_in_transaction_session_timeout`).
+    pub idle_in_transaction_ms: Option<u64>,
 }
 
 impl StoreOptions {
@@ -63,6 +68,7 @@ impl StoreOptions {
             url: url.into(),
             pg_schema: None,
             max_connections: 8,
+            idle_in_transaction_ms: None,
         }
     }
 }
@@ -198,6 +204,10 @@ pub enum StoreError {
         expected: Option<i64>,
         actual: Option<i64>,
     },
+    #[error(
+        "write refused: this node's cluster term {term} is over (another node holds the lease, or it expired)"
+    )]
+    Fenced { term: i64 },
     #[error("stored document {id} is corrupt: {reason}")]
     Corrupt { id: Uuid, reason: String },
 }
@@ -240,6 +250,8 @@ pub struct Store {
     /// counted yet): appends keep it, so the log's bound costs no
     /// `COUNT(*)` per event.
     event_log_size: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// Whose writes pass (a master cluster's member: its node and term).
+    fence: std::sync::Arc<cluster::Fence>,
 }
 
 impl std::fmt::Debug for Store {

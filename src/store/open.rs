@@ -34,6 +34,7 @@ impl Store {
             committed: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
             control_changes: tokio::sync::broadcast::channel(256).0,
             event_log_size: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-1)),
+            fence: std::sync::Arc::new(super::cluster::Fence::default()),
         };
         store.store_id = store.init_store_id().await?;
         store.committed.send_replace(store.last_seq().await?);
@@ -129,6 +130,10 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
         "credential lifecycle",
         include_str!("migrations/postgres/0009_credential_lifecycle.sql"),
+    ),
+    (
+        "cluster",
+        include_str!("migrations/postgres/0010_cluster.sql"),
     ),
 ];
 
@@ -257,6 +262,9 @@ async fn open_postgres(options: &StoreOptions, display_url: &str) -> Result<Back
             .await?;
         admin.close().await;
         connect = connect.options([("search_path", schema.as_str())]);
+    }
+    if let Some(ms) = options.idle_in_transaction_ms {
+        connect = connect.options([("idle_in_transaction_session_timeout", ms.to_string())]);
     }
     let pool = PgPoolOptions::new()
         .max_connections(options.max_connections.max(2))

@@ -280,3 +280,48 @@ pub(crate) const GET_CURSOR: &str = "SELECT last_seq FROM sync_progress WHERE ed
 pub(crate) const SET_CURSOR: &str = "INSERT INTO sync_progress (edge_id, last_seq) VALUES ($1, $2) \
      ON CONFLICT (edge_id) DO UPDATE SET last_seq = excluded.last_seq \
      WHERE sync_progress.last_seq < excluded.last_seq";
+
+// A master cluster (PostgreSQL only). Every time is the server's clock.
+
+/// Passes while `$1` holds the lease at term `$2`, unexpired; `FOR SHARE`
+/// makes a grant to another node wait for this transaction.
+pub(crate) const CHECK_FENCE: &str = "SELECT term FROM cluster_lease \
+     WHERE id = 1 AND holder = $1 AND term = $2 AND expires_at > clock_timestamp() FOR SHARE";
+pub(crate) const UPSERT_NODE: &str = "INSERT INTO cluster_nodes (node_id, state, priority, preempt, api, link, seen_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp()) \
+     ON CONFLICT (node_id) DO UPDATE SET state = $2, priority = $3, preempt = $4, api = $5, link = $6, seen_at = clock_timestamp()";
+pub(crate) const FORGET_NODES: &str =
+    "DELETE FROM cluster_nodes WHERE seen_at < clock_timestamp() - interval '1 day'";
+/// Granted when the lease is free or expired and no live standby (seen
+/// within the lease) ranks before `$1`: higher priority, or the same and
+/// a smaller node id.
+pub(crate) const ACQUIRE_LEASE: &str = "UPDATE cluster_lease \
+     SET holder = $1, term = term + 1, expires_at = clock_timestamp() + $2 * interval '1 millisecond' \
+     WHERE id = 1 AND (holder IS NULL OR expires_at <= clock_timestamp()) \
+     AND NOT EXISTS (SELECT 1 FROM cluster_nodes n WHERE n.node_id <> $1 AND n.state = 'STANDBY' \
+         AND n.seen_at > clock_timestamp() - $2 * interval '1 millisecond' \
+         AND (n.priority > $3 OR (n.priority = $3 AND n.node_id < $1))) \
+     RETURNING term";
+pub(crate) const RENEW_LEASE: &str = "UPDATE cluster_lease \
+     SET expires_at = clock_timestamp() + $3 * interval '1 millisecond' \
+     WHERE id = 1 AND holder = $1 AND term = $2 AND expires_at > clock_timestamp() RETURNING term";
+/// A live standby with `preempt` set that ranks above the holder `$1`.
+pub(crate) const PREEMPTER: &str = "SELECT node_id FROM cluster_nodes \
+     WHERE node_id <> $1 AND state = 'STANDBY' AND preempt AND priority > $2 \
+     AND seen_at > clock_timestamp() - $3 * interval '1 millisecond' \
+     ORDER BY priority DESC, node_id LIMIT 1";
+pub(crate) const RELEASE_LEASE: &str = "UPDATE cluster_lease SET holder = NULL, expires_at = clock_timestamp() \
+     WHERE id = 1 AND holder = $1 AND term = $2";
+pub(crate) const GET_LEASE: &str = "SELECT l.holder, l.term, l.expires_at > clock_timestamp(), n.api, n.link \
+     FROM cluster_lease l LEFT JOIN cluster_nodes n ON n.node_id = l.holder WHERE l.id = 1";
+pub(crate) const LIST_NODES: &str = "SELECT node_id, state, priority, preempt, api, link, \
+     (extract(epoch FROM clock_timestamp() - seen_at) * 1000)::BIGINT FROM cluster_nodes ORDER BY node_id";
+pub(crate) const INSERT_HISTORY: &str = "INSERT INTO cluster_history (node_id, term, reason, at) \
+     VALUES ($1, $2, $3, clock_timestamp())";
+pub(crate) const TRIM_HISTORY: &str =
+    "DELETE FROM cluster_history WHERE id <= (SELECT max(id) FROM cluster_history) - $1";
+pub(crate) const LIST_HISTORY: &str = "SELECT node_id, term, reason, \
+     (extract(epoch FROM at) * 1000)::BIGINT FROM cluster_history ORDER BY id DESC LIMIT $1";
+/// The channel a release is announced on.
+pub(crate) const RELEASE_CHANNEL: &str = "outpost_cluster_released";
+pub(crate) const NOTIFY_RELEASED: &str = "SELECT pg_notify('outpost_cluster_released', '')";

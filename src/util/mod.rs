@@ -5,6 +5,7 @@
 
 mod admission;
 mod error_chain;
+mod lock_file;
 mod noise;
 mod private;
 mod sync;
@@ -13,6 +14,7 @@ mod time;
 
 pub use admission::{Admission, AdmissionLimits, Refusal, Ticket};
 pub use error_chain::describe;
+pub use lock_file::try_lock_file;
 pub use noise::Noise;
 pub use private::{private_dir, private_file, tighten};
 pub use sync::{Unpoisoned, UnpoisonedRw};

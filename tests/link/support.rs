@@ -322,6 +322,7 @@ pub async fn start_master(certs: &Certs, opts: MasterOpts) -> Master {
         failure_report_interval: opts.failure_report_interval,
         shutdown_grace: Duration::from_secs(2),
         store_id: None,
+        leadership: outpost::control::leadership::alone_watch(),
     };
     let (tx, events) = mpsc::unbounded_channel();
     let registry = Registry::new(tx);

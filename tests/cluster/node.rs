@@ -1,0 +1,258 @@
+//! Nodes of a master cluster as real `outpost master` processes, and a
+//! fresh PostgreSQL database for each test (shared with the benchmark).
+
+// The tests and the benchmark use different parts.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::Executor as _;
+
+/// The key every node of a test is configured with.
+pub const ADMIN_KEY: &str = "cluster-test-admin-key-0123456789abcdef";
+
+/// A fresh PostgreSQL database on the shared server, dropped at the end.
+pub struct Database {
+    admin_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl Database {
+    /// `None` (with a printed reason) when no PostgreSQL is configured.
+    pub async fn create() -> Option<Database> {
+        let admin_url = crate::support::pg_url()?;
+        let name = format!("outpost_cluster_{}", uuid::Uuid::now_v7().simple());
+        let pool = sqlx::PgPool::connect(&admin_url).await.unwrap();
+        pool.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .unwrap();
+        pool.close().await;
+        let url = match admin_url.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("TEST_PG_URL names no database: {admin_url}"),
+        };
+        Some(Database {
+            admin_url,
+            name,
+            url,
+        })
+    }
+
+    pub async fn drop_it(self) {
+        let pool = sqlx::PgPool::connect(&self.admin_url).await.unwrap();
+        pool.execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .await
+        .unwrap();
+        pool.close().await;
+    }
+}
+
+/// A loopback address free now.
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Certificates shared by the nodes of one test.
+pub fn certs(dir: &Path) -> PathBuf {
+    outpost::certs::install_crypto_provider();
+    let certs = dir.join("certs");
+    outpost::certs::init_dev(&certs, &["localhost".into(), "127.0.0.1".into()], false).unwrap();
+    certs
+}
+
+/// A node's settings.
+#[derive(Clone)]
+pub struct NodeSpec {
+    pub id: String,
+    pub database_url: String,
+    pub dir: PathBuf,
+    pub certs: PathBuf,
+    pub lease_ms: u64,
+    pub renew_ms: u64,
+    pub priority: i32,
+    pub preempt: bool,
+    /// Set: the nodes take turns by this lock file (SQLite).
+    pub lock_file: Option<PathBuf>,
+}
+
+/// One `outpost master` process.
+pub struct Node {
+    pub spec: NodeSpec,
+    pub api: std::net::SocketAddr,
+    pub link: std::net::SocketAddr,
+    child: Option<tokio::process::Child>,
+    log: PathBuf,
+}
+
+impl Node {
+    pub fn spawn(spec: &NodeSpec) -> Node {
+        let data = spec.dir.join(&spec.id);
+        std::fs::create_dir_all(&data).unwrap();
+        let log = data.join("node.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let (api, link) = (free_addr(), free_addr());
+        let mut vars: Vec<(&str, String)> = vec![
+            ("OUTPOST_DATABASE_URL", spec.database_url.clone()),
+            ("OUTPOST_DATA_DIR", data.display().to_string()),
+            ("OUTPOST_API_ADDR", api.to_string()),
+            ("OUTPOST_LINK_ADDR", link.to_string()),
+            (
+                "OUTPOST_CA_CERT",
+                spec.certs.join("ca.pem").display().to_string(),
+            ),
+            (
+                "OUTPOST_TLS_CERT",
+                spec.certs.join("master.pem").display().to_string(),
+            ),
+            (
+                "OUTPOST_TLS_KEY",
+                spec.certs.join("master-key.pem").display().to_string(),
+            ),
+            (
+                "OUTPOST_MODULES_DIR",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/modules").into(),
+            ),
+            ("OUTPOST_ADMIN_KEY", ADMIN_KEY.into()),
+            ("OUTPOST_NODE_ID", spec.id.clone()),
+            ("OUTPOST_NODE_PRIORITY", spec.priority.to_string()),
+            ("OUTPOST_PREEMPT", spec.preempt.to_string()),
+            ("OUTPOST_LEASE_MS", spec.lease_ms.to_string()),
+            ("OUTPOST_RENEW_MS", spec.renew_ms.to_string()),
+            ("OUTPOST_BOOT_WAIT_MS", "50".into()),
+            ("OUTPOST_SHUTDOWN_GRACE_MS", "2000".into()),
+            ("OUTPOST_LOG", "info".into()),
+        ];
+        if let Some(lock) = &spec.lock_file {
+            vars.push(("OUTPOST_CLUSTER_LOCK_FILE", lock.display().to_string()));
+        }
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .arg("master")
+            .current_dir(&data)
+            .env_clear()
+            .envs(vars)
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cannot start the outpost binary");
+        Node {
+            spec: spec.clone(),
+            api,
+            link,
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id().unwrap() as i32
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// SIGKILL, and wait until it is gone.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().await.unwrap();
+        }
+    }
+
+    /// Waits for the process to exit, with its status.
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(20), c.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not exit: {}", self.spec.id, self.log_text()))
+            .unwrap()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its `/api/v1/ha/state`, or `None` when it does not answer.
+    pub async fn state(&self) -> Option<String> {
+        let body = get(self.api, "/api/v1/ha/state", None).await?;
+        let v: serde_json::Value = serde_json::from_str(&body.1).ok()?;
+        v["state"].as_str().map(str::to_owned)
+    }
+}
+
+/// A GET, answering (status, body); `None` when the node does not answer.
+pub async fn get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    key: Option<&str>,
+) -> Option<(u16, String)> {
+    send(addr, "GET", path, key, None).await
+}
+
+/// One HTTP/1.1 request with `Connection: close`.
+pub async fn send(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let io = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        if let Some(k) = key {
+            req.push_str(&format!("Authorization: Bearer {k}\r\n"));
+        }
+        let body = body.unwrap_or("");
+        if !body.is_empty() {
+            req.push_str("Content-Type: application/json\r\n");
+        }
+        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        stream.write_all(req.as_bytes()).await.ok()?;
+        let mut out = Vec::new();
+        stream.read_to_end(&mut out).await.ok()?;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status: u16 = text.split(' ').nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+        Some((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(5), io)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Polls `check` every 20 ms until it holds, for at most `secs` seconds.
+pub async fn eventually(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The states of `nodes` (`None`: not answering).
+pub async fn states(nodes: &[Node]) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    for n in nodes {
+        out.push(n.state().await);
+    }
+    out
+}
