@@ -121,15 +121,15 @@ struct ValueFields {
 pub fn parse_request(raw: &RawValue) -> Result<RequestBody, WireError> {
     // The hot kind first; anything unusual takes the general path, which
     // gives the same answer, only slower.
-    if raw.get().starts_with(EXEC_PREFIX) {
-        if let Ok(e) = serde_json::from_str::<ExecFields>(raw.get()) {
-            return Ok(RequestBody::Exec {
-                module: e.module,
-                method: e.method,
-                args: e.args,
-                epoch: e.epoch,
-            });
-        }
+    if raw.get().starts_with(EXEC_PREFIX)
+        && let Ok(e) = serde_json::from_str::<ExecFields>(raw.get())
+    {
+        return Ok(RequestBody::Exec {
+            module: e.module,
+            method: e.method,
+            args: e.args,
+            epoch: e.epoch,
+        });
     }
     match serde_json::from_str::<RequestBody>(raw.get()) {
         Ok(body) => Ok(body),
@@ -150,10 +150,10 @@ pub fn parse_request(raw: &RawValue) -> Result<RequestBody, WireError> {
 
 /// Parses a raw response result.
 pub fn parse_result(raw: &RawValue) -> Result<Result<ResponseBody, WireError>, serde_json::Error> {
-    if raw.get().starts_with(VALUE_PREFIX) {
-        if let Ok(v) = serde_json::from_str::<OkValue>(raw.get()) {
-            return Ok(Ok(ResponseBody::Value { value: v.Ok.value }));
-        }
+    if raw.get().starts_with(VALUE_PREFIX)
+        && let Ok(v) = serde_json::from_str::<OkValue>(raw.get())
+    {
+        return Ok(Ok(ResponseBody::Value { value: v.Ok.value }));
     }
     serde_json::from_str(raw.get())
 }
