@@ -79,8 +79,10 @@ fn main() {
         .collect();
     match argv.first().map(String::as_str) {
         Some("edge-sim") => edge_sim(&argv[1..]),
+        Some("bare-sim") => bare_sim(&argv[1..]),
         Some("rpc") => rpc(),
         Some("profile") => profile(),
+        Some("profile-tarpc") => profile_tarpc(),
         Some("edges") => edges(),
         Some("authz") => authz(),
         _ => {
@@ -328,10 +330,44 @@ fn profile() {
                 p.request(exec(), Duration::from_secs(10)).await.unwrap();
             }
         };
-        closed_loop(256, Duration::from_secs(5), call)
+        // OUTPOST_BENCH_SECS (default 5): a short run under callgrind.
+        let secs = std::env::var("OUTPOST_BENCH_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(5);
+        closed_loop(256, Duration::from_secs(secs), call)
             .await
             .line("outpost link");
         link.stop().await;
+    });
+}
+
+/// tarpc alone at 256 in flight, for the same profiles.
+fn profile_tarpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dev_certs(dir.path());
+    runtime().block_on(async move {
+        let client = tarpc_pair(&certs).await;
+        let call = move || {
+            let c = client.clone();
+            async move {
+                c.exec(
+                    tarpc::context::current(),
+                    "logic_1".into(),
+                    "set".into(),
+                    args(),
+                )
+                .await
+                .unwrap();
+            }
+        };
+        let secs = std::env::var("OUTPOST_BENCH_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(5);
+        closed_loop(256, Duration::from_secs(secs), call)
+            .await
+            .line("tarpc");
     });
 }
 
@@ -696,9 +732,16 @@ fn edges() {
         let rss1 = rss_bytes();
         let idle = Duration::from_secs(std::env::var("OUTPOST_BENCH_IDLE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10));
         let c0 = cpu_seconds();
+        let f0 = frames_of(&registry);
         tokio::time::sleep(idle).await;
         let cpu = (cpu_seconds() - c0) / idle.as_secs_f64();
+        let f1 = frames_of(&registry);
         let held = registry.len();
+        // Links that closed during the window take their counts along:
+        // the figure is only meaningful when every edge stayed connected.
+        let per_edge = |a: u64, b: u64| a.saturating_sub(b) as f64 / idle.as_secs_f64() / held.max(1) as f64;
+        let (rx_rate, tx_rate) = (per_edge(f1.read, f0.read), per_edge(f1.written, f0.written));
+        println!("  idle frames per edge per second at the master: {rx_rate:.3} read, {tx_rate:.3} written");
         println!(
             "  master memory: {:.1} MiB before, {:.1} MiB with {held} edges: {:.1} KiB per edge",
             rss0 as f64 / 1048576.0,
@@ -725,7 +768,145 @@ fn edges() {
         );
         let _ = child.kill().await;
         stop.cancel();
+        drop(child);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if rx_rate > 0.0 {
+            let floor = idle_floor(&certs, n, rx_rate, idle).await;
+            println!(
+                "  physical floor (bare TLS echo, {n} connections, one {}-byte record each way per {:.2} s): {:.1} % of one core; link idle / floor = {:.2}",
+                PING_RECORD.len(),
+                1.0 / rx_rate,
+                floor * 100.0,
+                cpu / floor
+            );
+        }
     });
+}
+
+/// The keepalive record of the floor: a frame the size of the link's ping.
+const PING_RECORD: &[u8] = b"\"Ping\"";
+
+/// The master's idle CPU with nothing but the keepalive records: `n` TLS
+/// connections from a child process (`bare-sim`), each sending one record
+/// every `1 / rate` seconds, which the server echoes at once (a reply in
+/// the same wake-up as the record it answers, the cheapest way to hear
+/// and be heard). No envelope, no timers on this side, no tasks but one
+/// per connection.
+async fn idle_floor(certs: &certs::DevCerts, n: usize, rate: f64, idle: Duration) -> f64 {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(4096).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(tls::server_config(&certs.cert, &certs.key, None).unwrap());
+    let up = Arc::new(AtomicUsize::new(0));
+    let server = tokio::spawn({
+        let up = up.clone();
+        async move {
+            loop {
+                let (s, _) = listener.accept().await.unwrap();
+                s.set_nodelay(true).unwrap();
+                let (acceptor, up) = (acceptor.clone(), up.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    up.fetch_add(1, Ordering::Relaxed);
+                    let mut framed = Framed::new(tls, LengthDelimitedCodec::new());
+                    while let Some(Ok(f)) = framed.next().await {
+                        if framed.send(f.freeze()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    let period_ms = (1000.0 / rate).round() as u64;
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .arg("bare-sim")
+        .arg(addr.to_string())
+        .arg(n.to_string())
+        .arg(&certs.ca_cert)
+        .arg(period_ms.to_string())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    if !wait_until(|| up.load(Ordering::Relaxed) >= n, Duration::from_secs(120)).await {
+        println!(
+            "  (floor: only {} of {n} connections up; its figure is for those)",
+            up.load(Ordering::Relaxed)
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let c0 = cpu_seconds();
+    tokio::time::sleep(idle).await;
+    let cpu = (cpu_seconds() - c0) / idle.as_secs_f64();
+    let _ = child.kill().await;
+    server.abort();
+    cpu
+}
+
+/// The floor's child: `bare-sim ADDR N CA PERIOD_MS`, N TLS connections
+/// each sending one record per period, at phases spread over the period.
+fn bare_sim(args: &[String]) {
+    let addr: SocketAddr = args[0].parse().unwrap();
+    let n: usize = args[1].parse().unwrap();
+    let ca = std::path::PathBuf::from(&args[2]);
+    let period = Duration::from_millis(args[3].parse().unwrap());
+    certs::install_crypto_provider();
+    runtime().block_on(async move {
+        let connector = tokio_rustls::TlsConnector::from(tls::client_config(&ca, None).unwrap());
+        for i in 0..n {
+            let connector = connector.clone();
+            tokio::spawn(async move {
+                let socket = TcpSocket::new_v4().unwrap();
+                let source = std::net::IpAddr::from([127, 0, 0, 10 + (i % SOURCES as usize) as u8]);
+                socket.bind(SocketAddr::new(source, 0)).unwrap();
+                // A refused connection (a saturated machine) is one
+                // connection fewer; the parent waits for the count.
+                let Ok(tcp) = socket.connect(addr).await else {
+                    return;
+                };
+                tcp.set_nodelay(true).unwrap();
+                let Ok(tls) = connector
+                    .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                    .await
+                else {
+                    return;
+                };
+                let mut framed = Framed::new(tls, LengthDelimitedCodec::new());
+                let phase = period.mul_f64(i as f64 / n as f64);
+                let mut tick =
+                    tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            if framed.send(Bytes::from_static(PING_RECORD)).await.is_err() {
+                                return;
+                            }
+                        }
+                        f = framed.next() => if !matches!(f, Some(Ok(_))) { return },
+                    }
+                }
+            });
+        }
+        std::future::pending::<()>().await;
+    });
+}
+
+/// Frames moved so far by every link the registry holds.
+fn frames_of(registry: &Registry) -> outpost::link::peer::FrameCounts {
+    let mut sum = outpost::link::peer::FrameCounts::default();
+    for info in registry.list() {
+        if let Some(p) = registry.peer(info.edge_id) {
+            let f = p.frames();
+            sum.read += f.read;
+            sum.written += f.written;
+        }
+    }
+    sum
 }
 
 async fn wait_until(mut f: impl FnMut() -> bool, max: Duration) -> bool {

@@ -13,7 +13,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, Uri};
+use axum::http::{HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -193,48 +193,83 @@ pub(super) async fn proxy(
     body: RequestBody,
     deadline: Duration,
 ) -> Result<ResponseBody, ApiError> {
-    let location = route.location.as_ref();
-    let ops = ops(state)?;
-    let name = match (state.role, location) {
+    proxy_with(state, route, deadline, |peer| async move {
+        peer.request(body, deadline).await
+    })
+    .await
+}
+
+/// Whom a call on `route` goes to, in messages.
+fn peer_name(state: &ApiState, route: &Route) -> String {
+    match (state.role, route.location.as_ref()) {
         (Role::Master, Some(l)) => format!("edge location '{}' ({})", l.name, l.id),
         _ => "the master".to_owned(),
+    }
+}
+
+/// Runs `call` on the link to the side controlling `route`, or says why it
+/// cannot; maps the link's errors to the API's.
+async fn proxy_with<T, F, Fut>(
+    state: &ApiState,
+    route: &Route,
+    deadline: Duration,
+    call: F,
+) -> Result<T, ApiError>
+where
+    F: FnOnce(Peer) -> Fut,
+    Fut: std::future::Future<Output = Result<T, CallError>>,
+{
+    let Some(peer) = route_peer(state, route)? else {
+        return Err(unreachable_peer(state, route).await);
     };
-    let peer = match (state.role, location, &ops.registry) {
+    call(peer).await.map_err(|e| match e {
+        CallError::Remote(w) => wire_to_api(w),
+        CallError::DeadlineExceeded => ApiError::Timeout(format!(
+            "{} did not answer within {} ms",
+            peer_name(state, route),
+            deadline.as_millis()
+        )),
+        CallError::Closed => {
+            ApiError::Unavailable(format!("the link to {} closed", peer_name(state, route)))
+        }
+        other => ApiError::Internal(other.to_string()),
+    })
+}
+
+/// The link to the side controlling `route`, if it is up.
+fn route_peer(state: &ApiState, route: &Route) -> Result<Option<Peer>, ApiError> {
+    let location = route.location.as_ref();
+    let ops = ops(state)?;
+    Ok(match (state.role, location, &ops.registry) {
         (Role::Master, Some(l), Some(registry)) => registry.peer(l.id),
         // An edge reaches what the master controls over its own link.
         (Role::Edge, _, _) if route.controller == Side::Master => {
             ops.master.as_ref().and_then(|m| m.borrow().clone())
         }
         _ => None,
-    };
-    let Some(peer) = peer else {
-        if state.role == Role::Master && state.booting() {
-            return Err(ApiError::Booting(format!(
-                "the master is starting and has not decided who controls {name} yet; retry shortly"
-            )));
-        }
-        let since = match location {
-            Some(l) => state
-                .store
-                .control_state(l.id)
-                .await?
+    })
+}
+
+/// Why a call on `route` cannot go anywhere now.
+async fn unreachable_peer(state: &ApiState, route: &Route) -> ApiError {
+    let name = peer_name(state, route);
+    if state.role == Role::Master && state.booting() {
+        return ApiError::Booting(format!(
+            "the master is starting and has not decided who controls {name} yet; retry shortly"
+        ));
+    }
+    let since = match route.location.as_ref() {
+        Some(l) => match state.store.control_state(l.id).await {
+            Ok(state) => state
                 .map(|s| format!(" since {} ms after the Unix epoch", s.since_ms))
                 .unwrap_or_default(),
-            None => String::new(),
-        };
-        return Err(ApiError::Unavailable(format!(
-            "site controlled by {name}{since}, which is not reachable from here"
-        )));
+            Err(e) => return e.into(),
+        },
+        None => String::new(),
     };
-    peer.request(body, deadline).await.map_err(|e| match e {
-        CallError::Remote(w) => wire_to_api(w),
-        CallError::DeadlineExceeded => ApiError::Timeout(format!(
-            "{name} did not answer within {} ms",
-            deadline.as_millis()
-        )),
-        CallError::Closed => ApiError::Unavailable(format!("the link to {name} closed")),
-        other => ApiError::Internal(other.to_string()),
-    })
+    ApiError::Unavailable(format!(
+        "site controlled by {name}{since}, which is not reachable from here"
+    ))
 }
 
 pub(super) fn wire_to_api(e: WireError) -> ApiError {
@@ -351,11 +386,12 @@ async fn exec(
     if route.local(s.role) && (!module.enabled || ops(&s)?.runtime.module_info(id).is_none()) {
         return Err(not_running(&s, &module, &ops(&s)?.runtime).await);
     }
-    let call: ExecBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::BadRequest(format!("the body must be {{\"method\", \"args\"}}: {e}"))
-    })?;
-    let result = if route.local(s.role) {
-        let runtime = &ops(&s)?.runtime;
+    if !route.local(s.role) {
+        return exec_remote(&s, &route, id, &body, q.deadline()).await;
+    }
+    let call: ExecBody = serde_json::from_slice(&body).map_err(bad_exec_body)?;
+    let runtime = &ops(&s)?.runtime;
+    let result =
         match tokio::time::timeout(q.deadline(), runtime.exec(id, &call.method, call.args)).await {
             Ok(r) => r.map_err(|e| wire_to_api(exec_err(e)))?,
             Err(_) => {
@@ -364,25 +400,58 @@ async fn exec(
                     q.deadline().as_millis()
                 )));
             }
-        }
-    } else {
-        let body = RequestBody::Exec {
-            module: id.to_string(),
-            method: call.method,
-            args: call.args,
-            // The receiver refuses a call made under a stale epoch.
-            epoch: route.epoch.and_then(|e| u64::try_from(e).ok()),
         };
-        match proxy(&s, &route, body, q.deadline()).await? {
-            ResponseBody::Value { value } => value,
-            other => {
-                return Err(ApiError::Internal(format!(
-                    "unexpected answer to exec: {other:?}"
-                )));
-            }
-        }
-    };
     Ok(tagged(&s, &route, Json(ExecOut { result })))
+}
+
+fn bad_exec_body(e: serde_json::Error) -> ApiError {
+    ApiError::BadRequest(format!("the body must be {{\"method\", \"args\"}}: {e}"))
+}
+
+/// [`ExecBody`] with its arguments left as the client's JSON text.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecBodyRaw<'a> {
+    #[serde(borrow)]
+    method: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    args: Option<&'a serde_json::value::RawValue>,
+}
+
+/// An exec on a module the other side runs: the client's arguments go
+/// over the link as they came, and the driver's result comes back as the
+/// peer wrote it, neither parsed into values nor encoded again here.
+async fn exec_remote(
+    s: &ApiState,
+    route: &Route,
+    id: Uuid,
+    body: &[u8],
+    deadline: Duration,
+) -> Result<Response, ApiError> {
+    let call: ExecBodyRaw<'_> = serde_json::from_slice(body).map_err(bad_exec_body)?;
+    let null = serde_json::value::RawValue::NULL;
+    let module = id.to_string();
+    let exec = crate::proto::body::ExecRaw {
+        module: &module,
+        method: &call.method,
+        args: call.args.unwrap_or(null),
+        // The receiver refuses a call made under a stale epoch.
+        epoch: route.epoch.and_then(|e| u64::try_from(e).ok()),
+    };
+    let value = proxy_with(s, route, deadline, |peer| async move {
+        peer.request_value(crate::proto::body::ExecRaw::KIND, &exec, deadline)
+            .await
+    })
+    .await?;
+    let mut out = Vec::with_capacity(value.get().len() + 11);
+    out.extend_from_slice(b"{\"result\":");
+    out.extend_from_slice(value.get().as_bytes());
+    out.push(b'}');
+    let json = [(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )];
+    Ok(tagged(s, route, (json, out)))
 }
 
 /// Every status variable of a module.

@@ -8,8 +8,9 @@
 //! (tarpc's `ResponseGuard`). The [`Session`] driver runs
 //! - one reader loop: decodes frames, answers pings, checks liveness
 //!   (no frame for `dead_after` ⇒ dead), routes responses to callers and
-//!   spawns one task per incoming request, so a slow handler never delays
-//!   another; a `Cancel` aborts that task;
+//!   starts each incoming request's handler: answered on the spot when it
+//!   can be (no task, no wake-up), otherwise in a task of its own, so a
+//!   slow handler never delays another; a `Cancel` aborts that task;
 //! - one writer task: drains the bounded outbound queue, batching frames
 //!   into one TLS write; a write that makes no progress for `dead_after`
 //!   means the peer stopped reading, and the link is cut.
@@ -45,8 +46,11 @@ use crate::util::Unpoisoned;
 
 /// What a role does with the requests and events its peer sends.
 ///
-/// `handle` runs in its own task per request; it is aborted (dropped) when
-/// the caller cancels, the deadline passes or the link closes.
+/// `handle` is first polled on the link's reader, so a request that can be
+/// answered at once costs no task: its work up to its first wait must be
+/// short (a lookup, not a computation). If it has to wait, it goes on in
+/// its own task, which is aborted (dropped) when the caller cancels, the
+/// deadline passes or the link closes.
 pub trait Handler: Send + Sync + 'static {
     fn handle(
         &self,
@@ -124,6 +128,13 @@ static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 /// A fresh session number.
 pub fn next_session() -> u64 {
     NEXT_SESSION.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Frames a link has read and written since it opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameCounts {
+    pub read: u64,
+    pub written: u64,
 }
 
 /// Why a link closed.
@@ -208,6 +219,8 @@ struct PeerState {
     seen: AtomicBool,
     /// A batch was written since the sweeper last looked.
     wrote: AtomicBool,
+    frames_read: AtomicU64,
+    frames_written: AtomicU64,
 }
 
 /// Handle to one live link. Cheap to clone.
@@ -239,9 +252,56 @@ impl Peer {
         body: RequestBody,
         deadline: Duration,
     ) -> Result<ResponseBody, CallError> {
+        self.timed(body.kind(), deadline, |start| async move {
+            let raw = self.call(&body, start, deadline).await?;
+            match frame::parse_result(&raw) {
+                Ok(Ok(body)) => Ok(body),
+                Ok(Err(e)) => Err(remote(e)),
+                Err(e) => Err(CallError::BadResponse(e.to_string())),
+            }
+        })
+        .await
+    }
+
+    /// [`request`](Self::request) for a body that encodes as a
+    /// [`RequestBody`] of `kind` and expects a `Value` answer, which it
+    /// gives back as the peer's JSON text: the API passes an exec's
+    /// arguments and result through without building either.
+    pub async fn request_value<B: serde::Serialize + Sync>(
+        &self,
+        kind: &'static str,
+        body: &B,
+        deadline: Duration,
+    ) -> Result<Box<RawValue>, CallError> {
+        self.timed(kind, deadline, |start| async move {
+            let raw = self.call(body, start, deadline).await?;
+            if let Some(value) = frame::raw_value(&raw) {
+                return Ok(value.to_owned());
+            }
+            match frame::parse_result(&raw) {
+                Ok(Ok(other)) => Err(CallError::BadResponse(format!(
+                    "expected a value, got {other:?}"
+                ))),
+                Ok(Err(e)) => Err(remote(e)),
+                Err(e) => Err(CallError::BadResponse(e.to_string())),
+            }
+        })
+        .await
+    }
+
+    /// Runs one call within `deadline` and counts it.
+    async fn timed<T, F, Fut>(
+        &self,
+        kind: &'static str,
+        deadline: Duration,
+        call: F,
+    ) -> Result<T, CallError>
+    where
+        F: FnOnce(Instant) -> Fut,
+        Fut: Future<Output = Result<T, CallError>>,
+    {
         let start = Instant::now();
-        let kind = body.kind();
-        let result = match tokio::time::timeout(deadline, self.call(body, start, deadline)).await {
+        let result = match tokio::time::timeout(deadline, call(start)).await {
             Ok(r) => r,
             Err(_) => Err(CallError::DeadlineExceeded),
         };
@@ -259,12 +319,13 @@ impl Peer {
         result
     }
 
-    async fn call(
+    /// Sends one request and waits for its raw result.
+    async fn call<B: serde::Serialize + Sync>(
         &self,
-        body: RequestBody,
+        body: &B,
         start: Instant,
         deadline: Duration,
-    ) -> Result<ResponseBody, CallError> {
+    ) -> Result<Box<RawValue>, CallError> {
         let s = &*self.0;
         let _permit = tokio::select! {
             biased;
@@ -277,7 +338,7 @@ impl Peer {
             &Frame::<_, (), ()>::Request {
                 id,
                 deadline_ms: (remaining.as_millis() as u64).max(1),
-                body: &body,
+                body,
             },
             s.max_frame,
         )
@@ -298,14 +359,7 @@ impl Peer {
         guard.sent = true;
         let raw = rx.await.map_err(|_| CallError::Closed)?;
         guard.done = true;
-        match frame::parse_result(&raw) {
-            Ok(Ok(body)) => Ok(body),
-            // The peer enforces the same deadline; whichever side notices
-            // first, the caller sees one error.
-            Ok(Err(WireError::DeadlineExceeded)) => Err(CallError::DeadlineExceeded),
-            Ok(Err(e)) => Err(CallError::Remote(e)),
-            Err(e) => Err(CallError::BadResponse(e.to_string())),
-        }
+        Ok(raw)
     }
 
     /// Sends a one-way event, waiting while the outbound queue is full.
@@ -338,6 +392,14 @@ impl Peer {
         self.0.reason.get().cloned()
     }
 
+    /// Frames this link has moved (what an idle link costs in records).
+    pub fn frames(&self) -> FrameCounts {
+        FrameCounts {
+            read: self.0.frames_read.load(Ordering::Relaxed),
+            written: self.0.frames_written.load(Ordering::Relaxed),
+        }
+    }
+
     /// Requests of ours waiting for a response.
     pub fn pending_requests(&self) -> usize {
         self.0.pending.lock_unpoisoned().len()
@@ -345,6 +407,15 @@ impl Peer {
 
     fn send_now(&self, bytes: Bytes) -> Result<(), mpsc::error::TrySendError<Bytes>> {
         self.0.out.try_send(bytes)
+    }
+}
+
+/// A remote error as the caller sees it. The peer enforces the same
+/// deadline; whichever side notices first, the caller sees one error.
+fn remote(e: WireError) -> CallError {
+    match e {
+        WireError::DeadlineExceeded => CallError::DeadlineExceeded,
+        e => CallError::Remote(e),
     }
 }
 
@@ -418,6 +489,8 @@ pub fn session<IO>(
         max_frame: cfg.max_frame,
         seen: AtomicBool::new(false),
         wrote: AtomicBool::new(false),
+        frames_read: AtomicU64::new(0),
+        frames_written: AtomicU64::new(0),
     }));
     let session = Session {
         io,
@@ -491,11 +564,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     // Yields per batch at most; measured at 256 in flight: 2 → ~100k,
     // 8 → ~150k requests/s (bench `profile`), no effect with one in flight.
     const YIELDS: usize = 8;
+    let cancelled = peer.0.cancel.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let first = tokio::select! {
             biased;
             m = rx.recv() => m,
-            _ = peer.0.cancel.cancelled() => None,
+            _ = &mut cancelled => None,
         };
         let Some(first) = first else { break };
         let res = tokio::time::timeout(stall, async {
@@ -525,11 +600,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 }
             }
             SinkExt::<Bytes>::flush(&mut sink).await?;
-            Ok::<(), std::io::Error>(())
+            Ok::<u64, std::io::Error>(queued as u64)
         })
         .await;
         match res {
-            Ok(Ok(())) => peer.0.wrote.store(true, Ordering::Relaxed),
+            Ok(Ok(n)) => {
+                peer.0.frames_written.fetch_add(n, Ordering::Relaxed);
+                peer.0.wrote.store(true, Ordering::Relaxed);
+            }
             Ok(Err(e)) => {
                 peer.close(CloseReason::Io(e.to_string()));
                 return;
@@ -561,12 +639,17 @@ where
     // previous one, so the hot path never reads the clock.
     let mut last_rx = Instant::now();
     let mut seen = false;
+    let mut quiet = 0;
+    let quiet_limit = keepalive_after(timing);
     let mut tick = tokio::time::interval_at(Instant::now() + timing.heartbeat, timing.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One registration with the token for the link's life, not one per frame.
+    let cancelled = peer.0.cancel.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let next = tokio::select! {
             biased;
-            _ = peer.0.cancel.cancelled() => return peer.close_reason().unwrap_or(CloseReason::Local),
+            _ = &mut cancelled => return peer.close_reason().unwrap_or(CloseReason::Local),
             now = tick.tick(), if !swept => {
                 if std::mem::take(&mut seen) {
                     last_rx = now;
@@ -574,9 +657,18 @@ where
                 if now.duration_since(last_rx) >= timing.dead_after {
                     return CloseReason::Dead(timing.dead_after);
                 }
-                if cfg.role == PeerRole::Edge {
+                // The edge keeps the link alive as the master's sweeper
+                // does: a ping only after `quiet_limit` ticks in which it
+                // wrote nothing, since any frame proves it is alive.
+                if peer.0.wrote.swap(false, Ordering::Relaxed) {
+                    quiet = 0;
+                } else {
+                    quiet += 1;
+                }
+                if cfg.role == PeerRole::Edge && quiet >= quiet_limit {
                     // A full queue already carries traffic: skipping is fine.
                     let _ = peer.send_now(Bytes::from_static(PING));
+                    quiet = 0;
                 }
                 continue;
             }
@@ -587,6 +679,7 @@ where
             Some(Err(e)) => return read_error(e),
             Some(Ok(p)) => p,
         };
+        peer.0.frames_read.fetch_add(1, Ordering::Relaxed);
         if swept {
             peer.0.seen.store(true, Ordering::Relaxed);
         } else {
@@ -620,51 +713,19 @@ fn dispatch<H: Handler>(
     cfg: &PeerConfig,
     swept: bool,
 ) -> Result<(), CloseReason> {
-    let frame = frame::decode(payload).map_err(|e| CloseReason::Protocol(e.to_string()))?;
+    let frame =
+        frame::decode_borrowed(payload).map_err(|e| CloseReason::Protocol(e.to_string()))?;
     match frame {
         Frame::Request {
             id,
             deadline_ms,
             body,
-        } => {
-            let mut map = running.lock_unpoisoned();
-            let refusal = if map.len() >= cfg.max_in_flight as usize {
-                Some(WireError::Overloaded)
-            } else if map.contains_key(&id) {
-                Some(WireError::bad_request("duplicate request id"))
-            } else {
-                None
-            };
-            if let Some(err) = refusal {
-                drop(map);
-                let bytes = encode_response(id, &Err(err), cfg.max_frame);
-                // A peer that floods and does not read is cut off here.
-                return peer
-                    .send_now(bytes)
-                    .map_err(|_| CloseReason::Protocol("request flood while not reading".into()));
-            }
-            let deadline = Duration::from_millis(deadline_ms);
-            let generation = SLOT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let slot = Slot {
-                running: running.clone(),
-                id,
-                generation,
-            };
-            let task = tokio::spawn(run_handler(
-                handler.clone(),
-                peer.clone(),
-                slot,
-                deadline,
-                body,
-                cfg.max_frame,
-            ));
-            map.insert(id, (task.abort_handle(), generation));
-        }
+        } => start_request(id, deadline_ms, body, peer, handler, running, cfg)?,
         Frame::Response { id, result } => {
             let tx = peer.0.pending.lock_unpoisoned().remove(&id);
             // No entry: the caller gave up; the late answer is dropped.
             if let Some(tx) = tx {
-                let _ = tx.send(result);
+                let _ = tx.send(result.to_owned());
             }
         }
         Frame::Cancel { id } => {
@@ -690,16 +751,98 @@ fn dispatch<H: Handler>(
     Ok(())
 }
 
+/// Bodies up to this size are parsed by the reader, on the spot; a larger
+/// one is copied and parsed by its own task, so that a big request never
+/// holds up the frames behind it.
+const PARSE_INLINE: usize = 16 * 1024;
+
+/// Admits one request and runs its handler: first on the reader, once, so
+/// that a handler that can answer at once (a status read, an echo) costs
+/// neither a task nor a wake-up; only a handler that has to wait gets a
+/// task of its own, with its slot in `running` so that it can be cancelled.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the reader's state, passed through"
+)]
+fn start_request<H: Handler>(
+    id: u64,
+    deadline_ms: u64,
+    body: &RawValue,
+    peer: &Peer,
+    handler: &Arc<H>,
+    running: &Running,
+    cfg: &PeerConfig,
+) -> Result<(), CloseReason> {
+    let generation = {
+        let map = running.lock_unpoisoned();
+        let refusal = if map.len() >= cfg.max_in_flight as usize {
+            Some(WireError::Overloaded)
+        } else if map.contains_key(&id) {
+            Some(WireError::bad_request("duplicate request id"))
+        } else {
+            None
+        };
+        if let Some(err) = refusal {
+            drop(map);
+            let bytes = encode_response(id, &Err(err), cfg.max_frame);
+            // A peer that floods and does not read is cut off here.
+            return peer
+                .send_now(bytes)
+                .map_err(|_| CloseReason::Protocol("request flood while not reading".into()));
+        }
+        SLOT_GENERATION.fetch_add(1, Ordering::Relaxed)
+    };
+    let body = if body.get().len() <= PARSE_INLINE {
+        Incoming::Parsed(frame::parse_request(body))
+    } else {
+        Incoming::Raw(body.to_owned())
+    };
+    let slot = Slot {
+        running: running.clone(),
+        id,
+        generation,
+    };
+    let mut task = Box::pin(run_handler(
+        handler.clone(),
+        peer.clone(),
+        slot,
+        Duration::from_millis(deadline_ms),
+        body,
+        cfg.max_frame,
+    ));
+    // The waker is never used: a task that is spawned is polled again by
+    // the runtime, with its own waker, before it can wait on anything.
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if task.as_mut().poll(&mut cx).is_pending() {
+        // Under the lock, so that a task ending at once cannot free its
+        // slot before the slot is recorded.
+        let mut map = running.lock_unpoisoned();
+        let spawned = tokio::spawn(task);
+        map.insert(id, (spawned.abort_handle(), generation));
+    }
+    Ok(())
+}
+
+/// A request body as the reader hands it to the handler's task.
+enum Incoming {
+    Parsed(Result<RequestBody, WireError>),
+    Raw(Box<RawValue>),
+}
+
 async fn run_handler<H: Handler>(
     handler: Arc<H>,
     peer: Peer,
     slot: Slot,
     deadline: Duration,
-    body: Box<RawValue>,
+    body: Incoming,
     max_frame: usize,
 ) {
     let id = slot.id;
-    let result = match frame::parse_request(&body) {
+    let body = match body {
+        Incoming::Parsed(body) => body,
+        Incoming::Raw(raw) => frame::parse_request(&raw),
+    };
+    let result = match body {
         Ok(body) => {
             let ctx = RequestCtx {
                 peer: peer.clone(),
@@ -723,10 +866,13 @@ async fn run_handler<H: Handler>(
         Err(e) => Err(e),
     };
     let bytes = encode_response(id, &result, max_frame);
-    tokio::select! {
-        biased;
-        _ = peer.0.cancel.cancelled() => {}
-        _ = peer.0.out.send(bytes) => {}
+    // Most answers fit in the queue at once; only a full queue waits.
+    if let Err(mpsc::error::TrySendError::Full(bytes)) = peer.send_now(bytes) {
+        tokio::select! {
+            biased;
+            _ = peer.0.cancel.cancelled() => {}
+            _ = peer.0.out.send(bytes) => {}
+        }
     }
     // Queued (or the link is gone): only now is the slot free.
     drop(slot);
@@ -748,6 +894,16 @@ fn encode_response(id: u64, result: &Result<ResponseBody, WireError>, max: usize
                 .expect("a short error response always encodes")
         }
     }
+}
+
+/// Heartbeat ticks without a write after which a side sends a keepalive:
+/// `dead_after - 2 × heartbeat` of quiet (one tick with the defaults, so a
+/// frame every two seconds each way on an idle link), which leaves a full
+/// heartbeat of margin for a late tick or a busy writer. Two ticks of quiet
+/// (fewer frames) proved too thin on a saturated machine.
+fn keepalive_after(timing: &LinkTiming) -> u32 {
+    let hb = timing.heartbeat.max(Duration::from_millis(1));
+    ((timing.dead_after.saturating_sub(hb * 2)).as_millis() / hb.as_millis()).max(1) as u32
 }
 
 /// Liveness for many links at once: one timer instead of one per link.
@@ -810,13 +966,7 @@ impl Sweeper {
 
     fn sweep(&self, now: Instant) {
         let dead_after = self.timing.dead_after;
-        let hb = self.timing.heartbeat.max(Duration::from_millis(1));
-        // Keepalive after `dead_after - 2 × heartbeat` of quiet (each sweep
-        // where nothing was written, with the defaults): a full heartbeat
-        // of margin for a late sweep or a busy writer. Two heartbeats of
-        // quiet (fewer frames) proved too thin on a saturated machine.
-        let quiet_limit =
-            ((dead_after.saturating_sub(hb * 2)).as_millis() / hb.as_millis()).max(1) as u32;
+        let quiet_limit = keepalive_after(&self.timing);
         let mut dead = Vec::new();
         self.links.lock_unpoisoned().retain(|_, e| {
             let Some(link) = e.link.upgrade() else {

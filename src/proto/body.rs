@@ -155,6 +155,23 @@ impl RequestBody {
     }
 }
 
+/// An exec request whose arguments are JSON text already (the API's
+/// client sent them): it encodes exactly as [`RequestBody::Exec`] does, so
+/// the peer cannot tell them apart, and the arguments are copied, never
+/// parsed into values and encoded again.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(tag = "kind", rename = "exec")]
+pub struct ExecRaw<'a> {
+    pub module: &'a str,
+    pub method: &'a str,
+    pub args: &'a serde_json::value::RawValue,
+    pub epoch: Option<u64>,
+}
+
+impl ExecRaw<'_> {
+    pub const KIND: &'static str = "exec";
+}
+
 /// Driver repository operations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -333,8 +350,34 @@ mod tests {
             assert!(RequestBody::KINDS.contains(&body.kind()));
         }
         assert_eq!(RequestBody::KINDS.len(), 20);
+        assert!(RequestBody::KINDS.contains(&ExecRaw::KIND));
         for kind in RequestBody::KINDS {
             assert!(!kind.contains(char::is_uppercase), "{kind}");
+        }
+    }
+
+    /// The API's pass-through exec must be the same bytes as the typed one.
+    #[test]
+    fn a_raw_exec_encodes_as_the_typed_one() {
+        let args = r#"{"a":[1,2.5,"é"],"b":null}"#;
+        for epoch in [None, Some(7)] {
+            let typed = RequestBody::Exec {
+                module: "m".into(),
+                method: "f".into(),
+                args: serde_json::from_str(args).unwrap(),
+                epoch,
+            };
+            let raw_args = serde_json::value::RawValue::from_string(args.into()).unwrap();
+            let raw = ExecRaw {
+                module: "m",
+                method: "f",
+                args: &raw_args,
+                epoch,
+            };
+            assert_eq!(
+                serde_json::to_string(&raw).unwrap(),
+                serde_json::to_string(&typed).unwrap()
+            );
         }
     }
 }
