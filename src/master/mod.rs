@@ -12,6 +12,7 @@ pub mod authorize;
 mod control;
 mod handler;
 mod link_keys;
+mod replica;
 
 pub use crate::api::RestoreError;
 pub use control::Control;
@@ -214,7 +215,8 @@ fn link_handler(
         store.clone(),
         control.clone(),
     )
-    .with_status_feed(edge_status.clone());
+    .with_status_feed(edge_status.clone())
+    .with_replica_scope(config.replica_scope);
     (handler, edge_status)
 }
 

@@ -86,6 +86,15 @@ pub enum RequestBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         unsynced: Option<u64>,
     },
+    /// Edge → master (to a master whose `Changes` said `scope: site`): a
+    /// page of the edge's site as it is now, the documents with an id above
+    /// `after_id`, at most `limit`, in id order. The master chooses the
+    /// site from the link's edge id; nothing in the request names one.
+    SiteSnapshot {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after_id: Option<Uuid>,
+        limit: u32,
+    },
     /// Edge → master: events recorded at the edge (active sync). The master
     /// stores each at most once and attributes them to the link's edge,
     /// whatever the payload says.
@@ -212,6 +221,27 @@ pub enum ResponseBody {
         docs: Vec<DocChange>,
         /// The master's last committed sequence number when it answered.
         last_seq: i64,
+        /// How far the page covers the feed: the edge's checkpoint moves
+        /// here even when every change in between belonged to other sites.
+        /// Absent from an older master (the last document's `seq` then).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        through: Option<i64>,
+        /// What this master replicates to this edge; absent from an older
+        /// master, which sends every document.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<ReplicaScope>,
+    },
+    /// A page of the edge's site (`SiteSnapshot`).
+    SiteSnapshot {
+        store_id: Uuid,
+        docs: Vec<DocChange>,
+        /// The master's last sequence number before it read the page: every
+        /// change after it is in the feed.
+        as_of: i64,
+        /// Set on the last page: every id of the site, so the edge drops
+        /// whatever else it holds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keep: Option<Vec<Uuid>>,
     },
     /// A page of an edge's event log (passive sync).
     Events { events: Vec<WireEvent> },
@@ -281,6 +311,17 @@ pub struct DocChange {
     pub owner: Option<Uuid>,
     /// The document's JSON text (`null` for a tombstone).
     pub body: String,
+}
+
+/// Which documents a master replicates to an edge (`replica_scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaScope {
+    /// Every document (seed 001's full copy).
+    All,
+    /// The edge's own site: its location, its systems, their modules, the
+    /// API keys that may act on it.
+    Site,
 }
 
 /// A one-way message.
