@@ -251,8 +251,14 @@ async fn site_snapshot() {
     let master_cfg = config(dir.path(), "master");
     let (edge_id, secret) = site_among(&master_cfg, docs, 100).await;
     let edge = (edge_id, secret.as_str());
-    let (site, site_held) =
-        fresh_edge_sync(dir.path(), &master_cfg, ReplicaScope::Site, edge, "edge-site").await;
+    let (site, site_held) = fresh_edge_sync(
+        dir.path(),
+        &master_cfg,
+        ReplicaScope::Site,
+        edge,
+        "edge-site",
+    )
+    .await;
     let (full, full_held) =
         fresh_edge_sync(dir.path(), &master_cfg, ReplicaScope::All, edge, "edge-all").await;
     println!(

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::proxy::Proxy;
 use crate::roles::{Room, Site, device, eventually};
+use crate::support::TestStore;
 
 /// Two sites, each one room of two modules whose settings hold a secret
 /// that names the site, one operator key per site's admin, and an admin
@@ -329,4 +330,147 @@ async fn replica_scope_all_gives_every_edge_the_full_copy_and_site_takes_it_back
     .await;
     edge.stop().await;
     master.stop().await;
+}
+
+/// The store's side, on both backends: a site's reads select it alone (in
+/// id order, in pages), a module moved between systems gets a new
+/// sequence number with its revision unchanged, and a replica takes
+/// tombstones only for what it holds and drops what a site snapshot did
+/// not keep.
+async fn check_site_reads(m: &Store, r: &Store) {
+    let (a, b) = (outpost::model::new_id(), outpost::model::new_id());
+    let modules: Vec<Module> = (0..4)
+        .map(|i| device(&format!("M{i}"), "room.lua", None))
+        .collect();
+    let system = |owner: Uuid, ids: &[Uuid]| ControlSystem {
+        id: outpost::model::new_id(),
+        name: "room".into(),
+        description: String::new(),
+        edge_id: Some(owner),
+        module_ids: ids.to_vec(),
+        settings: Default::default(),
+        stopped: false,
+    };
+    let location = |id: Uuid| -> EdgeLocation {
+        serde_json::from_value(json!({"id": id, "name": "site"})).unwrap()
+    };
+    let mut sa = system(a, &[modules[0].id, modules[1].id]);
+    let mut sb = system(b, &[modules[2].id]);
+    let mut writes: Vec<Write> = modules
+        .iter()
+        .map(|x| Write::put(x, Expect::Absent))
+        .collect();
+    writes.extend([
+        Write::put(&location(a), Expect::Absent),
+        Write::put(&location(b), Expect::Absent),
+        Write::put(&sa, Expect::Absent),
+        Write::put(&sb, Expect::Absent),
+    ]);
+    m.apply(&writes).await.unwrap();
+    let site_a = HashSet::from([a, sa.id, modules[0].id, modules[1].id]);
+    assert_eq!(m.site_ids(a).await.unwrap(), site_a);
+    let (first, complete) = m.site_page(a, None, 2).await.unwrap();
+    assert!(!complete && first.len() == 2);
+    let (rest, complete) = m.site_page(a, Some(first[1].id), 3).await.unwrap();
+    assert!(complete && rest.len() == 2);
+    let paged: Vec<Uuid> = first.iter().chain(&rest).map(|d| d.id).collect();
+    let mut sorted: Vec<Uuid> = site_a.iter().copied().collect();
+    sorted.sort();
+    assert_eq!(paged, sorted, "the whole site, in id order");
+
+    // The replica copies site A's documents.
+    let snapshot: Vec<outpost::store::Replicated> = first
+        .into_iter()
+        .chain(rest)
+        .map(|doc| outpost::store::Replicated {
+            refs: outpost::model::index_document(&doc.kind, &doc.body)
+                .unwrap()
+                .refs,
+            doc,
+        })
+        .collect();
+    r.begin_replication(m.store_id()).await.unwrap();
+    r.apply_site_page(&snapshot).await.unwrap();
+
+    // M1 moves to B: it gets a new place in the feed, not a new revision.
+    let before = m.last_seq().await.unwrap();
+    let old = m.get(modules[1].id).await.unwrap().unwrap();
+    sa.module_ids.truncate(1);
+    sb.module_ids.push(modules[1].id);
+    m.apply(&[
+        Write::put(&sa, Expect::Rev(1)),
+        Write::put(&sb, Expect::Rev(1)),
+    ])
+    .await
+    .unwrap();
+    let moved = m.get(modules[1].id).await.unwrap().unwrap();
+    assert!(moved.seq > before && moved.rev == old.rev);
+    assert!(m.site_ids(b).await.unwrap().contains(&modules[1].id));
+
+    // As site A's feed says it: M1 and B's system as bare tombstones.
+    let stub = |d: &outpost::store::Document| outpost::store::Replicated {
+        doc: outpost::store::Document {
+            deleted: true,
+            owner: None,
+            body: "null".into(),
+            ..d.clone()
+        },
+        refs: vec![],
+    };
+    let sb_doc = m.get(sb.id).await.unwrap().unwrap();
+    r.apply_replicated(&[stub(&moved), stub(&sb_doc)], m.last_seq().await.unwrap())
+        .await
+        .unwrap();
+    assert!(r.get(modules[1].id).await.unwrap().is_none(), "M1 left A");
+    let held: Vec<Uuid> = r
+        .changes_since(0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert!(
+        !held.contains(&sb.id),
+        "no row for a document it never held"
+    );
+    // At the same place, the master's word on membership wins both ways.
+    let back = outpost::store::Replicated {
+        refs: vec![],
+        doc: moved.clone(),
+    };
+    r.apply_replicated(std::slice::from_ref(&back), 0)
+        .await
+        .unwrap();
+    assert!(r.get(modules[1].id).await.unwrap().is_some());
+
+    // A snapshot that ends without M1 and M0 turns them into tombstones.
+    let keep = HashSet::from([a, sa.id]);
+    let dropped: HashSet<Uuid> = r
+        .finish_site_resync(&keep, m.last_seq().await.unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(dropped, HashSet::from([modules[0].id, modules[1].id]));
+    assert!(r.replica_is_site().await.unwrap());
+    assert_eq!(live_ids(r).await, keep);
+}
+
+#[tokio::test]
+async fn site_reads_and_moves_sqlite() {
+    let (m, r) = (TestStore::sqlite().await, TestStore::sqlite().await);
+    check_site_reads(&m.store, &r.store).await;
+    m.cleanup().await;
+    r.cleanup().await;
+}
+
+#[tokio::test]
+async fn site_reads_and_moves_postgres() {
+    let Some(m) = TestStore::postgres().await else {
+        return;
+    };
+    let r = TestStore::sqlite().await;
+    check_site_reads(&m.store, &r.store).await;
+    m.cleanup().await;
+    r.cleanup().await;
 }
