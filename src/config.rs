@@ -706,6 +706,17 @@ mod tests {
     }
 
     #[test]
+    fn replica_scope_is_site_unless_all_is_asked() {
+        use crate::proto::ReplicaScope;
+        let c = load(None, &[], Some(Role::Master)).unwrap();
+        assert_eq!(c.replica_scope, ReplicaScope::Site);
+        let c = load(Some("replica_scope = \"all\""), &[], Some(Role::Master)).unwrap();
+        assert_eq!(c.replica_scope, ReplicaScope::All);
+        let c = load(None, &[("OUTPOST_REPLICA_SCOPE", "site")], None).unwrap();
+        assert_eq!(c.replica_scope, ReplicaScope::Site);
+    }
+
+    #[test]
     fn bad_values_name_the_key() {
         for (toml, env, key, needle) in [
             (Some("api_adr = \"x\""), vec![], "api_adr", "unknown key"),
@@ -734,6 +745,12 @@ mod tests {
                 "sqlite",
             ),
             (Some("log = \"=[\""), vec![], "log", ""),
+            (
+                None,
+                vec![("OUTPOST_REPLICA_SCOPE", "everything")],
+                "replica_scope",
+                "OUTPOST_REPLICA_SCOPE",
+            ),
         ] {
             let err = load(toml, &env, Some(Role::Master)).unwrap_err();
             assert_eq!(err.key, key, "{err}");

@@ -3,7 +3,11 @@
 //! `POLL` as a backstop, the edge pulls the master's changes after its
 //! checkpoint, page by page, and applies each page with its checkpoint in
 //! one transaction (a link that drops mid-way resumes from the last page).
-//! A fresh edge's first pull is its snapshot. Then the reconciler is poked:
+//! A fresh edge's first pull is its snapshot: from a master that replicates
+//! each edge's site only (`master/replica.rs`), a site snapshot, also taken
+//! by a replica that held every document; other sites' changes then come
+//! as tombstones, and each page's `through` moves the checkpoint past them.
+//! Then the reconciler is poked:
 //! it brings the runtime in line with the replica (see
 //! [`crate::reconciler`]).
 
