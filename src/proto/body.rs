@@ -367,15 +367,46 @@ mod tests {
             RequestBody::ExpireSystemCache {
                 system: Uuid::nil(),
             },
+            RequestBody::SiteSnapshot {
+                after_id: None,
+                limit: 1,
+            },
         ];
         for body in samples {
             let tag = serde_json::to_value(&body).unwrap()["kind"].clone();
             assert_eq!(tag, body.kind(), "{body:?}");
             assert!(RequestBody::KINDS.contains(&body.kind()));
         }
-        assert_eq!(RequestBody::KINDS.len(), 20);
+        assert_eq!(RequestBody::KINDS.len(), 21);
         for kind in RequestBody::KINDS {
             assert!(!kind.contains(char::is_uppercase), "{kind}");
         }
+    }
+
+    /// A `changes` answer from a master that predates `through` and
+    /// `scope` still reads (both absent), and they are left out when unset.
+    #[test]
+    fn changes_answers_read_without_the_site_fields() {
+        let old = serde_json::json!({
+            "kind": "changes", "store_id": Uuid::nil(), "docs": [], "last_seq": 7
+        });
+        let body: ResponseBody = serde_json::from_value(old.clone()).unwrap();
+        let ResponseBody::Changes { through, scope, .. } = &body else {
+            panic!("{body:?}")
+        };
+        assert_eq!((*through, *scope), (None, None));
+        assert_eq!(serde_json::to_value(&body).unwrap(), old);
+        let new = ResponseBody::Changes {
+            store_id: Uuid::nil(),
+            docs: vec![],
+            last_seq: 7,
+            through: Some(7),
+            scope: Some(ReplicaScope::Site),
+        };
+        let value = serde_json::to_value(&new).unwrap();
+        assert_eq!(
+            (&value["through"], &value["scope"]),
+            (&serde_json::json!(7), &serde_json::json!("site"))
+        );
     }
 }
