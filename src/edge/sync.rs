@@ -143,9 +143,9 @@ impl Replicator {
         changed: &mut HashSet<Uuid>,
     ) -> Result<Option<i64>, String> {
         let resume = self.store.begin_replication(store_id).await.map_err(text)?;
-        if resume != cursor {
+        let replaced = resume != cursor;
+        if replaced {
             tracing::warn!(%store_id, "the master's database is not the one this replica copied: full resync");
-            return Ok(Some(resume));
         }
         let site_only = self.store.replica_is_site().await.map_err(text)?;
         match scope {
@@ -158,6 +158,7 @@ impl Replicator {
                 self.store.replicate_everything().await.map_err(text)?;
                 Ok(Some(0))
             }
+            _ if replaced => Ok(Some(resume)),
             _ => Ok(None),
         }
     }

@@ -52,6 +52,8 @@ impl Store {
             sqlx::query(sql::CLEAR_REFS).execute(&mut *tx).await?;
             sqlx::query(sql::CLEAR_DOCUMENTS).execute(&mut *tx).await?;
             sqlx::query(sql::RESET_SEQ).execute(&mut *tx).await?;
+            // Nothing is held any more, of a site or of the whole store.
+            sqlx::query(sql::DELETE_INFO).bind(SCOPE_KEY).execute(&mut *tx).await?;
             sqlx::query(sql::SET_INFO)
                 .bind("upstream_id")
                 .bind(upstream.to_string())
@@ -70,24 +72,36 @@ impl Store {
         docs: &[Replicated],
         checkpoint: i64,
     ) -> Result<(), StoreError> {
-        self.apply_pages(docs, Some(checkpoint)).await
+        self.apply_pages(docs, Some(checkpoint), false).await
+    }
+
+    /// As [`Store::apply_replicated`], for a feed limited to this edge's
+    /// site: the tombstone of a document this replica does not hold (another
+    /// site's change) leaves no row.
+    pub async fn apply_site_changes(
+        &self,
+        docs: &[Replicated],
+        checkpoint: i64,
+    ) -> Result<(), StoreError> {
+        self.apply_pages(docs, Some(checkpoint), true).await
     }
 
     /// Applies a page of a site snapshot; the checkpoint stays (it moves
     /// when the snapshot ends, [`Store::finish_site_resync`]).
     pub async fn apply_site_page(&self, docs: &[Replicated]) -> Result<(), StoreError> {
-        self.apply_pages(docs, None).await
+        self.apply_pages(docs, None, true).await
     }
 
     async fn apply_pages(
         &self,
         docs: &[Replicated],
         checkpoint: Option<i64>,
+        site: bool,
     ) -> Result<(), StoreError> {
         on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             for chunk in docs.chunks(UPSERT_RUN) {
-                let chunk = tx.held_or_live(chunk).await?;
+                let chunk = if site { tx.held_or_live(chunk).await? } else { chunk.iter().collect() };
                 if chunk.is_empty() {
                     continue;
                 }

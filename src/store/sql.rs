@@ -264,6 +264,7 @@ pub(crate) const MOVE_CHECKPOINT: &str =
 pub(crate) const GET_INFO: &str = "SELECT value FROM store_info WHERE key = $1";
 pub(crate) const SET_INFO: &str = "INSERT INTO store_info (key, value) VALUES ($1, $2) \
      ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+pub(crate) const DELETE_INFO: &str = "DELETE FROM store_info WHERE key = $1";
 pub(crate) const CLEAR_DOCUMENTS: &str = "DELETE FROM documents";
 pub(crate) const CLEAR_REFS: &str = "DELETE FROM doc_refs";
 pub(crate) const RESET_SEQ: &str = "UPDATE outpost_meta SET value = 0 WHERE key = 'seq'";

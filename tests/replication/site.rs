@@ -418,7 +418,7 @@ async fn check_site_reads(m: &Store, r: &Store) {
         refs: vec![],
     };
     let sb_doc = m.get(sb.id).await.unwrap().unwrap();
-    r.apply_replicated(&[stub(&moved), stub(&sb_doc)], m.last_seq().await.unwrap())
+    r.apply_site_changes(&[stub(&moved), stub(&sb_doc)], m.last_seq().await.unwrap())
         .await
         .unwrap();
     assert!(r.get(modules[1].id).await.unwrap().is_none(), "M1 left A");
@@ -438,7 +438,7 @@ async fn check_site_reads(m: &Store, r: &Store) {
         refs: vec![],
         doc: moved.clone(),
     };
-    r.apply_replicated(std::slice::from_ref(&back), 0)
+    r.apply_site_changes(std::slice::from_ref(&back), 0)
         .await
         .unwrap();
     assert!(r.get(modules[1].id).await.unwrap().is_some());
@@ -454,6 +454,9 @@ async fn check_site_reads(m: &Store, r: &Store) {
     assert_eq!(dropped, HashSet::from([modules[0].id, modules[1].id]));
     assert!(r.replica_is_site().await.unwrap());
     assert_eq!(live_ids(r).await, keep);
+    // Another master database: nothing is held, of a site or otherwise.
+    r.begin_replication(outpost::model::new_id()).await.unwrap();
+    assert!(!r.replica_is_site().await.unwrap());
 }
 
 #[tokio::test]
