@@ -477,3 +477,161 @@ async fn site_reads_and_moves_postgres() {
     m.cleanup().await;
     r.cleanup().await;
 }
+
+/// A site's live documents as (id, rev, body), sorted.
+async fn site_docs(store: &Store, ids: &HashSet<Uuid>) -> Vec<(Uuid, i64, String)> {
+    let mut docs: Vec<(Uuid, i64, String)> = store
+        .get_many(&ids.iter().copied().collect::<Vec<_>>())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.id, d.rev, d.body))
+        .collect();
+    docs.sort();
+    docs
+}
+
+/// One writer's work: modules created into its room at site A, renamed,
+/// some moved to its room at site B, some deleted, each a commit of its own.
+async fn move_modules_around(store: Store, mut room_a: ControlSystem, mut room_b: ControlSystem) {
+    for i in 0..12 {
+        let mut m = device(&format!("m{i}"), "room.lua", None);
+        room_a.module_ids.push(m.id);
+        let rev_a = store.get(room_a.id).await.unwrap().unwrap().rev;
+        store
+            .apply(&[
+                Write::put(&m, Expect::Absent),
+                Write::put(&room_a, Expect::Rev(rev_a)),
+            ])
+            .await
+            .unwrap();
+        m.name.push_str(" renamed");
+        store
+            .apply(&[Write::put(&m, Expect::Rev(1))])
+            .await
+            .unwrap();
+        if i % 3 == 1 {
+            room_a.module_ids.retain(|id| *id != m.id);
+            room_b.module_ids.push(m.id);
+            let rev_b = store.get(room_b.id).await.unwrap().unwrap().rev;
+            store
+                .apply(&[
+                    Write::put(&room_a, Expect::Rev(rev_a + 1)),
+                    Write::put(&room_b, Expect::Rev(rev_b)),
+                ])
+                .await
+                .unwrap();
+        } else if i % 3 == 2 {
+            room_a.module_ids.retain(|id| *id != m.id);
+            store
+                .apply(&[
+                    Write::put(&room_a, Expect::Rev(rev_a + 1)),
+                    Write::Delete {
+                        id: m.id,
+                        expect: Expect::Rev(2),
+                    },
+                ])
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Writers move modules between two sites while both edges follow: at the
+/// end each edge holds exactly its site at the master's revisions.
+async fn concurrent_moves(master_url: Option<String>) {
+    let site = Site::new();
+    let mut config = site.master_config();
+    if master_url.is_some() {
+        config.database_url = master_url;
+    }
+    let (a, b) = (outpost::model::new_id(), outpost::model::new_id());
+    let room = |owner: Uuid| ControlSystem {
+        id: outpost::model::new_id(),
+        name: "room".into(),
+        description: String::new(),
+        edge_id: Some(owner),
+        module_ids: vec![],
+        settings: Default::default(),
+        stopped: false,
+    };
+    let rooms: Vec<(ControlSystem, ControlSystem)> = (0..3).map(|_| (room(a), room(b))).collect();
+    let file = outpost::admin::SiteFile {
+        edges: [a, b]
+            .iter()
+            .map(|id| serde_json::from_value(json!({"id": id, "name": "site"})).unwrap())
+            .collect(),
+        systems: rooms
+            .iter()
+            .flat_map(|(x, y)| [x.clone(), y.clone()])
+            .collect(),
+        modules: vec![],
+    };
+    let store = crate::roles::open_store(&config).await;
+    let report = outpost::admin::import(&store, &file, &Default::default())
+        .await
+        .unwrap();
+    store.close().await;
+    let secret = |id: Uuid| {
+        let s = report.secrets.iter().find(|s| s.0 == id).unwrap();
+        s.2.expose().to_owned()
+    };
+    let master = outpost::master::start(config).await.unwrap();
+    let edges = [
+        (
+            a,
+            outpost::edge::start(site.edge_config(a, &secret(a), master.link_addr))
+                .await
+                .unwrap(),
+        ),
+        (
+            b,
+            outpost::edge::start(site.edge_config(b, &secret(b), master.link_addr))
+                .await
+                .unwrap(),
+        ),
+    ];
+    let writers: Vec<_> = rooms
+        .into_iter()
+        .map(|(x, y)| tokio::spawn(move_modules_around(master.store.clone(), x, y)))
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    for (id, edge) in &edges {
+        eventually(20, "the edge to catch up", async || {
+            edge.store.last_seq().await.unwrap() >= master.store.last_seq().await.unwrap()
+        })
+        .await;
+        let expected = expected_site(&master.store, *id).await;
+        assert_eq!(live_ids(&edge.store).await, expected, "exactly its site");
+        assert_eq!(
+            site_docs(&edge.store, &expected).await,
+            site_docs(&master.store, &expected).await,
+            "at the master's revisions"
+        );
+    }
+    for (_, edge) in edges {
+        edge.stop().await;
+    }
+    master.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_moves_leave_each_edge_exactly_its_site_sqlite() {
+    concurrent_moves(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_moves_leave_each_edge_exactly_its_site_postgres() {
+    let Some(pg) = TestStore::postgres().await else {
+        return;
+    };
+    let schema = pg.schema().unwrap().to_owned();
+    let url = format!(
+        "{}?options=-c%20search_path%3D{schema}",
+        crate::support::pg_url().unwrap()
+    );
+    concurrent_moves(Some(url)).await;
+    pg.cleanup().await;
+}
