@@ -92,6 +92,10 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
         "credential lifecycle",
         include_str!("migrations/sqlite/0009_credential_lifecycle.sql"),
     ),
+    (
+        "site index",
+        include_str!("migrations/sqlite/0010_site_index.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
@@ -129,6 +133,10 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
         "credential lifecycle",
         include_str!("migrations/postgres/0009_credential_lifecycle.sql"),
+    ),
+    (
+        "site index",
+        include_str!("migrations/postgres/0010_site_index.sql"),
     ),
 ];
 
