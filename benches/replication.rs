@@ -237,6 +237,37 @@ async fn fresh_edge_sync(
     (took, held)
 }
 
+/// The store's reads behind each snapshot, best of 5: a site's pages (and
+/// the ids its last page lists) against the whole feed, paged as edges
+/// page it (1,000 at a time).
+async fn master_reads(cfg: &Config, edge_id: uuid::Uuid) -> (Duration, Duration) {
+    let store = Store::open(&StoreOptions::new(cfg.database_url()))
+        .await
+        .unwrap();
+    let (mut site, mut full) = (Duration::MAX, Duration::MAX);
+    for _ in 0..5 {
+        let t = Instant::now();
+        let mut after = None;
+        loop {
+            let (docs, complete) = store.site_page(edge_id, after, 1000).await.unwrap();
+            after = docs.last().map(|d| d.id).or(after);
+            if complete {
+                break;
+            }
+        }
+        store.site_ids(edge_id).await.unwrap();
+        site = site.min(t.elapsed());
+        let t = Instant::now();
+        let mut cursor = 0;
+        while let Some(last) = store.changes_since(cursor, 1000).await.unwrap().last() {
+            cursor = last.seq;
+        }
+        full = full.min(t.elapsed());
+    }
+    store.close().await;
+    (site, full)
+}
+
 async fn site_snapshot() {
     use outpost::proto::ReplicaScope;
     outpost::certs::install_crypto_provider();
@@ -251,6 +282,13 @@ async fn site_snapshot() {
     let master_cfg = config(dir.path(), "master");
     let (edge_id, secret) = site_among(&master_cfg, docs, 100).await;
     let edge = (edge_id, secret.as_str());
+    let (site_read, full_read) = master_reads(&master_cfg, edge_id).await;
+    println!(
+        "site reads     {:>8.2} ms | full feed reads {:>8.0} ms  ratio {:.4} (the master's store alone)",
+        site_read.as_secs_f64() * 1e3,
+        full_read.as_secs_f64() * 1e3,
+        site_read.as_secs_f64() / full_read.as_secs_f64(),
+    );
     let (site, site_held) = fresh_edge_sync(
         dir.path(),
         &master_cfg,
