@@ -116,10 +116,14 @@ impl Replicator {
                 return Ok(changed);
             };
             let batch = replicated(docs, &mut changed);
-            self.store
-                .apply_replicated(&batch, end)
-                .await
-                .map_err(text)?;
+            // Limited to this edge's site: another site's change is a
+            // tombstone that leaves no row where nothing was held.
+            if scope == Some(ReplicaScope::Site) {
+                self.store.apply_site_changes(&batch, end).await
+            } else {
+                self.store.apply_replicated(&batch, end).await
+            }
+            .map_err(text)?;
             tracing::debug!(documents = batch.len(), checkpoint = end, "replicated");
             cursor = end;
             if through.is_some_and(|t| t >= last_seq) {

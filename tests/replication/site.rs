@@ -222,7 +222,17 @@ async fn a_replica_holds_its_own_site_and_follows_what_leaves_and_joins_it() {
     for (edge, id) in [(&edge_a, f.a.edge_id), (&edge_b, f.b.edge_id)] {
         assert!(holds_exactly_its_site(&edge.store, &master.store, id).await);
     }
-    let _ = &f.b_modules;
+    // B's changes reached A as tombstones of documents A never held: no
+    // row of them was left behind.
+    let rows_a: Vec<Uuid> = rows(&edge_a.store).await.into_iter().map(|r| r.0).collect();
+    for never in [
+        f.b.edge_id,
+        f.b.system.id,
+        f.b_modules[0].id,
+        f.b_modules[1].id,
+    ] {
+        assert!(!rows_a.contains(&never), "a row of site B at site A");
+    }
     edge_a.stop().await;
     edge_b.stop().await;
     master.stop().await;
