@@ -163,7 +163,6 @@ pub(super) trait BatchSteps {
     /// Writes every operation of `writes` and the reference index; returns
     /// each put's or delete's result, in order.
     async fn write_batch(&mut self, writes: &[Write]) -> Result<Vec<Committed>, StoreError>;
-    /// Takes `n` sequence numbers; returns the one before the first.
     /// The documents whose site may change with this batch: what the
     /// written documents refer to, before and after (a system's modules),
     /// less what the batch writes itself. They get new sequence numbers in
@@ -171,6 +170,7 @@ pub(super) trait BatchSteps {
     /// they join and a tombstone to the edge they leave, although their
     /// bodies did not change.
     async fn moved_by(&mut self, writes: &[Write]) -> Result<Vec<Uuid>, StoreError>;
+    /// Takes `n` sequence numbers; returns the one before the first.
     async fn take_seqs(&mut self, n: i64) -> Result<i64, StoreError>;
     /// New documents in one multi-row insert, numbered from `seq + 1`.
     async fn create_run<'w>(
