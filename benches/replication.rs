@@ -5,7 +5,8 @@
 //!   ratio to copying the same rows with a plain bulk SQL export and import
 //!   (sqlx, one transaction) in the same run;
 //! - site snapshot: a fresh edge whose site (its location, one system, 100
-//!   modules) sits in a store of 100,000 documents pulls its site under
+//!   modules) sits in a store of 100,000 documents (other sites like it)
+//!   pulls its site under
 //!   `replica_scope = "site"`, as a ratio to the same edge pulling the full
 //!   copy under `"all"` from the same store, in the same run (target
 //!   <= 0.05: the site snapshot reads only what it sends);
@@ -151,8 +152,8 @@ fn main() {
 }
 
 /// A store of `docs` documents: the benched site (its location, one system,
-/// `site_modules` modules) and modules no site lists. Returns the site's
-/// id and secret.
+/// `site_modules` modules), other sites of the same shape, and a few
+/// modules no site lists. Returns the site's id and secret.
 async fn site_among(cfg: &Config, docs: usize, site_modules: usize) -> (uuid::Uuid, String) {
     let store = Store::open(&StoreOptions::new(cfg.database_url()))
         .await
@@ -185,18 +186,47 @@ async fn site_among(cfg: &Config, docs: usize, site_modules: usize) -> (uuid::Uu
         .2
         .expose()
         .to_owned();
-    let others: Vec<Module> = (0..docs.saturating_sub(site_modules + 2))
-        .map(module)
-        .collect();
-    for chunk in others.chunks(1000) {
-        let writes: Vec<Write> = chunk
-            .iter()
-            .map(|m| Write::put(m, Expect::Absent))
-            .collect();
+    // The rest: other sites of the same shape, then unlisted modules.
+    let mut left = docs.saturating_sub(site_modules + 2);
+    while left > 0 {
+        let mut writes = Vec::new();
+        while left >= site_modules + 2 && writes.len() < 1000 {
+            writes.extend(other_site(site_modules));
+            left -= site_modules + 2;
+        }
+        if writes.is_empty() {
+            writes = (0..left)
+                .map(|i| Write::put(&module(i), Expect::Absent))
+                .collect();
+            left = 0;
+        }
         store.apply(&writes).await.unwrap();
     }
     store.close().await;
     (edge_id, secret)
+}
+
+/// Another site's location, system and `modules` modules, as writes.
+fn other_site(modules: usize) -> Vec<Write> {
+    let location: EdgeLocation =
+        serde_json::from_value(serde_json::json!({"id": new_id(), "name": "other"})).unwrap();
+    let modules: Vec<Module> = (0..modules).map(module).collect();
+    let system = outpost::model::ControlSystem {
+        id: new_id(),
+        name: "other room".into(),
+        description: String::new(),
+        edge_id: Some(location.id),
+        module_ids: modules.iter().map(|m| m.id).collect(),
+        settings: Default::default(),
+        stopped: false,
+    };
+    let mut writes: Vec<Write> = modules
+        .iter()
+        .map(|m| Write::put(m, Expect::Absent))
+        .collect();
+    writes.push(Write::put(&location, Expect::Absent));
+    writes.push(Write::put(&system, Expect::Absent));
+    writes
 }
 
 /// How long a fresh edge (its replica in `<dir>/<name>`) takes to be
