@@ -229,8 +229,8 @@ fn other_site(modules: usize) -> Vec<Write> {
     writes
 }
 
-/// How long a fresh edge (its replica in `<dir>/<name>`) takes to be
-/// current with a master replicating `scope`.
+/// How long a fresh edge (its replica in `<dir>/<name>`), once started,
+/// takes to be current with a master replicating `scope`.
 async fn fresh_edge_sync(
     dir: &std::path::Path,
     master_cfg: &Config,
@@ -251,8 +251,11 @@ async fn fresh_edge_sync(
         masters: vec![master.link_addr.to_string()],
         ..config(dir, name)
     };
-    let t = Instant::now();
+    // From the edge's start returning (its store open, its link starting):
+    // the snapshot itself, without the process's own start, which both
+    // sides pay alike.
     let edge = outpost::edge::start(edge_cfg).await.unwrap();
+    let t = Instant::now();
     let mut applied = edge.store.subscribe_commits();
     while *applied.borrow_and_update() < total {
         applied.changed().await.unwrap();
