@@ -4,6 +4,12 @@
 //! - snapshot: a fresh edge pulls 100,000 documents from the master, as a
 //!   ratio to copying the same rows with a plain bulk SQL export and import
 //!   (sqlx, one transaction) in the same run;
+//! - site snapshot: a fresh edge whose site (its location, one system, 100
+//!   modules) sits in a store of 100,000 documents (other sites like it)
+//!   pulls its site under
+//!   `replica_scope = "site"`, as a ratio to the same edge pulling the full
+//!   copy under `"all"` from the same store, in the same run (target
+//!   <= 0.05: the site snapshot reads only what it sends);
 //! - latency from a master commit to the change applied at the edge while
 //!   the master commits 1,000 changes/s (p50, p99, max);
 //! - passive sync of 1,000,000 events: a running edge whose SQLite log
@@ -14,6 +20,7 @@
 //!
 //! Run: `cargo bench --bench replication` (everything), or name the cases:
 //! `cargo bench --bench replication -- snapshot` (snapshot and latency),
+//! `cargo bench --bench replication -- site`,
 //! `cargo bench --bench replication -- passive`. BENCH_DOCS (default
 //! 100000), BENCH_CHANGES (3000), BENCH_EVENTS (1000000),
 //! BENCH_SYNC_BATCH (1000).
@@ -136,9 +143,201 @@ fn main() {
     if wanted("snapshot") {
         rt.block_on(snapshot_and_latency());
     }
+    if wanted("site") {
+        rt.block_on(site_snapshot());
+    }
     if wanted("passive") {
         rt.block_on(passive_sync());
     }
+}
+
+/// A store of `docs` documents: the benched site (its location, one system,
+/// `site_modules` modules), other sites of the same shape, and a few
+/// modules no site lists. Returns the site's id and secret.
+async fn site_among(cfg: &Config, docs: usize, site_modules: usize) -> (uuid::Uuid, String) {
+    let store = Store::open(&StoreOptions::new(cfg.database_url()))
+        .await
+        .unwrap();
+    let edge_id = new_id();
+    let modules: Vec<Module> = (0..site_modules).map(module).collect();
+    let system = outpost::model::ControlSystem {
+        id: new_id(),
+        name: "bench room".into(),
+        description: String::new(),
+        edge_id: Some(edge_id),
+        module_ids: modules.iter().map(|m| m.id).collect(),
+        settings: Default::default(),
+        stopped: false,
+    };
+    let site = outpost::admin::SiteFile {
+        edges: vec![
+            serde_json::from_value::<EdgeLocation>(
+                serde_json::json!({"id": edge_id, "name": "bench"}),
+            )
+            .unwrap(),
+        ],
+        systems: vec![system],
+        modules,
+    };
+    let secret = outpost::admin::import(&store, &site, &Default::default())
+        .await
+        .unwrap()
+        .secrets[0]
+        .2
+        .expose()
+        .to_owned();
+    // The rest: other sites of the same shape, then unlisted modules.
+    let mut left = docs.saturating_sub(site_modules + 2);
+    while left > 0 {
+        let mut writes = Vec::new();
+        while left >= site_modules + 2 && writes.len() < 1000 {
+            writes.extend(other_site(site_modules));
+            left -= site_modules + 2;
+        }
+        if writes.is_empty() {
+            writes = (0..left)
+                .map(|i| Write::put(&module(i), Expect::Absent))
+                .collect();
+            left = 0;
+        }
+        store.apply(&writes).await.unwrap();
+    }
+    store.close().await;
+    (edge_id, secret)
+}
+
+/// Another site's location, system and `modules` modules, as writes.
+fn other_site(modules: usize) -> Vec<Write> {
+    let location: EdgeLocation =
+        serde_json::from_value(serde_json::json!({"id": new_id(), "name": "other"})).unwrap();
+    let modules: Vec<Module> = (0..modules).map(module).collect();
+    let system = outpost::model::ControlSystem {
+        id: new_id(),
+        name: "other room".into(),
+        description: String::new(),
+        edge_id: Some(location.id),
+        module_ids: modules.iter().map(|m| m.id).collect(),
+        settings: Default::default(),
+        stopped: false,
+    };
+    let mut writes: Vec<Write> = modules
+        .iter()
+        .map(|m| Write::put(m, Expect::Absent))
+        .collect();
+    writes.push(Write::put(&location, Expect::Absent));
+    writes.push(Write::put(&system, Expect::Absent));
+    writes
+}
+
+/// How long a fresh edge (its replica in `<dir>/<name>`), once started,
+/// takes to be current with a master replicating `scope`.
+async fn fresh_edge_sync(
+    dir: &std::path::Path,
+    master_cfg: &Config,
+    scope: outpost::proto::ReplicaScope,
+    edge: (uuid::Uuid, &str),
+    name: &str,
+) -> (Duration, usize) {
+    let master = outpost::master::start(Config {
+        replica_scope: scope,
+        ..master_cfg.clone()
+    })
+    .await
+    .unwrap();
+    let total = master.store.last_seq().await.unwrap();
+    let edge_cfg = Config {
+        edge_id: Some(edge.0),
+        edge_secret: Some(SecretString::new(edge.1.to_owned())),
+        masters: vec![master.link_addr.to_string()],
+        ..config(dir, name)
+    };
+    // From the edge's start returning (its store open, its link starting):
+    // the snapshot itself, without the process's own start, which both
+    // sides pay alike.
+    let edge = outpost::edge::start(edge_cfg).await.unwrap();
+    let t = Instant::now();
+    let mut applied = edge.store.subscribe_commits();
+    while *applied.borrow_and_update() < total {
+        applied.changed().await.unwrap();
+    }
+    let took = t.elapsed();
+    let mut held = 0;
+    for kind in outpost::model::Kind::ALL {
+        held += edge.store.count(kind).await.unwrap() as usize;
+    }
+    edge.stop().await;
+    master.stop().await;
+    (took, held)
+}
+
+/// The store's reads behind each snapshot, best of 5: a site's pages (and
+/// the ids its last page lists) against the whole feed, paged as edges
+/// page it (1,000 at a time).
+async fn master_reads(cfg: &Config, edge_id: uuid::Uuid) -> (Duration, Duration) {
+    let store = Store::open(&StoreOptions::new(cfg.database_url()))
+        .await
+        .unwrap();
+    let (mut site, mut full) = (Duration::MAX, Duration::MAX);
+    for _ in 0..5 {
+        let t = Instant::now();
+        let mut after = None;
+        loop {
+            let (docs, complete) = store.site_page(edge_id, after, 1000).await.unwrap();
+            after = docs.last().map(|d| d.id).or(after);
+            if complete {
+                break;
+            }
+        }
+        store.site_ids(edge_id).await.unwrap();
+        site = site.min(t.elapsed());
+        let t = Instant::now();
+        let mut cursor = 0;
+        while let Some(last) = store.changes_since(cursor, 1000).await.unwrap().last() {
+            cursor = last.seq;
+        }
+        full = full.min(t.elapsed());
+    }
+    store.close().await;
+    (site, full)
+}
+
+async fn site_snapshot() {
+    use outpost::proto::ReplicaScope;
+    outpost::certs::install_crypto_provider();
+    let docs = env_usize("BENCH_DOCS", 100_000);
+    let dir = tempfile::tempdir().unwrap();
+    outpost::certs::init_dev(
+        &dir.path().join("certs"),
+        &["localhost".into(), "127.0.0.1".into()],
+        false,
+    )
+    .unwrap();
+    let master_cfg = config(dir.path(), "master");
+    let (edge_id, secret) = site_among(&master_cfg, docs, 100).await;
+    let edge = (edge_id, secret.as_str());
+    let (site_read, full_read) = master_reads(&master_cfg, edge_id).await;
+    println!(
+        "site reads     {:>8.2} ms | full feed reads {:>8.0} ms  ratio {:.4} (the master's store alone)",
+        site_read.as_secs_f64() * 1e3,
+        full_read.as_secs_f64() * 1e3,
+        site_read.as_secs_f64() / full_read.as_secs_f64(),
+    );
+    let (site, site_held) = fresh_edge_sync(
+        dir.path(),
+        &master_cfg,
+        ReplicaScope::Site,
+        edge,
+        "edge-site",
+    )
+    .await;
+    let (full, full_held) =
+        fresh_edge_sync(dir.path(), &master_cfg, ReplicaScope::All, edge, "edge-all").await;
+    println!(
+        "site snapshot  {site_held:>7} docs  {:>8.1} ms | full snapshot {full_held} docs {:>8.0} ms  ratio {:.4} (target <= 0.05)",
+        site.as_secs_f64() * 1e3,
+        full.as_secs_f64() * 1e3,
+        site.as_secs_f64() / full.as_secs_f64(),
+    );
 }
 
 async fn snapshot_and_latency() {
@@ -186,7 +385,13 @@ async fn snapshot_and_latency() {
         }
         store.close().await;
 
-        let master = outpost::master::start(master_cfg.clone()).await.unwrap();
+        // The full copy: this case measures the whole feed.
+        let master = outpost::master::start(Config {
+            replica_scope: outpost::proto::ReplicaScope::All,
+            ..master_cfg.clone()
+        })
+        .await
+        .unwrap();
         let total = master.store.last_seq().await.unwrap();
 
         // Snapshot to a fresh edge.

@@ -164,6 +164,12 @@ pub struct Config {
     /// trips and commits, smaller ones less work repeated after a drop.
     /// The master caps a page at 2000.
     pub replica_page_size: u32,
+    /// Master: what each edge's replica holds. `site` (the default): its
+    /// own location, its systems, their modules and the API keys that may
+    /// act on it, so one compromised edge box yields no other site's
+    /// documents or device secrets. `all`: every document (seed 001's full
+    /// copy), so any edge's replica can rebuild the master's database.
+    pub replica_scope: crate::proto::ReplicaScope,
     /// Edge: the master's web API base URL (e.g. `https://master:8080`),
     /// used for 307 redirects of calls on modules the master controls
     /// when `redirect_to_master` is set.
@@ -251,6 +257,7 @@ impl Default for Config {
             event_log_max: 100_000,
             event_retry_ms: 5_000,
             replica_page_size: 1_000,
+            replica_scope: crate::proto::ReplicaScope::Site,
             sync_interval_ms: 60_000,
             sync_batch_size: 1_000,
             sync_step_sleep_ms: 100,
@@ -783,6 +790,17 @@ mod tests {
     }
 
     #[test]
+    fn replica_scope_is_site_unless_all_is_asked() {
+        use crate::proto::ReplicaScope;
+        let c = load(None, &[], Some(Role::Master)).unwrap();
+        assert_eq!(c.replica_scope, ReplicaScope::Site);
+        let c = load(Some("replica_scope = \"all\""), &[], Some(Role::Master)).unwrap();
+        assert_eq!(c.replica_scope, ReplicaScope::All);
+        let c = load(None, &[("OUTPOST_REPLICA_SCOPE", "site")], None).unwrap();
+        assert_eq!(c.replica_scope, ReplicaScope::Site);
+    }
+
+    #[test]
     fn bad_values_name_the_key() {
         for (toml, env, key, needle) in [
             (Some("api_adr = \"x\""), vec![], "api_adr", "unknown key"),
@@ -811,6 +829,12 @@ mod tests {
                 "sqlite",
             ),
             (Some("log = \"=[\""), vec![], "log", ""),
+            (
+                None,
+                vec![("OUTPOST_REPLICA_SCOPE", "everything")],
+                "replica_scope",
+                "OUTPOST_REPLICA_SCOPE",
+            ),
         ] {
             let err = load(toml, &env, Some(Role::Master)).unwrap_err();
             assert_eq!(err.key, key, "{err}");

@@ -103,8 +103,10 @@ pub(super) struct SiteOut {
     pub last_planned_stop_ms: Option<i64>,
     /// When the next restore window opens (ms since the Unix epoch).
     pub next_window_ms: Option<i64>,
-    /// Changes of the master's feed the edge's replica has not been sent
-    /// yet (`null`: the edge has not pulled since this master started).
+    /// Changes of the master's feed the edge's replica has not been
+    /// through yet, of any site (with a per-site replica, the other sites'
+    /// changes are passed, not sent; 0: current; `null`: the edge has not
+    /// pulled since this master started).
     pub replica_lag: Option<i64>,
     /// The feed position the edge's replica has been sent up to.
     pub replica_seq: Option<i64>,

@@ -1,7 +1,9 @@
 //! What the master knows of each edge's copy of its data, for the console's
 //! overview and `outpost status`: how far the edge's replica has been sent
 //! the change feed (its lag is the master's last sequence number minus
-//! that), and how many events the edge's log still holds unacknowledged.
+//! that: changes of any site, since an edge's checkpoint passes other
+//! sites' changes too; 0 means current), and how many events the edge's
+//! log still holds unacknowledged.
 //!
 //! The master's link handler records both whenever an edge pulls changes
 //! (on connection, on every "data model updated" notice, and every 5 s):

@@ -34,7 +34,7 @@ use std::time::Duration;
 pub use crate::util::AdmissionLimits;
 pub use edge::{EdgeLinkConfig, EdgeLinkEvent};
 pub use master::{KeyLookup, MasterLinkConfig, MasterLinkEvent};
-pub use peer::{CallError, CloseReason, Handler, Peer, PeerConfig, PeerRole, RequestCtx};
+pub use peer::{CallError, CloseReason, Handler, Peer, PeerConfig, PeerMeta, PeerRole, RequestCtx};
 pub use registry::{AUTH_FAILED_QUEUED, Duplicate, EdgeInfo, QueueSlot, Refusals, Registry};
 
 /// Timing of a link, shared by both roles. Defaults follow the mission:

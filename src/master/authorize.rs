@@ -139,7 +139,13 @@ impl SiteGuard {
             R::StartSystem { system, .. }
             | R::StopSystem { system, .. }
             | R::ExpireSystemCache { system } => Target::System(*system),
-            R::Changes { .. } | R::Events { .. } | R::RepoTree { .. } | R::RepoBlob { .. } => {
+            // The site of a replication request is the link's edge, never
+            // anything the request says (`master/replica.rs`).
+            R::Changes { .. }
+            | R::SiteSnapshot { .. }
+            | R::Events { .. }
+            | R::RepoTree { .. }
+            | R::RepoBlob { .. } => {
                 return Ok(None);
             }
             R::ReloadDriver { .. }

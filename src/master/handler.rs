@@ -10,7 +10,7 @@ use crate::api::{EdgeEventFeed, EdgeStatusFeed, ServedPage, SyncFacts};
 use crate::link::repository::MasterRepo;
 use crate::link::{Handler, Peer, RequestCtx};
 use crate::local_ops::ModuleRequests;
-use crate::proto::{DocChange, EventBody, RequestBody, ResponseBody, WireError};
+use crate::proto::{EventBody, RequestBody, ResponseBody, WireError};
 use crate::runtime::Runtime;
 use crate::store::{Event, EventKind, Store};
 
@@ -23,6 +23,7 @@ pub struct MasterHandler {
     status_feed: Option<EdgeStatusFeed>,
     guard: super::authorize::SiteGuard,
     sync_facts: Option<SyncFacts>,
+    feed: super::replica::SiteFeed,
 }
 
 /// Most documents one `changes` answer carries.
@@ -41,6 +42,7 @@ impl MasterHandler {
             modules: ModuleRequests::new(runtime),
             events,
             guard: super::authorize::SiteGuard::new(store.clone()),
+            feed: super::replica::SiteFeed::new(store.clone(), crate::proto::ReplicaScope::Site),
             store,
             control,
             status_feed: None,
@@ -51,6 +53,12 @@ impl MasterHandler {
     /// Also publishes every accepted status event into `feed`.
     pub fn with_status_feed(mut self, feed: EdgeStatusFeed) -> Self {
         self.status_feed = Some(feed);
+        self
+    }
+
+    /// Replicates `scope` to edges (`replica_scope`; `Site` unless set).
+    pub fn with_replica_scope(mut self, scope: crate::proto::ReplicaScope) -> Self {
+        self.feed = super::replica::SiteFeed::new(self.store.clone(), scope);
         self
     }
 
@@ -93,52 +101,35 @@ impl MasterHandler {
         Ok(ResponseBody::Done)
     }
 
-    /// A page of the change feed for an edge's replica.
+    /// A page of the change feed for an edge's replica, limited to its site
+    /// (`master/replica.rs`).
     async fn changes(
         &self,
-        edge_id: Uuid,
+        peer: &crate::link::PeerMeta,
         after: i64,
         limit: u32,
         unsynced: Option<u64>,
     ) -> Result<ResponseBody, WireError> {
-        let last_seq = self
-            .store
-            .last_seq()
+        let edge_id = peer.edge_id;
+        let limit = limit.clamp(1, MAX_PAGE);
+        let page = self
+            .feed
+            .changes(edge_id, after, limit, peer.version)
             .await
             .map_err(crate::local_ops::internal)?;
         metrics::gauge!("outpost_replication_lag", "edge" => edge_id.to_string())
-            .set(last_seq.saturating_sub(after).max(0) as f64);
-        let docs = self
-            .store
-            .changes_since(after, limit.clamp(1, MAX_PAGE))
-            .await
-            .map_err(crate::local_ops::internal)?;
+            .set(page.last_seq.saturating_sub(after).max(0) as f64);
         if let Some(facts) = &self.sync_facts {
-            let page = ServedPage {
+            let served = ServedPage {
                 after,
-                limit: limit.clamp(1, MAX_PAGE),
-                sent: docs.len(),
-                last_doc: docs.last().map(|d| d.seq),
-                last_seq,
+                limit,
+                sent: page.scanned,
+                last_doc: page.last_scanned,
+                last_seq: page.last_seq,
             };
-            facts.served(edge_id, page, unsynced);
+            facts.served(edge_id, served, unsynced);
         }
-        Ok(ResponseBody::Changes {
-            store_id: self.store.store_id(),
-            docs: docs
-                .into_iter()
-                .map(|d| DocChange {
-                    kind: d.kind,
-                    id: d.id,
-                    rev: d.rev,
-                    seq: d.seq,
-                    deleted: d.deleted,
-                    owner: d.owner,
-                    body: d.body,
-                })
-                .collect(),
-            last_seq,
-        })
+        Ok(page.answer)
     }
 }
 
@@ -172,8 +163,20 @@ impl Handler for MasterHandler {
                 limit,
                 unsynced,
             } => {
-                let edge = ctx.peer.meta().edge_id;
-                return self.changes(edge, *after, *limit, *unsynced).await;
+                return self
+                    .changes(ctx.peer.meta(), *after, *limit, *unsynced)
+                    .await;
+            }
+            RequestBody::SiteSnapshot { after_id, limit } => {
+                return self
+                    .feed
+                    .site_snapshot(
+                        ctx.peer.meta().edge_id,
+                        *after_id,
+                        (*limit).clamp(1, MAX_PAGE),
+                    )
+                    .await
+                    .map_err(crate::local_ops::internal);
             }
             RequestBody::Events { events } => {
                 return self.events(ctx.peer.meta().edge_id, events).await;

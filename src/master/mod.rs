@@ -13,6 +13,7 @@ mod control;
 mod handler;
 mod inbox;
 mod link_keys;
+mod replica;
 mod standby;
 
 pub use crate::api::RestoreError;
@@ -257,7 +258,8 @@ fn link_handler(
         store.clone(),
         control.clone(),
     )
-    .with_status_feed(edge_status.clone());
+    .with_status_feed(edge_status.clone())
+    .with_replica_scope(config.replica_scope);
     (handler, edge_status)
 }
 

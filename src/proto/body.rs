@@ -86,6 +86,15 @@ pub enum RequestBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         unsynced: Option<u64>,
     },
+    /// Edge → master (to a master whose `Changes` said `scope: site`): a
+    /// page of the edge's site as it is now, the documents with an id above
+    /// `after_id`, at most `limit`, in id order. The master chooses the
+    /// site from the link's edge id; nothing in the request names one.
+    SiteSnapshot {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after_id: Option<Uuid>,
+        limit: u32,
+    },
     /// Edge → master: events recorded at the edge (active sync). The master
     /// stores each at most once and attributes them to the link's edge,
     /// whatever the payload says.
@@ -229,6 +238,27 @@ pub enum ResponseBody {
         docs: Vec<DocChange>,
         /// The master's last committed sequence number when it answered.
         last_seq: i64,
+        /// How far the page covers the feed: the edge's checkpoint moves
+        /// here even when every change in between belonged to other sites.
+        /// Absent from an older master (the last document's `seq` then).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        through: Option<i64>,
+        /// What this master replicates to this edge; absent from an older
+        /// master, which sends every document.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<ReplicaScope>,
+    },
+    /// A page of the edge's site (`SiteSnapshot`).
+    SiteSnapshot {
+        store_id: Uuid,
+        docs: Vec<DocChange>,
+        /// The master's last sequence number before it read the page: every
+        /// change after it is in the feed.
+        as_of: i64,
+        /// Set on the last page: every id of the site, so the edge drops
+        /// whatever else it holds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keep: Option<Vec<Uuid>>,
     },
     /// A page of an edge's event log (passive sync).
     Events { events: Vec<WireEvent> },
@@ -300,6 +330,17 @@ pub struct DocChange {
     pub body: String,
 }
 
+/// Which documents a master replicates to an edge (`replica_scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaScope {
+    /// Every document (seed 001's full copy).
+    All,
+    /// The edge's own site: its location, its systems, their modules, the
+    /// API keys that may act on it.
+    Site,
+}
+
 /// A one-way message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -343,13 +384,17 @@ mod tests {
             RequestBody::ExpireSystemCache {
                 system: Uuid::nil(),
             },
+            RequestBody::SiteSnapshot {
+                after_id: None,
+                limit: 1,
+            },
         ];
         for body in samples {
             let tag = serde_json::to_value(&body).unwrap()["kind"].clone();
             assert_eq!(tag, body.kind(), "{body:?}");
             assert!(RequestBody::KINDS.contains(&body.kind()));
         }
-        assert_eq!(RequestBody::KINDS.len(), 20);
+        assert_eq!(RequestBody::KINDS.len(), 21);
         assert!(RequestBody::KINDS.contains(&ExecRaw::KIND));
         for kind in RequestBody::KINDS {
             assert!(!kind.contains(char::is_uppercase), "{kind}");
@@ -379,5 +424,32 @@ mod tests {
                 serde_json::to_string(&typed).unwrap()
             );
         }
+    }
+
+    /// A `changes` answer from a master that predates `through` and
+    /// `scope` still reads (both absent), and they are left out when unset.
+    #[test]
+    fn changes_answers_read_without_the_site_fields() {
+        let old = serde_json::json!({
+            "kind": "changes", "store_id": Uuid::nil(), "docs": [], "last_seq": 7
+        });
+        let body: ResponseBody = serde_json::from_value(old.clone()).unwrap();
+        let ResponseBody::Changes { through, scope, .. } = &body else {
+            panic!("{body:?}")
+        };
+        assert_eq!((*through, *scope), (None, None));
+        assert_eq!(serde_json::to_value(&body).unwrap(), old);
+        let new = ResponseBody::Changes {
+            store_id: Uuid::nil(),
+            docs: vec![],
+            last_seq: 7,
+            through: Some(7),
+            scope: Some(ReplicaScope::Site),
+        };
+        let value = serde_json::to_value(&new).unwrap();
+        assert_eq!(
+            (&value["through"], &value["scope"]),
+            (&serde_json::json!(7), &serde_json::json!("site"))
+        );
     }
 }

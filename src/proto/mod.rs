@@ -11,7 +11,8 @@ pub mod frame;
 pub mod handshake;
 
 pub use body::{
-    DocChange, EventBody, PendingControl, RepoOp, RequestBody, ResponseBody, TreeEntry, WireEvent,
+    DocChange, EventBody, PendingControl, ReplicaScope, RepoOp, RequestBody, ResponseBody,
+    TreeEntry, WireEvent,
 };
 pub use error::WireError;
 pub use frame::{Frame, FrameError, Message, RawFrame};

@@ -166,6 +166,13 @@ pub(super) trait BatchSteps {
     /// Writes every operation of `writes` and the reference index; returns
     /// each put's or delete's result, in order.
     async fn write_batch(&mut self, writes: &[Write]) -> Result<Vec<Committed>, StoreError>;
+    /// The documents whose site may change with this batch: what the
+    /// written documents refer to, before and after (a system's modules),
+    /// less what the batch writes itself. They get new sequence numbers in
+    /// the batch's transaction, so a per-site feed sends them to the edge
+    /// they join and a tombstone to the edge they leave, although their
+    /// bodies did not change.
+    async fn moved_by(&mut self, writes: &[Write]) -> Result<Vec<Uuid>, StoreError>;
     /// Takes `n` sequence numbers; returns the one before the first.
     async fn take_seqs(&mut self, n: i64) -> Result<i64, StoreError>;
     /// New documents in one multi-row insert, numbered from `seq + 1`.
@@ -202,7 +209,16 @@ macro_rules! batch_steps {
                 writes: &[Write],
             ) -> Result<Vec<Committed>, StoreError> {
                 let feed_ops = writes.iter().filter(|w| w.in_feed()).count();
-                let mut seq = self.take_seqs(feed_ops as i64).await?;
+                let moved = self.moved_by(writes).await?;
+                let mut seq = self.take_seqs((feed_ops + moved.len()) as i64).await?;
+                for id in &moved {
+                    seq += 1;
+                    sqlx::query(sql::RESTAMP_DOC)
+                        .bind(seq)
+                        .bind(id.to_string())
+                        .execute(&mut **self)
+                        .await?;
+                }
                 // Each put or delete, with the refs a put declares (None: delete).
                 let mut done: Vec<(Committed, Option<&[Uuid]>)> = Vec::with_capacity(feed_ops);
                 let mut i = 0;
@@ -254,6 +270,44 @@ macro_rules! batch_steps {
                     self.insert_refs(&id_text, refs.unwrap_or_default()).await?;
                 }
                 Ok(done.into_iter().map(|(c, _)| c).collect())
+            }
+
+            async fn moved_by(&mut self, writes: &[Write]) -> Result<Vec<Uuid>, StoreError> {
+                let mut written = HashSet::new();
+                let mut before = Vec::new();
+                let mut targets = std::collections::BTreeSet::new();
+                for w in writes {
+                    match w {
+                        Write::Put {
+                            id, refs, expect, ..
+                        } => {
+                            written.insert(*id);
+                            targets.extend(refs.iter().copied());
+                            if matches!(expect, Expect::Rev(_)) {
+                                before.push(*id);
+                            }
+                        }
+                        Write::Delete { id, .. } => {
+                            written.insert(*id);
+                            before.push(*id);
+                        }
+                        Write::SetCredential { .. } => {}
+                    }
+                }
+                for chunk in before.chunks(IDS_PER_STATEMENT) {
+                    let old: Vec<String> = sql::id_list(sql::REFS_FROM_HEAD, chunk)
+                        .build_query_scalar()
+                        .fetch_all(&mut **self)
+                        .await?;
+                    for id in old {
+                        targets.insert(super::parse_id(&id)?);
+                    }
+                }
+                // What this batch writes gets its new number anyway.
+                Ok(targets
+                    .into_iter()
+                    .filter(|t| !written.contains(t))
+                    .collect())
             }
 
             async fn take_seqs(&mut self, n: i64) -> Result<i64, StoreError> {

@@ -93,6 +93,10 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
         "credential lifecycle",
         include_str!("migrations/sqlite/0009_credential_lifecycle.sql"),
     ),
+    (
+        "site index",
+        include_str!("migrations/sqlite/0010_site_index.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
@@ -134,6 +138,10 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
         "cluster",
         include_str!("migrations/postgres/0010_cluster.sql"),
+    ),
+    (
+        "site index",
+        include_str!("migrations/postgres/0011_site_index.sql"),
     ),
 ];
 

@@ -64,6 +64,49 @@ pub(crate) const MODULE_OWNERS: &str = "SELECT d.owner FROM doc_refs r JOIN docu
 pub(crate) const SYSTEM_OWNER: &str =
     "SELECT owner FROM documents WHERE id = $1 AND kind = $2 AND NOT deleted";
 
+/// The documents of one edge's site (`store/scope.rs`): `$1` the location,
+/// `$2` the location kind, `$3` the system kind. Each branch is an indexed
+/// lookup (by id; by kind and owner; the systems' references), so the
+/// statement reads the site and nothing else, whatever the store's size.
+macro_rules! site_union {
+    ($cols:literal, $mcols:literal) => {
+        concat!(
+            "SELECT ",
+            $cols,
+            " FROM documents WHERE id = $1 AND kind = $2 AND NOT deleted \
+             UNION ALL SELECT ",
+            $cols,
+            " FROM documents WHERE kind = $3 AND owner = $1 AND NOT deleted \
+             UNION ALL SELECT ",
+            $mcols,
+            " FROM documents s JOIN doc_refs r ON r.from_id = s.id \
+             JOIN documents m ON m.id = r.to_id \
+             WHERE s.kind = $3 AND s.owner = $1 AND NOT s.deleted AND NOT m.deleted"
+        )
+    };
+}
+
+/// Ids of a site's documents (a module listed twice comes twice).
+pub(crate) const SITE_IDS: &str = site_union!("id", "m.id");
+
+/// A page of a site's documents after id `$4`, at most `$5`, in id order.
+pub(crate) const SITE_PAGE: &str = concat!(
+    "SELECT id, kind, rev, seq, deleted, owner, body FROM (",
+    site_union!(
+        "id, kind, rev, seq, deleted, owner, body",
+        "m.id, m.kind, m.rev, m.seq, m.deleted, m.owner, m.body"
+    ),
+    ") site WHERE id > $4 ORDER BY id LIMIT $5"
+);
+
+/// What documents referred to before a write, for [`id_list`].
+pub(crate) const REFS_FROM_HEAD: &str = "SELECT to_id FROM doc_refs WHERE from_id IN ";
+
+/// Gives a live document a new sequence number, its body unchanged: its
+/// site changed with a document that refers to it, and every edge whose
+/// checkpoint is past it must see it again.
+pub(crate) const RESTAMP_DOC: &str = "UPDATE documents SET seq = $1 WHERE id = $2 AND NOT deleted";
+
 pub(crate) const CHANGES_SINCE: &str = "SELECT id, kind, rev, seq, deleted, owner, body FROM documents \
      WHERE seq > $1 ORDER BY seq LIMIT $2";
 
@@ -206,18 +249,29 @@ pub(crate) const LOG_PAGE: &str = "SELECT id, edge_id, epoch, from_side, to_side
 
 // Replication (`store/replica.rs`).
 
-/// Replicated documents, for [`values`]: keeps a newer revision already
-/// here; returns the ids it wrote.
+/// Replicated documents, for [`values`]: keeps a later version already
+/// here (by the master's sequence number, which also moves when only a
+/// document's site changed); at the same place, the master's word on
+/// whether it is in the edge's site (a tombstone) wins. Returns the ids it
+/// wrote.
 pub(crate) const UPSERT_REPLICATED_HEAD: &str =
     "INSERT INTO documents (id, kind, rev, seq, deleted, owner, body) ";
 pub(crate) const UPSERT_REPLICATED_TAIL: &str = " ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, rev = excluded.rev, \
      seq = excluded.seq, deleted = excluded.deleted, owner = excluded.owner, body = excluded.body \
-     WHERE excluded.rev > documents.rev RETURNING id";
+     WHERE excluded.seq > documents.seq \
+        OR (excluded.seq = documents.seq AND excluded.deleted <> documents.deleted) RETURNING id";
+/// Which of these ids the replica holds, for [`id_list`].
+pub(crate) const HELD_HEAD: &str = "SELECT id FROM documents WHERE id IN ";
+pub(crate) const LIVE_IDS: &str = "SELECT id FROM documents WHERE NOT deleted";
+/// A document that left the edge's site: a tombstone at the same place.
+pub(crate) const DROP_REPLICATED: &str = "UPDATE documents SET deleted = TRUE, owner = NULL, body = 'null' \
+     WHERE id = $1 AND NOT deleted";
 pub(crate) const MOVE_CHECKPOINT: &str =
     "UPDATE outpost_meta SET value = $1 WHERE key = 'seq' AND value < $1";
 pub(crate) const GET_INFO: &str = "SELECT value FROM store_info WHERE key = $1";
 pub(crate) const SET_INFO: &str = "INSERT INTO store_info (key, value) VALUES ($1, $2) \
      ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+pub(crate) const DELETE_INFO: &str = "DELETE FROM store_info WHERE key = $1";
 pub(crate) const CLEAR_DOCUMENTS: &str = "DELETE FROM documents";
 pub(crate) const CLEAR_REFS: &str = "DELETE FROM doc_refs";
 pub(crate) const RESET_SEQ: &str = "UPDATE outpost_meta SET value = 0 WHERE key = 'seq'";

@@ -798,7 +798,8 @@ fn refused_by(r: Result<ResponseBody, CallError>) -> String {
 /// not its site: every request kind on another site's module and system
 /// (a site the master took over, so it runs there), and on the master's
 /// own, is refused with the rule named; kinds only the master sends are
-/// refused too. Its own site's module is served, with its epoch only.
+/// refused too. Its own site's module is served, with its epoch only, and
+/// its replication requests get its own site only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_authenticated_edge_reaches_only_its_own_site() {
     let site = roles::Site::new();
@@ -878,9 +879,38 @@ async fn an_authenticated_edge_reaches_only_its_own_site() {
         let kind = body.kind();
         assert_eq!(refused_by(ask(body).await), "master_only", "{kind}");
     }
+    // Its replication requests name no site: the master answers with the
+    // link's site, whatever the edge asks. Other sites' documents and the
+    // master's own come, if at all, as tombstones without a body.
+    let foreign = [other.id, b.system.id, b.edge_id, masters.id, master_system];
+    let changes = RequestBody::Changes {
+        after: 0,
+        limit: 2000,
+        unsynced: None,
+    };
+    let Ok(ResponseBody::Changes { docs, .. }) = ask(changes).await else {
+        panic!("changes refused")
+    };
+    assert!(docs.iter().any(|d| d.id == own.id && !d.deleted));
+    for d in docs.iter().filter(|d| foreign.contains(&d.id)) {
+        assert!(d.deleted && d.body == "null" && d.owner.is_none(), "{d:?}");
+    }
+    for after_id in [None, Some(uuid::Uuid::nil())] {
+        let snapshot = RequestBody::SiteSnapshot {
+            after_id,
+            limit: 2000,
+        };
+        let Ok(ResponseBody::SiteSnapshot { docs, keep, .. }) = ask(snapshot).await else {
+            panic!("site snapshot refused")
+        };
+        let keep = keep.unwrap();
+        assert!(docs.iter().all(|d| keep.contains(&d.id)));
+        assert!(keep.contains(&own.id) && keep.contains(&a.system.id));
+        assert!(foreign.iter().all(|id| !keep.contains(id)));
+    }
     // Every kind the link knows was tried above (the edge's own business
-    // aside: changes, events, repo_tree, repo_blob).
-    assert_eq!(RequestBody::KINDS.len(), 8 + 8 + 4);
+    // aside: changes, site_snapshot, events, repo_tree, repo_blob).
+    assert_eq!(RequestBody::KINDS.len(), 8 + 8 + 5);
 
     // Its own site, which the master runs now: served under its epoch,
     // refused without one.

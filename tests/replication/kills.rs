@@ -37,6 +37,14 @@ async fn add_modules(store: &Store, n: usize) -> Vec<Module> {
     modules
 }
 
+/// The master replicating every document: these tests follow the feed's
+/// checkpoints page by page, which a site snapshot only moves at its end
+/// (`site.rs` covers that one).
+fn full_copy(mut config: outpost::config::Config) -> outpost::config::Config {
+    config.replica_scope = outpost::proto::ReplicaScope::All;
+    config
+}
+
 /// A loopback address nothing listens on now (a master started later takes it).
 fn free_addr() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -54,7 +62,9 @@ async fn an_edge_killed_mid_snapshot_resumes_from_its_checkpoint() {
     let store = site.master_store().await;
     add_modules(&store, 4000).await;
     store.close().await;
-    let master = outpost::master::start(site.master_config()).await.unwrap();
+    let master = outpost::master::start(full_copy(site.master_config()))
+        .await
+        .unwrap();
     let last = master.store.last_seq().await.unwrap();
 
     let mut config = site.edge_config(edge_id, &secret, master.link_addr);
@@ -150,7 +160,9 @@ async fn a_deleted_replica_file_is_resynced_in_full() {
     let store = site.master_store().await;
     let spare = add_modules(&store, 50).await;
     store.close().await;
-    let master = outpost::master::start(site.master_config()).await.unwrap();
+    let master = outpost::master::start(full_copy(site.master_config()))
+        .await
+        .unwrap();
     let config = site.edge_config(edge_id, &secret, master.link_addr);
     let edge = outpost::edge::start(config.clone()).await.unwrap();
     eventually(10, "the snapshot", async || {
@@ -198,7 +210,7 @@ async fn a_deleted_replica_file_is_resynced_in_full() {
 /// the end the edge has every document at its latest revision.
 async fn concurrent_writers(master_url: Option<String>) {
     let site = Site::new();
-    let mut master_config = site.master_config();
+    let mut master_config = full_copy(site.master_config());
     if master_url.is_some() {
         master_config.database_url = master_url;
     }

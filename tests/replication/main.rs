@@ -18,9 +18,12 @@ mod http;
 mod judged;
 mod kills;
 mod over_link;
+#[path = "../support/proxy.rs"]
+mod proxy;
 mod replica;
 mod retention;
 #[path = "../support/roles.rs"]
 mod roles;
+mod site;
 #[path = "../support/mod.rs"]
 mod support;

@@ -76,10 +76,19 @@ async fn check_replica(master: &TestStore, replica: &TestStore) {
     ])
     .await
     .unwrap();
+    // The lobby's modules changed site with it (none, now): they are
+    // re-stamped, so a per-site feed can tell the edge that had them.
+    let lobby_modules = lobby
+        .parse::<outpost::model::ControlSystem>()
+        .unwrap()
+        .module_ids
+        .into_iter()
+        .filter(|id| *id != module.id)
+        .collect::<std::collections::HashSet<_>>();
     assert_eq!(
         m.changes_since(before, 1000).await.unwrap().len(),
-        3,
-        "only the changes are pending"
+        3 + lobby_modules.len(),
+        "only the changes are pending, with the modules whose site changed"
     );
     catch_up(m, r, 3).await;
     assert_eq!(all(r).await, all(m).await);
