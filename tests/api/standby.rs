@@ -45,6 +45,12 @@ async fn standby(
     };
     std::fs::create_dir_all(&dir).unwrap();
     let store = crate::roles::open_store(&config).await;
+    // A standby writes nothing, not even the admin key: in a cluster the
+    // store is shared and the MASTER put it there. This one's store is its
+    // own, so the test puts it there.
+    outpost::api::bootstrap_admin(&store, Some(key), &dir)
+        .await
+        .unwrap();
     let runtime = Runtime::new(RuntimeConfig::from_config(&config));
     let ops = Ops {
         leadership: Some(view),
