@@ -544,12 +544,16 @@ async fn a_driver_change_reloads_and_a_deleted_module_is_unloaded() {
     assert_eq!(r.status, 200, "{}", r.body);
     // The new driver's device connects before the runtime records the
     // module as running again: wait for both.
-    eventually(10, "the move to the line device, running line.lua", async || {
-        let info = master.runtime.module_info(module);
-        line.connections() == 1
-            && sim.connections() == 0
-            && info.is_some_and(|i| i.state == ModuleState::Running && i.driver == "line.lua")
-    })
+    eventually(
+        10,
+        "the move to the line device, running line.lua",
+        async || {
+            let info = master.runtime.module_info(module);
+            line.connections() == 1
+                && sim.connections() == 0
+                && info.is_some_and(|i| i.state == ModuleState::Running && i.driver == "line.lua")
+        },
+    )
     .await;
 
     // Out of its only system: unloaded. Then the document can go too.
