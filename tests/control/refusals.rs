@@ -9,24 +9,26 @@ use outpost::sim::{PjlinkOptions, PjlinkSim};
 use serde_json::json;
 
 use crate::http::request;
-use crate::roles::{EdgeProcess, Site, device, eventually};
+use crate::roles::{EdgeProcess, Room, Site, device, eventually};
 
-async fn projector() -> PjlinkSim {
-    PjlinkSim::start("127.0.0.1:0".parse().unwrap(), PjlinkOptions::default())
+/// A site `name` whose one room drives a simulated projector.
+async fn projector_room(site: &Site, name: &str) -> (PjlinkSim, Room) {
+    let sim = PjlinkSim::start("127.0.0.1:0".parse().unwrap(), PjlinkOptions::default())
         .await
-        .unwrap()
+        .unwrap();
+    let room = site
+        .one_room(
+            json!({"name": name}),
+            &[device("Projector", "pjlink.lua", Some(sim.addr()))],
+        )
+        .await;
+    (sim, room)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_with_a_wrong_secret_says_why_and_runs_its_site() {
     let site = Site::new();
-    let sim = projector().await;
-    let room = site
-        .one_room(
-            json!({"name": "Sydney"}),
-            &[device("Projector", "pjlink.lua", Some(sim.addr()))],
-        )
-        .await;
+    let (sim, room) = projector_room(&site, "Sydney").await;
     site.seed_replica(room.edge_id).await;
     let admin = "a".repeat(48);
     let mut config = site.master_config();
@@ -75,13 +77,7 @@ async fn an_edge_with_a_wrong_secret_says_why_and_runs_its_site() {
 async fn an_edge_that_cannot_verify_the_master_names_its_certificate_and_runs_its_site() {
     let site = Site::new();
     let other = Site::new(); // another development CA
-    let sim = projector().await;
-    let room = site
-        .one_room(
-            json!({"name": "Sydney"}),
-            &[device("Projector", "pjlink.lua", Some(sim.addr()))],
-        )
-        .await;
+    let (sim, room) = projector_room(&site, "Sydney").await;
     site.seed_replica(room.edge_id).await;
     let master = outpost::master::start(site.master_config()).await.unwrap();
     let mut config = site.edge_config(room.edge_id, &room.secret, master.link_addr);
@@ -106,13 +102,7 @@ async fn an_edge_that_cannot_verify_the_master_names_its_certificate_and_runs_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_whose_location_was_deleted_stands_down() {
     let site = Site::new();
-    let sim = projector().await;
-    let room = site
-        .one_room(
-            json!({"name": "Sydney"}),
-            &[device("Projector", "pjlink.lua", Some(sim.addr()))],
-        )
-        .await;
+    let (sim, room) = projector_room(&site, "Sydney").await;
     let admin = "a".repeat(48);
     let mut config = site.master_config();
     config.admin_key = Some(outpost::config::SecretString::new(admin.clone()));
@@ -173,13 +163,7 @@ async fn an_edge_whose_location_was_deleted_stands_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_cut_during_tls_is_an_outage_not_a_refusal() {
     let site = Site::new();
-    let sim = projector().await;
-    let room = site
-        .one_room(
-            json!({"name": "Perth"}),
-            &[device("Projector", "pjlink.lua", Some(sim.addr()))],
-        )
-        .await;
+    let (sim, room) = projector_room(&site, "Perth").await;
     site.seed_replica(room.edge_id).await;
     let master = outpost::master::start(site.master_config()).await.unwrap();
     let proxy = crate::proxy::Proxy::start(master.link_addr).await;
