@@ -52,12 +52,22 @@ impl Database {
     }
 }
 
-/// A loopback address free now.
+/// A loopback address free now, for a node process to bind later. Taken
+/// below the kernel's ephemeral range (32768 and up): a port handed out by
+/// `bind(0)` can be taken again by any outgoing connection (PostgreSQL's,
+/// another test's) before the node binds it, which failed a CI run.
 pub fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Spread by process id, so that two test processes rarely meet.
+    let offset = (std::process::id() % 1_000) as u16 * 10;
+    loop {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
+        let port = 20_000 + (offset + step) % 12_000;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().unwrap();
+        }
+    }
 }
 
 /// Certificates shared by the nodes of one test.
