@@ -67,12 +67,6 @@ const PLANNED: &str = "planned_stop";
 const RETRY_MS: i64 = 1_000;
 
 enum Msg {
-    LinkUp {
-        peer: Peer,
-    },
-    LinkLost {
-        session: u64,
-    },
     /// An operator (the API key's user, when known) restores the site.
     Restore(Reply, Option<String>),
     /// An operator hands the site to the master (planned work on the edge).
@@ -90,6 +84,8 @@ struct ControlShared {
     max_changes: u32,
     /// How long a control request may take (`control_call_ms`).
     call: Duration,
+    /// This node's name, in the record of edges linked to it.
+    node_id: String,
     /// When this master started (clock ms): the boot rule counts from it.
     started_ms: i64,
     booted: AtomicBool,
@@ -114,6 +110,29 @@ struct ControlShared {
     maintenance: RwLock<HashMap<Uuid, i64>>,
 }
 
+/// The configuration a control loop reads.
+pub struct ControlSettings {
+    /// `max_control_changes_per_minute` (the hold-down).
+    pub max_changes: u32,
+    /// `control_call_ms`.
+    pub call: Duration,
+    /// This node's name (`Config::node_name`).
+    pub node_id: String,
+}
+
+/// How a location's task begins.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Begin {
+    /// The edge is away and the master does not run the site.
+    Absent,
+    /// The master held the site and runs it again.
+    Running,
+    /// The master held the site while the edge was linked to a master
+    /// (so the edge runs it on its own now): wait for the edge, or for
+    /// its failover timeout.
+    AwaitingEdge,
+}
+
 /// A handle on the master's control loop.
 #[derive(Clone)]
 pub struct Control(Arc<ControlShared>);
@@ -124,10 +143,15 @@ impl Control {
         runtime: Runtime,
         reconciler: Reconciler,
         clock: Clock,
-        (max_changes, call): (u32, Duration),
+        settings: ControlSettings,
         stop: CancellationToken,
         tasks: TaskTracker,
     ) -> Control {
+        let ControlSettings {
+            max_changes,
+            call,
+            node_id,
+        } = settings;
         Control(Arc::new(ControlShared {
             store,
             runtime,
@@ -136,6 +160,7 @@ impl Control {
             clock,
             max_changes,
             call,
+            node_id,
             booted: AtomicBool::new(false),
             stop,
             tasks,
@@ -150,14 +175,21 @@ impl Control {
     }
 
     /// Starts a task for every location and, before any edge can connect,
-    /// runs the sites the master held when it stopped.
+    /// runs the sites the master held when it stopped (or when the node
+    /// it takes over from stopped), except those whose edge was linked to
+    /// it: that edge ran its site on its own when the link ended, so its
+    /// task waits for it to reconnect, or for its failover timeout.
     pub async fn resume(&self, locations: &[Uuid]) -> Result<(), StoreError> {
         let states = self.0.store.control_states().await?;
-        let held: Vec<Uuid> = states
+        let linked: HashMap<Uuid, String> = self.0.store.edge_links().await?.into_iter().collect();
+        let (awaited, held): (Vec<Uuid>, Vec<Uuid>) = states
             .iter()
             .filter(|s| s.controller == Side::Master)
             .map(|s| s.edge_id)
-            .collect();
+            .partition(|id| linked.contains_key(id));
+        for id in &awaited {
+            tracing::warn!(edge = %id, node = %linked[id], "this site's edge was linked to a master holding it, so it runs the site on its own now: waiting for it to reconnect (or for its failover timeout)");
+        }
         self.0
             .states
             .write_unpoisoned()
@@ -180,7 +212,14 @@ impl Control {
             self.0.reconciler.settle().await;
         }
         for id in locations {
-            self.actor(*id, held.contains(id));
+            let begin = if held.contains(id) {
+                Begin::Running
+            } else if awaited.contains(id) {
+                Begin::AwaitingEdge
+            } else {
+                Begin::Absent
+            };
+            self.actor(*id, begin);
         }
         Ok(())
     }
@@ -190,7 +229,8 @@ impl Control {
     /// then negotiate as a booted master.
     pub fn booted(&self, missing: &[Uuid]) {
         for id in missing {
-            self.actor(*id, false).raise(|p| p.missing_at_boot = true);
+            self.actor(*id, Begin::Absent)
+                .raise(|p| p.missing_at_boot = true);
         }
         self.0.booted.store(true, Ordering::Release);
     }
@@ -245,7 +285,8 @@ impl Control {
             match ev {
                 MasterLinkEvent::LinkUp { info, peer, .. } => {
                     tracing::info!(edge = %info.edge_id, addr = %info.addr, "edge connected");
-                    self.send(info.edge_id, Msg::LinkUp { peer }).await;
+                    self.actor(info.edge_id, Begin::Absent)
+                        .raise(|p| p.up(peer));
                 }
                 MasterLinkEvent::LinkLost {
                     edge_id,
@@ -254,7 +295,8 @@ impl Control {
                     ..
                 } => {
                     tracing::warn!(edge = %edge_id, %reason, "edge link lost");
-                    self.send(edge_id, Msg::LinkLost { session }).await;
+                    self.actor(edge_id, Begin::Absent)
+                        .raise(|p| p.lost(session));
                 }
                 MasterLinkEvent::AuthFailed {
                     edge_id,
@@ -397,13 +439,14 @@ impl Control {
     /// The edge on link `session` says it is stopping on purpose.
     /// Never waits: the link's reader calls it.
     pub fn stopping(&self, edge_id: Uuid, session: u64, restart: bool) {
-        self.actor(edge_id, false)
+        self.actor(edge_id, Begin::Absent)
             .raise(|p| p.stopping = Some((session, restart)));
     }
 
     /// A location's document changed (or may have): its task reschedules.
     fn edited(&self, edge_id: Uuid) {
-        self.actor(edge_id, false).raise(|p| p.edited = true);
+        self.actor(edge_id, Begin::Absent)
+            .raise(|p| p.edited = true);
     }
 
     /// Refuses a request from `edge_id`'s link that carries an epoch other
@@ -417,13 +460,13 @@ impl Control {
     }
 
     async fn send(&self, edge_id: Uuid, msg: Msg) {
-        let inbox = self.actor(edge_id, false);
+        let inbox = self.actor(edge_id, Begin::Absent);
         inbox.send(msg).await;
     }
 
     /// The task of a location, started on first use (a location created
     /// after boot, an unknown edge id that authenticated anyway).
-    fn actor(&self, edge_id: Uuid, running: bool) -> Inbox<Msg> {
+    fn actor(&self, edge_id: Uuid, begin: Begin) -> Inbox<Msg> {
         let mut actors = self.0.actors.lock_unpoisoned();
         if let Some(tx) = actors.get(&edge_id)
             && !tx.is_closed()
@@ -437,7 +480,9 @@ impl Control {
             id: edge_id,
             sh: self.0.clone(),
             link: None,
-            running,
+            running: begin == Begin::Running,
+            awaiting_edge: begin == Begin::AwaitingEdge,
+            link_recorded: false,
             failover_at: None,
             absent_since: Some(self.0.started_ms),
             watching: false,
@@ -475,6 +520,12 @@ struct Location {
     link: Option<Peer>,
     /// The master runs this location's modules.
     running: bool,
+    /// The master holds the site but does not run it: the edge may (see
+    /// [`Begin::AwaitingEdge`]). It starts at the failover timeout.
+    awaiting_edge: bool,
+    /// This link is recorded in the store's edge links (the master holds
+    /// the site while it is up); forgotten when it ends.
+    link_recorded: bool,
     /// Take over at this time (clock ms) unless the edge comes back.
     failover_at: Option<i64>,
     /// Since when the edge has been away (clock ms): the master's start,
@@ -506,6 +557,10 @@ struct Location {
 impl Location {
     async fn run(mut self, mut inbox: Mailbox<Msg>) {
         self.set_absent(self.absent_since);
+        if self.awaiting_edge {
+            self.watching = true;
+            self.schedule(true).await;
+        }
         if let Ok(log) = self.sh.store.control_log(self.id, None, 64).await {
             let since = self.sh.clock.now_ms() - HOLD_DOWN_PERIOD_MS;
             self.recent = log
@@ -636,41 +691,59 @@ impl Location {
         wake
     }
 
+    /// The edge on link `session` said it stops (`restart`: on purpose).
+    fn note_stopping(&mut self, stopping: Option<(u64, bool)>) {
+        if let Some((session, restart)) = stopping
+            && self.link.as_ref().map(|p| p.meta().session) == Some(session)
+        {
+            self.planned_stop = restart;
+        }
+    }
+
+    async fn link_up(&mut self, peer: Peer) {
+        self.set_due(None);
+        self.set_absent(None);
+        self.watching = false;
+        self.seen = true;
+        self.retry_at = None;
+        // The negotiation's report is the edge's state now.
+        self.unconfirmed = None;
+        self.planned_stop = false;
+        self.awaiting_edge = false; // negotiation decides now
+        self.sh.stops.write_unpoisoned().remove(&self.id);
+        self.link = Some(peer.clone());
+        self.negotiate(&peer).await;
+    }
+
+    /// Every link up to session `through` was lost.
+    async fn link_lost(&mut self, through: u64) {
+        if self
+            .link
+            .as_ref()
+            .is_none_or(|p| p.meta().session > through)
+        {
+            return; // no link, or a newer one than those lost
+        }
+        self.link = None;
+        self.retry_at = None;
+        self.unconfirmed = None;
+        self.forget_link().await;
+        self.record_stop().await;
+        self.set_absent(Some(self.sh.clock.now_ms()));
+        self.watching = true;
+        if self.holds() {
+            // The edge went silent before it confirmed a release:
+            // its link is now declared dead, so the devices are ours.
+            if !self.running {
+                self.start().await;
+            }
+            return;
+        }
+        self.schedule(true).await;
+    }
+
     async fn on(&mut self, msg: Msg) {
         match msg {
-            Msg::LinkUp { peer } => {
-                self.set_due(None);
-                self.set_absent(None);
-                self.watching = false;
-                self.seen = true;
-                self.retry_at = None;
-                // The negotiation's report is the edge's state now.
-                self.unconfirmed = None;
-                self.planned_stop = false;
-                self.sh.stops.write_unpoisoned().remove(&self.id);
-                self.link = Some(peer.clone());
-                self.negotiate(&peer).await;
-            }
-            Msg::LinkLost { session } => {
-                if self.link.as_ref().map(|p| p.meta().session) != Some(session) {
-                    return; // an older link, already replaced
-                }
-                self.link = None;
-                self.retry_at = None;
-                self.unconfirmed = None;
-                self.record_stop().await;
-                self.set_absent(Some(self.sh.clock.now_ms()));
-                self.watching = true;
-                if self.holds() {
-                    // The edge went silent before it confirmed a release:
-                    // its link is now declared dead, so the devices are ours.
-                    if !self.running {
-                        self.start().await;
-                    }
-                    return;
-                }
-                self.schedule(true).await;
-            }
             Msg::Restore(reply, by) => {
                 self.author = by;
                 let result = if !self.holds() {
@@ -697,13 +770,19 @@ impl Location {
     }
 
     /// Raised flags, in the order they matter: the edge's word that it
-    /// stops (before the loss of its link), the end of the boot wait, an
-    /// edit.
+    /// stops (before the loss of its link), the loss of links, a newer
+    /// link, the end of the boot wait, an edit.
     async fn on_flags(&mut self, raised: Pending) {
-        if let Some((session, restart)) = raised.stopping
-            && self.link.as_ref().map(|p| p.meta().session) == Some(session)
+        self.note_stopping(raised.stopping);
+        if let Some(through) = raised.lost_through {
+            self.link_lost(through).await;
+        }
+        // A link lost as soon as it came up was never this task's to use.
+        if let Some(peer) = raised.link_up
+            && raised.lost_through < Some(peer.meta().session)
         {
-            self.planned_stop = restart;
+            self.link_up(peer).await;
+            self.note_stopping(raised.stopping);
         }
         if raised.missing_at_boot && self.link.is_none() {
             self.watching = true;
@@ -744,6 +823,12 @@ impl Location {
                     Reason::Boot
                 };
                 self.take_over(reason).await;
+            } else if self.link.is_none() && self.awaiting_edge && !self.serviced() {
+                tracing::warn!(edge = %self.id, "the edge did not come back within its failover timeout: the master runs the site it holds");
+                self.awaiting_edge = false;
+                if !self.running {
+                    self.start().await;
+                }
             }
         }
         if self.retry_at.is_some_and(|t| t <= now) {
@@ -778,13 +863,19 @@ impl Location {
         let (Some(since), true, None) = (self.absent_since, self.watching, &self.link) else {
             return;
         };
-        if self.holds() {
-            return; // a site the master holds is never dropped here
+        // A site the master holds is never dropped here; one it holds but
+        // does not run yet starts at the failover timeout, whatever the
+        // failover switch says (the master holds control already).
+        let awaited = self.awaiting_edge && !self.running;
+        if self.holds() && !awaited {
+            return;
         }
         let location = self.location().await;
         let serviced = self.serviced();
         let at = match &location {
-            Some(l) if l.failover && !serviced => Some(since + l.failover_timeout_ms as i64),
+            Some(l) if (l.failover || awaited) && !serviced => {
+                Some(since + l.failover_timeout_ms as i64)
+            }
             _ => None,
         };
         if at != self.failover_at || log {
@@ -876,6 +967,12 @@ impl Location {
     /// Unconfirmed, the devices stay unclaimed by the master until the
     /// edge confirms (it is asked again) or its link is declared dead.
     async fn release(&mut self, peer: &Peer, epoch: u64, reason: Reason) {
+        if let Err(e) = self.record_link().await {
+            // Unrecorded, a master promoted after this one could start the
+            // site while this edge runs it: the edge keeps it instead.
+            tracing::error!(edge = %self.id, error = %e, "cannot record the edge's link: not asking it to release");
+            return;
+        }
         let release = |reason: Reason| RequestBody::ControlRelease {
             epoch,
             reason: reason.as_str().to_owned(),
@@ -887,6 +984,41 @@ impl Location {
             answer = peer.request(older, self.sh.call).await;
         }
         let _ = self.settle_change(false, epoch, reason, &answer).await;
+    }
+
+    /// Records, before the edge is asked to stand by, that its link is up
+    /// to this node while it holds the site (see [`Begin::AwaitingEdge`]).
+    async fn record_link(&mut self) -> Result<(), StoreError> {
+        if self.link_recorded {
+            return Ok(());
+        }
+        let now = self.sh.clock.now_ms();
+        let store = &self.sh.store;
+        store
+            .record_edge_link(self.id, &self.sh.node_id, now)
+            .await?;
+        self.link_recorded = true;
+        Ok(())
+    }
+
+    /// The link ended: forget its record, unless this master is stopping
+    /// (then the edge runs its site on its own, and the record says so to
+    /// the master that starts next).
+    async fn forget_link(&mut self) {
+        if !self.link_recorded || self.sh.stop.is_cancelled() {
+            return;
+        }
+        match self
+            .sh
+            .store
+            .forget_edge_link(self.id, &self.sh.node_id)
+            .await
+        {
+            Ok(()) => self.link_recorded = false,
+            Err(e) => {
+                tracing::warn!(edge = %self.id, error = %e, "cannot forget the edge's link: a master started next waits for the edge")
+            }
+        }
     }
 
     /// Acts on an edge's answer to an assume or release (or to a report

@@ -1,33 +1,37 @@
 //! A location task's inbox: bounded, and losing nothing.
 //!
-//! Two kinds of input reach a location's control task. Some only say
-//! "look again" (its document was edited, the boot wait ended without its
-//! edge, the edge said it is stopping): a thousand of them mean what one
-//! means, so they are **coalesced** into flags ([`Pending`]) that take no
-//! room however often they are raised, and are raised by callers that must
-//! not wait (the link's reader, the boot sequence). The rest are distinct
-//! messages (a link up or lost, an operator's restore or handover, each
-//! with its answer): they go through a bounded channel, and a sender that
-//! finds it full **waits** for room (back-pressure: the link's event
-//! follower or the API caller slows down), counted in
+//! Two kinds of input reach a location's control task. Some say only what
+//! the newest of them says (its document was edited, the boot wait ended
+//! without its edge, the edge said it is stopping, its link came up or was
+//! lost): a thousand of them mean what the last one means, so they are
+//! **coalesced** into flags ([`Pending`]) that take no room however often
+//! they are raised, and are raised by callers that must not wait (the
+//! link's reader and event follower, the boot sequence). So an edge that
+//! reconnects in a loop while its task is busy cannot fill anything, nor
+//! hold up the link events of other sites. The rest are distinct messages
+//! (an operator's restore or handover, each with its answer): they go
+//! through a bounded channel, and a sender that finds it full **waits** for
+//! room (back-pressure: the API caller slows down), counted in
 //! `outpost_channel_full_total{channel="control_inbox",outcome="waited"}`.
 //! Nothing is dropped.
 //!
-//! Flags raised before a message was sent are delivered before it, so the
-//! edge's "stopping" is seen before the loss of the link that follows it.
+//! Flags raised before a message was sent are delivered before it. The
+//! task reads the flags in the order they matter: the edge's "stopping"
+//! before the loss of its link, a loss before a newer link.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, mpsc};
 
+use crate::link::Peer;
 use crate::util::Unpoisoned;
 
 /// Messages one location's task may have waiting.
 pub(super) const INBOX: usize = 64;
 
 /// Raised flags, taken by the task all at once.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Default, Clone)]
 pub(super) struct Pending {
     /// The location's document changed (or may have): reschedule.
     pub edited: bool,
@@ -36,11 +40,49 @@ pub(super) struct Pending {
     /// The edge on link `session` says it stops on purpose (`restart`);
     /// the latest one counts.
     pub stopping: Option<(u64, bool)>,
+    /// Every link of the edge up to this session was lost (sessions only
+    /// grow, and a newer link replaces an older one).
+    pub lost_through: Option<u64>,
+    /// The newest link that came up.
+    pub link_up: Option<Peer>,
 }
 
 impl Pending {
     fn any(&self) -> bool {
-        *self != Pending::default()
+        self.edited
+            || self.missing_at_boot
+            || self.stopping.is_some()
+            || self.lost_through.is_some()
+            || self.link_up.is_some()
+    }
+
+    /// A link lost: keeps the newest session.
+    pub(super) fn lost(&mut self, session: u64) {
+        self.lost_through = self.lost_through.max(Some(session));
+    }
+
+    /// A link up: keeps the newest.
+    pub(super) fn up(&mut self, peer: Peer) {
+        let session = peer.meta().session;
+        if self
+            .link_up
+            .as_ref()
+            .is_none_or(|p| p.meta().session < session)
+        {
+            self.link_up = Some(peer);
+        }
+    }
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("edited", &self.edited)
+            .field("missing_at_boot", &self.missing_at_boot)
+            .field("stopping", &self.stopping)
+            .field("lost_through", &self.lost_through)
+            .field("link_up", &self.link_up.as_ref().map(|p| p.meta().session))
+            .finish()
     }
 }
 
@@ -207,13 +249,15 @@ mod tests {
             inbox.raise(|p| p.edited = true);
         }
         inbox.raise(|p| p.stopping = Some((7, true)));
-        let want = Pending {
-            edited: true,
-            missing_at_boot: false,
-            stopping: Some((7, true)),
-        };
+        for session in [9, 8] {
+            inbox.raise(|p| p.lost(session));
+        }
         match mailbox.recv().await {
-            Some(Delivery::Flags(p)) => assert_eq!(p, want),
+            Some(Delivery::Flags(p)) => {
+                assert!(p.edited && !p.missing_at_boot, "{p:?}");
+                assert_eq!(p.stopping, Some((7, true)));
+                assert_eq!(p.lost_through, Some(9), "the newest loss counts");
+            }
             other => panic!("{other:?}"),
         }
         assert!(matches!(mailbox.recv().await, Some(Delivery::Message(1))));

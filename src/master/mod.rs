@@ -203,10 +203,11 @@ fn control_loop(
         runtime.clone(),
         reconciler.clone(),
         clock,
-        (
-            config.max_control_changes_per_minute,
-            Duration::from_millis(config.control_call_ms),
-        ),
+        control::ControlSettings {
+            max_changes: config.max_control_changes_per_minute,
+            call: Duration::from_millis(config.control_call_ms),
+            node_id: config.node_name(),
+        },
         stop.clone(),
         tasks.clone(),
     )

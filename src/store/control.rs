@@ -304,6 +304,55 @@ impl Store {
         Ok(())
     }
 
+    /// Records that `edge_id`'s link is up to `node_id` while that node
+    /// holds its site (see [`Store::edge_links`]).
+    pub async fn record_edge_link(
+        &self,
+        edge_id: Uuid,
+        node_id: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        on_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(sql::RECORD_EDGE_LINK)
+                .bind(edge_id.to_string())
+                .bind(node_id)
+                .bind(at_ms)
+                .execute(&mut *tx)
+                .await?;
+            tx.check_fence(&self.fence).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Forgets `edge_id`'s link to `node_id` (it ended).
+    pub async fn forget_edge_link(&self, edge_id: Uuid, node_id: &str) -> Result<(), StoreError> {
+        on_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(sql::FORGET_EDGE_LINK)
+                .bind(edge_id.to_string())
+                .bind(node_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.check_fence(&self.fence).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The edges whose link was up to a node holding their site when last
+    /// recorded, with that node: when the link ended, the edge ran its site
+    /// on its own.
+    pub async fn edge_links(&self) -> Result<Vec<(Uuid, String)>, StoreError> {
+        let rows: Vec<(String, String)> = on_reader!(self, pool => {
+            sqlx::query_as(sql::EDGE_LINKS).fetch_all(pool).await?
+        });
+        rows.into_iter()
+            .map(|(id, node)| Ok((parse_uuid(&id)?, node)))
+            .collect()
+    }
+
     /// The site audit log of `edge_id`, newest first, at most `limit`.
     pub async fn site_actions(
         &self,

@@ -244,6 +244,14 @@ pub(crate) const LAST_STOPS: &str = "SELECT a.edge_id, a.action, a.at_ms FROM si
 /// Per site, when its edge last stopped on purpose.
 pub(crate) const LAST_PLANNED_STOPS: &str = "SELECT edge_id, MAX(at_ms) FROM site_audit \
      WHERE action = 'planned_stop' GROUP BY edge_id";
+/// An edge's link is up to a node while that node holds its site.
+pub(crate) const RECORD_EDGE_LINK: &str = "INSERT INTO edge_links (edge_id, node_id, since_ms) \
+     VALUES ($1, $2, $3) ON CONFLICT (edge_id) DO UPDATE \
+     SET node_id = excluded.node_id, since_ms = excluded.since_ms";
+/// That link ended (a link to another node since is left alone).
+pub(crate) const FORGET_EDGE_LINK: &str =
+    "DELETE FROM edge_links WHERE edge_id = $1 AND node_id = $2";
+pub(crate) const EDGE_LINKS: &str = "SELECT edge_id, node_id FROM edge_links";
 pub(crate) const LOG_PAGE: &str = "SELECT id, edge_id, epoch, from_side, to_side, reason, at_ms, by_user FROM control_log \
      WHERE edge_id = $1 AND epoch < $2 ORDER BY epoch DESC LIMIT $3";
 

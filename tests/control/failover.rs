@@ -652,3 +652,87 @@ async fn an_edited_window_opens_at_its_new_time() {
     edge.stop().await;
     master.stop().await;
 }
+
+/// The master holds the site (an operator handed it over) while the edge
+/// stands by on its link; then the master stops, and the edge runs the
+/// site on its own.
+async fn held_with_the_edge_standing_by(
+    s: &Scene,
+    link: std::net::SocketAddr,
+) -> outpost::edge::Edge {
+    let master = s.spawn_master(link);
+    let edge = outpost::edge::start_with_clock(s.edge_config(link), s.clock.clone())
+        .await
+        .unwrap();
+    let master = master.await.unwrap();
+    s.wait_controller(&master, Side::Edge, 1).await;
+    let record = master.control.handover(s.room.edge_id).await.unwrap();
+    assert_eq!((record.to, record.epoch), (Side::Master, 2));
+    s.wait_connections(1).await;
+    assert!(!edge.control.is_running().await);
+    let links = master.store.edge_links().await.unwrap();
+    assert!(
+        links.iter().any(|(id, _)| *id == s.room.edge_id),
+        "the link is recorded before the edge stands by: {links:?}"
+    );
+    master.stop().await;
+    eventually(20, "the edge to run its site on its own", async || {
+        edge.control.is_running().await
+    })
+    .await;
+    s.wait_connections(1).await;
+    s.sim.reset_max_connections();
+    edge
+}
+
+/// Promotion rule: a master that starts holding a site whose edge was
+/// linked to the master before it (and so runs the site on its own now)
+/// does not start the site at once; it waits for the edge to reconnect and
+/// negotiates, and the device never has two controllers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_holding_a_site_whose_edge_stood_by_waits_for_the_edge() {
+    let s = scene(failover_on()).await;
+    let link = reserve();
+    let edge = held_with_the_edge_standing_by(&s, link).await;
+
+    let master = s.spawn_master(link).await.unwrap();
+    assert!(master.missing_at_boot.is_empty());
+    s.wait_controller(&master, Side::Edge, 3).await;
+    assert_eq!(
+        s.reasons(&master).await.last().map(String::as_str),
+        Some("edge:edge_devices_connected")
+    );
+    settle().await;
+    assert_eq!(s.sim.connections(), 1);
+    assert_eq!(s.sim.max_connections_seen(), 1, "two controllers at once");
+    edge.stop().await;
+    master.stop().await;
+}
+
+/// The same, with an edge that does not come back: the master starts the
+/// site it holds once the location's failover timeout has passed since it
+/// started, and not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_holding_a_site_whose_edge_stood_by_starts_it_at_the_failover_timeout() {
+    let s = scene(failover_on()).await;
+    let edge = held_with_the_edge_standing_by(&s, reserve()).await;
+
+    // On another link port: the edge cannot reach this master.
+    let master = s.master().await;
+    let now = s.clock.now_ms();
+    s.wait_due(&master).await;
+    assert_eq!(
+        master.control.takeover_due(s.room.edge_id),
+        Some(now + TIMEOUT_MS as i64)
+    );
+    settle().await;
+    assert_eq!(s.sim.max_connections_seen(), 1, "started at once");
+    edge.stop().await;
+    s.wait_connections(0).await;
+
+    s.clock.advance(Duration::from_millis(TIMEOUT_MS));
+    s.wait_connections(1).await;
+    let state = s.state(&master).await;
+    assert_eq!((state.controller, state.epoch), (Side::Master, 2));
+    master.stop().await;
+}
