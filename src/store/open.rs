@@ -97,6 +97,10 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
         "site index",
         include_str!("migrations/sqlite/0010_site_index.sql"),
     ),
+    (
+        "events stored",
+        include_str!("migrations/sqlite/0012_events_stored.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
@@ -142,6 +146,10 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
         "site index",
         include_str!("migrations/postgres/0011_site_index.sql"),
+    ),
+    (
+        "events stored",
+        include_str!("migrations/postgres/0013_events_stored.sql"),
     ),
 ];
 
