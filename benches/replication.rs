@@ -689,6 +689,7 @@ async fn passive_sync() {
         &master.store,
         &peer,
         edge_id,
+        &outpost::control::Clock::system(),
         cfg,
         &tokio_util::sync::CancellationToken::new(),
     )

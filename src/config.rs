@@ -133,9 +133,10 @@ pub struct Config {
     /// Edge: events kept in the local log at most (synced ones are dropped
     /// first, then the oldest status changes; control changes never).
     pub event_log_max: u64,
-    /// Master: collected events older than this many days (by the time
-    /// their edge stamped them) are deleted, checked at start and hourly.
-    /// 0 keeps them regardless of age.
+    /// Master: collected events older than this many days, counted from
+    /// when the master stored them (by its clock, never the edge's stamp),
+    /// are deleted, checked at start and hourly. 0 keeps them regardless
+    /// of age.
     pub event_retention_days: u64,
     /// Master: at most this many collected events are kept; the oldest go
     /// first. 0: no bound by count.

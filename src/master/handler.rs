@@ -7,6 +7,7 @@
 use uuid::Uuid;
 
 use crate::api::{EdgeEventFeed, EdgeStatusFeed, ServedPage, SyncFacts};
+use crate::control::Clock;
 use crate::link::repository::MasterRepo;
 use crate::link::{Handler, Peer, RequestCtx};
 use crate::local_ops::ModuleRequests;
@@ -20,6 +21,9 @@ pub struct MasterHandler {
     events: EdgeEventFeed,
     store: Store,
     control: super::Control,
+    /// The master's clock (the one retention reads): stamps when each
+    /// pushed event was stored.
+    clock: Clock,
     status_feed: Option<EdgeStatusFeed>,
     guard: super::authorize::SiteGuard,
     sync_facts: Option<SyncFacts>,
@@ -36,6 +40,7 @@ impl MasterHandler {
         events: EdgeEventFeed,
         store: Store,
         control: super::Control,
+        clock: Clock,
     ) -> Self {
         Self {
             repo: MasterRepo::new(modules_dir),
@@ -45,6 +50,7 @@ impl MasterHandler {
             feed: super::replica::SiteFeed::new(store.clone(), crate::proto::ReplicaScope::Site),
             store,
             control,
+            clock,
             status_feed: None,
             sync_facts: None,
         }
@@ -72,7 +78,8 @@ impl MasterHandler {
     /// the edge the link authenticated, never to what the payload claims.
     /// Each is judged by the control epoch it was produced under; refused
     /// ones are stored too, marked (never acknowledged and lost). A kind
-    /// this build does not know is stored as it came.
+    /// this build does not know is stored as it came. Each is stamped with
+    /// the master's clock as it is stored: retention counts from there.
     async fn events(
         &self,
         edge_id: uuid::Uuid,
@@ -86,7 +93,7 @@ impl MasterHandler {
             judged.iter().map(|(e, why)| (e, why.as_deref())).collect();
         let new = self
             .store
-            .collect_judged(edge_id, &rows, None)
+            .collect_judged(edge_id, &rows, None, self.clock.now_ms())
             .await
             .map_err(crate::local_ops::internal)?;
         metrics::counter!("outpost_events_collected_total").increment(new as u64);

@@ -137,7 +137,8 @@ async fn act(
     control.resume(&expected).await?; // held sites run before edges connect
 
     let sync_facts = api::SyncFacts::new();
-    let (handler, edge_status) = link_handler(&config, &store, &runtime, &control, &edge_events);
+    let (handler, edge_status) =
+        link_handler(&config, &store, &runtime, &control, &clock, &edge_events);
     let handler = handler.with_sync_facts(sync_facts.clone());
     let (links, _) = tokio::sync::broadcast::channel(256);
     let keys = StoredKeys(store.clone());
@@ -145,7 +146,7 @@ async fn act(
     // Not tracked: it ends when the last sender (held by the registry or the
     // link loop) is dropped, which may be after the stop has finished.
     tokio::spawn(control.clone().follow(events_rx, links.clone()));
-    spawn_feeds(&config, &store, &registry, &stop, &tasks);
+    spawn_feeds(&config, &store, &registry, &clock, &stop, &tasks);
     tasks.spawn(retain_events(store.clone(), clock, &config, stop.clone()));
     tasks.spawn(control.clone().follow_locations(feed_from, LOCATION_POLL));
     let leadership = standby::follow(cluster.as_ref(), &runtime, &stop, &tasks);
@@ -249,6 +250,7 @@ fn link_handler(
     store: &Store,
     runtime: &Runtime,
     control: &Control,
+    clock: &Clock,
     edge_events: &api::EdgeEventFeed,
 ) -> (MasterHandler, api::EdgeStatusFeed) {
     let (edge_status, _) = tokio::sync::broadcast::channel(1024);
@@ -258,6 +260,7 @@ fn link_handler(
         edge_events.clone(),
         store.clone(),
         control.clone(),
+        clock.clone(),
     )
     .with_status_feed(edge_status.clone())
     .with_replica_scope(config.replica_scope);
@@ -347,12 +350,13 @@ async fn bind_link(
     Ok((listener, link, link_addr))
 }
 
-/// The credential watcher, the passive event sync and the data-model
-/// notices to edges.
+/// The credential watcher, the passive event sync (stamping what it stores
+/// with `clock`) and the data-model notices to edges.
 fn spawn_feeds(
     config: &Config,
     store: &Store,
     registry: &Registry,
+    clock: &Clock,
     stop: &CancellationToken,
     tasks: &TaskTracker,
 ) {
@@ -366,6 +370,7 @@ fn spawn_feeds(
     tasks.spawn(passive_sync(
         store.clone(),
         registry.clone(),
+        clock.clone(),
         PassiveSync {
             interval: Duration::from_millis(config.sync_interval_ms),
             batch: config.sync_batch_size,
@@ -421,8 +426,11 @@ async fn audit_duplicates(
 const PRUNE_EVERY_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 86_400_000;
 
-/// Keeps the collected events within `event_retention_days` (judged by
-/// `clock`) and `event_retention_max`: at start, then every hour.
+/// Keeps the collected events within `event_retention_days` and
+/// `event_retention_max`: at start, then every hour. Age is judged by
+/// `clock` on both ends: the cut-off from its now, against when this master
+/// (with the same clock) stored each event, never the edge's own stamp, so
+/// an edge's wrong clock cannot have its events deleted on arrival.
 fn retain_events(
     store: Store,
     clock: Clock,
@@ -587,7 +595,13 @@ pub struct PassiveSync {
 /// batches, stores them with the edge's cursor in one transaction, then
 /// tells the edge they are synced. A kill at any point repeats at most a
 /// batch, which the store ignores (events are idempotent by id).
-async fn passive_sync(store: Store, registry: Registry, cfg: PassiveSync, stop: CancellationToken) {
+async fn passive_sync(
+    store: Store,
+    registry: Registry,
+    clock: Clock,
+    cfg: PassiveSync,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -599,7 +613,7 @@ async fn passive_sync(store: Store, registry: Registry, cfg: PassiveSync, stop: 
             let Some(peer) = registry.peer(info.edge_id) else {
                 continue;
             };
-            if let Err(e) = sync_edge(&store, &peer, info.edge_id, cfg, &stop).await {
+            if let Err(e) = sync_edge(&store, &peer, info.edge_id, &clock, cfg, &stop).await {
                 tracing::debug!(edge = %info.edge_id, error = %e, "passive sync stopped for now");
             }
         }
@@ -607,7 +621,9 @@ async fn passive_sync(store: Store, registry: Registry, cfg: PassiveSync, stop: 
 }
 
 /// One passive-sync pass over one edge: batches of unsynced events from
-/// its cursor until the edge has none left (public for the benchmark).
+/// its cursor until the edge has none left (public for the benchmark),
+/// each stored stamped with `clock`, the master's (retention counts from
+/// there).
 /// The next batch is asked for while the current one is stored and
 /// acknowledged, so the edge's read, the master's write and the edge's
 /// marking overlap instead of taking turns.
@@ -615,6 +631,7 @@ pub async fn sync_edge(
     store: &Store,
     peer: &crate::link::Peer,
     edge_id: Uuid,
+    clock: &Clock,
     cfg: PassiveSync,
     stop: &CancellationToken,
 ) -> Result<(), String> {
@@ -663,7 +680,7 @@ pub async fn sync_edge(
             let rows: Vec<(&crate::store::Event, Option<&str>)> =
                 judged.iter().map(|(e, why)| (e, why.as_deref())).collect();
             let new = store
-                .collect_judged(edge_id, &rows, Some(last))
+                .collect_judged(edge_id, &rows, Some(last), clock.now_ms())
                 .await
                 .map_err(|e| e.to_string())?;
             metrics::counter!("outpost_events_collected_total").increment(new as u64);

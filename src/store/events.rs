@@ -2,7 +2,10 @@
 //! and driver errors, each marked synced once the master acknowledged it;
 //! the log is bounded and drops the oldest status changes first, never
 //! control changes. At the master: every edge's events, idempotent by id,
-//! with a per-edge passive-sync cursor moved in the same transaction.
+//! with a per-edge passive-sync cursor moved in the same transaction, each
+//! stamped with when the master stored it (by the master's clock, which
+//! the caller passes in: retention counts from there, never from the
+//! edge's own stamp).
 
 use uuid::Uuid;
 
@@ -93,7 +96,7 @@ type EventRow = (
     Option<String>,
 );
 
-/// Rows per multi-row statement (10 parameters each for an insert). One
+/// Rows per multi-row statement (11 parameters each for an insert). One
 /// statement per event made a batch of a thousand cost a thousand round
 /// trips to SQLite's connection thread; one statement per batch is worse
 /// still, because binding `$N` parameters costs SQLite a walk of the
@@ -129,12 +132,15 @@ fn to_logged(row: EventRow) -> Result<LoggedEvent, StoreError> {
     })
 }
 
-/// Binds one event's columns as a row of [`sql::INSERT_EVENTS_HEAD`].
+/// Binds one event's columns as a row of [`sql::INSERT_EVENTS_HEAD`]:
+/// `stored_ms` is when the master stored it (by the master's clock), `None`
+/// in an edge's own log.
 fn push_event<DB>(
     mut row: sqlx::query_builder::Separated<'_, DB, &'static str>,
     e: &Event,
     synced: bool,
     refused: Option<&str>,
+    stored_ms: Option<i64>,
 ) where
     DB: sqlx::Database,
     String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
@@ -152,7 +158,8 @@ fn push_event<DB>(
         .push_bind(e.epoch)
         .push_bind(e.body.clone())
         .push_bind(synced)
-        .push_bind(refused.map(str::to_owned));
+        .push_bind(refused.map(str::to_owned))
+        .push_bind(stored_ms);
 }
 
 /// Order in which a full log gives up rows: status changes first (they are
@@ -273,7 +280,7 @@ impl Store {
             }
             let mut added = 0i64;
             for chunk in kept.chunks(ROWS_PER_STATEMENT) {
-                let mut q = sql::values(sql::INSERT_EVENTS_HEAD, chunk, |row, e| push_event(row, e, false, None), sql::INSERT_EVENTS_TAIL);
+                let mut q = sql::values(sql::INSERT_EVENTS_HEAD, chunk, |row, e| push_event(row, e, false, None, None), sql::INSERT_EVENTS_TAIL);
                 added += q.build_query_scalar::<i64>().fetch_all(&mut *tx).await?.len() as i64;
             }
             let (trimmed, dropped) = trim_log!(tx, before + added - deleted - max);
@@ -389,15 +396,20 @@ impl Store {
     /// Master: stores events received from an edge, each at most once (by
     /// id), and moves that edge's passive-sync cursor to `cursor` in the same
     /// transaction, so a kill at any point neither loses nor repeats one.
-    /// Returns how many events were new.
+    /// `stored_ms` is the master's clock now (the clock retention reads):
+    /// [`Store::prune_events`] judges age by it, not by the edge's `at_ms`.
+    /// An event already stored keeps its first `stored_ms`. Returns how many
+    /// events were new.
     pub async fn collect_events(
         &self,
         edge_id: Uuid,
         events: &[Event],
         cursor: Option<i64>,
+        stored_ms: i64,
     ) -> Result<usize, StoreError> {
         let judged: Vec<(&Event, Option<&str>)> = events.iter().map(|e| (e, None)).collect();
-        self.collect_judged(edge_id, &judged, cursor).await
+        self.collect_judged(edge_id, &judged, cursor, stored_ms)
+            .await
     }
 
     /// [`Store::collect_events`], each event with why it was refused
@@ -407,12 +419,13 @@ impl Store {
         edge_id: Uuid,
         events: &[(&Event, Option<&str>)],
         cursor: Option<i64>,
+        stored_ms: i64,
     ) -> Result<usize, StoreError> {
         on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut new = 0;
             for chunk in events.chunks(ROWS_PER_STATEMENT) {
-                let mut q = sql::values(sql::INSERT_EVENTS_HEAD, chunk, |row, (e, refused)| push_event(row, e, true, *refused), sql::INSERT_EVENTS_TAIL);
+                let mut q = sql::values(sql::INSERT_EVENTS_HEAD, chunk, |row, (e, refused)| push_event(row, e, true, *refused, Some(stored_ms)), sql::INSERT_EVENTS_TAIL);
                 new += q.build_query_scalar::<i64>().fetch_all(&mut *tx).await?.len();
             }
             if let Some(cursor) = cursor {
@@ -428,10 +441,12 @@ impl Store {
         })
     }
 
-    /// Master: deletes the collected events stamped before `before_ms`,
-    /// then the oldest beyond the newest `keep` (0: no bound by count), at
-    /// most `PRUNE_BATCH` per transaction so writers are never held long.
-    /// Returns how many were deleted.
+    /// Master: deletes the collected events the master stored before
+    /// `before_ms` (their `stored_ms`, by the master's clock: an edge whose
+    /// clock is wrong neither loses its events early nor keeps them for
+    /// good), then the oldest by arrival beyond the newest `keep` (0: no
+    /// bound by count), at most `PRUNE_BATCH` per transaction so writers are
+    /// never held long. Returns how many were deleted.
     pub async fn prune_events(&self, before_ms: i64, keep: u64) -> Result<u64, StoreError> {
         let mut deleted = 0u64;
         loop {

@@ -101,6 +101,10 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
         "edge links",
         include_str!("migrations/sqlite/0011_edge_links.sql"),
     ),
+    (
+        "events stored",
+        include_str!("migrations/sqlite/0012_events_stored.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
@@ -150,6 +154,10 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
         "edge links",
         include_str!("migrations/postgres/0012_edge_links.sql"),
+    ),
+    (
+        "events stored",
+        include_str!("migrations/postgres/0013_events_stored.sql"),
     ),
 ];
 

@@ -313,8 +313,8 @@ pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (id, edge_id, at_ms, m
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING RETURNING seq";
 /// Events, for [`values`]: each at most once (by id); returns the places of
 /// the ones that were new.
-pub(crate) const INSERT_EVENTS_HEAD: &str =
-    "INSERT INTO events (id, edge_id, at_ms, module_id, kind, key, epoch, body, synced, refused) ";
+pub(crate) const INSERT_EVENTS_HEAD: &str = "INSERT INTO events \
+     (id, edge_id, at_ms, module_id, kind, key, epoch, body, synced, refused, stored_ms) ";
 pub(crate) const INSERT_EVENTS_TAIL: &str = " ON CONFLICT (id) DO NOTHING RETURNING seq";
 /// Marks events (by id) synced, for [`id_list`].
 pub(crate) const MARK_SYNCED_HEAD: &str = "UPDATE events SET synced = TRUE WHERE id IN ";
@@ -332,9 +332,10 @@ pub(crate) const UNSYNCED_EVENTS: &str = "SELECT seq, id, edge_id, at_ms, module
      FROM events WHERE NOT synced AND seq > $1 ORDER BY seq LIMIT $2";
 pub(crate) const EVENTS_OF: &str = "SELECT seq, id, edge_id, at_ms, module_id, kind, key, epoch, body, synced, refused \
      FROM events WHERE edge_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
-/// Master retention: up to `$2` events stamped before `$1`.
+/// Master retention: up to `$2` events the master stored before `$1` (by
+/// its own clock, not the edge's stamp), oldest first along `events_stored`.
 pub(crate) const PRUNE_OLD_EVENTS: &str = "DELETE FROM events WHERE seq IN \
-     (SELECT seq FROM events WHERE at_ms < $1 ORDER BY seq LIMIT $2)";
+     (SELECT seq FROM events WHERE stored_ms < $1 ORDER BY stored_ms LIMIT $2)";
 /// Master retention: the `$1` oldest events.
 pub(crate) const PRUNE_FIRST_EVENTS: &str = "DELETE FROM events WHERE seq IN \
      (SELECT seq FROM events ORDER BY seq LIMIT $1)";

@@ -11,7 +11,12 @@ crate::both_backends!(
     collection_is_idempotent_and_moves_the_cursor_with_the_events,
     batches_larger_than_one_statement_are_stored_and_marked_once,
     only_the_controlling_side_writes_history,
+    retention_counts_from_when_the_master_stored_an_event,
 );
+
+/// The master's clock when the tests below store what they collect.
+const NOW: i64 = 1_795_341_600_000;
+const DAY: i64 = 86_400_000;
 
 fn event(edge: Uuid, module: Uuid, kind: EventKind, key: Option<&str>, body: &str) -> Event {
     Event {
@@ -232,19 +237,22 @@ async fn collection_is_idempotent_and_moves_the_cursor_with_the_events(store: &S
         .collect();
     assert_eq!(
         store
-            .collect_events(edge, &batch[..3], Some(3))
+            .collect_events(edge, &batch[..3], Some(3), NOW)
             .await
             .unwrap(),
         3
     );
     // A retried batch (the ack was lost) stores nothing twice.
     assert_eq!(
-        store.collect_events(edge, &batch, Some(5)).await.unwrap(),
+        store
+            .collect_events(edge, &batch, Some(5), NOW)
+            .await
+            .unwrap(),
         2
     );
     assert_eq!(store.sync_cursor(edge).await.unwrap(), 5);
     // The cursor never moves back.
-    store.collect_events(edge, &[], Some(2)).await.unwrap();
+    store.collect_events(edge, &[], Some(2), NOW).await.unwrap();
     assert_eq!(store.sync_cursor(edge).await.unwrap(), 5);
     let stored = store.events_of(edge, 0, 100).await.unwrap();
     assert_eq!(stored.len(), 5);
@@ -340,7 +348,10 @@ async fn only_the_controlling_side_writes_history(store: &Store) {
         .unwrap();
     let rows: Vec<(&Event, Option<&str>)> =
         judged.iter().map(|(e, why)| (e, why.as_deref())).collect();
-    assert_eq!(store.collect_judged(edge, &rows, None).await.unwrap(), 3);
+    assert_eq!(
+        store.collect_judged(edge, &rows, None, NOW).await.unwrap(),
+        3
+    );
     let stored = store.events_of(edge, 0, 100).await.unwrap();
     let reasons: Vec<Option<&str>> = stored.iter().map(|e| e.refused.as_deref()).collect();
     assert_eq!(
@@ -362,7 +373,7 @@ async fn batches_larger_than_one_statement_are_stored_and_marked_once(store: &St
         .collect();
     assert_eq!(
         store
-            .collect_events(edge, &batch[..70], None)
+            .collect_events(edge, &batch[..70], None, NOW)
             .await
             .unwrap(),
         70
@@ -371,7 +382,10 @@ async fn batches_larger_than_one_statement_are_stored_and_marked_once(store: &St
     let mut again = batch[40..].to_vec();
     again.push(batch[100].clone());
     assert_eq!(
-        store.collect_events(edge, &again, Some(9)).await.unwrap(),
+        store
+            .collect_events(edge, &again, Some(9), NOW)
+            .await
+            .unwrap(),
         60
     );
     let stored = store.events_of(edge, 0, 1000).await.unwrap();
@@ -443,4 +457,48 @@ async fn a_full_disk_fails_writes_and_leaves_the_store_writable() {
     other.close().await;
     store.close().await;
     drop(disk);
+}
+
+/// The master's retention by age reads when the master stored each event
+/// (`stored_ms`, its own clock), not the edge's stamp: an edge whose clock
+/// is 100 days behind loses nothing at the next prune, one 100 days ahead
+/// keeps nothing past its time, and a retried event keeps its first stamp.
+async fn retention_counts_from_when_the_master_stored_an_event(store: &Store) {
+    let (edge, module) = (new_id(), new_id());
+    let stamped = |at_ms: i64, body: &str| Event {
+        at_ms,
+        ..event(edge, module, EventKind::Exec, None, body)
+    };
+    let ahead = stamped(NOW + 100 * DAY, "ahead");
+    let early = [ahead.clone(), stamped(NOW, "on time")];
+    store
+        .collect_events(edge, &early, None, NOW - 91 * DAY)
+        .await
+        .unwrap();
+    let behind = [stamped(NOW - 100 * DAY, "behind"), stamped(1, "1970")];
+    store
+        .collect_events(edge, &behind, None, NOW)
+        .await
+        .unwrap();
+    // A retry of an event stored long ago does not make it new.
+    assert_eq!(
+        store
+            .collect_events(edge, &[ahead], None, NOW)
+            .await
+            .unwrap(),
+        0
+    );
+    let bodies = async || -> Vec<String> {
+        let log = store.events_of(edge, 0, 100).await.unwrap();
+        log.into_iter().map(|e| e.event.body).collect()
+    };
+
+    // Ninety days, as the master's retention computes it from its now.
+    assert_eq!(store.prune_events(NOW - 90 * DAY, 0).await.unwrap(), 2);
+    assert_eq!(bodies().await, ["behind", "1970"]);
+    // Nothing else is past ninety days until the master's clock says so.
+    assert_eq!(store.prune_events(NOW - 90 * DAY, 0).await.unwrap(), 0);
+    assert_eq!(store.prune_events(NOW, 0).await.unwrap(), 0);
+    assert_eq!(store.prune_events(NOW + 1, 0).await.unwrap(), 2);
+    assert!(bodies().await.is_empty());
 }
