@@ -83,6 +83,9 @@ impl From<StoreError> for ApiError {
                 ApiError::Conflict(e.to_string())
             }
             StoreError::Fenced { .. } => ApiError::Unavailable(e.to_string()),
+            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
+                ApiError::Unavailable("the database cannot be reached".into())
+            }
             other => ApiError::Internal(crate::util::describe(&other)),
         }
     }

@@ -76,7 +76,9 @@ async fn ha_state(State(s): State<Arc<ApiState>>) -> Json<HaState> {
 
 /// Every node of the master cluster with its last heartbeat.
 #[utoipa::path(get, path = "/api/v1/ha/states", tag = "cluster",
-    responses((status = 200, body = HaStates), (status = 401)), security(("bearer" = [])))]
+    responses((status = 200, body = HaStates), (status = 401),
+        (status = 503, description = "The cluster's database cannot be read")),
+    security(("bearer" = [])))]
 async fn ha_states(
     State(s): State<Arc<ApiState>>,
     _caller: Caller,
@@ -90,8 +92,13 @@ async fn ha_states(
             nodes: Vec::new(),
         }));
     };
-    let nodes = s.store.cluster_nodes().await.unwrap_or_default();
-    let lease = s.store.lease().await.ok();
+    let (nodes, lease) = if s.store.has_cluster_tables() {
+        let nodes = s.store.cluster_nodes().await.map_err(unreadable)?;
+        let lease = s.store.lease().await.map_err(unreadable)?;
+        (nodes, Some(lease))
+    } else {
+        (Vec::new(), None)
+    };
     let master_id = match &lease {
         Some(l) if l.live => l.holder.clone(),
         Some(_) => None,
@@ -118,7 +125,9 @@ async fn ha_states(
 
 /// Every change of MASTER, newest first (at most 100).
 #[utoipa::path(get, path = "/api/v1/ha/history", tag = "cluster",
-    responses((status = 200, body = [HaChange]), (status = 401)), security(("bearer" = [])))]
+    responses((status = 200, body = [HaChange]), (status = 401),
+        (status = 503, description = "The cluster's database cannot be read")),
+    security(("bearer" = [])))]
 async fn ha_history(
     State(s): State<Arc<ApiState>>,
     _caller: Caller,
@@ -128,11 +137,12 @@ async fn ha_history(
         return Ok(Json(Vec::new()));
     }
     // A lock-file cluster keeps no history in its SQLite database.
-    let history = s
-        .store
-        .cluster_history(HISTORY_LIMIT)
-        .await
-        .unwrap_or_default();
+    let history = if s.store.has_cluster_tables() {
+        let history = s.store.cluster_history(HISTORY_LIMIT).await;
+        history.map_err(unreadable)?
+    } else {
+        Vec::new()
+    };
     Ok(Json(
         history
             .into_iter()
@@ -143,6 +153,15 @@ async fn ha_history(
                 at_ms: h.at_ms,
             })
             .collect(),
+    ))
+}
+
+/// The cluster's tables could not be read (the database is unreachable):
+/// 503, never an empty list that would read as "no nodes".
+fn unreadable(e: crate::store::StoreError) -> ApiError {
+    ApiError::Unavailable(format!(
+        "the cluster's database cannot be read: {}",
+        crate::util::describe(&e)
     ))
 }
 

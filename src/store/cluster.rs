@@ -154,6 +154,12 @@ impl Store {
         }
     }
 
+    /// Whether the cluster's tables are here (a PostgreSQL store; a
+    /// lock-file cluster on SQLite has none).
+    pub fn has_cluster_tables(&self) -> bool {
+        matches!(&*self.backend, super::Backend::Postgres(_))
+    }
+
     fn postgres(&self) -> Result<&sqlx::PgPool, StoreError> {
         match &*self.backend {
             super::Backend::Postgres(pg) => Ok(pg),

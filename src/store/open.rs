@@ -54,6 +54,9 @@ impl Store {
     }
 }
 
+/// How long a query waits for a PostgreSQL connection.
+const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Each backend's migrations, in order; a migration is never edited once
 /// released, only followed by another.
 const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
@@ -292,7 +295,10 @@ async fn open_postgres(options: &StoreOptions, display_url: &str) -> Result<Back
     }
     let pool = PgPoolOptions::new()
         .max_connections(options.max_connections.max(2))
-        .acquire_timeout(Duration::from_secs(10))
+        // With the server unreachable, every query waits this long for a
+        // connection: short enough that the API answers 503 within a load
+        // balancer's patience, long enough for a busy pool to free one.
+        .acquire_timeout(PG_ACQUIRE_TIMEOUT)
         .connect_with(connect)
         .await?;
     migrator(POSTGRES_MIGRATIONS).run(&pool).await?;

@@ -198,6 +198,18 @@ async fn with_postgres_stopped_the_master_stops_acting_and_one_master_follows_it
     .await;
     let other = 1 - master;
     assert_eq!(nodes[other].state().await.as_deref(), Some("STANDBY"));
+    // The standby cannot read the database (the key, the cluster's
+    // tables): it says so at once, and never answers an empty list that
+    // would read as "no nodes".
+    let answer = crate::get(
+        nodes[other].api,
+        "/api/v1/ha/states",
+        Some(crate::ADMIN_KEY),
+    )
+    .await;
+    let (status, body) = answer.expect("the standby's API answers");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("database cannot be"), "{body}");
 
     pg.up();
     eventually(30, "the remaining node to become MASTER", async || {
