@@ -17,5 +17,6 @@ mod nodes;
 mod outage;
 #[path = "../support/mod.rs"]
 mod support;
+mod upgrade;
 
 pub use node::*;

@@ -266,3 +266,114 @@ pub async fn states(nodes: &[Node]) -> Vec<Option<String>> {
     }
     out
 }
+
+/// `n` edge locations in the cluster's database (`url`): (id, secret).
+pub async fn edge_locations(url: &str, n: usize) -> Vec<(uuid::Uuid, String)> {
+    let store = outpost::store::Store::open(&outpost::store::StoreOptions::new(url.to_owned()))
+        .await
+        .unwrap();
+    let ids: Vec<uuid::Uuid> = (0..n).map(|_| outpost::model::new_id()).collect();
+    let edges = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            serde_json::from_value(serde_json::json!({"id": id, "name": format!("Site {i}")}))
+                .unwrap()
+        })
+        .collect();
+    let site = outpost::admin::SiteFile {
+        edges,
+        systems: vec![],
+        modules: vec![],
+    };
+    let report = outpost::admin::import(&store, &site, &Default::default())
+        .await
+        .unwrap();
+    store.close().await;
+    report
+        .secrets
+        .iter()
+        .map(|(id, _, secret)| (*id, secret.expose().to_owned()))
+        .collect()
+}
+
+/// `outpost edge` for location `id`, connecting to `masters` (a list of
+/// link addresses), its data and log under `spec.dir`.
+pub fn spawn_edge(
+    spec: &NodeSpec,
+    id: uuid::Uuid,
+    secret: &str,
+    masters: &str,
+) -> tokio::process::Child {
+    let bin = Path::new(env!("CARGO_BIN_EXE_outpost"));
+    spawn_edge_of(bin, spec, id, secret, masters)
+}
+
+/// [`spawn_edge`] with the `outpost` binary at `bin` (another release's).
+pub fn spawn_edge_of(
+    bin: &Path,
+    spec: &NodeSpec,
+    id: uuid::Uuid,
+    secret: &str,
+    masters: &str,
+) -> tokio::process::Child {
+    let data = spec.dir.join(format!("edge-{id}"));
+    std::fs::create_dir_all(&data).unwrap();
+    let out = std::fs::File::create(data.join("edge.log")).unwrap();
+    let vars: Vec<(&str, String)> = vec![
+        ("OUTPOST_EDGE_ID", id.to_string()),
+        ("OUTPOST_EDGE_SECRET", secret.to_owned()),
+        ("OUTPOST_MASTERS", masters.to_owned()),
+        ("OUTPOST_DATA_DIR", data.display().to_string()),
+        (
+            "OUTPOST_DATABASE_URL",
+            format!("sqlite://{}", data.join("edge.db").display()),
+        ),
+        ("OUTPOST_API_ADDR", free_addr().to_string()),
+        (
+            "OUTPOST_CA_CERT",
+            spec.certs.join("ca.pem").display().to_string(),
+        ),
+        (
+            "OUTPOST_MODULES_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/modules").into(),
+        ),
+        ("OUTPOST_HEARTBEAT_MS", "200".into()),
+        ("OUTPOST_DEAD_AFTER_MS", "600".into()),
+        ("OUTPOST_RECONNECT_MS", "200".into()),
+        ("OUTPOST_LOG", "info".into()),
+    ];
+    tokio::process::Command::new(bin)
+        .arg("edge")
+        .current_dir(&data)
+        .env_clear()
+        .envs(vars)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// The edge locations `node` (a MASTER) has a live link with.
+pub async fn connected_edges(node: &Node) -> Option<std::collections::HashSet<String>> {
+    let (200, body) = get(node.api, "/api/v1/sites", Some(ADMIN_KEY)).await? else {
+        return None;
+    };
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    Some(
+        v.as_array()?
+            .iter()
+            .filter(|s| s["connected"] == true)
+            .filter_map(|s| s["id"].as_str().map(str::to_owned))
+            .collect(),
+    )
+}
+
+/// Whether `node` (a MASTER) has a live link with edge `id`.
+pub async fn edge_connected(node: &Node, id: uuid::Uuid) -> bool {
+    connected_edges(node)
+        .await
+        .is_some_and(|ids| ids.contains(&id.to_string()))
+}

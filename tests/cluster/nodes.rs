@@ -2,16 +2,19 @@
 
 use outpost::sim::{PjlinkOptions, PjlinkSim};
 
-use crate::{ADMIN_KEY, Database, Node, NodeSpec, certs, eventually, get, send, states};
+use crate::{
+    ADMIN_KEY, Database, Node, NodeSpec, certs, edge_connected, edge_locations, eventually, get,
+    send, spawn_edge, states,
+};
 
-struct Cluster {
-    db: Database,
+pub(crate) struct Cluster {
+    pub(crate) db: Database,
     _dir: tempfile::TempDir,
-    spec: NodeSpec,
+    pub(crate) spec: NodeSpec,
 }
 
 impl Cluster {
-    async fn new(lease_ms: u64, renew_ms: u64) -> Option<Cluster> {
+    pub(crate) async fn new(lease_ms: u64, renew_ms: u64) -> Option<Cluster> {
         let db = Database::create().await?;
         let dir = tempfile::tempdir().unwrap();
         let spec = NodeSpec {
@@ -32,7 +35,7 @@ impl Cluster {
         })
     }
 
-    fn node(&self, id: &str) -> Node {
+    pub(crate) fn node(&self, id: &str) -> Node {
         Node::spawn(&NodeSpec {
             id: id.into(),
             ..self.spec.clone()
@@ -41,7 +44,7 @@ impl Cluster {
 
     /// Waits until exactly one of `nodes` is MASTER and every other answers
     /// STANDBY; its index.
-    async fn one_master(&self, nodes: &[Node]) -> usize {
+    pub(crate) async fn one_master(&self, nodes: &[Node]) -> usize {
         let mut master = None;
         let mut last = Vec::new();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -65,7 +68,7 @@ impl Cluster {
         master.unwrap()
     }
 
-    async fn finish(self, nodes: Vec<Node>) {
+    pub(crate) async fn finish(self, nodes: Vec<Node>) {
         for mut n in nodes {
             n.kill().await;
         }
@@ -320,87 +323,16 @@ async fn a_master_stopped_past_its_lease_is_fenced_and_drops_its_device() {
     c.finish(nodes).await;
 }
 
-/// An edge location in the cluster's database: (id, secret).
-async fn edge_location(db: &Database) -> (uuid::Uuid, String) {
-    let id = outpost::model::new_id();
-    let store = outpost::store::Store::open(&outpost::store::StoreOptions::new(db.url.clone()))
-        .await
-        .unwrap();
-    let site = outpost::admin::SiteFile {
-        edges: vec![serde_json::from_value(serde_json::json!({"id": id, "name": "Site"})).unwrap()],
-        systems: vec![],
-        modules: vec![],
-    };
-    let report = outpost::admin::import(&store, &site, &Default::default())
-        .await
-        .unwrap();
-    store.close().await;
-    (id, report.secrets[0].2.expose().to_owned())
-}
-
-/// `outpost edge` connecting to `masters` only.
-fn spawn_edge(c: &Cluster, id: uuid::Uuid, secret: &str, masters: &str) -> tokio::process::Child {
-    let data = c.spec.dir.join(format!("edge-{id}"));
-    std::fs::create_dir_all(&data).unwrap();
-    let out = std::fs::File::create(data.join("edge.log")).unwrap();
-    let vars: Vec<(&str, String)> = vec![
-        ("OUTPOST_EDGE_ID", id.to_string()),
-        ("OUTPOST_EDGE_SECRET", secret.to_owned()),
-        ("OUTPOST_MASTERS", masters.to_owned()),
-        ("OUTPOST_DATA_DIR", data.display().to_string()),
-        (
-            "OUTPOST_DATABASE_URL",
-            format!("sqlite://{}", data.join("edge.db").display()),
-        ),
-        ("OUTPOST_API_ADDR", crate::free_addr().to_string()),
-        (
-            "OUTPOST_CA_CERT",
-            c.spec.certs.join("ca.pem").display().to_string(),
-        ),
-        (
-            "OUTPOST_MODULES_DIR",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/modules").into(),
-        ),
-        ("OUTPOST_HEARTBEAT_MS", "200".into()),
-        ("OUTPOST_DEAD_AFTER_MS", "600".into()),
-        ("OUTPOST_RECONNECT_MS", "200".into()),
-        ("OUTPOST_LOG", "info".into()),
-    ];
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
-        .arg("edge")
-        .current_dir(&data)
-        .env_clear()
-        .envs(vars)
-        .stdin(std::process::Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
-}
-
-async fn edge_connected(node: &Node, id: uuid::Uuid) -> bool {
-    let Some((200, body)) = get(node.api, "/api/v1/sites", Some(ADMIN_KEY)).await else {
-        return false;
-    };
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    v.as_array().is_some_and(|sites| {
-        sites
-            .iter()
-            .any(|s| s["id"] == id.to_string() && s["connected"] == true)
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_given_only_a_standby_ends_on_the_master_and_follows_a_failover() {
     let Some(c) = Cluster::new(600, 200).await else {
         return;
     };
-    let (id, secret) = edge_location(&c.db).await;
+    let (id, secret) = edge_locations(&c.db.url, 1).await.remove(0);
     let mut nodes = vec![c.node("a"), c.node("b")];
     let m = c.one_master(&nodes).await;
     let standby = 1 - m;
-    let mut edge = spawn_edge(&c, id, &secret, &nodes[standby].link.to_string());
+    let mut edge = spawn_edge(&c.spec, id, &secret, &nodes[standby].link.to_string());
     eventually(
         20,
         "the edge to reach the MASTER through the standby",
