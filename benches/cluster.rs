@@ -124,7 +124,7 @@ async fn trials(kind: &str, n: usize, nodes: &mut [Node], sim: &PjlinkSim, lease
         if sim.max_connections_seen() > 1 {
             run.split += 1;
         }
-        nodes[m] = Node::spawn(&nodes[m].spec);
+        nodes[m] = nodes[m].restart();
     }
     run
 }
@@ -162,7 +162,7 @@ async fn edge_trials(
         nodes[m].kill().await;
         all_connected(&nodes[1 - m], ids).await;
         run.acting.push(t.elapsed().as_secs_f64() * 1e3 / lease_ms);
-        nodes[m] = Node::spawn(&nodes[m].spec);
+        nodes[m] = nodes[m].restart();
     }
     run
 }

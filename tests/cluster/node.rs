@@ -104,11 +104,19 @@ pub struct Node {
 
 impl Node {
     pub fn spawn(spec: &NodeSpec) -> Node {
+        Node::spawn_on(spec, free_addr(), free_addr())
+    }
+
+    /// The same node started again on its addresses (edges list them).
+    pub fn restart(&self) -> Node {
+        Node::spawn_on(&self.spec, self.api, self.link)
+    }
+
+    fn spawn_on(spec: &NodeSpec, api: std::net::SocketAddr, link: std::net::SocketAddr) -> Node {
         let data = spec.dir.join(&spec.id);
         std::fs::create_dir_all(&data).unwrap();
         let log = data.join("node.log");
         let out = std::fs::File::create(&log).unwrap();
-        let (api, link) = (free_addr(), free_addr());
         let mut vars: Vec<(&str, String)> = vec![
             ("OUTPOST_DATABASE_URL", spec.database_url.clone()),
             ("OUTPOST_DATA_DIR", data.display().to_string()),

@@ -66,11 +66,21 @@ async fn edges_of_the_previous_version_follow_a_rolling_upgrade_of_the_cluster()
         let status = nodes[m].exited().await;
         assert!(status.success(), "{}", nodes[m].log_text());
         let next = 1 - m;
-        eventually(30, "the old edges to follow the new MASTER", async || {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        eventually(31, "the old edges to follow the new MASTER", async || {
+            if tokio::time::Instant::now() > deadline {
+                for (id, _) in &located {
+                    let log = c.spec.dir.join(format!("edge-{id}")).join("edge.log");
+                    let text = std::fs::read_to_string(log).unwrap_or_default();
+                    eprintln!("--- old edge {id} ---\n{text}");
+                }
+                eprintln!("--- new MASTER ---\n{}", nodes[next].log_text());
+                panic!("the old edges did not follow");
+            }
             all_on(&nodes[next]).await
         })
         .await;
-        nodes[m] = crate::Node::spawn(&nodes[m].spec);
+        nodes[m] = nodes[m].restart();
     }
     c.one_master(&nodes).await;
     for edge in &mut edges {
