@@ -151,17 +151,8 @@ impl Node {
         if let Some(lock) = &spec.lock_file {
             vars.push(("OUTPOST_CLUSTER_LOCK_FILE", lock.display().to_string()));
         }
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
-            .arg("master")
-            .current_dir(&data)
-            .env_clear()
-            .envs(vars)
-            .stdin(std::process::Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("cannot start the outpost binary");
+        let bin = Path::new(env!("CARGO_BIN_EXE_outpost"));
+        let child = launch(bin, "master", &data, vars, out);
         Node {
             spec: spec.clone(),
             api,
@@ -351,9 +342,21 @@ pub fn spawn_edge_of(
         ("OUTPOST_RECONNECT_MS", "200".into()),
         ("OUTPOST_LOG", "info".into()),
     ];
+    launch(bin, "edge", &data, vars, out)
+}
+
+/// `bin ROLE` in `dir` with only `vars` in its environment, its output to
+/// `out`; killed when dropped.
+fn launch(
+    bin: &Path,
+    role: &str,
+    dir: &Path,
+    vars: Vec<(&str, String)>,
+    out: std::fs::File,
+) -> tokio::process::Child {
     tokio::process::Command::new(bin)
-        .arg("edge")
-        .current_dir(&data)
+        .arg(role)
+        .current_dir(dir)
         .env_clear()
         .envs(vars)
         .stdin(std::process::Stdio::null())
@@ -361,7 +364,7 @@ pub fn spawn_edge_of(
         .stderr(out)
         .kill_on_drop(true)
         .spawn()
-        .unwrap()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
 }
 
 /// The edge locations `node` (a MASTER) has a live link with.

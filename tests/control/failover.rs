@@ -90,6 +90,23 @@ impl Scene {
         })
     }
 
+    /// A master on `link` and an edge in this process reaching it through
+    /// `edge_link` (the link itself, or a proxy in front of it), once the
+    /// edge controls its site.
+    async fn master_and_edge(
+        &self,
+        link: std::net::SocketAddr,
+        edge_link: std::net::SocketAddr,
+    ) -> (Master, outpost::edge::Edge) {
+        let master = self.spawn_master(link);
+        let edge = outpost::edge::start_with_clock(self.edge_config(edge_link), self.clock.clone())
+            .await
+            .unwrap();
+        let master = master.await.unwrap();
+        self.wait_controller(&master, Side::Edge, 1).await;
+        (master, edge)
+    }
+
     pub(crate) fn edge_config(&self, master_link: std::net::SocketAddr) -> outpost::config::Config {
         self.site
             .edge_config(self.room.edge_id, &self.room.secret, master_link)
@@ -375,13 +392,8 @@ async fn a_location_without_failover_is_never_taken_over() {
 async fn a_healed_partition_leaves_one_controller() {
     let s = scene(json!({"failover": true, "failover_timeout_ms": 0})).await;
     let link = reserve();
-    let master = s.spawn_master(link);
     let proxy = Proxy::start(link).await;
-    let edge = outpost::edge::start_with_clock(s.edge_config(proxy.addr()), s.clock.clone())
-        .await
-        .unwrap();
-    let master = master.await.unwrap();
-    s.wait_controller(&master, Side::Edge, 1).await;
+    let (master, edge) = s.master_and_edge(link, proxy.addr()).await;
     s.wait_connections(1).await;
 
     // Partition: nothing crosses, nothing closes. The master declares the
@@ -413,13 +425,8 @@ async fn a_flapping_link_changes_control_a_bounded_number_of_times() {
     let s = scene(json!({"failover": true, "failover_timeout_ms": 0})).await;
     let limit = s.master_config().max_control_changes_per_minute as usize;
     let link = reserve();
-    let master = s.spawn_master(link);
     let proxy = Proxy::start(link).await;
-    let edge = outpost::edge::start_with_clock(s.edge_config(proxy.addr()), s.clock.clone())
-        .await
-        .unwrap();
-    let master = master.await.unwrap();
-    s.wait_controller(&master, Side::Edge, 1).await;
+    let (master, edge) = s.master_and_edge(link, proxy.addr()).await;
     let started = tokio::time::Instant::now();
     let mut flaps = 0;
     while started.elapsed() < Duration::from_secs(10) {
@@ -458,12 +465,7 @@ async fn a_flapping_link_changes_control_a_bounded_number_of_times() {
 async fn a_request_under_a_stale_epoch_is_refused() {
     let s = scene(failover_on()).await;
     let link = reserve();
-    let master = s.spawn_master(link);
-    let edge = outpost::edge::start_with_clock(s.edge_config(link), s.clock.clone())
-        .await
-        .unwrap();
-    let master = master.await.unwrap();
-    s.wait_controller(&master, Side::Edge, 1).await;
+    let (master, edge) = s.master_and_edge(link, link).await;
     edge.stop().await;
     s.wait_due(&master).await;
     s.clock.advance(Duration::from_millis(TIMEOUT_MS));
@@ -660,12 +662,7 @@ async fn held_with_the_edge_standing_by(
     s: &Scene,
     link: std::net::SocketAddr,
 ) -> outpost::edge::Edge {
-    let master = s.spawn_master(link);
-    let edge = outpost::edge::start_with_clock(s.edge_config(link), s.clock.clone())
-        .await
-        .unwrap();
-    let master = master.await.unwrap();
-    s.wait_controller(&master, Side::Edge, 1).await;
+    let (master, edge) = s.master_and_edge(link, link).await;
     let record = master.control.handover(s.room.edge_id).await.unwrap();
     assert_eq!((record.to, record.epoch), (Side::Master, 2));
     s.wait_connections(1).await;
