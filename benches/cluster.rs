@@ -37,8 +37,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use node::{
-    ADMIN_KEY, Database, Node, NodeSpec, certs, connected_edges, edge_locations, send, spawn_edge,
-    states,
+    ADMIN_KEY, Database, Node, NodeSpec, certs, connected_edges, edge_locations, import_room, send,
+    spawn_edge, states,
 };
 use outpost::sim::{PjlinkOptions, PjlinkSim};
 
@@ -207,7 +207,7 @@ async fn main() {
     let sim = PjlinkSim::start("127.0.0.1:0".parse().unwrap(), PjlinkOptions::default())
         .await
         .unwrap();
-    import_projector(&db.url, sim.addr()).await;
+    import_room(&db.url, sim.addr(), false).await;
     let spec = NodeSpec {
         id: String::new(),
         database_url: db.url.clone(),
@@ -255,37 +255,4 @@ async fn main() {
         n.kill().await;
     }
     db.drop_it().await;
-}
-
-/// A room the master runs, with a PJLink module for `addr`.
-async fn import_projector(url: &str, addr: std::net::SocketAddr) {
-    let module = outpost::model::Module {
-        id: outpost::model::new_id(),
-        name: "Projector".into(),
-        driver: "pjlink.lua".into(),
-        uri: Some(format!("tcp://{addr}")),
-        settings: Default::default(),
-        enabled: true,
-    };
-    let system = outpost::model::ControlSystem {
-        id: outpost::model::new_id(),
-        name: "Boardroom".into(),
-        description: String::new(),
-        edge_id: None,
-        module_ids: vec![module.id],
-        settings: Default::default(),
-        stopped: false,
-    };
-    let store = outpost::store::Store::open(&outpost::store::StoreOptions::new(url.to_owned()))
-        .await
-        .unwrap();
-    let site = outpost::admin::SiteFile {
-        edges: vec![],
-        systems: vec![system],
-        modules: vec![module],
-    };
-    outpost::admin::import(&store, &site, &Default::default())
-        .await
-        .unwrap();
-    store.close().await;
 }

@@ -94,8 +94,9 @@ pub struct PeerConfig {
     /// stops reading is cut off by the write stall timer.
     pub outbound_queue: usize,
     pub timing: LinkTiming,
-    /// The edge sends pings; the master answers them. Both sides declare the
-    /// peer dead after `timing.dead_after` without any frame.
+    /// The edge's own timer sends its pings; the master's [`Sweeper`] sends
+    /// the master's. Each side answers a ping, and declares the peer dead
+    /// after `timing.dead_after` without any frame.
     pub role: PeerRole,
 }
 
@@ -685,7 +686,7 @@ where
         } else {
             seen = true;
         }
-        if let Err(reason) = dispatch(&payload, peer, handler, running, cfg, swept) {
+        if let Err(reason) = dispatch(&payload, peer, handler, running, cfg) {
             tracing::warn!(edge = %peer.meta().edge_id, addr = %peer.meta().addr, %reason, "closing link");
             return reason;
         }
@@ -711,7 +712,6 @@ fn dispatch<H: Handler>(
     handler: &Arc<H>,
     running: &Running,
     cfg: &PeerConfig,
-    swept: bool,
 ) -> Result<(), CloseReason> {
     let frame =
         frame::decode_borrowed(payload).map_err(|e| CloseReason::Protocol(e.to_string()))?;
@@ -740,11 +740,12 @@ fn dispatch<H: Handler>(
             }
         },
         Frame::Ping => {
-            // A swept link's answer is the sweeper's keepalive, which is
-            // skipped while other frames flow: one frame saved per ping.
-            if !swept {
-                let _ = peer.send_now(Bytes::from_static(PONG));
-            }
+            // Always answered, so each side hears the other within its own
+            // `dead_after` whatever the other side's timing is (an edge set
+            // to detect faster than the master's keepalive would otherwise
+            // drop a healthy link every `dead_after`). An answer counts as
+            // this side's write: no keepalive of its own follows it.
+            let _ = peer.send_now(Bytes::from_static(PONG));
         }
         Frame::Pong => {}
     }
@@ -910,9 +911,11 @@ fn keepalive_after(timing: &LinkTiming) -> u32 {
 ///
 /// Every `heartbeat` it looks at each link: a link with no frame for
 /// `dead_after` is closed as dead; a link that wrote nothing for the last
-/// `dead_after - 2 × heartbeat` gets a keepalive `Pong`, so its peer hears
-/// from it well within `dead_after`, with no timer per link and no answer
-/// at all while other frames flow.
+/// `dead_after - 2 × heartbeat` gets a keepalive `Ping`, so its peer hears
+/// from it well within `dead_after`, with no timer per link and nothing at
+/// all while other frames flow. It is a ping, which the edge answers, so
+/// the master hears the edge within the master's `dead_after` even when the
+/// edge's own timing is slower.
 pub struct Sweeper {
     timing: LinkTiming,
     links: Mutex<HashMap<u64, Swept>>,
@@ -987,7 +990,7 @@ impl Sweeper {
             } else {
                 e.quiet += 1;
                 if e.quiet >= quiet_limit {
-                    let _ = link.out.try_send(Bytes::from_static(PONG));
+                    let _ = link.out.try_send(Bytes::from_static(PING));
                     e.quiet = 0;
                 }
             }

@@ -388,3 +388,58 @@ pub async fn edge_connected(node: &Node, id: uuid::Uuid) -> bool {
         .await
         .is_some_and(|ids| ids.contains(&id.to_string()))
 }
+
+/// Imports a room with a PJLink module for `addr`: run by the master, or
+/// (`on_edge`) by a new edge location's edge, whose (id, secret) it returns.
+pub async fn import_room(
+    url: &str,
+    addr: std::net::SocketAddr,
+    on_edge: bool,
+) -> Option<(uuid::Uuid, String)> {
+    let module = outpost::model::Module {
+        id: outpost::model::new_id(),
+        name: "Projector".into(),
+        driver: "pjlink.lua".into(),
+        uri: Some(format!("tcp://{addr}")),
+        settings: Default::default(),
+        enabled: true,
+    };
+    let edge_id = outpost::model::new_id();
+    let edges = match on_edge {
+        true => vec![
+            serde_json::from_value(serde_json::json!({
+                "id": edge_id,
+                "name": "Site",
+                "failover": true,
+                "failover_timeout_ms": 5_000,
+            }))
+            .unwrap(),
+        ],
+        false => vec![],
+    };
+    let system = outpost::model::ControlSystem {
+        id: outpost::model::new_id(),
+        name: "Boardroom".into(),
+        description: String::new(),
+        edge_id: on_edge.then_some(edge_id),
+        module_ids: vec![module.id],
+        settings: Default::default(),
+        stopped: false,
+    };
+    let store = outpost::store::Store::open(&outpost::store::StoreOptions::new(url.to_owned()))
+        .await
+        .unwrap();
+    let site = outpost::admin::SiteFile {
+        edges,
+        systems: vec![system],
+        modules: vec![module],
+    };
+    let report = outpost::admin::import(&store, &site, &Default::default())
+        .await
+        .unwrap();
+    store.close().await;
+    report
+        .secrets
+        .first()
+        .map(|(id, _, secret)| (*id, secret.expose().to_owned()))
+}

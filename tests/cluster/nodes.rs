@@ -4,7 +4,7 @@ use outpost::sim::{PjlinkOptions, PjlinkSim};
 
 use crate::{
     ADMIN_KEY, Database, Node, NodeSpec, certs, edge_connected, edge_locations, eventually, get,
-    send, spawn_edge, states,
+    import_room, send, spawn_edge, states,
 };
 
 pub(crate) struct Cluster {
@@ -81,41 +81,8 @@ async fn projector(db: &Database) -> PjlinkSim {
     let sim = PjlinkSim::start("127.0.0.1:0".parse().unwrap(), PjlinkOptions::default())
         .await
         .unwrap();
-    import_projector(&db.url, sim.addr()).await;
+    import_room(&db.url, sim.addr(), false).await;
     sim
-}
-
-/// Imports a room the master runs, with a PJLink module for `addr`.
-pub async fn import_projector(url: &str, addr: std::net::SocketAddr) {
-    let module = outpost::model::Module {
-        id: outpost::model::new_id(),
-        name: "Projector".into(),
-        driver: "pjlink.lua".into(),
-        uri: Some(format!("tcp://{addr}")),
-        settings: Default::default(),
-        enabled: true,
-    };
-    let system = outpost::model::ControlSystem {
-        id: outpost::model::new_id(),
-        name: "Boardroom".into(),
-        description: String::new(),
-        edge_id: None,
-        module_ids: vec![module.id],
-        settings: Default::default(),
-        stopped: false,
-    };
-    let store = outpost::store::Store::open(&outpost::store::StoreOptions::new(url.to_owned()))
-        .await
-        .unwrap();
-    let site = outpost::admin::SiteFile {
-        edges: vec![],
-        systems: vec![system],
-        modules: vec![module],
-    };
-    outpost::admin::import(&store, &site, &Default::default())
-        .await
-        .unwrap();
-    store.close().await;
 }
 
 /// A viewer's GET, once the MASTER has stored the configured key (its
@@ -232,6 +199,58 @@ async fn kill_9_of_the_master_promotes_a_standby_which_drives_the_projector() {
     .await
     .unwrap();
     assert_eq!(status, 201, "{body}");
+    c.finish(nodes).await;
+}
+
+/// Promotion rule: the MASTER held a site (handed over by an operator)
+/// whose edge stood by on its link; it is killed, and the edge runs its
+/// site on its own as soon as no master answers. The new MASTER does not
+/// start the site while the edge may run it: it waits for the edge and
+/// negotiates. The projector never has two controllers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_master_holding_a_site_waits_for_its_edge_to_negotiate() {
+    let Some(c) = Cluster::new(600, 200).await else {
+        return;
+    };
+    let sim = PjlinkSim::start("127.0.0.1:0".parse().unwrap(), PjlinkOptions::default())
+        .await
+        .unwrap();
+    let (id, secret) = import_room(&c.db.url, sim.addr(), true).await.unwrap();
+    let mut nodes = vec![c.node("a"), c.node("b")];
+    let m = c.one_master(&nodes).await;
+    let masters = format!("{},{}", nodes[m].link, nodes[1 - m].link);
+    let mut edge = spawn_edge(&c.spec, id, &secret, &masters);
+    eventually(30, "the edge to drive its projector", async || {
+        edge_connected(&nodes[m], id).await && sim.connections() == 1
+    })
+    .await;
+    let path = format!("/api/v1/edges/{id}/handover");
+    let (status, body) = send(nodes[m].api, "POST", &path, Some(ADMIN_KEY), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    eventually(20, "the MASTER to drive the projector", async || {
+        sim.connections() == 1
+    })
+    .await;
+    sim.reset_max_connections();
+
+    nodes[m].kill().await;
+    let other = 1 - m;
+    eventually(30, "the edge to reach the new MASTER", async || {
+        edge_connected(&nodes[other], id).await
+    })
+    .await;
+    // Negotiated: the edge keeps its site if it had started it, or the
+    // MASTER runs it once the edge has released. Either way, one at a time.
+    eventually(20, "one controller of the projector", async || {
+        sim.connections() == 1
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(sim.connections(), 1);
+    assert_eq!(sim.max_connections_seen(), 1, "two controllers at once");
+    edge.kill().await.unwrap();
     c.finish(nodes).await;
 }
 

@@ -136,7 +136,7 @@ async fn with_postgres_stopped_the_master_stops_acting_and_one_master_follows_it
     let sim = PjlinkSim::start("127.0.0.1:0".parse().unwrap(), PjlinkOptions::default())
         .await
         .unwrap();
-    crate::nodes::import_projector(&pg.url(), sim.addr()).await;
+    crate::import_room(&pg.url(), sim.addr(), false).await;
     let spec = NodeSpec {
         id: String::new(),
         database_url: pg.url(),

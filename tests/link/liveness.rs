@@ -303,3 +303,48 @@ fn reconnect_jitter_stays_within_twenty_percent() {
     );
     assert!(waits.iter().any(|w| *w != waits[0]), "no jitter");
 }
+
+/// An edge and a master (swept, as the master's links are) whose timings
+/// differ: each side hears the other within its own `dead_after`, so a
+/// healthy idle link stays up whichever side detects faster.
+#[tokio::test(start_paused = true)]
+async fn a_quiet_link_stays_up_when_the_two_sides_time_differently() {
+    let fast = LinkTiming {
+        heartbeat: Duration::from_millis(200),
+        dead_after: Duration::from_millis(600),
+        ..LinkTiming::default()
+    };
+    let slow = LinkTiming::default();
+    for (edge_timing, master_timing) in [(fast.clone(), slow.clone()), (slow, fast)] {
+        let root = CancellationToken::new();
+        let sweeper = peer::Sweeper::new(master_timing.clone());
+        tokio::spawn(sweeper.clone().run(root.clone()));
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let (edge_peer, edge_session) = peer::session(
+            a,
+            meta(),
+            &PeerConfig::new(PeerRole::Edge, edge_timing.clone()),
+            64,
+            &root,
+        );
+        let (master_peer, master_session) = peer::session(
+            b,
+            meta(),
+            &PeerConfig::new(PeerRole::Master, master_timing.clone()),
+            64,
+            &root,
+        );
+        let master_session = master_session.swept_by(&sweeper);
+        let edge_task = tokio::spawn(edge_session.run(Arc::new(TestHandler::default())));
+        let master_task = tokio::spawn(master_session.run(Arc::new(TestHandler::default())));
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(
+            !edge_peer.is_closed() && !master_peer.is_closed(),
+            "edge {edge_timing:?}, master {master_timing:?}: edge {:?}, master {:?}",
+            edge_peer.close_reason(),
+            master_peer.close_reason()
+        );
+        root.cancel();
+        let _ = (edge_task.await, master_task.await);
+    }
+}
