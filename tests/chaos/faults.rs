@@ -36,14 +36,23 @@ pub enum Fault {
     /// The master restarted on its disk mounted read-only: it must refuse
     /// to start, saying why; then restarted on the writable disk.
     MasterReadOnly,
+    /// Every packet between the edge's network namespace and the master
+    /// dropped silently, both ways, by the kernel (no RST, no ICMP), for
+    /// longer than the dead interval; then healed (netns.rs).
+    Partition(usize),
 }
 
 impl Fault {
     /// A fault at random; the storage faults only when `disks` (the world
-    /// could mount disks of its own).
-    pub fn pick(rng: &mut fastrand::Rng, edges: usize, disks: bool) -> Fault {
+    /// could mount disks of its own), the partition only when `netns`
+    /// (its edges run in network namespaces). Without either, a seed picks
+    /// what it always did.
+    pub fn pick(rng: &mut fastrand::Rng, edges: usize, disks: bool, netns: bool) -> Fault {
         let edge = rng.usize(..edges);
-        match rng.u8(..if disks { 13 } else { 10 }) {
+        let storage = if disks { 3 } else { 0 };
+        let kinds = 10 + storage + u8::from(netns);
+        match rng.u8(..kinds) {
+            n if n >= 10 + storage => Fault::Partition(edge),
             0 => Fault::KillEdge(edge),
             1 => Fault::StopEdge(edge),
             2 => Fault::Cut(edge),
@@ -112,6 +121,15 @@ impl Fault {
                 signal("-STOP", pid);
                 tokio::time::sleep(hold.max(world.dead_after * 2)).await;
                 signal("-CONT", pid);
+            }
+            Fault::Partition(i) => {
+                let net = world.edges[i]
+                    .net
+                    .as_ref()
+                    .expect("partitions need network namespaces");
+                net.partition();
+                tokio::time::sleep(hold.max(world.dead_after * 2)).await;
+                net.heal();
             }
         }
     }

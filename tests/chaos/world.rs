@@ -2,7 +2,7 @@
 //! the settle check after each heal, and the invariants at the end.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::disk::Disk;
 use crate::faults::Fault;
 use crate::http::request;
+use crate::netns::EdgeNet;
 use crate::proxy::Proxy;
 use crate::roles::{EdgeProcess, Site, device};
 
@@ -48,11 +49,18 @@ pub struct EdgeUnit {
     pub sim: PjlinkSim,
     /// The edge's data directory on a disk of its own, when mounts work.
     pub disk: Option<Disk>,
+    /// The edge's network namespace, where `ip netns` works. Last: the
+    /// process above is killed before the namespace goes.
+    pub net: Option<EdgeNet>,
 }
 
 impl EdgeUnit {
     pub fn spawn(&mut self) {
-        self.process = Some(EdgeProcess::spawn(&self.config));
+        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_outpost"));
+        self.process = Some(match &self.net {
+            Some(net) => EdgeProcess::spawn_with(net.command(bin), &self.config),
+            None => EdgeProcess::spawn(&self.config),
+        });
     }
 
     pub async fn kill(&mut self) {
@@ -115,32 +123,45 @@ fn reserve() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
-async fn sim() -> PjlinkSim {
-    PjlinkSim::start("127.0.0.1:0".parse().unwrap(), PjlinkOptions::default())
+async fn sim(ip: IpAddr) -> PjlinkSim {
+    PjlinkSim::start((ip, 0).into(), PjlinkOptions::default())
         .await
         .unwrap()
 }
 
+const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 impl World {
     async fn new() -> World {
-        let site = Site::new();
+        // Each edge in a namespace of its own where the machine allows it:
+        // it reaches the master through the fault proxy on its uplink, and
+        // its simulator on its device LAN (netns.rs). The master stays on
+        // loopback; its certificate names the uplink addresses.
+        let nets: Vec<Option<EdgeNet>> = (0..EDGES).map(|_| EdgeNet::create()).collect();
+        let hosts: Vec<String> = nets
+            .iter()
+            .flatten()
+            .map(|n| n.uplink_addr().to_string())
+            .collect();
+        let site = Site::with_hosts(&hosts);
         let mut master_config = site.master_config();
         master_config.api_addr = reserve();
         master_config.link_addr = reserve();
         let master_disk = Disk::mount(&master_config.data_dir);
-        let master_sim = sim().await;
+        let master_sim = sim(LOOPBACK).await;
         let projector = device("Projector", "pjlink.lua", Some(master_sim.addr()));
         site.master_room(&master_config, &[projector]).await;
         let mut edges = Vec::new();
-        for n in 0..EDGES {
-            let sim = sim().await;
+        for (n, net) in nets.into_iter().enumerate() {
+            let sim = sim(net.as_ref().map_or(LOOPBACK, EdgeNet::lan_addr)).await;
             let room = site
                 .one_room(
                     json!({"name": format!("Site {n}"), "failover": true, "failover_timeout_ms": 1000}),
                     &[device("Projector", "pjlink.lua", Some(sim.addr()))],
                 )
                 .await;
-            let proxy = Proxy::start(master_config.link_addr).await;
+            let uplink = net.as_ref().map_or(LOOPBACK, EdgeNet::uplink_addr);
+            let proxy = Proxy::start_on(uplink, master_config.link_addr).await;
             let mut config = site.edge_config(room.edge_id, &room.secret, proxy.addr());
             config.event_retry_ms = 500;
             let disk = master_disk
@@ -153,6 +174,7 @@ impl World {
                 proxy,
                 sim,
                 disk,
+                net,
             });
         }
         let admin = "c".repeat(48);
@@ -269,9 +291,12 @@ impl World {
             .and_then(|joined| joined.ok().flatten())
     }
 
+    fn master_log_full(&self) -> String {
+        std::fs::read_to_string(master_log_path(&self.master_config)).unwrap_or_default()
+    }
+
     fn master_log(&self) -> String {
-        let log = master_log_path(&self.master_config);
-        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let text = self.master_log_full();
         text.lines()
             .rev()
             .take(40)
@@ -413,26 +438,53 @@ pub async fn run(seed: u64, faults: u64) -> Report {
     world.settle().await;
     world.reset_device_counts();
     for _ in 0..faults {
-        let fault = Fault::pick(&mut rng, EDGES, world.master_disk.is_some());
-        world.assert_one_controller_per_device(&format!("before {fault:?}"));
+        let fault = Fault::pick(
+            &mut rng,
+            EDGES,
+            world.master_disk.is_some(),
+            world.in_namespaces(),
+        );
         let hold = Duration::from_millis(rng.u64(300..=2_000));
-        fault.run(&mut world, &mut rng, hold).await;
-        if matches!(fault, Fault::KillMaster | Fault::MasterReadOnly) {
-            world.wait_for_master().await;
-        }
-        report.faults.push(format!("{fault:?} for {hold:?}"));
-        report.settles.push(world.settle().await);
-        world.reset_device_counts();
+        world.inject(fault, &mut rng, hold, &mut report).await;
     }
-    // A healthy span after the last heal, then the records.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    world.assert_one_controller_per_device("after the last heal");
-    world.check_control_logs().await;
-    world.check_events().await;
+    world.finish().await;
     report
 }
 
 impl World {
+    /// Whether every edge runs in a network namespace of its own (and so
+    /// can be partitioned).
+    pub fn in_namespaces(&self) -> bool {
+        self.edges.iter().all(|e| e.net.is_some())
+    }
+
+    /// One fault, held for `hold`, healed, and settled.
+    async fn inject(
+        &mut self,
+        fault: Fault,
+        rng: &mut fastrand::Rng,
+        hold: Duration,
+        report: &mut Report,
+    ) {
+        self.assert_one_controller_per_device(&format!("before {fault:?}"));
+        fault.run(self, rng, hold).await;
+        if matches!(fault, Fault::KillMaster | Fault::MasterReadOnly) {
+            self.wait_for_master().await;
+        }
+        report.faults.push(format!("{fault:?} for {hold:?}"));
+        report.settles.push(self.settle().await);
+        self.reset_device_counts();
+    }
+
+    /// The end-of-run invariants: a healthy span after the last heal, then
+    /// the records.
+    async fn finish(&self) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.assert_one_controller_per_device("after the last heal");
+        self.check_control_logs().await;
+        self.check_events().await;
+    }
+
     /// Epochs go up by one at every change of controller, and the audit log
     /// has every one of them, ending at the epoch the master reports.
     async fn check_control_logs(&self) {
@@ -567,4 +619,140 @@ pub async fn stopped_processes() -> (Duration, Duration) {
     let master_detected = master_detected.expect("the edge never declared the stopped master lost");
     world.settle().await;
     (edge_detected, master_detected)
+}
+
+/// What [`partition_sequence`] saw of its first partition.
+#[derive(Debug)]
+pub struct PartitionSeen {
+    /// From the partition to the master reporting the edge disconnected.
+    pub master_detected: Duration,
+    /// The master's log line for that loss (its reason).
+    pub master_line: String,
+    /// The edge's own log lines from the partition until the heal.
+    pub edge_lines: Vec<String>,
+    pub report: Report,
+}
+
+/// The lines of `log` after the first `skip` that contain every one of
+/// `words`.
+fn lines_with(log: &str, skip: usize, words: &[&str]) -> Vec<String> {
+    log.lines()
+        .skip(skip)
+        .filter(|l| words.iter().all(|w| l.contains(w)))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A fixed sequence around real partitions (edges in network namespaces),
+/// ending with the run's invariants; `None` where namespaces are not
+/// available. The first `Partition(0)` is watched: the master must lose
+/// the edge by its heartbeat (`dead_after`: no frame), not by a reset or a
+/// close, and the edge, cut off from the master but not from its devices,
+/// must run its site on its own while the master takes it over (its
+/// device then has two controllers, one from each side of the partition).
+pub async fn partition_sequence() -> Option<PartitionSeen> {
+    if !crate::netns::available() {
+        return None;
+    }
+    let mut world = World::new().await;
+    assert!(world.in_namespaces(), "every edge in a namespace");
+    let mut rng = fastrand::Rng::with_seed(0);
+    let mut report = Report::default();
+    world.settle().await;
+    world.reset_device_counts();
+    world.assert_one_controller_per_device("before the partition");
+
+    // The edge really is elsewhere: its network namespace is not ours.
+    let ns_of = |pid: String| std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    assert_ne!(
+        ns_of(world.edges[0].pid().to_string()),
+        ns_of("self".into()),
+        "the edge runs in a network namespace of its own"
+    );
+    let id = world.edges[0].id.to_string();
+    let master_skip = world.master_log_full().lines().count();
+    let edge_skip = world.edges[0].log().lines().count();
+    let net = world.edges[0].net.as_ref().unwrap();
+    net.partition();
+    let partitioned = Instant::now();
+    let mut master_detected = None;
+    let mut both_drive = false;
+    while partitioned.elapsed() < SETTLE_BOUND {
+        if master_detected.is_none() {
+            let sites = world.get("/api/v1/sites").await.unwrap_or_default();
+            let lost = sites
+                .as_array()
+                .and_then(|s| s.iter().find(|x| x["id"] == json!(id)))
+                .is_some_and(|x| x["connected"] == json!(false));
+            if lost {
+                master_detected = Some(partitioned.elapsed());
+            }
+        }
+        // The master runs the site once the failover timeout has passed;
+        // the edge never let go of its device.
+        both_drive = both_drive || world.edges[0].sim.connections() == 2;
+        if master_detected.is_some() && both_drive && partitioned.elapsed() > world.dead_after * 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let edge_lines = lines_with(&world.edges[0].log(), edge_skip, &["edge_id"]);
+    world.edges[0].net.as_ref().unwrap().heal();
+    let held = partitioned.elapsed();
+    let master_detected = master_detected.unwrap_or_else(|| {
+        panic!(
+            "the master never lost the partitioned edge:\n{}",
+            world.master_log()
+        )
+    });
+    assert!(
+        both_drive,
+        "during the partition the edge runs its site on its own while the master takes it over: {} device connections\nedge:\n{}",
+        world.edges[0].sim.connections(),
+        edge_lines.join("\n")
+    );
+    let lost = lines_with(
+        &world.master_log_full(),
+        master_skip,
+        &["edge link lost", &id],
+    );
+    // The link layer's line and the control's, for the one session.
+    assert!(
+        !lost.is_empty() && lost.iter().all(|l| l.contains("no frame from the peer")),
+        "the master lost the edge by its heartbeat, not by a reset or a close: {lost:?}"
+    );
+    let master_line = lost.last().unwrap().clone();
+    // The edge, too, hears nothing: its side of the link dies of silence.
+    // (It declares itself disconnected only after its next connection
+    // attempt has timed out, which under a silent drop is the handshake
+    // timeout; it did not stop its site meanwhile, as the device shows.)
+    assert!(
+        edge_lines
+            .iter()
+            .any(|l| l.contains("link lost") && l.contains("no frame from the peer")),
+        "the edge lost the link by its heartbeat: {edge_lines:?}"
+    );
+    report
+        .faults
+        .push(format!("{:?} for {held:?}", Fault::Partition(0)));
+    report.settles.push(world.settle().await);
+    world.reset_device_counts();
+
+    for (fault, hold) in [
+        (Fault::Restore(0), 500),
+        (Fault::Partition(0), 800),
+        (Fault::Cut(1), 500),
+        (Fault::Partition(1), 1_500),
+        (Fault::KillEdge(0), 500),
+    ] {
+        let hold = Duration::from_millis(hold);
+        world.inject(fault, &mut rng, hold, &mut report).await;
+    }
+    world.finish().await;
+    Some(PartitionSeen {
+        master_detected,
+        master_line,
+        edge_lines,
+        report,
+    })
 }

@@ -38,7 +38,13 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Proxy::start_on("127.0.0.1".parse().unwrap(), target).await
+    }
+
+    /// A proxy listening on `ip` (port 0), e.g. the root side of a veth
+    /// pair, for a peer in another network namespace.
+    pub async fn start_on(ip: std::net::IpAddr, target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (mode, _) = watch::channel((Mode::Forward, 0));
         let accepted = Arc::new(AtomicU64::new(0));

@@ -20,14 +20,17 @@ pub struct Site {
 
 impl Site {
     pub fn new() -> Site {
+        Site::with_hosts(&[])
+    }
+
+    /// A site whose master certificate also names `hosts` (addresses the
+    /// master is reached at besides localhost and 127.0.0.1).
+    pub fn with_hosts(hosts: &[String]) -> Site {
         outpost::certs::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
-        outpost::certs::init_dev(
-            &dir.path().join("certs"),
-            &["localhost".into(), "127.0.0.1".into()],
-            false,
-        )
-        .unwrap();
+        let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        names.extend_from_slice(hosts);
+        outpost::certs::init_dev(&dir.path().join("certs"), &names, false).unwrap();
         Site { dir }
     }
 
@@ -225,6 +228,14 @@ pub struct EdgeProcess {
 impl EdgeProcess {
     /// Starts `outpost edge` with `config` passed as `OUTPOST_*` variables.
     pub fn spawn(config: &Config) -> EdgeProcess {
+        let command = tokio::process::Command::new(env!("CARGO_BIN_EXE_outpost"));
+        EdgeProcess::spawn_with(command, config)
+    }
+
+    /// As [`EdgeProcess::spawn`], through `command`: the outpost binary,
+    /// or a wrapper that execs it (`ip netns exec NAME outpost`), so that
+    /// the pid is the edge's.
+    pub fn spawn_with(mut command: tokio::process::Command, config: &Config) -> EdgeProcess {
         std::fs::create_dir_all(&config.data_dir).unwrap();
         // Beside the data directory, not in it: the fault suite fills that
         // disk, and the log must still say what the edge made of it.
@@ -259,7 +270,7 @@ impl EdgeProcess {
             ),
             ("OUTPOST_LOG", "info".into()),
         ];
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
+        let child = command
             .arg("edge")
             .current_dir(config.data_dir.parent().unwrap())
             .env_clear()
