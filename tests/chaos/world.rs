@@ -528,13 +528,7 @@ impl World {
         for e in &self.edges {
             let edge = Store::open(&StoreOptions::new(e.config.database_url()))
                 .await
-                .unwrap_or_else(|err| {
-                    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
-                    let pid = e.process.as_ref().map(|p| p.pid());
-                    eprintln!("DEBUG edge pid {pid:?} locks:\n{locks}");
-                    std::thread::sleep(Duration::from_secs(120));
-                    panic!("edge {}: open its store: {err}\n{}", e.id, e.log())
-                });
+                .unwrap_or_else(|err| panic!("edge {}: open its store: {err}\n{}", e.id, e.log()));
             let deadline = Instant::now() + SETTLE_BOUND;
             while edge.event_counts().await.unwrap().0 > 0 {
                 assert!(
