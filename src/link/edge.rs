@@ -4,7 +4,9 @@
 //! it waits `reconnect` ± 20 % (jitter, so a thousand edges do not retry in
 //! lock step) — never a tight loop. It raises [`EdgeLinkEvent::Disconnected`]
 //! once when `dead_after` has passed without traffic *and* the following
-//! reconnect failed; the control logic acts on that.
+//! reconnect failed, or has gone on for `dead_after` without an answer (a
+//! master that drops every packet holds a round for the whole handshake
+//! timeout); the control logic acts on that.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
@@ -211,18 +213,30 @@ pub async fn run<H: Handler>(
                 _ = tokio::time::sleep(wait) => {}
             }
         }
-        let connected = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            c = connect_any(&cfg, &events, &shutdown, &mut refusals) => c,
+        // A round against a master that answers nothing lasts up to the
+        // handshake timeout: the site must not wait for it, so a round
+        // still going after `dead_after` counts as failed for this.
+        let round = connect_any(&cfg, &events, &shutdown, &mut refusals);
+        tokio::pin!(round);
+        let patience = tokio::time::sleep(dead_after);
+        tokio::pin!(patience);
+        let mut waited = false;
+        let connected = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = &mut round => break c,
+                () = &mut patience, if !raised && !waited => {
+                    waited = true;
+                    if last_traffic.elapsed() >= dead_after {
+                        raised = disconnected(&cfg, &events);
+                    }
+                }
+            }
         };
         let Some((peer, session, master)) = connected else {
             immediate = false;
             if !raised && last_traffic.elapsed() >= dead_after {
-                raised = true;
-                tracing::warn!(edge_id = %cfg.edge_id, "disconnected from every master");
-                let _ = events.send(EdgeLinkEvent::Disconnected {
-                    at: SystemTime::now(),
-                });
+                raised = disconnected(&cfg, &events);
             }
             continue;
         };
@@ -255,6 +269,16 @@ pub async fn run<H: Handler>(
         // ends at once (say, replaced) waits like any failure.
         immediate = started.elapsed() >= cfg.reconnect;
     }
+}
+
+/// Tells the edge that no master answers (its site runs on its own).
+/// Returns `true`: raised.
+fn disconnected(cfg: &EdgeLinkConfig, events: &mpsc::UnboundedSender<EdgeLinkEvent>) -> bool {
+    tracing::warn!(edge_id = %cfg.edge_id, "disconnected from every master");
+    let _ = events.send(EdgeLinkEvent::Disconnected {
+        at: SystemTime::now(),
+    });
+    true
 }
 
 /// After a session that the master said was superseded, waits the

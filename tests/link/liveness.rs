@@ -348,3 +348,23 @@ async fn a_quiet_link_stays_up_when_the_two_sides_time_differently() {
         let _ = (edge_task.await, master_task.await);
     }
 }
+
+/// A master that answers nothing (a listener that never speaks) holds a
+/// connect round for the whole handshake timeout; the edge says it is
+/// disconnected once `dead_after` has passed, before that round ends, so
+/// its site does not wait for the handshake timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_says_disconnected_while_a_silent_master_holds_its_connect_round() {
+    let certs = dev_certs();
+    let id = EdgeIdentity::new();
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut cfg = edge_config(&certs, &id, vec![silent.local_addr().unwrap().to_string()]);
+    cfg.peer.timing = fast_timing();
+    cfg.peer.timing.handshake_timeout = Duration::from_secs(60);
+    let mut e = start_edge(cfg, TestHandler::default());
+    match e.next_event().await {
+        EdgeLinkEvent::Disconnected { .. } => {}
+        other => panic!("before \"disconnected\": {other:?}"),
+    }
+    drop(silent);
+}
