@@ -4,7 +4,7 @@
 //! stopped and started again one by one, as an operator upgrades them.
 //!
 //! The edges are the previous release's own binary, built from the landed
-//! commit by `.ci/run` and named by `OUTPOST_PREVIOUS_BIN`: nothing of this
+//! commit by `.ci/run` and named by `PREVIOUS_OUTPOST_BIN`: nothing of this
 //! build speaks for them. A version-1 edge does not know the standby's
 //! redirect; the standby denies it, and it goes on to its next address.
 
@@ -15,14 +15,14 @@ use crate::{connected_edges, edge_locations, eventually, spawn_edge_of};
 
 /// The previous release's `outpost`, required under CI.
 fn previous_release() -> Option<PathBuf> {
-    match std::env::var_os("OUTPOST_PREVIOUS_BIN") {
+    match std::env::var_os("PREVIOUS_OUTPOST_BIN") {
         Some(path) => Some(path.into()),
         None if std::env::var_os("CI").is_some() => {
-            panic!("under CI, OUTPOST_PREVIOUS_BIN must name the previous release's binary")
+            panic!("under CI, PREVIOUS_OUTPOST_BIN must name the previous release's binary")
         }
         None => {
             eprintln!(
-                "SKIPPED: set OUTPOST_PREVIOUS_BIN to the previous release's outpost binary (see .ci/run)"
+                "SKIPPED: set PREVIOUS_OUTPOST_BIN to the previous release's outpost binary (see .ci/run)"
             );
             None
         }
