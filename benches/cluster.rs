@@ -218,6 +218,7 @@ async fn main() {
         priority: 0,
         preempt: false,
         lock_file: None,
+        failsafe: false,
     };
     let mut nodes: Vec<Node> = ["a", "b"]
         .iter()

@@ -399,6 +399,7 @@ impl LinkBench {
             shutdown_grace: Duration::from_secs(1),
             store_id: None,
             leadership: outpost::control::leadership::alone_watch(),
+            probe: None,
         };
         let (tx, mut events) = mpsc::unbounded_channel();
         let registry = Registry::new(tx);
@@ -681,6 +682,7 @@ fn edges() {
             shutdown_grace: Duration::from_secs(2),
             store_id: None,
             leadership: outpost::control::leadership::alone_watch(),
+                probe: None,
         };
         cfg.peer.timing.handshake_timeout = Duration::from_secs(30);
         let (tx, mut events) = mpsc::unbounded_channel();
@@ -1066,6 +1068,7 @@ fn authz() {
             shutdown_grace: Duration::from_secs(1),
             store_id: None,
             leadership: outpost::control::leadership::alone_watch(),
+                probe: None,
             failure_report_interval: Duration::ZERO,
         };
         let (tx, _events) = mpsc::unbounded_channel();

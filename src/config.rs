@@ -224,9 +224,10 @@ pub struct Config {
     /// Two masters on one host sharing a SQLite database: the holder of an
     /// exclusive `flock` on this file is MASTER, the other waits as STANDBY.
     pub cluster_lock_file: Option<PathBuf>,
-    /// Master cluster: keep acting while the database is unreachable if
-    /// every other node says it cannot reach it either (Patroni's
-    /// failsafe). Not implemented yet: setting it is refused.
+    /// Master cluster (PostgreSQL): keep acting while the database is
+    /// unreachable if every other node answers, over its link listener,
+    /// that it is not MASTER and cannot reach the database either
+    /// (Patroni's failsafe). Set it alike on every node.
     pub cluster_failsafe: bool,
 }
 
@@ -520,10 +521,18 @@ impl Config {
                 format!("must be at least 3 × renew_ms ({})", self.renew_ms),
             ));
         }
-        if self.cluster_failsafe {
+        if self.cluster_failsafe
+            && (self.cluster_lock_file.is_some() || self.database_url().starts_with("sqlite:"))
+        {
             return Err(ConfigError::new(
                 "cluster_failsafe",
-                "is not implemented in this version: a MASTER that cannot reach the database always stops acting by its deadline",
+                "only applies to a master cluster on PostgreSQL (a postgres:// database_url, no cluster_lock_file): without a database lease there is no outage to ride out",
+            ));
+        }
+        if self.cluster_failsafe && self.link_client_ca.is_some() {
+            return Err(ConfigError::new(
+                "cluster_failsafe",
+                "cannot be used with link_client_ca: a node probing another presents no client certificate, so every probe would be refused",
             ));
         }
         if let Some(id) = &self.node_id
@@ -788,6 +797,32 @@ mod tests {
         assert_eq!(c.role(), Role::Edge);
         assert_eq!(c.database_url(), "sqlite://data/edge.db");
         assert!(!format!("{c:?}").contains(&"a1".repeat(20)));
+    }
+
+    #[test]
+    fn cluster_failsafe_is_taken_on_postgres_only() {
+        let env = [
+            ("OUTPOST_CLUSTER_FAILSAFE", "true"),
+            ("OUTPOST_DATABASE_URL", "postgres://outpost@db/outpost"),
+        ];
+        let c = load(None, &env, Some(Role::Master)).unwrap();
+        assert!(c.cluster_failsafe);
+        assert!(
+            !load(None, &[], Some(Role::Master))
+                .unwrap()
+                .cluster_failsafe
+        );
+        for refused in [
+            vec![("OUTPOST_CLUSTER_FAILSAFE", "true")],
+            vec![
+                ("OUTPOST_CLUSTER_FAILSAFE", "true"),
+                ("OUTPOST_CLUSTER_LOCK_FILE", "cluster.lock"),
+            ],
+        ] {
+            let err = load(None, &refused, Some(Role::Master)).unwrap_err();
+            assert_eq!(err.key, "cluster_failsafe", "{err}");
+            assert!(err.to_string().contains("PostgreSQL"), "{err}");
+        }
     }
 
     #[test]

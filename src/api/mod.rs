@@ -209,6 +209,10 @@ fn describe_cluster() {
         "outpost_cluster_promotions_total",
         "Times this master node became MASTER"
     );
+    describe_counter!(
+        "outpost_cluster_failsafe_total",
+        "Times this MASTER extended its deadline without the database because every other node confirmed it cannot reach it either (cluster_failsafe)"
+    );
 }
 
 /// HELP text for every metric family, the build's identity, and the

@@ -11,12 +11,17 @@
 //! have taken over. With `cluster_lock_file` (two masters on one host and
 //! one SQLite file) the holder of an exclusive `flock` is MASTER instead.
 //!
+//! With `cluster_failsafe`, a MASTER whose renewal gets no answer keeps
+//! acting while every other node confirms, over the link, that it is not
+//! MASTER and cannot reach the database either ([`failsafe`]).
+//!
 //! What this node sees is published as a [`Leadership`] watch for the link,
 //! the API and the master; a node that loses its lease goes FAILED and
 //! stays so (the master stops acting and the process exits; a supervisor
 //! restarts it as a standby).
 
 pub mod clock;
+pub mod failsafe;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +34,7 @@ use crate::control::leadership::{LeaderAddress, Leadership, LeadershipWatch, Nod
 use crate::runtime::DeviceGate;
 use crate::store::{Heartbeat, Store};
 use clock::{Deadline, boottime};
+use failsafe::{Peer, Witness};
 
 /// A node's settings, from the configuration.
 #[derive(Debug, Clone)]
@@ -40,6 +46,8 @@ pub struct Settings {
     pub link: Option<String>,
     pub lease: Duration,
     pub renew: Duration,
+    /// `cluster_failsafe`.
+    pub failsafe: bool,
 }
 
 impl Settings {
@@ -62,6 +70,7 @@ impl Settings {
             ),
             lease: Duration::from_millis(config.lease_ms),
             renew: Duration::from_millis(config.renew_ms),
+            failsafe: config.cluster_failsafe,
         }
     }
 
@@ -97,6 +106,7 @@ pub struct Cluster {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<Option<std::fs::File>>,
     store: Option<Store>,
+    witness: Arc<Witness>,
 }
 
 /// Whether `config` makes this master a cluster member.
@@ -123,11 +133,31 @@ impl Cluster {
         let published = Arc::new(watch::channel(initial()).0);
         let deadline = Deadline::default();
         let stop = CancellationToken::new();
+        let witness = Arc::new(Witness::new(
+            settings.node_id.clone(),
+            published.clone(),
+            settings.lease,
+            settings.renew,
+        ));
+        let mut probe_tls = None;
+        if settings.failsafe {
+            // This process may have answered probes before it restarted:
+            // it keeps that promise as if it had just answered.
+            witness.promise_now();
+            match crate::link::tls::client_config(&config.ca_cert, None) {
+                Ok(tls) => probe_tls = Some(tls),
+                Err(e) => {
+                    tracing::error!(error = %e, "cluster_failsafe: cannot load ca_cert to verify other nodes: this node stops acting by its deadline when the database is unreachable")
+                }
+            }
+        }
         let node = Node {
             settings: settings.clone(),
             published: published.clone(),
             deadline: deadline.clone(),
             stop: stop.clone(),
+            witness: witness.clone(),
+            probe_tls,
         };
         let task = tokio::spawn(async move {
             match mode {
@@ -146,7 +176,14 @@ impl Cluster {
             stop,
             task,
             store,
+            witness,
         }
+    }
+
+    /// What this node answers other nodes' probes (`cluster_failsafe`),
+    /// for its link listener.
+    pub fn witness(&self) -> Arc<Witness> {
+        self.witness.clone()
     }
 
     pub fn watch(&self) -> LeadershipWatch {
@@ -263,6 +300,9 @@ struct Node {
     published: Arc<watch::Sender<Leadership>>,
     deadline: Deadline,
     stop: CancellationToken,
+    witness: Arc<Witness>,
+    /// Set with `cluster_failsafe`: verifies the nodes probed.
+    probe_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// What one turn of the lease loop found.
@@ -298,6 +338,10 @@ impl Node {
         let mut term = 0i64;
         let mut state = NodeState::Initializing;
         let mut releases = None;
+        // With failsafe: the other nodes (refreshed after each renewal),
+        // and whether this outage was ridden out already.
+        let mut peers: Option<Vec<Peer>> = None;
+        let mut riding = false;
         loop {
             let sent = boottime();
             let turn = self.lease_turn(store, state, term, sent).await;
@@ -316,12 +360,26 @@ impl Node {
                         tracing::info!(node = %self.settings.node_id, term, "this node is MASTER");
                         self.publish(state, term, Some(self.settings.address()));
                     }
+                    if riding {
+                        riding = false;
+                        tracing::warn!(
+                            term,
+                            "PostgreSQL reachable again: lease renewed at the same term (cluster_failsafe)"
+                        );
+                    }
+                    if self.probe_tls.is_some() {
+                        self.refresh_peers(store, &mut peers).await;
+                    }
                 }
                 Turn::Lost(why) => {
                     self.fail(store, term, &why).await;
                     return;
                 }
-                Turn::NoAnswer => {}
+                Turn::NoAnswer => {
+                    if state == NodeState::Master {
+                        self.ride_out(peers.as_deref(), &mut riding).await;
+                    }
+                }
             }
             if state == NodeState::Master && !self.deadline.open() {
                 self.fail(store, term, "deadline passed without a renewal")
@@ -365,17 +423,105 @@ impl Node {
                 _ => self.try_acquire(store, sent).await,
             }
         };
-        tokio::time::timeout(limit.max(Duration::from_millis(1)), work)
+        self.witness.begin(sent);
+        let turn = tokio::time::timeout(limit.max(Duration::from_millis(1)), work)
             .await
-            .unwrap_or(Turn::NoAnswer)
+            .unwrap_or(Turn::NoAnswer);
+        self.witness.end(!matches!(turn, Turn::NoAnswer));
+        turn
+    }
+
+    /// With failsafe: the other nodes as `cluster_nodes` lists them now
+    /// (kept as they were when the database does not answer in time).
+    async fn refresh_peers(&self, store: &Store, peers: &mut Option<Vec<Peer>>) {
+        let read = tokio::time::timeout(self.settings.renew, store.cluster_nodes()).await;
+        if let Ok(Ok(nodes)) = read {
+            *peers = Some(
+                nodes
+                    .into_iter()
+                    .filter(|n| n.node_id != self.settings.node_id)
+                    .map(|n| Peer {
+                        node_id: n.node_id,
+                        link: n.link,
+                    })
+                    .collect(),
+            );
+        }
+    }
+
+    /// A MASTER's renewal got no answer. With failsafe: if every other
+    /// node confirms it is not MASTER and cannot reach the database either,
+    /// the deadline extends as a renewal sent when the probes began would
+    /// have extended it (each of them holds off the lease until a lease
+    /// after its answer, later than that). Otherwise the deadline runs out
+    /// as without failsafe.
+    ///
+    /// The others may not have noticed the outage yet (their own calls
+    /// are still waiting): the probes are repeated every quarter period
+    /// for up to one period, within the deadline, before the next renewal
+    /// is tried.
+    async fn ride_out(&self, peers: Option<&[Peer]>, riding: &mut bool) {
+        let Some(tls) = &self.probe_tls else {
+            return;
+        };
+        let Some(peers) = peers else {
+            tracing::warn!(
+                "PostgreSQL unreachable and the other nodes are not known yet: this node stops acting by its deadline"
+            );
+            return;
+        };
+        let renew = self.settings.renew;
+        let until = boottime() + renew;
+        loop {
+            let sent = boottime();
+            let budget = renew.min(self.deadline.remaining());
+            if budget.is_zero() {
+                return;
+            }
+            match failsafe::confirm(tls, peers, budget).await {
+                Ok(()) => {
+                    self.deadline.extend_to(self.settings.deadline_after(sent));
+                    metrics::counter!("outpost_cluster_failsafe_total").increment(1);
+                    if !*riding {
+                        *riding = true;
+                        tracing::warn!(
+                            nodes = peers.len(),
+                            "PostgreSQL unreachable; every other node confirms it cannot reach it either: staying MASTER (cluster_failsafe)"
+                        );
+                    }
+                    return;
+                }
+                Err(why) => {
+                    let pause = (renew / 4).min(self.deadline.remaining());
+                    if boottime() + pause >= until || pause.is_zero() {
+                        tracing::warn!(%why, "PostgreSQL unreachable and not every other node confirms it cannot reach it either: this node stops acting by its deadline unless a renewal succeeds");
+                        return;
+                    }
+                    tracing::debug!(%why, "failsafe: not confirmed yet; asking again");
+                    tokio::select! {
+                        () = self.stop.cancelled() => return,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+        }
     }
 
     async fn renew(&self, store: &Store, term: i64, sent: Duration) -> Turn {
         let s = &self.settings;
-        match store
-            .renew_lease(&s.node_id, term, s.lease.as_millis() as u64, s.priority)
-            .await
-        {
+        let answer = store
+            .renew_lease(
+                &s.node_id,
+                term,
+                s.lease.as_millis() as u64,
+                s.priority,
+                s.failsafe,
+            )
+            .await;
+        if answer.is_ok() {
+            self.witness.reached(sent);
+        }
+        match answer {
             Ok(Some(None)) => Turn::Master {
                 term,
                 until: s.deadline_after(sent),
@@ -392,30 +538,91 @@ impl Node {
     async fn try_acquire(&self, store: &Store, sent: Duration) -> Turn {
         let s = &self.settings;
         let lease_ms = s.lease.as_millis() as u64;
+        // This node told a MASTER it cannot reach the database: that
+        // MASTER may act until a lease after the answer (failsafe).
+        if sent < self.witness.promised_until() || self.holder_still_acts(store).await {
+            return self.standby_view(store, sent).await;
+        }
         match store
             .acquire_lease(&s.node_id, s.priority, lease_ms, "granted")
             .await
         {
-            Ok(Some(term)) => Turn::Master {
-                term,
-                until: s.deadline_after(sent),
-            },
-            Ok(None) => match store.lease().await {
-                Ok(view) => {
-                    Turn::Standby(view.live.then_some(()).and(view.holder).map(|node_id| {
-                        LeaderAddress {
-                            node_id,
-                            api: view.api,
-                            link: view.link,
-                        }
-                    }))
+            Ok(Some(term)) if self.witness.promised_since(sent) => {
+                // Granted, but a probe was answered "cannot reach" while
+                // the call was on its way: give it back at once (the
+                // MASTER that asked finds it taken and stops).
+                self.witness.reached(sent);
+                tracing::warn!(
+                    term,
+                    "granted the lease just after promising a MASTER not to take it: giving it back (cluster_failsafe)"
+                );
+                if let Err(e) = store.release_lease(&s.node_id, term).await {
+                    tracing::warn!(error = %crate::util::describe(&e), "cannot give the lease back: it expires on its own");
                 }
-                Err(_) => Turn::Standby(None),
-            },
+                Turn::Standby(None)
+            }
+            Ok(Some(term)) => {
+                self.witness.reached(sent);
+                Turn::Master {
+                    term,
+                    until: s.deadline_after(sent),
+                }
+            }
+            Ok(None) => {
+                self.witness.reached(sent);
+                self.standby_view(store, sent).await
+            }
             Err(e) => {
                 tracing::debug!(error = %crate::util::describe(&e), "cannot try the cluster lease");
                 Turn::NoAnswer
             }
+        }
+    }
+
+    /// With failsafe: whether the lease expired at the database while its
+    /// holder, asked over its link, still says it is MASTER. It may be
+    /// riding out an outage on its peers' word without knowing this node
+    /// (one that joined just before the outage): it renews its own lease
+    /// once it reaches the database again, and this node waits for that.
+    /// A holder that does not answer (dead, stopped, cut off) is not
+    /// waited for.
+    async fn holder_still_acts(&self, store: &Store) -> bool {
+        let Some(tls) = &self.probe_tls else {
+            return false;
+        };
+        let Ok(view) = store.lease().await else {
+            return false;
+        };
+        let (Some(holder), Some(link)) = (view.holder, view.link) else {
+            return false;
+        };
+        if view.live || holder == self.settings.node_id {
+            return false;
+        }
+        let budget = self.settings.renew / 3;
+        let answer =
+            tokio::time::timeout(budget, crate::link::probe::ask(tls.clone(), &link)).await;
+        let acts = matches!(&answer, Ok(Ok(a)) if a.node_id == holder && a.state == NodeState::Master.as_str());
+        if acts {
+            tracing::warn!(%holder, "the lease expired at the database but its holder still acts (cluster_failsafe): waiting for it to renew");
+        }
+        acts
+    }
+
+    /// A standby's view of the lease: who acts, and where.
+    async fn standby_view(&self, store: &Store, sent: Duration) -> Turn {
+        match store.lease().await {
+            Ok(view) => {
+                self.witness.reached(sent);
+                Turn::Standby(view.live.then_some(()).and(view.holder).map(|node_id| {
+                    LeaderAddress {
+                        node_id,
+                        api: view.api,
+                        link: view.link,
+                    }
+                }))
+            }
+            Err(_) => Turn::Standby(None),
         }
     }
 

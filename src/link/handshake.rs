@@ -54,6 +54,12 @@ pub enum HandshakeError {
     Redirected { node_id: String, link: String },
     #[error("this master node does not act and knows no MASTER yet")]
     NotActing,
+    /// Not a failure: the peer was a master node of the cluster asking
+    /// whether this node acts, and was answered.
+    #[error("answered a cluster node's probe")]
+    Probed,
+    #[error("the peer answered a probe with another nonce")]
+    ProbeNonce,
     #[error("handshake timed out")]
     Timeout,
     #[error("TLS: {0}")]
@@ -217,7 +223,30 @@ impl From<Option<LinkKey>> for KeySet {
     }
 }
 
+/// What a master node of a cluster tells another that probes it
+/// (`cluster_failsafe`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeStatus {
+    pub node_id: String,
+    /// As `/api/v1/ha/state` names it: `MASTER`, `STANDBY`, ...
+    pub state: String,
+    /// Whether this node reaches the cluster's database now.
+    pub reaches_database: bool,
+}
+
+/// Answers probes: the master cluster implements it (the link names no
+/// cluster). Answering may be a promise: a node that answers
+/// `reaches_database: false` lets the asking MASTER keep acting, so
+/// `answer` records whatever the node must hold to afterwards, before the
+/// answer is sent.
+pub trait ProbeResponder: Send + Sync + 'static {
+    fn answer(&self) -> ProbeStatus;
+}
+
 /// Master side. `lookup` maps an edge id to the keys that authenticate it.
+/// A peer that sends `probe` instead of `hello` is answered by `probe`
+/// (refused without one, or on a version-1 link) and the handshake ends
+/// with [`HandshakeError::Probed`].
 pub async fn accept<IO, F, Fut>(
     io: &mut IO,
     exporter: [u8; 32],
@@ -225,6 +254,7 @@ pub async fn accept<IO, F, Fut>(
     max_in_flight: u32,
     boot_id: Uuid,
     (store_id, answer): (Option<Uuid>, Answer),
+    probe: Option<&dyn ProbeResponder>,
 ) -> Result<Accepted, HandshakeError>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -232,15 +262,16 @@ where
     Fut: std::future::Future<Output = KeySet>,
 {
     let version = answer_version(io).await?;
-    let Handshake::Hello {
-        edge_id,
-        nonce: nonce_e,
-        boot_id: edge_boot,
-        commit,
-        max_in_flight: edge_max,
-    } = read_msg(io).await?
-    else {
-        return Err(HandshakeError::Unexpected { expected: "hello" });
+    let (edge_id, nonce_e, edge_boot, commit, edge_max) = match read_msg(io).await? {
+        Handshake::Hello {
+            edge_id,
+            nonce,
+            boot_id,
+            commit,
+            max_in_flight,
+        } => (edge_id, nonce, boot_id, commit, max_in_flight),
+        Handshake::Probe { nonce } => return Err(answer_probe(io, version, probe, nonce).await),
+        _ => return Err(HandshakeError::Unexpected { expected: "hello" }),
     };
     let nonce_m = nonce();
     write_msg(
@@ -332,6 +363,69 @@ where
         max_in_flight: edge_max,
         warning,
     })
+}
+
+/// Answers a cluster node's probe, echoing its nonce. Only version 2
+/// knows the message, and only a cluster member answers it.
+async fn answer_probe<IO: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut IO,
+    version: u16,
+    probe: Option<&dyn ProbeResponder>,
+    nonce: Bytes32,
+) -> HandshakeError {
+    let Some(responder) = probe.filter(|_| version >= 2) else {
+        return HandshakeError::Unexpected { expected: "hello" };
+    };
+    // The responder records its promise before the answer leaves.
+    let status = responder.answer();
+    let msg = Handshake::ProbeAnswer {
+        node_id: status.node_id,
+        state: status.state,
+        reaches_database: status.reaches_database,
+        nonce,
+    };
+    match write_msg(io, &msg).await {
+        Ok(()) => HandshakeError::Probed,
+        Err(e) => HandshakeError::Io(e),
+    }
+}
+
+/// Asking side of a probe, after TLS: this node's preface, `probe`, and
+/// the answer, which must echo the nonce. The caller checks the answer's
+/// node id and bounds the exchange with a deadline.
+pub async fn probe<IO>(io: &mut IO) -> Result<ProbeStatus, HandshakeError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let version = announce_version(io).await?;
+    if version < 2 {
+        return Err(HandshakeError::Unexpected {
+            expected: "a peer speaking version 2 (probes)",
+        });
+    }
+    let sent = Bytes32(nonce());
+    write_msg(io, &Handshake::Probe { nonce: sent }).await?;
+    match read_msg(io).await? {
+        Handshake::ProbeAnswer {
+            node_id,
+            state,
+            reaches_database,
+            nonce,
+        } => {
+            if nonce != sent {
+                return Err(HandshakeError::ProbeNonce);
+            }
+            Ok(ProbeStatus {
+                node_id,
+                state,
+                reaches_database,
+            })
+        }
+        Handshake::Denied { reason, store_id } => Err(HandshakeError::Denied { reason, store_id }),
+        _ => Err(HandshakeError::Unexpected {
+            expected: "probe_answer",
+        }),
+    }
 }
 
 /// A standby's answer to an edge that proved its key: where the MASTER is

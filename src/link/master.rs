@@ -97,6 +97,9 @@ pub struct MasterLinkConfig {
     /// Whether this master node acts: a node that does not sends an edge
     /// on to the acting one after authenticating it.
     pub leadership: LeadershipWatch,
+    /// Answers a cluster node's probe (`cluster_failsafe`); `None`: a
+    /// master alone, which refuses probes.
+    pub probe: Option<Arc<dyn super::ProbeResponder>>,
 }
 
 impl MasterLinkConfig {
@@ -117,6 +120,7 @@ impl MasterLinkConfig {
             failure_report_interval: FAILURE_REPORT_INTERVAL,
             shutdown_grace: Duration::from_millis(c.shutdown_grace_ms),
             leadership: crate::control::leadership::alone_watch(),
+            probe: None,
         })
     }
 }
@@ -241,10 +245,11 @@ impl Accept {
     fn failed(&self, claimed: Option<Uuid>, addr: SocketAddr, e: &HandshakeError) {
         if matches!(
             e,
-            HandshakeError::Redirected { .. } | HandshakeError::NotActing
+            HandshakeError::Redirected { .. } | HandshakeError::NotActing | HandshakeError::Probed
         ) {
-            // An authenticated edge sent on: no failure, no penalty.
-            tracing::debug!(edge_id = ?claimed, %addr, reason = %e, "edge sent to the acting master node");
+            // An authenticated edge sent on, or a cluster node's probe
+            // answered: no failure, no penalty.
+            tracing::debug!(edge_id = ?claimed, %addr, reason = %e, "edge sent to the acting master node, or probe answered");
             return;
         }
         let now = Instant::now();
@@ -364,6 +369,7 @@ impl Accept {
                 self.cfg.peer.max_in_flight,
                 self.cfg.boot_id,
                 (self.cfg.store_id, self.answer()),
+                self.cfg.probe.as_deref(),
             )
             .await
             .map_err(|e| wrong_cert.map_or(e, HandshakeError::WrongCertificate))?;

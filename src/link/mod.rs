@@ -15,6 +15,8 @@
 //! - [`master`]: `serve(listener, ...)`, the accept loop.
 //! - [`edge`]: `run(config, ...)`, the connect loop with jittered retries and
 //!   the "disconnected" signal.
+//! - [`probe`]: a master node of a cluster asking another whether it acts
+//!   and reaches the database (`cluster_failsafe`).
 //! - [`repository`]: the driver repository over git (master) and its
 //!   transfer to an edge's modules directory (edge).
 //!
@@ -25,6 +27,7 @@ pub mod edge;
 pub mod handshake;
 pub mod master;
 pub mod peer;
+pub mod probe;
 pub mod registry;
 pub mod repository;
 pub mod tls;
@@ -33,6 +36,7 @@ use std::time::Duration;
 
 pub use crate::util::AdmissionLimits;
 pub use edge::{EdgeLinkConfig, EdgeLinkEvent};
+pub use handshake::{ProbeResponder, ProbeStatus};
 pub use master::{KeyLookup, MasterLinkConfig, MasterLinkEvent};
 pub use peer::{CallError, CloseReason, Handler, Peer, PeerConfig, PeerMeta, PeerRole, RequestCtx};
 pub use registry::{AUTH_FAILED_QUEUED, Duplicate, EdgeInfo, QueueSlot, Refusals, Registry};

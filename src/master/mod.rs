@@ -94,6 +94,9 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
     if let Some(c) = &cluster {
         runtime_config.transport.gate = c.gate();
         claimed.link.leadership = c.watch();
+        // Both the standby's door and the acting link answer other
+        // nodes' probes (`cluster_failsafe`).
+        claimed.link.probe = Some(c.witness());
     }
     let runtime = Runtime::new(runtime_config);
     let standby = match &cluster {

@@ -15,6 +15,16 @@
 //!                 | Denied    { reason?, store_id? }   (both only from version 2)
 //! ```
 //!
+//! A master node of a cluster may instead ask another whether it acts and
+//! reaches the cluster's database (`cluster_failsafe`), on a link speaking
+//! version 2, with no key and no proof: only the answering node's identity
+//! matters, and TLS proves it (the asker verifies its certificate):
+//!
+//! ```text
+//! node   -> node    Probe       { nonce }
+//! node   -> node    ProbeAnswer { node_id, state, reaches_database, nonce }   then close
+//! ```
+//!
 //! Both MACs cover the version, the edge id, both nonces and a TLS exporter
 //! value, so a recorded message is worthless on another connection.
 
@@ -166,6 +176,21 @@ pub enum Handshake {
         mac: Bytes32,
         node_id: String,
         link: String,
+    },
+    /// Version 2 only, in place of `hello`: a master node of the same
+    /// cluster asks whether this node acts and whether it reaches the
+    /// cluster's database (`cluster_failsafe`). Answered with
+    /// `probe_answer`, then the connection closes.
+    Probe {
+        nonce: Bytes32,
+    },
+    /// The answer to `probe`, echoing its nonce. `state` as
+    /// `/api/v1/ha/state` names it (`MASTER`, `STANDBY`, ...).
+    ProbeAnswer {
+        node_id: String,
+        state: String,
+        reaches_database: bool,
+        nonce: Bytes32,
     },
 }
 

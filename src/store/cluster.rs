@@ -224,15 +224,26 @@ impl Store {
     /// Extends the lease `node_id` holds at `term` by `lease_ms` from now
     /// (the server's clock). `None`: it no longer holds it (expired, taken).
     /// `Some(Some(id))`: a live standby that ranks higher asks to preempt.
+    ///
+    /// `expired_too`: renew it also once it expired at the server, provided
+    /// nobody was granted it since (holder and term still these): what a
+    /// `cluster_failsafe` MASTER needs when the database returns after an
+    /// outage it rode out. Same term, so no promotion and no history entry.
     pub async fn renew_lease(
         &self,
         node_id: &str,
         term: i64,
         lease_ms: u64,
         priority: i32,
+        expired_too: bool,
     ) -> Result<Option<Option<String>>, StoreError> {
         let pg = self.postgres()?;
-        let renewed: Option<i64> = sqlx::query_scalar(sql::RENEW_LEASE)
+        let query = if expired_too {
+            sql::RENEW_OWN_LEASE
+        } else {
+            sql::RENEW_LEASE
+        };
+        let renewed: Option<i64> = sqlx::query_scalar(query)
             .bind(node_id)
             .bind(term)
             .bind(lease_ms as i64)

@@ -368,6 +368,14 @@ pub(crate) const ACQUIRE_LEASE: &str = "UPDATE cluster_lease \
 pub(crate) const RENEW_LEASE: &str = "UPDATE cluster_lease \
      SET expires_at = clock_timestamp() + $3 * interval '1 millisecond' \
      WHERE id = 1 AND holder = $1 AND term = $2 AND expires_at > clock_timestamp() RETURNING term";
+/// `RENEW_LEASE` also once the lease expired at the server, as long as
+/// nobody was granted it since (holder and term unchanged): a
+/// `cluster_failsafe` MASTER that rode out an outage. A grant updates the
+/// row, so a renewal and a grant racing for an expired lease are
+/// serialised by its row lock and the later one finds the other's values.
+pub(crate) const RENEW_OWN_LEASE: &str = "UPDATE cluster_lease \
+     SET expires_at = clock_timestamp() + $3 * interval '1 millisecond' \
+     WHERE id = 1 AND holder = $1 AND term = $2 RETURNING term";
 /// A live standby with `preempt` set that ranks above the holder `$1`.
 pub(crate) const PREEMPTER: &str = "SELECT node_id FROM cluster_nodes \
      WHERE node_id <> $1 AND state = 'STANDBY' AND preempt AND priority > $2 \

@@ -11,6 +11,7 @@
     reason = "tests and benchmarks fail loudly by design, and their items are not an API"
 )]
 
+mod failsafe;
 mod fencing;
 mod node;
 mod nodes;

@@ -91,6 +91,8 @@ pub struct NodeSpec {
     pub preempt: bool,
     /// Set: the nodes take turns by this lock file (SQLite).
     pub lock_file: Option<PathBuf>,
+    /// `cluster_failsafe`.
+    pub failsafe: bool,
 }
 
 /// One `outpost master` process.
@@ -148,6 +150,9 @@ impl Node {
             ("OUTPOST_SHUTDOWN_GRACE_MS", "2000".into()),
             ("OUTPOST_LOG", "info".into()),
         ];
+        if spec.failsafe {
+            vars.push(("OUTPOST_CLUSTER_FAILSAFE", "true".into()));
+        }
         if let Some(lock) = &spec.lock_file {
             vars.push(("OUTPOST_CLUSTER_LOCK_FILE", lock.display().to_string()));
         }

@@ -27,6 +27,7 @@ impl Cluster {
             priority: 0,
             preempt: false,
             lock_file: None,
+            failsafe: false,
         };
         Some(Cluster {
             db,
@@ -87,7 +88,7 @@ async fn projector(db: &Database) -> PjlinkSim {
 
 /// A viewer's GET, once the MASTER has stored the configured key (its
 /// API bootstraps it when it starts acting).
-async fn get_ok(node: &Node, path: &str) -> String {
+pub(crate) async fn get_ok(node: &Node, path: &str) -> String {
     let mut answer = String::new();
     eventually(20, "an answer with the admin key", async || {
         match get(node.api, path, Some(ADMIN_KEY)).await {
@@ -102,7 +103,7 @@ async fn get_ok(node: &Node, path: &str) -> String {
     answer
 }
 
-async fn history_terms(node: &Node) -> Vec<(String, i64, String)> {
+pub(crate) async fn history_terms(node: &Node) -> Vec<(String, i64, String)> {
     let body = get_ok(node, "/api/v1/ha/history").await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     v.as_array()
@@ -417,6 +418,7 @@ async fn two_masters_on_one_sqlite_file_take_turns_by_the_lock_file() {
         priority: 0,
         preempt: false,
         lock_file: Some(dir.path().join("cluster.lock")),
+        failsafe: false,
     };
     let node = |id: &str| {
         Node::spawn(&NodeSpec {

@@ -10,7 +10,7 @@ use outpost::sim::{PjlinkOptions, PjlinkSim};
 use crate::{Node, NodeSpec, certs, eventually, free_addr, states};
 
 /// A PostgreSQL server of this test's own.
-struct OwnPostgres {
+pub(crate) struct OwnPostgres {
     bin: PathBuf,
     data: PathBuf,
     port: u16,
@@ -44,7 +44,7 @@ fn pg_tool(bin: &Path, tool: &str) -> Command {
 }
 
 impl OwnPostgres {
-    fn start() -> Option<OwnPostgres> {
+    pub(crate) fn start() -> Option<OwnPostgres> {
         let Some(bin) = initdb() else {
             eprintln!(
                 "SKIPPED: no initdb under /usr/lib/postgresql/*/bin: the outage test needs a PostgreSQL of its own"
@@ -80,11 +80,11 @@ impl OwnPostgres {
         Some(pg)
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    fn up(&self) {
+    pub(crate) fn up(&self) {
         let opts = format!(
             "-p {} -c listen_addresses=127.0.0.1 -k {}",
             self.port,
@@ -104,7 +104,7 @@ impl OwnPostgres {
         );
     }
 
-    fn down(&self) {
+    pub(crate) fn down(&self) {
         let out = pg_tool(&self.bin, "pg_ctl")
             .args(["stop", "-w", "-m", "immediate", "-D"])
             .arg(&self.data)
@@ -147,6 +147,7 @@ async fn with_postgres_stopped_the_master_stops_acting_and_one_master_follows_it
         priority: 0,
         preempt: false,
         lock_file: None,
+        failsafe: false,
     };
     let node = |id: &str| {
         Node::spawn(&NodeSpec {

@@ -17,6 +17,7 @@ mod fuzz;
 mod http;
 mod liveness;
 mod noise;
+mod probe;
 mod repository;
 mod requests;
 #[path = "../support/roles.rs"]

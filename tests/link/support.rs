@@ -280,6 +280,8 @@ pub struct MasterOpts {
     pub admission: outpost::link::AdmissionLimits,
     /// Zero (the default here): every failed handshake is reported.
     pub failure_report_interval: Duration,
+    /// Answers cluster nodes' probes (none: refused).
+    pub probe: Option<Arc<dyn outpost::link::ProbeResponder>>,
 }
 
 impl MasterOpts {
@@ -295,6 +297,7 @@ impl MasterOpts {
             client_ca: None,
             admission: Default::default(),
             failure_report_interval: Duration::ZERO,
+            probe: None,
         }
     }
 }
@@ -323,6 +326,7 @@ pub async fn start_master(certs: &Certs, opts: MasterOpts) -> Master {
         shutdown_grace: Duration::from_secs(2),
         store_id: None,
         leadership: outpost::control::leadership::alone_watch(),
+        probe: opts.probe,
     };
     let (tx, events) = mpsc::unbounded_channel();
     let registry = Registry::new(tx);
