@@ -14,14 +14,15 @@ use outpost::link::ProbeResponder as _;
 use outpost::sim::{PjlinkOptions, PjlinkSim};
 use outpost::store::{Store, StoreOptions};
 
-use crate::nodes::{get_ok, history_terms, import_projector};
+use crate::import_room;
+use crate::nodes::{get_ok, history_terms};
 use crate::outage::OwnPostgres;
 use crate::{Database, Node, NodeSpec, certs, eventually, states};
 
 /// Two failsafe nodes on a PostgreSQL of the test's own, one MASTER
 /// driving a projector: (nodes, index of the MASTER).
 async fn two_nodes(pg: &OwnPostgres, dir: &std::path::Path, sim: &PjlinkSim) -> (Vec<Node>, usize) {
-    import_projector(&pg.url(), sim.addr()).await;
+    import_room(&pg.url(), sim.addr(), false).await;
     let spec = NodeSpec {
         id: String::new(),
         database_url: pg.url(),
