@@ -337,7 +337,14 @@ impl Node {
     async fn run_lease(&self, store: &Store) {
         let mut term = 0i64;
         let mut state = NodeState::Initializing;
-        let mut releases = None;
+        // Listening before this node first says STANDBY, so a release from
+        // then on wakes it at once (a listener set up later, between
+        // turns, missed the release of a MASTER stopped just after).
+        let listen = tokio::time::timeout(self.settings.renew, store.lease_released());
+        let mut releases = match store.has_cluster_tables() {
+            true => listen.await.ok().and_then(Result::ok),
+            false => None,
+        };
         // With failsafe: the other nodes (refreshed after each renewal),
         // and whether this outage was ridden out already.
         let mut peers: Option<Vec<Peer>> = None;
