@@ -18,6 +18,7 @@
 //! standby before the next trial.
 //!
 //! Run: `TEST_PG_URL=postgres://… cargo bench --bench cluster`
+//! (CLUSTER_ONLY=kill|term|edges: one phase; CLUSTER_DETAIL: each trial)
 //! (CLUSTER_TRIALS, default 50; `--quick`: 5; CLUSTER_LEASE_MS, default
 //! 2000, and CLUSTER_RENEW_MS, default 500: the configuration's defaults).
 
@@ -119,7 +120,21 @@ async fn trials(kind: &str, n: usize, nodes: &mut [Node], sim: &PjlinkSim, lease
                 nodes[m].exited().await;
             }
         }
+        let faulted = t.elapsed();
         acting(&nodes[1 - m], sim, trial).await;
+        if std::env::var_os("CLUSTER_DETAIL").is_some() {
+            println!(
+                "  {kind} trial {trial}: faulted node gone after {:.0} ms, other acting after {:.0} ms",
+                faulted.as_secs_f64() * 1e3,
+                t.elapsed().as_secs_f64() * 1e3
+            );
+            if t.elapsed() > Duration::from_millis(300) {
+                let tail =
+                    |text: String| text.lines().rev().take(12).collect::<Vec<_>>().join("\n");
+                println!("--- faulted ---\n{}", tail(nodes[m].log_text()));
+                println!("--- other ---\n{}", tail(nodes[1 - m].log_text()));
+            }
+        }
         run.acting.push(t.elapsed().as_secs_f64() * 1e3 / lease_ms);
         if sim.max_connections_seen() > 1 {
             run.split += 1;
@@ -231,10 +246,22 @@ async fn main() {
         .collect();
     println!("cluster failover: 2 nodes, lease_ms {lease_ms}, renew_ms {renew_ms}");
     let lease = lease_ms as f64;
-    let mut kill = trials("kill", n, &mut nodes, &sim, lease).await;
-    report("kill -9 → new MASTER acting", &mut kill, lease);
-    let mut term = trials("term", n, &mut nodes, &sim, lease).await;
-    report("SIGTERM → new MASTER acting", &mut term, lease);
+    let only = std::env::var("CLUSTER_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "kill" {
+        let mut kill = trials("kill", n, &mut nodes, &sim, lease).await;
+        report("kill -9 → new MASTER acting", &mut kill, lease);
+    }
+    if only.is_empty() || only == "term" {
+        let mut term = trials("term", n, &mut nodes, &sim, lease).await;
+        report("SIGTERM → new MASTER acting", &mut term, lease);
+    }
+    if !(only.is_empty() || only == "edges") {
+        for n in &mut nodes {
+            n.kill().await;
+        }
+        db.drop_it().await;
+        return;
+    }
 
     let located = edge_locations(&db.url, edges).await;
     let masters = format!("{},{}", nodes[0].link, nodes[1].link);

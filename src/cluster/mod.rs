@@ -235,6 +235,12 @@ impl Cluster {
 /// up now that it has stopped acting. The release only matches this node
 /// at this term.
 async fn give_up(settings: &Settings, store: &Store, term: u64) {
+    // TERMINATED first: a standby woken by the release must not find this
+    // node's row still saying STANDBY (as it does for a renewal period
+    // after a promotion), which would make it yield to this node by
+    // priority and wait a whole `renew_ms` for its next try.
+    let beat = heartbeat(settings, NodeState::Terminated);
+    let _ = store.cluster_heartbeat(&beat).await;
     if term > 0 {
         match store.release_lease(&settings.node_id, term as i64).await {
             Ok(true) => tracing::info!(term, "cluster lease released"),
@@ -244,8 +250,6 @@ async fn give_up(settings: &Settings, store: &Store, term: u64) {
             }
         }
     }
-    let beat = heartbeat(settings, NodeState::Terminated);
-    let _ = store.cluster_heartbeat(&beat).await;
 }
 
 fn initial() -> Leadership {
