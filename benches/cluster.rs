@@ -38,8 +38,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use node::{
-    ADMIN_KEY, Database, Node, NodeSpec, certs, connected_edges, edge_locations, import_room, send,
-    spawn_edge, states,
+    ADMIN_KEY, Database, Node, NodeSpec, certs, connected_edges, edge_locations, import_room,
+    one_master, send, spawn_edge,
 };
 use outpost::sim::{PjlinkOptions, PjlinkSim};
 
@@ -47,28 +47,6 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
     v[i.min(v.len() - 1)]
-}
-
-/// The index of the one MASTER once the other answers STANDBY.
-async fn one_master(nodes: &[Node]) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = states(nodes).await;
-        let master = s.iter().position(|x| x.as_deref() == Some("MASTER"));
-        let standbys = s.iter().filter(|x| x.as_deref() == Some("STANDBY")).count();
-        if let Some(m) = master
-            && standbys == nodes.len() - 1
-        {
-            return m;
-        }
-        if Instant::now() > deadline {
-            for n in nodes {
-                eprintln!("--- {} ---\n{}", n.spec.id, n.log_text());
-            }
-            panic!("no single MASTER: {s:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Waits until `node` accepts a write and the projector is connected.

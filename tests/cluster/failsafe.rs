@@ -44,18 +44,7 @@ async fn two_nodes(pg: &OwnPostgres, dir: &std::path::Path, sim: &PjlinkSim) -> 
             })
         })
         .collect();
-    let mut master = 0;
-    eventually(30, "one MASTER and one STANDBY", async || {
-        let s = states(&nodes).await;
-        match s.iter().position(|x| x.as_deref() == Some("MASTER")) {
-            Some(i) => {
-                master = i;
-                s.iter().filter(|x| x.as_deref() == Some("STANDBY")).count() == 1
-            }
-            None => false,
-        }
-    })
-    .await;
+    let master = crate::one_master(&nodes).await;
     eventually(20, "the MASTER to connect the projector", async || {
         sim.connections() == 1
     })

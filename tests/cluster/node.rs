@@ -448,3 +448,26 @@ pub async fn import_room(
         .first()
         .map(|(id, _, secret)| (*id, secret.expose().to_owned()))
 }
+
+/// Waits until exactly one of `nodes` is MASTER and every other answers
+/// STANDBY; its index. On time-out, prints every node's log.
+pub async fn one_master(nodes: &[Node]) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = states(nodes).await;
+        let masters: Vec<usize> = (0..s.len())
+            .filter(|i| s[*i].as_deref() == Some("MASTER"))
+            .collect();
+        let standbys = s.iter().filter(|x| x.as_deref() == Some("STANDBY")).count();
+        if masters.len() == 1 && standbys == nodes.len() - 1 {
+            return masters[0];
+        }
+        if tokio::time::Instant::now() > deadline {
+            for n in nodes {
+                eprintln!("--- {} ---\n{}", n.spec.id, n.log_text());
+            }
+            panic!("no single MASTER: {s:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -46,27 +46,7 @@ impl Cluster {
     /// Waits until exactly one of `nodes` is MASTER and every other answers
     /// STANDBY; its index.
     pub(crate) async fn one_master(&self, nodes: &[Node]) -> usize {
-        let mut master = None;
-        let mut last = Vec::new();
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        eventually(31, "exactly one MASTER, the rest STANDBY", async || {
-            let s = states(nodes).await;
-            if tokio::time::Instant::now() > deadline {
-                for n in nodes {
-                    eprintln!("--- {} ---\n{}", n.spec.id, n.log_text());
-                }
-                panic!("states: {last:?}");
-            }
-            last = s.clone();
-            let masters: Vec<usize> = (0..s.len())
-                .filter(|i| s[*i].as_deref() == Some("MASTER"))
-                .collect();
-            let standbys = s.iter().filter(|x| x.as_deref() == Some("STANDBY")).count();
-            master = masters.first().copied();
-            masters.len() == 1 && standbys == nodes.len() - 1
-        })
-        .await;
-        master.unwrap()
+        crate::one_master(nodes).await
     }
 
     pub(crate) async fn finish(self, nodes: Vec<Node>) {

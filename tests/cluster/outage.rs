@@ -7,7 +7,7 @@ use std::process::Command;
 
 use outpost::sim::{PjlinkOptions, PjlinkSim};
 
-use crate::{Node, NodeSpec, certs, eventually, free_addr, states};
+use crate::{Node, NodeSpec, certs, eventually, free_addr};
 
 /// A PostgreSQL server of this test's own.
 pub(crate) struct OwnPostgres {
@@ -156,18 +156,7 @@ async fn with_postgres_stopped_the_master_stops_acting_and_one_master_follows_it
         })
     };
     let mut nodes = vec![node("a"), node("b")];
-    let mut master = 0;
-    eventually(30, "one MASTER", async || {
-        let s = states(&nodes).await;
-        match s.iter().position(|x| x.as_deref() == Some("MASTER")) {
-            Some(i) => {
-                master = i;
-                s.iter().filter(|x| x.as_deref() == Some("STANDBY")).count() == 1
-            }
-            None => false,
-        }
-    })
-    .await;
+    let master = crate::one_master(&nodes).await;
     eventually(20, "the MASTER to connect the projector", async || {
         sim.connections() == 1
     })
