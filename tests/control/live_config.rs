@@ -244,10 +244,12 @@ async fn the_status_of_a_module_that_does_not_run_says_why() {
         create(json!({"name": "Alone", "driver": "line.lua", "uri": "tcp://127.0.0.1:4000"})).await;
     let gone =
         create(json!({"name": "Gone", "driver": "gone.lua", "uri": "tcp://127.0.0.1:4000"})).await;
+    // Gone before the system that runs it exists: the reconciler cannot
+    // have loaded it first.
+    std::fs::remove_file(dir.join("gone.lua")).unwrap();
     let system = json!({"name": "Lobby", "module_ids": [disabled, gone]}).to_string();
     let r = call(m, "POST", "/api/v1/systems", Some(&system)).await;
     assert_eq!(r.status, 201, "{}", r.body);
-    std::fs::remove_file(dir.join("gone.lua")).unwrap();
 
     let status =
         async |id: &str| call(m, "GET", &format!("/api/v1/modules/{id}/status"), None).await;
