@@ -642,7 +642,8 @@ where
     let mut seen = false;
     let mut quiet = 0;
     let quiet_limit = keepalive_after(timing);
-    let mut tick = tokio::time::interval_at(Instant::now() + timing.heartbeat, timing.heartbeat);
+    let every = check_interval(timing);
+    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // One registration with the token for the link's life, not one per frame.
     let cancelled = peer.0.cancel.cancelled();
@@ -659,7 +660,7 @@ where
                     return CloseReason::Dead(timing.dead_after);
                 }
                 // The edge keeps the link alive as the master's sweeper
-                // does: a ping only after `quiet_limit` ticks in which it
+                // does: a ping only after `quiet_limit` checks in which it
                 // wrote nothing, since any frame proves it is alive.
                 if peer.0.wrote.swap(false, Ordering::Relaxed) {
                     quiet = 0;
@@ -897,21 +898,35 @@ fn encode_response(id: u64, result: &Result<ResponseBody, WireError>, max: usize
     }
 }
 
-/// Heartbeat ticks without a write after which a side sends a keepalive:
-/// `dead_after - 2 × heartbeat` of quiet (one tick with the defaults, so a
-/// frame every two seconds each way on an idle link), which leaves a full
-/// heartbeat of margin for a late tick or a busy writer. Two ticks of quiet
-/// (fewer frames) proved too thin on a saturated machine.
+/// Liveness checks per heartbeat. A check only reads two flags per link,
+/// so checking more often than frames are sent costs next to nothing, and
+/// it bounds how late a dead peer is declared: `dead_after` plus one check
+/// interval (with the defaults, 3.25 s after the last frame's check).
+const LIVENESS_CHECKS: u32 = 4;
+
+/// How often liveness is checked (and a keepalive considered).
+fn check_interval(timing: &LinkTiming) -> Duration {
+    (timing.heartbeat / LIVENESS_CHECKS).max(Duration::from_millis(1))
+}
+
+/// Checks without a write after which a side sends a keepalive. The
+/// keepalive goes every `dead_after - heartbeat` on an idle link (two
+/// seconds with the defaults, one frame each way), which leaves a full
+/// heartbeat of margin for a late check or a busy writer; sparser
+/// keepalives proved too thin on a saturated machine. The keepalive's own
+/// write fills the first check after it, hence the one check less.
 fn keepalive_after(timing: &LinkTiming) -> u32 {
     let hb = timing.heartbeat.max(Duration::from_millis(1));
-    ((timing.dead_after.saturating_sub(hb * 2)).as_millis() / hb.as_millis()).max(1) as u32
+    let heartbeats =
+        ((timing.dead_after.saturating_sub(hb)).as_millis() / hb.as_millis()).max(2) as u32;
+    heartbeats * LIVENESS_CHECKS - 1
 }
 
 /// Liveness for many links at once: one timer instead of one per link.
 ///
-/// Every `heartbeat` it looks at each link: a link with no frame for
-/// `dead_after` is closed as dead; a link that wrote nothing for the last
-/// `dead_after - 2 × heartbeat` gets a keepalive `Ping`, so its peer hears
+/// Four times a `heartbeat` it looks at each link: a link with no frame
+/// for `dead_after` is closed as dead; a link that wrote nothing for the
+/// last `dead_after - 2 × heartbeat` gets a keepalive `Ping`, so its peer hears
 /// from it well within `dead_after`, with no timer per link and nothing at
 /// all while other frames flow. It is a ping, which the edge answers, so
 /// the master hears the edge within the master's `dead_after` even when the
@@ -955,9 +970,9 @@ impl Sweeper {
         self.len() == 0
     }
 
-    /// Sweeps every `heartbeat` until `shutdown`.
+    /// Sweeps every `heartbeat / LIVENESS_CHECKS` until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(self.timing.heartbeat);
+        let mut tick = tokio::time::interval(check_interval(&self.timing));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
