@@ -14,7 +14,13 @@
 //!   a store of 10,000 modules in 1,000 sites) and without it, in
 //!   interleaved rounds (issue 12; `BENCH_SECS`, `BENCH_ROUNDS`).
 //!
-//! `cargo bench --bench link -- rpc`, `-- edges` or `-- authz` runs one part.
+//! - `loss`: how long each side takes to declare a link dead after a
+//!   blackhole (a proxy that stops forwarding and closes nothing), over
+//!   `OUTPOST_BENCH_TRIALS` (20) links at the default timing, each cut at a
+//!   random phase of its heartbeat.
+//!
+//! `cargo bench --bench link -- rpc`, `-- edges`, `-- authz` or `-- loss`
+//! runs one part.
 
 #![allow(
     clippy::unwrap_used,
@@ -46,6 +52,9 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+#[path = "../tests/support/proxy.rs"]
+mod proxy;
 
 /// Stands in for a logic module: echoes the exec arguments.
 struct Echo;
@@ -85,10 +94,12 @@ fn main() {
         Some("profile-tarpc") => profile_tarpc(),
         Some("edges") => edges(),
         Some("authz") => authz(),
+        Some("loss") => loss(),
         _ => {
             rpc();
             edges();
             authz();
+            loss();
         }
     }
 }
@@ -375,10 +386,25 @@ struct LinkBench {
     to_edge: Peer,
     master_stop: CancellationToken,
     edge_stop: CancellationToken,
+    /// The master's events after the link came up (the loss bench's clock).
+    master_events: mpsc::Receiver<MasterLinkEvent>,
+    /// The edge's events, when the caller asked to keep them.
+    edge_events: Option<mpsc::UnboundedReceiver<EdgeLinkEvent>>,
 }
 
 impl LinkBench {
     async fn start(certs: &certs::DevCerts) -> Self {
+        Self::start_via(certs, |addr| async move { addr }, false).await
+    }
+
+    /// Starts a master and an edge whose connection goes to `route(master)`
+    /// (a proxy, for the loss bench); `keep_edge_events` hands the edge's
+    /// events to the caller instead of logging lost links.
+    async fn start_via<R, Fut>(certs: &certs::DevCerts, route: R, keep_edge_events: bool) -> Self
+    where
+        R: FnOnce(SocketAddr) -> Fut,
+        Fut: std::future::Future<Output = SocketAddr>,
+    {
         let id = Uuid::now_v7();
         let secret = EdgeSecret::generate();
         let keys: HashMap<Uuid, LinkKey> = [(id, secret.link_key(id))].into();
@@ -401,7 +427,7 @@ impl LinkBench {
             leadership: outpost::control::leadership::alone_watch(),
             probe: None,
         };
-        let (tx, mut events) = mpsc::unbounded_channel();
+        let (tx, mut events) = mpsc::channel(1 << 16);
         let registry = Registry::new(tx);
         let master_stop = CancellationToken::new();
         tokio::spawn(master::serve(
@@ -415,7 +441,7 @@ impl LinkBench {
         let ecfg = EdgeLinkConfig {
             edge_id: id,
             key: secret.link_key(id),
-            masters: vec![addr.to_string()],
+            masters: vec![route(addr).await.to_string()],
             tls: tls::client_config(&certs.ca_cert, None).unwrap(),
             peer: PeerConfig::new(PeerRole::Edge, LinkTiming::default()),
             reconnect: Duration::from_secs(3),
@@ -425,13 +451,18 @@ impl LinkBench {
             stand_down: Default::default(),
         };
         let (etx, mut erx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some(ev) = erx.recv().await {
-                if let EdgeLinkEvent::ConnectionLost { reason, .. } = ev {
-                    eprintln!("  (link lost: {reason})");
+        let edge_events = if keep_edge_events {
+            Some(erx)
+        } else {
+            tokio::spawn(async move {
+                while let Some(ev) = erx.recv().await {
+                    if let EdgeLinkEvent::ConnectionLost { reason, .. } = ev {
+                        eprintln!("  (link lost: {reason})");
+                    }
                 }
-            }
-        });
+            });
+            None
+        };
         let edge_stop = CancellationToken::new();
         tokio::spawn(edge::run(ecfg, Arc::new(Echo), etx, edge_stop.clone()));
         let to_edge = loop {
@@ -443,6 +474,8 @@ impl LinkBench {
             to_edge,
             master_stop,
             edge_stop,
+            master_events: events,
+            edge_events,
         }
     }
 
@@ -685,7 +718,7 @@ fn edges() {
                 probe: None,
         };
         cfg.peer.timing.handshake_timeout = Duration::from_secs(30);
-        let (tx, mut events) = mpsc::unbounded_channel();
+        let (tx, mut events) = mpsc::channel(1 << 16);
         let registry = Registry::new(tx);
         let ups = Arc::new(AtomicUsize::new(0));
         let failures = Arc::new(AtomicUsize::new(0));
@@ -1034,6 +1067,105 @@ async fn thousand_sites(store: &outpost::store::Store) -> (Uuid, Vec<Uuid>) {
     (mid, own)
 }
 
+// ---------------------------------------------------------------- loss
+
+/// Loss detection after a blackhole (issue 16): each trial is its own
+/// master and edge at the default timing, talking through a proxy that is
+/// told to forward nothing after the link has idled a while plus a random
+/// part of a heartbeat. The clock runs from that command to each side's
+/// loss event. Trials run side by side; an idle link costs nothing, so
+/// they do not slow each other.
+fn loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Arc::new(dev_certs(dir.path()));
+    let trials: usize = std::env::var("OUTPOST_BENCH_TRIALS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let timing = LinkTiming::default();
+    println!(
+        "## loss: blackhole to loss event, {trials} trials (heartbeat {:?}, dead_after {:?})",
+        timing.heartbeat, timing.dead_after
+    );
+    runtime().block_on(async move {
+        let mut set = tokio::task::JoinSet::new();
+        for trial in 0..trials {
+            let certs = certs.clone();
+            let phase = Duration::from_millis((trial as u64 * 389) % 1000);
+            set.spawn(async move { loss_trial(&certs, phase).await });
+        }
+        let (mut master, mut edge) = (Vec::new(), Vec::new());
+        while let Some(r) = set.join_next().await {
+            let (m, e) = r.unwrap();
+            master.push(m);
+            edge.push(e);
+        }
+        let dead = timing.dead_after.as_secs_f64() * 1e3;
+        for (side, mut v) in [("master", master), ("edge", edge)] {
+            v.sort_unstable();
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            let (p50, p99) = (v[(v.len() - 1) / 2], v[((v.len() - 1) as f64 * 0.99) as usize]);
+            println!(
+                "  {side:<6} detects: min {:>6.0} ms   p50 {:>6.0} ms   p99 {:>6.0} ms   max {:>6.0} ms   p99 ÷ dead_after {:.2} (target ≤ {:.2})",
+                ms(v[0]),
+                ms(p50),
+                ms(p99),
+                ms(v[v.len() - 1]),
+                ms(p99) / dead,
+                (dead + 500.0) / dead,
+            );
+        }
+    });
+}
+
+/// One trial: (master's detection time, edge's detection time).
+async fn loss_trial(certs: &certs::DevCerts, phase: Duration) -> (Duration, Duration) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut link = LinkBench::start_via(
+        certs,
+        |addr| async move {
+            let p = proxy::Proxy::start(addr).await;
+            let a = p.addr();
+            let _ = tx.send(p);
+            a
+        },
+        true,
+    )
+    .await;
+    let proxy = rx.await.unwrap();
+    let mut edge_events = link.edge_events.take().unwrap();
+    // Past the connect burst, into the steady heartbeat, then a random phase.
+    tokio::time::sleep(Duration::from_secs(2) + phase).await;
+    let cut = Instant::now();
+    proxy.blackhole();
+    let master = async {
+        loop {
+            match link.master_events.recv().await {
+                Some(MasterLinkEvent::LinkLost { .. }) => return cut.elapsed(),
+                Some(_) => {}
+                None => panic!("master events closed"),
+            }
+        }
+    };
+    let edge = async {
+        loop {
+            match edge_events.recv().await {
+                Some(EdgeLinkEvent::ConnectionLost { .. }) => return cut.elapsed(),
+                Some(_) => {}
+                None => panic!("edge events closed"),
+            }
+        }
+    };
+    let both = tokio::time::timeout(Duration::from_secs(20), async {
+        tokio::join!(master, edge)
+    })
+    .await
+    .expect("a side never declared the blackholed link dead");
+    link.stop().await;
+    drop(proxy);
+    both
+}
+
 fn authz() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dev_certs(&dir.path().join("certs"));
@@ -1071,7 +1203,7 @@ fn authz() {
                 probe: None,
             failure_report_interval: Duration::ZERO,
         };
-        let (tx, _events) = mpsc::unbounded_channel();
+        let (tx, _events) = mpsc::channel(1 << 16);
         let stop = CancellationToken::new();
         tokio::spawn(master::serve(listener, cfg, Arc::new(keys), handler.clone(), Registry::new(tx), stop.clone()));
         let ecfg = EdgeLinkConfig {

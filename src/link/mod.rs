@@ -39,7 +39,9 @@ pub use edge::{EdgeLinkConfig, EdgeLinkEvent};
 pub use handshake::{ProbeResponder, ProbeStatus};
 pub use master::{KeyLookup, MasterLinkConfig, MasterLinkEvent};
 pub use peer::{CallError, CloseReason, Handler, Peer, PeerConfig, PeerMeta, PeerRole, RequestCtx};
-pub use registry::{AUTH_FAILED_QUEUED, Duplicate, EdgeInfo, QueueSlot, Refusals, Registry};
+pub use registry::{
+    AUTH_FAILED_QUEUED, Duplicate, EdgeInfo, LinkEvents, QueueSlot, Refusals, Registry,
+};
 
 /// Timing of a link, shared by both roles. Defaults follow the mission:
 /// ping every second, dead after three silent seconds.

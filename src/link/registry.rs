@@ -6,12 +6,15 @@
 //! `LinkUp`, and the old session's teardown removes the entry only if it
 //! still holds its own session number, so it can never clobber the new one.
 //!
-//! The event queue's receiver is the control loop. Link-up and link-lost
-//! come only from authenticated sessions; what unauthenticated peers cause
-//! (`AuthFailed`) takes one of `AUTH_FAILED_QUEUED` slots, held by the
-//! event until its consumer drops it, and is dropped and counted
+//! Events go to a [`LinkEvents`] sink, in order, as they happen: the
+//! master's control loop takes each one at once (it only raises a flag in
+//! the location's inbox), so no queue stands between them. Link-up and
+//! link-lost come only from authenticated sessions; what unauthenticated
+//! peers cause (`AuthFailed`) takes one of `AUTH_FAILED_QUEUED` slots, held
+//! by the event until its consumer drops it, and is dropped and counted
 //! (`outpost_channel_full_total{channel="link_events"}`) when none is free,
-//! so strangers cannot grow the queue.
+//! so strangers cannot fill a sink that queues them (a bounded channel,
+//! which tests and benchmarks read).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -40,6 +43,25 @@ pub struct EdgeInfo {
     /// Set when the edge authenticated with a rotated secret during its
     /// grace: what its operator must do.
     pub warning: Option<String>,
+}
+
+/// Where the registry reports link events. `deliver` is called with the
+/// registry's table locked, so that a replacement's `LinkLost` and
+/// `LinkUp` cannot interleave with another session's: it must return at
+/// once and must not call back into the registry.
+pub trait LinkEvents: Send + Sync + 'static {
+    fn deliver(&self, event: MasterLinkEvent);
+}
+
+/// A bounded channel as the sink: an event that finds it full is dropped
+/// and counted (`outpost_channel_full_total{channel="link_events"}`).
+impl LinkEvents for mpsc::Sender<MasterLinkEvent> {
+    fn deliver(&self, event: MasterLinkEvent) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.try_send(event) {
+            metrics::counter!("outpost_channel_full_total", "channel" => "link_events", "outcome" => "dropped")
+                .increment(1);
+        }
+    }
 }
 
 /// `AuthFailed` events that may wait in the event queue at once.
@@ -95,7 +117,7 @@ struct Inner {
     duplicate_feed: broadcast::Sender<(Uuid, Duplicate)>,
     refusals: Mutex<HashMap<Uuid, Refusals>>,
     changed: Notify,
-    events: mpsc::UnboundedSender<MasterLinkEvent>,
+    events: Box<dyn LinkEvents>,
     auth_failed: Arc<Semaphore>,
 }
 
@@ -105,14 +127,14 @@ pub struct Registry(Arc<Inner>);
 
 impl Registry {
     /// Link-up / link-lost / auth-failure events go to `events`.
-    pub fn new(events: mpsc::UnboundedSender<MasterLinkEvent>) -> Self {
+    pub fn new(events: impl LinkEvents) -> Self {
         Self(Arc::new(Inner {
             edges: Mutex::new(HashMap::new()),
             duplicates: Mutex::new(HashMap::new()),
             duplicate_feed: broadcast::channel(DUPLICATE_FEED).0,
             refusals: Mutex::new(HashMap::new()),
             changed: Notify::new(),
-            events,
+            events: Box::new(events),
             auth_failed: Arc::new(Semaphore::new(AUTH_FAILED_QUEUED)),
         }))
     }
@@ -141,7 +163,7 @@ impl Registry {
     }
 
     pub(crate) fn emit(&self, ev: MasterLinkEvent) {
-        let _ = self.0.events.send(ev);
+        self.0.events.deliver(ev);
     }
 
     /// Registers an authenticated link, replacing (and closing) any older

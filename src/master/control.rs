@@ -42,7 +42,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::inbox::{Delivery, INBOX, Inbox, Mailbox, Pending, inbox};
 use tokio_util::sync::CancellationToken;
@@ -271,42 +271,16 @@ impl Control {
         }
     }
 
-    /// Follows the link's events until they end (also publishing them to
-    /// the API's WebSocket subscribers through `links`).
-    pub async fn follow(
-        self,
-        mut events: mpsc::UnboundedReceiver<MasterLinkEvent>,
+    /// The control loop as the link registry's event sink (also
+    /// publishing each event to the API's WebSocket subscribers through
+    /// `links`).
+    pub fn link_events(
+        &self,
         links: tokio::sync::broadcast::Sender<crate::api::LinkNotice>,
-    ) {
-        while let Some(ev) = events.recv().await {
-            if let Some(notice) = crate::api::LinkNotice::from_event(&ev) {
-                let _ = links.send(notice);
-            }
-            match ev {
-                MasterLinkEvent::LinkUp { info, peer, .. } => {
-                    tracing::info!(edge = %info.edge_id, addr = %info.addr, "edge connected");
-                    self.actor(info.edge_id, Begin::Absent)
-                        .raise(|p| p.up(peer));
-                }
-                MasterLinkEvent::LinkLost {
-                    edge_id,
-                    session,
-                    reason,
-                    ..
-                } => {
-                    tracing::warn!(edge = %edge_id, %reason, "edge link lost");
-                    self.actor(edge_id, Begin::Absent)
-                        .raise(|p| p.lost(session));
-                }
-                MasterLinkEvent::AuthFailed {
-                    edge_id,
-                    addr,
-                    reason,
-                    ..
-                } => {
-                    tracing::warn!(edge = ?edge_id, %addr, %reason, "edge authentication failed")
-                }
-            }
+    ) -> LinkFollower {
+        LinkFollower {
+            control: self.clone(),
+            links,
         }
     }
 
@@ -1365,5 +1339,47 @@ impl ControlLoop for Control {
 
     fn booted(&self) -> bool {
         self.is_booted()
+    }
+}
+
+/// Takes each link event as the registry reports it: a flag raised in the
+/// location's inbox, so the registry never waits and no queue grows.
+pub struct LinkFollower {
+    control: Control,
+    links: tokio::sync::broadcast::Sender<crate::api::LinkNotice>,
+}
+
+impl crate::link::LinkEvents for LinkFollower {
+    fn deliver(&self, ev: MasterLinkEvent) {
+        if let Some(notice) = crate::api::LinkNotice::from_event(&ev) {
+            let _ = self.links.send(notice);
+        }
+        match ev {
+            MasterLinkEvent::LinkUp { info, peer, .. } => {
+                tracing::info!(edge = %info.edge_id, addr = %info.addr, "edge connected");
+                self.control
+                    .actor(info.edge_id, Begin::Absent)
+                    .raise(|p| p.up(peer));
+            }
+            MasterLinkEvent::LinkLost {
+                edge_id,
+                session,
+                reason,
+                ..
+            } => {
+                tracing::warn!(edge = %edge_id, %reason, "edge link lost");
+                self.control
+                    .actor(edge_id, Begin::Absent)
+                    .raise(|p| p.lost(session));
+            }
+            MasterLinkEvent::AuthFailed {
+                edge_id,
+                addr,
+                reason,
+                ..
+            } => {
+                tracing::warn!(edge = ?edge_id, %addr, %reason, "edge authentication failed")
+            }
+        }
     }
 }

@@ -26,7 +26,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -99,15 +98,52 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Master, Ru
         claimed.link.probe = Some(c.witness());
     }
     let runtime = Runtime::new(runtime_config);
+    let acting = Acting::new();
     let standby = match &cluster {
-        Some(c) => Some(standby::serve_until_promoted(c, &config, &mut claimed, &runtime).await?),
+        Some(c) => {
+            let warm = acting.keep_warm(&config, &claimed.store, &runtime);
+            let standby = standby::serve_until_promoted(c, &config, &mut claimed, &runtime).await;
+            match standby {
+                Ok(standby) => Some((standby, warm)),
+                Err(e) => {
+                    acting.stop.cancel();
+                    return Err(e);
+                }
+            }
+        }
         None => None,
     };
-    let master = act(config, clock, claimed, runtime, cluster).await;
+    let (standby, warm) = standby.unzip();
+    let master = act(config, clock, claimed, runtime, cluster, acting, warm).await;
     if let Some(standby) = standby {
         standby.stop().await;
     }
     master
+}
+
+/// The acting master's stop and tasks, made before it acts: a hot
+/// STANDBY's reconciler runs on them already.
+struct Acting {
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Acting {
+    fn new() -> Self {
+        Self {
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// A STANDBY's reconciler: the master's own systems loaded, none
+    /// started, kept current with the store until promotion.
+    fn keep_warm(&self, config: &Config, store: &Store, runtime: &Runtime) -> Reconciler {
+        let dir = config.modules_dir.clone();
+        let reconciler = Reconciler::new(Scope::Standby, store.clone(), runtime.clone(), dir);
+        self.tasks.spawn(reconciler.clone().run(self.stop.clone()));
+        reconciler
+    }
 }
 
 /// What a master does once it acts (at once when alone, on promotion in a
@@ -118,6 +154,8 @@ async fn act(
     claimed: Claimed,
     runtime: Runtime,
     cluster: Option<Cluster>,
+    Acting { stop, tasks }: Acting,
+    warm: Option<Reconciler>,
 ) -> Result<Master, RunError> {
     #[rustfmt::skip]
     let Claimed { lock, api_listener, listener, link, link_addr, store } = claimed;
@@ -125,17 +163,24 @@ async fn act(
     let feed_from = store.last_seq().await?;
     let plan = boot::plan_master(&store).await?;
     log_plan(&plan);
-    let stop = CancellationToken::new();
-    let tasks = TaskTracker::new();
     // The master's own systems run before any edge can connect.
-    let dir = config.modules_dir.clone();
-    let reconciler = Reconciler::start(Scope::Master, &store, &runtime, dir, &stop, &tasks).await;
+    let reconciler = match warm {
+        Some(warm) => {
+            warm.promote();
+            warm.settle().await;
+            warm
+        }
+        None => {
+            let dir = config.modules_dir.clone();
+            Reconciler::start(Scope::Master, &store, &runtime, dir, &stop, &tasks).await
+        }
+    };
 
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let registry = Registry::new(events_tx);
     let (edge_events, _) = tokio::sync::broadcast::channel(1024);
     let parts = (&store, &runtime, &reconciler);
     let control = control_loop(&config, parts, clock.clone(), &stop, &tasks);
+    let (links, _) = tokio::sync::broadcast::channel(256);
+    let registry = Registry::new(control.link_events(links.clone()));
     let expected: Vec<Uuid> = plan.edges.iter().map(|e| e.id).collect();
     control.resume(&expected).await?; // held sites run before edges connect
 
@@ -143,12 +188,8 @@ async fn act(
     let (handler, edge_status) =
         link_handler(&config, &store, &runtime, &control, &clock, &edge_events);
     let handler = handler.with_sync_facts(sync_facts.clone());
-    let (links, _) = tokio::sync::broadcast::channel(256);
     let keys = StoredKeys(store.clone());
     spawn_link(listener, link, keys, handler, &registry, &stop, &tasks);
-    // Not tracked: it ends when the last sender (held by the registry or the
-    // link loop) is dropped, which may be after the stop has finished.
-    tokio::spawn(control.clone().follow(events_rx, links.clone()));
     spawn_feeds(&config, &store, &registry, &clock, &stop, &tasks);
     tasks.spawn(retain_events(store.clone(), clock, &config, stop.clone()));
     tasks.spawn(control.clone().follow_locations(feed_from, LOCATION_POLL));

@@ -89,7 +89,8 @@ fn serve_link_door(
 ) {
     let mut link = claimed.link.clone();
     link.leadership = cluster.watch();
-    let (events, _) = tokio::sync::mpsc::unbounded_channel();
+    // Nobody reads them: the door registers no link.
+    let (events, _) = tokio::sync::mpsc::channel(1);
     let serve = crate::link::master::serve(
         listener,
         link,

@@ -70,6 +70,11 @@ pub(super) async fn desired(
     // (system, whether its site runs here)
     let mut systems: Vec<(ControlSystem, bool)> = Vec::new();
     match scope {
+        Scope::Standby => {
+            for doc in store.without_owner(Kind::System).await? {
+                systems.push((doc.parse()?, false));
+            }
+        }
         Scope::Master => {
             for doc in store.without_owner(Kind::System).await? {
                 systems.push((doc.parse()?, true));

@@ -61,6 +61,11 @@ const POLL: Duration = Duration::from_millis(500);
 pub enum Scope {
     /// Every system without `edge_id`, plus the systems of held sites.
     Master,
+    /// A hot STANDBY of a cluster: the systems a MASTER runs itself,
+    /// loaded (drivers compiled, `on_load` run) but never started, so no
+    /// device is driven; [`Reconciler::promote`] makes it `Master`, and
+    /// promotion only starts what is already loaded.
+    Standby,
     /// This edge's own systems: loaded always, started while held.
     Edge(Uuid),
 }
@@ -82,7 +87,8 @@ struct State {
 }
 
 struct Inner {
-    scope: Scope,
+    /// Changes once at most: from `Standby` to `Master` on promotion.
+    scope: std::sync::Mutex<Scope>,
     store: Store,
     runtime: Runtime,
     modules_dir: PathBuf,
@@ -121,7 +127,7 @@ impl Drop for Waiting {
 impl Reconciler {
     pub fn new(scope: Scope, store: Store, runtime: Runtime, modules_dir: PathBuf) -> Reconciler {
         Reconciler(Arc::new(Inner {
-            scope,
+            scope: std::sync::Mutex::new(scope),
             store,
             runtime,
             modules_dir,
@@ -189,6 +195,17 @@ impl Reconciler {
         let mut done = self.0.done.subscribe();
         // An error means the reconciler stopped: nothing more will happen.
         let _ = done.wait_for(|d| *d >= want).await;
+    }
+
+    /// A STANDBY's reconciler becomes the MASTER's: its next pass (asked
+    /// for here) starts what the standby kept loaded.
+    pub fn promote(&self) {
+        let mut scope = self.0.scope.lock_unpoisoned();
+        if *scope == Scope::Standby {
+            *scope = Scope::Master;
+            drop(scope);
+            self.poke();
+        }
     }
 
     /// Whether this process controls `location` now (the control loops
@@ -265,7 +282,8 @@ impl Reconciler {
             }
         };
         let held: HashSet<Uuid> = self.0.held.lock_unpoisoned().clone();
-        let desired = match diff::desired(&self.0.store, self.0.scope, &held).await {
+        let scope = *self.0.scope.lock_unpoisoned();
+        let desired = match diff::desired(&self.0.store, scope, &held).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the documents; next pass retries");

@@ -370,7 +370,7 @@ async fn a_failsafe_node_waits_for_an_expired_holder_that_still_acts() {
         probe: Some(holder.clone()),
     };
     let stop = tokio_util::sync::CancellationToken::new();
-    let (tx, _events) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, _events) = tokio::sync::mpsc::channel(16);
     tokio::spawn(outpost::link::master::serve(
         listener,
         cfg,

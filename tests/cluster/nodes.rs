@@ -83,6 +83,16 @@ pub(crate) async fn get_ok(node: &Node, path: &str) -> String {
     answer
 }
 
+/// A node's own `outpost_modules{state=…}` gauge (a standby answers
+/// `/metrics` itself).
+async fn modules(node: &Node, state: &str) -> Option<u64> {
+    let (_, text) = get(node.api, "/metrics", Some(ADMIN_KEY)).await?;
+    let series = format!("outpost_modules{{state=\"{state}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 pub(crate) async fn history_terms(node: &Node) -> Vec<(String, i64, String)> {
     let body = get_ok(node, "/api/v1/ha/history").await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -154,9 +164,16 @@ async fn kill_9_of_the_master_promotes_a_standby_which_drives_the_projector() {
         sim.connections() == 1
     })
     .await;
+    // Hot standby: the projector's module is loaded there, not started.
+    let other = 1 - m;
+    eventually(20, "the standby to load the MASTER's module", async || {
+        modules(&nodes[other], "loaded").await == Some(1)
+    })
+    .await;
+    assert_eq!(modules(&nodes[other], "running").await, Some(0));
+    assert_eq!(sim.connections(), 1, "the standby drove the projector");
     let old_term = history_terms(&nodes[m]).await[0].1;
     nodes[m].kill().await;
-    let other = 1 - m;
     eventually(20, "the standby to become MASTER", async || {
         nodes[other].state().await.as_deref() == Some("MASTER")
     })
@@ -170,6 +187,7 @@ async fn kill_9_of_the_master_promotes_a_standby_which_drives_the_projector() {
         sim.connections() == 1
     })
     .await;
+    assert_eq!(modules(&nodes[other], "running").await, Some(1));
     let (status, body) = send(
         nodes[other].api,
         "POST",

@@ -262,7 +262,7 @@ impl CtxExt for RequestCtx {
 pub struct Master {
     pub addr: SocketAddr,
     pub registry: Registry,
-    pub events: mpsc::UnboundedReceiver<MasterLinkEvent>,
+    pub events: mpsc::Receiver<MasterLinkEvent>,
     pub shutdown: CancellationToken,
     pub handler: Arc<TestHandler>,
     pub task: tokio::task::JoinHandle<()>,
@@ -328,7 +328,8 @@ pub async fn start_master(certs: &Certs, opts: MasterOpts) -> Master {
         leadership: outpost::control::leadership::alone_watch(),
         probe: opts.probe,
     };
-    let (tx, events) = mpsc::unbounded_channel();
+    // Far above what a test raises: the registry's sink is bounded.
+    let (tx, events) = mpsc::channel(4096);
     let registry = Registry::new(tx);
     let shutdown = CancellationToken::new();
     let handler = Arc::new(opts.handler);
