@@ -3,7 +3,10 @@
 //! every write, and every read whose answer is the acting node's live
 //! state (a device's status, a module's runtime state, an edge's link).
 //! By default the request is proxied to the MASTER's `advertise_api`
-//! (method, path, query, body and the caller's key kept); with
+//! (method, path, query, body and the caller's key kept), once this node
+//! has checked the key itself (a wrong one is answered 401 here and
+//! throttled by the caller's address, not counted at the MASTER against
+//! this node's, which every proxied request shares); with
 //! `redirect_to_master` it is answered 307 to the same path there. With no
 //! MASTER known, or one that does not answer, 503 with `Retry-After`.
 //!
@@ -97,6 +100,14 @@ pub(super) async fn gate(State(s): State<Arc<ApiState>>, req: Request, next: Nex
     let redirect = s.ops.as_ref().is_some_and(|o| o.redirect_to_master);
     if redirect {
         return temporary_redirect(&base, req.uri());
+    }
+    // Every request handed on needs a key (all writes and live reads do).
+    // It is checked here, where the caller's address is known, so a wrong
+    // key is throttled per caller and never counted at the MASTER against
+    // this node's address, which all proxied requests share.
+    let ip = super::auth::client_ip(req.extensions());
+    if let Err(e) = super::auth::authenticate(&s, ip, super::auth::bearer(req.headers())).await {
+        return e.into_response();
     }
     match forward(&base, req).await {
         Ok(answer) => answer,

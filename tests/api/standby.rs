@@ -128,16 +128,25 @@ async fn a_standby_serves_reads_and_hands_writes_to_the_master() {
     let sites = call(node.addr, &key, "GET", "/api/v1/sites", None).await;
     assert_eq!(sites.status, 200, "{}", sites.body);
     assert!(sites.body.contains(&id), "{}", sites.body);
-    // The MASTER judges the key: a wrong one is refused there.
-    let refused = call(
-        node.addr,
-        &"x".repeat(40),
-        "POST",
-        "/api/v1/edges",
-        Some(&edge),
-    )
-    .await;
-    assert_eq!(refused.status, 401, "{}", refused.body);
+    // The standby judges the key before it hands anything on: a wrong one
+    // is refused there, throttled by the caller's address, and never
+    // reaches the MASTER (whose throttle would count it against the
+    // standby's address, shared by every proxied call).
+    for _ in 0..3 {
+        let refused = call(
+            node.addr,
+            &"x".repeat(40),
+            "POST",
+            "/api/v1/edges",
+            Some(&edge),
+        )
+        .await;
+        assert_eq!(refused.status, 401, "{}", refused.body);
+        assert_eq!(refused.header("x-outpost-proxied"), None);
+    }
+    let missing = request(node.addr, "POST", "/api/v1/edges", &[], Some(&edge)).await;
+    assert_eq!(missing.status, 401, "{}", missing.body);
+    assert_eq!(missing.header("x-outpost-proxied"), None);
 
     // With redirect_to_master: 307 to the same path and query at the MASTER.
     let (redirecting, runtime2) = standby(&site, "standby-redirect", &key, true, rx).await;
