@@ -14,7 +14,9 @@
 //! Run: `cargo bench --bench api` (needs `wrk` on the PATH: `apt-get
 //! install -y wrk`). BENCH_SECS (default 10) per target, BENCH_CONNS
 //! (default 32) connections, BENCH_THREADS (default 1) wrk threads,
-//! BENCH_ONLY=a|b|c one target (for profiling), BENCH_DRIVER_THREADS
+//! BENCH_ONLY=a|b|c one target (for profiling; skips the paced run),
+//! BENCH_PACED_CONNS (4) and BENCH_PACED_MS (10) the paced run of (a) and
+//! (b) at a device-realistic rate (latency, not throughput), BENCH_DRIVER_THREADS
 //! (default: the configuration's) the driver executor's threads (0: none).
 
 #![allow(
@@ -118,6 +120,7 @@ async fn seed_replica(master: &Config, edge: &Config) {
 
 struct Figures {
     rps: f64,
+    p50_ms: f64,
     p99_ms: f64,
     requests: u64,
     errors: u64,
@@ -130,16 +133,25 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer KEY"
 done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format("RESULT %d %d %d %d\n", summary.requests, summary.duration,
-    latency:percentile(99), e.connect + e.read + e.write + e.status + e.timeout))
+  io.write(string.format("RESULT %d %d %d %d %d\n", summary.requests, summary.duration,
+    latency:percentile(99), e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50)))
 end
 "#;
 
-async fn wrk(script: &Path, url: &str) -> Figures {
+/// The paced run: each connection waits this long (ms) before each
+/// request, as a room's panels and schedules do, instead of a closed loop.
+const PACE: &str = r#"
+function delay()
+  return PACE_MS
+end
+"#;
+
+async fn wrk(script: &Path, url: &str, conns: u64) -> Figures {
     let secs = env_u64("BENCH_SECS", 10);
     let out = tokio::process::Command::new("wrk")
         .arg(format!("-t{}", env_u64("BENCH_THREADS", 1)))
-        .arg(format!("-c{}", env_u64("BENCH_CONNS", 32)))
+        .arg(format!("-c{conns}"))
         .arg(format!("-d{secs}s"))
         .arg("--timeout")
         .arg("10s")
@@ -160,10 +172,41 @@ async fn wrk(script: &Path, url: &str) -> Figures {
         .collect();
     Figures {
         rps: n[0] as f64 / (n[1] as f64 / 1e6),
+        p50_ms: n[4] as f64 / 1e3,
         p99_ms: n[2] as f64 / 1e3,
         requests: n[0],
         errors: n[3],
     }
+}
+
+/// (a) and (b) at a device-realistic rate: BENCH_PACED_CONNS (4)
+/// connections, each sending a request every BENCH_PACED_MS (10) ms after
+/// the last answer; what matters there is the latency a caller sees.
+async fn paced(dir: &Path, admin: &str, targets: &[(&str, String)]) {
+    let (conns, pace) = (
+        env_u64("BENCH_PACED_CONNS", 4),
+        env_u64("BENCH_PACED_MS", 10),
+    );
+    let script = dir.join("paced.lua");
+    let text = SCRIPT.replace("KEY", admin) + &PACE.replace("PACE_MS", &pace.to_string());
+    std::fs::write(&script, text).unwrap();
+    println!("paced: {conns} connections, one request each per {pace} ms after the last answer");
+    let mut figures = Vec::new();
+    for (name, url) in targets {
+        let f = wrk(&script, url, conns).await;
+        println!(
+            "{name:<48} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  ({} requests, {} errors)",
+            f.rps, f.p50_ms, f.p99_ms, f.requests, f.errors
+        );
+        assert_eq!(f.errors, 0, "{name}: every request must succeed");
+        figures.push(f);
+    }
+    println!(
+        "paced ratios: (a)/(b) throughput = {:.2}, latency (b)/(a) p50 = {:.2}, p99 = {:.2}",
+        figures[0].rps / figures[1].rps,
+        figures[1].p50_ms / figures[0].p50_ms,
+        figures[1].p99_ms / figures[0].p99_ms,
+    );
 }
 
 fn main() {
@@ -272,10 +315,10 @@ async fn run() {
         {
             continue;
         }
-        let f = wrk(&script, url).await;
+        let f = wrk(&script, url, env_u64("BENCH_CONNS", 32)).await;
         println!(
-            "{name:<48} {:>9.0} req/s  p99 {:>7.2} ms  ({} requests, {} errors)",
-            f.rps, f.p99_ms, f.requests, f.errors
+            "{name:<48} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  ({} requests, {} errors)",
+            f.rps, f.p50_ms, f.p99_ms, f.requests, f.errors
         );
         assert_eq!(f.errors, 0, "{name}: every request must succeed");
         figures.push(f);
@@ -287,6 +330,9 @@ async fn run() {
             figures[1].rps / figures[2].rps,
             figures[0].rps / figures[2].rps
         );
+    }
+    if only.is_none() {
+        paced(dir, &admin, &targets[..2]).await;
     }
     edge.stop().await;
     master.stop().await;
