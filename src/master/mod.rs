@@ -144,6 +144,24 @@ impl Acting {
         self.tasks.spawn(reconciler.clone().run(self.stop.clone()));
         reconciler
     }
+
+    /// The acting master's reconciler, after its first pass: the standby's
+    /// promoted, or a new one.
+    async fn reconciler(
+        &self,
+        warm: Option<Reconciler>,
+        config: &Config,
+        store: &Store,
+        runtime: &Runtime,
+    ) -> Reconciler {
+        if let Some(warm) = warm {
+            warm.promote();
+            warm.settle().await;
+            return warm;
+        }
+        let dir = config.modules_dir.clone();
+        Reconciler::start(Scope::Master, store, runtime, dir, &self.stop, &self.tasks).await
+    }
 }
 
 /// What a master does once it acts (at once when alone, on promotion in a
@@ -154,7 +172,7 @@ async fn act(
     claimed: Claimed,
     runtime: Runtime,
     cluster: Option<Cluster>,
-    Acting { stop, tasks }: Acting,
+    acting: Acting,
     warm: Option<Reconciler>,
 ) -> Result<Master, RunError> {
     #[rustfmt::skip]
@@ -164,17 +182,8 @@ async fn act(
     let plan = boot::plan_master(&store).await?;
     log_plan(&plan);
     // The master's own systems run before any edge can connect.
-    let reconciler = match warm {
-        Some(warm) => {
-            warm.promote();
-            warm.settle().await;
-            warm
-        }
-        None => {
-            let dir = config.modules_dir.clone();
-            Reconciler::start(Scope::Master, &store, &runtime, dir, &stop, &tasks).await
-        }
-    };
+    let reconciler = acting.reconciler(warm, &config, &store, &runtime).await;
+    let Acting { stop, tasks } = acting;
 
     let (edge_events, _) = tokio::sync::broadcast::channel(1024);
     let parts = (&store, &runtime, &reconciler);
