@@ -153,6 +153,8 @@ fn spawn_link(
     let wake = Arc::new(tokio::sync::Notify::new());
     let (link, handler) = link_parts(config, edge_id, runtime, store, control, &wake)?;
     let stood_down = (store.clone(), link.stand_down.clone());
+    // Unbounded but paced: only the connect loop sends, a few events per
+    // attempt, and attempts wait `reconnect_ms` (ARCHITECTURE.md).
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (peer_tx, peer_rx) = tokio::sync::watch::channel(None);
     tasks.spawn(crate::link::edge::run(
