@@ -900,8 +900,8 @@ fn encode_response(id: u64, result: &Result<ResponseBody, WireError>, max: usize
 
 /// Liveness checks per heartbeat. A check only reads two flags per link,
 /// so checking more often than frames are sent costs next to nothing, and
-/// it bounds how late a dead peer is declared: `dead_after` plus one check
-/// interval (with the defaults, 3.25 s after the last frame's check).
+/// it bounds how late a dead peer is declared: at most one check interval
+/// (a quarter heartbeat) past `dead_after` after its last frame.
 const LIVENESS_CHECKS: u32 = 4;
 
 /// How often liveness is checked (and a keepalive considered).
@@ -925,8 +925,8 @@ fn keepalive_after(timing: &LinkTiming) -> u32 {
 /// Liveness for many links at once: one timer instead of one per link.
 ///
 /// Four times a `heartbeat` it looks at each link: a link with no frame
-/// for `dead_after` is closed as dead; a link that wrote nothing for the
-/// last `dead_after - 2 × heartbeat` gets a keepalive `Ping`, so its peer hears
+/// for `dead_after` is closed as dead; a link that wrote nothing since its
+/// last keepalive `dead_after - heartbeat` ago gets a `Ping`, so its peer hears
 /// from it well within `dead_after`, with no timer per link and nothing at
 /// all while other frames flow. It is a ping, which the edge answers, so
 /// the master hears the edge within the master's `dead_after` even when the
