@@ -3,7 +3,9 @@
 //! `cargo bench --bench link` runs both parts:
 //! - `rpc`: exec round trips on one TLS link (1 and 256 in flight, and a
 //!   fixed 20,000 requests/s), against a raw TLS ping-pong of the same
-//!   payload (the floor) and tarpc over the same kind of TLS stream.
+//!   payload (the floor), the same ping-pong doing the link's JSON work per
+//!   request (the floor with JSON: what any JSON RPC must pay, without
+//!   tasks, ids or deadlines) and tarpc over the same kind of TLS stream.
 //! - `edges`: N simulated edges (default 10,000; `OUTPOST_BENCH_EDGES`) in a
 //!   child process (this binary re-invoked as `edge-sim`), from several
 //!   127.0.0.x source addresses, held by one master: connect storm time,
@@ -216,7 +218,8 @@ fn rpc() {
             }
         };
         // Raw TLS floor and tarpc, same payload, same kind of socket.
-        let raw_addr = raw_server(&certs).await;
+        let raw_addr = raw_server(&certs, Ok).await;
+        let json_addr = raw_server(&certs, answer_as_the_link_does).await;
         let tarpc_client = tarpc_pair(&certs).await;
         let tcall = move || {
             let c = tarpc_client.clone();
@@ -235,14 +238,16 @@ fn rpc() {
             println!("### {inflight} in flight ({rounds} interleaved rounds of {dur:?})");
             closed_loop(inflight, Duration::from_millis(300), call.clone()).await;
             closed_loop(inflight, Duration::from_millis(300), tcall.clone()).await;
-            let mut all: [Vec<Stats>; 3] = Default::default();
+            let mut all: [Vec<Stats>; 4] = Default::default();
             for _ in 0..rounds {
                 all[0].push(closed_loop(inflight, dur, call.clone()).await);
-                all[1].push(raw_floor(&certs, raw_addr, payload_len, inflight, dur).await);
+                all[1].push(raw_floor(&certs, raw_addr, Floor::Bytes(payload_len), inflight, dur).await);
                 all[2].push(closed_loop(inflight, dur, tcall.clone()).await);
+                all[3].push(raw_floor(&certs, json_addr, Floor::Json, inflight, dur).await);
             }
             let mut res = Vec::new();
-            for (name, runs) in ["outpost link", "raw TLS ping-pong (floor)", "tarpc over TLS (json)"].iter().zip(all) {
+            let names = ["outpost link", "raw TLS ping-pong (floor)", "tarpc over TLS (json)", "floor with the link's JSON"];
+            for (name, runs) in names.iter().zip(all) {
                 let mut rates: Vec<f64> = runs.iter().map(Stats::rps).collect();
                 rates.sort_by(f64::total_cmp);
                 let median = rates[rates.len() / 2];
@@ -260,7 +265,7 @@ fn rpc() {
                 );
                 res.push((median, p50, p99));
             }
-            let (l, r, t) = (res[0], res[1], res[2]);
+            let (l, r, t, j) = (res[0], res[1], res[2], res[3]);
             println!(
                 "  ratios: link/floor throughput {:.2}, p50 {:.2}x, p99 {:.2}x; link/tarpc throughput {:.2}, p50 {:.2}x, p99 {:.2}x",
                 l.0 / r.0,
@@ -269,6 +274,11 @@ fn rpc() {
                 l.0 / t.0,
                 l.1.as_secs_f64() / t.1.as_secs_f64(),
                 l.2.as_secs_f64() / t.2.as_secs_f64(),
+            );
+            println!(
+                "  link/(floor with JSON) throughput {:.2}; (floor with JSON)/floor {:.2}",
+                l.0 / j.0,
+                j.0 / r.0,
             );
         }
 
@@ -486,9 +496,36 @@ impl LinkBench {
     }
 }
 
+/// What the link's edge does with an exec frame, without the link: decode
+/// the envelope, parse the body, answer the echo's value, encode.
+fn answer_as_the_link_does(frame: Bytes) -> Result<Bytes, std::io::Error> {
+    use outpost::proto::{Frame, frame};
+    let bad = |e: String| std::io::Error::other(e);
+    let Ok(Frame::Request { id, body, .. }) = frame::decode_sliced(&frame) else {
+        return Err(bad("not a request".into()));
+    };
+    let result = match frame::parse_request(body).map_err(|e| bad(e.to_string()))? {
+        Ok(RequestBody::Exec { args, .. }) => Ok(ResponseBody::Value { value: args }),
+        Ok(_) => Ok(ResponseBody::Done),
+        Err(e) => Err(e),
+    };
+    frame::encode(
+        &Frame::<(), _, ()>::Response {
+            id,
+            result: &result,
+        },
+        1 << 20,
+    )
+    .map_err(|e| bad(e.to_string()))
+}
+
 /// The floor: a TLS echo server with length-delimited frames and batched
-/// writes, no envelope, no dispatch.
-async fn raw_server(certs: &certs::DevCerts) -> SocketAddr {
+/// writes, no envelope, no dispatch; or, with `answer`, each frame
+/// answered by that function instead of echoed.
+async fn raw_server(
+    certs: &certs::DevCerts,
+    answer: fn(Bytes) -> Result<Bytes, std::io::Error>,
+) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let acceptor =
@@ -502,12 +539,14 @@ async fn raw_server(certs: &certs::DevCerts) -> SocketAddr {
                 let tls = acceptor.accept(s).await.unwrap();
                 let mut framed = Framed::new(tls, LengthDelimitedCodec::new());
                 while let Some(Ok(f)) = framed.next().await {
-                    if framed.feed(f.freeze()).await.is_err() {
+                    let Ok(a) = answer(f.freeze()) else { return };
+                    if framed.feed(a).await.is_err() {
                         return;
                     }
                     // Echo everything already buffered before one flush.
                     while let Some(Some(Ok(f))) = framed.next().now_or_never() {
-                        if framed.feed(f.freeze()).await.is_err() {
+                        let Ok(a) = answer(f.freeze()) else { return };
+                        if framed.feed(a).await.is_err() {
                             return;
                         }
                     }
@@ -524,12 +563,54 @@ async fn raw_server(certs: &certs::DevCerts) -> SocketAddr {
     addr
 }
 
+/// What the floor's client sends and checks.
+#[derive(Clone, Copy)]
+enum Floor {
+    /// Frames of this many bytes, echoed.
+    Bytes(usize),
+    /// Exec requests encoded, and their answers parsed, as the link's
+    /// caller does (`exec()` built per request, the result parsed).
+    Json,
+}
+
+impl Floor {
+    fn request(self, filler: &Bytes) -> Bytes {
+        use outpost::proto::{Frame, frame};
+        match self {
+            Floor::Bytes(_) => filler.clone(),
+            Floor::Json => frame::encode(
+                &Frame::<_, (), ()>::Request {
+                    id: 1,
+                    deadline_ms: 10_000,
+                    body: &exec(),
+                },
+                1 << 20,
+            )
+            .unwrap(),
+        }
+    }
+
+    fn check(self, answer: &[u8]) {
+        use outpost::proto::{Frame, frame};
+        match self {
+            Floor::Bytes(len) => assert_eq!(answer.len(), len),
+            Floor::Json => {
+                let Ok(Frame::Response { result, .. }) = frame::decode_sliced(answer) else {
+                    panic!("not a response");
+                };
+                let value = frame::parse_result(result).unwrap().unwrap();
+                assert!(matches!(value, ResponseBody::Value { .. }));
+            }
+        }
+    }
+}
+
 /// One task pipelining `inflight` frames (echo is FIFO, so a queue of send
 /// times gives each latency).
 async fn raw_floor(
     certs: &certs::DevCerts,
     addr: SocketAddr,
-    len: usize,
+    floor: Floor,
     inflight: usize,
     dur: Duration,
 ) -> Stats {
@@ -542,7 +623,10 @@ async fn raw_floor(
         .await
         .unwrap();
     let mut framed = Framed::new(tls, LengthDelimitedCodec::new());
-    let payload = Bytes::from(vec![b'x'; len]);
+    let filler = match floor {
+        Floor::Bytes(len) => Bytes::from(vec![b'x'; len]),
+        Floor::Json => Bytes::new(),
+    };
     let mut sent: VecDeque<Instant> = VecDeque::with_capacity(inflight);
     let mut lat = Vec::with_capacity(1 << 20);
     let start = Instant::now();
@@ -551,7 +635,7 @@ async fn raw_floor(
         let now = Instant::now();
         if now < end {
             while sent.len() < inflight {
-                framed.feed(payload.clone()).await.unwrap();
+                framed.feed(floor.request(&filler)).await.unwrap();
                 sent.push_back(Instant::now());
             }
             futures_util::SinkExt::<Bytes>::flush(&mut framed)
@@ -561,9 +645,10 @@ async fn raw_floor(
             break;
         }
         let f = framed.next().await.unwrap().unwrap();
-        assert_eq!(f.len(), len);
+        floor.check(&f);
         lat.push(sent.pop_front().unwrap().elapsed());
-        while let Some(Some(Ok(_))) = framed.next().now_or_never() {
+        while let Some(Some(Ok(f))) = framed.next().now_or_never() {
+            floor.check(&f);
             lat.push(sent.pop_front().unwrap().elapsed());
         }
     }

@@ -20,8 +20,9 @@ fuzz_target!(|data: &[u8]| {
             match codec.decode(&mut buf) {
                 Ok(Some(f)) => {
                     assert!(f.len() <= 4096);
-                    if let Ok(Frame::Request { body, .. }) = frame::decode(&f) {
-                        let _ = frame::parse_request(&body);
+                    // The link reader's decoder, then its body parser.
+                    if let Ok(Frame::Request { body, .. }) = frame::decode_sliced(&f) {
+                        let _ = frame::parse_request(body);
                     }
                 }
                 Ok(None) => break,
@@ -29,7 +30,8 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    if let Ok(Frame::Response { result, .. }) = frame::decode(rest) {
-        let _ = frame::parse_result(&result);
+    if let Ok(Frame::Response { result, .. }) = frame::decode_sliced(rest) {
+        let _ = frame::parse_result(result);
+        let _ = frame::raw_value(result);
     }
 });

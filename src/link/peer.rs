@@ -176,7 +176,7 @@ pub enum CallError {
     BadResponse(String),
 }
 
-type Pending = Mutex<HashMap<u64, oneshot::Sender<Box<RawValue>>>>;
+type Pending = Mutex<HashMap<u64, oneshot::Sender<Bytes>>>;
 /// Requests being served, by id: the task and the generation of its slot
 /// (an id may be reused after a Cancel before the old task is gone).
 type Running = Arc<Mutex<HashMap<u64, (AbortHandle, u64)>>>;
@@ -258,7 +258,7 @@ impl Peer {
             match frame::parse_result(&raw) {
                 Ok(Ok(body)) => Ok(body),
                 Ok(Err(e)) => Err(remote(e)),
-                Err(e) => Err(CallError::BadResponse(e.to_string())),
+                Err(e) => Err(self.bad_response(&raw, e)),
             }
         })
         .await
@@ -284,10 +284,19 @@ impl Peer {
                     "expected a value, got {other:?}"
                 ))),
                 Ok(Err(e)) => Err(remote(e)),
-                Err(e) => Err(CallError::BadResponse(e.to_string())),
+                Err(e) => Err(self.bad_response(&raw, e)),
             }
         })
         .await
+    }
+
+    /// A result its caller cannot use. One that is not even JSON breaks
+    /// the protocol, as a malformed envelope does, and cuts the link.
+    fn bad_response(&self, raw: &[u8], e: serde_json::Error) -> CallError {
+        if let Err(malformed) = frame::check_json(raw) {
+            self.close(CloseReason::Protocol(malformed.to_string()));
+        }
+        CallError::BadResponse(e.to_string())
     }
 
     /// Runs one call within `deadline` and counts it.
@@ -302,7 +311,7 @@ impl Peer {
         Fut: Future<Output = Result<T, CallError>>,
     {
         let start = Instant::now();
-        let result = match tokio::time::timeout(deadline, call(start)).await {
+        let result = match tokio::time::timeout_at(start + deadline, call(start)).await {
             Ok(r) => r,
             Err(_) => Err(CallError::DeadlineExceeded),
         };
@@ -320,13 +329,14 @@ impl Peer {
         result
     }
 
-    /// Sends one request and waits for its raw result.
+    /// Sends one request and waits for its result, unparsed (a slice of
+    /// the frame it came in).
     async fn call<B: serde::Serialize + Sync>(
         &self,
         body: &B,
         start: Instant,
         deadline: Duration,
-    ) -> Result<Box<RawValue>, CallError> {
+    ) -> Result<Bytes, CallError> {
         let s = &*self.0;
         let _permit = tokio::select! {
             biased;
@@ -687,7 +697,7 @@ where
         } else {
             seen = true;
         }
-        if let Err(reason) = dispatch(&payload, peer, handler, running, cfg) {
+        if let Err(reason) = dispatch(payload.freeze(), peer, handler, running, cfg) {
             tracing::warn!(edge = %peer.meta().edge_id, addr = %peer.meta().addr, %reason, "closing link");
             return reason;
         }
@@ -708,25 +718,35 @@ fn read_error(e: std::io::Error) -> CloseReason {
 }
 
 fn dispatch<H: Handler>(
-    payload: &[u8],
+    payload: Bytes,
     peer: &Peer,
     handler: &Arc<H>,
     running: &Running,
     cfg: &PeerConfig,
 ) -> Result<(), CloseReason> {
-    let frame =
-        frame::decode_borrowed(payload).map_err(|e| CloseReason::Protocol(e.to_string()))?;
+    let frame = frame::decode_sliced(&payload).map_err(protocol_error)?;
     match frame {
         Frame::Request {
             id,
             deadline_ms,
             body,
-        } => start_request(id, deadline_ms, body, peer, handler, running, cfg)?,
+        } => {
+            let body = Body {
+                payload: &payload,
+                body,
+            };
+            start_request(id, deadline_ms, body, peer, handler, running, cfg)?
+        }
         Frame::Response { id, result } => {
             let tx = peer.0.pending.lock_unpoisoned().remove(&id);
-            // No entry: the caller gave up; the late answer is dropped.
-            if let Some(tx) = tx {
-                let _ = tx.send(result.to_owned());
+            // The caller parses what it gets. No caller (it gave up): the
+            // late answer is dropped, once it is known to be JSON.
+            let unread = match tx {
+                Some(tx) => tx.send(payload.slice_ref(result)).err(),
+                None => Some(payload.slice_ref(result)),
+            };
+            if let Some(result) = unread {
+                frame::check_json(&result).map_err(protocol_error)?;
             }
         }
         Frame::Cancel { id } => {
@@ -734,9 +754,10 @@ fn dispatch<H: Handler>(
                 h.abort();
             }
         }
-        Frame::Event { body } => match serde_json::from_str::<EventBody>(body.get()) {
+        Frame::Event { body } => match serde_json::from_slice::<EventBody>(body) {
             Ok(body) => handler.event(peer, body),
             Err(e) => {
+                frame::check_json(body).map_err(protocol_error)?;
                 tracing::debug!(edge = %peer.meta().edge_id, error = %e, "ignoring unknown event")
             }
         },
@@ -753,9 +774,20 @@ fn dispatch<H: Handler>(
     Ok(())
 }
 
+fn protocol_error(e: FrameError) -> CloseReason {
+    CloseReason::Protocol(e.to_string())
+}
+
+/// A request's body: its bytes, within the frame that brought it (which a
+/// large body keeps alive until its task parses it, instead of a copy).
+struct Body<'a> {
+    payload: &'a Bytes,
+    body: &'a [u8],
+}
+
 /// Bodies up to this size are parsed by the reader, on the spot; a larger
-/// one is copied and parsed by its own task, so that a big request never
-/// holds up the frames behind it.
+/// one is parsed by its own task, so that a big request never holds up the
+/// frames behind it.
 const PARSE_INLINE: usize = 16 * 1024;
 
 /// Admits one request and runs its handler: first on the reader, once, so
@@ -769,7 +801,7 @@ const PARSE_INLINE: usize = 16 * 1024;
 fn start_request<H: Handler>(
     id: u64,
     deadline_ms: u64,
-    body: &RawValue,
+    body: Body<'_>,
     peer: &Peer,
     handler: &Arc<H>,
     running: &Running,
@@ -794,10 +826,10 @@ fn start_request<H: Handler>(
         }
         SLOT_GENERATION.fetch_add(1, Ordering::Relaxed)
     };
-    let body = if body.get().len() <= PARSE_INLINE {
-        Incoming::Parsed(frame::parse_request(body))
+    let body = if body.body.len() <= PARSE_INLINE {
+        Incoming::Parsed(frame::parse_request(body.body).map_err(protocol_error)?)
     } else {
-        Incoming::Raw(body.to_owned())
+        Incoming::Raw(body.payload.slice_ref(body.body))
     };
     let slot = Slot {
         running: running.clone(),
@@ -828,7 +860,7 @@ fn start_request<H: Handler>(
 /// A request body as the reader hands it to the handler's task.
 enum Incoming {
     Parsed(Result<RequestBody, WireError>),
-    Raw(Box<RawValue>),
+    Raw(Bytes),
 }
 
 async fn run_handler<H: Handler>(
@@ -842,7 +874,10 @@ async fn run_handler<H: Handler>(
     let id = slot.id;
     let body = match body {
         Incoming::Parsed(body) => body,
-        Incoming::Raw(raw) => frame::parse_request(&raw),
+        Incoming::Raw(raw) => match frame::parse_request(&raw) {
+            Ok(body) => body,
+            Err(e) => return peer.close(protocol_error(e)),
+        },
     };
     let result = match body {
         Ok(body) => {

@@ -394,6 +394,70 @@ async fn unknown_kinds_get_typed_errors_and_malformed_frames_close_the_link() {
     m.stop().await;
 }
 
+/// The reader finds the body of an envelope in the shape our encoder
+/// writes without reading it (`frame::decode_sliced`); a body there that is
+/// not JSON must still cut the link, wherever it is parsed: a request's by
+/// the reader, a response's by its caller or, with none, by the reader, an
+/// event's by the reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_that_are_not_json_close_the_link() {
+    let certs = dev_certs();
+    let id = EdgeIdentity::new();
+    let mut m = start_master(&certs, MasterOpts::new(keys(&[&id]))).await;
+    let frames: [&[u8]; 4] = [
+        br#"{"Request":{"id":1,"deadline_ms":5000,"body":{"kind":"exec",}}}"#,
+        br#"{"Response":{"id":77,"result":{"Ok":}}}"#,
+        br#"{"Event":{"body":{"kind":"debug"}}}}"#,
+        b"{\"Request\":{\"id\":1,\"deadline_ms\":5000,\"body\":{\"kind\":\"st\xffatus\"}}}",
+    ];
+    for frame in frames {
+        let mut s = raw_edge(&certs, m.addr, &id).await;
+        let (_, session, _) = m.next_up().await;
+        send_raw(&mut s, frame).await;
+        assert!(closed_by_peer(&mut s).await);
+        let (_, lost, reason) = m.next_lost().await;
+        assert_eq!(lost, session);
+        assert!(
+            matches!(reason, CloseReason::Protocol(ref r) if r.contains("malformed")),
+            "{}: {reason}",
+            String::from_utf8_lossy(frame)
+        );
+    }
+
+    // A response with a caller waiting: the caller gets an error, and the
+    // link is cut all the same.
+    let mut s = raw_edge(&certs, m.addr, &id).await;
+    let (_, session, _) = m.next_up().await;
+    let to_edge = m.registry.peer(id.id).unwrap();
+    let call = tokio::spawn(async move {
+        let body = RequestBody::Status {
+            module: "m".into(),
+            key: None,
+        };
+        to_edge.request(body, Duration::from_secs(30)).await
+    });
+    let request = read_frame(&mut s).await;
+    let asked = request["Request"]["id"].as_u64().unwrap();
+    send_raw(
+        &mut s,
+        format!(r#"{{"Response":{{"id":{asked},"result":{{"Ok":}}}}}}"#).as_bytes(),
+    )
+    .await;
+    let answer = call.await.unwrap();
+    assert!(
+        matches!(answer, Err(CallError::BadResponse(_))),
+        "{answer:?}"
+    );
+    assert!(closed_by_peer(&mut s).await);
+    let (_, lost, reason) = m.next_lost().await;
+    assert_eq!(lost, session);
+    assert!(
+        matches!(reason, CloseReason::Protocol(ref r) if r.contains("malformed")),
+        "{reason}"
+    );
+    m.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_frames_close_the_link() {
     let certs = dev_certs();

@@ -101,11 +101,11 @@ fn check_roundtrip(msg: &Message) {
         } => Frame::Request {
             id,
             deadline_ms,
-            body: parse_request(&body).unwrap(),
+            body: parse_request(body.get().as_bytes()).unwrap().unwrap(),
         },
         Frame::Response { id, result } => Frame::Response {
             id,
-            result: frame::parse_result(&result).unwrap(),
+            result: frame::parse_result(result.get().as_bytes()).unwrap(),
         },
         Frame::Cancel { id } => Frame::Cancel { id },
         Frame::Event { body } => Frame::Event {
@@ -161,8 +161,15 @@ fn random_and_mutated_input_never_panics() {
                 _ => input.insert(at, rng.u8(..)),
             }
         }
-        if let Ok(Frame::Request { body, .. }) = decode(&input) {
-            let _ = parse_request(&body);
+        match frame::decode_sliced(&input) {
+            Ok(Frame::Request { body, .. }) => {
+                let _ = parse_request(body);
+            }
+            Ok(Frame::Response { result, .. }) => {
+                let _ = frame::parse_result(result);
+                let _ = frame::raw_value(result);
+            }
+            _ => {}
         }
         let _ = handshake::parse_msg(&input);
         if input.len() >= PREFACE_LEN {
