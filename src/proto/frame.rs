@@ -32,6 +32,36 @@ pub enum Frame<Q, R, E> {
     Pong,
 }
 
+impl<Q, R, E> Frame<Q, R, E> {
+    /// The same frame with each body (request, result, event) converted.
+    pub fn map_bodies<Q2, R2, E2>(
+        self,
+        request: impl FnOnce(Q) -> Q2,
+        result: impl FnOnce(R) -> R2,
+        event: impl FnOnce(E) -> E2,
+    ) -> Frame<Q2, R2, E2> {
+        match self {
+            Frame::Request {
+                id,
+                deadline_ms,
+                body,
+            } => Frame::Request {
+                id,
+                deadline_ms,
+                body: request(body),
+            },
+            Frame::Response { id, result: r } => Frame::Response {
+                id,
+                result: result(r),
+            },
+            Frame::Event { body } => Frame::Event { body: event(body) },
+            Frame::Cancel { id } => Frame::Cancel { id },
+            Frame::Ping => Frame::Ping,
+            Frame::Pong => Frame::Pong,
+        }
+    }
+}
+
 /// A fully typed frame.
 pub type Message = Frame<RequestBody, Result<ResponseBody, WireError>, super::EventBody>;
 
@@ -119,27 +149,11 @@ pub fn decode_sliced(payload: &[u8]) -> Result<SlicedFrame<'_>, FrameError> {
     if let Some(frame) = sliced_shortcut(payload) {
         return Ok(frame);
     }
-    Ok(match decode_borrowed(payload)? {
-        Frame::Request {
-            id,
-            deadline_ms,
-            body,
-        } => Frame::Request {
-            id,
-            deadline_ms,
-            body: body.get().as_bytes(),
-        },
-        Frame::Response { id, result } => Frame::Response {
-            id,
-            result: result.get().as_bytes(),
-        },
-        Frame::Event { body } => Frame::Event {
-            body: body.get().as_bytes(),
-        },
-        Frame::Cancel { id } => Frame::Cancel { id },
-        Frame::Ping => Frame::Ping,
-        Frame::Pong => Frame::Pong,
-    })
+    Ok(decode_borrowed(payload)?.map_bodies(raw_bytes, raw_bytes, raw_bytes))
+}
+
+fn raw_bytes(body: &RawValue) -> &[u8] {
+    body.get().as_bytes()
 }
 
 /// The body of an envelope as serde writes it: `{"Request":{"id":1,
@@ -334,27 +348,8 @@ mod tests {
     }
 
     pub(super) fn borrowed_as_sliced(payload: &[u8]) -> Option<SlicedFrame<'_>> {
-        Some(match decode_borrowed(payload).ok()? {
-            Frame::Request {
-                id,
-                deadline_ms,
-                body,
-            } => Frame::Request {
-                id,
-                deadline_ms,
-                body: body.get().as_bytes(),
-            },
-            Frame::Response { id, result } => Frame::Response {
-                id,
-                result: result.get().as_bytes(),
-            },
-            Frame::Event { body } => Frame::Event {
-                body: body.get().as_bytes(),
-            },
-            Frame::Cancel { id } => Frame::Cancel { id },
-            Frame::Ping => Frame::Ping,
-            Frame::Pong => Frame::Pong,
-        })
+        let frame = decode_borrowed(payload).ok()?;
+        Some(frame.map_bodies(raw_bytes, raw_bytes, raw_bytes))
     }
 
     /// The sliced decoder's shortcut finds the same bodies as serde, and

@@ -72,6 +72,18 @@ pub(crate) async fn read_frame(s: &mut TlsStream<TcpStream>) -> serde_json::Valu
 }
 
 /// Reads until the peer closes (or errors); true if it did.
+/// The master cut link `session` as malformed, and its raw edge saw the
+/// connection end.
+async fn cut_as_malformed(m: &mut Master, s: &mut TlsStream<TcpStream>, session: u64) {
+    assert!(closed_by_peer(s).await);
+    let (_, lost, reason) = m.next_lost().await;
+    assert_eq!(lost, session);
+    assert!(
+        matches!(reason, CloseReason::Protocol(ref r) if r.contains("malformed")),
+        "{reason}"
+    );
+}
+
 async fn closed_by_peer(s: &mut TlsStream<TcpStream>) -> bool {
     let mut buf = vec![0u8; 65536];
     loop {
@@ -384,13 +396,7 @@ async fn unknown_kinds_get_typed_errors_and_malformed_frames_close_the_link() {
     assert_eq!(m.registry.len(), 1, "the link survives unknown kinds");
 
     send_raw(&mut s, b"{not json").await;
-    assert!(closed_by_peer(&mut s).await);
-    let (_, lost, reason) = m.next_lost().await;
-    assert_eq!(lost, session);
-    assert!(
-        matches!(reason, CloseReason::Protocol(ref r) if r.contains("malformed")),
-        "{reason}"
-    );
+    cut_as_malformed(&mut m, &mut s, session).await;
     m.stop().await;
 }
 
@@ -413,15 +419,10 @@ async fn bodies_that_are_not_json_close_the_link() {
     for frame in frames {
         let mut s = raw_edge(&certs, m.addr, &id).await;
         let (_, session, _) = m.next_up().await;
+        // Shown with the failure, if any.
+        eprintln!("frame: {}", String::from_utf8_lossy(frame));
         send_raw(&mut s, frame).await;
-        assert!(closed_by_peer(&mut s).await);
-        let (_, lost, reason) = m.next_lost().await;
-        assert_eq!(lost, session);
-        assert!(
-            matches!(reason, CloseReason::Protocol(ref r) if r.contains("malformed")),
-            "{}: {reason}",
-            String::from_utf8_lossy(frame)
-        );
+        cut_as_malformed(&mut m, &mut s, session).await;
     }
 
     // A response with a caller waiting: the caller gets an error, and the
@@ -448,13 +449,7 @@ async fn bodies_that_are_not_json_close_the_link() {
         matches!(answer, Err(CallError::BadResponse(_))),
         "{answer:?}"
     );
-    assert!(closed_by_peer(&mut s).await);
-    let (_, lost, reason) = m.next_lost().await;
-    assert_eq!(lost, session);
-    assert!(
-        matches!(reason, CloseReason::Protocol(ref r) if r.contains("malformed")),
-        "{reason}"
-    );
+    cut_as_malformed(&mut m, &mut s, session).await;
     m.stop().await;
 }
 

@@ -92,28 +92,11 @@ fn samples() -> Vec<Message> {
 
 fn check_roundtrip(msg: &Message) {
     let bytes = encode(msg, 1 << 20).unwrap();
-    let raw = decode(&bytes).unwrap();
-    let back: Message = match raw {
-        Frame::Request {
-            id,
-            deadline_ms,
-            body,
-        } => Frame::Request {
-            id,
-            deadline_ms,
-            body: parse_request(body.get().as_bytes()).unwrap().unwrap(),
-        },
-        Frame::Response { id, result } => Frame::Response {
-            id,
-            result: frame::parse_result(result.get().as_bytes()).unwrap(),
-        },
-        Frame::Cancel { id } => Frame::Cancel { id },
-        Frame::Event { body } => Frame::Event {
-            body: serde_json::from_str(body.get()).unwrap(),
-        },
-        Frame::Ping => Frame::Ping,
-        Frame::Pong => Frame::Pong,
-    };
+    let back: Message = decode(&bytes).unwrap().map_bodies(
+        |body| parse_request(body.get().as_bytes()).unwrap().unwrap(),
+        |result| frame::parse_result(result.get().as_bytes()).unwrap(),
+        |body| serde_json::from_str(body.get()).unwrap(),
+    );
     assert_eq!(&back, msg);
 }
 
