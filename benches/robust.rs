@@ -149,6 +149,7 @@ async fn event_phase(log: Log) -> Phase {
                 max_events: LOG_MAX,
                 retry: Duration::from_secs(5),
                 wake: tokio::sync::Notify::new(),
+                fresh: Default::default(),
             });
             tokio::spawn(sync.record(runtime.clone(), stop.clone()));
         }

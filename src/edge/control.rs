@@ -28,7 +28,7 @@ use crate::control::{Clock, Reason, Side};
 use crate::proto::{PendingControl, ResponseBody, WireError};
 use crate::reconciler::Reconciler;
 use crate::runtime::Runtime;
-use crate::store::{Event, EventKind, Store};
+use crate::store::Store;
 use crate::util::Unpoisoned;
 
 /// What the edge runs and the control epoch it was last told.
@@ -296,21 +296,10 @@ impl SiteControl {
         }
     }
 
+    /// Through the event log's own recorder, which also hands the event to
+    /// the pusher.
     async fn record(&self, body: serde_json::Value) {
-        let event = Event {
-            id: Uuid::now_v7(),
-            edge_id: self.edge_id,
-            at_ms: self.clock.now_ms(),
-            module_id: None,
-            kind: EventKind::Control,
-            key: None,
-            epoch: Some(self.epoch() as i64),
-            body: body.to_string(),
-        };
-        match self.store.log_event(&event, self.events.max_events).await {
-            Ok(_) => self.events.wake.notify_one(),
-            Err(e) => tracing::error!(error = %e, "cannot record a control event"),
-        }
+        self.events.record_control(self.epoch() as i64, body).await;
     }
 }
 

@@ -5,10 +5,12 @@
 //! master as soon as they are recorded and, after a reconnect, the backlog
 //! in batches, marking each batch synced once the master acknowledged it.
 //! The master stores each event once (by id), so a batch resent after a
-//! lost acknowledgement is harmless.
+//! lost acknowledgement is harmless. While the pusher keeps up, it pushes
+//! what the recorder just wrote from memory ([`FreshEvents`]) instead of
+//! reading it back; the log stays the truth, read again after any failure.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
@@ -20,6 +22,7 @@ use crate::link::Peer;
 use crate::proto::{RequestBody, WireEvent};
 use crate::runtime::{Activity, Runtime, StatusChange};
 use crate::store::{Event, EventKind, Store};
+use crate::util::Unpoisoned as _;
 
 /// Events per push.
 const BATCH: u32 = 500;
@@ -44,7 +47,69 @@ pub struct EventSync {
     pub max_events: u64,
     /// Offer unsynced events again this often even without new ones.
     pub retry: Duration,
+    /// Wakes the pusher for what the recorder handed it; see
+    /// [`EventSync::look_again`] for events written to the log otherwise.
     pub wake: Notify,
+    pub fresh: FreshEvents,
+}
+
+/// Events at most held for a push from memory; more go by the log.
+const FRESH_MAX: usize = 2 * BATCH as usize;
+
+/// The events recorded since the pusher last read the log, to push them
+/// without reading them back. Only a shortcut: when it cannot be sure that
+/// it holds every unsynced event (before the pusher has read the log to
+/// its end, after any failed push, when more than [`FRESH_MAX`] wait), it
+/// gives nothing and the pusher reads the log. An event held here and
+/// read from the log as well is pushed twice, which the master's
+/// deduplication by id makes harmless.
+#[derive(Default)]
+pub struct FreshEvents(Mutex<Fresh>);
+
+#[derive(Default)]
+struct Fresh {
+    /// Every unsynced event of the log is in `events` or being pushed.
+    complete: bool,
+    events: Vec<Event>,
+}
+
+impl FreshEvents {
+    /// The recorder wrote `events` to the log.
+    fn recorded(&self, events: &[Event]) {
+        let mut fresh = self.0.lock_unpoisoned();
+        if fresh.events.len() + events.len() > FRESH_MAX {
+            *fresh = Fresh::default();
+        } else {
+            fresh.events.extend_from_slice(events);
+        }
+    }
+
+    /// The next batch to push, oldest first (empty: nothing is unsynced);
+    /// `None` when the log has to be read instead.
+    fn take(&self) -> Option<Vec<Event>> {
+        let mut fresh = self.0.lock_unpoisoned();
+        if !fresh.complete {
+            return None;
+        }
+        let n = fresh.events.len().min(BATCH as usize);
+        Some(fresh.events.drain(..n).collect())
+    }
+
+    /// The pusher reads the log, whose end holds all it holds; `to_end`
+    /// once it has read it all.
+    fn reading(&self, to_end: bool) {
+        let mut fresh = self.0.lock_unpoisoned();
+        fresh.complete = to_end;
+        if !to_end {
+            fresh.events.clear();
+        }
+    }
+
+    /// Read the log next: a push failed (what it carried is still
+    /// unsynced there), or it is time to look again.
+    fn forget(&self) {
+        *self.0.lock_unpoisoned() = Fresh::default();
+    }
 }
 
 impl EventSync {
@@ -157,11 +222,21 @@ impl EventSync {
             return;
         }
         match self.store.append_events(events, self.max_events).await {
-            Ok(_) => self.wake.notify_one(),
+            Ok(_) => {
+                self.fresh.recorded(events);
+                self.wake.notify_one()
+            }
             Err(e) => {
                 tracing::error!(error = %e, events = events.len(), "cannot record events")
             }
         }
+    }
+
+    /// Has the pusher read the log now, for events written to it by other
+    /// means than this recorder (which hands its own to the pusher).
+    pub fn look_again(&self) {
+        self.fresh.forget();
+        self.wake.notify_one();
     }
 
     /// Pushes unsynced events over the current link until `stop`.
@@ -182,7 +257,9 @@ impl EventSync {
                 () = stop.cancelled() => return,
                 r = peer.changed() => if r.is_err() { return },
                 () = self.wake.notified() => {}
-                () = tokio::time::sleep(self.retry) => {}
+                // The log is read again at each retry, whatever is held:
+                // anything unsynced in it goes within `retry` at worst.
+                () = tokio::time::sleep(self.retry) => self.fresh.forget(),
             }
             // The gauge counts the unsynced rows: at most once a second,
             // not after every batch.
@@ -202,24 +279,42 @@ impl EventSync {
 
     async fn push_all(&self, peer: &Peer) -> Result<(), String> {
         loop {
-            let batch = self
-                .store
-                .unsynced_events(0, BATCH)
-                .await
-                .map_err(|e| e.to_string())?;
-            if batch.is_empty() {
+            let events = match self.fresh.take() {
+                Some(fresh) => fresh.into_iter().map(|e| wire(e, None)).collect(),
+                None => self.read_unsynced().await?,
+            };
+            if events.is_empty() {
                 return Ok(());
             }
-            let ids: Vec<Uuid> = batch.iter().map(|e| e.event.id).collect();
-            let events = batch.into_iter().map(to_wire).collect();
-            peer.request(RequestBody::Events { events }, CALL)
-                .await
-                .map_err(|e| e.to_string())?;
-            self.store
-                .mark_synced(&ids)
-                .await
-                .map_err(|e| e.to_string())?;
+            let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+            let pushed = async {
+                peer.request(RequestBody::Events { events }, CALL)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.store
+                    .mark_synced(&ids)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            if let Err(e) = pushed.await {
+                self.fresh.forget();
+                return Err(e);
+            }
         }
+    }
+
+    /// The oldest unsynced events of the log, a batch at most.
+    async fn read_unsynced(&self) -> Result<Vec<WireEvent>, String> {
+        // Cleared first: what is recorded from here on is either in this
+        // read or held for the next push, possibly both.
+        self.fresh.reading(false);
+        let batch = self
+            .store
+            .unsynced_events(0, BATCH)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.fresh.reading(batch.len() < BATCH as usize);
+        Ok(batch.into_iter().map(to_wire).collect())
     }
 }
 
@@ -257,14 +352,20 @@ fn received<T>(r: Result<T, tokio::sync::broadcast::error::RecvError>, what: &st
 
 /// An event of the log as it crosses the link.
 pub fn to_wire(e: crate::store::LoggedEvent) -> WireEvent {
+    wire(e.event, Some(e.seq))
+}
+
+/// An event as it crosses the link; `seq`, its place in the log, is only
+/// known (and only needed, by the master's pull) when it was read from it.
+fn wire(e: Event, seq: Option<i64>) -> WireEvent {
     WireEvent {
-        id: e.event.id,
-        at_ms: e.event.at_ms,
-        module_id: e.event.module_id,
-        kind: e.event.kind.as_str().to_owned(),
-        key: e.event.key,
-        epoch: e.event.epoch,
-        body: e.event.body,
-        seq: Some(e.seq),
+        id: e.id,
+        at_ms: e.at_ms,
+        module_id: e.module_id,
+        kind: e.kind.as_str().to_owned(),
+        key: e.key,
+        epoch: e.epoch,
+        body: e.body,
+        seq,
     }
 }

@@ -225,6 +225,7 @@ fn event_sync(
         max_events: config.event_log_max,
         retry: Duration::from_millis(config.event_retry_ms),
         wake: tokio::sync::Notify::new(),
+        fresh: Default::default(),
     })
 }
 

@@ -118,7 +118,7 @@ async fn pushed_events_of_unknown_kinds_are_stored_and_refused_ones_kept_and_cou
     for e in [&unknown, &stray] {
         edge.store.log_event(e, 1000).await.unwrap();
     }
-    edge.event_log.wake.notify_one();
+    edge.event_log.look_again();
     eventually(10, "the edge's push to be acknowledged", async || {
         edge.store.event_counts().await.unwrap().0 == 0
     })
