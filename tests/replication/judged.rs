@@ -34,17 +34,18 @@ async fn stored(master: &outpost::master::Master, edge_id: Uuid, id: Uuid) -> Op
 }
 
 /// A master and a connected edge running its site at epoch 1, with its own
-/// events synced.
+/// events synced; the edge retries unsynced events every `retry_ms`.
 async fn connected(
     site: &Site,
     master_config: outpost::config::Config,
+    retry_ms: u64,
 ) -> (outpost::master::Master, outpost::edge::Edge, Uuid) {
     let Room {
         edge_id, secret, ..
     } = site.one_room(json!({}), &[]).await;
     let master = outpost::master::start(master_config).await.unwrap();
     let edge_config = outpost::config::Config {
-        event_retry_ms: 3_600_000,
+        event_retry_ms: retry_ms,
         ..site.edge_config(edge_id, &secret, master.link_addr)
     };
     let edge = outpost::edge::start(edge_config).await.unwrap();
@@ -66,7 +67,7 @@ async fn an_unknown_kind_pulled_by_passive_sync_is_stored_as_it_came() {
         sync_step_sleep_ms: 1,
         ..site.master_config()
     };
-    let (master, edge, edge_id) = connected(&site, config).await;
+    let (master, edge, edge_id) = connected(&site, config, 3_600_000).await;
     // In the log without waking the edge's pusher: only the passive job
     // takes it.
     let event = teleport(edge_id, 1);
@@ -97,7 +98,7 @@ async fn pushed_events_of_unknown_kinds_are_stored_and_refused_ones_kept_and_cou
         sync_interval_ms: 3_600_000,
         ..site.master_config()
     };
-    let (master, edge, edge_id) = connected(&site, config).await;
+    let (master, edge, edge_id) = connected(&site, config, 3_600_000).await;
     let refused_total = async || {
         let text = request(master.api_addr, "GET", "/metrics", &[], None)
             .await
@@ -137,6 +138,29 @@ async fn pushed_events_of_unknown_kinds_are_stored_and_refused_ones_kept_and_cou
         refused_total().await > before,
         "the refusal is counted in outpost_events_refused_total"
     );
+    edge.stop().await;
+    master.stop().await;
+}
+
+/// The pusher pushes what the recorder hands it from memory; an event
+/// written to the log by any other means (and nobody calling
+/// `look_again`) still goes, at the next retry, when the log is read
+/// again whatever memory holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_written_behind_the_pushers_back_goes_at_the_next_retry() {
+    let site = Site::new();
+    // The passive job stays out of the way: only the edge's push delivers.
+    let config = outpost::config::Config {
+        sync_interval_ms: 3_600_000,
+        ..site.master_config()
+    };
+    let (master, edge, edge_id) = connected(&site, config, 200).await;
+    let event = teleport(edge_id, 1);
+    edge.store.log_event(&event, 1000).await.unwrap();
+    eventually(10, "the retry to push it", async || {
+        stored(&master, edge_id, event.id).await.is_some()
+    })
+    .await;
     edge.stop().await;
     master.stop().await;
 }
