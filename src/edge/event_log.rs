@@ -246,6 +246,7 @@ impl EventSync {
         stop: CancellationToken,
     ) {
         let mut counted = tokio::time::Instant::now() - COUNTS_EVERY;
+        let mut look = tokio::time::Instant::now() + self.retry;
         loop {
             let current = peer.borrow_and_update().clone();
             if let Some(p) = current
@@ -257,9 +258,14 @@ impl EventSync {
                 () = stop.cancelled() => return,
                 r = peer.changed() => if r.is_err() { return },
                 () = self.wake.notified() => {}
-                // The log is read again at each retry, whatever is held:
-                // anything unsynced in it goes within `retry` at worst.
-                () = tokio::time::sleep(self.retry) => self.fresh.forget(),
+                () = tokio::time::sleep_until(look) => {}
+            }
+            // The log is read again every `retry`, however often the
+            // recorder wakes the pusher: anything unsynced in it goes
+            // within `retry` at worst, whatever memory holds.
+            if tokio::time::Instant::now() >= look {
+                self.fresh.forget();
+                look = tokio::time::Instant::now() + self.retry;
             }
             // The gauge counts the unsynced rows: at most once a second,
             // not after every batch.
