@@ -35,6 +35,10 @@ use outpost::model::{ControlSystem, Module, index_document, new_id};
 use outpost::store::{Replicated, Store, StoreOptions};
 use uuid::Uuid;
 
+#[path = "support/process.rs"]
+mod process;
+use process::cpu_seconds;
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -124,6 +128,8 @@ struct Figures {
     p99_ms: f64,
     requests: u64,
     errors: u64,
+    /// CPU time of this process (master and edge, not wrk) per request.
+    cpu_us: f64,
 }
 
 const SCRIPT: &str = r#"
@@ -149,6 +155,7 @@ end
 
 async fn wrk(script: &Path, url: &str, conns: u64) -> Figures {
     let secs = env_u64("BENCH_SECS", 10);
+    let cpu_before = cpu_seconds();
     let out = tokio::process::Command::new("wrk")
         .arg(format!("-t{}", env_u64("BENCH_THREADS", 1)))
         .arg(format!("-c{conns}"))
@@ -161,6 +168,7 @@ async fn wrk(script: &Path, url: &str, conns: u64) -> Figures {
         .output()
         .await
         .expect("wrk runs (apt-get install -y wrk)");
+    let cpu = cpu_seconds() - cpu_before;
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
         .lines()
@@ -176,6 +184,7 @@ async fn wrk(script: &Path, url: &str, conns: u64) -> Figures {
         p99_ms: n[2] as f64 / 1e3,
         requests: n[0],
         errors: n[3],
+        cpu_us: cpu * 1e6 / n[0].max(1) as f64,
     }
 }
 
@@ -317,8 +326,8 @@ async fn run() {
         }
         let f = wrk(&script, url, env_u64("BENCH_CONNS", 32)).await;
         println!(
-            "{name:<48} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  ({} requests, {} errors)",
-            f.rps, f.p50_ms, f.p99_ms, f.requests, f.errors
+            "{name:<48} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  CPU {:>5.1} µs/req  ({} requests, {} errors)",
+            f.rps, f.p50_ms, f.p99_ms, f.cpu_us, f.requests, f.errors
         );
         assert_eq!(f.errors, 0, "{name}: every request must succeed");
         figures.push(f);
@@ -329,6 +338,13 @@ async fn run() {
             figures[0].rps / figures[1].rps,
             figures[1].rps / figures[2].rps,
             figures[0].rps / figures[2].rps
+        );
+        // wrk shares the two cores, so the wall-clock ratio also counts
+        // what wrk does per request; CPU per request is the servers' work.
+        println!(
+            "work: CPU per request (b)/(a) = {:.2}, (c)/(a) = {:.2}",
+            figures[1].cpu_us / figures[0].cpu_us,
+            figures[2].cpu_us / figures[0].cpu_us
         );
     }
     if only.is_none() {

@@ -55,6 +55,9 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+#[path = "support/process.rs"]
+mod process;
+use process::{cpu_seconds, rss_bytes};
 #[path = "../tests/support/proxy.rs"]
 mod proxy;
 
@@ -751,26 +754,6 @@ fn edge_count() -> usize {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000)
-}
-
-fn rss_bytes() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        * 1024
-}
-
-/// CPU time (user + system) of this process, in seconds.
-fn cpu_seconds() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let after = &s[s.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks / 100.0
 }
 
 fn edges() {

@@ -33,21 +33,16 @@ use outpost::runtime::{Runtime, RuntimeConfig};
 use outpost::store::{Event, EventKind, Store, StoreOptions};
 use tokio_util::sync::CancellationToken;
 
+#[path = "support/process.rs"]
+mod process;
+use process::cpu_seconds;
+
 fn seconds() -> Duration {
     let s = std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
     Duration::from_secs(s)
-}
-
-/// CPU time (user + system) of this process, in seconds.
-fn cpu_seconds() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let after = &s[s.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks / 100.0
 }
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {

@@ -512,3 +512,42 @@ impl Store {
         rows.into_iter().map(to_logged).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::sql;
+    use crate::store::{Backend, Store, StoreOptions};
+
+    /// The queries the edge runs on its log every second or every retry
+    /// must search an index, never walk the log: a log holds up to
+    /// `event_log_max` rows.
+    #[tokio::test]
+    async fn the_edges_periodic_log_queries_search_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("log.db").display());
+        let store = Store::open(&StoreOptions::new(url)).await.unwrap();
+        let Backend::Sqlite { reader, .. } = &*store.backend else {
+            unreachable!("a sqlite:// URL opens SQLite")
+        };
+        for (query, params) in [
+            (sql::COUNT_UNSYNCED, 0),
+            (sql::UNSYNCED_EVENTS, 2),
+            (sql::TRIM_SYNCED, 1),
+            (sql::TRIM_UNSYNCED_KIND, 2),
+            (sql::DELETE_COALESCED, 2),
+        ] {
+            // Our own constants, nothing from outside.
+            let explain = sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {query}"));
+            let mut q = sqlx::query_as::<_, (i64, i64, i64, String)>(explain);
+            for _ in 0..params {
+                q = q.bind(0i64);
+            }
+            let plan = q.fetch_all(reader).await.unwrap();
+            let steps: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+            assert!(
+                !steps.iter().any(|s| s.starts_with("SCAN events")),
+                "{query} walks the log: {steps:?}"
+            );
+        }
+    }
+}

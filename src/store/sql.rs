@@ -320,16 +320,21 @@ pub(crate) const INSERT_EVENTS_TAIL: &str = " ON CONFLICT (id) DO NOTHING RETURN
 pub(crate) const MARK_SYNCED_HEAD: &str = "UPDATE events SET synced = TRUE WHERE id IN ";
 pub(crate) const EVENT_SEQ: &str = "SELECT seq FROM events WHERE id = $1";
 pub(crate) const COUNT_EVENTS: &str = "SELECT COUNT(*) FROM events";
+// `synced = TRUE` / `synced = FALSE`, never `synced` / `NOT synced`: SQLite
+// searches `events_unsynced (synced, seq)` only for a comparison, and scans
+// the whole log for the bare column (a log of 100,000 rows, read at every
+// retry and counted every second). The coalescing lookups keep `NOT synced`,
+// which is what lets SQLite use the partial index `events_coalesce`.
 pub(crate) const TRIM_SYNCED: &str = "DELETE FROM events WHERE seq IN \
-     (SELECT seq FROM events WHERE synced ORDER BY seq LIMIT $1)";
+     (SELECT seq FROM events WHERE synced = TRUE ORDER BY seq LIMIT $1)";
 pub(crate) const TRIM_UNSYNCED_KIND: &str = "DELETE FROM events WHERE seq IN \
-     (SELECT seq FROM events WHERE NOT synced AND kind = $2 ORDER BY seq LIMIT $1)";
+     (SELECT seq FROM events WHERE synced = FALSE AND kind = $2 ORDER BY seq LIMIT $1)";
 pub(crate) const ADD_DROPPED: &str =
     "UPDATE outpost_meta SET value = value + $1 WHERE key = 'events_dropped'";
 pub(crate) const GET_DROPPED: &str = "SELECT value FROM outpost_meta WHERE key = 'events_dropped'";
-pub(crate) const COUNT_UNSYNCED: &str = "SELECT COUNT(*) FROM events WHERE NOT synced";
+pub(crate) const COUNT_UNSYNCED: &str = "SELECT COUNT(*) FROM events WHERE synced = FALSE";
 pub(crate) const UNSYNCED_EVENTS: &str = "SELECT seq, id, edge_id, at_ms, module_id, kind, key, epoch, body, synced, refused \
-     FROM events WHERE NOT synced AND seq > $1 ORDER BY seq LIMIT $2";
+     FROM events WHERE synced = FALSE AND seq > $1 ORDER BY seq LIMIT $2";
 pub(crate) const EVENTS_OF: &str = "SELECT seq, id, edge_id, at_ms, module_id, kind, key, epoch, body, synced, refused \
      FROM events WHERE edge_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 /// Master retention: up to `$2` events the master stored before `$1` (by
