@@ -189,6 +189,10 @@ fn describe_bounds() {
         "Link connections that failed before they were authenticated"
     );
     describe_counter!(
+        "outpost_link_tls_handshakes_total",
+        "Link TLS handshakes completed, by kind: resumed (no certificate signature) or full"
+    );
+    describe_counter!(
         "outpost_channel_full_total",
         "Times a bounded internal queue was full (channel; what happened: waited or dropped)"
     );

@@ -333,6 +333,7 @@ impl Accept {
                 .accept(stream)
                 .await
                 .map_err(|e| HandshakeError::Tls(e.to_string()))?;
+            count_tls_handshake(tls.get_ref().1);
             let exporter =
                 tls::exporter(tls.get_ref().1).map_err(|e| HandshakeError::Tls(e.to_string()))?;
             // With mutual TLS, the client certificate must name the edge id
@@ -477,4 +478,14 @@ impl Accept {
             ),
         }
     }
+}
+
+/// Counts a finished TLS handshake by kind: a reconnect storm that does
+/// full handshakes where it could resume costs the master a signature each.
+fn count_tls_handshake(conn: &rustls::ServerConnection) {
+    let kind = match conn.handshake_kind() {
+        Some(rustls::HandshakeKind::Resumed) => "resumed",
+        _ => "full",
+    };
+    metrics::counter!("outpost_link_tls_handshakes_total", "kind" => kind).increment(1);
 }

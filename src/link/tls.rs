@@ -54,15 +54,18 @@ pub fn server_config(
     let mut config = builder
         .with_single_cert(certs::load_certs(cert)?, certs::load_key(key)?)
         .map_err(tls_err)?;
-    // Room to resume every edge's session after a master-side blip: a
-    // resumed handshake skips the certificate signature and verification,
-    // which is most of a reconnect storm's cost. A few hundred bytes each.
-    config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
+    // Every edge can resume its session after a blip: a resumed handshake
+    // skips the certificate signature and its verification, most of a
+    // reconnect storm's cost. Tickets are stateless (encrypted with a key
+    // this process rotates every 6 hours), so the master holds nothing per
+    // edge for them: a cache of sessions has a size, and once more edges
+    // than it holds reconnect at once, each resumption's new ticket evicts
+    // one that an edge still waiting would have used. One ticket per
+    // handshake: an edge holds one connection at a time.
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(tls_err)?;
+    config.send_tls13_tickets = 1;
     Ok(Arc::new(config))
 }
-
-/// TLS sessions the master keeps for resumption.
-pub const SESSION_CACHE: usize = 16_384;
 
 /// The edge's client configuration: trust `ca`, optionally present a
 /// client certificate (`cert`, `key`) for mutual TLS.

@@ -20,6 +20,7 @@ mod noise;
 mod probe;
 mod repository;
 mod requests;
+mod resumption;
 #[path = "../support/roles.rs"]
 mod roles;
 mod support;
