@@ -9,6 +9,7 @@
 //! what the recorder just wrote from memory ([`FreshEvents`]) instead of
 //! reading it back; the log stays the truth, read again after any failure.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -74,13 +75,22 @@ struct Fresh {
 }
 
 impl FreshEvents {
-    /// The recorder wrote `events` to the log.
+    /// The recorder wrote `events` to the log, which coalesced them: of
+    /// the status changes of one module and key, only the newest stays
+    /// while unsynced. What is held coalesces the same way, so the master
+    /// receives what the log would have given it.
     fn recorded(&self, events: &[Event]) {
+        let kept = crate::store::coalesce(events);
+        let newer: HashSet<(Uuid, &str)> = kept.iter().filter_map(|e| e.status_pair()).collect();
         let mut fresh = self.0.lock_unpoisoned();
-        if fresh.events.len() + events.len() > FRESH_MAX {
+        if !newer.is_empty() {
+            let superseded = |e: &Event| e.status_pair().is_some_and(|p| newer.contains(&p));
+            fresh.events.retain(|e| !superseded(e));
+        }
+        if fresh.events.len() + kept.len() > FRESH_MAX {
             *fresh = Fresh::default();
         } else {
-            fresh.events.extend_from_slice(events);
+            fresh.events.extend(kept.into_iter().cloned());
         }
     }
 
@@ -373,5 +383,49 @@ fn wire(e: Event, seq: Option<i64>) -> WireEvent {
         epoch: e.epoch,
         body: e.body,
         seq,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Event, FreshEvents};
+    use crate::store::EventKind;
+    use uuid::Uuid;
+
+    fn event(kind: EventKind, module: Uuid, key: Option<&str>, body: &str) -> Event {
+        Event {
+            id: Uuid::now_v7(),
+            edge_id: Uuid::nil(),
+            at_ms: 0,
+            module_id: Some(module),
+            kind,
+            key: key.map(str::to_owned),
+            epoch: Some(1),
+            body: body.into(),
+        }
+    }
+
+    /// Memory coalesces status changes as the log does: within a batch,
+    /// and against what it still holds; other events and other keys stay,
+    /// in order.
+    #[test]
+    fn held_status_changes_coalesce_as_the_log_does() {
+        let (m, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let fresh = FreshEvents::default();
+        fresh.reading(true);
+        let first = [
+            event(EventKind::Status, m, Some("power"), "1"),
+            event(EventKind::Exec, m, None, "{}"),
+            event(EventKind::Status, m, Some("power"), "2"),
+            event(EventKind::Status, m, Some("input"), "\"hdmi\""),
+        ];
+        fresh.recorded(&first);
+        let second = [
+            event(EventKind::Status, m, Some("power"), "3"),
+            event(EventKind::Status, other, Some("power"), "4"),
+        ];
+        fresh.recorded(&second);
+        let bodies: Vec<String> = fresh.take().unwrap().into_iter().map(|e| e.body).collect();
+        assert_eq!(bodies, ["{}", "\"hdmi\"", "3", "4"]);
     }
 }

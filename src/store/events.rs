@@ -180,17 +180,29 @@ pub struct Appended {
     pub size: i64,
 }
 
+impl Event {
+    /// The module and key by which a status change is coalesced with the
+    /// others of its pair while unsynced; `None` for any other event.
+    pub fn status_pair(&self) -> Option<(Uuid, &str)> {
+        match (&self.kind, self.module_id, &self.key) {
+            (EventKind::Status, Some(m), Some(k)) => Some((m, k.as_str())),
+            _ => None,
+        }
+    }
+}
+
 /// The events of a batch worth storing: a status change followed in the
 /// same batch by another of its module and key is superseded before it is
 /// stored (what the log's coalescing would do to it anyway).
-fn coalesce(events: &[Event]) -> Vec<&Event> {
+pub fn coalesce(events: &[Event]) -> Vec<&Event> {
     let mut last = std::collections::HashMap::new();
     for (i, e) in events.iter().enumerate() {
-        if let Some(pair) = status_pair(e) {
+        if let Some(pair) = e.status_pair() {
             last.insert(pair, i);
         }
     }
-    let superseded = |i: usize, e: &Event| status_pair(e).is_some_and(|p| last.get(&p) != Some(&i));
+    let superseded =
+        |i: usize, e: &Event| e.status_pair().is_some_and(|p| last.get(&p) != Some(&i));
     let kept = events
         .iter()
         .enumerate()
@@ -198,11 +210,10 @@ fn coalesce(events: &[Event]) -> Vec<&Event> {
     kept.map(|(_, e)| e).collect()
 }
 
-fn status_pair(e: &Event) -> Option<(String, String)> {
-    match (&e.kind, e.module_id, &e.key) {
-        (EventKind::Status, Some(m), Some(k)) => Some((m.to_string(), k.clone())),
-        _ => None,
-    }
+/// A status pair as the log's columns hold it.
+fn status_columns(e: &Event) -> Option<(String, String)> {
+    e.status_pair()
+        .map(|(module, key)| (module.to_string(), key.to_owned()))
 }
 
 /// Deletes up to `$excess` rows of a full log inside `$tx`: synced rows
@@ -264,7 +275,7 @@ impl Store {
         if kept.is_empty() {
             return Ok(Appended::default());
         }
-        let pairs: Vec<(String, String)> = kept.iter().filter_map(|e| status_pair(e)).collect();
+        let pairs: Vec<(String, String)> = kept.iter().filter_map(|e| status_columns(e)).collect();
         let known = self.event_log_size.load(Ordering::Acquire);
         let max = i64::try_from(max_events).unwrap_or(i64::MAX);
         let (before, added, deleted, dropped) = on_writer!(self, pool => {
@@ -333,7 +344,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
-            if let Some((module, key)) = status_pair(event) {
+            if let Some((module, key)) = status_columns(event) {
                 sqlx::query(sql::DELETE_COALESCED).bind(module).bind(key).execute(&mut *tx).await?;
             }
             sqlx::query_scalar::<_, i64>(sql::INSERT_EVENT)

@@ -35,7 +35,7 @@ mod sql;
 pub use cluster::{Heartbeat, HistoryRecord, LeaseReleases, LeaseView, NodeRecord};
 pub use control::{ControlRecord, ControlState, SiteAction};
 pub use credentials::{CredentialRecord, EdgeKeys};
-pub use events::{Appended, Event, EventKind, LoggedEvent};
+pub use events::{Appended, Event, EventKind, LoggedEvent, coalesce};
 pub use open::sqlite_file;
 pub use replica::Replicated;
 pub use scope::Site;
