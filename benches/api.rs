@@ -15,6 +15,8 @@
 //! install -y wrk`). BENCH_SECS (default 10) per target, BENCH_CONNS
 //! (default 32) connections, BENCH_THREADS (default 1) wrk threads,
 //! BENCH_ONLY=a|b|c one target (for profiling; skips the paced run),
+//! BENCH_ROUNDS (default 1) interleaved rounds of the three, reported as
+//! medians,
 //! BENCH_PACED_CONNS (4) and BENCH_PACED_MS (10) the paced run of (a) and
 //! (b) at a device-realistic rate (latency, not throughput), BENCH_DRIVER_THREADS
 //! (default: the configuration's) the driver executor's threads (0: none).
@@ -188,6 +190,70 @@ async fn wrk(script: &Path, url: &str, conns: u64) -> Figures {
     }
 }
 
+/// Each target at full load, BENCH_ROUNDS (1) times, interleaved: on a
+/// shared machine one run can differ from the next by a third, so more
+/// rounds report the median of each target and the ratio of the medians.
+async fn closed_loop(script: &Path, targets: &[(&str, String)], only: Option<&str>) {
+    let rounds = env_u64("BENCH_ROUNDS", 1).max(1);
+    println!(
+        "wrk -t{} -c{} -d{}s per target, {rounds} round(s)",
+        env_u64("BENCH_THREADS", 1),
+        env_u64("BENCH_CONNS", 32),
+        env_u64("BENCH_SECS", 10)
+    );
+    let mut runs: Vec<Vec<Figures>> = targets.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for ((name, url), runs) in targets.iter().zip(&mut runs) {
+            if only.is_some_and(|o| !name.starts_with(&format!("({o})"))) {
+                continue;
+            }
+            let f = wrk(script, url, env_u64("BENCH_CONNS", 32)).await;
+            println!(
+                "{name:<48} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  CPU {:>5.1} µs/req  ({} requests, {} errors)",
+                f.rps, f.p50_ms, f.p99_ms, f.cpu_us, f.requests, f.errors
+            );
+            assert_eq!(f.errors, 0, "{name}: every request must succeed");
+            runs.push(f);
+        }
+    }
+    if runs.iter().any(Vec::is_empty) {
+        return;
+    }
+    let rps: Vec<f64> = runs
+        .iter()
+        .map(|r| median(r.iter().map(|f| f.rps)))
+        .collect();
+    let cpu: Vec<f64> = runs
+        .iter()
+        .map(|r| median(r.iter().map(|f| f.cpu_us)))
+        .collect();
+    if rounds > 1 {
+        println!(
+            "medians: (a) {:.0}, (b) {:.0}, (c) {:.0} req/s; CPU (a) {:.1}, (b) {:.1}, (c) {:.1} µs/req",
+            rps[0], rps[1], rps[2], cpu[0], cpu[1], cpu[2]
+        );
+    }
+    println!(
+        "ratios: (a)/(b) = {:.2} (target >= 0.6), (b)/(c) = {:.2}, (a)/(c) = {:.2}",
+        rps[0] / rps[1],
+        rps[1] / rps[2],
+        rps[0] / rps[2]
+    );
+    // wrk shares the two cores, so the wall-clock ratio also counts
+    // what wrk does per request; CPU per request is the servers' work.
+    println!(
+        "work: CPU per request (b)/(a) = {:.2}, (c)/(a) = {:.2}",
+        cpu[1] / cpu[0],
+        cpu[2] / cpu[0]
+    );
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// (a) and (b) at a device-realistic rate: BENCH_PACED_CONNS (4)
 /// connections, each sending a request every BENCH_PACED_MS (10) ms after
 /// the last answer; what matters there is the latency a caller sees.
@@ -308,45 +374,9 @@ async fn run() {
         ),
         ("(c) constant axum handler", format!("http://{floor_addr}/")),
     ];
-    println!(
-        "wrk -t{} -c{} -d{}s per target",
-        env_u64("BENCH_THREADS", 1),
-        env_u64("BENCH_CONNS", 32),
-        env_u64("BENCH_SECS", 10)
-    );
     // BENCH_ONLY=a (or b, c) runs one target, for profiling.
     let only = std::env::var("BENCH_ONLY").ok();
-    let mut figures = Vec::new();
-    for (name, url) in &targets {
-        if only
-            .as_deref()
-            .is_some_and(|o| !name.starts_with(&format!("({o})")))
-        {
-            continue;
-        }
-        let f = wrk(&script, url, env_u64("BENCH_CONNS", 32)).await;
-        println!(
-            "{name:<48} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  CPU {:>5.1} µs/req  ({} requests, {} errors)",
-            f.rps, f.p50_ms, f.p99_ms, f.cpu_us, f.requests, f.errors
-        );
-        assert_eq!(f.errors, 0, "{name}: every request must succeed");
-        figures.push(f);
-    }
-    if figures.len() == 3 {
-        println!(
-            "ratios: (a)/(b) = {:.2} (target >= 0.6), (b)/(c) = {:.2}, (a)/(c) = {:.2}",
-            figures[0].rps / figures[1].rps,
-            figures[1].rps / figures[2].rps,
-            figures[0].rps / figures[2].rps
-        );
-        // wrk shares the two cores, so the wall-clock ratio also counts
-        // what wrk does per request; CPU per request is the servers' work.
-        println!(
-            "work: CPU per request (b)/(a) = {:.2}, (c)/(a) = {:.2}",
-            figures[1].cpu_us / figures[0].cpu_us,
-            figures[2].cpu_us / figures[0].cpu_us
-        );
-    }
+    closed_loop(&script, &targets, only.as_deref()).await;
     if only.is_none() {
         paced(dir, &admin, &targets[..2]).await;
     }
