@@ -104,6 +104,48 @@ async fn a_silent_peer_on_an_open_pipe_is_dead_after_the_timeout() {
     assert_eq!(r, Err(outpost::link::CallError::Closed));
 }
 
+/// With paused time: a peer that reads nothing and answers nothing. Each
+/// call fails at its own deadline, to the tick: one issued later with an
+/// earlier deadline too (it wakes the link's expiry task sooner), and one
+/// issued after the others expired (a new expiry task). Nothing is left
+/// waiting.
+#[tokio::test(start_paused = true)]
+async fn calls_to_a_silent_peer_fail_each_at_its_own_deadline() {
+    let (_silent, b) = tokio::io::duplex(64 * 1024);
+    let root = CancellationToken::new();
+    let config = PeerConfig::new(PeerRole::Master, LinkTiming::default());
+    let (master_peer, session) = peer::session(b, meta(), &config, 64, &root);
+    tokio::spawn(session.run(Arc::new(TestHandler::default())));
+    let call = |ms: u64| {
+        let p = master_peer.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let body = RequestBody::Exec {
+                module: "echo".into(),
+                method: "m".into(),
+                args: json!(ms),
+                epoch: None,
+            };
+            let r = p.request(body, Duration::from_millis(ms)).await;
+            (r, start.elapsed())
+        })
+    };
+    let late = call(900);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let early = call(100);
+    let middle = call(500);
+    for (task, ms) in [(early, 100), (middle, 500), (late, 900)] {
+        let (r, took) = task.await.unwrap();
+        assert_eq!(r, Err(outpost::link::CallError::DeadlineExceeded));
+        assert_eq!(took, Duration::from_millis(ms), "the {ms} ms call");
+    }
+    assert_eq!(master_peer.pending_requests(), 0);
+    let (r, took) = call(200).await.unwrap();
+    assert_eq!(r, Err(outpost::link::CallError::DeadlineExceeded));
+    assert_eq!(took, Duration::from_millis(200));
+    assert!(!master_peer.is_closed(), "{:?}", master_peer.close_reason());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_connections_replace_the_old_one_and_never_clobber_the_new() {
     let certs = dev_certs();
