@@ -194,6 +194,22 @@ struct Calls {
 }
 
 type Pending = Mutex<Calls>;
+
+impl PeerState {
+    /// Takes a call out of the waiting set (answered or abandoned). The
+    /// last one out wakes the expiry task so that it ends now, not at a
+    /// deadline nobody waits for: a link holds the task only while busy.
+    fn take_call(&self, id: u64) -> Option<oneshot::Sender<Reply>> {
+        let mut calls = self.pending.lock_unpoisoned();
+        let (tx, _) = calls.waiting.remove(&id)?;
+        let idle = calls.waiting.is_empty() && calls.wake_at.is_some();
+        drop(calls);
+        if idle {
+            self.rearm.notify_one();
+        }
+        Some(tx)
+    }
+}
 /// Requests being served, by id: the task and the generation of its slot
 /// (an id may be reused after a Cancel before the old task is gone).
 type Running = Arc<Mutex<HashMap<u64, (AbortHandle, u64)>>>;
@@ -502,9 +518,9 @@ impl Peer {
 /// (or until a call due sooner wakes it), answers every call past its
 /// deadline with `DeadlineExceeded`, and ends when none waits, or when the
 /// link closes (which drops the waiting calls: `Closed`). A call that
-/// completes leaves the sleep alone: the task finds it gone when it wakes,
-/// so a steady stream of calls costs one wake-up per deadline's length,
-/// not a timer each.
+/// completes leaves the sleep alone while others wait (the task finds it
+/// gone when it wakes), so a steady stream of calls costs one wake-up per
+/// deadline's length, not a timer each; the last one out wakes it to end.
 async fn expire_calls(peer: Peer, mut at: Instant) {
     let s = &*peer.0;
     loop {
@@ -564,7 +580,7 @@ impl Drop for ResponseGuard<'_> {
             return;
         }
         let s = &*self.peer.0;
-        s.pending.lock_unpoisoned().waiting.remove(&self.id);
+        s.take_call(self.id);
         if !self.sent || s.cancel.is_cancelled() {
             return;
         }
@@ -858,11 +874,11 @@ fn dispatch<H: Handler>(
             start_request(id, deadline_ms, body, peer, handler, running, cfg)?
         }
         Frame::Response { id, result } => {
-            let tx = peer.0.pending.lock_unpoisoned().waiting.remove(&id);
+            let tx = peer.0.take_call(id);
             // The caller parses what it gets. No caller (it gave up): the
             // late answer is dropped, once it is known to be JSON.
             let unread = match tx {
-                Some((tx, _)) => match tx.send(Ok(payload.slice_ref(result))) {
+                Some(tx) => match tx.send(Ok(payload.slice_ref(result))) {
                     Ok(()) => None,
                     Err(reply) => reply.ok(),
                 },
