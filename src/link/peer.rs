@@ -410,16 +410,8 @@ impl Peer {
             Ok(permit) => Ok(permit),
             Err(TryAcquireError::Closed) => Err(CallError::Closed),
             Err(TryAcquireError::NoPermits) => {
-                let wait = async {
-                    tokio::select! {
-                        biased;
-                        _ = s.cancel.cancelled() => Err(CallError::Closed),
-                        p = s.calls.acquire() => p.map_err(|_| CallError::Closed),
-                    }
-                };
-                tokio::time::timeout_at(give_up, wait)
-                    .await
-                    .unwrap_or(Err(CallError::DeadlineExceeded))
+                let acquire = async { s.calls.acquire().await.map_err(|_| CallError::Closed) };
+                self.wait_until(give_up, acquire).await
             }
         }
     }
@@ -431,18 +423,29 @@ impl Peer {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(CallError::Closed),
             Err(mpsc::error::TrySendError::Full(bytes)) => {
-                let wait = async {
-                    tokio::select! {
-                        biased;
-                        _ = s.cancel.cancelled() => Err(CallError::Closed),
-                        r = s.out.send(bytes) => r.map_err(|_| CallError::Closed),
-                    }
-                };
-                tokio::time::timeout_at(give_up, wait)
-                    .await
-                    .unwrap_or(Err(CallError::DeadlineExceeded))
+                let send = async { s.out.send(bytes).await.map_err(|_| CallError::Closed) };
+                self.wait_until(give_up, send).await
             }
         }
+    }
+
+    /// A wait of a call that could not go on at once: `Closed` if the link
+    /// closes first, `DeadlineExceeded` at `give_up`.
+    async fn wait_until<T>(
+        &self,
+        give_up: Instant,
+        wait: impl Future<Output = Result<T, CallError>>,
+    ) -> Result<T, CallError> {
+        let or_closed = async {
+            tokio::select! {
+                biased;
+                _ = self.0.cancel.cancelled() => Err(CallError::Closed),
+                r = wait => r,
+            }
+        };
+        tokio::time::timeout_at(give_up, or_closed)
+            .await
+            .unwrap_or(Err(CallError::DeadlineExceeded))
     }
 
     /// Files a call as waiting for its answer until `give_up`, and makes
