@@ -207,6 +207,16 @@ impl Node {
     }
 }
 
+/// A failing test shows what each of its nodes logged: a cluster test's
+/// failure is rarely explained by the test's own output alone.
+impl Drop for Node {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- log of node {} ---\n{}", self.spec.id, self.log_text());
+        }
+    }
+}
+
 /// A GET, answering (status, body); `None` when the node does not answer.
 pub async fn get(
     addr: std::net::SocketAddr,
@@ -462,12 +472,11 @@ pub async fn one_master(nodes: &[Node]) -> usize {
         if masters.len() == 1 && standbys == nodes.len() - 1 {
             return masters[0];
         }
-        if tokio::time::Instant::now() > deadline {
-            for n in nodes {
-                eprintln!("--- {} ---\n{}", n.spec.id, n.log_text());
-            }
-            panic!("no single MASTER: {s:?}");
-        }
+        // Each node's log is printed as it is dropped.
+        assert!(
+            tokio::time::Instant::now() <= deadline,
+            "no single MASTER: {s:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -7,6 +7,12 @@ use crate::{
     import_room, send, spawn_edge, states,
 };
 
+/// The lease of tests whose subject is not the lease's length. A MASTER
+/// that cannot renew within it is fenced and exits; at 600 ms that
+/// happened in CI runs on a saturated machine, twice, in two tests.
+pub(crate) const LEASE_MS: u64 = 2_000;
+pub(crate) const RENEW_MS: u64 = 400;
+
 pub(crate) struct Cluster {
     pub(crate) db: Database,
     _dir: tempfile::TempDir,
@@ -111,7 +117,7 @@ pub(crate) async fn history_terms(node: &Node) -> Vec<(String, i64, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_started_at_once_make_exactly_one_master() {
-    let Some(c) = Cluster::new(600, 200).await else {
+    let Some(c) = Cluster::new(LEASE_MS, RENEW_MS).await else {
         return;
     };
     let nodes: Vec<Node> = (1..=5).map(|i| c.node(&format!("n{i}"))).collect();
@@ -154,7 +160,7 @@ async fn five_nodes_started_at_once_make_exactly_one_master() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_master_promotes_a_standby_which_drives_the_projector() {
-    let Some(c) = Cluster::new(600, 200).await else {
+    let Some(c) = Cluster::new(LEASE_MS, RENEW_MS).await else {
         return;
     };
     let sim = projector(&c.db).await;
@@ -208,7 +214,7 @@ async fn kill_9_of_the_master_promotes_a_standby_which_drives_the_projector() {
 /// negotiates. The projector never has two controllers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_a_master_holding_a_site_waits_for_its_edge_to_negotiate() {
-    let Some(c) = Cluster::new(600, 200).await else {
+    let Some(c) = Cluster::new(LEASE_MS, RENEW_MS).await else {
         return;
     };
     let sim = PjlinkSim::start("127.0.0.1:0".parse().unwrap(), PjlinkOptions::default())
@@ -286,9 +292,7 @@ async fn sigterm_of_the_master_hands_over_without_waiting_out_the_lease() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_stopped_past_its_lease_is_fenced_and_drops_its_device() {
-    // The new MASTER must keep its lease to the end: at 600 ms it lost it
-    // once in a CI run on a saturated machine (and exited, fenced in turn).
-    let Some(c) = Cluster::new(2_000, 500).await else {
+    let Some(c) = Cluster::new(LEASE_MS, RENEW_MS).await else {
         return;
     };
     let sim = projector(&c.db).await;
@@ -345,7 +349,7 @@ async fn a_master_stopped_past_its_lease_is_fenced_and_drops_its_device() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_given_only_a_standby_ends_on_the_master_and_follows_a_failover() {
-    let Some(c) = Cluster::new(600, 200).await else {
+    let Some(c) = Cluster::new(LEASE_MS, RENEW_MS).await else {
         return;
     };
     let (id, secret) = edge_locations(&c.db.url, 1).await.remove(0);
@@ -369,7 +373,6 @@ async fn an_edge_given_only_a_standby_ends_on_the_master_and_follows_a_failover(
                 "--- edge ---\n{}",
                 std::fs::read_to_string(log).unwrap_or_default()
             );
-            eprintln!("--- node ---\n{}", nodes[standby].log_text());
             panic!("not connected");
         }
         edge_connected(&nodes[standby], id).await
@@ -381,7 +384,7 @@ async fn an_edge_given_only_a_standby_ends_on_the_master_and_follows_a_failover(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_higher_priority_node_with_preempt_takes_over_a_running_master() {
-    let Some(c) = Cluster::new(600, 200).await else {
+    let Some(c) = Cluster::new(LEASE_MS, RENEW_MS).await else {
         return;
     };
     let mut nodes = vec![c.node("low")];
@@ -438,12 +441,8 @@ async fn two_masters_on_one_sqlite_file_take_turns_by_the_lock_file() {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     eventually(21, "one MASTER and one STANDBY", async || {
         let s = states(&nodes).await;
-        if tokio::time::Instant::now() > deadline {
-            for n in &nodes {
-                eprintln!("--- {} ---\n{}", n.spec.id, n.log_text());
-            }
-            panic!("{s:?}");
-        }
+        // Each node's log is printed as it is dropped.
+        assert!(tokio::time::Instant::now() <= deadline, "{s:?}");
         match s.iter().position(|x| x.as_deref() == Some("MASTER")) {
             Some(i) => {
                 m = i;

@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use crate::nodes::Cluster;
+use crate::nodes::{Cluster, LEASE_MS, RENEW_MS};
 use crate::{connected_edges, edge_locations, eventually, spawn_edge_of};
 
 /// The previous release's `outpost`, required under CI.
@@ -34,7 +34,7 @@ async fn edges_of_the_previous_version_follow_a_rolling_upgrade_of_the_cluster()
     let Some(previous) = previous_release() else {
         return;
     };
-    let Some(c) = Cluster::new(600, 200).await else {
+    let Some(c) = Cluster::new(LEASE_MS, RENEW_MS).await else {
         return;
     };
     let located = edge_locations(&c.db.url, 2).await;
