@@ -9,7 +9,8 @@
 //! - `edges`: N simulated edges (default 10,000; `OUTPOST_BENCH_EDGES`) in a
 //!   child process (this binary re-invoked as `edge-sim`), from several
 //!   127.0.0.x source addresses, held by one master: connect storm time,
-//!   master memory per edge, idle CPU, then a reconnect storm.
+//!   master memory per edge, idle CPU, then a reconnect storm, and two
+//!   restart storms (the next master holding the ticket secret or not).
 //!
 //! - `authz`: exec round trips from an edge to the master at 256 in flight,
 //!   through the master's per-site check (`master::authorize::SiteGuard`,
@@ -46,7 +47,7 @@ use outpost::link::master::{self, MasterLinkConfig, MasterLinkEvent};
 use outpost::link::peer::{Handler, Peer, PeerConfig, PeerRole, RequestCtx};
 use outpost::link::{LinkTiming, Registry, tls};
 use outpost::proto::{RequestBody, ResponseBody, WireError};
-use outpost::secret::{EdgeSecret, LinkKey};
+use outpost::secret::{EdgeSecret, LinkKey, TicketSecret};
 use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -57,7 +58,7 @@ use uuid::Uuid;
 
 #[path = "support/process.rs"]
 mod process;
-use process::{cpu_seconds, rss_bytes};
+use process::{cpu_seconds, cpu_seconds_of, rss_bytes};
 #[path = "../tests/support/proxy.rs"]
 mod proxy;
 
@@ -749,6 +750,29 @@ fn edges_timing() -> LinkTiming {
     t
 }
 
+/// The master of the `edges` part: admission sized for the storm.
+fn edges_master_config(tls: Arc<rustls::ServerConfig>) -> MasterLinkConfig {
+    let mut cfg = MasterLinkConfig {
+        tls,
+        peer: PeerConfig::new(PeerRole::Master, edges_timing()),
+        boot_id: Uuid::now_v7(),
+        max_handshakes: 256,
+        // The storm stands for edges at many sites: their addresses are
+        // distinct in life, a few loopback ones here.
+        admission: outpost::link::AdmissionLimits {
+            max_unauthenticated: 20_000,
+            per_source: 20_000,
+        },
+        failure_report_interval: Duration::ZERO,
+        shutdown_grace: Duration::from_secs(2),
+        store_id: None,
+        leadership: outpost::control::leadership::alone_watch(),
+        probe: None,
+    };
+    cfg.peer.timing.handshake_timeout = Duration::from_secs(30);
+    cfg
+}
+
 fn edge_count() -> usize {
     std::env::var("OUTPOST_BENCH_EDGES")
         .ok()
@@ -768,24 +792,11 @@ fn edges() {
         socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let listener = socket.listen(4096).unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut cfg = MasterLinkConfig {
-            tls: tls::server_config(&certs.cert, &certs.key, None).unwrap(),
-            peer: PeerConfig::new(PeerRole::Master, edges_timing()),
-            boot_id: Uuid::now_v7(),
-            max_handshakes: 256,
-            // The storm stands for edges at many sites: their addresses are
-            // distinct in life, a few loopback ones here.
-            admission: outpost::link::AdmissionLimits {
-                max_unauthenticated: 20_000,
-                per_source: 20_000,
-            },
-            failure_report_interval: Duration::ZERO,
-            shutdown_grace: Duration::from_secs(2),
-            store_id: None,
-            leadership: outpost::control::leadership::alone_watch(),
-                probe: None,
-        };
-        cfg.peer.timing.handshake_timeout = Duration::from_secs(30);
+        // Tickets sealed with a secret the "database" holds: the restart
+        // storms below start a master that holds it, and one that does not.
+        let secret = TicketSecret::generate();
+        let own_tickets = || tls::server_config(&certs.cert, &certs.key, None).unwrap();
+        let cfg = edges_master_config(tls::with_shared_tickets(&own_tickets(), &secret));
         let (tx, mut events) = mpsc::channel(1 << 16);
         let registry = Registry::new(tx);
         let ups = Arc::new(AtomicUsize::new(0));
@@ -806,8 +817,9 @@ fn edges() {
                 }
             }
         });
-        let stop = CancellationToken::new();
-        tokio::spawn(master::serve(listener, cfg, Arc::new(keys), Arc::new(Echo), registry.clone(), stop.clone()));
+        let keys = Arc::new(keys);
+        let mut stop = CancellationToken::new();
+        let mut serving = tokio::spawn(master::serve(listener, cfg, keys.clone(), Arc::new(Echo), registry.clone(), stop.clone()));
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss0 = rss_bytes();
 
@@ -869,6 +881,36 @@ fn edges() {
             t0.elapsed().as_secs_f64(),
             if ok { "" } else { " (incomplete)" }
         );
+        // Restart storms: the master ends and another starts on its
+        // address; every edge reconnects (after its jittered retry delay,
+        // the same for both), resuming its session only if the new master
+        // can open its ticket.
+        for (what, tls) in [
+            ("a master holding the database's ticket secret", tls::with_shared_tickets(&own_tickets(), &secret)),
+            ("a master with a ticket key of its own", own_tickets()),
+        ] {
+            stop.cancel();
+            let _ = serving.await;
+            wait_until(|| registry.is_empty(), Duration::from_secs(30)).await;
+            let socket = TcpSocket::new_v4().unwrap();
+            socket.set_reuseaddr(true).unwrap();
+            socket.bind(addr).unwrap();
+            let listener = socket.listen(4096).unwrap();
+            let before = ups.load(Ordering::Relaxed);
+            let sim = child.id().unwrap();
+            let (t0, c0, s0) = (Instant::now(), cpu_seconds(), cpu_seconds_of(sim));
+            stop = CancellationToken::new();
+            serving = tokio::spawn(master::serve(listener, edges_master_config(tls), keys.clone(), Arc::new(Echo), registry.clone(), stop.clone()));
+            let ok = wait_until(|| ups.load(Ordering::Relaxed) >= before + n && registry.len() >= n, Duration::from_secs(120)).await;
+            println!(
+                "  restart storm, {what}: {} of {n} edges in {:.2} s, CPU {:.2} s master, {:.2} s edges{}",
+                ups.load(Ordering::Relaxed) - before,
+                t0.elapsed().as_secs_f64(),
+                cpu_seconds() - c0,
+                cpu_seconds_of(sim) - s0,
+                if ok { "" } else { " (incomplete)" }
+            );
+        }
         let _ = child.kill().await;
         stop.cancel();
         drop(child);

@@ -1,4 +1,5 @@
-//! Edge shared secrets: generation, and the link key derived from them.
+//! Edge shared secrets: generation, and the link key derived from them;
+//! the masters' secret for link session tickets.
 //!
 //! An edge is configured with its secret (`OUTPOST_EDGE_SECRET`). The master
 //! never stores the secret itself: it stores the link key derived from it,
@@ -89,6 +90,39 @@ impl LinkKey {
 impl std::fmt::Debug for LinkKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("LinkKey(<redacted>)")
+    }
+}
+
+/// The secret from which the masters sharing a database derive their
+/// TLS session-ticket keys (`link::tickets`). `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TicketSecret([u8; 32]);
+
+impl TicketSecret {
+    #[allow(
+        clippy::expect_used,
+        reason = "the OS random source failing leaves nothing secure to do"
+    )]
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut bytes)
+            .expect("the system random number generator failed");
+        Self(bytes)
+    }
+
+    pub fn from_slice(b: &[u8]) -> Option<Self> {
+        <[u8; 32]>::try_from(b).ok().map(Self)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for TicketSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TicketSecret(<redacted>)")
     }
 }
 

@@ -2,7 +2,9 @@
 //! concurrent requests in both directions.
 //!
 //! Layers, bottom up:
-//! - [`tls`]: rustls (ring) server and client configurations.
+//! - [`tls`]: rustls (ring) server and client configurations;
+//!   [`tickets`]: session tickets every master sharing the database's
+//!   secret opens, so edges resume across a restart or a failover.
 //! - [`handshake`]: preface (magic + version), then mutual HMAC
 //!   challenge-response bound to the TLS session.
 //! - [`peer`]: the multiplexer. [`Peer`] is the cheap, cloneable handle
@@ -30,6 +32,7 @@ pub mod peer;
 pub mod probe;
 pub mod registry;
 pub mod repository;
+pub mod tickets;
 pub mod tls;
 
 use std::time::Duration;

@@ -67,6 +67,18 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// `config` with tickets sealed by keys derived from `secret`: every
+/// master holding it (the same one restarted, the other nodes of its
+/// cluster) resumes the sessions the others issued.
+pub fn with_shared_tickets(
+    config: &Arc<ServerConfig>,
+    secret: &crate::secret::TicketSecret,
+) -> Arc<ServerConfig> {
+    let mut shared = ServerConfig::clone(config);
+    shared.ticketer = Arc::new(super::tickets::SharedTickets::new(secret));
+    Arc::new(shared)
+}
+
 /// The edge's client configuration: trust `ca`, optionally present a
 /// client certificate (`cert`, `key`) for mutual TLS.
 pub fn client_config(

@@ -286,6 +286,7 @@ async fn claim(config: &Config) -> Result<Claimed, RunError> {
     let (listener, mut link, link_addr) = bind_link(config).await?;
     let store = boot::open_store(config).await?;
     link.store_id = Some(store.store_id());
+    share_link_tickets(&mut link, &store).await;
     Ok(Claimed {
         lock,
         api_listener,
@@ -294,6 +295,20 @@ async fn claim(config: &Config) -> Result<Claimed, RunError> {
         link_addr,
         store,
     })
+}
+
+/// Edges resume their TLS sessions on every master of this database (this
+/// one restarted, the next MASTER of a cluster). Without the secret, this
+/// master's own tickets still serve reconnects to it: a restart then costs
+/// full handshakes, which is slower, not wrong.
+async fn share_link_tickets(link: &mut MasterLinkConfig, store: &Store) {
+    match store.link_ticket_secret().await {
+        Ok(secret) => link.tls = crate::link::tls::with_shared_tickets(&link.tls, &secret),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot read the link's ticket secret; edges will not resume their TLS sessions across a restart or failover"
+        ),
+    }
 }
 
 /// What answers edges over the link, and the feed of their modules' status

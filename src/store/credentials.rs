@@ -4,12 +4,14 @@
 //! through [`Write::SetCredential`](super::Write) in a batch (or deleted
 //! with the location's document); every change bumps one counter
 //! ([`Store::credentials_version`]) and is recorded in the credential log,
-//! in the same transaction.
+//! in the same transaction. And the masters' secret for link session
+//! tickets.
 
 use uuid::Uuid;
 
-use super::{Store, StoreError, on_reader, sql};
+use super::{Store, StoreError, on_reader, on_writer, sql};
 use crate::model::Kind;
+use crate::secret::TicketSecret;
 
 /// The keys that authenticate an edge location now.
 #[derive(Clone, PartialEq, Eq)]
@@ -115,5 +117,24 @@ impl Store {
             .into_iter()
             .map(|(at_ms, action)| CredentialRecord { at_ms, action })
             .collect())
+    }
+
+    /// The secret every master on this database derives its TLS ticket
+    /// keys from, made on first use. Any node may make it, MASTER or not
+    /// (a standby answers handshakes too), so no fence: the first write
+    /// wins and the others read the same row.
+    pub async fn link_ticket_secret(&self) -> Result<TicketSecret, StoreError> {
+        let offered = TicketSecret::generate();
+        let stored: Vec<u8> = on_writer!(self, pool => {
+            sqlx::query(sql::OFFER_TICKET_SECRET)
+                .bind(offered.as_bytes().as_slice())
+                .execute(pool)
+                .await?;
+            sqlx::query_scalar(sql::TICKET_SECRET).fetch_one(pool).await?
+        });
+        TicketSecret::from_slice(&stored).ok_or_else(|| StoreError::CorruptRow {
+            table: "link_ticket_secret",
+            reason: format!("{} bytes where 32 belong", stored.len()),
+        })
     }
 }

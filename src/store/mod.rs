@@ -210,6 +210,8 @@ pub enum StoreError {
     Fenced { term: i64 },
     #[error("stored document {id} is corrupt: {reason}")]
     Corrupt { id: Uuid, reason: String },
+    #[error("the stored {table} is corrupt: {reason}")]
+    CorruptRow { table: &'static str, reason: String },
 }
 
 fn describe_epoch(epoch: Option<i64>) -> String {

@@ -108,6 +108,10 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
         "events stored",
         include_str!("migrations/sqlite/0012_events_stored.sql"),
     ),
+    (
+        "link ticket secret",
+        include_str!("migrations/sqlite/0013_link_ticket_secret.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
@@ -161,6 +165,10 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
         "events stored",
         include_str!("migrations/postgres/0013_events_stored.sql"),
+    ),
+    (
+        "link ticket secret",
+        include_str!("migrations/postgres/0014_link_ticket_secret.sql"),
     ),
 ];
 

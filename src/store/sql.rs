@@ -252,6 +252,10 @@ pub(crate) const RECORD_EDGE_LINK: &str = "INSERT INTO edge_links (edge_id, node
 pub(crate) const FORGET_EDGE_LINK: &str =
     "DELETE FROM edge_links WHERE edge_id = $1 AND node_id = $2";
 pub(crate) const EDGE_LINKS: &str = "SELECT edge_id, node_id FROM edge_links";
+/// The first master to need the ticket secret makes it; the others read it.
+pub(crate) const OFFER_TICKET_SECRET: &str =
+    "INSERT INTO link_ticket_secret (id, secret) VALUES (1, $1) ON CONFLICT (id) DO NOTHING";
+pub(crate) const TICKET_SECRET: &str = "SELECT secret FROM link_ticket_secret WHERE id = 1";
 pub(crate) const LOG_PAGE: &str = "SELECT id, edge_id, epoch, from_side, to_side, reason, at_ms, by_user FROM control_log \
      WHERE edge_id = $1 AND epoch < $2 ORDER BY epoch DESC LIMIT $3";
 

@@ -92,8 +92,13 @@ pub(crate) async fn get_ok(node: &Node, path: &str) -> String {
 /// A node's own `outpost_modules{state=…}` gauge (a standby answers
 /// `/metrics` itself).
 async fn modules(node: &Node, state: &str) -> Option<u64> {
+    metric(node, &format!("outpost_modules{{state=\"{state}\"}}")).await
+}
+
+/// One series of a node's own `/metrics`, by its name and labels.
+async fn metric(node: &Node, series: &str) -> Option<u64> {
     let (_, text) = get(node.api, "/metrics", Some(ADMIN_KEY)).await?;
-    let series = format!("outpost_modules{{state=\"{state}\"}} ");
+    let series = format!("{series} ");
     text.lines()
         .find_map(|l| l.strip_prefix(series.as_str()))
         .and_then(|v| v.trim().parse().ok())
@@ -156,6 +161,26 @@ async fn five_nodes_started_at_once_make_exactly_one_master() {
     assert_eq!(status, 200);
     assert!(body.contains("Lobby"), "the MASTER stored it: {body}");
     c.finish(nodes).await;
+}
+
+/// Nodes starting at once on one database agree on the secret of their
+/// link's session tickets: the first makes it, every other reads it, so
+/// an edge resumes its TLS session on whichever node becomes MASTER.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_at_once_share_one_ticket_secret() {
+    let Some(c) = Cluster::new(LEASE_MS, RENEW_MS).await else {
+        return;
+    };
+    let open = || async {
+        let options = outpost::store::StoreOptions::new(c.db.url.clone());
+        let store = outpost::store::Store::open(&options).await.unwrap();
+        let secret = store.link_ticket_secret().await.unwrap();
+        store.close().await;
+        secret
+    };
+    let secrets = futures_util::future::join_all((0..4).map(|_| open())).await;
+    assert!(secrets.iter().all(|s| *s == secrets[0]), "{secrets:?}");
+    c.finish(Vec::new()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,6 +388,10 @@ async fn an_edge_given_only_a_standby_ends_on_the_master_and_follows_a_failover(
         async || edge_connected(&nodes[m], id).await,
     )
     .await;
+    // The session ticket the standby issued opens at the MASTER: the nodes
+    // share the database's ticket secret, so the edge resumed its session.
+    let resumed = r#"outpost_link_tls_handshakes_total{kind="resumed"}"#;
+    assert!(metric(&nodes[m], resumed).await >= Some(1));
     // The MASTER dies: the edge's one address is now the MASTER's.
     nodes[m].kill().await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
