@@ -124,14 +124,21 @@ impl Store {
     /// (a standby answers handshakes too), so no fence: the first write
     /// wins and the others read the same row.
     pub async fn link_ticket_secret(&self) -> Result<TicketSecret, StoreError> {
-        let offered = TicketSecret::generate();
-        let stored: Vec<u8> = on_writer!(self, pool => {
-            sqlx::query(sql::OFFER_TICKET_SECRET)
-                .bind(offered.as_bytes().as_slice())
-                .execute(pool)
-                .await?;
-            sqlx::query_scalar(sql::TICKET_SECRET).fetch_one(pool).await?
+        // Read first: a master whose database it may not write (a disk
+        // gone read-only) still resumes the sessions of the others.
+        let stored: Option<Vec<u8>> = on_reader!(self, pool => {
+            sqlx::query_scalar(sql::TICKET_SECRET).fetch_optional(pool).await?
         });
+        let stored = match stored {
+            Some(stored) => stored,
+            None => on_writer!(self, pool => {
+                sqlx::query(sql::OFFER_TICKET_SECRET)
+                    .bind(TicketSecret::generate().as_bytes().as_slice())
+                    .execute(pool)
+                    .await?;
+                sqlx::query_scalar(sql::TICKET_SECRET).fetch_one(pool).await?
+            }),
+        };
         TicketSecret::from_slice(&stored).ok_or_else(|| StoreError::CorruptRow {
             table: "link_ticket_secret",
             reason: format!("{} bytes where 32 belong", stored.len()),
