@@ -20,17 +20,22 @@ const KEY_CONTEXT: &[u8] = b"outpost edge link key v1\0";
 #[derive(Clone, PartialEq, Eq)]
 pub struct EdgeSecret(String);
 
+/// Bytes from the operating system's random source.
+#[allow(
+    clippy::expect_used,
+    reason = "the OS random source failing leaves nothing secure to do"
+)]
+fn random_bytes() -> [u8; SECRET_BYTES] {
+    let mut bytes = [0u8; SECRET_BYTES];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system random number generator failed");
+    bytes
+}
+
 impl EdgeSecret {
-    #[allow(
-        clippy::expect_used,
-        reason = "the OS random source failing leaves nothing secure to do"
-    )]
     pub fn generate() -> Self {
-        let mut bytes = [0u8; SECRET_BYTES];
-        SystemRandom::new()
-            .fill(&mut bytes)
-            .expect("the system random number generator failed");
-        Self(hex::encode(bytes))
+        Self(hex::encode(random_bytes()))
     }
 
     /// Wraps a secret given by the operator (configuration, import file).
@@ -99,16 +104,8 @@ impl std::fmt::Debug for LinkKey {
 pub struct TicketSecret([u8; 32]);
 
 impl TicketSecret {
-    #[allow(
-        clippy::expect_used,
-        reason = "the OS random source failing leaves nothing secure to do"
-    )]
     pub fn generate() -> Self {
-        let mut bytes = [0u8; 32];
-        SystemRandom::new()
-            .fill(&mut bytes)
-            .expect("the system random number generator failed");
-        Self(bytes)
+        Self(random_bytes())
     }
 
     pub fn from_slice(b: &[u8]) -> Option<Self> {
