@@ -209,20 +209,23 @@ impl EventSync {
                 module,
                 method,
                 result,
-            } => {
-                let body = match result {
-                    Ok(r) => serde_json::json!({"method": method, "ok": true, "result": r}),
-                    Err(e) => serde_json::json!({"method": method, "ok": false, "error": e}),
-                };
-                self.event(Some(module), EventKind::Exec, None, body.to_string())
-            }
+            } => self.event(
+                Some(module),
+                EventKind::Exec,
+                None,
+                exec_body(&method, &result),
+            ),
             Activity::DriverError {
                 module,
                 message,
                 failed,
             } => {
-                let body = serde_json::json!({"message": message, "failed": failed});
-                self.event(Some(module), EventKind::DriverError, None, body.to_string())
+                let body = DriverErrorBody {
+                    message: &message,
+                    failed,
+                };
+                let body = serde_json::to_string(&body).unwrap_or_default();
+                self.event(Some(module), EventKind::DriverError, None, body)
             }
         }
     }
@@ -334,6 +337,37 @@ impl EventSync {
     }
 }
 
+/// The body of an exec event, written straight from borrowed fields: one
+/// is written per exec on an edge, so no `Value` tree is built for it.
+fn exec_body(method: &str, result: &Result<String, crate::runtime::ExecError>) -> String {
+    let body = ExecBody {
+        method,
+        ok: result.is_ok(),
+        result: result.as_ref().ok(),
+        error: result.as_ref().err(),
+    };
+    // Strings, a bool and an `ExecError` always serialize.
+    serde_json::to_string(&body).unwrap_or_default()
+}
+
+/// The body of an exec event.
+#[derive(serde::Serialize)]
+struct ExecBody<'a> {
+    method: &'a str,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a crate::runtime::ExecError>,
+}
+
+/// The body of a driver-error event.
+#[derive(serde::Serialize)]
+struct DriverErrorBody<'a> {
+    message: &'a str,
+    failed: bool,
+}
+
 /// What a broadcast receiver had waiting, with a lag logged and skipped.
 fn waiting<T>(r: Result<T, tokio::sync::broadcast::error::TryRecvError>, what: &str) -> Option<T> {
     match r {
@@ -388,7 +422,8 @@ fn wire(e: Event, seq: Option<i64>) -> WireEvent {
 
 #[cfg(test)]
 mod tests {
-    use super::{Event, FreshEvents};
+    use super::{Event, FreshEvents, exec_body};
+    use crate::runtime::ExecError;
     use crate::store::EventKind;
     use uuid::Uuid;
 
@@ -427,5 +462,29 @@ mod tests {
         fresh.recorded(&second);
         let bodies: Vec<String> = fresh.take().unwrap().into_iter().map(|e| e.body).collect();
         assert_eq!(bodies, ["{}", "\"hdmi\"", "3", "4"]);
+    }
+
+    /// The bodies written from borrowed fields are the objects the event
+    /// log has always held.
+    #[test]
+    fn exec_bodies_are_the_objects_they_always_were() {
+        let ok: Result<String, ExecError> = Ok("{\"on\":true}".into());
+        let failed: Result<String, ExecError> = Err(ExecError::Driver {
+            message: "no \"power\"".into(),
+        });
+        let same = [
+            (
+                &ok,
+                serde_json::json!({"method": "set", "ok": true, "result": "{\"on\":true}"}),
+            ),
+            (
+                &failed,
+                serde_json::json!({"method": "set", "ok": false, "error": failed.as_ref().unwrap_err()}),
+            ),
+        ];
+        for (result, before) in same {
+            let now: serde_json::Value = serde_json::from_str(&exec_body("set", result)).unwrap();
+            assert_eq!(now, before);
+        }
     }
 }
