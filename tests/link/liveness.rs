@@ -25,6 +25,25 @@ fn meta() -> PeerMeta {
     }
 }
 
+/// A session of each role over an in-memory pipe, not yet running: the
+/// edge's first, then the master's.
+fn piped_sessions(
+    edge: &LinkTiming,
+    master: &LinkTiming,
+    root: &CancellationToken,
+) -> (PipedSession, PipedSession) {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let side = |io, role, timing: &LinkTiming| {
+        peer::session(io, meta(), &PeerConfig::new(role, timing.clone()), 64, root)
+    };
+    (
+        side(a, PeerRole::Edge, edge),
+        side(b, PeerRole::Master, master),
+    )
+}
+
+type PipedSession = (peer::Peer, peer::Session<tokio::io::DuplexStream>);
+
 /// With paused time: an edge and a master peer over an in-memory pipe
 /// stay up across many heartbeat intervals; when the edge side goes
 /// silent (its driver stops but the pipe stays open), the master declares
@@ -32,22 +51,9 @@ fn meta() -> PeerMeta {
 #[tokio::test(start_paused = true)]
 async fn heartbeats_keep_a_quiet_link_up_and_silence_kills_it() {
     let timing = LinkTiming::default();
-    let (a, b) = tokio::io::duplex(64 * 1024);
     let root = CancellationToken::new();
-    let (edge_peer, edge_session) = peer::session(
-        a,
-        meta(),
-        &PeerConfig::new(PeerRole::Edge, timing.clone()),
-        64,
-        &root,
-    );
-    let (master_peer, master_session) = peer::session(
-        b,
-        meta(),
-        &PeerConfig::new(PeerRole::Master, timing.clone()),
-        64,
-        &root,
-    );
+    let ((edge_peer, edge_session), (master_peer, master_session)) =
+        piped_sessions(&timing, &timing, &root);
     let edge_task = tokio::spawn(edge_session.run(Arc::new(TestHandler::default())));
     let master_task = tokio::spawn(master_session.run(Arc::new(TestHandler::default())));
     // Thirty seconds of idle link: pings keep both sides alive.
@@ -153,22 +159,9 @@ async fn calls_to_a_silent_peer_fail_each_at_its_own_deadline() {
 #[tokio::test(start_paused = true)]
 async fn calls_one_at_a_time_share_one_expiry_task_which_ends_when_idle() {
     let timing = LinkTiming::default();
-    let (a, b) = tokio::io::duplex(64 * 1024);
     let root = CancellationToken::new();
-    let (_edge_peer, edge_session) = peer::session(
-        a,
-        meta(),
-        &PeerConfig::new(PeerRole::Edge, timing.clone()),
-        64,
-        &root,
-    );
-    let (master_peer, master_session) = peer::session(
-        b,
-        meta(),
-        &PeerConfig::new(PeerRole::Master, timing),
-        64,
-        &root,
-    );
+    let ((_edge_peer, edge_session), (master_peer, master_session)) =
+        piped_sessions(&timing, &timing, &root);
     tokio::spawn(edge_session.run(Arc::new(TestHandler::default())));
     tokio::spawn(master_session.run(Arc::new(TestHandler::default())));
     let echo = async |n: u64| {
@@ -414,21 +407,8 @@ async fn a_quiet_link_stays_up_when_the_two_sides_time_differently() {
         let root = CancellationToken::new();
         let sweeper = peer::Sweeper::new(master_timing.clone());
         tokio::spawn(sweeper.clone().run(root.clone()));
-        let (a, b) = tokio::io::duplex(64 * 1024);
-        let (edge_peer, edge_session) = peer::session(
-            a,
-            meta(),
-            &PeerConfig::new(PeerRole::Edge, edge_timing.clone()),
-            64,
-            &root,
-        );
-        let (master_peer, master_session) = peer::session(
-            b,
-            meta(),
-            &PeerConfig::new(PeerRole::Master, master_timing.clone()),
-            64,
-            &root,
-        );
+        let ((edge_peer, edge_session), (master_peer, master_session)) =
+            piped_sessions(&edge_timing, &master_timing, &root);
         let master_session = master_session.swept_by(&sweeper);
         let edge_task = tokio::spawn(edge_session.run(Arc::new(TestHandler::default())));
         let master_task = tokio::spawn(master_session.run(Arc::new(TestHandler::default())));
